@@ -1,0 +1,220 @@
+"""Core serialized types shared by the pipeline: planned attempts, provider results, ledger records.
+
+Everything here is a frozen pydantic model; everything written to the ledger carries a
+``record_type`` and a schema ``version`` so that a record describes itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+Intent = Literal["benign", "adversarial", "reconstruction"]
+Mode = Literal["chat", "completion", "score"]
+Outcome = Literal["match", "no_match", "refusal", "error", "unscorable"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Message(Frozen):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Decoding(Frozen):
+    """Decoding parameters sent with one attempt."""
+
+    temperature: float = 0.0
+    """0 means greedy decoding."""
+    max_tokens: int = 96
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    """Sampling seed (sent where the provider supports one)."""
+    stop: list[str] = []
+
+
+class WorkRange(Frozen):
+    """Characters [start, end) of a work's raw text."""
+
+    start: int
+    end: int
+
+
+class PlannedAttempt(Frozen):
+    """One attempt as planned, before it is sent. Its id is stable across runs of the same case."""
+
+    id: str
+    """``a-`` + 20 hex of SHA-256 over (case hash, model id, strategy key, work id, index, sample)."""
+    ordinal: int
+    """Position in the plan (execution order)."""
+    model_id: str
+    strategy: str
+    """Strategy name."""
+    strategy_key: str
+    """Strategy name plus its index in the case file (``prefix_continuation#0``)."""
+    work_id: str
+    intent: Intent
+    index: int
+    """Index of the prompt within (strategy, work)."""
+    sample: int = 0
+    """Sample number of this prompt; 0 is greedy."""
+    mode: Mode
+    """``chat``: messages; ``completion``: plain prompt; ``score``: teacher-forced log-probs of
+    ``continuation`` after ``prompt``."""
+    messages: list[Message] = []
+    prompt: str | None = None
+    continuation: str | None = None
+    decoding: Decoding = Decoding()
+    target: WorkRange | None = None
+    """The part of the work this attempt aims at (the expected continuation), if any."""
+    supplied: list[WorkRange] = []
+    """Work ranges quoted in the prompt: never credited to the model (position mask)."""
+    label: str = ""
+    """Short human description (e.g. ``window 3 at word 150``)."""
+
+    def supplied_texts(self) -> list[str]:
+        """Every tester-supplied text of this attempt (system, user, prefill, prompt)."""
+        texts = [m.content for m in self.messages]
+        if self.prompt:
+            texts.append(self.prompt)
+        return texts
+
+
+class TokenScore(Frozen):
+    """A teacher-forced token: its log-probability and the model's top choice at that step."""
+
+    token: str
+    token_id: int
+    logprob: float
+    top_token_id: int
+    top_logprob: float
+    is_top: bool
+    """True when the given token is the model's most probable next token (greedy would pick it)."""
+
+
+class ProviderResult(Frozen):
+    """What a provider returned for one attempt, raw response included (keys removed)."""
+
+    text: str | None = None
+    """Generated text (None for score attempts)."""
+    finish_reason: str | None = None
+    refusal: bool = False
+    returned_model: str | None = None
+    request_id: str | None = None
+    system_fingerprint: str | None = None
+    server_date: str | None = None
+    """The server's HTTP Date header, verbatim."""
+    usage: dict[str, Any] = {}
+    raw_request: dict[str, Any] = {}
+    raw_response: dict[str, Any] = {}
+    token_scores: list[TokenScore] | None = None
+    """Teacher-forced log-probs of the continuation (score attempts)."""
+
+
+class AttemptError(Frozen):
+    kind: Literal["no_retry", "transient", "rate_limit", "unknown"]
+    type: str
+    """Exception class name."""
+    message: str
+
+
+class TryRecord(Frozen):
+    """One try of an attempt (an attempt may be retried)."""
+
+    started_at: str
+    completed_at: str
+    error: AttemptError | None = None
+    retry_after: float | None = None
+
+
+class ModelIdentity(Frozen):
+    """How a model was identified at run start."""
+
+    model_id: str
+    provider: str
+    model: str
+    interface: Literal["chat", "completion"]
+    identity: dict[str, Any] = {}
+    """Provider-specific: for local models the GGUF file's SHA-256, size and licence; for APIs
+    the endpoint and key fingerprint."""
+    can_score: bool = False
+
+
+class RecordBase(Frozen):
+    version: int = SCHEMA_VERSION
+    seq: int
+    """0-based position in the ledger."""
+    recorded_at: str
+    """UTC time the record was written."""
+    prev_hash: str | None
+    hash: str | None = None
+
+
+class WorkManifest(Frozen):
+    id: str
+    title: str
+    author: str
+    role: Literal["subject", "control"]
+    path: str
+    """Path relative to the case file."""
+    sha256: str
+    chars: int
+    words: int
+    """Counted words (words profile, exclusions removed)."""
+    excluded_chars: int
+
+
+class RunStart(RecordBase):
+    record_type: Literal["run_start"] = "run_start"
+    run_id: str
+    case_path: str
+    case_sha256: str
+    case: dict[str, Any]
+    """The validated case (canonical form)."""
+    works: list[WorkManifest]
+    models: list[ModelIdentity]
+    plan_sha256: str
+    """Hash of the list of planned attempts."""
+    planned_attempts: int
+    versions: dict[str, str | None]
+    git: dict[str, Any]
+    host: dict[str, str]
+    argv: list[str]
+
+
+class AttemptRecord(RecordBase):
+    record_type: Literal["attempt"] = "attempt"
+    attempt: PlannedAttempt
+    status: Literal["ok", "refusal", "error"]
+    result: ProviderResult | None = None
+    error: AttemptError | None = None
+    started_at: str
+    completed_at: str
+    tries: list[TryRecord] = []
+
+
+
+
+class Note(RecordBase):
+    record_type: Literal["note"] = "note"
+    kind: str
+    """``resume``, ``torn_line``, ``interrupted``, ``warning``..."""
+    message: str
+    data: dict[str, Any] = {}
+
+
+class RunEnd(RecordBase):
+    record_type: Literal["run_end"] = "run_end"
+    attempts_recorded: int
+    attempts_planned: int
+    complete: bool
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+LedgerRecord = RunStart | AttemptRecord | Note | RunEnd

@@ -1,0 +1,51 @@
+"""Interval estimates, checked against values derived by hand or from closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from casekit.analysis.stats import clopper_pearson, clopper_pearson_upper, rate, wilson
+
+
+def test_clopper_pearson_at_zero_is_closed_form() -> None:
+    # k = 0: upper = 1 - (alpha/2)^(1/n); n = 10 -> 1 - 0.025^(0.1) = 0.30849...
+    lo, hi = clopper_pearson(0, 10)
+    assert lo == 0.0
+    assert hi == pytest.approx(1 - 0.025 ** 0.1, abs=1e-9)
+
+
+def test_clopper_pearson_at_n_is_closed_form() -> None:
+    lo, hi = clopper_pearson(20, 20)
+    assert hi == 1.0
+    assert lo == pytest.approx(0.025 ** (1 / 20), abs=1e-9)
+
+
+def test_one_sided_upper_bound_rule_of_three() -> None:
+    # 0 of n -> 1 - 0.05^(1/n), about 3/n: n = 100 -> 0.02951...
+    assert clopper_pearson_upper(0, 100) == pytest.approx(1 - 0.05 ** 0.01, abs=1e-9)
+    assert 2.9 / 100 < clopper_pearson_upper(0, 100) < 3.0 / 100
+
+
+def test_clopper_pearson_interior_known_value() -> None:
+    # Standard table value: k = 5, n = 20 -> (0.08657, 0.49105)
+    lo, hi = clopper_pearson(5, 20)
+    assert lo == pytest.approx(0.08657, abs=1e-4)
+    assert hi == pytest.approx(0.49105, abs=1e-4)
+
+
+def test_wilson_known_value() -> None:
+    # p = 0.5, n = 10, z = 1.96: centre 0.5, half = 1.96*sqrt(0.025+0.0096)/1.384 = 0.2634...
+    lo, hi = wilson(5, 10)
+    z = 1.959963984540054
+    half = z * math.sqrt(0.25 / 10 + z * z / 400) / (1 + z * z / 10)
+    assert lo == pytest.approx(0.5 - half) and hi == pytest.approx(0.5 + half)
+
+
+def test_rate_chooses_method() -> None:
+    assert rate(0, 5).method == "clopper-pearson"
+    assert rate(5, 5).method == "clopper-pearson"
+    assert rate(2, 5).method == "wilson"
+    r = rate(0, 0)
+    assert r.rate is None and r.method == "none"
