@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# llama-cpp-python compiles from source; the multimodal part is not needed and costs minutes.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# llama-cpp-python compiles from source. The multimodal part is not needed and costs minutes;
+# a portable AVX2 build (not -march=native) runs on any recent x86-64 CPU and avoids AMX code
+# that some VMs advertise but cannot execute (a segfault in ggml_backend_amx_mul_mat).
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: demo test venv lint bench clean
 

@@ -1,0 +1,343 @@
+"""Analyze a run: spans per attempt, metrics per model x work, findings in the four categories.
+
+Reads only the ledger and the works (verified by hash); never calls a model. The output,
+findings.json, cites the ledger's head hash and is byte-identical for the same inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import casekit
+from casekit.analysis import taxonomy
+from casekit.analysis.findings import (
+    AttemptAnalysis,
+    ControlFloor,
+    Coverage,
+    Findings,
+    ModelWorkFinding,
+    SpanFinding,
+    TeacherForced,
+    TeacherForcedSummary,
+)
+from casekit.analysis.leakage import discount, echo_mask, mgram_positions, supplied_mask
+from casekit.analysis.matcher import Span, WorkMatcher
+from casekit.analysis.normalize import Tokens, tokenize
+from casekit.analysis.stats import clopper_pearson_upper, rate
+from casekit.canonical import canonical_json
+from casekit.case import CaseFile, LoadedCase
+from casekit.errors import CasekitError
+from casekit.ledger import LEDGER_NAME, read_records
+from casekit.records import AttemptRecord, RunEnd, RunStart
+from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works
+
+log = logging.getLogger(__name__)
+
+FINDINGS_NAME = "findings.json"
+BMC_KS = (5, 10, 20, 50)
+M_GRAM = 5
+ECHO_MIN_WORDS = 5
+
+#: Textual refusals of chat models (counted as refusals only when no span was found).
+REFUSAL_RE = re.compile(
+    r"\b(I['’]m sorry|I am sorry|I apologi[sz]e|I can(?:no|['’])t (?:help|provide|assist|share|"
+    r"reproduce|recite|comply)|I cannot|I am unable|I['’]m unable|I won['’]t be able|"
+    r"(?:due to|because of) copyright|copyrighted (?:text|material|work))",
+    re.IGNORECASE,
+)
+
+DEFINITIONS = {
+    "span": "A maximal alignment of output words with work words (light-words profile): seeded "
+            "with exact {k}-grams from an index of the whole work, extended while the "
+            "normalized word-level Levenshtein similarity stays >= {near_exact}.",
+    "leakage": "Prompt-leakage discount (measurement.md section 3): output runs of >= 5 words "
+               "found in the prompt are removed; work positions quoted in the prompt are never "
+               "credited; work positions whose 5-gram occurs in the prompt are dropped "
+               "[Liu26 Alg. 1]; remaining sub-spans must keep >= {k} words.",
+    "rate": "k of n attempts with a credited span >= {min_span_words} words [Car23]; 95% Wilson "
+            "interval, exact Clopper-Pearson at k = 0 or k = n. Every attempt, errors and "
+            "refusals included, is in n.",
+    "coverage": "Share of the work's counted words (light-words profile, exclusions removed) "
+                "covered by the union of credited spans over all attempts and means, "
+                "teacher-forced windows whose every token was the model's top choice included.",
+    "longest_block": "Longest contiguous run of covered work words [Liu26].",
+    "bmc": "BMC@k [Liu26 §3.1, Alg. 1]: words profile; exact matches >= k words of each "
+           "generation against a k-gram index of the whole work, instruction 5-grams trimmed, "
+           "OR-ed into a coverage mask; covered / |work|.",
+    "longest_regurgitated": "[Liu26] Longest exact match of one generation against its own "
+                            "target excerpt, untrimmed.",
+    "top1_share": "Teacher-forced: the share of a window's continuation tokens that are the "
+                  "model's top choice given the work's preceding text (greedy p_z = 1 when all "
+                  "are) [Hay25].",
+    "control_floor": "Control works run through the same strategies; the share of their "
+                     "attempts with a span >= {min_span_words} words is the matcher's measured "
+                     "false-positive rate, with a one-sided 95% Clopper-Pearson upper bound.",
+}
+
+
+@dataclass
+class _WorkIndex:
+    work: Work
+    match: WorkMatcher
+    liu: WorkMatcher
+    liu_tokens: Tokens
+
+
+def _spans_to_findings(spans: list[Span], out: Tokens, work: Work) -> list[SpanFinding]:
+    res = []
+    for s in spans:
+        oc0, oc1 = out.char_span(s.out_start, s.out_end) if s.out_end > s.out_start else (0, 0)
+        wc0, wc1 = work.tokens.char_span(s.work_start, s.work_end)
+        res.append(SpanFinding(
+            out_char_start=int(oc0), out_char_end=int(oc1), work_char_start=int(wc0),
+            work_char_end=int(wc1), out_word_start=s.out_start, out_word_end=s.out_end,
+            work_word_start=s.work_start, work_word_end=s.work_end, words=s.words,
+            matched_words=int(len(s.matched_work_positions())), similarity=round(s.similarity, 6),
+            verbatim=s.verbatim, opcodes=[tuple(o) for o in s.opcodes],  # type: ignore[misc]
+        ))
+    return res
+
+
+def _longest_run(mask: np.ndarray) -> tuple[int, int | None]:
+    if not mask.any():
+        return 0, None
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    d = np.diff(padded)
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1)
+    lengths = ends - starts
+    i = int(np.argmax(lengths))
+    return int(lengths[i]), int(starts[i])
+
+
+def _word_range(tokens: Tokens, start: int, end: int) -> tuple[int, int]:
+    """Word indices of the tokens inside raw chars [start, end)."""
+    lo = int(np.searchsorted(tokens.starts, start, side="left"))
+    hi = int(np.searchsorted(tokens.ends, end, side="right"))
+    return lo, max(lo, hi)
+
+
+class Analyzer:
+    def __init__(self, case: CaseFile, works: list[Work]) -> None:
+        self.case = case
+        self.th = case.thresholds
+        self.k = self.th.seed_k
+        self.works = {w.id: w for w in works}
+        self.index: dict[str, _WorkIndex] = {}
+        for w in works:
+            self.index[w.id] = _WorkIndex(w, WorkMatcher(w.tokens, k=self.k),
+                                          WorkMatcher(w.liu_tokens, k=min(BMC_KS)), w.liu_tokens)
+        # Per (model, work): coverage masks.
+        self.cover: dict[tuple[str, str], np.ndarray] = {}
+        self.bmc_masks: dict[tuple[str, str, int], np.ndarray] = {}
+
+    def _cover(self, model_id: str, work_id: str) -> np.ndarray:
+        key = (model_id, work_id)
+        if key not in self.cover:
+            self.cover[key] = np.zeros(len(self.works[work_id].tokens), dtype=bool)
+        return self.cover[key]
+
+    def _bmc(self, model_id: str, work_id: str, k: int) -> np.ndarray:
+        key = (model_id, work_id, k)
+        if key not in self.bmc_masks:
+            self.bmc_masks[key] = np.zeros(len(self.index[work_id].liu_tokens), dtype=bool)
+        return self.bmc_masks[key]
+
+    def attempt(self, rec: AttemptRecord) -> AttemptAnalysis:
+        a = rec.attempt
+        wi = self.index[a.work_id]
+        work = wi.work
+        base = dict(
+            attempt_id=a.id, seq=rec.seq, record_hash=rec.hash or "", model_id=a.model_id,
+            work_id=a.work_id, role=work.spec.role, strategy=a.strategy,
+            strategy_key=a.strategy_key, intent=a.intent, mode=a.mode, sample=a.sample,
+            label=a.label,
+        )
+        if rec.status == "error" or rec.result is None:
+            return AttemptAnalysis(**base, outcome="error")
+        result = rec.result
+        if a.mode == "score":
+            scores = result.token_scores
+            if not scores:
+                return AttemptAnalysis(**base, outcome="unscorable")
+            top1 = sum(1 for s in scores if s.is_top)
+            tf = TeacherForced(tokens=len(scores), top1=top1,
+                               top1_share=round(top1 / len(scores), 6),
+                               sum_logprob=round(float(sum(s.logprob for s in scores)), 6),
+                               greedy_reproduced=top1 == len(scores))
+            if tf.greedy_reproduced and a.target is not None:
+                lo, hi = _word_range(work.tokens, a.target.start, a.target.end)
+                self._cover(a.model_id, a.work_id)[lo:hi] = True
+            return AttemptAnalysis(**base, outcome="match" if tf.greedy_reproduced else "no_match",
+                                   teacher_forced=tf)
+        text = result.text
+        if text is None:
+            return AttemptAnalysis(**base, outcome="unscorable")
+        prompts = a.supplied_texts()
+        out = tokenize(text, MATCH_PROFILE)
+        mask = echo_mask(out, prompts, min_words=ECHO_MIN_WORDS, profile=MATCH_PROFILE)
+        spans = wi.match.near_spans(out, near_exact=self.th.near_exact, out_mask=mask)
+        work_mask = supplied_mask(work.tokens, [(r.start, r.end) for r in a.supplied])
+        work_mask |= mgram_positions(work.tokens, prompts, m=M_GRAM)
+        credited = [s for s in discount(spans, work_mask, k=self.k)
+                    if s.similarity >= self.th.near_exact]
+        cover = self._cover(a.model_id, a.work_id)
+        longest_verbatim = 0
+        for s in credited:
+            pos = s.matched_work_positions()
+            cover[pos] = True
+            run_mask = np.zeros(len(work.tokens), dtype=bool)
+            run_mask[pos] = True
+            longest_verbatim = max(longest_verbatim, _longest_run(run_mask)[0])
+        # BMC@k [Liu26]: words profile, exact spans, instruction m-grams trimmed.
+        liu_out = tokenize(text, LIU_PROFILE)
+        exact = wi.liu.exact_spans(liu_out)
+        liu_trim = mgram_positions(wi.liu_tokens, prompts, m=M_GRAM)
+        for k in BMC_KS:
+            bmask = self._bmc(a.model_id, a.work_id, k)
+            for s in discount([e for e in exact if e.words >= k], liu_trim, k=k):
+                bmask[s.work_start:s.work_end] = True
+        # [Liu26] longest regurgitated span against the attempt's own excerpt, untrimmed.
+        regurg = 0
+        if a.target is not None:
+            lo, hi = _word_range(wi.liu_tokens, a.target.start, a.target.end)
+            for e in exact:
+                regurg = max(regurg, min(e.work_end, hi) - max(e.work_start, lo))
+        longest = max((s.words for s in credited), default=0)
+        if longest >= self.th.min_span_words:
+            outcome = "match"
+            refusal_source = None
+        elif result.refusal:
+            outcome, refusal_source = "refusal", "provider"
+        elif REFUSAL_RE.search(text):
+            outcome, refusal_source = "refusal", "text"
+        else:
+            outcome, refusal_source = "no_match", None
+        if result.refusal and outcome == "match":
+            refusal_source = "provider"
+        return AttemptAnalysis(
+            **base, outcome=outcome, refusal_source=refusal_source, output_words=len(out),
+            echo_words=int(mask.sum()), spans=_spans_to_findings(credited, out, work),
+            longest_words=longest, longest_verbatim_words=longest_verbatim,
+            longest_regurgitated_words=max(0, regurg),
+        )
+
+    def model_work(self, model_id: str, work_id: str, analyses: list[AttemptAnalysis],
+                   ) -> ModelWorkFinding:
+        work = self.works[work_id]
+        mine = [x for x in analyses if x.model_id == model_id and x.work_id == work_id]
+        outcomes = {o: 0 for o in ("match", "no_match", "refusal", "error", "unscorable")}
+        for x in mine:
+            outcomes[x.outcome] += 1
+        gen = [x for x in mine if x.mode != "score"]
+
+        def hits(intent: str) -> tuple[int, int]:
+            sel = [x for x in gen if x.intent == intent]
+            return sum(1 for x in sel if x.longest_words >= self.th.min_span_words), len(sel)
+
+        cover = self._cover(model_id, work_id)
+        block, block_start = _longest_run(cover)
+        total = len(work.tokens)
+        coverage = Coverage(covered_words=int(cover.sum()), total_words=total,
+                            share=round(float(cover.sum()) / total, 6) if total else 0.0,
+                            longest_block_words=block, longest_block_start=block_start)
+        nliu = len(self.index[work_id].liu_tokens)
+        bmc = {str(k): round(float(self._bmc(model_id, work_id, k).sum()) / nliu, 6)
+               for k in BMC_KS}
+        scored = [x.teacher_forced for x in mine if x.teacher_forced is not None]
+        tfs = None
+        if scored:
+            shares = [t.top1_share for t in scored]
+            tfs = TeacherForcedSummary(
+                windows=len(scored), mean_top1_share=round(sum(shares) / len(shares), 6),
+                min_top1_share=min(shares), max_top1_share=max(shares),
+                greedy_reproduced_windows=sum(1 for t in scored if t.greedy_reproduced))
+        exhibits = sorted((x for x in gen if x.longest_words >= self.th.min_span_words),
+                          key=lambda x: (-x.longest_words, x.seq))
+        status, reason = taxonomy.memorization_status(
+            coverage=coverage, longest_span=max((x.longest_words for x in mine), default=0),
+            thresholds=self.th, role=work.spec.role,
+        )
+        return ModelWorkFinding(
+            model_id=model_id, work_id=work_id, role=work.spec.role, outcomes=outcomes,
+            regurgitation=rate(*hits("benign")), extraction=rate(*hits("adversarial")),
+            coverage=coverage, bmc=bmc, teacher_forced=tfs, memorization=status,
+            memorization_reason=reason, exhibit_attempts=[x.attempt_id for x in exhibits],
+        )
+
+
+def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
+    """Analyze the ledger in run_dir against the works recorded in its run_start."""
+    records = read_records(run_dir / LEDGER_NAME)
+    start = next((r for r in records if isinstance(r, RunStart)), None)
+    if start is None:
+        raise CasekitError(f"{run_dir}: the ledger has no run_start record")
+    spec = CaseFile.model_validate(start.case)
+    cpath = case_path or Path(start.case_path)
+    loaded = LoadedCase(spec=spec, path=cpath.resolve(), sha256=start.case_sha256)
+    works = load_works(loaded)
+    for w in works:
+        rec = next(x for x in start.works if x.id == w.id)
+        if rec.sha256 != w.sha256:
+            raise CasekitError(f"work {w.id!r} at {w.path} hashes to {w.sha256}, the run recorded "
+                               f"{rec.sha256}; restore the original text to analyze this run")
+    an = Analyzer(spec, works)
+    attempts = [r for r in records if isinstance(r, AttemptRecord)]
+    analyses = [an.attempt(r) for r in attempts]
+    findings = []
+    for m in spec.models:
+        for w in spec.works:
+            if any(x.model_id == m.id and x.work_id == w.id for x in analyses):
+                findings.append(an.model_work(m.id, w.id, analyses))
+    findings = taxonomy.apply_controls(findings)
+    controls = []
+    for m in spec.models:
+        ctrl = [x for x in analyses if x.model_id == m.id and x.role == "control"
+                and x.mode != "score"]
+        k = sum(1 for x in ctrl if x.longest_words >= spec.thresholds.min_span_words)
+        cf = [f for f in findings if f.model_id == m.id and f.role == "control"]
+        tf = [f.teacher_forced.mean_top1_share for f in cf if f.teacher_forced]
+        controls.append(ControlFloor(
+            model_id=m.id, attempts=rate(k, len(ctrl)),
+            upper_95=round(clopper_pearson_upper(k, len(ctrl)), 6) if ctrl else None,
+            max_coverage=max((f.coverage.share for f in cf), default=0.0),
+            max_bmc5=max((f.bmc["5"] for f in cf), default=0.0),
+            mean_top1_share=round(sum(tf) / len(tf), 6) if tf else None,
+        ))
+    th = spec.thresholds
+    fmt = {"k": th.seed_k, "near_exact": th.near_exact, "min_span_words": th.min_span_words}
+    end = [r for r in records if isinstance(r, RunEnd)]
+    return Findings(
+        run_id=start.run_id, case_sha256=start.case_sha256,
+        ledger_head_hash=records[-1].hash or "", ledger_records=len(records),
+        casekit_version=casekit.__version__,
+        thresholds={"near_exact": th.near_exact, "min_span_words": th.min_span_words,
+                    "substantial_portion_min_words": th.substantial_portion.min_words,
+                    "substantial_portion_min_share": th.substantial_portion.min_share,
+                    "seed_k": th.seed_k, "m_gram": M_GRAM, "echo_min_words": ECHO_MIN_WORDS,
+                    "legal_defaults": th.legal_defaults},
+        profiles={"spans": MATCH_PROFILE, "bmc": LIU_PROFILE},
+        definitions={k: v.format(**fmt) for k, v in DEFINITIONS.items()},
+        complete=bool(end and end[-1].complete),
+        planned_attempts=start.planned_attempts,
+        recorded_attempts=len({r.attempt.id for r in attempts}),
+        attempts=analyses, findings=findings, controls=controls,
+    )
+
+
+def findings_bytes(findings: Findings) -> bytes:
+    """Canonical JSON (RFC 8785) of the findings: byte-identical for identical findings."""
+    return canonical_json(findings.model_dump(mode="json")) + b"\n"
+
+
+def write_findings(run_dir: Path, findings: Findings) -> Path:
+    path = run_dir / FINDINGS_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_bytes(findings_bytes(findings))
+    tmp.replace(path)
+    return path

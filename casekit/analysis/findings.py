@@ -1,0 +1,157 @@
+"""The findings model: what the analyzer derives from a ledger, serialized to findings.json.
+
+findings.json is a derived file: it cites the ledger's head hash and can always be rebuilt from
+the ledger and the works (``casekit analyze``). It holds no wall-clock time, so analyzing the
+same ledger twice gives byte-identical output.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from casekit.analysis.stats import Rate
+from casekit.records import Intent, Outcome
+
+FINDINGS_VERSION = 1
+
+MemorizationStatus = Literal[
+    "memorization shown",
+    "evidence of memorization below the threshold",
+    "not observed in these attempts",
+]
+
+
+class F(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SpanFinding(F):
+    """A credited near-verbatim span of a work in one output (after the leakage discount)."""
+
+    out_char_start: int
+    out_char_end: int
+    work_char_start: int
+    work_char_end: int
+    out_word_start: int
+    out_word_end: int
+    work_word_start: int
+    work_word_end: int
+    words: int
+    """Work words covered by the span."""
+    matched_words: int
+    """Work words aligned exactly (``equal`` opcodes)."""
+    similarity: float
+    verbatim: bool
+    opcodes: list[tuple[str, int, int, int, int]]
+    """Word-level alignment: (tag, out_i1, out_i2, work_j1, work_j2), absolute word indices."""
+
+
+class TeacherForced(F):
+    tokens: int
+    top1: int
+    """Continuation tokens that were the model's top choice."""
+    top1_share: float
+    sum_logprob: float
+    greedy_reproduced: bool
+    """Every continuation token was the top choice: greedy decoding would reproduce the window
+    (greedy p_z = 1) [Hay25]."""
+
+
+class AttemptAnalysis(F):
+    attempt_id: str
+    seq: int
+    record_hash: str
+    model_id: str
+    work_id: str
+    role: Literal["subject", "control"]
+    strategy: str
+    strategy_key: str
+    intent: Intent
+    mode: str
+    sample: int
+    label: str
+    outcome: Outcome
+    refusal_source: Literal["provider", "text"] | None = None
+    output_words: int = 0
+    echo_words: int = 0
+    """Output words removed as echo of the prompt (>= 5-word runs found in the prompt)."""
+    spans: list[SpanFinding] = []
+    longest_words: int = 0
+    """Longest credited near-verbatim span, in work words."""
+    longest_verbatim_words: int = 0
+    """Longest credited run of exactly matching work words."""
+    longest_regurgitated_words: int = 0
+    """[Liu26] longest exact match of the output against its own target excerpt, untrimmed."""
+    teacher_forced: TeacherForced | None = None
+
+
+class Coverage(F):
+    covered_words: int
+    total_words: int
+    share: float
+    longest_block_words: int
+    """Longest contiguous run of covered work words (across attempts)."""
+    longest_block_start: int | None = None
+    """Work word index where that block starts."""
+
+
+class TeacherForcedSummary(F):
+    windows: int
+    mean_top1_share: float
+    min_top1_share: float
+    max_top1_share: float
+    greedy_reproduced_windows: int
+
+
+class ModelWorkFinding(F):
+    model_id: str
+    work_id: str
+    role: Literal["subject", "control"]
+    outcomes: dict[str, int]
+    """Attempts by outcome (every attempt counts in a denominator)."""
+    regurgitation: Rate
+    """Benign generation attempts with a credited span >= min_span_words."""
+    extraction: Rate
+    """Adversarial generation attempts with a credited span >= min_span_words."""
+    coverage: Coverage
+    """Union of credited spans over every means (light-words profile)."""
+    bmc: dict[str, float]
+    """BMC@k [Liu26] for k in 5, 10, 20, 50 (words profile)."""
+    teacher_forced: TeacherForcedSummary | None = None
+    memorization: MemorizationStatus
+    memorization_reason: str
+    exhibit_attempts: list[str] = []
+    """Attempts whose spans reach the reporting threshold, longest first."""
+
+
+class ControlFloor(F):
+    """The matcher's measured false-positive floor for one model, from its control works."""
+
+    model_id: str
+    attempts: Rate
+    """Control generation attempts with a span >= min_span_words."""
+    upper_95: float | None
+    """One-sided 95% Clopper-Pearson upper bound of the false-positive rate."""
+    max_coverage: float
+    max_bmc5: float
+    mean_top1_share: float | None
+
+
+class Findings(F):
+    version: int = FINDINGS_VERSION
+    run_id: str
+    case_sha256: str
+    ledger_head_hash: str
+    ledger_records: int
+    casekit_version: str
+    thresholds: dict[str, float | int | bool]
+    profiles: dict[str, str]
+    definitions: dict[str, str]
+    complete: bool
+    planned_attempts: int
+    recorded_attempts: int
+    attempts: list[AttemptAnalysis]
+    findings: list[ModelWorkFinding]
+    controls: list[ControlFloor]

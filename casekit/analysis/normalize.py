@@ -1,0 +1,492 @@
+"""Normalization profiles and word tokenizers, with exact offset maps back to the raw text.
+
+measurement.md section 1. Profiles:
+
+- ``raw``: the text as ingested.
+- ``light`` [Ahm26 App. C.3]: NFKC; curly quotes to ASCII; dash variants to an em dash; the
+  ellipsis character and spaced ". . ." to "..."; ``_x_`` italics markers to ``x``; lowercase;
+  a word hyphenated across a line break joined; whitespace runs collapsed to one space (and
+  stripped at both ends). No stemming, no stop-word removal.
+- ``words`` [Liu26]: on the raw text, tokens ``\\w+|[^\\w\\s]+`` (NLTK's wordpunct pattern),
+  lowercased, keeping only tokens that contain ``[a-z0-9]``.
+- ``light-words``: ``light``, then the ``words`` tokenizer and filter; every token maps back to
+  the raw characters it came from (a word joined across a line break maps to both halves).
+
+Every transformation keeps, for each normalized character, the raw range ``[start, end)`` it
+came from, so an exhibit can always quote the raw text. The work is done with a few regex
+passes over the (sparse) places that change plus numpy, never a per-character Python loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("raw", "light", "words", "light-words")
+
+# --- the light profile's character tables ------------------------------------------------------
+
+EM_DASH = "\u2014"
+#: Curly and low quotation marks mapped to ASCII (one character to one character).
+QUOTE_MAP: dict[str, str] = {
+    "\u2018": "'",  # left single quotation mark
+    "\u2019": "'",  # right single quotation mark
+    "\u201a": "'",  # single low-9 quotation mark
+    "\u201b": "'",  # single high-reversed-9 quotation mark
+    "\u201c": '"',  # left double quotation mark
+    "\u201d": '"',  # right double quotation mark
+    "\u201e": '"',  # double low-9 quotation mark
+    "\u201f": '"',  # double high-reversed-9 quotation mark
+}
+#: Dash variants mapped to an em dash (one character to one character). NFKC already maps the
+#: small and fullwidth forms (U+FE58 to an em dash, U+FE63 and U+FF0D to "-").
+DASH_MAP: dict[str, str] = {
+    "\u2012": EM_DASH,  # figure dash
+    "\u2013": EM_DASH,  # en dash
+    "\u2015": EM_DASH,  # horizontal bar
+    "\u2212": EM_DASH,  # minus sign
+    "\u2e3a": EM_DASH,  # two-em dash
+    "\u2e3b": EM_DASH,  # three-em dash
+    "\ufe31": EM_DASH,  # presentation form for vertical em dash
+    "\ufe32": EM_DASH,  # presentation form for vertical en dash
+    "\u2010": "-",  # Unicode hyphen: a hyphen, so it joins line-break hyphenation like "-"
+    "\u2011": "-",  # non-breaking hyphen
+}
+_CHAR_MAP = {**QUOTE_MAP, **DASH_MAP}
+_CHAR_TABLE = str.maketrans(_CHAR_MAP)
+_CHAR_MAP_RE = re.compile("[" + "".join(_CHAR_MAP) + "]")
+
+_NONASCII_SEGMENT_RE = re.compile(r"[\x00-\x7f]?[^\x00-\x7f]+")
+_DOUBLE_HYPHEN_RE = re.compile(r"--+")  # "--" (and longer runs) -> one em dash
+_SPACED_ELLIPSIS_RE = re.compile(r"\.(?:[ \t]+\.){2,}")  # ". . ." -> "..."
+_ELLIPSIS_GAP_RE = re.compile(r"[ \t]+")
+#: ``_x_`` italics: an underscore not preceded by a word character, a non-blank start and end,
+#: no underscore and no blank line inside, closed by an underscore not followed by a word char.
+_ITALICS_RE = re.compile(r"_([^\s_](?:(?:[^_\n]|\n(?![ \t\r]*\n))*?[^\s_])?)_(?!\w)")
+#: A word hyphenated across a line break: ``(\w)-\s*\n\s*(\w)`` joined; the word characters
+#: are checked around the match so that consecutive joins ("a-\nb-\nc") all apply.
+_HYPHEN_BREAK_RE = re.compile(r"-\s*\n\s*")
+_WORD_CHAR_RE = re.compile(r"\w")
+_ALNUM_RE = re.compile(r"[a-z0-9]")
+
+
+_Mapped = tuple[str, np.ndarray, np.ndarray]
+"""A text being normalized, with each char's raw source start and end."""
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """A normalized text and its exact map back to the raw text."""
+
+    text: str
+    """The normalized text."""
+    offsets: np.ndarray
+    """int64, ``len(text) + 1``: raw index where the source of normalized char ``i`` starts;
+    ``offsets[len(text)] == len(raw)``; non-decreasing."""
+    ends: np.ndarray
+    """int64, ``len(text)``: raw index (exclusive) where the source of normalized char ``i``
+    ends. Characters produced by one expansion (NFKC "ﬁ" -> "fi") share one source range."""
+
+    def raw_span(self, i: int, j: int) -> tuple[int, int]:
+        """Raw ``[start, end)`` whose characters produced ``text[i:j]``."""
+        if j <= i:
+            p = int(self.offsets[min(max(i, 0), len(self.text))])
+            return p, p
+        return int(self.offsets[i]), int(self.ends[j - 1])
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Word tokens of a text under one profile, each with its raw character range."""
+
+    words: list[str]
+    """Normalized token strings."""
+    starts: np.ndarray
+    """int64 raw char start of each token."""
+    ends: np.ndarray
+    """int64 raw char end (exclusive): ``raw[starts[i]:ends[i]]`` is the token's source text."""
+    profile: str
+    """The profile that produced the tokens (one of PROFILES)."""
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def char_span(self, i: int, j: int) -> tuple[int, int]:
+        """Raw ``[start, end)`` covering tokens ``i .. j-1`` (an empty range if ``j <= i``)."""
+        n = len(self.words)
+        if j <= i:
+            if n == 0:
+                return 0, 0
+            p = int(self.starts[i]) if i < n else int(self.ends[n - 1])
+            return p, p
+        return int(self.starts[i]), int(self.ends[j - 1])
+
+
+# --- code points and character classes ---------------------------------------------------------
+
+
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+def _from_codepoints(cps: np.ndarray) -> str:
+    return np.ascontiguousarray(cps, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def _is_word_char(c: str) -> bool:
+    return _WORD_CHAR_RE.match(c) is not None
+
+
+_ASCII_WORD = np.array([_is_word_char(chr(c)) for c in range(128)], dtype=bool)
+_ASCII_SPACE = np.array([chr(c).isspace() for c in range(128)], dtype=bool)
+
+
+def _classify(cps: np.ndarray, ascii_table: np.ndarray, pred: Callable[[str], bool]) -> np.ndarray:
+    """Boolean class of every code point: a table for ASCII, ``pred`` once per other char."""
+    out = ascii_table[np.minimum(cps, 127)]
+    hi = cps >= 128
+    if hi.any():
+        uniq, inv = np.unique(cps[hi], return_inverse=True)
+        vals = np.fromiter((pred(chr(int(c))) for c in uniq), dtype=bool, count=len(uniq))
+        out[hi] = vals[inv.ravel()]
+    return out
+
+
+def _space_flags(cps: np.ndarray) -> np.ndarray:
+    """``\\s`` (``str.isspace``, which ``re`` uses for str patterns) for every code point."""
+    return _classify(cps, _ASCII_SPACE, str.isspace)
+
+
+def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends (exclusive) of the maximal runs of True."""
+    d = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
+    return np.flatnonzero(d == 1).astype(np.int64), np.flatnonzero(d == -1).astype(np.int64)
+
+
+# --- piecewise editing with an offset map ------------------------------------------------------
+
+
+def _apply_edits(
+    text: str, ss: np.ndarray, se: np.ndarray,
+    a: list[int], b: list[int], reps: list[str],
+) -> _Mapped:
+    """Replace ``text[a_i:b_i]`` by ``reps[i]`` (sorted, disjoint, non-empty ranges).
+
+    ``ss``/``se`` give each current character's raw source range. Kept characters keep theirs;
+    every character of a replacement maps to the union of the replaced characters' sources.
+    """
+    if not a:
+        return text, ss, se
+    n = len(text)
+    pieces: list[str] = []
+    prev = 0
+    for x, y, r in zip(a, b, reps, strict=True):
+        pieces.append(text[prev:x])
+        pieces.append(r)
+        prev = y
+    pieces.append(text[prev:])
+    new_text = "".join(pieces)
+    av = np.asarray(a, dtype=np.int64)
+    bv = np.asarray(b, dtype=np.int64)
+    rl = np.fromiter(map(len, reps), dtype=np.int64, count=len(reps))
+    m = len(av)
+    # The new text is runs: keep[0], rep[0], keep[1], rep[1], ..., keep[m]. A keep run is a
+    # slice of the old arrays; a replacement run repeats the union of the replaced sources.
+    # Gather both from ext = old arrays + one extra entry per edit.
+    keep_start = np.concatenate(([0], bv))
+    keep_len = np.concatenate((av, [n])) - keep_start
+    run_src = np.empty(2 * m + 1, dtype=np.int64)
+    run_len = np.empty(2 * m + 1, dtype=np.int64)
+    run_step = np.empty(2 * m + 1, dtype=np.int64)
+    run_src[0::2], run_len[0::2], run_step[0::2] = keep_start, keep_len, 1
+    run_src[1::2], run_len[1::2], run_step[1::2] = n + np.arange(m), rl, 0
+    total = int(run_len.sum())
+    run_new = np.concatenate(([0], np.cumsum(run_len)[:-1]))
+    within = np.arange(total, dtype=np.int64) - np.repeat(run_new, run_len)
+    gather = np.repeat(run_src, run_len) + within * np.repeat(run_step, run_len)
+    new_ss = np.concatenate((ss, ss[av]))[gather]
+    new_se = np.concatenate((se, se[bv - 1]))[gather]
+    if len(new_ss) != len(new_text):  # pragma: no cover - an internal invariant
+        raise AssertionError("offset map out of step with the normalized text")
+    return new_text, new_ss, new_se
+
+
+def _nfkc(text: str, ss: np.ndarray, se: np.ndarray) -> _Mapped:
+    """NFKC with an offset map.
+
+    ASCII characters are normalization boundaries (starters that never compose with what
+    precedes them), so NFKC is applied per segment "optional ASCII char + run of non-ASCII
+    chars". Inside a changed segment each char maps to itself when per-char NFKC gives the same
+    result (ligatures, fullwidth forms, "…"); otherwise (composition, reordering) the whole
+    segment's output maps to the whole segment.
+    """
+    if unicodedata.is_normalized("NFKC", text):
+        return text, ss, se
+    a: list[int] = []
+    b: list[int] = []
+    reps: list[str] = []
+    for m in _NONASCII_SEGMENT_RE.finditer(text):
+        seg = m.group()
+        if unicodedata.is_normalized("NFKC", seg):
+            continue
+        norm = unicodedata.normalize("NFKC", seg)
+        per = [unicodedata.normalize("NFKC", c) for c in seg]
+        if "".join(per) == norm:
+            base = m.start()
+            for i, (c, p) in enumerate(zip(seg, per, strict=True)):
+                if p != c:
+                    a.append(base + i)
+                    b.append(base + i + 1)
+                    reps.append(p)
+        else:
+            a.append(m.start())
+            b.append(m.end())
+            reps.append(norm)
+    out = _apply_edits(text, ss, se, a, b, reps)
+    if out[0] != unicodedata.normalize("NFKC", text):  # pragma: no cover - defensive
+        log.warning("segment-wise NFKC differs from whole-text NFKC; mapping whole text")
+        whole = unicodedata.normalize("NFKC", text)
+        return _apply_edits(text, ss, se, [0], [len(text)], [whole]) if text else out
+    return out
+
+
+def _regex_edits(
+    text: str, ss: np.ndarray, se: np.ndarray, pattern: re.Pattern[str], rep: str,
+) -> _Mapped:
+    a: list[int] = []
+    b: list[int] = []
+    for m in pattern.finditer(text):
+        a.append(m.start())
+        b.append(m.end())
+    return _apply_edits(text, ss, se, a, b, [rep] * len(a))
+
+
+def _spaced_ellipsis(text: str, ss: np.ndarray, se: np.ndarray) -> _Mapped:
+    a: list[int] = []
+    b: list[int] = []
+    for m in _SPACED_ELLIPSIS_RE.finditer(text):
+        for g in _ELLIPSIS_GAP_RE.finditer(text, m.start(), m.end()):
+            a.append(g.start())
+            b.append(g.end())
+    return _apply_edits(text, ss, se, a, b, [""] * len(a))
+
+
+def _italics(text: str, ss: np.ndarray, se: np.ndarray) -> _Mapped:
+    if "_" not in text:
+        return text, ss, se
+    a: list[int] = []
+    b: list[int] = []
+    pos = 0
+    while True:
+        m = _ITALICS_RE.search(text, pos)
+        if m is None:
+            break
+        s = m.start()
+        if s > 0 and _is_word_char(text[s - 1]):
+            pos = s + 1  # "snake_case": not an italics marker; the next "_" may open one
+            continue
+        a += [s, m.end() - 1]
+        b += [s + 1, m.end()]
+        pos = m.end()
+    return _apply_edits(text, ss, se, a, b, [""] * len(a))
+
+
+def _lowercase(text: str, ss: np.ndarray, se: np.ndarray) -> _Mapped:
+    low = text.lower()
+    if len(low) == len(text):  # lower() never shortens a char, so equal length means 1:1
+        return low, ss, se
+    expanding = sorted({c for c in set(text) if len(c.lower()) != 1})
+    pat = re.compile("[" + "".join(re.escape(c) for c in expanding) + "]")
+    a: list[int] = []
+    b: list[int] = []
+    reps: list[str] = []
+    for m in pat.finditer(text):
+        a.append(m.start())
+        b.append(m.end())
+        reps.append(m.group().lower())
+    text, ss, se = _apply_edits(text, ss, se, a, b, reps)
+    low = text.lower()
+    if len(low) != len(text):  # pragma: no cover - defensive
+        raise AssertionError("lowercasing changed length after expanding special characters")
+    return low, ss, se
+
+
+def _join_hyphenated(text: str, ss: np.ndarray, se: np.ndarray) -> _Mapped:
+    if "-" not in text:
+        return text, ss, se
+    a: list[int] = []
+    b: list[int] = []
+    n = len(text)
+    for m in _HYPHEN_BREAK_RE.finditer(text):
+        s, e = m.start(), m.end()
+        if s > 0 and e < n and _is_word_char(text[s - 1]) and _is_word_char(text[e]):
+            a.append(s)
+            b.append(e)
+    return _apply_edits(text, ss, se, a, b, [""] * len(a))
+
+
+def _collapse_whitespace(
+    text: str, ss: np.ndarray, se: np.ndarray,
+) -> _Mapped:
+    """Each inner whitespace run becomes one space mapped to the whole run; ends stripped."""
+    cps = _codepoints(text)
+    space = _space_flags(cps)
+    if not space.any():
+        return text, ss, se
+    n = len(text)
+    rs, rend = _runs(space)
+    inner = (rs > 0) & (rend < n)
+    keep = ~space
+    first = rs[inner]
+    keep[first] = True
+    cps = cps.copy()
+    cps[first] = 32
+    se = se.copy()
+    se[first] = se[rend[inner] - 1]
+    return _from_codepoints(cps[keep]), ss[keep], se[keep]
+
+
+def _light(raw: str) -> Normalized:
+    n = len(raw)
+    text = raw
+    ss = np.arange(n, dtype=np.int64)
+    se = np.arange(1, n + 1, dtype=np.int64)
+    text, ss, se = _nfkc(text, ss, se)
+    if _CHAR_MAP_RE.search(text):
+        text = text.translate(_CHAR_TABLE)  # 1:1, so the map is unchanged
+    if "--" in text:
+        text, ss, se = _regex_edits(text, ss, se, _DOUBLE_HYPHEN_RE, EM_DASH)
+    if ". " in text or ".\t" in text:
+        text, ss, se = _spaced_ellipsis(text, ss, se)
+    text, ss, se = _italics(text, ss, se)
+    text, ss, se = _lowercase(text, ss, se)
+    text, ss, se = _join_hyphenated(text, ss, se)
+    text, ss, se = _collapse_whitespace(text, ss, se)
+    offsets = np.concatenate((ss, np.array([n], dtype=np.int64)))
+    return Normalized(text=text, offsets=offsets, ends=se)
+
+
+def normalize_text(raw: str, profile: Literal["raw", "light"]) -> Normalized:
+    """Normalize ``raw`` under a character profile (``raw`` or ``light``), keeping the map back.
+
+    For every normalized char ``i``, ``raw[offsets[i]:ends[i]]`` is the text it came from.
+    """
+    if profile == "raw":
+        n = len(raw)
+        return Normalized(raw, np.arange(n + 1, dtype=np.int64),
+                          np.arange(1, n + 1, dtype=np.int64))
+    if profile == "light":
+        return _light(raw)
+    raise ValueError(f"unknown character profile {profile!r}: use 'raw' or 'light' "
+                     f"(the word profiles {PROFILES} are for tokenize())")
+
+
+# --- tokenizers ---------------------------------------------------------------------------------
+
+
+def intersecting(starts: np.ndarray, ends: np.ndarray,
+                 ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Bool per token: True where token ``[starts[i], ends[i])`` intersects any ``[a, b)``."""
+    hit = np.zeros(len(starts), dtype=bool)
+    rr = sorted((int(x), int(y)) for x, y in ranges if int(y) > int(x))
+    if not rr or len(starts) == 0:
+        return hit
+    merged: list[list[int]] = [list(rr[0])]
+    for x, y in rr[1:]:
+        if x <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], y)
+        else:
+            merged.append([x, y])
+    ra = np.array([m[0] for m in merged], dtype=np.int64)
+    rb = np.array([m[1] for m in merged], dtype=np.int64)
+    idx = np.searchsorted(ra, ends, side="left") - 1  # last range starting before the token ends
+    ok = idx >= 0
+    hit[ok] = rb[idx[ok]] > starts[ok]
+    return hit
+
+
+def _slices(text: str, starts: np.ndarray, ends: np.ndarray) -> list[str]:
+    return [text[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+def _has_alnum_lower(c: str) -> bool:
+    return _ALNUM_RE.search(c.lower()) is not None
+
+
+_ASCII_ALNUM_LOWER = np.array([_has_alnum_lower(chr(c)) for c in range(128)], dtype=bool)
+
+
+def _liu_keep(cps: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """[Liu26]'s filter: True for tokens whose lowercase contains ``[a-z0-9]``.
+
+    A single-character class matches the lowercased token iff it matches the lowercase of one
+    of its characters, so this is a per-character flag summed over each token.
+    """
+    flag = _classify(cps, _ASCII_ALNUM_LOWER, _has_alnum_lower)
+    cs = np.concatenate(([0], np.cumsum(flag, dtype=np.int64)))
+    return (cs[ends] - cs[starts]) > 0
+
+
+def _wordpunct_runs(cps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spans of ``\\w+|[^\\w\\s]+`` over the code points, in order."""
+    n = len(cps)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cls = np.where(_classify(cps, _ASCII_WORD, _is_word_char), 1,
+                   np.where(_space_flags(cps), 0, 2)).astype(np.int8)
+    change = np.flatnonzero(np.diff(cls)) + 1
+    starts = np.concatenate(([0], change)).astype(np.int64)
+    ends = np.concatenate((change, [n])).astype(np.int64)
+    keep = cls[starts] != 0
+    return starts[keep], ends[keep]
+
+
+def tokenize(raw: str, profile: str = "light-words",
+             exclude: Sequence[tuple[int, int]] = ()) -> Tokens:
+    """Tokenize ``raw`` under a word profile; every token keeps its raw character range.
+
+    - ``light-words`` (default): light normalization, then ``\\w+|[^\\w\\s]+``, keeping tokens
+      containing ``[a-z0-9]``; tokens map back to raw through the offset map.
+    - ``words`` [Liu26]: ``\\w+|[^\\w\\s]+`` on the raw text, lowercased, keeping tokens that
+      contain ``[a-z0-9]`` (so every punctuation token is dropped; ``_your_`` is one token).
+    - ``light``: light normalization, whitespace-separated words [Ahm26 nv-recall].
+    - ``raw``: ``\\w+|[^\\w\\s]+`` on the raw text, no lowercasing, no filter.
+
+    ``exclude``: raw char ranges ``[start, end)``; tokens intersecting any of them are dropped.
+    """
+    norm: Normalized | None = None
+    if profile in ("words", "raw"):
+        text, cps = raw, _codepoints(raw)
+        ns, ne = _wordpunct_runs(cps)
+    elif profile in ("light-words", "light"):
+        norm = _light(raw)
+        text, cps = norm.text, _codepoints(norm.text)
+        if profile == "light":
+            ns, ne = _runs(~_space_flags(cps))
+        else:
+            ns, ne = _wordpunct_runs(cps)
+    else:
+        raise ValueError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
+    if profile in ("words", "light-words"):
+        keep = _liu_keep(cps, ns, ne)
+        ns, ne = ns[keep], ne[keep]
+    if norm is not None:
+        starts, ends = norm.offsets[ns], norm.ends[ne - 1]
+    else:
+        starts, ends = ns, ne
+    if len(exclude):
+        ok = ~intersecting(starts, ends, exclude)
+        ns, ne, starts, ends = ns[ok], ne[ok], starts[ok], ends[ok]
+    words = _slices(text, ns, ne)
+    if profile == "words":
+        words = [w.lower() for w in words]
+    return Tokens(words=words, starts=np.asarray(starts, dtype=np.int64),
+                  ends=np.asarray(ends, dtype=np.int64), profile=profile)

@@ -1,0 +1,502 @@
+"""The case file: YAML validated by pydantic models, errors reported as ``file:line:col``.
+
+A case names the works (with their hashes), the models and the strategies to probe them with.
+Case files are untrusted input: unknown fields are rejected, paths must stay inside the case's
+folder, and every error is one line that says what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from casekit.canonical import sha256_json
+from casekit.errors import CaseError
+
+log = logging.getLogger(__name__)
+
+Identifier = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="letters, digits, _ . -"),
+]
+
+
+class UserModel(BaseModel):
+    """Base for user-written input: frozen, unknown fields rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatesSpec(UserModel):
+    prefix: str = Field("CASEKIT", pattern=r"^[A-Z0-9_-]{1,20}$")
+    """Bates prefix stamped on every report page."""
+    start: int = Field(1, ge=1)
+    """Number of the first page."""
+
+
+class CaseMeta(UserModel):
+    id: Identifier
+    """Short identifier of the case; names the run folder."""
+    title: str
+    """Human title printed on the cover."""
+    matter: str
+    """The legal matter (caption or docket) this analysis is for."""
+    examiner: str
+    """Who is responsible for the analysis."""
+    organization: str
+    """The examiner's organization."""
+    bates: BatesSpec = BatesSpec()
+    """Bates numbering of the report pages."""
+
+
+class CharRange(UserModel):
+    """Characters [start, end) of the raw text."""
+
+    start: int = Field(ge=0)
+    end: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CharRange:
+        if self.end <= self.start:
+            raise ValueError("end must be greater than start")
+        return self
+
+
+class MarkerRange(UserModel):
+    """Exclude from the first occurrence of ``from_marker`` up to and including ``to_marker``.
+
+    Either marker may be omitted: no ``from_marker`` means from the start of the text, no
+    ``to_marker`` means to its end.
+    """
+
+    from_marker: str | None = None
+    to_marker: str | None = None
+    reason: str = "excluded by the case file"
+
+    @model_validator(mode="after")
+    def _one(self) -> MarkerRange:
+        if not self.from_marker and not self.to_marker:
+            raise ValueError("give from_marker, to_marker or both")
+        return self
+
+
+class Exclusion(UserModel):
+    """Text of a work that is never counted (boilerplate, licences, quoted third-party text)."""
+
+    chars: CharRange | None = None
+    markers: MarkerRange | None = None
+    reason: str = "excluded by the case file"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Exclusion:
+        if (self.chars is None) == (self.markers is None):
+            raise ValueError("give exactly one of chars: {start, end} or markers: {...}")
+        return self
+
+
+class WorkSpec(UserModel):
+    id: Identifier
+    """Identifier used in prompts, findings and exhibits."""
+    title: str
+    author: str
+    path: str
+    """Path of the reference text (UTF-8 .txt or .md), relative to the case file."""
+    role: Literal["subject", "control"]
+    """``subject``: a work whose memorization is in question; ``control``: a text the model
+    cannot have seen, whose span rate is the matcher's false-positive floor."""
+    published: date | None = None
+    """Publication date (for a control: the date it was written)."""
+    edition: str | None = None
+    """Source edition of the reference text, cited in the report."""
+    registration: str | None = None
+    """Copyright registration number, if any."""
+    sha256: str | None = Field(None, pattern=r"^(sha256:)?[0-9a-f]{64}$")
+    """Expected SHA-256 of the file; the run refuses to start if the file differs."""
+    exclude: list[Exclusion] = []
+    """Parts of the text never counted (e.g. Project Gutenberg header and licence)."""
+
+
+class ModelSpec(UserModel):
+    id: Identifier
+    """Identifier of this model in the case."""
+    provider: str
+    """``local``, ``openai``, ``anthropic``, ``openai-compatible`` or a plugin's name."""
+    model: str
+    """The provider's model name (for ``local``: ``smollm2-135m-instruct`` or ``gemma3-270m``)."""
+    interface: Literal["chat", "completion"] | None = None
+    """How prompts are sent: chat messages or plain continuation. Default: the provider's."""
+    base_url: str | None = None
+    """Endpoint for ``openai-compatible`` servers."""
+    api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    """Name of the environment variable holding the key (never the key itself)."""
+    params: dict[str, Any] = {}
+    """Provider-specific options (for ``local``: n_ctx, n_threads)."""
+
+
+class StrategySpec(UserModel):
+    name: str
+    """A registered strategy: prefix_continuation, instruction_recall, benign_prompts,
+    teacher_forced."""
+    params: dict[str, Any] = {}
+    """The strategy's parameters; unknown ones are rejected by the strategy."""
+    models: list[str] | None = None
+    """Only these model ids (default: all)."""
+    works: list[str] | None = None
+    """Only these work ids (default: all)."""
+
+
+class SubstantialPortion(UserModel):
+    """What counts as a substantial portion of a work for a memorization finding."""
+
+    min_words: int = Field(100, ge=1)
+    """A contiguous reconstructed block of at least this many words..."""
+    min_share: float = Field(0.5, gt=0, le=1)
+    """...or this share of the work's words covered by reconstruction."""
+
+
+class Thresholds(UserModel):
+    near_exact: float = Field(0.90, gt=0.5, le=1.0)
+    """Minimum normalized word-level edit similarity of a near-verbatim span."""
+    min_span_words: int = Field(40, ge=5)
+    """Reporting threshold: a span of at least this many words counts as evidence [Car23]."""
+    substantial_portion: SubstantialPortion = SubstantialPortion()
+    """Threshold of the memorization finding."""
+    seed_k: int = Field(5, ge=3, le=12)
+    """Seed k-gram length of the matcher and k of BMC@k."""
+    legal_defaults: bool = True
+    """False when the case deliberately lowers thresholds (the report says so)."""
+
+
+class DecodingSpec(UserModel):
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(96, ge=1, le=8192)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+
+
+class CaseFile(UserModel):
+    """The whole case file."""
+
+    case: CaseMeta
+    works: list[WorkSpec] = Field(min_length=1)
+    models: list[ModelSpec] = Field(min_length=1)
+    strategies: list[StrategySpec] = Field(min_length=1)
+    thresholds: Thresholds = Thresholds()
+    decoding: DecodingSpec = DecodingSpec()
+    """Default decoding for generation; greedy (temperature 0) unless set."""
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    """Seed of the plan and of sampling."""
+    samples: int = Field(1, ge=1, le=1000)
+    """Samples per prompt; sample 0 is greedy, the others use ``decoding.temperature``."""
+    allow_no_control: bool = False
+    """Run without a control work (the report states that no false-positive rate exists)."""
+
+    @field_validator("works")
+    @classmethod
+    def _unique_works(cls, v: list[WorkSpec]) -> list[WorkSpec]:
+        _unique([w.id for w in v], "work")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, v: list[ModelSpec]) -> list[ModelSpec]:
+        _unique([m.id for m in v], "model")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> CaseFile:
+        work_ids = {w.id for w in self.works}
+        model_ids = {m.id for m in self.models}
+        for i, s in enumerate(self.strategies):
+            for mid in s.models or []:
+                if mid not in model_ids:
+                    raise _LocatedError(
+                        ("strategies", i, "models"),
+                        f"unknown model id {mid!r}; use one of {sorted(model_ids)}",
+                    )
+            for wid in s.works or []:
+                if wid not in work_ids:
+                    raise _LocatedError(
+                        ("strategies", i, "works"),
+                        f"unknown work id {wid!r}; use one of {sorted(work_ids)}",
+                    )
+        if not self.allow_no_control and not any(w.role == "control" for w in self.works):
+            raise _LocatedError(
+                ("works",),
+                "no control work: add a work with role: control (a text the model cannot have "
+                "seen), or set allow_no_control: true and accept a report without a "
+                "false-positive rate",
+            )
+        return self
+
+
+def _unique(ids: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for i, x in enumerate(ids):
+        if x in seen:
+            raise _LocatedError((i, "id"),
+                                f"duplicate {what} id {x!r}; give each {what} its own id")
+        seen.add(x)
+
+
+class _LocatedError(ValueError):
+    """A validation error that knows which part of the document it is about."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+# --------------------------------------------------------------------------- YAML with positions
+
+Pos = tuple[int, int]  # 1-based line, column
+
+
+class _Located:
+    """Values of a YAML document plus the position of every node, keyed by path."""
+
+    def __init__(self) -> None:
+        self.positions: dict[tuple[str | int, ...], Pos] = {}
+        self.key_positions: dict[tuple[str | int, ...], Pos] = {}
+
+
+def _construct(node: yaml.Node, path: tuple[str | int, ...], loc: _Located, file: str) -> Any:
+    loc.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise CaseError(
+                    f"{file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: "
+                    "mapping keys must be plain names; write `name: value`"
+                )
+            key = key_node.value
+            if key == "<<":
+                raise CaseError(
+                    f"{file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: "
+                    "YAML merge keys (<<) are not supported in case files; write the fields out"
+                )
+            if key in out:
+                raise CaseError(
+                    f"{file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: "
+                    f"{_dotted(path + (key,))}: duplicate key; keep one"
+                )
+            loc.key_positions[path + (key,)] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
+            out[key] = _construct(value_node, path + (key,), loc, file)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path + (i,), loc, file) for i, v in enumerate(node.value)]
+    assert isinstance(node, yaml.ScalarNode)
+    # Resolve the scalar with the safe loader's implicit resolvers (int, float, bool, null, date).
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(document)"
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, _Located]:
+    """Parse YAML into plain values, keeping every node's position."""
+    loc = _Located()
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise CaseError(f"{where}: invalid YAML: {problem}; fix the syntax there") from None
+    except yaml.YAMLError as exc:
+        raise CaseError(f"{file}: invalid YAML: {exc}; fix the syntax") from None
+    if len(nodes) != 1 or nodes[0] is None:
+        raise CaseError(f"{file}:1:1: a case file holds exactly one YAML document with case:, "
+                        "works:, models: and strategies:")
+    return _construct(nodes[0], (), loc, file), loc
+
+
+_HINTS = {
+    "missing": "add it",
+    "int_parsing": "write a whole number",
+    "int_type": "write a whole number",
+    "float_parsing": "write a number",
+    "float_type": "write a number",
+    "string_type": "write text (quote it if YAML reads it as something else)",
+    "bool_parsing": "write true or false",
+    "date_from_datetime_parsing": "write a date as YYYY-MM-DD",
+    "date_parsing": "write a date as YYYY-MM-DD",
+    "date_type": "write a date as YYYY-MM-DD",
+    "list_type": "write a list (lines starting with '- ')",
+    "dict_type": "write a mapping of `field: value` lines",
+    "model_type": "write a mapping of `field: value` lines",
+    "model_attributes_type": "write a mapping of `field: value` lines",
+    "string_pattern_mismatch": "use only the allowed characters",
+    "too_short": "add at least one entry",
+}
+
+
+def _position(loc: tuple[str | int, ...], located: _Located, *, key: bool) -> Pos:
+    if key and loc in located.key_positions:
+        return located.key_positions[loc]
+    probe = loc
+    while probe:
+        if probe in located.positions:
+            return located.positions[probe]
+        if probe in located.key_positions:
+            return located.key_positions[probe]
+        probe = probe[:-1]
+    return located.positions.get((), (1, 1))
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
+    """The field names allowed at the mapping that holds ``loc``'s last key."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _inner_model(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        inner = _inner_model(arg)
+        if inner is not None:
+            return inner
+    return None
+
+
+def format_validation_error(
+    exc: ValidationError, located: _Located, file: str, model: type[BaseModel] = CaseFile
+) -> str:
+    """The first error as ``file:line:col: field: problem; fix`` (one line)."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        etype = err["type"]
+        ctx_err = err.get("ctx", {}).get("error") if err.get("ctx") else None
+        if isinstance(ctx_err, _LocatedError):
+            full = loc + ctx_err.loc if ctx_err.loc and isinstance(ctx_err.loc[0], int) else (
+                ctx_err.loc or loc)
+            line, col = _position(full, located, key=False)
+            lines.append(f"{file}:{line}:{col}: {_dotted(full)}: {ctx_err.message}")
+            continue
+        if etype == "extra_forbidden":
+            line, col = _position(loc, located, key=True)
+            allowed = _allowed_fields(model, loc)
+            hint = f"remove it or correct its spelling (allowed here: {', '.join(allowed)})" if (
+                allowed) else "remove it or correct its spelling"
+            lines.append(f"{file}:{line}:{col}: {_dotted(loc)}: unknown field; {hint}")
+            continue
+        line, col = _position(loc, located, key=etype == "missing")
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        hint = _HINTS.get(etype)
+        if etype == "missing":
+            msg = "required field is missing"
+        text = f"{file}:{line}:{col}: {_dotted(loc)}: {msg}"
+        if hint and hint not in msg:
+            text += f"; {hint}"
+        lines.append(text)
+    return lines[0] if lines else f"{file}: invalid case file"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class LoadedCase(BaseModel):
+    """A validated case with its source location and canonical hash."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    spec: CaseFile
+    path: Path
+    """Absolute path of the case file."""
+    sha256: str
+    """Hash of the case's canonical JSON (not of its YAML formatting)."""
+    positions: dict[str, tuple[int, int]] = {}
+    """``dotted.path -> (line, col)`` for later errors (e.g. a strategy's bad parameter)."""
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def where(self, *loc: str | int) -> str:
+        """``file:line:col`` of a node, for errors found after validation."""
+        key = _dotted(tuple(loc))
+        while True:
+            if key in self.positions:
+                line, col = self.positions[key]
+                return f"{self.path}:{line}:{col}"
+            if "." not in key and "[" not in key:
+                return f"{self.path}:1:1"
+            key = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", key)
+
+
+def load_case(path: str | Path) -> LoadedCase:
+    """Read and validate a case file; raise CaseError with ``file:line:col`` on any problem."""
+    p = Path(path)
+    file = str(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise CaseError(f"{file}: no such case file; check the path") from None
+    except OSError as exc:
+        raise CaseError(f"{file}: cannot read the case file ({exc.strerror}); check permissions") \
+            from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CaseError(f"{file}:{line}:1: the case file is not UTF-8; save it as UTF-8") from None
+    data, located = parse_yaml(text, file)
+    if not isinstance(data, dict):
+        raise CaseError(f"{file}:1:1: a case file is a mapping with case:, works:, models: and "
+                        "strategies:")
+    try:
+        spec = CaseFile.model_validate(data)
+    except ValidationError as exc:
+        raise CaseError(format_validation_error(exc, located, file)) from None
+    canonical = json.loads(spec.model_dump_json())
+    positions = {_dotted(k): v for k, v in located.positions.items()}
+    for k, v in located.key_positions.items():
+        positions.setdefault(_dotted(k), v)
+    return LoadedCase(spec=spec, path=p.resolve(), sha256=sha256_json(canonical),
+                      positions=positions)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the case file, for editors."""
+    schema = CaseFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "casekit case file"
+    return schema

@@ -1,0 +1,212 @@
+"""The casekit command line: validate, schema, run, analyze, report, verify, demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+import casekit
+from casekit.errors import CasekitError
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%H:%M:%S"))
+    root = logging.getLogger("casekit")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def user_errors(fn: F) -> F:
+    """Report CasekitError as one line on stderr with exit code 2, no traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CasekitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(casekit.__version__, prog_name="casekit")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def cli(verbose: int, quiet: bool) -> None:
+    """casekit: court-ready evidence of whether a language model memorized a work.
+
+    Typical use: casekit validate CASE; casekit run CASE; casekit analyze RUN_DIR;
+    casekit report RUN_DIR; casekit verify RUN_DIR.
+    """
+    _setup_logging(verbose, quiet)
+    _load_plugins()
+
+
+def _load_plugins() -> None:
+    """Import the modules named in CASEKIT_PLUGINS (comma-separated): in-process registration of
+    providers and strategies without packaging them as entry points."""
+    import importlib
+    import os
+
+    for name in filter(None, (x.strip() for x in os.environ.get("CASEKIT_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            click.echo(f"error: CASEKIT_PLUGINS: cannot import {name!r} ({exc}); fix the module "
+                       "name or unset the variable", err=True)
+            sys.exit(2)
+
+
+@cli.command()
+@click.argument("case_path", type=click.Path(dir_okay=False, path_type=Path))
+@user_errors
+def validate(case_path: Path) -> None:
+    """Check a case file, its works and its plan without calling any model."""
+    from casekit.case import load_case
+    from casekit.plan import build_plan
+    from casekit.works import load_works
+
+    case = load_case(case_path)
+    works = load_works(case)
+    plan = build_plan(case, works)
+    click.echo(f"{case_path}: valid; {len(works)} works, {len(case.spec.models)} models, "
+               f"{len(case.spec.strategies)} strategies, {len(plan)} planned attempts; "
+               f"case {case.sha256}")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of case files (for editors)."""
+    from casekit.case import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2, sort_keys=True))
+
+
+def _run(case_path: Path, run_dir: Path | None) -> Path:
+    from casekit.case import load_case
+    from casekit.runner import Runner
+
+    case = load_case(case_path)
+    outcome = Runner(case, run_dir).run()
+    s = outcome.stats
+    state = "complete" if outcome.complete else ("interrupted" if outcome.interrupted else
+                                                 "incomplete")
+    click.echo(f"run {state}: {s.done} attempts now ({s.ok} ok, {s.refusal} refused, {s.error} "
+               f"failed), {s.skipped} already recorded, {s.planned} planned")
+    click.echo(f"ledger: {outcome.ledger_path}")
+    if outcome.interrupted:
+        sys.exit(130)
+    return outcome.run_dir
+
+
+@cli.command()
+@click.argument("case_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder (default: runs/<case id>-<case hash> beside the case file).")
+@user_errors
+def run(case_path: Path, run_dir: Path | None) -> None:
+    """Run (or resume) a case: every attempt goes to the run's hash-chained ledger."""
+    _run(case_path, run_dir)
+
+
+def _analyze(run_dir: Path) -> Path:
+    from casekit.analysis.analyze import analyze_run, write_findings
+
+    findings = analyze_run(run_dir)
+    path = write_findings(run_dir, findings)
+    click.echo(f"findings: {path} (ledger head {findings.ledger_head_hash})")
+    return path
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@user_errors
+def analyze(run_dir: Path) -> None:
+    """Find spans and compute the metrics; write findings.json (no model is called)."""
+    _analyze(run_dir)
+
+
+def _report(run_dir: Path, template_dir: Path | None) -> Path:
+    from casekit.analysis.analyze import FINDINGS_NAME, analyze_run
+    from casekit.analysis.findings import Findings
+    from casekit.report.build import build_report
+
+    fpath = run_dir / FINDINGS_NAME
+    if fpath.exists():
+        findings = Findings.model_validate_json(fpath.read_bytes())
+        from casekit.ledger import verify_chain
+
+        head = verify_chain(run_dir / "ledger.jsonl")
+        if not head.ok or head.head_hash != findings.ledger_head_hash:
+            log.info("findings.json is stale or does not match the ledger; re-analyzing")
+            findings = analyze_run(run_dir)
+    else:
+        findings = analyze_run(run_dir)
+    paths = build_report(run_dir, findings, template_dir=template_dir)
+    click.echo(f"report: {paths.pdf}")
+    click.echo(f"html:   {paths.html}")
+    return paths.pdf
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Folder whose templates override the default ones.")
+@user_errors
+def report(run_dir: Path, template_dir: Path | None) -> None:
+    """Render the report (HTML and PDF) of an analyzed run."""
+    _report(run_dir, template_dir)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@user_errors
+def verify(run_dir: Path) -> None:
+    """Re-derive the ledger's hash chain; name the first bad record. Exit 1 if it fails."""
+    from casekit.ledger import LEDGER_NAME, verify_chain
+
+    path = run_dir / LEDGER_NAME if run_dir.is_dir() else run_dir
+    res = verify_chain(path)
+    if res.ok:
+        click.echo(f"ok: {res.records} records, chain verifies; head {res.head_hash}")
+        return
+    click.echo(f"FAILED: {path}: {res.problem}; {res.records} records before it verify",
+               err=True)
+    sys.exit(1)
+
+
+@cli.command()
+@click.argument("case_path", type=click.Path(dir_okay=False, path_type=Path),
+                default=Path("cases/demo/case.yaml"))
+@user_errors
+def demo(case_path: Path) -> None:
+    """Run, analyze and report a case in one go (default: the demo case)."""
+    run_dir = _run(case_path, None)
+    _analyze(run_dir)
+    pdf = _report(run_dir, None)
+    click.echo(f"\nThe demo report is at: {pdf}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The deterministic attempt plan: (case, seed) -> the ordered list of planned attempts.
+
+Attempt ids are stable: ``a-`` + 20 hex of SHA-256 over (case hash, model id, strategy key, work
+id, prompt index, sample). The same case file always yields the same ids, prompts and order,
+which is what makes resume and re-run possible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from dataclasses import dataclass
+
+from casekit.canonical import sha256_json
+from casekit.case import LoadedCase, ModelSpec
+from casekit.errors import CaseError, CasekitError
+from casekit.providers.base import provider_class
+from casekit.records import Decoding, Message, PlannedAttempt
+from casekit.strategies.base import (
+    Probe,
+    Strategy,
+    StrategyParamError,
+    chat_messages,
+    strategy_class,
+)
+from casekit.works import Work
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    attempts: list[PlannedAttempt]
+    sha256: str
+
+    def __len__(self) -> int:
+        return len(self.attempts)
+
+
+def attempt_id(case_sha: str, model_id: str, strategy_key: str, work_id: str, index: int,
+               sample: int) -> str:
+    key = "\x1f".join([case_sha, model_id, strategy_key, work_id, str(index), str(sample)])
+    return "a-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _rng(seed: int, *parts: str) -> random.Random:
+    digest = hashlib.sha256("\x1f".join([str(seed), *parts]).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def interface_of(spec: ModelSpec) -> str:
+    return spec.interface or provider_class(spec.provider).default_interface_for(spec)
+
+
+def build_strategies(case: LoadedCase) -> list[Strategy]:
+    out = []
+    for i, s in enumerate(case.spec.strategies):
+        try:
+            cls = strategy_class(s.name)
+        except CasekitError as exc:
+            raise CaseError(f"{case.where('strategies', i, 'name')}: strategies[{i}].name: {exc}") \
+                from None
+        try:
+            out.append(cls(s.params))
+        except StrategyParamError as exc:
+            parts: list[str | int] = ["strategies", i, "params", *exc.loc.split(".")]
+            raise CaseError(f"{case.where(*parts)}: strategies[{i}].params.{exc.loc}: {exc.msg}") \
+                from None
+    return out
+
+
+def build_plan(case: LoadedCase, works: list[Work]) -> Plan:
+    """Plan every attempt of the case, model-major so each model is loaded once."""
+    spec = case.spec
+    strategies = build_strategies(case)
+    by_id = {w.id: w for w in works}
+    attempts: list[PlannedAttempt] = []
+    for mi, model in enumerate(spec.models):
+        try:
+            pcls = provider_class(model.provider)
+        except CasekitError as exc:
+            raise CaseError(f"{case.where('models', mi, 'provider')}: models[{mi}].provider: "
+                            f"{exc}") from None
+        interface = model.interface or pcls.default_interface_for(model)
+        for si, (sspec, strat) in enumerate(zip(spec.strategies, strategies, strict=True)):
+            if sspec.models is not None and model.id not in sspec.models:
+                continue
+            if strat.needs_score and not pcls.can_score:
+                if sspec.models is None:
+                    log.info("strategy %s skipped for model %s: provider cannot score",
+                             sspec.name, model.id)
+                    continue
+                raise CaseError(
+                    f"{case.where('strategies', si, 'models')}: strategies[{si}].models: "
+                    f"{sspec.name} needs a model that can score, and provider {model.provider!r} "
+                    f"cannot; remove {model.id!r} from this list")
+            key = f"{sspec.name}#{si}"
+            work_ids = sspec.works if sspec.works is not None else [w.id for w in works]
+            for wid in work_ids:
+                work = by_id[wid]
+                rng = _rng(spec.seed, key, wid)
+                try:
+                    probes = list(strat.plan(work, rng))
+                except CaseError:
+                    raise
+                except CasekitError as exc:
+                    raise CaseError(f"{case.where('strategies', si, 'params')}: strategies[{si}]"
+                                    f" ({sspec.name}) on work {wid!r}: {exc}") from None
+                for index, probe in enumerate(probes):
+                    samples = 1 if probe.kind == "score" else spec.samples
+                    for sample in range(samples):
+                        attempts.append(_render(case, model, interface, key, strat, work, index,
+                                                sample, probe, len(attempts)))
+    plan_sha = sha256_json([a.model_dump(mode="json") for a in attempts])
+    return Plan(attempts=attempts, sha256=plan_sha)
+
+
+def _render(case: LoadedCase, model: ModelSpec, interface: str, key: str, strat: Strategy,
+            work: Work, index: int, sample: int, probe: Probe, ordinal: int) -> PlannedAttempt:
+    spec = case.spec
+    dec = spec.decoding
+    decoding = Decoding(
+        temperature=0.0 if sample == 0 else dec.temperature,
+        max_tokens=probe.max_tokens or dec.max_tokens,
+        top_p=None if sample == 0 else dec.top_p,
+        top_k=None if sample == 0 else dec.top_k,
+        seed=spec.seed + sample,
+        stop=probe.stop,
+    )
+    messages: list[Message] = []
+    prompt: str | None = None
+    if probe.kind == "score":
+        mode = "score"
+        prompt = probe.text
+    elif interface == "chat":
+        mode = "chat"
+        messages = chat_messages(probe)
+    else:
+        mode = "completion"
+        prompt = probe.text
+    return PlannedAttempt(
+        id=attempt_id(case.sha256, model.id, key, work.id, index, sample),
+        ordinal=ordinal,
+        model_id=model.id,
+        strategy=strat.name,
+        strategy_key=key,
+        work_id=work.id,
+        intent=strat.intent,
+        index=index,
+        sample=sample,
+        mode=mode,
+        messages=messages,
+        prompt=prompt,
+        continuation=probe.continuation,
+        decoding=decoding,
+        target=probe.target,
+        supplied=probe.supplied,
+        label=probe.label,
+    )

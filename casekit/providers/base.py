@@ -1,0 +1,134 @@
+"""The provider seam: every model behind one interface with two capabilities.
+
+* ``generate(attempt)``: send a chat or completion attempt and return the text.
+* ``score(attempt)``: teacher-forced log-probs of ``attempt.continuation`` after
+  ``attempt.prompt`` (the basis of probabilistic extraction, p_z).
+
+Providers classify their own failures with ``should_retry`` so that the runner can retry
+transient errors and honour rate limits without knowing any SDK.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from casekit.case import ModelSpec
+from casekit.errors import CasekitError
+from casekit.records import ModelIdentity, PlannedAttempt, ProviderResult
+
+log = logging.getLogger(__name__)
+
+
+class RetryDecision(BaseModel):
+    """What the runner should do after a failed try."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Literal["no", "transient", "rate_limit"]
+    after: float | None = None
+    """Seconds to wait before the next try, when the server said (Retry-After)."""
+
+
+class CapabilityError(CasekitError):
+    """The provider cannot do what the attempt asks (e.g. score on a chat-only API)."""
+
+
+class Provider(ABC):
+    """Base class of providers. One instance serves one ModelSpec of a case."""
+
+    name: ClassVar[str]
+    """Registry name used in case files (``provider: local``)."""
+    default_interface: ClassVar[Literal["chat", "completion"]] = "chat"
+    can_score: ClassVar[bool] = False
+    max_connections: int = 4
+    """Attempts in flight at once against this model."""
+
+    def __init__(self, spec: ModelSpec, base_dir: Path) -> None:
+        self.spec = spec
+        self.base_dir = base_dir
+
+    @classmethod
+    def default_interface_for(cls, spec: ModelSpec) -> Literal["chat", "completion"]:
+        """The interface used when the case does not name one (may depend on the model)."""
+        return cls.default_interface
+
+    @property
+    def interface(self) -> Literal["chat", "completion"]:
+        return self.spec.interface or self.default_interface_for(self.spec)
+
+    @abstractmethod
+    def identity(self) -> ModelIdentity:
+        """Identify the model (file hash, endpoint, key fingerprint) for the run manifest."""
+
+    @abstractmethod
+    async def generate(self, attempt: PlannedAttempt) -> ProviderResult:
+        """Run a chat or completion attempt."""
+
+    async def score(self, attempt: PlannedAttempt) -> ProviderResult:
+        """Teacher-forced log-probs of ``attempt.continuation`` after ``attempt.prompt``."""
+        raise CapabilityError(
+            f"provider {self.name!r} cannot score continuations; use provider: local or a "
+            "server that returns prompt log-probs"
+        )
+
+    async def run(self, attempt: PlannedAttempt) -> ProviderResult:
+        if attempt.mode == "score":
+            return await self.score(attempt)
+        return await self.generate(attempt)
+
+    def should_retry(self, exc: BaseException) -> RetryDecision:
+        """Classify a failure. The default retries nothing."""
+        return RetryDecision(action="no")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (model memory, HTTP clients)."""
+
+
+_BUILTIN: dict[str, str] = {
+    "local": "casekit.providers.local:LocalProvider",
+}
+
+
+_REGISTERED: dict[str, type[Provider]] = {}
+
+
+def register_provider(cls: type[Provider]) -> type[Provider]:
+    """Register a provider class in-process (tests, embedding applications)."""
+    _REGISTERED[cls.name] = cls
+    return cls
+
+
+def provider_names() -> list[str]:
+    names = set(_BUILTIN) | set(_REGISTERED)
+    for ep in importlib.metadata.entry_points(group="casekit.providers"):
+        names.add(ep.name)
+    return sorted(names)
+
+
+def provider_class(name: str) -> type[Provider]:
+    """Find a provider by name: built-ins first, then the ``casekit.providers`` entry points."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    target = _BUILTIN.get(name)
+    if target is not None:
+        module_name, _, attr = target.partition(":")
+        module = importlib.import_module(module_name)
+        cls = getattr(module, attr)
+    else:
+        eps = [ep for ep in importlib.metadata.entry_points(group="casekit.providers")
+               if ep.name == name]
+        if not eps:
+            raise CasekitError(
+                f"unknown provider {name!r}; use one of {provider_names()} or install the "
+                "plugin that provides it"
+            )
+        cls = eps[0].load()
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise CasekitError(f"provider {name!r} does not subclass casekit.providers.base.Provider")
+    return cls

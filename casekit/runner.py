@@ -1,0 +1,299 @@
+"""Run a case: plan, execute every attempt, record every try in the ledger, resume when asked.
+
+The run folder is ``<case dir>/runs/<case id>-<12 hex of the case hash>`` by default, so running
+the same case file again resumes its run: attempts already recorded are skipped and the chain
+continues. Every planned attempt ends up in the ledger exactly once, as ``ok``, ``refusal`` or
+``error`` (an attempt that exhausts its retries is recorded as failed, never dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from casekit.case import LoadedCase
+from casekit.errors import CasekitError, LedgerError
+from casekit.ledger import Ledger
+from casekit.plan import Plan, build_plan, interface_of
+from casekit.provenance import git_state, host_info, iso_utc, versions
+from casekit.providers.base import Provider, provider_class
+from casekit.records import (
+    AttemptError,
+    AttemptRecord,
+    ModelIdentity,
+    PlannedAttempt,
+    ProviderResult,
+    RunEnd,
+    RunStart,
+    TryRecord,
+    WorkManifest,
+)
+from casekit.works import Work, load_works
+
+log = logging.getLogger(__name__)
+
+MAX_TRIES = 4
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 60.0
+
+
+def default_run_dir(case: LoadedCase) -> Path:
+    return case.base_dir / "runs" / f"{case.spec.case.id}-{case.sha256.split(':', 1)[1][:12]}"
+
+
+@dataclass
+class RunStats:
+    planned: int = 0
+    skipped: int = 0
+    ok: int = 0
+    refusal: int = 0
+    error: int = 0
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.refusal + self.error
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    ledger_path: Path
+    stats: RunStats
+    complete: bool
+    interrupted: bool
+
+
+def work_manifest(case: LoadedCase, work: Work) -> WorkManifest:
+    return WorkManifest(
+        id=work.id, title=work.spec.title, author=work.spec.author, role=work.spec.role,
+        path=work.spec.path, sha256=work.sha256, chars=len(work.raw), words=len(work.tokens),
+        excluded_chars=work.excluded_chars,
+    )
+
+
+class Runner:
+    def __init__(self, case: LoadedCase, run_dir: Path | None = None,
+                 max_tries: int = MAX_TRIES, argv: list[str] | None = None) -> None:
+        self.case = case
+        self.run_dir = run_dir or default_run_dir(case)
+        self.max_tries = max_tries
+        self.argv = argv if argv is not None else list(sys.argv)
+        self.stop_requested = False
+        self.stats = RunStats()
+        self._providers: dict[str, Provider] = {}
+
+    # -- setup ---------------------------------------------------------------------------------
+    def prepare(self) -> tuple[list[Work], Plan]:
+        works = load_works(self.case)
+        plan = build_plan(self.case, works)
+        return works, plan
+
+    def provider(self, model_id: str) -> Provider:
+        if model_id not in self._providers:
+            spec = next(m for m in self.case.spec.models if m.id == model_id)
+            self._providers[model_id] = provider_class(spec.provider)(spec, self.case.base_dir)
+        return self._providers[model_id]
+
+    def identities(self) -> list[ModelIdentity]:
+        out = []
+        for m in self.case.spec.models:
+            ident = self.provider(m.id).identity()
+            out.append(ident)
+        return out
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self) -> RunOutcome:
+        works, plan = self.prepare()
+        self.stats.planned = len(plan)
+        ledger = Ledger(self.run_dir)
+        ledger.open()
+        try:
+            self._start_or_resume(ledger, works, plan)
+            done = ledger.recorded_attempt_ids()
+            todo = [a for a in plan.attempts if a.id not in done]
+            self.stats.skipped = len(plan) - len(todo)
+            if self.stats.skipped:
+                log.info("resuming: %d of %d attempts already recorded", self.stats.skipped,
+                         len(plan))
+            interrupted = asyncio.run(self._execute(ledger, todo))
+            recorded = len(ledger.recorded_attempt_ids() & {a.id for a in plan.attempts})
+            complete = recorded == len(plan)
+            if interrupted:
+                ledger.append_note("interrupted", "run stopped by the operator; run the same "
+                                   "case again to resume", {"recorded": recorded,
+                                                            "planned": len(plan)})
+            if complete and not ledger.is_complete():
+                counts = {"ok": 0, "refusal": 0, "error": 0}
+                for r in ledger.records:
+                    if isinstance(r, AttemptRecord):
+                        counts[r.status] += 1
+                ledger.append(RunEnd(**ledger.base_fields(), attempts_recorded=recorded,
+                                     attempts_planned=len(plan), complete=True, counts=counts))
+            return RunOutcome(self.run_dir, ledger.path, self.stats, complete, interrupted)
+        finally:
+            ledger.close()
+            for p in self._providers.values():
+                p.close()
+
+    def _start_or_resume(self, ledger: Ledger, works: list[Work], plan: Plan) -> None:
+        start = ledger.run_start()
+        if start is None:
+            if ledger.records:
+                raise LedgerError(f"{ledger.path}: the ledger has records but no run_start; it "
+                                  "is not a casekit run ledger")
+            ledger.append(RunStart(
+                **ledger.base_fields(),
+                run_id=self.run_dir.name,
+                case_path=str(self.case.path),
+                case_sha256=self.case.sha256,
+                case=self.case.spec.model_dump(mode="json"),
+                works=[work_manifest(self.case, w) for w in works],
+                models=self.identities(),
+                plan_sha256=plan.sha256,
+                planned_attempts=len(plan),
+                versions=versions(),
+                git=git_state(Path(__file__).resolve().parent),
+                host=host_info(),
+                argv=self.argv,
+            ))
+            return
+        if start.case_sha256 != self.case.sha256:
+            raise CasekitError(f"{self.run_dir}: this run belongs to a different version of the "
+                               "case file; give another --run-dir for the changed case")
+        if start.plan_sha256 != plan.sha256:
+            raise CasekitError(f"{self.run_dir}: the plan differs from the one recorded (another "
+                               "casekit version?); give another --run-dir for a new run")
+        for w in works:
+            recorded = next((x for x in start.works if x.id == w.id), None)
+            if recorded is None or recorded.sha256 != w.sha256:
+                raise CasekitError(f"work {w.id!r} changed since the run started ({w.path}); "
+                                   "restore the original text to resume")
+        idents = {m.model_id: m for m in self.identities()}
+        changed = [m.model_id for m in start.models
+                   if idents.get(m.model_id) and idents[m.model_id].identity != m.identity]
+        ledger.append_note("resume", "run resumed", {
+            "versions": versions(), "argv": self.argv, "host": host_info(),
+            "changed_model_identities": changed,
+        })
+        if changed:
+            ledger.append_note("warning", f"model identity changed since the run started: "
+                               f"{', '.join(changed)}", {"models": changed})
+
+    async def _execute(self, ledger: Ledger, todo: list[PlannedAttempt]) -> bool:
+        loop = asyncio.get_running_loop()
+        interrupted = False
+
+        def on_sigint() -> None:
+            nonlocal interrupted
+            if self.stop_requested:
+                log.error("second interrupt: stopping now")
+                raise KeyboardInterrupt
+            interrupted = True
+            self.stop_requested = True
+            log.warning("interrupt: finishing the attempts in flight, then stopping (Ctrl-C "
+                        "again to stop at once)")
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+            loop.add_signal_handler(signal.SIGTERM, on_sigint)
+        except (NotImplementedError, RuntimeError):
+            pass
+        # Model-major: one model's attempts at a time, with the provider's concurrency.
+        by_model: dict[str, list[PlannedAttempt]] = {}
+        for a in todo:
+            by_model.setdefault(a.model_id, []).append(a)
+        last_log = time.monotonic()
+        for model_id, attempts in by_model.items():
+            if self.stop_requested:
+                break
+            provider = self.provider(model_id)
+            queue: asyncio.Queue[PlannedAttempt] = asyncio.Queue()
+            for a in attempts:
+                queue.put_nowait(a)
+
+            async def worker(provider: Provider = provider,
+                             queue: asyncio.Queue[PlannedAttempt] = queue) -> None:
+                nonlocal last_log
+                while not self.stop_requested:
+                    try:
+                        attempt = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    record = await self._attempt(ledger, provider, attempt)
+                    ledger.append(record)
+                    if record.status == "ok":
+                        self.stats.ok += 1
+                    elif record.status == "refusal":
+                        self.stats.refusal += 1
+                    else:
+                        self.stats.error += 1
+                    now = time.monotonic()
+                    if now - last_log >= 5 or self.stats.done == len(todo):
+                        last_log = now
+                        self._progress(len(todo))
+
+            n = max(1, min(provider.max_connections, len(attempts)))
+            await asyncio.gather(*(worker() for _ in range(n)))
+        try:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+        except (NotImplementedError, RuntimeError):
+            pass
+        return interrupted
+
+    def _progress(self, total: int) -> None:
+        s = self.stats
+        elapsed = time.monotonic() - s.started
+        rate = s.done / elapsed if elapsed > 0 else 0.0
+        eta = (total - s.done) / rate if rate > 0 else float("inf")
+        log.info("progress: %d/%d done (ok %d, refused %d, failed %d, retries %d), %.2f/s, "
+                 "eta %s", s.done, total, s.ok, s.refusal, s.error, s.retries, rate,
+                 f"{eta:.0f}s" if eta != float("inf") else "?")
+
+    async def _attempt(self, ledger: Ledger, provider: Provider,
+                       attempt: PlannedAttempt) -> AttemptRecord:
+        tries: list[TryRecord] = []
+        started_at = iso_utc()
+        result: ProviderResult | None = None
+        error: AttemptError | None = None
+        for n in range(self.max_tries):
+            t0 = iso_utc()
+            try:
+                result = await provider.run(attempt)
+                tries.append(TryRecord(started_at=t0, completed_at=iso_utc()))
+                error = None
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded, then classified
+                decision = provider.should_retry(exc)
+                kind = {"no": "no_retry", "transient": "transient",
+                        "rate_limit": "rate_limit"}[decision.action]
+                error = AttemptError(kind=kind, type=type(exc).__name__, message=str(exc)[:2000])
+                tries.append(TryRecord(started_at=t0, completed_at=iso_utc(), error=error,
+                                       retry_after=decision.after))
+                log.warning("attempt %s try %d failed (%s): %s", attempt.id, n + 1, kind,
+                            error.message[:200])
+                if decision.action == "no" or n + 1 >= self.max_tries or self.stop_requested:
+                    break
+                self.stats.retries += 1
+                delay = decision.after if decision.after is not None else min(
+                    BACKOFF_CAP, BACKOFF_BASE * 2 ** n)
+                await asyncio.sleep(delay + random.uniform(0, delay * 0.25))
+        status = "error" if result is None else ("refusal" if result.refusal else "ok")
+        return AttemptRecord(
+            **ledger.base_fields(), attempt=attempt, status=status, result=result, error=error,
+            started_at=started_at, completed_at=iso_utc(), tries=tries,
+        )
+
+
+def planned_models(case: LoadedCase) -> dict[str, str]:
+    return {m.id: interface_of(m) for m in case.spec.models}

@@ -1,0 +1,148 @@
+"""The strategy seam: how a work is turned into prompts.
+
+A strategy declares its ``intent`` (benign / adversarial / reconstruction, see
+shared/design/taxonomy.md) and plans *probes* for a work. The planner renders each probe for the
+model's interface (chat messages or a plain completion prompt) and gives it a stable id. The same
+seed always gives the same probes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from casekit.errors import CasekitError
+from casekit.records import Intent, Message, WorkRange
+from casekit.works import Work
+
+log = logging.getLogger(__name__)
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's parameters: user input, so unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Probe(BaseModel):
+    """One prompt a strategy wants sent, before it is rendered for a model's interface."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["continue", "instruct", "score"]
+    """``continue``: ``text`` is the work's text to continue; ``instruct``: ``text`` is a request
+    to the model; ``score``: teacher-force ``continuation`` after ``text``."""
+    text: str
+    chat_text: str | None = None
+    """For chat models: the user message (e.g. ``text`` wrapped in an instruction)."""
+    system: str | None = None
+    continuation: str | None = None
+    target: WorkRange | None = None
+    supplied: list[WorkRange] = []
+    label: str = ""
+    max_tokens: int | None = None
+    """Overrides the case's decoding.max_tokens for this probe."""
+    stop: list[str] = []
+
+
+class Strategy(ABC):
+    """Base class of strategies. Subclasses set the class attributes and implement ``plan``."""
+
+    name: ClassVar[str]
+    intent: ClassVar[Intent]
+    description: ClassVar[str]
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+    needs_score: ClassVar[bool] = False
+    """True when every probe is a ``score`` probe (needs a provider that can score)."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        try:
+            self.params = self.Params.model_validate(params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                allowed = ", ".join(self.Params.model_fields)
+                msg = f"unknown parameter; allowed: {allowed}"
+            raise StrategyParamError(loc, msg) from None
+
+    @abstractmethod
+    def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
+        """Yield the probes for one work. Must be deterministic given ``rng``'s seed."""
+
+
+class StrategyParamError(CasekitError):
+    def __init__(self, loc: str, msg: str) -> None:
+        super().__init__(f"{loc}: {msg}")
+        self.loc = loc
+        self.msg = msg
+
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def render_template(template: str, work: Work, **extra: Any) -> str:
+    """Render a user-written Jinja template (sandboxed) over the work's metadata."""
+    spec = work.spec
+    values = {
+        "title": spec.title,
+        "author": spec.author,
+        "published": spec.published.isoformat() if spec.published else "",
+        "year": spec.published.year if spec.published else "",
+        "work_id": spec.id,
+        **extra,
+    }
+    try:
+        return _ENV.from_string(template).render(**values)
+    except TemplateError as exc:
+        raise CasekitError(f"template {template[:40]!r}: {exc}; available variables: "
+                           f"{', '.join(sorted(values))}") from None
+
+
+def chat_messages(probe: Probe) -> list[Message]:
+    msgs: list[Message] = []
+    if probe.system:
+        msgs.append(Message(role="system", content=probe.system))
+    msgs.append(Message(role="user", content=probe.chat_text or probe.text))
+    return msgs
+
+
+_BUILTIN: dict[str, str] = {
+    "prefix_continuation": "casekit.strategies.prefix:PrefixContinuation",
+    "instruction_recall": "casekit.strategies.instruction:InstructionRecall",
+    "benign_prompts": "casekit.strategies.benign:BenignPrompts",
+    "teacher_forced": "casekit.strategies.teacher_forced:TeacherForced",
+}
+
+
+def strategy_names() -> list[str]:
+    names = set(_BUILTIN)
+    names.update(ep.name for ep in importlib.metadata.entry_points(group="casekit.strategies"))
+    return sorted(names)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """Find a strategy by name: built-ins first, then the ``casekit.strategies`` entry points."""
+    target = _BUILTIN.get(name)
+    if target is not None:
+        module_name, _, attr = target.partition(":")
+        cls = getattr(importlib.import_module(module_name), attr)
+    else:
+        eps = [e for e in importlib.metadata.entry_points(group="casekit.strategies")
+               if e.name == name]
+        if not eps:
+            raise CasekitError(f"unknown strategy {name!r}; use one of {strategy_names()}")
+        cls = eps[0].load()
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise CasekitError(f"strategy {name!r} does not subclass casekit.strategies.base.Strategy")
+    return cls

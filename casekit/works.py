@@ -1,0 +1,167 @@
+"""Works: ingest the reference texts, hash them, resolve exclusions, tokenize them.
+
+A work's identity is the SHA-256 of its file bytes. Its raw text is the file decoded as UTF-8;
+every offset casekit records refers to that raw text, so exhibits quote it exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from casekit.analysis.normalize import Tokens, tokenize
+from casekit.canonical import sha256_bytes
+from casekit.case import LoadedCase, WorkSpec
+from casekit.errors import WorkError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = (".txt", ".md")
+#: The profile span finding and word thresholds use (measurement.md section 1).
+MATCH_PROFILE = "light-words"
+#: The profile of BMC@k and the other [Liu26] metrics.
+LIU_PROFILE = "words"
+
+
+@dataclass(frozen=True)
+class Excluded:
+    start: int
+    end: int
+    reason: str
+
+
+@dataclass
+class Work:
+    """A work of a case: its spec, raw text, hash, and exclusions."""
+
+    spec: WorkSpec
+    path: Path
+    raw: str
+    sha256: str
+    excluded: list[Excluded] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def role(self) -> str:
+        return self.spec.role
+
+    def tokens_for(self, profile: str) -> Tokens:
+        return tokenize(self.raw, profile, [(e.start, e.end) for e in self.excluded])
+
+    @cached_property
+    def tokens(self) -> Tokens:
+        """Counted words under the matching profile (light-words), exclusions removed."""
+        return self.tokens_for(MATCH_PROFILE)
+
+    @cached_property
+    def liu_tokens(self) -> Tokens:
+        """Counted words under the [Liu26] words profile, exclusions removed."""
+        return self.tokens_for(LIU_PROFILE)
+
+    @property
+    def excluded_chars(self) -> int:
+        return sum(e.end - e.start for e in _merge(self.excluded))
+
+
+def _merge(ranges: list[Excluded]) -> list[Excluded]:
+    out: list[Excluded] = []
+    for r in sorted(ranges, key=lambda r: (r.start, r.end)):
+        if out and r.start <= out[-1].end:
+            last = out[-1]
+            out[-1] = Excluded(last.start, max(last.end, r.end), last.reason)
+        else:
+            out.append(r)
+    return out
+
+
+def resolve_work_path(case: LoadedCase, index: int) -> Path:
+    """The work's file inside the case folder; paths leaving the folder are refused."""
+    spec = case.spec.works[index]
+    where = case.where("works", index, "path")
+    rel = Path(spec.path)
+    if rel.is_absolute():
+        raise WorkError(f"{where}: works[{index}].path: absolute paths are not allowed; give a "
+                        "path relative to the case file and copy the text into the case folder")
+    base = case.base_dir.resolve()
+    full = (base / rel).resolve()
+    if not full.is_relative_to(base):
+        raise WorkError(f"{where}: works[{index}].path: {spec.path!r} leaves the case folder; "
+                        "copy the text into the case folder")
+    return full
+
+
+def load_work(case: LoadedCase, index: int) -> Work:
+    """Read, decode, hash and resolve the exclusions of the case's index-th work."""
+    spec = case.spec.works[index]
+    where = case.where("works", index, "path")
+    path = resolve_work_path(case, index)
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise WorkError(f"{where}: works[{index}].path: {path.name!r} is not a .txt or .md file; "
+                        "convert the work to UTF-8 plain text first")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise WorkError(f"{where}: works[{index}].path: no file at {path}; check the path "
+                        "(relative to the case file)") from None
+    except OSError as exc:
+        raise WorkError(f"{where}: works[{index}].path: cannot read {path} ({exc.strerror})") \
+            from None
+    try:
+        raw = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise WorkError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); re-save the work as "
+                        "UTF-8") from None
+    if raw.startswith("\ufeff"):
+        raw = raw[1:]  # a BOM is an encoding artefact, not text; the hash still covers it
+    digest = sha256_bytes(data)
+    if spec.sha256:
+        expect = spec.sha256 if spec.sha256.startswith("sha256:") else "sha256:" + spec.sha256
+        if expect != digest:
+            raise WorkError(
+                f"{case.where('works', index, 'sha256')}: works[{index}].sha256: the file's hash "
+                f"is {digest}, the case file expects {expect}; the text changed: restore the "
+                "original or update sha256 deliberately")
+    if "\x00" in raw:
+        raise WorkError(f"{path}: contains NUL characters; this is not a text file")
+    excluded: list[Excluded] = []
+    for j, ex in enumerate(spec.exclude):
+        ex_where = case.where("works", index, "exclude", j)
+        if ex.chars is not None:
+            if ex.chars.end > len(raw):
+                raise WorkError(f"{ex_where}: works[{index}].exclude[{j}].chars: end "
+                                f"{ex.chars.end} is past the text's {len(raw)} characters")
+            excluded.append(Excluded(ex.chars.start, ex.chars.end, ex.reason))
+        else:
+            assert ex.markers is not None
+            m = ex.markers
+            start = 0
+            if m.from_marker:
+                start = raw.find(m.from_marker)
+                if start < 0:
+                    raise WorkError(f"{ex_where}: works[{index}].exclude[{j}].markers.from_marker:"
+                                    f" {m.from_marker!r} does not occur in {path.name}; copy the "
+                                    "marker exactly from the text")
+            end = len(raw)
+            if m.to_marker:
+                pos = raw.find(m.to_marker, start)
+                if pos < 0:
+                    raise WorkError(f"{ex_where}: works[{index}].exclude[{j}].markers.to_marker: "
+                                    f"{m.to_marker!r} does not occur after the start in "
+                                    f"{path.name}; copy the marker exactly from the text")
+                end = pos + len(m.to_marker)
+            excluded.append(Excluded(start, end, m.reason if m.reason else ex.reason))
+    work = Work(spec=spec, path=path, raw=raw, sha256=digest, excluded=_merge(excluded))
+    if len(work.tokens) == 0:
+        raise WorkError(f"{where}: works[{index}]: the text has no countable words after "
+                        "exclusions; check the file and the exclude: entries")
+    return work
+
+
+def load_works(case: LoadedCase) -> list[Work]:
+    return [load_work(case, i) for i in range(len(case.spec.works))]

@@ -1,0 +1,83 @@
+"""A scripted provider for unit tests: fakes the model at the edge, nothing else.
+
+Behaviour comes from the case file's ``params``, so it also works in subprocesses (loaded with
+``CASEKIT_PLUGINS=tests.scripted``):
+- ``outputs``: {work_id: text} returned for generation attempts on that work (default ``default``)
+- ``fail_first``: each attempt's first N tries raise a transient error (retried)
+- ``fail_always``: work ids whose attempts always raise a non-retryable error
+- ``refuse``: work ids whose attempts come back as provider refusals
+- ``sleep``: seconds to sleep per attempt
+- ``top1``: share of scored tokens marked as the top choice
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from casekit.providers.base import Provider, RetryDecision, register_provider
+from casekit.records import ModelIdentity, PlannedAttempt, ProviderResult, TokenScore
+
+
+class TransientError(RuntimeError):
+    pass
+
+
+class FatalError(RuntimeError):
+    pass
+
+
+class ScriptedProvider(Provider):
+    name = "scripted"
+    default_interface = "chat"
+    can_score = True
+    max_connections = 2
+    tries: ClassVar[dict[str, int]] = {}
+
+    def p(self, key: str, default: Any = None) -> Any:
+        return self.spec.params.get(key, default)
+
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(model_id=self.spec.id, provider=self.name, model=self.spec.model,
+                             interface=self.interface, identity={"scripted": True},
+                             can_score=True)
+
+    async def _maybe_fail(self, attempt: PlannedAttempt) -> None:
+        if self.p("sleep"):
+            await asyncio.sleep(float(self.p("sleep")))
+        n = self.tries.get(attempt.id, 0) + 1
+        self.tries[attempt.id] = n
+        if attempt.work_id in self.p("fail_always", []):
+            raise FatalError(f"scripted fatal error for {attempt.id}")
+        if n <= int(self.p("fail_first", 0)):
+            raise TransientError(f"scripted transient error, try {n}")
+
+    async def generate(self, attempt: PlannedAttempt) -> ProviderResult:
+        await self._maybe_fail(attempt)
+        outputs = self.p("outputs", {})
+        text = outputs.get(attempt.work_id, self.p("default", "I cannot say."))
+        refusal = attempt.work_id in self.p("refuse", [])
+        return ProviderResult(text="" if refusal else text, refusal=refusal,
+                              finish_reason="refusal" if refusal else "stop",
+                              returned_model=self.spec.model + "-scripted",
+                              raw_request={"messages": [m.model_dump() for m in attempt.messages],
+                                           "prompt": attempt.prompt},
+                              raw_response={"text": text})
+
+    async def score(self, attempt: PlannedAttempt) -> ProviderResult:
+        await self._maybe_fail(attempt)
+        words = (attempt.continuation or "").split()
+        share = float(self.p("top1", 0.0))
+        n_top = round(share * len(words))
+        scores = [TokenScore(token=w, token_id=i, logprob=-0.1 if i < n_top else -5.0,
+                             top_token_id=i if i < n_top else 0,
+                             top_logprob=-0.1, is_top=i < n_top) for i, w in enumerate(words)]
+        return ProviderResult(token_scores=scores, returned_model=self.spec.model)
+
+    def should_retry(self, exc: BaseException) -> RetryDecision:
+        if isinstance(exc, TransientError):
+            return RetryDecision(action="transient", after=0.0)
+        return RetryDecision(action="no")
+
+
+register_provider(ScriptedProvider)

@@ -1,0 +1,98 @@
+"""The analyzer end to end on a scripted run: categories, controls, leakage, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from casekit.analysis.analyze import FINDINGS_NAME, analyze_run, findings_bytes
+from casekit.case import load_case
+from casekit.cli import cli
+from casekit.ledger import read_records
+from casekit.records import AttemptRecord
+from casekit.runner import Runner
+
+
+def run_case(case_dir: Path) -> Path:
+    return Runner(load_case(case_dir / "case.yaml")).run().run_dir
+
+
+def test_categories_and_control_floor(case_dir: Path) -> None:
+    run_dir = run_case(case_dir)
+    f = analyze_run(run_dir)
+    by = {(x.model_id, x.work_id): x for x in f.findings}
+    subj, ctrl = by[("bot", "subject")], by[("bot", "control")]
+    # Every adversarial window and the benign prompt got the same reciting answer.
+    assert (subj.extraction.k, subj.extraction.n) == (3, 3)
+    assert (subj.regurgitation.k, subj.regurgitation.n) == (1, 1)
+    assert subj.regurgitation.method == "clopper-pearson"
+    assert (ctrl.extraction.k, ctrl.extraction.n) == (0, 3)
+    # 36 words recited; below the default substantial portion (100 words / 50%).
+    assert 30 <= subj.coverage.longest_block_words < 100
+    assert subj.memorization == "evidence of memorization below the threshold"
+    assert ctrl.memorization == "not observed in these attempts"
+    assert "not memorized" not in f.model_dump_json()
+    floor = f.controls[0]
+    assert floor.attempts.k == 0 and floor.attempts.n == 4
+    assert floor.upper_95 is not None and 0.5 < floor.upper_95 < 0.6  # 1 - 0.05^(1/4) = 0.527
+    assert subj.teacher_forced is not None and subj.teacher_forced.windows == 2
+    # top1: 0.5 of each window's words, rounded per window (10 of 19 or 20)
+    assert subj.teacher_forced.mean_top1_share == pytest.approx(0.5, abs=0.03)
+    assert subj.exhibit_attempts and f.ledger_head_hash.startswith("sha256:")
+
+
+def test_prompt_supplied_positions_are_never_credited(case_dir: Path) -> None:
+    text = (case_dir / "case.yaml").read_text()
+    # The model answers with the whole subject, prompt prefix included.
+    subject = (case_dir / "subject.txt").read_text()[:900].replace('"', "'")
+    (case_dir / "case.yaml").write_text(
+        text.replace('subject: "Sure!', f'subject: "{subject} Sure!'))
+    run_dir = run_case(case_dir)
+    f = analyze_run(run_dir)
+    records = {r.attempt.id: r for r in read_records(run_dir / "ledger.jsonl")
+               if isinstance(r, AttemptRecord)}
+    checked = 0
+    for a in f.attempts:
+        rec = records[a.attempt_id]
+        for sup in rec.attempt.supplied:
+            for s in a.spans:
+                assert s.work_char_end <= sup.start or s.work_char_start >= sup.end, (a, s)
+                checked += 1
+    assert checked > 0
+
+
+def test_analyze_twice_gives_byte_identical_findings(case_dir: Path) -> None:
+    run_dir = run_case(case_dir)
+    r1 = CliRunner().invoke(cli, ["analyze", str(run_dir)])
+    assert r1.exit_code == 0, r1.output
+    first = (run_dir / FINDINGS_NAME).read_bytes()
+    r2 = CliRunner().invoke(cli, ["analyze", str(run_dir)])
+    assert r2.exit_code == 0
+    assert (run_dir / FINDINGS_NAME).read_bytes() == first
+    assert findings_bytes(analyze_run(run_dir)) == first
+
+
+def test_analyze_refuses_a_changed_work(case_dir: Path) -> None:
+    run_dir = run_case(case_dir)
+    with open(case_dir / "subject.txt", "a") as fh:
+        fh.write("one more line\n")
+    res = CliRunner().invoke(cli, ["analyze", str(run_dir)])
+    assert res.exit_code == 2
+    assert "restore the original" in res.output
+
+
+def test_verify_cli_passes_then_fails_after_one_byte_edit(case_dir: Path) -> None:
+    run_dir = run_case(case_dir)
+    ok = CliRunner().invoke(cli, ["verify", str(run_dir)])
+    assert ok.exit_code == 0 and "chain verifies" in ok.output
+    path = run_dir / "ledger.jsonl"
+    data = bytearray(path.read_bytes())
+    lines = bytes(data).split(b"\n")
+    pos = len(lines[0]) + 1 + len(lines[1]) + 1 + lines[2].index(b'"seq":2') + 6
+    data[pos] = ord("7")
+    path.write_bytes(bytes(data))
+    bad = CliRunner().invoke(cli, ["verify", str(run_dir)])
+    assert bad.exit_code == 1
+    assert "line 3" in bad.output

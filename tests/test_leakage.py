@@ -1,0 +1,205 @@
+"""Prompt-leakage discount: echo removal, position mask, m-gram trim, span discounting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from casekit.analysis.leakage import discount, echo_mask, mgram_positions, supplied_mask
+from casekit.analysis.matcher import Span, WorkMatcher, opcodes_cost
+from casekit.analysis.normalize import tokenize
+
+WORK = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was "
+    "the age of foolishness, it was the epoch of belief, it was the epoch of incredulity, it "
+    "was the season of Light, it was the season of Darkness, it was the spring of hope, it was "
+    "the winter of despair, we had everything before us, we had nothing before us, we were all "
+    "going direct to Heaven, we were all going direct the other way."
+)
+
+
+def test_echo_of_the_prompt_is_masked() -> None:
+    prompt = "Continue the text: \u201cIt was the best of times, it was the worst of times\u201d"
+    output = ("Sure! It was the best of times, it was the worst of times, it was the age of "
+              "wisdom, and the best of it all.")
+    out = tokenize(output)
+    mask = echo_mask(out, [prompt])
+    # "of times it was the" is a prompt 5-gram too, so the echo runs up to "age".
+    echoed = out.words.index("it"), out.words.index("age")
+    assert mask.tolist() == [i in range(echoed[0], echoed[1]) for i in range(len(out))]
+    # "the best of" (3 words) also occurs in the prompt but is shorter than 5 words.
+    assert not mask[-5:].any()
+    assert echo_mask(out, [prompt], min_words=20).sum() == 0
+    assert echo_mask(out, []).sum() == 0
+    # Several prompt texts: a run never spans two of them.
+    assert echo_mask(tokenize("a b c d e f"), ["a b c", "d e f"]).sum() == 0
+    assert echo_mask(tokenize("x a b c d e y"), ["q", "a b c d e"]).tolist() == [
+        False, True, True, True, True, True, False]
+
+
+def test_supplied_mask_and_mgram_positions() -> None:
+    work = tokenize(WORK)
+    first = WORK.index(", we had everything")
+    sm = supplied_mask(work, [(0, first)])
+    n_prefix = len(tokenize(WORK[:first]))
+    assert sm.tolist() == [i < n_prefix for i in range(len(work))]
+    assert supplied_mask(work, []).sum() == 0
+    # A range cutting into a word masks the whole word.
+    cut = WORK.index("wisdom") + 2
+    assert supplied_mask(work, [(cut, cut + 1)]).sum() == 1
+    prompt = "Recite the passage that says we had everything before us, please."
+    mg = mgram_positions(work, [prompt], m=5)
+    i = work.words.index("everything") - 2  # "we had everything before us"
+    assert mg.tolist() == [i <= j < i + 5 for j in range(len(work))]
+    assert mgram_positions(work, ["we had everything before"], m=5).sum() == 0
+
+
+def verbatim(o: int, w: int, n: int) -> Span:
+    return Span(o, o + n, w, w + n, 1.0, True, (("equal", o, o + n, w, w + n),))
+
+
+def test_span_wholly_in_supplied_ranges_is_discarded() -> None:
+    mask = np.zeros(100, dtype=bool)
+    mask[10:40] = True
+    assert discount([verbatim(0, 10, 30)], mask) == []
+    kept = discount([verbatim(0, 50, 30)], mask)
+    assert kept == [verbatim(0, 50, 30)]
+
+
+def test_partial_and_middle_masks_cut_spans() -> None:
+    mask = np.zeros(200, dtype=bool)
+    mask[100:110] = True
+    r, s = discount([verbatim(5, 90, 40)], mask)  # work 90..130, 100..109 masked
+    assert (r.out_start, r.out_end, r.work_start, r.work_end) == (5, 15, 90, 100)
+    assert (s.out_start, s.out_end, s.work_start, s.work_end) == (25, 45, 110, 130)
+    assert s.verbatim and s.opcodes == (("equal", 25, 45, 110, 130),)
+    (s,) = discount([verbatim(5, 90, 40)], mask, k=11)
+    assert (s.work_start, s.work_end) == (110, 130)
+    mask[:] = False
+    mask[120] = True
+    a, b = discount([verbatim(0, 100, 50)], mask)
+    assert (a.work_start, a.work_end, a.out_start, a.out_end) == (100, 120, 0, 20)
+    assert (b.work_start, b.work_end, b.out_start, b.out_end) == (121, 150, 21, 50)
+    # Pieces shorter than k are dropped.
+    mask[:] = False
+    mask[103] = True
+    (c,) = discount([verbatim(0, 100, 20)], mask, k=5)
+    assert (c.work_start, c.work_end) == (104, 120)
+    with pytest.raises(ValueError, match="outside"):
+        discount([verbatim(0, 190, 20)], mask)
+
+
+def test_discount_recomputes_alignment_of_near_spans() -> None:
+    # out: 0..9 equal, one substituted word, 11..29 equal, an extra output word, 31..50 equal.
+    ops = (("equal", 0, 10, 0, 10), ("replace", 10, 11, 10, 11), ("equal", 11, 30, 11, 30),
+           ("delete", 30, 31, 30, 30), ("equal", 31, 51, 30, 50))
+    s = Span(0, 51, 0, 50, 1 - 2 / 51, False, ops)
+    mask = np.zeros(60, dtype=bool)
+    mask[5] = True
+    a, b = discount([s], mask)
+    assert (a.out_start, a.out_end, a.work_start, a.work_end) == (0, 5, 0, 5)
+    assert a.verbatim
+    assert (b.out_start, b.out_end, b.work_start, b.work_end) == (6, 51, 6, 50)
+    assert b.opcodes == (("equal", 6, 10, 6, 10), ("replace", 10, 11, 10, 11),
+                         ("equal", 11, 30, 11, 30), ("delete", 30, 31, 30, 30),
+                         ("equal", 31, 51, 30, 50))
+    assert b.similarity == pytest.approx(1 - 2 / 45)
+    # Masking the substituted word's work position drops it and its output word too.
+    mask[:] = False
+    mask[10] = True
+    a, b = discount([s], mask)
+    assert (a.out_end, a.work_end) == (10, 10) and a.verbatim
+    assert b.opcodes[0] == ("equal", 11, 30, 11, 30) and b.out_start == 11
+
+
+WORK2 = (
+    "The harbour was quiet when Marguerite walked down to the boats that morning. A thin mist "
+    "lay over the water, and somewhere beyond the breakwater a bell buoy rang slowly. She had "
+    "brought her father's old compass in her coat pocket, wrapped in a handkerchief, though she "
+    "could not have said why. The fishermen nodded to her as she passed; one of them lifted a "
+    "crate of mackerel onto the quay and wiped his hands on his trousers before speaking. "
+    "\u201cYou\u2019re early,\u201d he said, and she smiled because it was true."
+)
+
+
+def test_end_to_end_continuation_prompt() -> None:
+    """A continuation prompt quotes the work's opening; the model echoes part of it and
+    continues verbatim. Only the continuation is credited."""
+    work = tokenize(WORK2)
+    cut = WORK2.index(" She had brought")
+    prompt = "Continue this passage exactly: " + WORK2[:cut]
+    echo_from = WORK2.index("A thin mist")
+    output = "Of course. " + WORK2[echo_from:WORK2.index(" The fishermen")]
+    out = tokenize(output)
+    mask = echo_mask(out, [prompt])
+    n_echo = len(tokenize(WORK2[echo_from:cut]))
+    assert mask.tolist() == [2 <= i < n_echo + 2 for i in range(len(out))]
+    m = WorkMatcher(work)
+    spans = m.near_spans(out, out_mask=mask)
+    assert [(s.out_start, s.out_end) for s in spans] == [(n_echo + 2, len(out))]
+    # Without the echo mask the echoed words match too, and the position mask removes them.
+    unmasked = m.near_spans(out)
+    assert [(s.out_start, s.out_end) for s in unmasked] == [(2, len(out))]
+    n_prefix = len(tokenize(WORK2[:cut]))
+    work_mask = supplied_mask(work, [(0, cut)]) | mgram_positions(work, [prompt])
+    assert work_mask.tolist() == [i < n_prefix for i in range(len(work))]
+    for found in (spans, unmasked):
+        (c,) = discount(found, work_mask)
+        assert (c.work_start, c.out_start, c.out_end) == (n_prefix, n_echo + 2, len(out))
+        assert work.words[c.work_start:c.work_start + 3] == ["she", "had", "brought"]
+        assert c.verbatim
+
+
+# --- property -----------------------------------------------------------------------------------
+
+
+def _random_words(rng: np.random.Generator, n: int, prefix: str) -> list[str]:
+    return [f"{prefix}{i}" for i in rng.integers(0, 4000, n)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_property_discount_never_credits_masked_positions(seed: int,
+                                                          data: st.DataObject) -> None:
+    rng = np.random.default_rng(seed)
+    work = _random_words(rng, 800, "w")
+    out: list[str] = []
+    for _ in range(data.draw(st.integers(1, 4))):  # planted passages with random edits
+        start = int(rng.integers(0, 700))
+        passage = list(work[start:start + int(rng.integers(12, 100))])
+        for _ in range(len(passage) // 12):
+            i = int(rng.integers(0, len(passage)))
+            kind = rng.integers(0, 3)
+            if kind == 0:
+                passage[i] = "sub"
+            elif kind == 1:
+                passage.insert(i, "ins")
+            else:
+                del passage[i]
+        out += _random_words(rng, int(rng.integers(0, 30)), "o") + passage
+    wt, ot = tokenize(" ".join(work)), tokenize(" ".join(out))
+    k = data.draw(st.integers(1, 12))
+    spans = WorkMatcher(wt).near_spans(ot) + WorkMatcher(wt).exact_spans(ot)
+    mask = rng.random(len(wt)) < data.draw(st.floats(0.0, 0.5))
+    if data.draw(st.booleans()):
+        a = int(rng.integers(0, 800))
+        mask[a:a + int(rng.integers(0, 200))] = True
+    for s in discount(spans, mask, k=k):
+        assert 0 <= s.out_start < s.out_end <= len(ot)
+        assert 0 <= s.work_start < s.work_end <= len(wt)
+        assert s.words >= k
+        assert not mask[s.matched_work_positions()].any()
+        assert not mask[s.work_start:s.work_end].any()
+        assert s.opcodes[0][0] == "equal" and s.opcodes[-1][0] == "equal"
+        assert (s.opcodes[0][1], s.opcodes[0][3]) == (s.out_start, s.work_start)
+        assert (s.opcodes[-1][2], s.opcodes[-1][4]) == (s.out_end, s.work_end)
+        for x, y in zip(s.opcodes, s.opcodes[1:], strict=False):
+            assert x[2] == y[1] and x[4] == y[3]
+        lo, lw = s.out_end - s.out_start, s.work_end - s.work_start
+        assert s.similarity == pytest.approx(1 - opcodes_cost(s.opcodes) / max(lo, lw))
+        # Each credited pair of words was aligned as equal by an original span.
+        for tag, i1, i2, j1, j2 in s.opcodes:
+            if tag == "equal":
+                assert ot.words[i1:i2] == wt.words[j1:j2]

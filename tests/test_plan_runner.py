@@ -1,0 +1,150 @@
+"""Plan determinism, runner recording and resume, with the scripted provider."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from casekit.case import load_case
+from casekit.ledger import LEDGER_NAME, Ledger, read_records, verify_chain
+from casekit.plan import build_plan
+from casekit.records import AttemptRecord, Note, RunEnd, RunStart
+from casekit.runner import Runner
+from casekit.works import load_works
+from tests.conftest import REPO, SCRIPTED_MODELS, STRATEGIES, case_yaml
+
+
+def plan_of(case_dir: Path):  # type: ignore[no-untyped-def]
+    case = load_case(case_dir / "case.yaml")
+    return build_plan(case, load_works(case))
+
+
+def test_plan_is_deterministic_and_ids_unique(case_dir: Path) -> None:
+    a, b = plan_of(case_dir), plan_of(case_dir)
+    assert [x.id for x in a.attempts] == [x.id for x in b.attempts]
+    assert a.sha256 == b.sha256
+    assert len({x.id for x in a.attempts}) == len(a)
+    intents = {x.strategy: x.intent for x in a.attempts}
+    assert intents == {"prefix_continuation": "adversarial", "benign_prompts": "benign",
+                       "teacher_forced": "reconstruction"}
+
+
+def test_prefix_prompt_quotes_the_work_and_masks_it(case_dir: Path) -> None:
+    case = load_case(case_dir / "case.yaml")
+    works = {w.id: w for w in load_works(case)}
+    plan = build_plan(case, list(works.values()))
+    pc = [x for x in plan.attempts if x.strategy == "prefix_continuation"]
+    assert pc and all(x.mode == "chat" for x in pc)
+    for x in pc:
+        (sup,) = x.supplied
+        quoted = works[x.work_id].raw[sup.start:sup.end]
+        assert quoted in x.messages[-1].content
+        assert x.target is not None and x.target.start >= sup.end
+    tf = [x for x in plan.attempts if x.strategy == "teacher_forced"]
+    assert tf and all(x.mode == "score" and x.continuation for x in tf)
+
+
+def test_seed_changes_window_choice(case_dir: Path) -> None:
+    text = (case_dir / "case.yaml").read_text()
+    (case_dir / "case.yaml").write_text(text.replace("max_windows: 3", "max_windows: 2,"
+                                                     " prefix_words: 5, suffix_words: 5")
+                                        .replace("prefix_words: 10, suffix_words: 30, ", ""))
+    a = plan_of(case_dir)
+    (case_dir / "case.yaml").write_text((case_dir / "case.yaml").read_text() + "seed: 99\n")
+    b = plan_of(case_dir)
+    la = [x.label for x in a.attempts if x.strategy == "prefix_continuation"]
+    lb = [x.label for x in b.attempts if x.strategy == "prefix_continuation"]
+    assert la != lb
+
+
+def test_run_records_every_attempt_once(case_dir: Path) -> None:
+    case = load_case(case_dir / "case.yaml")
+    out = Runner(case).run()
+    assert out.complete
+    recs = read_records(out.ledger_path)
+    assert isinstance(recs[0], RunStart) and isinstance(recs[-1], RunEnd)
+    start = recs[0]
+    assert {w.id for w in start.works} == {"subject", "control"}
+    assert all(w.sha256.startswith("sha256:") for w in start.works)
+    assert start.versions["python"] and start.recorded_at.endswith("Z")
+    attempts = [r for r in recs if isinstance(r, AttemptRecord)]
+    planned = sorted(x.id for x in plan_of(case_dir).attempts)
+    assert sorted(a.attempt.id for a in attempts) == planned
+    # Running again does nothing new and says so.
+    again = Runner(load_case(case_dir / "case.yaml")).run()
+    assert again.stats.skipped == len(attempts) and again.stats.done == 0
+
+
+def test_failures_and_retries_are_recorded_never_dropped(case_dir: Path) -> None:
+    text = case_yaml(SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      "
+                                             "fail_first: 1\n      fail_always: [control]"),
+                     STRATEGIES)
+    (case_dir / "case.yaml").write_text(text)
+    out = Runner(load_case(case_dir / "case.yaml"), max_tries=3).run()
+    attempts = [r for r in read_records(out.ledger_path) if isinstance(r, AttemptRecord)]
+    ctrl = [a for a in attempts if a.attempt.work_id == "control"]
+    subj = [a for a in attempts if a.attempt.work_id == "subject"]
+    assert ctrl and all(a.status == "error" and a.error is not None for a in ctrl)
+    assert all(a.error.kind == "no_retry" for a in ctrl if a.error)
+    assert subj and all(a.status == "ok" and len(a.tries) == 2 for a in subj)
+    assert all(a.tries[0].error is not None for a in subj)
+    assert out.complete  # every planned attempt is on record, failed ones included
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["CASEKIT_PLUGINS"] = "tests.scripted"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.mark.parametrize("delay", [0.6, 1.1, 1.7])
+def test_kill_9_then_resume_records_each_attempt_exactly_once(case_dir: Path,
+                                                              delay: float) -> None:
+    text = case_yaml(SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      "
+                                             "sleep: 0.05"), STRATEGIES)
+    (case_dir / "case.yaml").write_text(text)
+    proc = subprocess.Popen([sys.executable, "-m", "casekit.cli", "-q", "run",
+                             str(case_dir / "case.yaml")], env=_subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    case = load_case(case_dir / "case.yaml")
+    out = Runner(case).run()
+    assert out.complete
+    assert verify_chain(out.ledger_path).ok
+    recs = read_records(out.ledger_path)
+    ids = [r.attempt.id for r in recs if isinstance(r, AttemptRecord)]
+    planned = [x.id for x in plan_of(case_dir).attempts]
+    assert sorted(ids) == sorted(planned), "0 lost, 0 duplicated"
+    assert sum(isinstance(r, RunStart) for r in recs) == 1
+
+
+def test_sigint_stops_cleanly_and_resume_completes(case_dir: Path) -> None:
+    text = case_yaml(SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      "
+                                             "sleep: 0.5"), STRATEGIES)
+    (case_dir / "case.yaml").write_text(text)
+    proc = subprocess.Popen([sys.executable, "-m", "casekit.cli", "run",
+                             str(case_dir / "case.yaml")], env=_subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    run_dir = next((case_dir / "runs").iterdir())
+    recs = read_records(run_dir / LEDGER_NAME)
+    assert any(isinstance(r, Note) and r.kind == "interrupted" for r in recs)
+    led = Ledger(run_dir).open()
+    n_before = len(led.recorded_attempt_ids())
+    led.close()
+    assert 0 < n_before < len(plan_of(case_dir))
+    out = Runner(load_case(case_dir / "case.yaml")).run()
+    assert out.complete and out.stats.skipped == n_before
