@@ -9,6 +9,7 @@ write) is moved aside into ``ledger.torn-<n>.bin`` and noted in the chain, never
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -134,11 +135,32 @@ class Ledger:
         self.seq = 0
         self.head: str | None = None
         self.records: list[LedgerRecord] = []
+        self._lock_fh: Any = None
+
+    def _lock(self) -> None:
+        """One writer per run folder: a second `casekit run` on it fails instead of forking the
+        chain."""
+        self._lock_fh = open(self.run_dir / "ledger.lock", "a")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_fh.close()
+            self._lock_fh = None
+            raise LedgerError(f"{self.run_dir}: another casekit process is writing this run; "
+                              "wait for it to finish (or stop it) and run again") from None
 
     # -- opening -----------------------------------------------------------------------------
     def open(self) -> Ledger:
         """Open for appending. Verifies what is there; moves a torn tail aside and notes it."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            return self._open_locked()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_locked(self) -> Ledger:
         torn: bytes | None = None
         if self.path.exists() and self.path.stat().st_size:
             res = verify_chain(self.path)
@@ -185,6 +207,9 @@ class Ledger:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
 
     def __enter__(self) -> Ledger:
         return self.open()

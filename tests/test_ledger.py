@@ -116,3 +116,11 @@ def test_refuses_to_append_to_a_broken_ledger(tmp_path: Path) -> None:
 
 def test_nonfinite_floats_are_canonicalized() -> None:
     assert canonical_json({"x": float("-inf"), "y": [1.5]}) == b'{"x":null,"y":[1.5]}'
+
+
+def test_second_writer_is_refused(tmp_path: Path) -> None:
+    first = fill(tmp_path, 1)
+    with pytest.raises(LedgerError, match="another casekit process"):
+        Ledger(tmp_path).open()
+    first.close()
+    Ledger(tmp_path).open().close()  # the lock is released on close

@@ -92,6 +92,9 @@ class Provider(ABC):
 
 _BUILTIN: dict[str, str] = {
     "local": "casekit.providers.local:LocalProvider",
+    "openai": "casekit.providers.openai_provider:OpenAIProvider",
+    "openai-compatible": "casekit.providers.openai_provider:OpenAICompatibleProvider",
+    "anthropic": "casekit.providers.anthropic_provider:AnthropicProvider",
 }
 
 

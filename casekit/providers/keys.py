@@ -1,0 +1,390 @@
+"""API keys, key fingerprints, redaction, and the HTTP helpers shared by the API providers.
+
+Keys are read only from the environment variable a case names (``api_key_env``), never from
+the case file, and never written anywhere: the ledger and the run manifest carry the
+variable's name and a fingerprint, ``"sha256:" + the first 8 hex digits of SHA-256(key)``,
+which identifies the key (and so the account it belongs to) without revealing it.
+
+Responses are recorded with a whitelist of HTTP headers (:data:`RECORDED_HEADERS`), so
+``Authorization`` / ``x-api-key`` and cookies can never reach a record, and every recorded
+string passes through :func:`redact` as a second wall.
+
+The other helpers here (Retry-After parsing, the snapshot-vs-alias check, the error for a
+200 response whose body is not JSON) are shared by ``openai_provider`` and
+``anthropic_provider``, which import their SDKs lazily.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from casekit.errors import ProviderUnavailable
+from casekit.providers.base import CapabilityError, RetryDecision
+
+log = logging.getLogger(__name__)
+
+NO_KEY_PLACEHOLDER = "casekit-no-key"
+"""Sent as the key to ``openai-compatible`` servers run without one (the SDK insists on a key)."""
+
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key loaded from the environment. ``repr`` never shows the value."""
+
+    value: str
+    """The key (or :data:`NO_KEY_PLACEHOLDER`): passed to the SDK, never recorded."""
+    env: str | None
+    """Name of the environment variable it came from (None: no key was used)."""
+    used: bool
+    """False when no key was sent (the placeholder went instead)."""
+
+    def __repr__(self) -> str:
+        return f"ApiKey(env={self.env!r}, fingerprint={self.fingerprint!r}, used={self.used})"
+
+    __str__ = __repr__
+
+    @property
+    def fingerprint(self) -> str | None:
+        return key_fingerprint(self.value) if self.used else None
+
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in a record or a log."""
+        return [self.value] if self.used else []
+
+
+def key_fingerprint(key: str) -> str:
+    """``"sha256:" + first 8 hex of SHA-256(key)``: names a key without revealing it."""
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:8]
+
+
+def load_key(
+    *, model_id: str, provider: str, api_key_env: str | None, default_env: str | None,
+    required: bool,
+) -> ApiKey:
+    """Read the key from the environment variable the case names (or the provider's default).
+
+    ``required=False`` (``openai-compatible``): without ``api_key_env`` no key is sent, and in
+    particular OPENAI_API_KEY is never sent to a third-party server by default.
+    Raises ProviderUnavailable, with the fix, when a required or named variable is unset.
+    """
+    env = api_key_env or default_env
+    if env is None:
+        return ApiKey(value=NO_KEY_PLACEHOLDER, env=None, used=False)
+    value = os.environ.get(env, "").strip()
+    if not value:
+        if api_key_env:
+            fix = f"set {env} or remove api_key_env to use the default"
+            if not required:
+                fix = f"set {env}, or remove api_key_env to call the server without a key"
+            elif default_env and default_env != env:
+                fix = f"set {env} or remove api_key_env to use {default_env}"
+        else:
+            fix = f"set {env} or name another variable with api_key_env"
+        raise ProviderUnavailable(
+            f"model {model_id!r} (provider {provider}): no API key in ${env}; {fix} "
+            "(the variable's name goes in the case file, never the key)"
+        )
+    return ApiKey(value=value, env=env, used=True)
+
+
+# --------------------------------------------------------------------------- redaction
+
+# Keys that APIs echo back in error messages, possibly masked (``sk-proj-****abcd``).
+_KEYLIKE = re.compile(r"\b(?:sk-ant|sk|rk)-[A-Za-z0-9_*.\-]{4,}")
+
+
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced (exact occurrences only)."""
+    for secret in secrets:
+        if secret and secret != NO_KEY_PLACEHOLDER:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_error_text(text: str, secrets: Iterable[str]) -> str:
+    """An error message with the secrets and anything shaped like an API key (an API may echo
+    a masked key, ``sk-proj-****abcd``) replaced. Only for error messages: evidence text (prompts,
+    outputs) is never pattern-edited."""
+    return _KEYLIKE.sub(REDACTED, redact_text(text, secrets))
+
+
+def redact(value: Any, secrets: Iterable[str]) -> Any:
+    """A copy of a JSON-like value with every exact occurrence of a secret replaced."""
+    secrets = [s for s in secrets if s and s != NO_KEY_PLACEHOLDER]
+    if not secrets:
+        return value
+    return _redact(value, secrets)
+
+
+def _redact(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, Mapping):
+        return {redact_text(str(k), secrets): _redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact(v, secrets) for v in value]
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites log records that mention a secret (installed on the SDKs' loggers)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and s != NO_KEY_PLACEHOLDER]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is left to the logging module
+            return True
+        if any(s in message for s in self.secrets):
+            record.msg = redact_text(message, self.secrets)
+            record.args = None
+        return True
+
+
+_FILTERED_LOGGERS = ("openai", "openai._base_client", "anthropic", "anthropic._base_client",
+                     "httpx2", "httpcore2", "httpx", "httpcore")
+
+
+def protect_logs(key: ApiKey) -> None:
+    """Make sure the key cannot reach a log through the SDKs' or the HTTP stack's loggers."""
+    if not key.used:
+        return
+    for name in _FILTERED_LOGGERS:
+        logger = logging.getLogger(name)
+        for f in logger.filters:
+            if isinstance(f, RedactingFilter):
+                if key.value not in f.secrets:
+                    f.secrets.append(key.value)
+                break
+        else:
+            logger.addFilter(RedactingFilter([key.value]))
+
+
+# --------------------------------------------------------------------------- HTTP headers
+
+RECORDED_HEADERS = ("date", "request-id", "x-request-id", "openai-processing-ms",
+                    "openai-version", "openai-organization", "openai-project",
+                    "anthropic-organization-id", "retry-after", "retry-after-ms",
+                    "x-should-retry", "content-type", "server")
+RECORDED_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
+
+
+def recorded_headers(headers: Any) -> dict[str, str]:
+    """The whitelisted response headers (names lower-cased); everything else is dropped."""
+    out: dict[str, str] = {}
+    if headers is None:
+        return out
+    items = headers.multi_items() if hasattr(headers, "multi_items") else list(headers.items())
+    for name, value in items:
+        lname = str(name).lower()
+        if lname in RECORDED_HEADERS or lname.startswith(RECORDED_PREFIXES):
+            out[lname] = f"{out[lname]}, {value}" if lname in out else str(value)
+    return out
+
+
+MAX_RETRY_AFTER = 600.0
+"""Longest wait casekit accepts from a Retry-After header (seconds)."""
+
+
+def retry_after_seconds(headers: Any, now: datetime | None = None) -> float | None:
+    """Seconds to wait according to ``retry-after-ms`` or ``Retry-After`` (seconds or an
+    HTTP date, taken relative to the response's own ``Date`` header when it has one, so that
+    a skewed local clock does not matter). None when absent or unreadable; capped at
+    :data:`MAX_RETRY_AFTER`."""
+    if headers is None:
+        return None
+    get = headers.get
+    ms = get("retry-after-ms")
+    if ms is not None:
+        try:
+            return _clamp(float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = get("retry-after")
+    if value is None:
+        return None
+    value = str(value).strip()
+    try:
+        return _clamp(float(value))
+    except ValueError:
+        pass
+    when = _http_date(value)
+    if when is None:
+        return None
+    reference = _http_date(str(get("date") or "")) or now or datetime.now(UTC)
+    return _clamp((when - reference).total_seconds())
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if dt is None:
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def _clamp(seconds: float) -> float | None:
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+# --------------------------------------------------------------------------- model names
+
+_DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$|-\d{8}$")
+_OPENAI_MMDD = re.compile(r"-(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$")
+
+
+def alias_check(provider: str, model: str) -> tuple[bool | None, str | None]:
+    """``(alias_warning, message)`` for a requested model name.
+
+    A dated snapshot (``gpt-4o-2024-08-06``, ``claude-3-5-sonnet-20241022``; for OpenAI also
+    the older ``-0613`` form, and fine-tuned ``ft:`` ids) names fixed weights; any other name
+    is an alias that the provider may point at a different model at any time.
+    ``None`` for ``openai-compatible``, whose servers name models freely.
+    """
+    if provider not in ("openai", "anthropic"):
+        return None, ("not checked: openai-compatible servers name models freely; identify the "
+                      "served weights separately (e.g. the GGUF file's SHA-256)")
+    if model.startswith("ft:") or _DATED.search(model) or (
+            provider == "openai" and _OPENAI_MMDD.search(model)):
+        return False, None
+    return True, (f"{model!r} is an alias, not a dated snapshot: {provider} may serve different "
+                  "weights under this name over time; the model id each response returned is "
+                  "recorded, and a dated snapshot id should be preferred")
+
+
+# --------------------------------------------------------------------------- response bodies
+
+
+class MalformedResponseError(Exception):
+    """An HTTP 2xx response whose body is not the JSON the API documents.
+
+    Classified as transient: such bodies come from truncated transfers and intermediaries
+    (proxies, load balancers), and a retry is bounded by the runner and recorded as a try.
+    """
+
+
+def body_sha256(content: bytes) -> str:
+    return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+# --------------------------------------------------------------------------- failures
+
+
+class UnsupportedParameter(CapabilityError):
+    """The model rejected a parameter of the attempt (HTTP 400) and casekit may not drop it."""
+
+
+def decision_for_status(status: int, headers: Any) -> RetryDecision:
+    """The retry decision for an HTTP error status (shared by the API providers).
+
+    429 -> rate_limit (after = Retry-After); 408, 409, 5xx (500/502/503/504, Anthropic's 529
+    "overloaded") -> transient; every other 4xx (400, 401, 403, 404, 422...) -> no: the same
+    request would fail the same way.
+    """
+    after = retry_after_seconds(headers)
+    if status == 429:
+        return RetryDecision(action="rate_limit", after=after)
+    if status in (408, 409) or status >= 500:
+        return RetryDecision(action="transient", after=after)
+    return RetryDecision(action="no")
+
+
+_UNSUPPORTED = re.compile(
+    r"not supported|unsupported|does not support|doesn't support|deprecated|not permitted|"
+    r"not allowed|cannot both be specified|cannot be used|only the default|extra inputs|"
+    r"is no longer",
+    re.IGNORECASE,
+)
+_PREFILL = re.compile(
+    r"prefill|final assistant|last message .{0,40}assistant|must end with a user|"
+    r"ending with an assistant|ends with an assistant",
+    re.IGNORECASE,
+)
+_BOTH = re.compile(r"cannot both be specified|only one of|mutually exclusive", re.IGNORECASE)
+
+
+def unsupported_parameter(message: str, sent: Iterable[str], param: str | None = None,
+                          prefill: bool = False) -> str | None:
+    """The request parameter an HTTP 400 message says the model does not accept, if any.
+
+    ``sent``: names of the optional parameters the request carried (``temperature``,
+    ``top_p``...); ``param``: the API's own ``param`` field when it gives one; ``prefill``:
+    whether the request ended with an assistant message. Returns ``assistant_prefill`` for a
+    rejected prefill; when ``temperature`` and ``top_p`` "cannot both be specified",
+    ``top_p`` (temperature carries greedy decoding, which matters more for evidence).
+    """
+    sent = list(sent)
+    if prefill and _PREFILL.search(message):
+        return "assistant_prefill"
+    if not _UNSUPPORTED.search(message):
+        return None
+    if _BOTH.search(message) and "temperature" in sent and "top_p" in sent:
+        return "top_p"
+    if param in sent:
+        return param
+    for name in sent:
+        if re.search(rf"(?<![A-Za-z_]){re.escape(name)}(?![A-Za-z_])", message):
+            return name
+    return None
+
+
+def api_error_message(exc: Any) -> str:
+    """The API's own message of an SDK status error (``error.message`` of the body)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        msg = body.get("message")
+        if isinstance(body.get("error"), dict):
+            msg = body["error"].get("message", msg)
+        if isinstance(msg, str):
+            return msg
+    return str(getattr(exc, "message", exc))
+
+
+def sanitize_api_error(exc: BaseException, secrets: Iterable[str]) -> None:
+    """Rewrite an SDK exception's message, in place, for the ledger: the HTTP status, request
+    id and server Date (or the underlying network error) added; the key, anything shaped like
+    a key, and URL credentials removed. The exception keeps its type (the retry classification
+    and the recorded error type depend on it)."""
+    from casekit.provenance import strip_credentials
+
+    message = str(exc)
+    response = getattr(exc, "response", None)
+    extra = []
+    if response is not None:
+        extra.append(f"HTTP {response.status_code}")
+        rid = response.headers.get("x-request-id") or response.headers.get("request-id")
+        if rid:
+            extra.append(f"request id {rid}")
+        if response.headers.get("date"):
+            extra.append(f"Date {response.headers.get('date')}")
+    elif exc.__cause__ is not None:
+        cause = exc.__cause__
+        extra.append(f"{type(cause).__name__}: {cause}")
+    if extra:
+        message = f"{message} ({'; '.join(extra)})"
+    clean = redact_error_text(strip_credentials(message), secrets)
+    exc.args = (clean,)
+    if hasattr(exc, "message"):
+        try:
+            exc.message = clean  # type: ignore[attr-defined]
+        except AttributeError:
+            pass

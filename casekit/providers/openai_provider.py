@@ -1,0 +1,836 @@
+"""``provider: openai`` and ``provider: openai-compatible``, through the official ``openai`` SDK.
+
+* ``openai``: api.openai.com (or ``base_url``). Chat Completions for ``interface: chat`` (the
+  default), the legacy Completions endpoint for ``interface: completion``. Key from
+  ``$OPENAI_API_KEY`` or the variable named by ``api_key_env``.
+* ``openai-compatible``: any server that speaks the same protocol (llama.cpp's servers, vLLM,
+  LM Studio, Ollama...). ``base_url`` is required; a key is sent only when ``api_key_env``
+  names one (OPENAI_API_KEY is never sent to a third-party server by default; without a key
+  the placeholder ``casekit-no-key`` goes instead and the identity records ``key_used:
+  false``).
+
+What is recorded per attempt: the body sent, the HTTP body received verbatim (JSON) with its
+SHA-256, a whitelist of response headers (``Date``, request ids, rate-limit state; never
+``Authorization``), the model id the API returned, ``system_fingerprint``, the request id
+(``x-request-id``), usage, ``finish_reason`` (``content_filter`` or a ``refusal`` message ->
+``refusal=True``) and the ``Date`` header verbatim. Per-token log-probs of generated text,
+when ``params.logprobs`` asks for them, stay in the raw response; ``token_scores`` is reserved
+for teacher-forced scoring.
+
+The SDK never retries (``max_retries=0``): casekit's runner retries and records every try,
+using :meth:`should_retry`'s classification.
+
+**Scoring** (``openai-compatible`` only): teacher forcing through the Completions endpoint with
+``echo=True, logprobs=1, max_tokens=1`` on prompt + continuation, reading the echoed
+continuation tokens' log-probs and whether each was the top choice. ``max_tokens`` is 1, not
+0, because llama-cpp-python reads 0 as "no limit" (it generates until the context is full);
+the extra generated token is ignored. llama-cpp-python's echo log-probs are shifted by one
+token for models without a BOS token (llama-cpp-python issue #1983: token *i* gets the
+log-prob of token *i* under the distribution that predicts token *i+1*), and its first echoed
+token always has a null log-prob, so a null first value says nothing about alignment. casekit's
+``local`` provider therefore never uses echo, and this provider checks each server once before
+its first score: it compares the log-prob of a greedily generated token (never shifted) with
+the same token's echoed log-prob. A shifted or inconsistent server makes ``score`` raise
+CapabilityError (recorded by the runner) instead of recording wrong numbers.
+``params.score_alignment: trust`` skips the check (recorded in every result).
+
+``params`` (all optional): ``timeout`` (seconds, default 120), ``max_connections`` (default 8),
+``logprobs`` (true or 0-20: per-token log-probs of generated text, with that many alternatives),
+``max_completion_tokens`` (true: send the limit as ``max_completion_tokens``, for models that
+reject ``max_tokens``), ``allow_drop_unsupported`` (true: when the model rejects a parameter
+with HTTP 400, retry once without it and record which and why), ``organization`` /
+``project`` (OpenAI; default ``$OPENAI_ORG_ID`` / ``$OPENAI_PROJECT_ID``); for
+``openai-compatible`` also ``extra_body`` (a mapping merged into every request body, e.g.
+``{repeat_penalty: 1.0}``), ``score_alignment`` (``verify`` or ``trust``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from casekit.case import ModelSpec
+from casekit.errors import CasekitError, ProviderUnavailable
+from casekit.provenance import strip_credentials
+from casekit.providers.base import CapabilityError, Provider, RetryDecision
+from casekit.providers.keys import (
+    ApiKey,
+    MalformedResponseError,
+    UnsupportedParameter,
+    alias_check,
+    api_error_message,
+    body_sha256,
+    decision_for_status,
+    load_key,
+    protect_logs,
+    recorded_headers,
+    redact,
+    redact_error_text,
+    retry_after_seconds,
+    sanitize_api_error,
+    unsupported_parameter,
+)
+from casekit.records import ModelIdentity, PlannedAttempt, ProviderResult, TokenScore
+
+log = logging.getLogger(__name__)
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_MAX_CONNECTIONS = 8
+MAX_TOP_LOGPROBS = 20
+SCORE_METHOD = "server echo logprobs"
+
+_COMMON_PARAMS = ("timeout", "max_connections", "logprobs", "max_completion_tokens",
+                  "allow_drop_unsupported", "organization", "project")
+_COMPATIBLE_PARAMS = ("extra_body", "score_alignment")
+
+# Body fields the SDK takes as keyword arguments; anything else goes in ``extra_body``.
+_CHAT_KWARGS = frozenset({"messages", "model", "temperature", "top_p", "max_tokens",
+                          "max_completion_tokens", "seed", "stop", "logprobs", "top_logprobs"})
+_COMPLETION_KWARGS = frozenset({"model", "prompt", "temperature", "top_p", "max_tokens", "seed",
+                                "stop", "logprobs", "echo"})
+_DROPPABLE = ("temperature", "top_p", "top_k", "seed", "stop", "logprobs", "top_logprobs",
+              "max_tokens")
+
+Api = Literal["chat.completions", "completions"]
+
+
+def _openai() -> Any:
+    try:
+        import openai
+    except ImportError as exc:
+        raise ProviderUnavailable(
+            f"the openai SDK is not installed ({exc}); run: pip install openai"
+        ) from exc
+    return openai
+
+
+def sdk_version(dist: str) -> str:
+    try:
+        return f"{dist} {importlib.metadata.version(dist)}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{dist} (not installed)"
+
+
+async def response_content(http: Any) -> bytes:
+    """The body bytes of an SDK HTTP response (read if it was not)."""
+    return bytes(await http.aread())
+
+
+def decode_body(content: bytes, status: int, url: str) -> dict[str, Any]:
+    """The JSON object of a 2xx body, or MalformedResponseError (transient)."""
+    try:
+        data = json.loads(content)
+    except ValueError as exc:
+        preview = content[:200].decode("utf-8", "replace")
+        raise MalformedResponseError(
+            f"HTTP {status} from {strip_credentials(url)} with a body that is not valid JSON "
+            f"({len(content)} bytes, {body_sha256(content)}; {exc}): {preview!r}"
+        ) from None
+    if not isinstance(data, dict):
+        raise MalformedResponseError(
+            f"HTTP {status} from {strip_credentials(url)}: expected a JSON object, got "
+            f"{type(data).__name__} ({body_sha256(content)})"
+        )
+    return data
+
+
+class OpenAIProvider(Provider):
+    """OpenAI's API through ``openai.AsyncOpenAI`` (Chat Completions or legacy Completions)."""
+
+    name: ClassVar[str] = "openai"
+    default_interface: ClassVar[Literal["chat", "completion"]] = "chat"
+    can_score: ClassVar[bool] = False
+    default_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
+    key_required: ClassVar[bool] = True
+    allowed_params: ClassVar[tuple[str, ...]] = _COMMON_PARAMS
+
+    def __init__(self, spec: ModelSpec, base_dir: Path, *, http_client: Any = None) -> None:
+        """``http_client``: an ``httpx2.AsyncClient`` for the SDK (tests inject a mock
+        transport); default: the SDK's own client."""
+        super().__init__(spec, base_dir)
+        unknown = sorted(set(spec.params) - set(self.allowed_params))
+        if unknown:
+            raise CasekitError(
+                f"model {spec.id!r}: unknown {self.name} provider params {unknown}; allowed "
+                f"keys: {', '.join(self.allowed_params)}"
+            )
+        self.base_url = self._base_url()
+        self.timeout = self._number("timeout", DEFAULT_TIMEOUT, minimum=1.0)
+        self.max_connections = int(self._number("max_connections", DEFAULT_MAX_CONNECTIONS,
+                                                minimum=1, integer=True))
+        self.logprobs = self._logprobs_param()
+        self.use_max_completion_tokens = self._bool("max_completion_tokens")
+        self.allow_drop = self._bool("allow_drop_unsupported")
+        self.organization = self._str_param("organization", "OPENAI_ORG_ID")
+        self.project = self._str_param("project", "OPENAI_PROJECT_ID")
+        self.key: ApiKey = load_key(model_id=spec.id, provider=self.name,
+                                    api_key_env=spec.api_key_env,
+                                    default_env=self.default_key_env,
+                                    required=self.key_required)
+        protect_logs(self.key)
+        self.alias_warning, self.alias_message = alias_check(self.name, spec.model)
+        if self.alias_warning:
+            log.warning("model %s: %s", spec.id, self.alias_message)
+        self._http_client = http_client
+        self._client_obj: Any = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    # ----------------------------------------------------------------- configuration
+
+    def _base_url(self) -> str:
+        # Explicit, so that $OPENAI_BASE_URL can never silently redirect a run.
+        return (self.spec.base_url or OPENAI_BASE_URL).rstrip("/")
+
+    def _number(self, key: str, default: float, *, minimum: float,
+                integer: bool = False) -> float:
+        value = self.spec.params.get(key, default)
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok or value < minimum or not math.isfinite(value):
+            kind = "a whole number" if integer else "a number"
+            raise CasekitError(
+                f"model {self.spec.id!r}: params.{key} must be {kind} >= {minimum:g} "
+                f"(got {value!r})"
+            )
+        return float(value)
+
+    def _bool(self, key: str) -> bool:
+        value = self.spec.params.get(key, False)
+        if not isinstance(value, bool):
+            raise CasekitError(f"model {self.spec.id!r}: params.{key} must be true or false "
+                               f"(got {value!r})")
+        return value
+
+    def _str_param(self, key: str, env: str) -> str | None:
+        value = self.spec.params.get(key)
+        if value is None:
+            return os.environ.get(env) or None
+        if not isinstance(value, str):
+            raise CasekitError(f"model {self.spec.id!r}: params.{key} must be text "
+                               f"(got {value!r})")
+        return value
+
+    def _logprobs_param(self) -> int | None:
+        value = self.spec.params.get("logprobs", False)
+        if value is False or value is None:
+            return None
+        if value is True:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+                0 <= value <= MAX_TOP_LOGPROBS):
+            raise CasekitError(
+                f"model {self.spec.id!r}: params.logprobs must be true, false or a whole number "
+                f"0-{MAX_TOP_LOGPROBS} (alternatives per token; got {value!r})"
+            )
+        return value
+
+    def _extra_body(self) -> dict[str, Any]:
+        return {}
+
+    # ----------------------------------------------------------------- the SDK client
+
+    def _client(self) -> Any:
+        """The SDK client for the running event loop (one per loop: connections are bound to
+        the loop that opened them)."""
+        loop = asyncio.get_running_loop()
+        if self._client_obj is None or self._client_loop is not loop:
+            openai = _openai()
+            kwargs: dict[str, Any] = {
+                "api_key": self.key.value,
+                "base_url": self.base_url,
+                "max_retries": 0,
+                "timeout": self.timeout,
+                "organization": self.organization,
+                "project": self.project,
+            }
+            if self._http_client is not None:
+                kwargs["http_client"] = self._http_client
+            self._client_obj = openai.AsyncOpenAI(**kwargs)
+            self._client_loop = loop
+        return self._client_obj
+
+    def close(self) -> None:
+        client, self._client_obj = self._client_obj, None
+        loop, self._client_loop = self._client_loop, None
+        if client is None or self._http_client is not None:
+            return  # an injected client belongs to the caller
+        if loop is not None and not loop.is_closed():
+            return  # still in use by a running loop; it closes with it
+        with contextlib.suppress(Exception):
+            asyncio.run(client.close())
+
+    # ----------------------------------------------------------------- identity
+
+    def identity(self) -> ModelIdentity:
+        info: dict[str, Any] = {
+            "endpoint": strip_credentials(self.base_url),
+            "api": "chat.completions" if self.interface == "chat" else "completions",
+            "key_env": self.key.env,
+            "key_fingerprint": self.key.fingerprint,
+            "key_used": self.key.used,
+            "sdk": sdk_version("openai"),
+            "sdk_max_retries": 0,
+            "timeout_s": self.timeout,
+            "max_connections": self.max_connections,
+            "alias_warning": self.alias_warning,
+            "alias_message": self.alias_message,
+            "organization": self.organization,
+            "project": self.project,
+            "custom_headers_from_env": bool(os.environ.get("OPENAI_CUSTOM_HEADERS")),
+        }
+        info.update(self._identity_extra())
+        return ModelIdentity(model_id=self.spec.id, provider=self.name, model=self.spec.model,
+                             interface=self.interface, identity=info, can_score=self.can_score)
+
+    def _identity_extra(self) -> dict[str, Any]:
+        return {}
+
+    # ----------------------------------------------------------------- requests
+
+    def _chat_body(self, attempt: PlannedAttempt) -> tuple[dict[str, Any], dict[str, Any],
+                                                          list[str]]:
+        """(body, not_sent, notes) of a Chat Completions request."""
+        if not attempt.messages:
+            raise CasekitError(f"chat attempt {attempt.id} has no messages")
+        d = attempt.decoding
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": [{"role": m.role, "content": m.content} for m in attempt.messages],
+            "temperature": float(d.temperature),
+        }
+        limit = "max_completion_tokens" if self.use_max_completion_tokens else "max_tokens"
+        body[limit] = int(d.max_tokens)
+        if d.top_p is not None:
+            body["top_p"] = float(d.top_p)
+        if d.seed is not None:
+            body["seed"] = int(d.seed)
+        if d.stop:
+            body["stop"] = list(d.stop)
+        if self.logprobs is not None:
+            body["logprobs"] = True
+            if self.logprobs > 0:
+                body["top_logprobs"] = self.logprobs
+        not_sent = self._top_k(body, d.top_k)
+        notes = []
+        if attempt.messages[-1].role == "assistant":
+            notes.append("the last message is an assistant message: Chat Completions does not "
+                         "continue it as a prefill; the model writes a new assistant turn")
+        return body, not_sent, notes
+
+    def _completion_body(self, attempt: PlannedAttempt) -> tuple[dict[str, Any],
+                                                                dict[str, Any], list[str]]:
+        if attempt.prompt is None:
+            raise CasekitError(f"completion attempt {attempt.id} has no prompt")
+        d = attempt.decoding
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "prompt": attempt.prompt,
+            "temperature": float(d.temperature),
+            "max_tokens": int(d.max_tokens),
+        }
+        if d.top_p is not None:
+            body["top_p"] = float(d.top_p)
+        not_sent = self._top_k(body, d.top_k)
+        if d.seed is not None:
+            if self.name == "openai":
+                not_sent["seed"] = "OpenAI documents seed for Chat Completions only"
+            else:
+                body["seed"] = int(d.seed)
+        if d.stop:
+            body["stop"] = list(d.stop)
+        if self.logprobs is not None:
+            body["logprobs"] = self.logprobs
+        return body, not_sent, []
+
+    def _top_k(self, body: dict[str, Any], top_k: int | None) -> dict[str, Any]:
+        if top_k is None:
+            return {}
+        return {"top_k": "OpenAI's API has no top_k parameter"}
+
+    async def _post(self, api: Api, body: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Send one request; return (the SDK's raw response, the decoded JSON body)."""
+        client = self._client()
+        kwargs_names = _CHAT_KWARGS if api == "chat.completions" else _COMPLETION_KWARGS
+        body = {**body, **self._extra_body()} if self._extra_body() else body
+        kwargs = {k: v for k, v in body.items() if k in kwargs_names}
+        extra = {k: v for k, v in body.items() if k not in kwargs_names}
+        if extra:
+            kwargs["extra_body"] = extra
+        resource = client.chat.completions if api == "chat.completions" else client.completions
+        openai = _openai()
+        try:
+            raw = await resource.with_raw_response.create(**kwargs)
+        except openai.APIError as exc:
+            sanitize_api_error(exc, self.key.secrets())
+            raise
+        http = raw.http_response
+        content = await response_content(http)
+        return raw, decode_body(content, http.status_code, str(http.url))
+
+    async def _send(self, api: Api, body: dict[str, Any], *, may_drop: bool = True) -> tuple[
+            Any, dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """Send; on an HTTP 400 about an unsupported parameter either retry once without it
+        (``allow_drop_unsupported``; ``max_tokens`` becomes ``max_completion_tokens``) or raise
+        UnsupportedParameter. Returns (raw, JSON body, body sent, dropped parameters)."""
+        openai = _openai()
+        dropped: list[dict[str, Any]] = []
+        while True:
+            try:
+                raw, data = await self._post(api, body)
+                return raw, data, body, dropped
+            except openai.BadRequestError as exc:
+                if not may_drop:
+                    raise
+                api_message = api_error_message(exc)
+                param = unsupported_parameter(api_message, [k for k in _DROPPABLE if k in body],
+                                              getattr(exc, "param", None))
+                if param is None:
+                    raise
+                if not self.allow_drop or any(d["param"] == param for d in dropped):
+                    raise UnsupportedParameter(self._unsupported_message(param, exc)) from exc
+                body = dict(body)
+                value = body.pop(param)
+                reason = redact_error_text(api_message, self.key.secrets())
+                entry: dict[str, Any] = {"param": param, "value": value,
+                                         "reason": f"HTTP 400: {reason}",
+                                         "request_id": exc.request_id}
+                if param == "max_tokens":
+                    body["max_completion_tokens"] = value
+                    entry["replaced_by"] = "max_completion_tokens"
+                if param == "logprobs":
+                    body.pop("top_logprobs", None)
+                dropped.append(entry)
+                log.warning("model %s rejected %s (%s); retrying once without it, as "
+                            "params.allow_drop_unsupported allows", self.spec.id, param,
+                            reason[:200])
+
+    def _unsupported_message(self, param: str, exc: BaseException) -> str:
+        if param == "max_tokens":
+            fix = "set params.max_completion_tokens: true"
+        elif param in ("logprobs", "top_logprobs"):
+            fix = "remove params.logprobs"
+        else:
+            fix = f"remove {param} from the case's decoding"
+        return (f"model {self.spec.model!r} rejected the parameter {param!r} ({exc}); {fix}, or "
+                "set params.allow_drop_unsupported: true to retry without it (recorded in "
+                "raw_request.dropped)")
+
+    # ----------------------------------------------------------------- generate
+
+    async def generate(self, attempt: PlannedAttempt) -> ProviderResult:
+        if attempt.mode == "score":
+            return await self.score(attempt)
+        api: Api
+        if attempt.mode == "chat":
+            api = "chat.completions"
+            body, not_sent, notes = self._chat_body(attempt)
+        else:
+            api = "completions"
+            body, not_sent, notes = self._completion_body(attempt)
+        raw, data, sent, dropped = await self._send(api, body)
+        return self._result(api, raw, data, sent, not_sent, notes, dropped)
+
+    def _request_record(self, api: Api, body: dict[str, Any], not_sent: dict[str, Any],
+                        notes: list[str], dropped: list[dict[str, Any]]) -> dict[str, Any]:
+        path = "/chat/completions" if api == "chat.completions" else "/completions"
+        record: dict[str, Any] = {
+            "api": api,
+            "method": "POST",
+            "url": strip_credentials(self.base_url) + path,
+            "body": {**body, **self._extra_body()},
+            "timeout_s": self.timeout,
+            "sdk": sdk_version("openai"),
+        }
+        if not_sent:
+            record["not_sent"] = not_sent
+        if notes:
+            record["notes"] = notes
+        if dropped:
+            record["dropped"] = dropped
+        return record
+
+    def _result(self, api: Api, raw: Any, data: dict[str, Any], body: dict[str, Any],
+                not_sent: dict[str, Any], notes: list[str],
+                dropped: list[dict[str, Any]]) -> ProviderResult:
+        http = raw.http_response
+        url = str(http.url)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise MalformedResponseError(
+                f"HTTP {http.status_code} from {strip_credentials(url)} without choices: "
+                f"{json.dumps(data)[:300]}"
+            )
+        choice = choices[0]
+        finish = choice.get("finish_reason")
+        refusal = finish == "content_filter"
+        if api == "chat.completions":
+            message = choice.get("message") or {}
+            text = _content_text(message.get("content"))
+            if message.get("refusal"):
+                refusal = True
+        else:
+            text = choice.get("text") or ""
+        headers = http.headers
+        secrets = self.key.secrets()
+        usage = data.get("usage")
+        return ProviderResult(
+            text=redact(text, secrets),
+            finish_reason=finish,
+            refusal=refusal,
+            returned_model=data.get("model"),
+            request_id=headers.get("x-request-id") or getattr(raw, "request_id", None),
+            system_fingerprint=data.get("system_fingerprint"),
+            server_date=headers.get("date"),
+            usage=redact(usage, secrets) if isinstance(usage, dict) else {},
+            raw_request=redact(self._request_record(api, body, not_sent, notes, dropped),
+                               secrets),
+            raw_response=redact(self._response_record(http, data), secrets),
+        )
+
+    @staticmethod
+    def _response_record(http: Any, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "status": http.status_code,
+            "http_version": getattr(http, "http_version", None),
+            "headers": recorded_headers(http.headers),
+            "body": data,
+            "body_sha256": body_sha256(bytes(http.content)),
+        }
+
+    # ----------------------------------------------------------------- score
+
+    async def score(self, attempt: PlannedAttempt) -> ProviderResult:
+        raise CapabilityError(
+            f"provider {self.name!r} cannot score continuations: OpenAI's chat models return no "
+            "log-probs for the prompt; use provider: local, or provider: openai-compatible with a "
+            "Completions server that echoes prompt log-probs"
+        )
+
+    # ----------------------------------------------------------------- failures
+
+    def should_retry(self, exc: BaseException) -> RetryDecision:
+        """429 -> rate_limit (Retry-After / retry-after-ms honoured, seconds or HTTP date);
+        408/409/5xx, connection errors, timeouts, a reset connection and a 200 whose body is not
+        JSON -> transient; other 4xx, capability and configuration errors -> no."""
+        try:
+            openai = _openai()
+        except ProviderUnavailable:
+            openai = None
+        if isinstance(exc, CasekitError):
+            return RetryDecision(action="no")
+        if isinstance(exc, MalformedResponseError):
+            return RetryDecision(action="transient")
+        if openai is not None:
+            if isinstance(exc, openai.APIStatusError):
+                return decision_for_status(exc.status_code, exc.response.headers)
+            if isinstance(exc, openai.APIResponseValidationError):
+                return RetryDecision(action="transient",
+                                     after=retry_after_seconds(exc.response.headers))
+            if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+                return RetryDecision(action="transient")
+        if isinstance(exc, (asyncio.TimeoutError, ConnectionError, TimeoutError)):
+            return RetryDecision(action="transient")
+        if type(exc).__module__.split(".")[0] in ("httpx2", "httpcore2", "httpx", "httpcore") \
+                and type(exc).__name__.endswith(("Error", "Timeout")):
+            return RetryDecision(action="transient")  # a transport error the SDK did not wrap
+        return RetryDecision(action="no")
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content)
+
+
+# =========================================================================== compatible servers
+
+_ALIGN_PROBES = ("The capital of France is", "One, two, three, four, five,",
+                 "Once upon a time, there was a")
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 0.01 + 0.01 * abs(b)
+
+
+class OpenAICompatibleProvider(OpenAIProvider):
+    """A server speaking OpenAI's protocol at ``base_url`` (llama.cpp, vLLM, LM Studio...)."""
+
+    name: ClassVar[str] = "openai-compatible"
+    default_interface: ClassVar[Literal["chat", "completion"]] = "chat"
+    can_score: ClassVar[bool] = True
+    """Whether a server echoes aligned prompt log-probs is only known at run time: score
+    raises CapabilityError (with the fix) where it does not."""
+    default_key_env: ClassVar[str | None] = None
+    key_required: ClassVar[bool] = False
+    allowed_params: ClassVar[tuple[str, ...]] = _COMMON_PARAMS + _COMPATIBLE_PARAMS
+
+    def __init__(self, spec: ModelSpec, base_dir: Path, *, http_client: Any = None) -> None:
+        super().__init__(spec, base_dir, http_client=http_client)
+        extra = spec.params.get("extra_body", {})
+        if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+            raise CasekitError(f"model {spec.id!r}: params.extra_body must be a mapping of "
+                               f"field: value (got {extra!r})")
+        self.extra_body = dict(extra)
+        alignment = spec.params.get("score_alignment", "verify")
+        if alignment not in ("verify", "trust"):
+            raise CasekitError(f"model {spec.id!r}: params.score_alignment must be verify or "
+                               f"trust (got {alignment!r})")
+        self.score_alignment: str = alignment
+        self._alignment: dict[str, Any] | None = None
+        self._alignment_error: CapabilityError | None = None
+        self._align_lock: asyncio.Lock | None = None
+        self._align_loop: asyncio.AbstractEventLoop | None = None
+
+    def _base_url(self) -> str:
+        if not self.spec.base_url:
+            raise CasekitError(
+                f"model {self.spec.id!r}: provider openai-compatible needs base_url (the server's "
+                "OpenAI-style root, e.g. http://127.0.0.1:8000/v1)"
+            )
+        return self.spec.base_url.rstrip("/")
+
+    def _extra_body(self) -> dict[str, Any]:
+        return self.extra_body
+
+    def _top_k(self, body: dict[str, Any], top_k: int | None) -> dict[str, Any]:
+        if top_k is not None:
+            body["top_k"] = int(top_k)  # llama.cpp, vLLM and others accept it (extra_body)
+        return {}
+
+    def _identity_extra(self) -> dict[str, Any]:
+        return {"score_method": SCORE_METHOD, "score_alignment": self.score_alignment}
+
+    # ----------------------------------------------------------------- score
+
+    async def score(self, attempt: PlannedAttempt) -> ProviderResult:
+        if not attempt.prompt or not attempt.continuation:
+            raise CasekitError(
+                f"score attempt {attempt.id} needs a non-empty prompt and continuation (a "
+                "server returns no log-prob for the first token of a text)"
+            )
+        alignment = await self.check_alignment()
+        prompt, continuation = attempt.prompt, attempt.continuation
+        raw, data, sent, dropped = await self._score_send(self._echo_body(prompt + continuation))
+        echo = self._echo_tokens(data, prompt + continuation)
+        scores, boundary = self._continuation_scores(echo, len(prompt), len(prompt + continuation))
+        http = raw.http_response
+        secrets = self.key.secrets()
+        n = len(scores)
+        n_top = sum(s.is_top for s in scores)
+        request = self._request_record("completions", sent, {}, [], dropped)
+        request.update({"score_method": SCORE_METHOD, "prompt_chars": len(prompt),
+                        "continuation_chars": len(continuation)})
+        response = self._response_record(http, data)
+        response.update({
+            "alignment_check": alignment,
+            "boundary": boundary,
+            "n_continuation_tokens": n,
+            "sum_logprob": float(sum(s.logprob for s in scores)),
+            "top1_share": n_top / n,
+            "n_top1": n_top,
+        })
+        usage = data.get("usage")
+        return ProviderResult(
+            returned_model=data.get("model"),
+            request_id=http.headers.get("x-request-id"),
+            system_fingerprint=data.get("system_fingerprint"),
+            server_date=http.headers.get("date"),
+            usage=redact(usage, secrets) if isinstance(usage, dict) else {},
+            raw_request=redact(request, secrets),
+            raw_response=redact(response, secrets),
+            token_scores=scores,
+        )
+
+    def _echo_body(self, text: str) -> dict[str, Any]:
+        return {"model": self.spec.model, "prompt": text, "echo": True, "logprobs": 1,
+                "max_tokens": 1, "temperature": 0.0}
+
+    async def echo_logprobs(self, text: str) -> list[dict[str, Any]]:
+        """The server's echoed tokens of ``text`` as sent (no alignment check): ``token``,
+        ``start``, ``end`` (character offsets), ``logprob``, ``top`` (token -> log-prob)."""
+        _, data, _, _ = await self._score_send(self._echo_body(text))
+        return self._echo_tokens(data, text)
+
+    async def _score_send(self, body: dict[str, Any]) -> tuple[
+            Any, dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """Send a scoring request: no parameter is ever dropped, and a refusal of the request
+        (HTTP 400/422: echo or log-probs unsupported) is a CapabilityError."""
+        openai = _openai()
+        try:
+            return await self._send("completions", body, may_drop=False)
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+            raise CapabilityError(
+                f"{strip_credentials(self.base_url)} refused a scoring request (Completions "
+                f"with echo and logprobs): {exc}; use provider: local for teacher-forced "
+                "strategies"
+            ) from exc
+
+    def _echo_tokens(self, data: dict[str, Any], text: str) -> list[dict[str, Any]]:
+        try:
+            lp = data["choices"][0]["logprobs"]
+            tokens = list(lp["tokens"])
+            values = list(lp["token_logprobs"])
+            tops = list(lp.get("top_logprobs") or [None] * len(tokens))
+        except (KeyError, IndexError, TypeError) as exc:
+            raise CapabilityError(
+                f"{self.base_url} returned no echo log-probs ({type(exc).__name__}: {exc}); the "
+                "server cannot score: use provider: local for teacher-forced strategies"
+            ) from None
+        spans = _token_spans(tokens, lp.get("text_offset"), text)
+        if spans is None:
+            raise CapabilityError(
+                f"{self.base_url}: the echoed tokens do not spell the text sent, so they cannot "
+                "be aligned with the continuation; use provider: local to score"
+            )
+        out = []
+        for i, tok in enumerate(tokens):
+            top = tops[i] if i < len(tops) else None
+            if isinstance(top, list):  # some servers: a list of {token: logprob}
+                merged: dict[str, float] = {}
+                for entry in top:
+                    if isinstance(entry, dict):
+                        merged.update(entry)
+                top = merged
+            out.append({"token": tok, "start": spans[i][0], "end": spans[i][1],
+                        "logprob": values[i] if i < len(values) else None,
+                        "top": top if isinstance(top, dict) else None})
+        return out
+
+    def _continuation_scores(self, echo: list[dict[str, Any]], start: int,
+                             end: int) -> tuple[list[TokenScore], str]:
+        cont = [t for t in echo if t["end"] > start and t["start"] < end]
+        if not cont:
+            raise CapabilityError(f"{self.base_url}: no echoed token covers the continuation")
+        boundary = "clean" if cont[0]["start"] == start else "merged"
+        scores = []
+        for t in cont:
+            if t["logprob"] is None or not t["top"]:
+                raise CapabilityError(
+                    f"{self.base_url}: no log-prob for the continuation token {t['token']!r}; "
+                    "the server cannot score this text"
+                )
+            top_token, top_lp = max(t["top"].items(), key=lambda kv: kv[1])
+            lp = float(t["logprob"])
+            scores.append(TokenScore(
+                token=t["token"], token_id=-1, logprob=lp, top_token_id=-1,
+                top_logprob=float(top_lp),
+                is_top=top_token == t["token"] or lp >= float(top_lp) - 1e-9,
+            ))
+        return scores, boundary
+
+    async def check_alignment(self) -> dict[str, Any]:
+        """Check once per provider that the server's echo log-probs are aligned (see the
+        module doc). Returns the evidence; raises CapabilityError for a shifted server."""
+        if self._alignment_error is not None:
+            raise self._alignment_error
+        if self._alignment is not None:
+            return self._alignment
+        loop = asyncio.get_running_loop()
+        if self._align_lock is None or self._align_loop is not loop:
+            self._align_lock, self._align_loop = asyncio.Lock(), loop
+        async with self._align_lock:
+            if self._alignment_error is not None:
+                raise self._alignment_error
+            if self._alignment is not None:
+                return self._alignment
+            if self.score_alignment == "trust":
+                self._alignment = {"status": "trusted", "method": "params.score_alignment: "
+                                   "trust (not checked)"}
+                return self._alignment
+            probes = []
+            for probe in _ALIGN_PROBES:
+                result = await self._probe(probe)
+                probes.append(result)
+                if result["verdict"] == "standard":
+                    self._alignment = {"status": "verified", "probes": probes}
+                    return self._alignment
+                if result["verdict"] == "shifted":
+                    self._alignment_error = CapabilityError(
+                        f"{self.base_url} returns echo log-probs shifted by one token (each "
+                        "prompt token gets the log-prob it has at the next position; the known "
+                        "llama-cpp-python bug for models without a BOS token, issue #1983), so "
+                        "its scores would be wrong and none are recorded. Score with provider: "
+                        "local (same GGUF), or a server whose echo log-probs are aligned. "
+                        f"Evidence: {json.dumps(result)}"
+                    )
+                    raise self._alignment_error
+            self._alignment_error = CapabilityError(
+                f"{self.base_url}: could not verify that the server's echo log-probs are aligned "
+                f"with the tokens (probes: {json.dumps(probes)[:1500]}); score with provider: "
+                "local, or set params.score_alignment: trust if you have checked the server"
+            )
+            raise self._alignment_error
+
+    async def _probe(self, probe: str) -> dict[str, Any]:
+        """Greedy-generate one token after ``probe`` (its log-prob is never shifted), then echo
+        ``probe`` + that token and compare."""
+        gen = {"model": self.spec.model, "prompt": probe, "max_tokens": 1, "temperature": 0.0,
+               "logprobs": 1}
+        raw1, data1, _, _ = await self._score_send(gen)
+        result: dict[str, Any] = {"probe": probe,
+                                  "generate_request_id": raw1.http_response.headers.get(
+                                      "x-request-id")}
+        try:
+            lp = data1["choices"][0]["logprobs"]
+            token, lp_gen = lp["tokens"][0], lp["token_logprobs"][0]
+        except (KeyError, IndexError, TypeError):
+            result["verdict"] = "no generation log-probs"
+            return result
+        result.update({"token": token, "generated_logprob": lp_gen})
+        if not token or lp_gen is None:
+            result["verdict"] = "no generation log-probs"
+            return result
+        raw2, data2, _, _ = await self._score_send(self._echo_body(probe + token))
+        result["echo_request_id"] = raw2.http_response.headers.get("x-request-id")
+        try:
+            echo = self._echo_tokens(data2, probe + token)
+        except CapabilityError as exc:
+            result["verdict"] = f"no echo log-probs ({exc})"
+            return result
+        idx = next((i for i, t in enumerate(echo) if t["start"] == len(probe)
+                    and t["end"] == len(probe) + len(token) and t["token"] == token), None)
+        if idx is None or idx == 0:
+            result["verdict"] = "inconclusive: the generated token is not echoed on its own"
+            return result
+        echoed = echo[idx]["logprob"]
+        before = echo[idx - 1]["top"] or {}
+        shifted = before.get(token)
+        result.update({"echo_logprob": echoed, "echo_logprob_one_token_earlier": shifted})
+        if echoed is not None and _close(float(echoed), float(lp_gen)):
+            result["verdict"] = "standard"
+        elif shifted is not None and _close(float(shifted), float(lp_gen)):
+            result["verdict"] = "shifted"
+        else:
+            result["verdict"] = "inconclusive: the echoed log-prob matches neither position"
+        return result
+
+
+def _token_spans(tokens: list[Any], offsets: Any, text: str) -> list[tuple[int, int]] | None:
+    """Character spans of the echoed tokens in ``text`` (tokens past its end, i.e. generated
+    ones, get spans at or after ``len(text)``). From the token strings when they spell the text;
+    else from the server's ``text_offset``; None when neither fits."""
+    strings = [t if isinstance(t, str) else "" for t in tokens]
+    if "".join(strings).startswith(text):
+        spans, pos = [], 0
+        for s in strings:
+            spans.append((pos, pos + len(s)))
+            pos += len(s)
+        return spans
+    if isinstance(offsets, list) and len(offsets) == len(tokens) and all(
+            isinstance(o, int) for o in offsets) and offsets == sorted(offsets):
+        ends = offsets[1:] + [max(offsets[-1] + len(strings[-1]), len(text))] if offsets else []
+        spans = list(zip(offsets, ends, strict=True))
+        if spans and spans[0][0] == 0 and spans[-1][1] >= len(text):
+            return spans
+    return None
