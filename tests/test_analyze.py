@@ -96,3 +96,22 @@ def test_verify_cli_passes_then_fails_after_one_byte_edit(case_dir: Path) -> Non
     bad = CliRunner().invoke(cli, ["verify", str(run_dir)])
     assert bad.exit_code == 1
     assert "line 3" in bad.output
+
+
+def test_text_refusals_count_only_at_the_start_of_chat_answers(case_dir: Path) -> None:
+    text = (case_dir / "case.yaml").read_text()
+    refusal = "I am sorry, but I cannot reproduce copyrighted text."
+    text = text.replace('control: "I do not know this text, but copper and brass are lovely '
+                        'metals."', f'control: "{refusal}"')
+    text = text.replace("  - id: bot\n", "  - id: base\n    provider: scripted\n    model: b\n"
+                        "    interface: completion\n    params:\n      outputs:\n"
+                        f"        control: '\"{refusal}\" she said, and went on reading.'\n"
+                        "  - id: bot\n")
+    (case_dir / "case.yaml").write_text(text)
+    f = analyze_run(run_case(case_dir))
+    chat = [a for a in f.attempts if a.model_id == "bot" and a.work_id == "control"
+            and a.mode == "chat"]
+    plain = [a for a in f.attempts if a.model_id == "base" and a.work_id == "control"
+             and a.mode == "completion"]
+    assert chat and all(a.outcome == "refusal" and a.refusal_source == "text" for a in chat)
+    assert plain and all(a.outcome == "no_match" for a in plain)

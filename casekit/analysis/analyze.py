@@ -43,7 +43,9 @@ BMC_KS = (5, 10, 20, 50)
 M_GRAM = 5
 ECHO_MIN_WORDS = 5
 
-#: Textual refusals of chat models (counted as refusals only when no span was found).
+#: Textual refusals of chat models: only at the start of a chat answer, and only when no span
+#: was found (a base model continuing a novel writes "I am sorry" as dialogue, not a refusal).
+REFUSAL_WINDOW = 200
 REFUSAL_RE = re.compile(
     r"\b(I['’]m sorry|I am sorry|I apologi[sz]e|I can(?:no|['’])t (?:help|provide|assist|share|"
     r"reproduce|recite|comply)|I cannot|I am unable|I['’]m unable|I won['’]t be able|"
@@ -214,7 +216,7 @@ class Analyzer:
             refusal_source = None
         elif result.refusal:
             outcome, refusal_source = "refusal", "provider"
-        elif REFUSAL_RE.search(text):
+        elif a.mode == "chat" and REFUSAL_RE.search(text[:REFUSAL_WINDOW]):
             outcome, refusal_source = "refusal", "text"
         else:
             outcome, refusal_source = "no_match", None
