@@ -50,7 +50,7 @@ class PlannedAttempt(Frozen):
     """One attempt as planned, before it is sent. Its id is stable across runs of the same case."""
 
     id: str
-    """``a-`` + 20 hex of SHA-256 over (case hash, model id, strategy key, work id, index, sample)."""
+    """``a-`` + 20 hex of SHA-256 over (case hash, model, strategy key, work, index, sample)."""
     ordinal: int
     """Position in the plan (execution order)."""
     model_id: str

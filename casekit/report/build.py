@@ -1,0 +1,1131 @@
+"""The report model: what the templates show, computed and formatted here.
+
+Every number in the report comes from findings.json (the given :class:`Findings`) or from the
+ledger, and is formatted in this module; templates do no arithmetic. Model output and work text
+reach the templates as lists of :class:`Segment` (text + CSS class), so that highlighting is
+done by the template wrapping each escaped segment in a span, never by concatenating markup
+with model output.
+
+Nothing here reads the clock or iterates an unordered collection: the same inputs give the same
+model, hence the same HTML bytes. The date on the cover is the run's recorded start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from casekit.analysis.findings import (
+    AttemptAnalysis,
+    ControlFloor,
+    Findings,
+    ModelWorkFinding,
+    SpanFinding,
+)
+from casekit.analysis.normalize import tokenize
+from casekit.analysis.stats import Rate
+from casekit.analysis.taxonomy import ABSENCE_CAVEAT, BELOW, CATEGORY_TEXT, NOT_OBSERVED, SHOWN
+from casekit.case import CaseFile, LoadedCase
+from casekit.errors import CasekitError
+from casekit.ledger import LEDGER_NAME, read_records
+from casekit.records import AttemptRecord, LedgerRecord, Note, PlannedAttempt, RunEnd, RunStart
+from casekit.report.render import render_html, render_pdf
+from casekit.works import MATCH_PROFILE, Work, load_works
+
+log = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
+HTML_NAME = "report.html"
+PDF_NAME = "report.pdf"
+#: Exhibits shown per model x work; the rest are listed in the table of every attempt.
+EXHIBITS_PER_FINDING = 3
+DASH = "\u2014"
+#: [Car23] single-output extraction threshold, printed when a case lowers its thresholds.
+LEGAL_DEFAULT_TEXT = "50 tokens / 40 words [Car23]"
+
+# CSS classes of highlighted text (the stylesheet gives each a greyscale-safe look).
+MATCH = "match"
+"""Output/work words aligned exactly (``equal`` opcodes)."""
+SUBST = "subst"
+"""Words aligned with a different word (``replace`` opcodes)."""
+SUPPLIED = "supplied"
+"""Text of the work that the tester supplied in the prompt."""
+CTL = "ctl"
+"""A control or invisible character, shown by its code point (display only)."""
+
+PROFILE_TEXT = {
+    "raw": "the text as ingested; exhibits quote raw text through offset maps",
+    "light": "NFKC; curly quotes to ASCII; dash variants to em dash; ellipses unified; _x_ "
+             "italics markers removed; lowercase; whitespace collapsed; words hyphenated across "
+             "a line break joined [Ahm26 App. C.3]",
+    "words": "tokens \\w+|[^\\w\\s]+ on the raw text, lowercased, keeping tokens that contain "
+             "[a-z0-9] (the [Liu26] profile, so figures are comparable with published ones)",
+    "light-words": "the light profile, then the words tokenizer: casekit's default for span "
+                   "finding and word thresholds",
+}
+
+THRESHOLD_LABELS = {
+    "near_exact": ("Near-exact similarity", "minimum normalized word-level edit similarity of "
+                   "a near-verbatim span"),
+    "min_span_words": ("Reporting threshold", "a span of at least this many words counts as "
+                       "evidence"),
+    "substantial_portion_min_words": ("Substantial portion: contiguous block", "a reconstructed "
+                                      "block of at least this many words..."),
+    "substantial_portion_min_share": ("Substantial portion: coverage", "...or this share of the "
+                                      "work's words"),
+    "seed_k": ("Seed k-gram (k)", "exact k-grams that seed a span; k of BMC@k"),
+    "m_gram": ("Prompt m-gram trim (m)", "work positions whose m-gram occurs in the prompt are "
+               "never credited"),
+    "echo_min_words": ("Echo removal", "output runs of at least this many words found in the "
+                       "prompt are removed"),
+    "legal_defaults": ("Legal defaults", "false when the case deliberately lowers thresholds"),
+}
+
+DEFINITION_LABELS = {
+    "span": "Span",
+    "leakage": "Prompt-leakage discount",
+    "rate": "Rate",
+    "coverage": "Coverage",
+    "longest_block": "Longest contiguous block",
+    "bmc": "BMC@k",
+    "longest_regurgitated": "Longest regurgitated span",
+    "top1_share": "Teacher-forced top-1 share",
+    "control_floor": "Control floor",
+}
+
+STATUS_CLASS = {SHOWN: "status-shown", BELOW: "status-below", NOT_OBSERVED: "status-none"}
+OUTCOME_ORDER = ("match", "no_match", "refusal", "error", "unscorable")
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_int(n: int | None) -> str:
+    return DASH if n is None else f"{n:,}"
+
+
+def fmt_pct(x: float | None) -> str:
+    """A share as a percentage: one decimal, two significant digits below 0.1%."""
+    if x is None:
+        return DASH
+    if x == 0:
+        return "0%"
+    if x == 1:
+        return "100%"
+    pct = x * 100
+    if pct < 0.1:
+        return f"{pct:.2g}%"
+    text = f"{pct:.1f}%"
+    if text == "100.0%":
+        return ">99.9%"
+    return text
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    return DASH if x is None else f"{x:.{digits}f}"
+
+
+def fmt_value(v: Any) -> str:
+    """A parameter value as the case file would show it."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return json.dumps(v, ensure_ascii=False, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- segments
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of text with one look; ``cls`` is a space-separated list of CSS classes or ""."""
+
+    text: str
+    cls: str = ""
+
+
+def _is_shown_as_code(ch: str) -> bool:
+    if ch in "\n\t":
+        return False
+    cat = unicodedata.category(ch)
+    # Cc control, Cf format (bidi overrides, zero-width), Cs lone surrogates, Zl/Zp separators.
+    return cat in ("Cc", "Cf", "Cs", "Zl", "Zp")
+
+
+def visible_segments(text: str, cls: str = "") -> list[Segment]:
+    """Split text so that control/invisible characters become their own ``ctl`` segments
+    showing the code point (display only; the ledger keeps the raw text)."""
+    out: list[Segment] = []
+    buf: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\r" and i + 1 < len(text) and text[i + 1] == "\n":
+            i += 1  # CRLF is shown as a line break
+            continue
+        if _is_shown_as_code(ch):
+            if buf:
+                out.append(Segment("".join(buf), cls))
+                buf = []
+            out.append(Segment(f"U+{ord(ch):04X}", f"{cls} {CTL}".strip()))
+        else:
+            buf.append(ch)
+        i += 1
+    if buf:
+        out.append(Segment("".join(buf), cls))
+    return out
+
+
+_PRIORITY = {MATCH: 3, SUBST: 2, SUPPLIED: 1}
+
+
+def paint(text: str, ranges: Iterable[tuple[int, int, str]], offset: int = 0) -> list[Segment]:
+    """Segments of ``text`` with ``ranges`` (absolute char offsets, ``offset`` = position of
+    text[0]) marked; where ranges overlap the stronger mark wins (match > subst > supplied)."""
+    n = len(text)
+    marks: list[str] = [""] * n
+    for start, end, cls in ranges:
+        lo, hi = max(0, start - offset), min(n, end - offset)
+        pr = _PRIORITY.get(cls, 0)
+        for i in range(lo, hi):
+            if _PRIORITY.get(marks[i], 0) < pr:
+                marks[i] = cls
+    out: list[Segment] = []
+    i = 0
+    while i < n:
+        j = i
+        while j < n and marks[j] == marks[i]:
+            j += 1
+        out.extend(visible_segments(text[i:j], marks[i]))
+        i = j
+    return out
+
+
+#: A run of non-blank characters longer than this may not fit an exhibit column.
+LONG_RUN = 24
+_LONG_RUN_RE = re.compile(rf"\S{{{LONG_RUN + 1},}}")
+
+
+def _wrap_class(segments: Iterable[Segment]) -> str:
+    """``break-all`` for a column whose displayed text holds a run too long for it.
+
+    Ordinary text keeps its words whole; a long run (a hostile token, a URL) is broken at any
+    character. Plain ``overflow-wrap: anywhere`` is not enough in WeasyPrint 70: a word that
+    starts inside one inline box (a highlight) and continues in the next never wraps.
+    """
+    shown = "".join(s.text for s in segments)
+    return "break-all" if _LONG_RUN_RE.search(shown) else ""
+
+
+def _token_bounds(tokens: Any, i: int) -> tuple[int, int]:
+    return int(tokens.starts[i]), int(tokens.ends[i])
+
+
+def _opcode_ranges(tokens: Any, spans: Sequence[SpanFinding], side: str,
+                   ) -> tuple[list[tuple[int, int, str]], bool]:
+    """Char ranges to mark from the spans' word opcodes on one side (``out`` or ``work``).
+
+    Returns (ranges, exact): when the recorded char offsets do not line up with the tokens
+    (another tokenizer version), falls back to marking each span's char range as a whole.
+    """
+    ranges: list[tuple[int, int, str]] = []
+    exact = True
+    n = len(tokens)
+    for s in spans:
+        w0, w1, c0, c1 = ((s.out_word_start, s.out_word_end, s.out_char_start, s.out_char_end)
+                          if side == "out" else
+                          (s.work_word_start, s.work_word_end, s.work_char_start,
+                           s.work_char_end))
+        aligned = (0 <= w0 < w1 <= n and _token_bounds(tokens, w0)[0] == c0
+                   and _token_bounds(tokens, w1 - 1)[1] == c1)
+        if not aligned:
+            exact = False
+            if c1 > c0:
+                ranges.append((c0, c1, MATCH))
+            continue
+        for tag, i1, i2, j1, j2 in s.opcodes:
+            a, b = (i1, i2) if side == "out" else (j1, j2)
+            if b <= a or b > n:
+                continue
+            cls = MATCH if tag == "equal" else SUBST if tag == "replace" else ""
+            if cls:
+                ranges.append((_token_bounds(tokens, a)[0], _token_bounds(tokens, b - 1)[1], cls))
+    return ranges, exact
+
+
+def supplied_ranges(text: str, quotes: Iterable[str]) -> list[tuple[int, int, str]]:
+    """Where the quoted work text occurs in a prompt: exactly, else with any whitespace."""
+    out: list[tuple[int, int, str]] = []
+    for q in quotes:
+        q = q.strip()
+        if not q:
+            continue
+        found = False
+        pos = text.find(q)
+        while pos >= 0:
+            found = True
+            out.append((pos, pos + len(q), SUPPLIED))
+            pos = text.find(q, pos + len(q))
+        if not found:
+            words = q.split()
+            pattern = re.compile(r"\s+".join(re.escape(w) for w in words))
+            for m in pattern.finditer(text):
+                out.append((m.start(), m.end(), SUPPLIED))
+    return out
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class KV:
+    label: str
+    value: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Cover:
+    case_id: str
+    title: str
+    matter: str
+    examiner: str
+    organization: str
+    date: str
+    """The run's recorded start date (UTC), not the time of rendering."""
+    started_at: str
+    ended_at: str
+    casekit_version: str
+    analysis_version: str
+    ledger_head_hash: str
+    ledger_records: str
+    run_id: str
+    completeness: str
+    complete: bool
+
+
+@dataclass(frozen=True)
+class RateView:
+    k_of_n: str
+    pct: str
+    ci: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.k_of_n} ({self.pct}; {self.ci})" if self.ci else self.k_of_n
+
+
+def rate_view(r: Rate) -> RateView:
+    if r.n == 0 or r.rate is None:
+        return RateView("0 of 0", DASH, "no attempts: no estimate")
+    method = {"wilson": "Wilson", "clopper-pearson": "exact Clopper-Pearson"}.get(r.method,
+                                                                                 r.method)
+    return RateView(f"{r.k:,} of {r.n:,}", fmt_pct(r.rate),
+                    f"95% CI {fmt_pct(r.lo)}\u2013{fmt_pct(r.hi)}, {method}")
+
+
+@dataclass(frozen=True)
+class FloorView:
+    model_id: str
+    available: bool
+    attempts: RateView
+    upper_95: str
+    max_coverage: str
+    max_bmc5: str
+    mean_top1: str
+    control_works: list[str]
+    sentence: str
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    model_id: str
+    work_id: str
+    work_title: str
+    work_author: str
+    role: str
+    regurgitation: RateView
+    extraction: RateView
+    coverage: str
+    covered_words: str
+    longest_block: str
+    bmc5: str
+    bmc_all: str
+    top1: str
+    top1_detail: str
+    status: str
+    status_class: str
+    reason: str
+    outcomes: str
+    exhibits: str
+    floor: FloorView | None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    model_id: str
+    requested: str
+    rows: list[SummaryRow]
+    floor: FloorView | None
+
+
+@dataclass(frozen=True)
+class TFRow:
+    work_id: str
+    work_title: str
+    windows: str
+    mean: str
+    range: str
+    greedy: str
+
+
+@dataclass(frozen=True)
+class TFModel:
+    model_id: str
+    rows: list[TFRow]
+    control_mean: str
+    control_windows: str
+
+
+@dataclass(frozen=True)
+class StrategyView:
+    key: str
+    name: str
+    intent: str
+    description: str
+    params: list[KV]
+    models: str
+    works: str
+    attempts: str
+
+
+@dataclass(frozen=True)
+class Methods:
+    profiles: list[KV]
+    thresholds: list[KV]
+    definitions: list[KV]
+    categories: list[KV]
+    strategies: list[StrategyView]
+    decoding: list[KV]
+    legal_defaults: bool
+    legal_note: str
+
+
+@dataclass(frozen=True)
+class PromptPart:
+    role: str
+    segments: list[Segment]
+
+
+@dataclass(frozen=True)
+class ExcerptView:
+    work_chars: str
+    work_words: str
+    words: str
+    matched_words: str
+    similarity: str
+    verbatim: str
+    out_chars: str
+    segments: list[Segment]
+
+
+@dataclass(frozen=True)
+class Exhibit:
+    number: str
+    anchor: str
+    attempt_id: str
+    model_id: str
+    work_id: str
+    work_title: str
+    role: str
+    strategy_key: str
+    intent: str
+    label: str
+    outcome: str
+    seq: str
+    record_hash: str
+    started_at: str
+    completed_at: str
+    requested_model: str
+    returned_model: str
+    details: list[KV]
+    decoding: str
+    work_sha256: str
+    longest_words: str
+    prompt: list[PromptPart]
+    output: list[Segment]
+    excerpts: list[ExcerptView]
+    highlight_note: str
+    wrap: dict[str, str]
+    """CSS class per column (``prompt``, ``output``, ``work``): ``break-all`` where a run of
+    non-blank characters is too long for the column, else ""."""
+
+
+@dataclass(frozen=True)
+class ExhibitGroup:
+    model_id: str
+    work_id: str
+    work_title: str
+    role: str
+    exhibits: list[Exhibit]
+    total: int
+    more_text: str
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    attempt_id: str
+    seq: str
+    model_id: str
+    work_id: str
+    role: str
+    strategy_key: str
+    intent: str
+    outcome: str
+    longest_words: str
+    top1: str
+    exhibit: str
+    exhibit_anchor: str
+    reaches_threshold: bool
+
+
+@dataclass(frozen=True)
+class WorkRow:
+    id: str
+    title: str
+    author: str
+    role: str
+    edition: str
+    registration: str
+    published: str
+    path: str
+    sha256: str
+    chars: str
+    words: str
+    excluded_chars: str
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    model_id: str
+    provider: str
+    model: str
+    interface: str
+    can_score: str
+    identity: list[KV]
+
+
+@dataclass(frozen=True)
+class NoteRow:
+    seq: str
+    recorded_at: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    run_id: str
+    case_path: str
+    case_sha256: str
+    plan_sha256: str
+    planned_attempts: str
+    recorded_attempts: str
+    ledger_head_hash: str
+    ledger_records: str
+    started_at: str
+    ended_at: str
+    works: list[WorkRow]
+    models: list[ModelRow]
+    versions: list[KV]
+    git: list[KV]
+    host: list[KV]
+    argv: str
+    notes: list[NoteRow]
+
+
+@dataclass(frozen=True)
+class ReportModel:
+    """Everything the templates show. ``r`` in the templates."""
+
+    cover: Cover
+    overview: list[SummaryRow]
+    summary: list[ModelSummary]
+    absence_caveat: str
+    category_text: dict[str, str]
+    tf_models: list[TFModel]
+    methods: Methods
+    controls: list[FloorView]
+    control_works: list[str]
+    exhibit_groups: list[ExhibitGroup]
+    exhibits_shown: int
+    exhibits_total: int
+    exhibits_per_finding: int
+    attempts: list[AttemptRow]
+    attempt_counts: list[KV]
+    manifest: Manifest
+    limitations: list[str]
+    thresholds: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    pdf: Path
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Inputs:
+    records: list[LedgerRecord]
+    start: RunStart
+    case: CaseFile
+    works: dict[str, Work]
+    attempts_by_seq: dict[int, AttemptRecord]
+
+
+def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None) -> Inputs:
+    """The verified ledger and the works, checked against the findings and the run's hashes.
+
+    ``case_path``: where the case file is now, if it moved since the run (its works are found
+    relative to it); default: the path the run recorded.
+    """
+    records = read_records(run_dir / LEDGER_NAME)
+    start = next((r for r in records if isinstance(r, RunStart)), None)
+    if start is None:
+        raise CasekitError(f"{run_dir}: the ledger has no run_start record")
+    head = records[-1].hash or ""
+    if findings.ledger_head_hash != head or findings.run_id != start.run_id:
+        raise CasekitError(
+            f"{run_dir}: the findings cite ledger head {findings.ledger_head_hash} of run "
+            f"{findings.run_id!r}, the ledger's head is {head} of run {start.run_id!r}; re-run "
+            "`casekit analyze` on this run before reporting")
+    spec = CaseFile.model_validate(start.case)
+    loaded = LoadedCase(spec=spec, path=(case_path or Path(start.case_path)).resolve(),
+                        sha256=start.case_sha256)
+    works = load_works(loaded)
+    for w in works:
+        rec = next((x for x in start.works if x.id == w.id), None)
+        if rec is None or rec.sha256 != w.sha256:
+            raise CasekitError(
+                f"work {w.id!r} at {w.path} hashes to {w.sha256}, the run recorded "
+                f"{rec.sha256 if rec else 'no such work'}; restore the original text to report "
+                "on this run")
+    by_seq = {r.seq: r for r in records if isinstance(r, AttemptRecord)}
+    return Inputs(records=records, start=start, case=spec, works={w.id: w for w in works},
+                  attempts_by_seq=by_seq)
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _floor_view(cf: ControlFloor | None, model_id: str, control_works: list[str]) -> FloorView:
+    if cf is None or cf.attempts.n == 0:
+        return FloorView(model_id=model_id, available=False, attempts=rate_view(
+            cf.attempts) if cf else RateView("0 of 0", DASH, "no attempts: no estimate"),
+            upper_95=DASH, max_coverage=DASH, max_bmc5=DASH,
+            mean_top1=fmt_pct(cf.mean_top1_share) if cf else DASH,
+            control_works=control_works,
+            sentence=f"No control generation attempts for {model_id}: no measured "
+                     "false-positive rate for this model.")
+    rv = rate_view(cf.attempts)
+    return FloorView(
+        model_id=model_id, available=True, attempts=rv, upper_95=fmt_pct(cf.upper_95),
+        max_coverage=fmt_pct(cf.max_coverage), max_bmc5=fmt_pct(cf.max_bmc5),
+        mean_top1=fmt_pct(cf.mean_top1_share), control_works=control_works,
+        sentence=(f"{rv.k_of_n} control attempts reached the reporting threshold; one-sided "
+                  f"95% upper bound of the false-positive rate {fmt_pct(cf.upper_95)}."),
+    )
+
+
+def _summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
+                 exhibit_refs: list[str]) -> SummaryRow:
+    tf = f.teacher_forced
+    outcomes = ", ".join(f"{o.replace('_', ' ')} {f.outcomes.get(o, 0):,}" for o in OUTCOME_ORDER)
+    extra = sorted(set(f.outcomes) - set(OUTCOME_ORDER))
+    if extra:
+        outcomes += ", " + ", ".join(f"{o} {f.outcomes[o]:,}" for o in extra)
+    return SummaryRow(
+        model_id=f.model_id, work_id=f.work_id, work_title=work.spec.title,
+        work_author=work.spec.author, role=f.role,
+        regurgitation=rate_view(f.regurgitation), extraction=rate_view(f.extraction),
+        coverage=fmt_pct(f.coverage.share),
+        covered_words=f"{f.coverage.covered_words:,} of {f.coverage.total_words:,} words",
+        longest_block=f"{f.coverage.longest_block_words:,} words",
+        bmc5=fmt_pct(f.bmc.get("5")),
+        bmc_all=", ".join(f"@{k} {fmt_pct(v)}" for k, v in
+                          sorted(f.bmc.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit()
+                                 else 10**9)),
+        top1=fmt_pct(tf.mean_top1_share) if tf else DASH,
+        top1_detail=(f"{tf.windows:,} windows, {tf.greedy_reproduced_windows:,} reproduced "
+                     "greedily") if tf else "no teacher-forced windows",
+        status=f.memorization, status_class=STATUS_CLASS.get(f.memorization, ""),
+        reason=f.memorization_reason, outcomes=outcomes,
+        exhibits=", ".join(exhibit_refs) if exhibit_refs else DASH,
+        floor=floor,
+    )
+
+
+def _decoding_text(a: PlannedAttempt) -> str:
+    d = a.decoding
+    parts = [f"temperature {d.temperature:g}" + (" (greedy)" if d.temperature == 0 else ""),
+             f"max_tokens {d.max_tokens}"]
+    if d.top_p is not None:
+        parts.append(f"top_p {d.top_p:g}")
+    if d.top_k is not None:
+        parts.append(f"top_k {d.top_k}")
+    if d.seed is not None:
+        parts.append(f"seed {d.seed}")
+    if d.stop:
+        parts.append("stop " + json.dumps(d.stop, ensure_ascii=False))
+    parts.append(f"sample {a.sample}")
+    return ", ".join(parts)
+
+
+def _exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: Work,
+             requested: str) -> Exhibit:
+    a = rec.attempt
+    result = rec.result
+    quotes = [work.raw[r.start:r.end] for r in a.supplied]
+    prompt: list[PromptPart] = []
+    for m in a.messages:
+        prompt.append(PromptPart(m.role, paint(m.content, supplied_ranges(m.content, quotes))))
+    if a.prompt is not None:
+        prompt.append(PromptPart("prompt" if a.mode == "completion" else a.mode,
+                                 paint(a.prompt, supplied_ranges(a.prompt, quotes))))
+    text = (result.text if result else None) or ""
+    spans = sorted(analysis.spans, key=lambda s: (s.out_char_start, s.work_char_start))
+    out_tokens = tokenize(text, MATCH_PROFILE)
+    out_ranges, out_exact = _opcode_ranges(out_tokens, spans, "out")
+    work_exact = True
+    excerpts = []
+    for s in spans:
+        # Each excerpt shows its own span's alignment only (spans may overlap in the work).
+        work_ranges, exact = _opcode_ranges(work.tokens, [s], "work")
+        work_exact = work_exact and exact
+        excerpts.append(ExcerptView(
+            work_chars=f"{s.work_char_start:,}\u2013{s.work_char_end:,}",
+            work_words=f"{s.work_word_start:,}\u2013{s.work_word_end:,}",
+            words=f"{s.words:,}", matched_words=f"{s.matched_words:,}",
+            similarity=fmt_num(s.similarity), verbatim="verbatim" if s.verbatim else
+            "near-verbatim",
+            out_chars=f"{s.out_char_start:,}\u2013{s.out_char_end:,}",
+            segments=paint(work.raw[s.work_char_start:s.work_char_end], work_ranges,
+                           offset=s.work_char_start),
+        ))
+    output = paint(text, out_ranges)
+    note = ""
+    if not (out_exact and work_exact):
+        note = ("The recorded word offsets do not line up with this casekit version's "
+                "tokenizer; whole spans are highlighted instead of word by word.")
+    details = [
+        KV("Attempt", a.id),
+        KV("Ledger record", f"seq {rec.seq}, {rec.hash}"),
+        KV("Completed (UTC)", rec.completed_at),
+        KV("Requested model", requested),
+        KV("Returned model", (result.returned_model if result and result.returned_model
+                              else "not reported by the provider")),
+    ]
+    if result and result.system_fingerprint:
+        details.append(KV("System fingerprint", result.system_fingerprint))
+    if result and result.request_id:
+        details.append(KV("Request id", result.request_id))
+    if result and result.server_date:
+        details.append(KV("Server date", result.server_date))
+    if result and result.finish_reason:
+        details.append(KV("Finish reason", result.finish_reason))
+    details += [
+        KV("Decoding", _decoding_text(a)),
+        KV("Strategy", f"{a.strategy_key} ({a.intent})" + (f", {a.label}" if a.label else "")),
+        KV("Work", f"{work.id}, {work.sha256}"),
+        KV("Spans", "; ".join(
+            f"work chars {e.work_chars}, {e.words} words ({e.matched_words} exact), "
+            f"similarity {e.similarity}" for e in excerpts) or DASH),
+    ]
+    return Exhibit(
+        number=f"E-{number}", anchor=f"exhibit-{number}", attempt_id=a.id,
+        model_id=a.model_id, work_id=a.work_id, work_title=work.spec.title,
+        role=analysis.role, strategy_key=a.strategy_key, intent=a.intent, label=a.label,
+        outcome=analysis.outcome, seq=str(rec.seq), record_hash=rec.hash or "",
+        started_at=rec.started_at, completed_at=rec.completed_at, requested_model=requested,
+        returned_model=(result.returned_model if result and result.returned_model
+                        else "not reported"),
+        details=details, decoding=_decoding_text(a), work_sha256=work.sha256,
+        longest_words=f"{analysis.longest_words:,}", prompt=prompt,
+        output=output, excerpts=excerpts, highlight_note=note,
+        wrap={"prompt": _wrap_class(s for p in prompt for s in p.segments),
+              "output": _wrap_class(output),
+              "work": _wrap_class(s for x in excerpts for s in x.segments)},
+    )
+
+
+def _strategy_info(name: str) -> tuple[str, str]:
+    """(intent, description) of a registered strategy, or empty strings."""
+    try:
+        from casekit.strategies.base import strategy_class
+
+        cls = strategy_class(name)
+        return str(cls.intent), str(cls.description)
+    except Exception:  # noqa: BLE001 - a missing plugin must not stop the report
+        log.info("strategy %s is not installed: its description is left out", name)
+        return "", ""
+
+
+def _ordered(d: dict[str, Any], known: Iterable[str]) -> list[str]:
+    """Keys of d: the known ones in their given order, then the rest sorted.
+
+    Never the dict's own order: findings.json is canonical JSON (keys sorted), findings built
+    in memory keep insertion order, and both must give the same report bytes.
+    """
+    first = [k for k in known if k in d]
+    return first + sorted(set(d) - set(first))
+
+
+def _methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
+    profiles = []
+    for use in _ordered(f.profiles, ("spans", "bmc")):
+        prof = f.profiles[use]
+        label = {"spans": "Spans, coverage and word thresholds", "bmc": "BMC@k"}.get(use, use)
+        profiles.append(KV(label, prof, PROFILE_TEXT.get(prof, "")))
+    thresholds = []
+    for key in _ordered(f.thresholds, THRESHOLD_LABELS):
+        val = f.thresholds[key]
+        label, note = THRESHOLD_LABELS.get(key, (key, ""))
+        if key == "substantial_portion_min_share" and isinstance(val, float):
+            shown = f"{fmt_pct(val)} of the work's words"
+        elif key in ("min_span_words", "substantial_portion_min_words", "echo_min_words",
+                     "seed_k", "m_gram") and not isinstance(val, bool):
+            shown = f"{val} words"
+        else:
+            shown = fmt_value(val)
+        thresholds.append(KV(label, shown, note))
+    definitions = [KV(DEFINITION_LABELS.get(k, k), f.definitions[k])
+                   for k in _ordered(f.definitions, DEFINITION_LABELS)]
+    categories = [KV(k.capitalize(), v) for k, v in CATEGORY_TEXT.items()]
+    counts: dict[str, int] = {}
+    intents: dict[str, str] = {}
+    for x in f.attempts:
+        counts[x.strategy_key] = counts.get(x.strategy_key, 0) + 1
+        intents.setdefault(x.strategy_key, x.intent)
+    strategies = []
+    for i, s in enumerate(case.strategies):
+        key = f"{s.name}#{i}"
+        intent, description = _strategy_info(s.name)
+        strategies.append(StrategyView(
+            key=key, name=s.name, intent=intents.get(key, intent) or DASH,
+            description=description or DASH,
+            params=[KV(k, fmt_value(v)) for k, v in sorted(s.params.items())],
+            models=", ".join(s.models) if s.models is not None else "all models",
+            works=", ".join(s.works) if s.works is not None else "all works",
+            attempts=f"{counts.get(key, 0):,}",
+        ))
+    d = case.decoding
+    decoding = [
+        KV("Temperature", f"{d.temperature:g}", "sample 0 of every prompt is greedy "
+           "(temperature 0); further samples use this temperature"),
+        KV("Max tokens", str(d.max_tokens), "strategies may set their own per prompt"),
+        KV("top_p", fmt_value(d.top_p) if d.top_p is not None else "not set"),
+        KV("top_k", fmt_value(d.top_k) if d.top_k is not None else "not set"),
+        KV("Samples per prompt", str(case.samples)),
+        KV("Seed", str(case.seed), "seed of the plan; sample s is sent with seed + s where "
+           "the provider supports one"),
+    ]
+    legal = bool(f.thresholds.get("legal_defaults", True))
+    legal_note = "" if legal else (
+        f"The case lowered the thresholds below the legal defaults ({LEGAL_DEFAULT_TEXT}): "
+        f"a span counts here from {f.thresholds.get('min_span_words')} words. Figures in this "
+        "report are not comparable with findings made at the legal defaults.")
+    return Methods(profiles=profiles, thresholds=thresholds, definitions=definitions,
+                   categories=categories, strategies=strategies, decoding=decoding,
+                   legal_defaults=legal, legal_note=legal_note)
+
+
+def _identity_kv(identity: dict[str, Any]) -> list[KV]:
+    return [KV(k, fmt_value(v)) for k, v in sorted(identity.items())]
+
+
+def _manifest(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifest:
+    st = inp.start
+    works = []
+    for wm in st.works:
+        spec = next((w for w in inp.case.works if w.id == wm.id), None)
+        works.append(WorkRow(
+            id=wm.id, title=wm.title, author=wm.author, role=wm.role,
+            edition=(spec.edition if spec and spec.edition else DASH),
+            registration=(spec.registration if spec and spec.registration else DASH),
+            published=(spec.published.isoformat() if spec and spec.published else DASH),
+            path=wm.path, sha256=wm.sha256, chars=f"{wm.chars:,}", words=f"{wm.words:,}",
+            excluded_chars=f"{wm.excluded_chars:,}",
+        ))
+    models = [ModelRow(model_id=m.model_id, provider=m.provider, model=m.model,
+                       interface=m.interface, can_score="yes" if m.can_score else "no",
+                       identity=_identity_kv(m.identity)) for m in st.models]
+    notes = [NoteRow(str(n.seq), n.recorded_at, n.kind, n.message)
+             for n in inp.records if isinstance(n, Note)]
+    return Manifest(
+        run_id=st.run_id, case_path=st.case_path, case_sha256=st.case_sha256,
+        plan_sha256=st.plan_sha256, planned_attempts=f"{st.planned_attempts:,}",
+        recorded_attempts=f"{f.recorded_attempts:,}", ledger_head_hash=f.ledger_head_hash,
+        ledger_records=f"{f.ledger_records:,}", started_at=st.recorded_at,
+        ended_at=end.recorded_at if end else "no run_end record (run not finished)",
+        works=works, models=models,
+        versions=[KV(k, v if v is not None else "not installed")
+                  for k, v in sorted(st.versions.items())],
+        git=[KV(k, fmt_value(v)) for k, v in sorted(st.git.items())],
+        host=[KV(k, v) for k, v in sorted(st.host.items())],
+        argv=" ".join(st.argv), notes=notes,
+    )
+
+
+def _limitations(f: Findings, case: CaseFile, floors: list[FloorView]) -> list[str]:
+    th = f.thresholds
+    gen = [x for x in f.attempts if x.mode != "score"]
+    echo = sum(x.echo_words for x in gen)
+    echoed = sum(1 for x in gen if x.echo_words)
+    out = [
+        f"Prompt echo is discounted: output runs of {th.get('echo_min_words', 5)} or more words "
+        f"found in the prompt were removed before matching ({echo:,} words in {echoed:,} of "
+        f"{len(gen):,} generation attempts), and work text the tester supplied in a prompt is "
+        "never credited to the model. Exhibits mark that supplied text in the prompt column.",
+        "Widely quoted text: a span may reproduce a passage that circulates on its own "
+        "(famous openings, epigraphs, public-domain quotations inside the work); such a passage "
+        "can reach a model through quotations rather than the work. casekit does not check "
+        "whether a matched passage is quoted elsewhere. Short spans (8 words or fewer) occur by "
+        f"chance between unrelated texts, so no span under {th.get('min_span_words')} words "
+        "counts here.",
+        ABSENCE_CAVEAT,
+        "Outputs vary between calls (sampling, provider-side changes). Every figure is over the "
+        f"attempts recorded in this ledger ({case.samples} sample(s) per prompt); repeated "
+        "samples and overlapping windows are not independent, and the intervals here treat "
+        "attempts as independent.",
+    ]
+    errors = sum(1 for x in f.attempts if x.outcome == "error")
+    refusals = sum(1 for x in f.attempts if x.outcome == "refusal")
+    unscorable = sum(1 for x in f.attempts if x.outcome == "unscorable")
+    if errors or refusals or unscorable:
+        out.append(f"Attempts that ended in an error: {errors:,}; in a refusal: {refusals:,}; "
+                   f"that could not be scored: {unscorable:,}. Each stays in every denominator "
+                   "and in the table of every attempt.")
+    if not f.complete or f.recorded_attempts < f.planned_attempts:
+        out.append(f"The run is incomplete: {f.recorded_attempts:,} of {f.planned_attempts:,} "
+                   "planned attempts were recorded. The figures cover the recorded attempts "
+                   "only.")
+    missing = [fv.model_id for fv in floors if not fv.available]
+    if missing:
+        out.append("No control generation attempts for " + ", ".join(missing) + ": no "
+                   "false-positive rate was measured for that model, and its figures stand "
+                   "without a floor.")
+    return out
+
+
+@dataclass
+class _Exhibits:
+    groups: list[ExhibitGroup]
+    anchor_of: dict[str, tuple[str, str]]
+    """attempt id -> (exhibit number, anchor) of the exhibits shown."""
+    refs_of: dict[tuple[str, str], list[str]]
+    """(model, work) -> exhibit numbers shown."""
+    shown: int
+    total: int
+
+
+def _exhibits(f: Findings, inputs: Inputs, requested: dict[str, str], per_finding: int,
+              ) -> _Exhibits:
+    """The exhibits, numbered in findings order, each checked against its ledger record."""
+    analyses = {x.attempt_id: x for x in f.attempts}
+    out = _Exhibits([], {}, {}, 0, 0)
+    for mw in f.findings:
+        ids = list(mw.exhibit_attempts)
+        out.total += len(ids)
+        shown: list[Exhibit] = []
+        for aid in ids[:per_finding]:
+            an = analyses.get(aid)
+            if an is None:
+                raise CasekitError(f"exhibit attempt {aid} is not among the findings' attempts; "
+                                   "the findings are inconsistent: re-run `casekit analyze`")
+            rec = inputs.attempts_by_seq.get(an.seq)
+            if rec is None or rec.attempt.id != aid or rec.hash != an.record_hash:
+                raise CasekitError(f"exhibit attempt {aid} (seq {an.seq}) is not in the ledger "
+                                   "as the findings record it; re-run `casekit analyze`")
+            out.shown += 1
+            ex = _exhibit(out.shown, an, rec, inputs.works[an.work_id],
+                          requested.get(an.model_id, an.model_id))
+            shown.append(ex)
+            out.anchor_of[aid] = (ex.number, ex.anchor)
+        out.refs_of[(mw.model_id, mw.work_id)] = [e.number for e in shown]
+        if not ids:
+            continue
+        more = len(ids) - len(shown)
+        more_text = (f"{more:,} more attempt(s) reached the reporting threshold for this model "
+                     "and work; all of them are listed in the table of every attempt."
+                     if more else "Every attempt that reached the reporting threshold for this "
+                     "model and work is shown.")
+        out.groups.append(ExhibitGroup(
+            model_id=mw.model_id, work_id=mw.work_id,
+            work_title=inputs.works[mw.work_id].spec.title, role=mw.role, exhibits=shown,
+            total=len(ids), more_text=more_text))
+    return out
+
+
+def _tf_models(f: Findings, works: dict[str, Work], model_ids: list[str]) -> list[TFModel]:
+    """Per model: each subject work's mean teacher-forced top-1 share beside the control's."""
+    out: list[TFModel] = []
+    for mid in model_ids:
+        subj = [mw for mw in f.findings if mw.model_id == mid and mw.role == "subject"
+                and mw.teacher_forced is not None]
+        ctrl = [mw for mw in f.findings if mw.model_id == mid and mw.role == "control"
+                and mw.teacher_forced is not None]
+        if not subj and not ctrl:
+            continue
+        rows: list[TFRow] = []
+        for mw in subj:
+            tf = mw.teacher_forced
+            assert tf is not None
+            rows.append(TFRow(work_id=mw.work_id, work_title=works[mw.work_id].spec.title,
+                              windows=f"{tf.windows:,}", mean=fmt_pct(tf.mean_top1_share),
+                              range=f"{fmt_pct(tf.min_top1_share)}\u2013"
+                                    f"{fmt_pct(tf.max_top1_share)}",
+                              greedy=f"{tf.greedy_reproduced_windows:,} of {tf.windows:,}"))
+        cf = next((c for c in f.controls if c.model_id == mid), None)
+        cwin = sum(mw.teacher_forced.windows for mw in ctrl if mw.teacher_forced)
+        out.append(TFModel(model_id=mid, rows=rows,
+                           control_mean=fmt_pct(cf.mean_top1_share) if cf else DASH,
+                           control_windows=f"{cwin:,}"))
+    return out
+
+
+def _attempt_rows(f: Findings, anchor_of: dict[str, tuple[str, str]]) -> list[AttemptRow]:
+    threshold = int(f.thresholds.get("min_span_words", 0))
+    rows = []
+    for x in sorted(f.attempts, key=lambda x: (x.seq, x.attempt_id)):
+        number, anchor = anchor_of.get(x.attempt_id, ("", ""))
+        outcome = x.outcome.replace("_", " ")
+        if x.refusal_source:
+            outcome += f" ({x.refusal_source})"
+        rows.append(AttemptRow(
+            attempt_id=x.attempt_id, seq=str(x.seq), model_id=x.model_id, work_id=x.work_id,
+            role=x.role, strategy_key=x.strategy_key, intent=x.intent, outcome=outcome,
+            longest_words=f"{x.longest_words:,}" if x.mode != "score" else DASH,
+            top1=fmt_pct(x.teacher_forced.top1_share) if x.teacher_forced else DASH,
+            exhibit=number, exhibit_anchor=anchor,
+            reaches_threshold=x.mode != "score" and x.longest_words >= threshold,
+        ))
+    return rows
+
+
+def build_model(findings: Findings, inputs: Inputs,
+                exhibits_per_finding: int = EXHIBITS_PER_FINDING) -> ReportModel:
+    """The report model from the findings, the verified ledger records and the works."""
+    f = findings
+    st = inputs.start
+    case = inputs.case
+    end = next((r for r in reversed(inputs.records) if isinstance(r, RunEnd)), None)
+    works = inputs.works
+    requested = {m.model_id: f"{m.provider} / {m.model}" for m in st.models}
+    model_ids = [m.id for m in case.models]
+    model_ids += sorted({x.model_id for x in f.findings} - set(model_ids))
+
+    control_ids = [w.id for w in case.works if w.role == "control"]
+    floors_by_model = {mid: _floor_view(next((c for c in f.controls if c.model_id == mid),
+                                             None), mid, control_ids) for mid in model_ids}
+
+    # Exhibits first: their numbers appear in the summary and the attempts table.
+    ex = _exhibits(f, inputs, requested, exhibits_per_finding)
+
+    overview: list[SummaryRow] = []
+    summary: list[ModelSummary] = []
+    for mid in model_ids:
+        rows = [_summary_row(mw, works[mw.work_id],
+                             floors_by_model[mid] if mw.role == "subject" else None,
+                             ex.refs_of.get((mid, mw.work_id), []))
+                for mw in f.findings if mw.model_id == mid]
+        overview += rows
+        if rows:
+            summary.append(ModelSummary(model_id=mid, requested=requested.get(mid, mid),
+                                        rows=rows, floor=floors_by_model[mid]))
+
+    counts = {o: 0 for o in OUTCOME_ORDER}
+    for x in f.attempts:
+        counts[x.outcome] = counts.get(x.outcome, 0) + 1
+
+    complete = f.complete and f.recorded_attempts >= f.planned_attempts
+    completeness = (f"complete: {f.recorded_attempts:,} of {f.planned_attempts:,} planned "
+                    "attempts recorded" if complete else
+                    f"INCOMPLETE: {f.recorded_attempts:,} of {f.planned_attempts:,} planned "
+                    "attempts recorded")
+    cover = Cover(
+        case_id=case.case.id, title=case.case.title, matter=case.case.matter,
+        examiner=case.case.examiner, organization=case.case.organization,
+        date=st.recorded_at[:10], started_at=st.recorded_at,
+        ended_at=end.recorded_at if end else "not finished",
+        casekit_version=st.versions.get("casekit") or f.casekit_version,
+        analysis_version=f.casekit_version, ledger_head_hash=f.ledger_head_hash,
+        ledger_records=f"{f.ledger_records:,}", run_id=f.run_id, completeness=completeness,
+        complete=complete,
+    )
+    floors = [floors_by_model[mid] for mid in model_ids]
+    return ReportModel(
+        cover=cover, overview=overview, summary=summary, absence_caveat=ABSENCE_CAVEAT,
+        category_text=dict(CATEGORY_TEXT), tf_models=_tf_models(f, works, model_ids),
+        methods=_methods(f, case, st), controls=floors,
+        control_works=[f"{w.id} ({w.title})" for w in case.works if w.role == "control"],
+        exhibit_groups=ex.groups, exhibits_shown=ex.shown, exhibits_total=ex.total,
+        exhibits_per_finding=exhibits_per_finding, attempts=_attempt_rows(f, ex.anchor_of),
+        attempt_counts=[KV(o.replace("_", " "), f"{n:,}") for o, n in counts.items()],
+        manifest=_manifest(f, inputs, end), limitations=_limitations(f, case, floors),
+        thresholds={k: fmt_value(v) for k, v in f.thresholds.items()},
+    )
+
+
+def _epoch(iso: str) -> int | None:
+    """Seconds since 1970 of a recorded ISO-8601 UTC time (None if unparsable)."""
+    try:
+        dt = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return int(dt.timestamp()) if dt.tzinfo is not None else None
+
+
+def build_report(run_dir: Path, findings: Findings, out_dir: Path | None = None,
+                 template_dir: Path | None = None, *, case_path: Path | None = None,
+                 exhibits_per_finding: int = EXHIBITS_PER_FINDING) -> ReportPaths:
+    """Write report.html and report.pdf for a run into out_dir (default run_dir/report).
+
+    ``template_dir`` holds templates that override the defaults (same relative paths);
+    ``case_path`` is where the case file is now if it moved since the run.
+    """
+    out = out_dir or run_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    inputs = load_inputs(run_dir, findings, case_path)
+    model = build_model(findings, inputs, exhibits_per_finding)
+    html = render_html(model, template_dir)
+    html_path = out / HTML_NAME
+    tmp = html_path.with_suffix(".html.tmp")
+    tmp.write_text(html, encoding="utf-8", newline="\n")
+    tmp.replace(html_path)
+    t1 = time.perf_counter()
+    pdf_path = out / PDF_NAME
+    tmp_pdf = pdf_path.with_suffix(".pdf.tmp")
+    fetcher = render_pdf(html, tmp_pdf, template_dir,
+                         source_date_epoch=_epoch(inputs.start.recorded_at))
+    tmp_pdf.replace(pdf_path)
+    t2 = time.perf_counter()
+    log.info("report: HTML in %.2fs, PDF in %.2fs (%d resources served, %d refused) -> %s",
+             t1 - t0, t2 - t1, len(fetcher.served), len(fetcher.refused), out)
+    return ReportPaths(html=html_path, pdf=pdf_path)
