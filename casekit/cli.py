@@ -144,7 +144,7 @@ def analyze(run_dir: Path) -> None:
 
 
 def _report(run_dir: Path, template_dir: Path | None) -> Path:
-    from casekit.analysis.analyze import FINDINGS_NAME, analyze_run
+    from casekit.analysis.analyze import FINDINGS_NAME, analyze_run, write_findings
     from casekit.analysis.findings import Findings
     from casekit.report.build import build_report
 
@@ -157,8 +157,10 @@ def _report(run_dir: Path, template_dir: Path | None) -> Path:
         if not head.ok or head.head_hash != findings.ledger_head_hash:
             log.info("findings.json is stale or does not match the ledger; re-analyzing")
             findings = analyze_run(run_dir)
+            write_findings(run_dir, findings)
     else:
         findings = analyze_run(run_dir)
+        write_findings(run_dir, findings)
     paths = build_report(run_dir, findings, template_dir=template_dir)
     click.echo(f"report: {paths.pdf}")
     click.echo(f"html:   {paths.html}")

@@ -54,6 +54,10 @@ def versions() -> dict[str, str | None]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
+    if out["casekit"] is None:  # running from a checkout that is not pip-installed
+        import casekit
+
+        out["casekit"] = casekit.__version__ + " (not installed)"
     return out
 
 

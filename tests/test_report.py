@@ -357,11 +357,15 @@ def test_pdf_shows_the_findings_with_their_control_floor(built: Built) -> None:
     # Control floor of m1 beside the subject row: 0 of 2, one-sided 95% upper bound 77.6%.
     floor = next(c for c in f.controls if c.model_id == "m1")
     assert (floor.attempts.k, floor.attempts.n) == (0, 2)
-    assert _compact("0 of 2 control attempts with a span") in compact
-    assert _compact(f"one-sided 95% upper bound {floor.upper_95 * 100:.1f}%") in compact
+    # Beside each category, the floor of the same intent, and the all-control bound.
+    assert floor.by_intent
+    for intent, r in floor.by_intent.items():
+        assert _compact(f"{r.k} of {r.n} {intent} control attempts with a span") in compact
+    assert _compact("all control attempts: 0 of 2, one-sided 95% upper bound "
+                    f"{floor.upper_95 * 100:.1f}%") in compact
     assert _compact("control top-1 share 25.0%") in compact
     # m2 has its own floor: 0 of 1, 95.0%.
-    assert _compact("0 of 1 control attempts with a span") in compact
+    assert _compact("all control attempts: 0 of 1") in compact
     assert _compact(ABSENCE_CAVEAT) in compact
     assert _compact("below the legal defaults") in compact  # the case set legal_defaults: false
     # Cover and manifest cite the ledger head hash; the cover's date is the run's start date.

@@ -105,6 +105,17 @@ def _spans_to_findings(spans: list[Span], out: Tokens, work: Work) -> list[SpanF
     return res
 
 
+def _mask_char_ranges(mask: np.ndarray, tokens: Tokens) -> list[tuple[int, int]]:
+    """Character ranges covered by runs of masked words."""
+    out: list[tuple[int, int]] = []
+    padded = np.concatenate([[False], mask.astype(bool), [False]]).astype(np.int8)
+    d = np.diff(padded)
+    for s, e in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True):
+        c0, c1 = tokens.char_span(int(s), int(e))
+        out.append((int(c0), int(c1)))
+    return out
+
+
 def _longest_run(mask: np.ndarray) -> tuple[int, int | None]:
     if not mask.any():
         return 0, None
@@ -224,7 +235,7 @@ class Analyzer:
             refusal_source = "provider"
         return AttemptAnalysis(
             **base, outcome=outcome, refusal_source=refusal_source, output_words=len(out),
-            echo_words=int(mask.sum()), spans=_spans_to_findings(credited, out, work),
+            echo_words=int(mask.sum()), echo_ranges=_mask_char_ranges(mask, out), spans=_spans_to_findings(credited, out, work),
             longest_words=longest, longest_verbatim_words=longest_verbatim,
             longest_regurgitated_words=max(0, regurg),
         )
@@ -304,8 +315,13 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
         k = sum(1 for x in ctrl if x.longest_words >= spec.thresholds.min_span_words)
         cf = [f for f in findings if f.model_id == m.id and f.role == "control"]
         tf = [f.teacher_forced.mean_top1_share for f in cf if f.teacher_forced]
+        by_intent = {}
+        for intent in sorted({x.intent for x in ctrl}):
+            sel = [x for x in ctrl if x.intent == intent]
+            by_intent[intent] = rate(
+                sum(1 for x in sel if x.longest_words >= spec.thresholds.min_span_words), len(sel))
         controls.append(ControlFloor(
-            model_id=m.id, attempts=rate(k, len(ctrl)),
+            model_id=m.id, attempts=rate(k, len(ctrl)), by_intent=by_intent,
             upper_95=round(clopper_pearson_upper(k, len(ctrl)), 6) if ctrl else None,
             max_coverage=max((f.coverage.share for f in cf), default=0.0),
             max_bmc5=max((f.bmc["5"] for f in cf), default=0.0),

@@ -77,6 +77,8 @@ class AttemptAnalysis(F):
     output_words: int = 0
     echo_words: int = 0
     """Output words removed as echo of the prompt (>= 5-word runs found in the prompt)."""
+    echo_ranges: list[tuple[int, int]] = []
+    """Output character ranges [start, end) of that echo (never credited)."""
     spans: list[SpanFinding] = []
     longest_words: int = 0
     """Longest credited near-verbatim span, in work words."""
@@ -132,6 +134,9 @@ class ControlFloor(F):
     model_id: str
     attempts: Rate
     """Control generation attempts with a span >= min_span_words."""
+    by_intent: dict[str, Rate] = {}
+    """The same, per intent of the strategies (benign floor beside regurgitation, adversarial
+    floor beside extraction)."""
     upper_95: float | None
     """One-sided 95% Clopper-Pearson upper bound of the false-positive rate."""
     max_coverage: float

@@ -348,6 +348,8 @@ class FloorView:
     mean_top1: str
     control_works: list[str]
     sentence: str
+    by_intent: dict[str, RateView] = field(default_factory=dict)
+    """Control attempts with a span, per intent (benign, adversarial)."""
 
 
 @dataclass(frozen=True)
@@ -648,6 +650,7 @@ def _floor_view(cf: ControlFloor | None, model_id: str, control_works: list[str]
         model_id=model_id, available=True, attempts=rv, upper_95=fmt_pct(cf.upper_95),
         max_coverage=fmt_pct(cf.max_coverage), max_bmc5=fmt_pct(cf.max_bmc5),
         mean_top1=fmt_pct(cf.mean_top1_share), control_works=control_works,
+        by_intent={k: rate_view(v) for k, v in sorted(cf.by_intent.items())},
         sentence=(f"{rv.k_of_n} control attempts reached the reporting threshold; one-sided "
                   f"95% upper bound of the false-positive rate {fmt_pct(cf.upper_95)}."),
     )
@@ -728,7 +731,8 @@ def _exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: W
             segments=paint(work.raw[s.work_char_start:s.work_char_end], work_ranges,
                            offset=s.work_char_start),
         ))
-    output = paint(text, out_ranges)
+    # Echo: output text the model repeated from the prompt; marked like prompt-supplied text.
+    output = paint(text, out_ranges + [(s, e, SUPPLIED) for s, e in analysis.echo_ranges])
     note = ""
     if not (out_exact and work_exact):
         note = ("The recorded word offsets do not line up with this casekit version's "
