@@ -235,7 +235,8 @@ class Analyzer:
             refusal_source = "provider"
         return AttemptAnalysis(
             **base, outcome=outcome, refusal_source=refusal_source, output_words=len(out),
-            echo_words=int(mask.sum()), echo_ranges=_mask_char_ranges(mask, out), spans=_spans_to_findings(credited, out, work),
+            echo_words=int(mask.sum()), echo_ranges=_mask_char_ranges(mask, out),
+            spans=_spans_to_findings(credited, out, work),
             longest_words=longest, longest_verbatim_words=longest_verbatim,
             longest_regurgitated_words=max(0, regurg),
         )
