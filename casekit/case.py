@@ -123,6 +123,18 @@ class WorkSpec(UserModel):
     """Parts of the text never counted (e.g. Project Gutenberg header and licence)."""
 
 
+class RateLimits(UserModel):
+    """How hard casekit may drive a model's API (token buckets, retries)."""
+
+    requests_per_minute: float | None = Field(None, gt=0)
+    """Request rate limit (token bucket, burst of one second's worth, at least 1)."""
+    tokens_per_minute: float | None = Field(None, gt=0)
+    """Token rate limit: prompt tokens (estimated at 4 characters each) plus max_tokens are
+    reserved before a request and corrected with the usage the server reports."""
+    max_tries: int = Field(4, ge=1, le=20)
+    """Tries per attempt before it is recorded as failed (every try is recorded)."""
+
+
 class ModelSpec(UserModel):
     id: Identifier
     """Identifier of this model in the case."""
@@ -137,7 +149,10 @@ class ModelSpec(UserModel):
     api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     """Name of the environment variable holding the key (never the key itself)."""
     params: dict[str, Any] = {}
-    """Provider-specific options (for ``local``: n_ctx, n_threads)."""
+    """Provider-specific options (for ``local``: n_ctx, n_threads; for APIs: timeout,
+    max_connections...)."""
+    limits: RateLimits = RateLimits()
+    """Rate limits and retries for this model."""
 
 
 class StrategySpec(UserModel):

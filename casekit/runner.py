@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from casekit.case import LoadedCase
 from casekit.errors import CasekitError, LedgerError
@@ -23,6 +24,7 @@ from casekit.ledger import Ledger
 from casekit.plan import Plan, build_plan, interface_of
 from casekit.provenance import git_state, host_info, iso_utc, versions
 from casekit.providers.base import Provider, provider_class
+from casekit.ratelimit import Limiter
 from casekit.records import (
     AttemptError,
     AttemptRecord,
@@ -55,6 +57,7 @@ class RunStats:
     refusal: int = 0
     error: int = 0
     retries: int = 0
+    retrying: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -81,7 +84,7 @@ def work_manifest(case: LoadedCase, work: Work) -> WorkManifest:
 
 class Runner:
     def __init__(self, case: LoadedCase, run_dir: Path | None = None,
-                 max_tries: int = MAX_TRIES, argv: list[str] | None = None) -> None:
+                 max_tries: int | None = None, argv: list[str] | None = None) -> None:
         self.case = case
         self.run_dir = run_dir or default_run_dir(case)
         self.max_tries = max_tries
@@ -206,28 +209,33 @@ class Runner:
             loop.add_signal_handler(signal.SIGTERM, on_sigint)
         except (NotImplementedError, RuntimeError):
             pass
-        # Model-major: one model's attempts at a time, with the provider's concurrency.
         by_model: dict[str, list[PlannedAttempt]] = {}
         for a in todo:
             by_model.setdefault(a.model_id, []).append(a)
-        last_log = time.monotonic()
-        for model_id, attempts in by_model.items():
-            if self.stop_requested:
-                break
+        # Models of one exclusive group (e.g. embedded models sharing the CPU) run one after
+        # the other; different groups (remote APIs) run at the same time.
+        groups: dict[str, list[str]] = {}
+        for model_id in by_model:
             provider = self.provider(model_id)
+            groups.setdefault(provider.exclusive_group or f"model:{model_id}", []).append(model_id)
+        progress = Progress(len(todo), self.stats)
+
+        async def run_model(model_id: str) -> None:
+            provider = self.provider(model_id)
+            spec = next(m for m in self.case.spec.models if m.id == model_id)
+            limiter = Limiter(spec.limits.requests_per_minute, spec.limits.tokens_per_minute)
+            max_tries = self.max_tries or spec.limits.max_tries
             queue: asyncio.Queue[PlannedAttempt] = asyncio.Queue()
-            for a in attempts:
+            for a in by_model[model_id]:
                 queue.put_nowait(a)
 
-            async def worker(provider: Provider = provider,
-                             queue: asyncio.Queue[PlannedAttempt] = queue) -> None:
-                nonlocal last_log
+            async def worker() -> None:
                 while not self.stop_requested:
                     try:
                         attempt = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
-                    record = await self._attempt(ledger, provider, attempt)
+                    record = await self._attempt(ledger, provider, attempt, limiter, max_tries)
                     ledger.append(record)
                     if record.status == "ok":
                         self.stats.ok += 1
@@ -235,40 +243,45 @@ class Runner:
                         self.stats.refusal += 1
                     else:
                         self.stats.error += 1
-                    now = time.monotonic()
-                    if now - last_log >= 5 or self.stats.done == len(todo):
-                        last_log = now
-                        self._progress(len(todo))
+                    progress.update()
 
-            n = max(1, min(provider.max_connections, len(attempts)))
+            n = max(1, min(provider.max_connections, len(by_model[model_id])))
             await asyncio.gather(*(worker() for _ in range(n)))
+
+        async def run_group(model_ids: list[str]) -> None:
+            for model_id in model_ids:
+                if self.stop_requested:
+                    return
+                await run_model(model_id)
+
         try:
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
-        except (NotImplementedError, RuntimeError):
-            pass
+            await asyncio.gather(*(run_group(ids) for ids in groups.values()))
+        finally:
+            progress.close()
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+                loop.remove_signal_handler(signal.SIGTERM)
+            except (NotImplementedError, RuntimeError):
+                pass
         return interrupted
 
-    def _progress(self, total: int) -> None:
-        s = self.stats
-        elapsed = time.monotonic() - s.started
-        rate = s.done / elapsed if elapsed > 0 else 0.0
-        eta = (total - s.done) / rate if rate > 0 else float("inf")
-        log.info("progress: %d/%d done (ok %d, refused %d, failed %d, retries %d), %.2f/s, "
-                 "eta %s", s.done, total, s.ok, s.refusal, s.error, s.retries, rate,
-                 f"{eta:.0f}s" if eta != float("inf") else "?")
-
-    async def _attempt(self, ledger: Ledger, provider: Provider,
-                       attempt: PlannedAttempt) -> AttemptRecord:
+    async def _attempt(self, ledger: Ledger, provider: Provider, attempt: PlannedAttempt,
+                       limiter: Limiter | None = None, max_tries: int | None = None,
+                       ) -> AttemptRecord:
+        limiter = limiter or Limiter(None, None)
+        max_tries = max_tries or self.max_tries or MAX_TRIES
         tries: list[TryRecord] = []
         started_at = iso_utc()
         result: ProviderResult | None = None
         error: AttemptError | None = None
-        for n in range(self.max_tries):
+        est = _estimate_tokens(attempt)
+        for n in range(max_tries):
+            await limiter.acquire(est)
             t0 = iso_utc()
             try:
                 result = await provider.run(attempt)
                 tries.append(TryRecord(started_at=t0, completed_at=iso_utc()))
+                limiter.settle(est, _used_tokens(result))
                 error = None
                 break
             except asyncio.CancelledError:
@@ -282,17 +295,75 @@ class Runner:
                                        retry_after=decision.after))
                 log.warning("attempt %s try %d failed (%s): %s", attempt.id, n + 1, kind,
                             error.message[:200])
-                if decision.action == "no" or n + 1 >= self.max_tries or self.stop_requested:
+                if decision.action == "no" or n + 1 >= max_tries or self.stop_requested:
                     break
                 self.stats.retries += 1
+                self.stats.retrying += 1
                 delay = decision.after if decision.after is not None else min(
                     BACKOFF_CAP, BACKOFF_BASE * 2 ** n)
-                await asyncio.sleep(delay + random.uniform(0, delay * 0.25))
+                try:
+                    await asyncio.sleep(delay + random.uniform(0, max(delay, 0.05) * 0.25))
+                finally:
+                    self.stats.retrying -= 1
         status = "error" if result is None else ("refusal" if result.refusal else "ok")
         return AttemptRecord(
             **ledger.base_fields(), attempt=attempt, status=status, result=result, error=error,
             started_at=started_at, completed_at=iso_utc(), tries=tries,
         )
+
+
+def _estimate_tokens(attempt: PlannedAttempt) -> int:
+    chars = sum(len(t) for t in attempt.supplied_texts()) + len(attempt.continuation or "")
+    return chars // 4 + (0 if attempt.mode == "score" else attempt.decoding.max_tokens)
+
+
+def _used_tokens(result: ProviderResult) -> int | None:
+    u = result.usage or {}
+    if isinstance(u.get("total_tokens"), int):
+        return int(u["total_tokens"])
+    parts = [u.get(k) for k in ("prompt_tokens", "completion_tokens", "input_tokens",
+                                 "output_tokens")]
+    nums = [int(x) for x in parts if isinstance(x, int)]
+    return sum(nums) if nums else None
+
+
+class Progress:
+    """Live progress on a terminal (one redrawn line); plain log lines otherwise."""
+
+    def __init__(self, total: int, stats: RunStats, stream: Any = None) -> None:
+        self.total = total
+        self.stats = stats
+        self.stream = stream or sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)()) and \
+            log.isEnabledFor(logging.INFO)
+        self.last = 0.0
+        self.started = time.monotonic()
+
+    def line(self) -> str:
+        s = self.stats
+        elapsed = time.monotonic() - self.started
+        rate = s.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - s.done) / rate if rate > 0 else None
+        return (f"{s.done}/{self.total} done: ok {s.ok}, refused {s.refusal}, failed {s.error}, "
+                f"retrying {s.retrying} ({s.retries} retries); {rate:.2f}/s; eta "
+                + (f"{eta:.0f}s" if eta is not None else "?"))
+
+    def update(self) -> None:
+        now = time.monotonic()
+        finished = self.stats.done >= self.total
+        if self.live:
+            if now - self.last >= 0.2 or finished:
+                self.last = now
+                self.stream.write("\r\x1b[2K" + self.line())
+                self.stream.flush()
+        elif now - self.last >= 5 or finished:
+            self.last = now
+            log.info("progress: %s", self.line())
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def planned_models(case: LoadedCase) -> dict[str, str]:

@@ -148,3 +148,18 @@ def test_sigint_stops_cleanly_and_resume_completes(case_dir: Path) -> None:
     assert 0 < n_before < len(plan_of(case_dir))
     out = Runner(load_case(case_dir / "case.yaml")).run()
     assert out.complete and out.stats.skipped == n_before
+
+
+def test_case_rate_limit_spaces_the_requests(case_dir: Path) -> None:
+    text = case_yaml(SCRIPTED_MODELS.replace("    model: scripted-1\n", "    model: scripted-1\n"
+                                             "    limits: {requests_per_minute: 300}\n"),
+                     STRATEGIES)
+    (case_dir / "case.yaml").write_text(text)
+    out = Runner(load_case(case_dir / "case.yaml")).run()
+    from datetime import datetime
+
+    starts = sorted(datetime.fromisoformat(r.tries[0].started_at.replace("Z", "+00:00"))
+                    for r in read_records(out.ledger_path) if isinstance(r, AttemptRecord))
+    # 300/min = 5 per second with a burst of 5: 12 attempts need at least (12 - 5) / 5 s.
+    assert len(starts) == 12
+    assert (starts[-1] - starts[0]).total_seconds() >= 1.3

@@ -48,6 +48,9 @@ class Provider(ABC):
     can_score: ClassVar[bool] = False
     max_connections: int = 4
     """Attempts in flight at once against this model."""
+    exclusive_group: ClassVar[str | None] = None
+    """Models whose providers share a group run one after the other (e.g. embedded models
+    sharing the CPU); others run at the same time."""
 
     def __init__(self, spec: ModelSpec, base_dir: Path) -> None:
         self.spec = spec
