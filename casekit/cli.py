@@ -195,6 +195,33 @@ def verify(run_dir: Path) -> None:
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--run-dir", "new_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Folder of the new run (default: RUN_DIR-rerun-N).")
+@user_errors
+def rerun(run_dir: Path, new_dir: Path | None) -> None:
+    """Send a recorded run's planned attempts again as a new linked run, and compare.
+
+    Same prompts and parameters, new timestamps; prints per model how many outputs and spans
+    were the same. Running it again resumes an interrupted rerun.
+    """
+    from casekit.rerun import COMPARISON_NAME
+    from casekit.rerun import rerun as do_rerun
+
+    outcome, comparison = do_rerun(run_dir, new_dir)
+    click.echo(f"rerun {'complete' if outcome.complete else 'incomplete'}: {outcome.run_dir}")
+    click.echo(f"ledger: {outcome.ledger_path}")
+    if comparison is None:
+        click.echo("not compared: the rerun is incomplete; run the same command to resume")
+        sys.exit(130 if outcome.interrupted else 1)
+    for m in comparison.models:
+        out = f"{m.same_output} of {m.attempts}" if m.output_agreement is not None else "n/a"
+        click.echo(f"{m.model_id}: same output {out}; same spans {m.same_spans} of "
+                   f"{m.attempts}; same outcome {m.same_outcome} of {m.attempts}")
+    click.echo(f"comparison: {outcome.run_dir / COMPARISON_NAME}")
+
+
+@cli.command()
 @click.argument("case_path", type=click.Path(dir_okay=False, path_type=Path),
                 default=Path("cases/demo/case.yaml"))
 @user_errors

@@ -186,6 +186,9 @@ class RunStart(RecordBase):
     git: dict[str, Any]
     host: dict[str, str]
     argv: list[str]
+    rerun_of: dict[str, str] | None = None
+    """For ``casekit rerun``: the run whose planned attempts this run repeats (run id, run
+    folder, ledger head hash)."""
 
 
 class AttemptRecord(RecordBase):

@@ -84,9 +84,13 @@ def work_manifest(case: LoadedCase, work: Work) -> WorkManifest:
 
 class Runner:
     def __init__(self, case: LoadedCase, run_dir: Path | None = None,
-                 max_tries: int | None = None, argv: list[str] | None = None) -> None:
+                 max_tries: int | None = None, argv: list[str] | None = None,
+                 plan: Plan | None = None, rerun_of: dict[str, str] | None = None) -> None:
         self.case = case
         self.run_dir = run_dir or default_run_dir(case)
+        self.plan_override = plan
+        """The attempts to run instead of planning them (``casekit rerun``)."""
+        self.rerun_of = rerun_of
         self.max_tries = max_tries
         self.argv = argv if argv is not None else list(sys.argv)
         self.stop_requested = False
@@ -96,7 +100,7 @@ class Runner:
     # -- setup ---------------------------------------------------------------------------------
     def prepare(self) -> tuple[list[Work], Plan]:
         works = load_works(self.case)
-        plan = build_plan(self.case, works)
+        plan = self.plan_override or build_plan(self.case, works)
         return works, plan
 
     def provider(self, model_id: str) -> Provider:
@@ -166,6 +170,7 @@ class Runner:
                 git=git_state(Path(__file__).resolve().parent),
                 host=host_info(),
                 argv=self.argv,
+                rerun_of=self.rerun_of,
             ))
             return
         if start.case_sha256 != self.case.sha256:

@@ -8,6 +8,7 @@ Behaviour comes from the case file's ``params``, so it also works in subprocesse
 - ``refuse``: work ids whose attempts come back as provider refusals
 - ``sleep``: seconds to sleep per attempt
 - ``top1``: share of scored tokens marked as the top choice
+- ``vary``: append the process-wide call count to every output (a nondeterministic model)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ScriptedProvider(Provider):
     can_score = True
     max_connections = 2
     tries: ClassVar[dict[str, int]] = {}
+    calls: ClassVar[int] = 0
 
     def p(self, key: str, default: Any = None) -> Any:
         return self.spec.params.get(key, default)
@@ -56,6 +58,9 @@ class ScriptedProvider(Provider):
         await self._maybe_fail(attempt)
         outputs = self.p("outputs", {})
         text = outputs.get(attempt.work_id, self.p("default", "I cannot say."))
+        ScriptedProvider.calls += 1
+        if self.p("vary"):
+            text += f" (call {ScriptedProvider.calls})"
         refusal = attempt.work_id in self.p("refuse", [])
         return ProviderResult(text="" if refusal else text, refusal=refusal,
                               finish_reason="refusal" if refusal else "stop",
