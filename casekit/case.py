@@ -427,9 +427,9 @@ def format_validation_error(
         if etype == "extra_forbidden":
             line, col = _position(loc, located, key=True)
             allowed = _allowed_fields(model, loc)
-            hint = f"remove it or correct its spelling (allowed here: {', '.join(allowed)})" if (
+            fix = f"remove it or correct its spelling (allowed here: {', '.join(allowed)})" if (
                 allowed) else "remove it or correct its spelling"
-            lines.append(f"{file}:{line}:{col}: {_dotted(loc)}: unknown field; {hint}")
+            lines.append(f"{file}:{line}:{col}: {_dotted(loc)}: unknown field; {fix}")
             continue
         line, col = _position(loc, located, key=etype == "missing")
         msg = err["msg"]

@@ -305,9 +305,9 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
     analyses = [an.attempt(r) for r in attempts]
     findings = []
     for m in spec.models:
-        for w in spec.works:
-            if any(x.model_id == m.id and x.work_id == w.id for x in analyses):
-                findings.append(an.model_work(m.id, w.id, analyses))
+        for ws in spec.works:
+            if any(x.model_id == m.id and x.work_id == ws.id for x in analyses):
+                findings.append(an.model_work(m.id, ws.id, analyses))
     findings = taxonomy.apply_controls(findings)
     controls = []
     for m in spec.models:
