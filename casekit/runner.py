@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from casekit.batch import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, BatchExecutor, has_open_batches
 from casekit.case import LoadedCase
 from casekit.errors import CasekitError, LedgerError
 from casekit.ledger import Ledger
@@ -85,8 +86,14 @@ def work_manifest(case: LoadedCase, work: Work) -> WorkManifest:
 class Runner:
     def __init__(self, case: LoadedCase, run_dir: Path | None = None,
                  max_tries: int | None = None, argv: list[str] | None = None,
-                 plan: Plan | None = None, rerun_of: dict[str, str] | None = None) -> None:
+                 plan: Plan | None = None, rerun_of: dict[str, str] | None = None,
+                 batch: bool = False, batch_poll_interval: float = DEFAULT_POLL_INTERVAL,
+                 batch_max_wait: float | None = DEFAULT_MAX_WAIT) -> None:
         self.case = case
+        self.batch = batch
+        """Send chat/completion attempts through the provider's batch API (casekit.batch)."""
+        self.batch_poll_interval = batch_poll_interval
+        self.batch_max_wait = batch_max_wait
         self.run_dir = run_dir or default_run_dir(case)
         self.plan_override = plan
         """The attempts to run instead of planning them (``casekit rerun``)."""
@@ -227,11 +234,21 @@ class Runner:
 
         async def run_model(model_id: str) -> None:
             provider = self.provider(model_id)
+            todo_model = by_model[model_id]
+            if provider.supports_batch and (self.batch or has_open_batches(ledger, model_id)):
+                # Batch mode, or a resume of batches already submitted (never sent twice).
+                todo_model = await self._run_batches(ledger, provider, todo_model, progress)
+                if not todo_model or self.stop_requested:
+                    return
+            elif self.batch:
+                ledger.append_note("warning", f"model {model_id}: provider {provider.name} has "
+                                   "no batch API; its attempts run synchronously",
+                                   {"model_id": model_id, "provider": provider.name})
             spec = next(m for m in self.case.spec.models if m.id == model_id)
             limiter = Limiter(spec.limits.requests_per_minute, spec.limits.tokens_per_minute)
             max_tries = self.max_tries or spec.limits.max_tries
             queue: asyncio.Queue[PlannedAttempt] = asyncio.Queue()
-            for a in by_model[model_id]:
+            for a in todo_model:
                 queue.put_nowait(a)
 
             async def worker() -> None:
@@ -250,7 +267,7 @@ class Runner:
                         self.stats.error += 1
                     progress.update()
 
-            n = max(1, min(provider.max_connections, len(by_model[model_id])))
+            n = max(1, min(provider.max_connections, len(todo_model)))
             await asyncio.gather(*(worker() for _ in range(n)))
 
         async def run_group(model_ids: list[str]) -> None:
@@ -269,6 +286,29 @@ class Runner:
             except (NotImplementedError, RuntimeError):
                 pass
         return interrupted
+
+    async def _run_batches(self, ledger: Ledger, provider: Provider,
+                           todo: list[PlannedAttempt], progress: Progress,
+                           ) -> list[PlannedAttempt]:
+        """Run (or resume) this model's batches; return the attempts left to run
+        synchronously: score attempts (never batchable) and, without --batch, those in no
+        batch. Attempts of a batch still open are never returned."""
+
+        def on_record(record: AttemptRecord) -> None:
+            setattr(self.stats, record.status, getattr(self.stats, record.status) + 1)
+            progress.update()
+
+        out = await BatchExecutor(
+            ledger, provider, [a for a in todo if a.mode != "score"],
+            self.batch_poll_interval, self.batch_max_wait, submit=self.batch,
+            on_record=on_record, should_stop=lambda: self.stop_requested,
+        ).run()
+        if out.pending:
+            log.warning("model %s: batches %s still running; run the same case again to "
+                        "collect them", provider.spec.id, ", ".join(out.pending))
+        recorded = ledger.recorded_attempt_ids()
+        return [a for a in todo if a.id not in recorded and a.id not in out.pending_ids
+                and (a.mode == "score" or not self.batch)]
 
     async def _attempt(self, ledger: Ledger, provider: Provider, attempt: PlannedAttempt,
                        limiter: Limiter | None = None, max_tries: int | None = None,

@@ -25,6 +25,12 @@ rejected request's id; otherwise UnsupportedParameter (no retry) says how to fix
 
 Scoring is not possible: the Messages API returns no log-probs.
 
+**Message Batches** (see ``casekit.batch``): ``{"custom_id": attempt id, "params": the body
+``generate`` would send}`` per attempt; results arrive in any order and are matched on
+``custom_id``: ``succeeded`` -> a result built like ``generate``'s (``raw_request.batch_id`` /
+``custom_id`` added, ``request_id`` None: batch results carry none), ``errored`` /
+``canceled`` / ``expired`` -> an error saying so. No parameter is dropped in a batch.
+
 ``params`` (all optional): ``timeout`` (seconds, default 120), ``max_connections`` (default 8),
 ``allow_drop_unsupported`` (default false).
 """
@@ -35,12 +41,16 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import json
 import logging
 import math
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from casekit.batch import BatchHandle, BatchStatus, requests_sha256
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
 from casekit.provenance import strip_credentials
@@ -63,7 +73,7 @@ from casekit.providers.keys import (
     unsupported_parameter,
 )
 from casekit.providers.openai_provider import decode_body, response_content, sdk_version
-from casekit.records import ModelIdentity, PlannedAttempt, ProviderResult
+from casekit.records import AttemptError, ModelIdentity, PlannedAttempt, ProviderResult
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,18 @@ DEFAULT_TIMEOUT = 120.0
 DEFAULT_MAX_CONNECTIONS = 8
 ALLOWED_PARAMS = ("timeout", "max_connections", "allow_drop_unsupported")
 _DROPPABLE = ("temperature", "top_p", "top_k", "stop_sequences")
+
+# Message Batches (https://docs.anthropic.com/en/docs/build-with-claude/batch-processing): at
+# most 100,000 requests or 256 MB per batch; results within 24 h, in any order.
+BATCH_MAX_REQUESTS = 100_000
+BATCH_MAX_BYTES = 240 * 1024 * 1024
+_CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ErrorKind = Literal["no_retry", "transient", "rate_limit", "unknown"]
+_ERROR_KIND: dict[str, ErrorKind] = {
+    "invalid_request_error": "no_retry", "authentication_error": "no_retry",
+    "permission_error": "no_retry", "not_found_error": "no_retry",
+    "request_too_large": "no_retry", "rate_limit_error": "rate_limit",
+    "api_error": "transient", "overloaded_error": "transient", "timeout_error": "transient"}
 
 
 def _anthropic() -> Any:
@@ -300,17 +322,28 @@ class AnthropicProvider(Provider):
         body, not_sent, notes = self._body(attempt)
         raw, data, sent, dropped = await self._send(body)
         http = raw.http_response
-        content = data.get("content")
-        if not isinstance(content, list):
+        if not isinstance(data.get("content"), list):
             raise MalformedResponseError(
                 f"HTTP {http.status_code} from {strip_credentials(str(http.url))} without "
                 f"content blocks ({body_sha256(bytes(http.content))})"
             )
-        text = "".join(str(b.get("text", "")) for b in content
-                       if isinstance(b, dict) and b.get("type") == "text")
-        stop_reason = data.get("stop_reason")
         headers = http.headers
-        secrets = self.key.secrets()
+        return self._build_result(
+            data,
+            request_id=headers.get("request-id") or getattr(raw, "request_id", None),
+            server_date=headers.get("date"),
+            request=self._request_record(sent, not_sent, notes, dropped),
+            response={
+                "status": http.status_code,
+                "http_version": getattr(http, "http_version", None),
+                "headers": recorded_headers(headers),
+                "body": data,
+                "body_sha256": body_sha256(bytes(http.content)),
+            },
+        )
+
+    def _request_record(self, sent: dict[str, Any], not_sent: dict[str, Any],
+                        notes: list[str], dropped: list[dict[str, Any]]) -> dict[str, Any]:
         request: dict[str, Any] = {
             "api": "messages",
             "method": "POST",
@@ -325,24 +358,179 @@ class AnthropicProvider(Provider):
             request["notes"] = notes
         if dropped:
             request["dropped"] = dropped
+        return request
+
+    def _build_result(self, data: dict[str, Any], *, request_id: str | None,
+                      server_date: str | None, request: dict[str, Any],
+                      response: dict[str, Any]) -> ProviderResult:
+        """A ProviderResult from a Message (a synchronous response or a batch result): the text
+        blocks, stop_reason (``refusal`` -> refusal), returned model id, usage; keys removed."""
+        content = data.get("content")
+        text = "".join(str(b.get("text", "")) for b in content or []
+                       if isinstance(b, dict) and b.get("type") == "text")
+        stop_reason = data.get("stop_reason")
+        secrets = self.key.secrets()
         usage = data.get("usage")
         return ProviderResult(
             text=redact(text, secrets),
             finish_reason=stop_reason,
             refusal=stop_reason == "refusal",
             returned_model=data.get("model"),
-            request_id=headers.get("request-id") or getattr(raw, "request_id", None),
-            server_date=headers.get("date"),
+            request_id=request_id,
+            server_date=server_date,
             usage=redact(usage, secrets) if isinstance(usage, dict) else {},
             raw_request=redact(request, secrets),
-            raw_response=redact({
-                "status": http.status_code,
-                "http_version": getattr(http, "http_version", None),
-                "headers": recorded_headers(headers),
-                "body": data,
-                "body_sha256": body_sha256(bytes(http.content)),
-            }, secrets),
+            raw_response=redact(response, secrets),
         )
+
+    # ----------------------------------------------------------------- batches
+
+    supports_batch: ClassVar[bool] = True
+    batch_max_requests: ClassVar[int] = BATCH_MAX_REQUESTS
+    batch_max_bytes: ClassVar[int] = BATCH_MAX_BYTES
+
+    def batch_requests(self, attempts: Sequence[PlannedAttempt]) -> list[dict[str, Any]]:
+        """``{"custom_id": attempt id, "params": the body generate would send}`` per attempt
+        (same builder). No parameter is dropped in a batch: a rejected one fails its request,
+        recorded as an error."""
+        out = []
+        for a in attempts:
+            if not _CUSTOM_ID.match(a.id):
+                raise CapabilityError(f"attempt id {a.id!r} is not a valid Message Batches "
+                                      "custom_id (1-64 of A-Z a-z 0-9 _ -)")
+            out.append({"custom_id": a.id, "params": self._body(a)[0]})
+        return out
+
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> tuple[Any, bytes]:
+        anthropic = _anthropic()
+        try:
+            raw = await method(*args, **kwargs)
+        except anthropic.APIError as exc:
+            sanitize_api_error(exc, self.key.secrets())
+            raise
+        return raw, await response_content(raw.http_response)
+
+    async def _batch_object(self, batch_id: str) -> tuple[Any, dict[str, Any]]:
+        raw, content = await self._call(
+            self._client().messages.batches.with_raw_response.retrieve, batch_id)
+        http = raw.http_response
+        return http, decode_body(content, http.status_code, str(http.url))
+
+    async def submit_batch(self, attempts: Sequence[PlannedAttempt]) -> BatchHandle:
+        entries = self.batch_requests(attempts)
+        raw, content = await self._call(
+            self._client().messages.batches.with_raw_response.create, requests=entries)
+        http = raw.http_response
+        data = decode_body(content, http.status_code, str(http.url))
+        secrets = self.key.secrets()
+        info = {
+            "api_base": strip_credentials(self.base_url),
+            "endpoint": "/v1/messages/batches",
+            "request_id": http.headers.get("request-id"),
+            "server_date": http.headers.get("date"),
+            "expires_at": data.get("expires_at"),
+            "sdk": sdk_version("anthropic"),
+        }
+        return BatchHandle(batch_id=str(data["id"]), custom_ids=[a.id for a in attempts],
+                           request_sha256=requests_sha256(entries),
+                           status=str(data.get("processing_status")),
+                           info=redact(info, secrets), raw=redact(data, secrets))
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        _, data = await self._batch_object(batch_id)
+        status = str(data.get("processing_status"))
+        counts = data.get("request_counts") or {}
+        return BatchStatus(batch_id=batch_id, status=status, done=status == "ended",
+                           counts={k: int(v) for k, v in counts.items() if isinstance(v, int)},
+                           raw=redact(data, self.key.secrets()))
+
+    async def collect_batch(self, batch_id: str, attempts: Sequence[PlannedAttempt] = (),
+                            ) -> dict[str, ProviderResult | AttemptError]:
+        """Read the results stream (JSONL, in any order) and match each line on custom_id:
+        ``succeeded`` -> a result built like :meth:`generate`'s; ``errored``, ``canceled``,
+        ``expired`` -> an error saying so."""
+        raw, content = await self._call(
+            self._client().messages.batches.with_raw_response.results, batch_id)
+        http = raw.http_response
+        by_id = {a.id: a for a in attempts}
+        source = {"batch_id": batch_id, "results_sha256": body_sha256(content),
+                  "results_bytes": len(content)}
+        results: dict[str, ProviderResult | AttemptError] = {}
+        for line in content.splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                log.warning("batch %s: a results line is not JSON (%s)", batch_id,
+                            body_sha256(line))
+                continue
+            cid = entry.get("custom_id") if isinstance(entry, dict) else None
+            if not isinstance(cid, str) or cid in results:
+                continue
+            results[cid] = self._batch_line_result(entry, line, source, http, by_id.get(cid))
+        return results
+
+    def _batch_line_result(self, entry: dict[str, Any], line: bytes, source: dict[str, Any],
+                           http: Any, attempt: PlannedAttempt | None,
+                           ) -> ProviderResult | AttemptError:
+        batch_id, cid = source["batch_id"], entry["custom_id"]
+        secrets = self.key.secrets()
+        result = entry.get("result") if isinstance(entry.get("result"), dict) else {}
+        assert isinstance(result, dict)
+        kind = result.get("type")
+        message = result.get("message")
+        if kind == "succeeded" and isinstance(message, dict) and isinstance(
+                message.get("content"), list):
+            if attempt is not None:
+                sent, not_sent, notes = self._body(attempt)
+                request = self._request_record(sent, not_sent, notes, [])
+            else:
+                request = {"api": "messages", "note": "the attempt was not given: body not "
+                           "rebuilt"}
+            request.update({"batch_id": batch_id, "custom_id": cid,
+                            "batch_endpoint": "/v1/messages/batches"})
+            return self._build_result(
+                message, request_id=None, server_date=http.headers.get("date"),
+                request=request,
+                response={
+                    "status": http.status_code,
+                    "via": "batch",
+                    "http_version": getattr(http, "http_version", None),
+                    "headers": recorded_headers(http.headers),
+                    "body": message,
+                    "result_type": kind,
+                    "line_sha256": body_sha256(line),
+                    **source,
+                })
+        if kind == "succeeded":
+            return AttemptError(kind="transient", type="MalformedResponseError",
+                                message=f"batch {batch_id}: the succeeded result of {cid} has "
+                                f"no message content ({body_sha256(line)})")
+        if kind == "errored":
+            err = result.get("error") if isinstance(result.get("error"), dict) else {}
+            assert isinstance(err, dict)
+            inner = err.get("error") if isinstance(err.get("error"), dict) else err
+            assert isinstance(inner, dict)
+            etype = str(inner.get("type") or "error")
+            rid = err.get("request_id")
+            text = (f"batch {batch_id}: request {cid} errored ({etype}"
+                    + (f"; request id {rid}" if rid else "") + f"): {inner.get('message')}")
+            return AttemptError(kind=_ERROR_KIND.get(etype, "unknown"),
+                                type="BatchRequestError",
+                                message=redact_error_text(text, secrets)[:2000])
+        if kind == "canceled":
+            return AttemptError(kind="transient", type="BatchRequestCanceled",
+                                message=f"batch {batch_id}: request {cid} was canceled before "
+                                "it was processed (the batch was canceled)")
+        if kind == "expired":
+            return AttemptError(kind="transient", type="BatchRequestExpired",
+                                message=f"batch {batch_id}: request {cid} expired: the batch "
+                                "reached its 24-hour limit before processing it")
+        return AttemptError(kind="unknown", type="BatchRequestError",
+                            message=redact_error_text(f"batch {batch_id}: request {cid} has an "
+                                                      f"unknown result type {kind!r}",
+                                                      secrets)[:2000])
 
     async def score(self, attempt: PlannedAttempt) -> ProviderResult:
         raise CapabilityError(

@@ -13,14 +13,18 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError
-from casekit.records import ModelIdentity, PlannedAttempt, ProviderResult
+from casekit.records import AttemptError, ModelIdentity, PlannedAttempt, ProviderResult
+
+if TYPE_CHECKING:
+    from casekit.batch import BatchHandle, BatchStatus
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,44 @@ class Provider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (model memory, HTTP clients)."""
+
+    # -- batch APIs (optional; see casekit.batch) --------------------------------------------
+    supports_batch: ClassVar[bool] = False
+    """Whether the provider can run attempts through an asynchronous batch API."""
+    batch_max_requests: ClassVar[int] = 0
+    """Most requests one batch may hold."""
+    batch_max_bytes: ClassVar[int] = 0
+    """Most bytes of serialized requests one batch may hold."""
+
+    def _no_batch(self) -> CapabilityError:
+        return CapabilityError(
+            f"provider {self.name!r} has no batch API; run this model without --batch"
+        )
+
+    def batch_requests(self, attempts: Sequence[PlannedAttempt]) -> list[dict[str, Any]]:
+        """The batch entries for ``attempts`` exactly as they are submitted (custom_id = the
+        attempt id; the body built by the same code as :meth:`generate`). No network."""
+        raise self._no_batch()
+
+    async def submit_batch(self, attempts: Sequence[PlannedAttempt]) -> BatchHandle:
+        """Submit one batch (at most ``batch_max_requests`` attempts of one mode)."""
+        raise self._no_batch()
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        """The batch's current status."""
+        raise self._no_batch()
+
+    async def collect_batch(self, batch_id: str, attempts: Sequence[PlannedAttempt] = (),
+                            ) -> dict[str, ProviderResult | AttemptError]:
+        """Results of an ended batch by custom_id. ``attempts`` (those of the batch) let the
+        provider record the request body of each result, as :meth:`generate` does."""
+        raise self._no_batch()
+
+    async def find_batch(self, request_sha256: str, submitted_after: str) -> str | None:
+        """The id of a batch submitted after ``submitted_after`` (UTC ISO-8601) whose requests
+        hash to ``request_sha256``, for a submission whose id a crash kept out of the ledger;
+        None when the provider cannot tell (the default)."""
+        return None
 
 
 _BUILTIN: dict[str, str] = {

@@ -20,6 +20,16 @@ for teacher-forced scoring.
 The SDK never retries (``max_retries=0``): casekit's runner retries and records every try,
 using :meth:`should_retry`'s classification.
 
+**Batches** (``openai`` only; see ``casekit.batch``): the Batch API at about half the price.
+The input file holds one RFC 8785 canonical line per attempt (``custom_id`` = the attempt
+id, the body built by the same code as ``generate``), and the batch's metadata carries the
+SHA-256 of those lines, so a batch whose id a crash kept out of the ledger can be found again.
+Results are read from the output and error files and matched on ``custom_id``; each result
+is built like a synchronous one (``content_filter`` / ``refusal`` detection, returned model
+id, fingerprint, usage) with ``raw_request.batch_id`` / ``custom_id`` added and the hashes of
+the file and of the line recorded; ``server_date`` is the ``Date`` of the file download.
+Parameters the model rejects are not dropped in a batch: the request is recorded as failed.
+
 **Scoring** (``openai-compatible`` only): teacher forcing through the Completions endpoint with
 ``echo=True, logprobs=1, max_tokens=1`` on prompt + continuation, reading the echoed
 continuation tokens' log-probs and whether each was the top choice. ``max_tokens`` is 1, not
@@ -53,9 +63,13 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from casekit.batch import BatchHandle, BatchStatus, requests_sha256
+from casekit.canonical import canonical_json
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
 from casekit.provenance import strip_credentials
@@ -77,7 +91,13 @@ from casekit.providers.keys import (
     sanitize_api_error,
     unsupported_parameter,
 )
-from casekit.records import ModelIdentity, PlannedAttempt, ProviderResult, TokenScore
+from casekit.records import (
+    AttemptError,
+    ModelIdentity,
+    PlannedAttempt,
+    ProviderResult,
+    TokenScore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +120,20 @@ _DROPPABLE = ("temperature", "top_p", "top_k", "seed", "stop", "logprobs", "top_
               "max_tokens")
 
 Api = Literal["chat.completions", "completions"]
+
+# Batch API (https://platform.openai.com/docs/guides/batch): a JSONL input file of at most
+# 50,000 requests and 200 MB, one endpoint per batch, a 24 h completion window.
+BATCH_MAX_REQUESTS = 50_000
+BATCH_MAX_BYTES = 190 * 1024 * 1024
+BATCH_WINDOW = "24h"
+BATCH_DONE = frozenset({"completed", "failed", "expired", "cancelled"})
+_BATCH_URL: dict[str, str] = {"chat.completions": "/v1/chat/completions",
+                              "completions": "/v1/completions"}
+_BATCH_API: dict[str, Api] = {"/v1/chat/completions": "chat.completions",
+                              "/v1/completions": "completions"}
+ErrorKind = Literal["no_retry", "transient", "rate_limit", "unknown"]
+_KIND: dict[str, ErrorKind] = {"no": "no_retry", "transient": "transient",
+                               "rate_limit": "rate_limit"}
 
 
 def _openai() -> Any:
@@ -354,11 +388,27 @@ class OpenAIProvider(Provider):
             return {}
         return {"top_k": "OpenAI's API has no top_k parameter"}
 
+    def _request(self, attempt: PlannedAttempt) -> tuple[Api, dict[str, Any], dict[str, Any],
+                                                        list[str]]:
+        """(api, body, not_sent, notes) of a chat or completion attempt: the one builder of
+        request bodies, for :meth:`generate` and for batches."""
+        if attempt.mode == "chat":
+            return ("chat.completions", *self._chat_body(attempt))
+        if attempt.mode == "completion":
+            return ("completions", *self._completion_body(attempt))
+        raise CapabilityError(f"attempt {attempt.id} is a {attempt.mode} attempt: not a chat "
+                              "or completion request")
+
+    def _wire_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body that goes on the wire (``extra_body`` merged in)."""
+        extra = self._extra_body()
+        return {**body, **extra} if extra else body
+
     async def _post(self, api: Api, body: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Send one request; return (the SDK's raw response, the decoded JSON body)."""
         client = self._client()
         kwargs_names = _CHAT_KWARGS if api == "chat.completions" else _COMPLETION_KWARGS
-        body = {**body, **self._extra_body()} if self._extra_body() else body
+        body = self._wire_body(body)
         kwargs = {k: v for k, v in body.items() if k in kwargs_names}
         extra = {k: v for k, v in body.items() if k not in kwargs_names}
         if extra:
@@ -427,13 +477,7 @@ class OpenAIProvider(Provider):
     async def generate(self, attempt: PlannedAttempt) -> ProviderResult:
         if attempt.mode == "score":
             return await self.score(attempt)
-        api: Api
-        if attempt.mode == "chat":
-            api = "chat.completions"
-            body, not_sent, notes = self._chat_body(attempt)
-        else:
-            api = "completions"
-            body, not_sent, notes = self._completion_body(attempt)
+        api, body, not_sent, notes = self._request(attempt)
         raw, data, sent, dropped = await self._send(api, body)
         return self._result(api, raw, data, sent, not_sent, notes, dropped)
 
@@ -460,13 +504,24 @@ class OpenAIProvider(Provider):
                 not_sent: dict[str, Any], notes: list[str],
                 dropped: list[dict[str, Any]]) -> ProviderResult:
         http = raw.http_response
-        url = str(http.url)
+        headers = http.headers
+        return self._build_result(
+            api, data, f"HTTP {http.status_code} from {strip_credentials(str(http.url))}",
+            request_id=headers.get("x-request-id") or getattr(raw, "request_id", None),
+            server_date=headers.get("date"),
+            request=self._request_record(api, body, not_sent, notes, dropped),
+            response=self._response_record(http, data),
+        )
+
+    def _build_result(self, api: Api, data: dict[str, Any], where: str, *,
+                      request_id: str | None, server_date: str | None,
+                      request: dict[str, Any], response: dict[str, Any]) -> ProviderResult:
+        """A ProviderResult from a response body (a synchronous response or one line of a
+        batch's output file): text, finish_reason, refusal (``content_filter`` or a
+        ``refusal`` message), returned model id, fingerprint, usage; keys removed."""
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise MalformedResponseError(
-                f"HTTP {http.status_code} from {strip_credentials(url)} without choices: "
-                f"{json.dumps(data)[:300]}"
-            )
+            raise MalformedResponseError(f"{where} without choices: {json.dumps(data)[:300]}")
         choice = choices[0]
         finish = choice.get("finish_reason")
         refusal = finish == "content_filter"
@@ -477,7 +532,6 @@ class OpenAIProvider(Provider):
                 refusal = True
         else:
             text = choice.get("text") or ""
-        headers = http.headers
         secrets = self.key.secrets()
         usage = data.get("usage")
         return ProviderResult(
@@ -485,13 +539,12 @@ class OpenAIProvider(Provider):
             finish_reason=finish,
             refusal=refusal,
             returned_model=data.get("model"),
-            request_id=headers.get("x-request-id") or getattr(raw, "request_id", None),
+            request_id=request_id,
             system_fingerprint=data.get("system_fingerprint"),
-            server_date=headers.get("date"),
+            server_date=server_date,
             usage=redact(usage, secrets) if isinstance(usage, dict) else {},
-            raw_request=redact(self._request_record(api, body, not_sent, notes, dropped),
-                               secrets),
-            raw_response=redact(self._response_record(http, data), secrets),
+            raw_request=redact(request, secrets),
+            raw_response=redact(response, secrets),
         )
 
     @staticmethod
@@ -503,6 +556,216 @@ class OpenAIProvider(Provider):
             "body": data,
             "body_sha256": body_sha256(bytes(http.content)),
         }
+
+    # ----------------------------------------------------------------- batches
+
+    supports_batch: ClassVar[bool] = True
+    batch_max_requests: ClassVar[int] = BATCH_MAX_REQUESTS
+    batch_max_bytes: ClassVar[int] = BATCH_MAX_BYTES
+
+    def batch_requests(self, attempts: Sequence[PlannedAttempt]) -> list[dict[str, Any]]:
+        """One input-file line per attempt: ``custom_id`` (the attempt id), ``method``,
+        ``url`` and the ``body`` that :meth:`generate` would send (same builder)."""
+        if not self.supports_batch:
+            raise self._no_batch()
+        out = []
+        for a in attempts:
+            if a.mode == "score":
+                raise CapabilityError(f"attempt {a.id} is a score attempt: it cannot be batched")
+            api, body, _, _ = self._request(a)
+            out.append({"custom_id": a.id, "method": "POST", "url": _BATCH_URL[api],
+                        "body": self._wire_body(body)})
+        return out
+
+    async def submit_batch(self, attempts: Sequence[PlannedAttempt]) -> BatchHandle:
+        """Upload the requests as a JSONL file (``purpose=batch``; one RFC 8785 canonical JSON
+        object per line, so its SHA-256 can be re-derived from the plan) and create the batch,
+        with the request hash in its metadata (see :meth:`find_batch`)."""
+        entries = self.batch_requests(attempts)
+        urls = sorted({e["url"] for e in entries})
+        if len(urls) != 1:
+            raise CapabilityError(f"a batch holds requests to one endpoint, not {urls}")
+        sha = requests_sha256(entries)
+        content = b"".join(canonical_json(e) + b"\n" for e in entries)
+        client = self._client()
+        openai = _openai()
+        try:
+            up = await client.files.with_raw_response.create(
+                file=(f"casekit-batch-{sha.split(':', 1)[1][:16]}.jsonl", content,
+                      "application/jsonl"),
+                purpose="batch")
+            up_data = await self._json_of(up)
+            created = await client.batches.with_raw_response.create(
+                input_file_id=str(up_data["id"]), endpoint=urls[0],
+                completion_window=BATCH_WINDOW,
+                metadata={"casekit_request_sha256": sha, "casekit_model_id": self.spec.id[:512]})
+            data = await self._json_of(created)
+        except openai.APIError as exc:
+            sanitize_api_error(exc, self.key.secrets())
+            raise
+        secrets = self.key.secrets()
+        http = created.http_response
+        info = {
+            "api_base": strip_credentials(self.base_url),
+            "endpoint": urls[0],
+            "completion_window": BATCH_WINDOW,
+            "input_file_id": up_data.get("id"),
+            "input_file_sha256": body_sha256(content),
+            "input_file_bytes": len(content),
+            "upload_request_id": up.http_response.headers.get("x-request-id"),
+            "request_id": http.headers.get("x-request-id"),
+            "server_date": http.headers.get("date"),
+            "sdk": sdk_version("openai"),
+        }
+        return BatchHandle(batch_id=str(data["id"]), custom_ids=[a.id for a in attempts],
+                           request_sha256=sha, status=str(data.get("status")),
+                           info=redact(info, secrets), raw=redact(data, secrets))
+
+    async def _json_of(self, raw: Any) -> dict[str, Any]:
+        http = raw.http_response
+        return decode_body(await response_content(http), http.status_code, str(http.url))
+
+    async def _retrieve_batch(self, batch_id: str) -> dict[str, Any]:
+        openai = _openai()
+        try:
+            raw = await self._client().batches.with_raw_response.retrieve(batch_id)
+            return await self._json_of(raw)
+        except openai.APIError as exc:
+            sanitize_api_error(exc, self.key.secrets())
+            raise
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        data = await self._retrieve_batch(batch_id)
+        status = str(data.get("status"))
+        counts = data.get("request_counts") or {}
+        return BatchStatus(batch_id=batch_id, status=status, done=status in BATCH_DONE,
+                           counts={k: int(v) for k, v in counts.items() if isinstance(v, int)},
+                           raw=redact(data, self.key.secrets()))
+
+    async def collect_batch(self, batch_id: str, attempts: Sequence[PlannedAttempt] = (),
+                            ) -> dict[str, ProviderResult | AttemptError]:
+        """Download the output and error files, match lines on ``custom_id``. A batch that
+        failed validation gives every attempt an error naming the batch's errors."""
+        batch = await self._retrieve_batch(batch_id)
+        status = str(batch.get("status"))
+        if status not in BATCH_DONE:
+            raise CasekitError(f"batch {batch_id} is {status}, not ended: nothing to collect yet")
+        api = _BATCH_API.get(str(batch.get("endpoint")), "chat.completions")
+        by_id = {a.id: a for a in attempts}
+        results: dict[str, ProviderResult | AttemptError] = {}
+        openai = _openai()
+        for which in ("output_file_id", "error_file_id"):
+            file_id = batch.get(which)
+            if not file_id:
+                continue
+            try:
+                raw = await self._client().files.with_raw_response.content(str(file_id))
+            except openai.APIError as exc:
+                sanitize_api_error(exc, self.key.secrets())
+                raise
+            http = raw.http_response
+            content = await response_content(http)
+            source = {"batch_id": batch_id, "file": which.removesuffix("_id"),
+                      "file_id": str(file_id), "file_sha256": body_sha256(content),
+                      "file_bytes": len(content)}
+            for line in content.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    log.warning("batch %s: a line of %s is not JSON (%s)", batch_id, file_id,
+                                body_sha256(line))
+                    continue
+                cid = entry.get("custom_id") if isinstance(entry, dict) else None
+                if not isinstance(cid, str) or cid in results:
+                    continue
+                results[cid] = self._batch_line_result(api, batch, entry, line, source, http,
+                                                       by_id.get(cid))
+        if status == "failed":
+            errors = (batch.get("errors") or {}).get("data") or []
+            text = "; ".join(f"{e.get('code')}: {e.get('message')}" + (
+                f" (line {e['line']})" if e.get("line") else "") for e in errors
+                if isinstance(e, dict)) or "no reason given"
+            for a in attempts:
+                results.setdefault(a.id, AttemptError(
+                    kind="no_retry", type="BatchFailed",
+                    message=redact_error_text(f"batch {batch_id} failed validation: {text}",
+                                              self.key.secrets())[:2000]))
+        return results
+
+    def _batch_line_result(self, api: Api, batch: dict[str, Any], entry: dict[str, Any],
+                           line: bytes, source: dict[str, Any], http: Any,
+                           attempt: PlannedAttempt | None) -> ProviderResult | AttemptError:
+        batch_id, cid = source["batch_id"], entry["custom_id"]
+        secrets = self.key.secrets()
+        response = entry.get("response") if isinstance(entry.get("response"), dict) else {}
+        assert isinstance(response, dict)
+        status = response.get("status_code")
+        body = response.get("body")
+        request_id = response.get("request_id")
+        error = entry.get("error")
+        if isinstance(status, int) and 200 <= status < 300 and isinstance(body, dict) \
+                and not error:
+            if attempt is not None:
+                _, sent, not_sent, notes = self._request(attempt)
+                request = self._request_record(api, sent, not_sent, notes, [])
+            else:
+                request = {"api": api, "note": "the attempt was not given: body not rebuilt"}
+            request.update({"batch_id": batch_id, "custom_id": cid,
+                            "batch_endpoint": batch.get("endpoint"),
+                            "batch_input_file_id": batch.get("input_file_id")})
+            record = {
+                "status": status,
+                "via": "batch",
+                "http_version": getattr(http, "http_version", None),
+                "headers": recorded_headers(http.headers),
+                "body": body,
+                "line_sha256": body_sha256(line),
+                "batch_request_id": entry.get("id"),
+                **source,
+            }
+            try:
+                return self._build_result(
+                    api, body, f"batch {batch_id} result {cid} (HTTP {status})",
+                    request_id=request_id if isinstance(request_id, str) else None,
+                    server_date=http.headers.get("date"), request=request, response=record)
+            except MalformedResponseError as exc:
+                return AttemptError(kind="transient", type="MalformedResponseError",
+                                    message=redact_error_text(str(exc), secrets)[:2000])
+        if isinstance(error, dict):
+            code = str(error.get("code") or "")
+            kinds: dict[str, tuple[ErrorKind, str]] = {
+                "batch_expired": ("transient", "BatchRequestExpired"),
+                "batch_cancelled": ("transient", "BatchRequestCanceled")}
+            kind, type_ = kinds.get(code, ("unknown", "BatchRequestError"))
+            message = f"batch {batch_id}: {code or 'error'}: {error.get('message')}"
+        else:
+            api_message = body.get("error", {}).get("message") if isinstance(body, dict) and \
+                isinstance(body.get("error"), dict) else None
+            if isinstance(status, int):
+                kind = _KIND[decision_for_status(status, {}).action]
+            else:
+                kind = "unknown"
+            type_ = "BatchRequestError"
+            message = (f"batch {batch_id}: HTTP {status}"
+                       + (f" (request id {request_id})" if request_id else "")
+                       + f": {api_message or json.dumps(body)[:500]}")
+        return AttemptError(kind=kind, type=type_,
+                            message=redact_error_text(message, secrets)[:2000])
+
+    async def find_batch(self, request_sha256: str, submitted_after: str) -> str | None:
+        """The recent batch whose metadata carries ``request_sha256`` (newest first, created
+        at most 10 minutes before ``submitted_after``)."""
+        since = datetime.fromisoformat(submitted_after.replace("Z", "+00:00")).timestamp() - 600
+        seen = 0
+        async for b in self._client().batches.list(limit=100):
+            if b.created_at < since or seen >= 2000:
+                break
+            seen += 1
+            if (b.metadata or {}).get("casekit_request_sha256") == request_sha256:
+                return str(b.id)
+        return None
 
     # ----------------------------------------------------------------- score
 
@@ -574,6 +837,10 @@ class OpenAICompatibleProvider(OpenAIProvider):
     default_key_env: ClassVar[str | None] = None
     key_required: ClassVar[bool] = False
     allowed_params: ClassVar[tuple[str, ...]] = _COMMON_PARAMS + _COMPATIBLE_PARAMS
+    supports_batch: ClassVar[bool] = False
+    """Compatible servers rarely implement the Batch API (vLLM batches offline, by CLI)."""
+    batch_max_requests: ClassVar[int] = 0
+    batch_max_bytes: ClassVar[int] = 0
 
     def __init__(self, spec: ModelSpec, base_dir: Path, *, http_client: Any = None) -> None:
         super().__init__(spec, base_dir, http_client=http_client)
