@@ -96,6 +96,15 @@ class TokenScore(Frozen):
     top_logprob: float
     is_top: bool
     """True when the given token is the model's most probable next token (greedy would pick it)."""
+    rank: int | None = None
+    """0-based rank of the given token among all vocabulary logits at that step: the number of
+    tokens with a larger logit, plus those with an equal logit and a smaller id (argmax's
+    tie-break), so ``rank == 0`` exactly when ``is_top``. None when the provider cannot tell
+    (ledgers written before this field, servers without full logits)."""
+    top40_logsumexp: float | None = None
+    """log-sum-exp of the 40 largest log-probs at that step (natural log; all of them if the
+    vocabulary is smaller): the top-40 renormalization of [Hay25]/[Coo25]'s top-k preset,
+    ``log p~ = logprob - top40_logsumexp`` for a token of rank < 40. None when unknown."""
 
 
 class ProviderResult(Frozen):

@@ -251,6 +251,12 @@ def _check_scores(provider: LocalProvider, prompt: str, continuation: str) -> di
         assert s.is_top == (s.token_id == s.top_token_id)
         if s.is_top:
             assert s.logprob == s.top_logprob
+        # rank 0 iff is_top; the top-40 mass holds the top token and is at most 1.
+        assert s.rank is not None and s.rank >= 0 and (s.rank == 0) == s.is_top
+        assert s.top40_logsumexp is not None
+        assert s.top_logprob - 1e-9 <= s.top40_logsumexp <= 1e-9
+        if s.rank < 40:
+            assert s.logprob <= s.top40_logsumexp + 1e-12
     share = sum(s.is_top for s in scores) / len(scores)
     assert r.raw_response["top1_share"] == pytest.approx(share)
     assert r.raw_response["sum_logprob"] == pytest.approx(sum(s.logprob for s in scores))
@@ -293,6 +299,77 @@ def test_score_log_softmax_matches_numpy(gemma: LocalProvider) -> None:
     s = r.token_scores[0]
     assert s.logprob == pytest.approx(expected[s.token_id], abs=1e-9)
     assert s.top_token_id == int(expected.argmax())
+
+
+def test_score_rank_and_top40_match_a_full_sort(gemma: LocalProvider) -> None:
+    """rank and top40_logsumexp (argpartition, no sort) against a full sort of each row."""
+    r = asyncio.run(gemma.score(attempt("score", prompt="Once upon a",
+                                        continuation=" time, in a land far away")))
+    assert r.token_scores is not None and len(r.token_scores) > 3
+    llm = gemma._load()
+    n_p = r.raw_response["n_prompt_tokens"]
+    for i, s in enumerate(r.token_scores):
+        raw = np.asarray(llm.scores[n_p - 1 + i], dtype=np.float64)
+        ids = np.arange(len(raw))
+        order = np.lexsort((ids, -raw))  # logit descending, then id ascending (argmax's order)
+        assert s.rank == int(np.flatnonzero(order == s.token_id)[0])
+        lp = raw - np.logaddexp.reduce(raw)
+        assert s.top40_logsumexp == pytest.approx(np.logaddexp.reduce(np.sort(lp)[-40:]),
+                                                  abs=1e-9)
+
+
+class _FakeLlama:
+    """A llama_cpp.Llama stand-in for score(): one token per letter (a = 1, ...; BOS = 0) and
+    fixed logits rows over a 50-token vocabulary."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+        self.scores: np.ndarray = np.zeros((0, rows.shape[1]))
+
+    def tokenize(self, text: bytes, add_bos: bool = False, special: bool = False) -> list[int]:
+        return ([0] if add_bos else []) + [ord(c) - 96 for c in text.decode()]
+
+    def detokenize(self, ids: list[int], special: bool = False) -> bytes:
+        return "".join(chr(i + 96) for i in ids).encode()
+
+    def token_bos(self) -> int:
+        return 0
+
+    def reset(self) -> None:
+        pass
+
+    def eval(self, ids: list[int]) -> None:
+        self.scores = self.rows[:len(ids)]
+
+
+def test_score_rank_ties_and_top40_hand_values(tmp_path: Path) -> None:
+    """Hand-worked rows (vocabulary of 50): prompt "ab" with BOS is 3 tokens, so rows 2 and 3
+    predict the continuation "cd" = ids 3 and 4.
+
+    Row 2: all 50 logits equal, p = 1/50 each. Token 3 ties with ids 0, 1, 2 before it: rank 3,
+    not the argmax (id 0). Top-40 mass 40/50: top40_logsumexp = ln 0.8.
+    Row 3: logit ln 11 for id 4, 0 for the 49 others: p(4) = 11/60, others 1/60. Rank 0, top
+    choice; top-40 mass = (11 + 39)/60 = 5/6: top40_logsumexp = ln(5/6).
+    Top-40 p_z = (1/50)/0.8 * (11/60)/(5/6) = 0.025 * 0.22 = 0.0055; greedy p_z = 0.
+    """
+    from casekit.analysis.pz import p_z
+
+    rows = np.zeros((5, 50))
+    rows[3, 4] = np.log(11)
+    provider = LocalProvider(spec(GEMMA), Path("."), cache=tmp_path)
+    fake = _FakeLlama(rows)
+    provider._load = lambda: fake  # type: ignore[method-assign]
+    provider.returned_model = lambda: "fake"  # type: ignore[method-assign]
+    r = asyncio.run(provider.score(attempt("score", prompt="ab", continuation="cd")))
+    a, b = r.token_scores or []
+    assert (a.token_id, a.rank, a.is_top, a.top_token_id) == (3, 3, False, 0)
+    assert a.logprob == pytest.approx(np.log(1 / 50))
+    assert a.top40_logsumexp == pytest.approx(np.log(0.8))
+    assert (b.token_id, b.rank, b.is_top) == (4, 0, True)
+    assert b.logprob == pytest.approx(np.log(11 / 60))
+    assert b.top40_logsumexp == pytest.approx(np.log(5 / 6))
+    assert p_z([a, b], "top40") == pytest.approx(0.0055)
+    assert p_z([a, b], "greedy") == 0.0
 
 
 def test_score_boundary_merge_falls_back_to_separate(gemma: LocalProvider) -> None:

@@ -31,6 +31,7 @@ import bisect
 import heapq
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,7 +133,10 @@ def _diagonal_runs(qp: np.ndarray, wp: np.ndarray) -> np.ndarray:
     if len(qp) == 0:
         return np.zeros((0, 3), dtype=np.int64)
     diag = wp - qp
-    order = np.lexsort((qp, diag))
+    # Sort by (diagonal, query position) with one int64 key: diag >= -max(qp), so
+    # (diag + width) * width + qp is non-negative, unique per pair and ordered as wanted.
+    width = int(qp.max()) + 1
+    order = np.argsort((diag + width) * width + qp)
     qp, diag = qp[order], diag[order]
     new = np.ones(len(qp), dtype=bool)
     new[1:] = (diag[1:] != diag[:-1]) | (qp[1:] != qp[:-1] + 1)
@@ -196,31 +200,30 @@ class WorkMatcher:
         too) costs time in proportion to its pairs but bounded memory.
         """
         k = self.k
-        n_grams = len(q) - k + 1
-        if n_grams <= 0 or len(self.index) == 0:
+        if len(q) < k or len(self.index) == 0:
             return np.zeros((0, 4), dtype=np.int64)
-        counts = self.index.counts(q)
-        total = int(counts.sum())
+        qpos, lo, cnt, qh = self.index.candidates(q)
+        if len(qpos) == 0:
+            return np.zeros((0, 4), dtype=np.int64)
+        total = int(cnt.sum())
         if total <= SEED_PAIR_CHUNK:
-            bounds = [0, n_grams]
+            runs = _diagonal_runs(*self.index.pairs(q, qpos, lo, cnt, qh))
         else:
-            cuts = np.searchsorted(np.cumsum(counts),
+            cuts = np.searchsorted(np.cumsum(cnt),
                                    np.arange(SEED_PAIR_CHUNK, total, SEED_PAIR_CHUNK))
-            bounds = sorted({0, n_grams, *(cuts.tolist())})
-            log.info("%d seed pairs for %d output words: matching in %d chunks",
+            bounds = sorted({0, len(qpos), *(cuts.tolist())})
+            log.info("%d candidate seed pairs for %d output words: matching in %d chunks",
                      total, len(q), len(bounds) - 1)
-        parts = []
-        for a, b in zip(bounds, bounds[1:], strict=False):
-            qp, wp = self.index.lookup(q[a:b + k - 1])
-            parts.append(_diagonal_runs(qp + a, wp))
-        runs = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        if len(parts) > 1 and len(runs):  # join runs split at a chunk boundary
-            runs = runs[np.lexsort((runs[:, 0], runs[:, 2]))]
-            new = np.ones(len(runs), dtype=bool)
-            new[1:] = (runs[1:, 2] != runs[:-1, 2]) | (runs[1:, 0] != runs[:-1, 1] + 1)
-            first = np.flatnonzero(new)
-            last = np.concatenate((first[1:], [len(runs)])) - 1
-            runs = np.stack((runs[first, 0], runs[last, 1], runs[first, 2]), axis=1)
+            parts = [_diagonal_runs(*self.index.pairs(q, qpos[a:b], lo[a:b], cnt[a:b], qh))
+                     for a, b in zip(bounds, bounds[1:], strict=False)]
+            runs = np.concatenate(parts)
+            if len(runs):  # join runs split at a chunk boundary
+                runs = runs[np.lexsort((runs[:, 0], runs[:, 2]))]
+                new = np.ones(len(runs), dtype=bool)
+                new[1:] = (runs[1:, 2] != runs[:-1, 2]) | (runs[1:, 0] != runs[:-1, 1] + 1)
+                first = np.flatnonzero(new)
+                last = np.concatenate((first[1:], [len(runs)])) - 1
+                runs = np.stack((runs[first, 0], runs[last, 1], runs[first, 2]), axis=1)
         o_s = runs[:, 0]
         o_e = runs[:, 1] + k
         d = runs[:, 2]
@@ -282,12 +285,18 @@ class WorkMatcher:
         # diagonal MEMs are disjoint, so each bucket is sorted by out_end and pruned from the
         # front once it ends more than max_gap words before the current MEM starts.
         buckets: dict[int, deque[int]] = {}
+        width = 2 * max_gap + 1
         for j, (os_j, oe_j, ws_j, we_j) in enumerate(rows):
             lim = os_j - max_gap
             len_j = oe_j - os_j
             d_j = ws_j - os_j
             best, bp = len_j, -1
-            for d in range(d_j - max_gap, d_j + max_gap + 1):
+            # Visit the diagonals within max_gap (the order does not matter: ties go to the
+            # lowest index): the known ones when there are fewer of them than the window.
+            near: Iterable[int] = (
+                [d for d in buckets if d_j - max_gap <= d <= d_j + max_gap]
+                if len(buckets) < width else range(d_j - max_gap, d_j + max_gap + 1))
+            for d in near:
                 bucket = buckets.get(d)
                 if not bucket:
                     continue
@@ -368,6 +377,9 @@ class WorkMatcher:
     def _select(self, cands: list[_Cand], q: np.ndarray, near_exact: float,
                 n_out: int) -> list[_Cand]:
         """Longest first, non-overlapping on the output side; overlapping ones clipped."""
+        ranges = sorted((c.blocks[0][0], c.blocks[-1][1]) for c in cands)
+        if all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:], strict=False)):
+            return list(cands)  # no overlap: longest-first selection would take them all
         claimed = np.zeros(n_out, dtype=bool)
         heap = [(c.key(), i, c) for i, c in enumerate(cands)]
         heapq.heapify(heap)

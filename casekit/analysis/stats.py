@@ -1,13 +1,15 @@
 """Interval estimates for k-of-n rates (measurement.md section 6).
 
 Wilson score intervals for rates, exact Clopper-Pearson where k = 0 or k = n (where Wilson is
-least reliable) and for the false-positive upper bound of controls.
+least reliable) and for the false-positive upper bound of controls; a cluster-bootstrap
+percentile interval where attempts are not independent (:func:`bootstrap_rate`).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 Z95 = 1.959963984540054
@@ -100,3 +102,59 @@ def rate(k: int, n: int) -> Rate:
         return Rate(k=k, n=n, rate=k / n, lo=lo, hi=hi, method="clopper-pearson")
     lo, hi = wilson(k, n)
     return Rate(k=k, n=n, rate=k / n, lo=lo, hi=hi, method="wilson")
+
+
+# --- intervals over clusters -------------------------------------------------------------------
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+class BootstrapRate(Rate):
+    """A rate over attempts grouped in clusters, with a cluster-bootstrap percentile interval."""
+
+    clusters: int
+    """Number of clusters (excerpts, chapters) resampled."""
+    resamples: int
+    seed: int
+    """Seed of the numpy Generator: the same inputs give the same interval."""
+    unit: str
+    """What a cluster is (``excerpt``, ``chapter``): the report says which."""
+
+
+def bootstrap_rate(successes: list[int], trials: list[int], *, unit: str = "excerpt",
+                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                   alpha: float = 0.05) -> BootstrapRate:
+    """k of n with a percentile interval from a bootstrap over clusters (measurement.md §6).
+
+    Overlapping windows and repeated samples of one prompt are not independent, so the unit
+    resampled is the cluster (an excerpt or a chapter), not the attempt: cluster i has
+    ``successes[i]`` of ``trials[i]``. Each of ``resamples`` replicates draws as many clusters
+    as there are, with replacement (``numpy.random.default_rng(seed).integers``), and computes
+    the pooled rate ``sum(k) / sum(n)``; the interval is the ``alpha/2`` and ``1 - alpha/2``
+    quantiles of the replicates (``numpy.quantile``, linear interpolation). Replicates that
+    drew only clusters without trials are dropped. With one cluster, or no variation between
+    clusters, the interval collapses to the point estimate: say so rather than print it as a
+    confidence interval.
+    """
+    if len(successes) != len(trials):
+        raise ValueError(f"{len(successes)} success counts for {len(trials)} clusters")
+    if any(t < 0 or not 0 <= s <= t for s, t in zip(successes, trials, strict=True)):
+        raise ValueError("every cluster needs 0 <= successes <= trials")
+    if resamples < 1:
+        raise ValueError("resamples must be >= 1")
+    k, n, c = int(sum(successes)), int(sum(trials)), len(trials)
+    if n == 0:
+        return BootstrapRate(k=0, n=0, rate=None, lo=None, hi=None, method="none", clusters=c,
+                             resamples=resamples, seed=seed, unit=unit)
+    ks = np.asarray(successes, dtype=np.int64)
+    ns = np.asarray(trials, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    draw = rng.integers(0, c, size=(resamples, c))
+    rk, rn = ks[draw].sum(axis=1), ns[draw].sum(axis=1)
+    ok = rn > 0
+    reps = rk[ok] / rn[ok]
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return BootstrapRate(k=k, n=n, rate=k / n, lo=float(lo), hi=float(hi),
+                         method="cluster-bootstrap-percentile", clusters=c,
+                         resamples=resamples, seed=seed, unit=unit)

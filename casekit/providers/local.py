@@ -683,10 +683,27 @@ class LocalProvider(Provider):
         actual = logprobs[rows, ids]
         top_ids = logprobs.argmax(axis=1)
         top_lp = logprobs[rows, top_ids]
+        # rank: tokens ordered by log-prob descending, then id ascending (argmax's tie-break),
+        # so rank 0 exactly when is_top: one O(vocabulary) comparison per row, no sort.
+        own = actual[:, None]
+        cols = np.arange(logprobs.shape[1])
+        ranks = ((logprobs > own).sum(axis=1)
+                 + ((logprobs == own) & (cols[None, :] < ids[:, None])).sum(axis=1))
+        # log-sum-exp of the 40 largest log-probs (top-40 renormalization), selected with
+        # argpartition (linear time); the whole row if the vocabulary is smaller.
+        n_vocab = logprobs.shape[1]
+        if n_vocab > 40:
+            sel = np.argpartition(logprobs, n_vocab - 40, axis=1)[:, n_vocab - 40:]
+            top = np.take_along_axis(logprobs, sel, axis=1)
+        else:
+            top = logprobs
+        top_max = top.max(axis=1, keepdims=True)
+        top40 = (top_max + np.log(np.exp(top - top_max).sum(axis=1, keepdims=True)))[:, 0]
         scores = [
             TokenScore(token=pieces[i], token_id=int(ids[i]), logprob=float(actual[i]),
                        top_token_id=int(top_ids[i]), top_logprob=float(top_lp[i]),
-                       is_top=bool(top_ids[i] == ids[i]))
+                       is_top=bool(top_ids[i] == ids[i]), rank=int(ranks[i]),
+                       top40_logsumexp=float(top40[i]))
             for i in range(n_c)
         ]
         n_top = sum(s.is_top for s in scores)
