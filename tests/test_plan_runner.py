@@ -163,3 +163,28 @@ def test_case_rate_limit_spaces_the_requests(case_dir: Path) -> None:
     # 300/min = 5 per second with a burst of 5: 12 attempts need at least (12 - 5) / 5 s.
     assert len(starts) == 12
     assert (starts[-1] - starts[0]).total_seconds() >= 1.3
+
+
+def test_models_of_one_exclusive_group_run_in_turn(case_dir: Path) -> None:
+    from tests.scripted import ScriptedProvider
+
+    text = case_yaml(SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      "
+                                             "sleep: 0.02") + SCRIPTED_MODELS.split("models:\n")[1]
+                     .replace("id: bot", "id: bot2").replace("      top1: 0.5", "      top1: 0.5\n"
+                                                               "      sleep: 0.02"), STRATEGIES)
+    (case_dir / "case.yaml").write_text(text)
+
+    def order(folder: str) -> list[str]:
+        out = Runner(load_case(case_dir / "case.yaml"), run_dir=case_dir / folder).run()
+        return [r.attempt.model_id for r in read_records(out.ledger_path)
+                if isinstance(r, AttemptRecord)]
+
+    ScriptedProvider.exclusive_group = "cpu"
+    try:
+        grouped = order("grouped")
+    finally:
+        ScriptedProvider.exclusive_group = None
+    together = order("together")
+    n = len(grouped) // 2
+    assert grouped == ["bot"] * n + ["bot2"] * n, "one model after the other"
+    assert together[:n] != ["bot"] * n, "without a group, the models' attempts interleave"

@@ -341,6 +341,8 @@ class LocalProvider(Provider):
     name: ClassVar[str] = "local"
     can_score: ClassVar[bool] = True
     max_connections: int = 1
+    #: Embedded models share the machine's cores: one model at a time, or both slow down.
+    exclusive_group: ClassVar[str | None] = "local-cpu"
 
     def __init__(self, spec: ModelSpec, base_dir: Path, cache: Path | None = None) -> None:
         """``cache``: casekit's cache folder (default: :func:`cache_dir`)."""
