@@ -115,3 +115,32 @@ def test_text_refusals_count_only_at_the_start_of_chat_answers(case_dir: Path) -
              and a.mode == "completion"]
     assert chat and all(a.outcome == "refusal" and a.refusal_source == "text" for a in chat)
     assert plain and all(a.outcome == "no_match" for a in plain)
+
+
+def test_probabilistic_5050_and_model_comparison_in_findings(case_dir: Path) -> None:
+    from tests.conftest import SCRIPTED_MODELS, STRATEGIES, case_yaml
+
+    second = SCRIPTED_MODELS.split("models:\n")[1].replace("id: bot", "id: bot2").replace(
+        "      top1: 0.5", "      top1: 1.0")
+    (case_dir / "case.yaml").write_text(case_yaml(SCRIPTED_MODELS + second, STRATEGIES))
+    f = analyze_run(run_case(case_dir))
+    by = {(x.model_id, x.work_id): x for x in f.findings}
+    s1, s2 = by[("bot", "subject")], by[("bot2", "subject")]
+    # Scripted scores carry no ranks: the greedy preset only. bot2 marks every token top-1.
+    assert s1.probabilistic and s1.probabilistic.preset == "greedy"
+    assert (s1.probabilistic.greedy.k, s1.probabilistic.greedy.n) == (0, 2)
+    assert s2.probabilistic and (s2.probabilistic.greedy.k, s2.probabilistic.greedy.n) == (2, 2)
+    # Greedy-reproduced windows join bot2's coverage; p_z = 1 windows are (1, 0.99)-extractable.
+    np1 = next(r for r in s2.probabilistic.np_rates if r.n == 1 and r.p == 0.99)
+    assert np1.rate.k == 2
+    # 50/50 on the prefix windows: the scripted answer is not the window's continuation.
+    assert s1.discoverable_exact and s1.discoverable_exact.n == 3
+    assert s1.discoverable_exact.k == 0
+    # Both models recite the same passage: overlapping coverage, rate ratio 1.
+    (comp,) = [c for c in f.comparisons if c.work_id == "subject"]
+    assert (comp.model_a, comp.model_b) == ("bot", "bot2")
+    assert comp.coverage.both > 0 and comp.coverage.jaccard is not None
+    assert comp.coverage.random_baseline is not None
+    assert comp.coverage.jaccard > comp.coverage.random_baseline
+    assert comp.extraction_ratio.ratio == 1.0
+    assert "p_z" in f.definitions and "discoverable_5050" in f.definitions

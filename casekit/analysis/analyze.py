@@ -6,7 +6,9 @@ findings.json, cites the ledger's head hash and is byte-identical for the same i
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +22,34 @@ from casekit.analysis.findings import (
     ControlFloor,
     Coverage,
     Findings,
+    ModelComparison,
     ModelWorkFinding,
+    Probabilistic,
     SpanFinding,
     TeacherForced,
     TeacherForcedSummary,
 )
 from casekit.analysis.leakage import discount, echo_mask, mgram_positions, supplied_mask
 from casekit.analysis.matcher import Span, WorkMatcher
+from casekit.analysis.metrics import (
+    LIU26_T,
+    clip_to_range,
+    coverage_overlap,
+    discoverable_extraction,
+    discoverable_rate,
+    longest_block,
+    rate_ratio,
+    spans_over_threshold,
+)
 from casekit.analysis.normalize import Tokens, tokenize
+from casekit.analysis.pz import (
+    can_compute,
+    greedy_rate,
+    log_p_z,
+    np_rates,
+    pz_histogram,
+    pz_threshold_shares,
+)
 from casekit.analysis.stats import clopper_pearson_upper, rate
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
@@ -76,6 +98,22 @@ DEFINITIONS = {
     "top1_share": "Teacher-forced: the share of a window's continuation tokens that are the "
                   "model's top choice given the work's preceding text (greedy p_z = 1 when all "
                   "are) [Hay25].",
+    "p_z": "p_z [Hay25 Def. 2; Coo25]: the product over a window's suffix tokens of the "
+           "decoding-transformed probability given the work's preceding text (teacher-forced): "
+           "greedy preset (a token that is not the top choice gives 0) and top-40 preset "
+           "(T = 1, renormalized over the 40 most probable tokens; outside them gives 0).",
+    "np_discoverable": "(n,p)-discoverable extraction [Hay25]: a window is (n,p)-extractable "
+                       "when 1 - (1 - p_z)^n >= p; the rate is over the scored windows.",
+    "discoverable_5050": "50/50 discoverable extraction [Car23 Def. 3.1]: a greedy "
+                         "prefix-continuation window whose next 50 words (light-words profile, "
+                         "not model tokens) are reproduced exactly, or within 10% word edit "
+                         "distance (approximate); rate over windows tried.",
+    "spans_over_t": "Spans > T [Liu26]: exact matches (words profile) longer than T = 20 words "
+                    "of each generation against its own excerpt, mapped to work positions, "
+                    "greedy non-overlapping selection, longest first.",
+    "comparison": "Model comparison [Liu26]: Jaccard overlap of two models' coverage masks "
+                  "beside the random baseline pa*pb/(pa+pb-pa*pb), and the ratio of their "
+                  "rates with a 95% Katz log interval.",
     "control_floor": "Control works run through the same strategies; the share of their "
                      "attempts with a span >= {min_span_words} words is the matcher's measured "
                      "false-positive rate, with a one-sided 95% Clopper-Pearson upper bound.",
@@ -179,10 +217,16 @@ class Analyzer:
             if not scores:
                 return AttemptAnalysis(**base, outcome="unscorable")
             top1 = sum(1 for s in scores if s.is_top)
+            top40 = can_compute(scores, "top40")
+            lt = log_p_z(scores, "top40") if top40 else None
             tf = TeacherForced(tokens=len(scores), top1=top1,
                                top1_share=round(top1 / len(scores), 6),
                                sum_logprob=round(float(sum(s.logprob for s in scores)), 6),
-                               greedy_reproduced=top1 == len(scores))
+                               greedy_reproduced=top1 == len(scores),
+                               log_pz_top40=round(lt, 6) if lt is not None and math.isfinite(lt)
+                               else None,
+                               pz_top40_available=top40,
+                               suffix_chars=(a.target.start, a.target.end) if a.target else None)
             if tf.greedy_reproduced and a.target is not None:
                 lo, hi = _word_range(work.tokens, a.target.start, a.target.end)
                 self._cover(a.model_id, a.work_id)[lo:hi] = True
@@ -215,12 +259,22 @@ class Analyzer:
             bmask = self._bmc(a.model_id, a.work_id, k)
             for s in discount([e for e in exact if e.words >= k], liu_trim, k=k):
                 bmask[s.work_start:s.work_end] = True
-        # [Liu26] longest regurgitated span against the attempt's own excerpt, untrimmed.
+        # [Liu26] longest regurgitated span against the attempt's own excerpt, untrimmed, and
+        # the excerpt's matches longer than T words (for spans > T).
         regurg = 0
+        over_t: list[tuple[int, int]] = []
+        discoverable = None
         if a.target is not None:
-            lo, hi = _word_range(wi.liu_tokens, a.target.start, a.target.end)
-            for e in exact:
-                regurg = max(regurg, min(e.work_end, hi) - max(e.work_start, lo))
+            excerpt = _word_range(wi.liu_tokens, a.target.start, a.target.end)
+            clipped = clip_to_range([(e.work_start, e.work_end) for e in exact], excerpt)
+            regurg = max((e - s for s, e in clipped), default=0)
+            over_t = sorted({(s, e) for s, e in clipped if e - s > LIU26_T})
+            if a.strategy == "prefix_continuation" and a.decoding.temperature == 0:
+                # [Car23] 50/50: the window's continuation against the output (echo included:
+                # an output that repeats the prompt fails the test, as in the definition).
+                target_words = tokenize(work.raw[a.target.start:a.target.end],
+                                        MATCH_PROFILE).words
+                discoverable = discoverable_extraction(target_words, out.words, n=50)
         longest = max((s.words for s in credited), default=0)
         if longest >= self.th.min_span_words:
             outcome = "match"
@@ -238,7 +292,8 @@ class Analyzer:
             echo_words=int(mask.sum()), echo_ranges=_mask_char_ranges(mask, out),
             spans=_spans_to_findings(credited, out, work),
             longest_words=longest, longest_verbatim_words=longest_verbatim,
-            longest_regurgitated_words=max(0, regurg),
+            longest_regurgitated_words=max(0, regurg), discoverable=discoverable,
+            spans_over_t=over_t,
         )
 
     def model_work(self, model_id: str, work_id: str, analyses: list[AttemptAnalysis],
@@ -271,6 +326,25 @@ class Analyzer:
                 windows=len(scored), mean_top1_share=round(sum(shares) / len(shares), 6),
                 min_top1_share=min(shares), max_top1_share=max(shares),
                 greedy_reproduced_windows=sum(1 for t in scored if t.greedy_reproduced))
+        probabilistic = None
+        if scored:
+            greedy_logs = [0.0 if t.greedy_reproduced else -math.inf for t in scored]
+            with_ranks = all(t.pz_top40_available for t in scored)
+            top_logs = [t.log_pz_top40 if t.log_pz_top40 is not None else -math.inf
+                        for t in scored] if with_ranks else greedy_logs
+            ranges = [t.suffix_chars for t in scored if t.suffix_chars is not None]
+            probabilistic = Probabilistic(
+                windows=len(scored), preset="top40" if with_ranks else "greedy",
+                greedy=greedy_rate(greedy_logs),
+                np_rates=np_rates([math.exp(x) for x in top_logs]),
+                histogram=pz_histogram(top_logs),
+                shares=pz_threshold_shares(top_logs, ranges,
+                                           total_chars=len(work.raw) - work.excluded_chars),
+                sampling=f"{len(scored)} teacher-forced windows sampled by the case's "
+                         "strategies (not the whole-work census of [Coo25])",
+            )
+        disc = [x.discoverable for x in mine if x.discoverable is not None]
+        pooled = [r for x in mine for r in x.spans_over_t]
         exhibits = sorted((x for x in gen if x.longest_words >= self.th.min_span_words),
                           key=lambda x: (-x.longest_words, x.seq))
         status, reason = taxonomy.memorization_status(
@@ -280,7 +354,12 @@ class Analyzer:
         return ModelWorkFinding(
             model_id=model_id, work_id=work_id, role=work.spec.role, outcomes=outcomes,
             regurgitation=rate(*hits("benign")), extraction=rate(*hits("adversarial")),
-            coverage=coverage, bmc=bmc, teacher_forced=tfs, memorization=status,
+            coverage=coverage, bmc=bmc, teacher_forced=tfs, probabilistic=probabilistic,
+            discoverable_exact=discoverable_rate(disc, "exact") if disc else None,
+            discoverable_approx=discoverable_rate(disc, "approximate") if disc else None,
+            spans_over_t=len(spans_over_threshold(pooled, LIU26_T)),
+            longest_block_bmc5=longest_block(self._bmc(model_id, work_id, 5))[0],
+            memorization=status,
             memorization_reason=reason, exhibit_attempts=[x.attempt_id for x in exhibits],
         )
 
@@ -328,6 +407,21 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
             max_bmc5=max((f.bmc["5"] for f in cf), default=0.0),
             mean_top1_share=round(sum(tf) / len(tf), 6) if tf else None,
         ))
+    comparisons = []
+    by_key = {(f.model_id, f.work_id): f for f in findings}
+    for ws in spec.works:
+        models = [m.id for m in spec.models if (m.id, ws.id) in by_key]
+        for ma, mb in itertools.combinations(models, 2):
+            fa, fb = by_key[(ma, ws.id)], by_key[(mb, ws.id)]
+            comparisons.append(ModelComparison(
+                work_id=ws.id, model_a=ma, model_b=mb,
+                coverage=coverage_overlap(an._cover(ma, ws.id), an._cover(mb, ws.id)),
+                bmc5=coverage_overlap(an._bmc(ma, ws.id, 5), an._bmc(mb, ws.id, 5)),
+                extraction_ratio=rate_ratio(fa.extraction.k, fa.extraction.n,
+                                            fb.extraction.k, fb.extraction.n),
+                regurgitation_ratio=rate_ratio(fa.regurgitation.k, fa.regurgitation.n,
+                                               fb.regurgitation.k, fb.regurgitation.n),
+            ))
     th = spec.thresholds
     fmt = {"k": th.seed_k, "near_exact": th.near_exact, "min_span_words": th.min_span_words}
     end = [r for r in records if isinstance(r, RunEnd)]
@@ -345,7 +439,7 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
         complete=bool(end and end[-1].complete),
         planned_attempts=start.planned_attempts,
         recorded_attempts=len({r.attempt.id for r in attempts}),
-        attempts=analyses, findings=findings, controls=controls,
+        attempts=analyses, findings=findings, controls=controls, comparisons=comparisons,
     )
 
 

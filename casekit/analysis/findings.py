@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from casekit.analysis.metrics import CoverageOverlap, Discoverable, RateRatio
+from casekit.analysis.pz import HistogramBin, NPRate, ThresholdShare
 from casekit.analysis.stats import Rate
 from casekit.records import Intent, Outcome
 
@@ -57,6 +59,13 @@ class TeacherForced(F):
     greedy_reproduced: bool
     """Every continuation token was the top choice: greedy decoding would reproduce the window
     (greedy p_z = 1) [Hay25]."""
+    log_pz_top40: float | None = None
+    """Natural log of p_z under the top-40 preset (T = 1) [Hay25, Coo25]; None when p_z = 0
+    (a suffix token outside the top 40) or when the provider gave no ranks (see
+    ``pz_top40_available``)."""
+    pz_top40_available: bool = False
+    suffix_chars: tuple[int, int] | None = None
+    """Work characters [start, end) of the scored continuation."""
 
 
 class AttemptAnalysis(F):
@@ -87,6 +96,12 @@ class AttemptAnalysis(F):
     longest_regurgitated_words: int = 0
     """[Liu26] longest exact match of the output against its own target excerpt, untrimmed."""
     teacher_forced: TeacherForced | None = None
+    discoverable: Discoverable | None = None
+    """50/50 discoverable extraction of a greedy prefix-continuation window [Car23 Def. 3.1],
+    in light-words words (not model tokens)."""
+    spans_over_t: list[tuple[int, int]] = []
+    """[Liu26] exact matches longer than T = 20 words inside the attempt's own excerpt (words
+    profile, work word ranges)."""
 
 
 class Coverage(F):
@@ -107,6 +122,23 @@ class TeacherForcedSummary(F):
     greedy_reproduced_windows: int
 
 
+class Probabilistic(F):
+    """Probabilistic extraction from teacher-forced windows [Hay25, Coo25]."""
+
+    windows: int
+    preset: str
+    """``top40`` (T = 1, top-k 40) when the provider gave ranks, else only greedy."""
+    greedy: Rate
+    """Windows with greedy p_z = 1 (every suffix token the top choice)."""
+    np_rates: list[NPRate]
+    """(n,p)-discoverable extraction rates over windows: 1 - (1 - p_z)^n >= p."""
+    histogram: list[HistogramBin]
+    shares: list[ThresholdShare]
+    """Share of windows and of (counted) characters with p_z >= tau."""
+    sampling: str
+    """How the windows were chosen (sampled windows, not the whole-work census of [Coo25])."""
+
+
 class ModelWorkFinding(F):
     model_id: str
     work_id: str
@@ -122,6 +154,15 @@ class ModelWorkFinding(F):
     bmc: dict[str, float]
     """BMC@k [Liu26] for k in 5, 10, 20, 50 (words profile)."""
     teacher_forced: TeacherForcedSummary | None = None
+    probabilistic: Probabilistic | None = None
+    discoverable_exact: Rate | None = None
+    """50/50 discoverable extraction [Car23], exact variant, over greedy prefix windows."""
+    discoverable_approx: Rate | None = None
+    """The same within 10% word edit distance."""
+    spans_over_t: int = 0
+    """[Liu26] spans > 20 words, greedy non-overlapping selection over all excerpts."""
+    longest_block_bmc5: int = 0
+    """[Liu26] longest contiguous run of the BMC@5 coverage mask (words profile)."""
     memorization: MemorizationStatus
     memorization_reason: str
     exhibit_attempts: list[str] = []
@@ -144,6 +185,21 @@ class ControlFloor(F):
     mean_top1_share: float | None
 
 
+class ModelComparison(F):
+    """Two models on one work [Liu26]: coverage overlap beside its random baseline, and the
+    ratio of their extraction rates."""
+
+    work_id: str
+    model_a: str
+    model_b: str
+    coverage: CoverageOverlap
+    """Light-words coverage masks (all means)."""
+    bmc5: CoverageOverlap
+    """BMC@5 masks (words profile)."""
+    extraction_ratio: RateRatio
+    regurgitation_ratio: RateRatio
+
+
 class Findings(F):
     version: int = FINDINGS_VERSION
     run_id: str
@@ -160,3 +216,4 @@ class Findings(F):
     attempts: list[AttemptAnalysis]
     findings: list[ModelWorkFinding]
     controls: list[ControlFloor]
+    comparisons: list[ModelComparison] = []
