@@ -157,4 +157,6 @@ def _render(case: LoadedCase, model: ModelSpec, interface: str, key: str, strat:
         target=probe.target,
         supplied=probe.supplied,
         label=probe.label,
+        session=probe.session,
+        expected=probe.expected,
     )

@@ -46,6 +46,18 @@ class WorkRange(Frozen):
     end: int
 
 
+class Session(Frozen):
+    """A multi-turn attempt: the model's own output is fed back and it is asked to go on."""
+
+    max_turns: int
+    continue_message: str = "Continue."
+    """The user message of every turn after the first (chat); unused for completion."""
+    stop_pattern: str | None = None
+    """A regular expression (e.g. a refusal) that ends the session when a turn matches it."""
+    min_turn_chars: int = 1
+    """A turn shorter than this (after stripping) ends the session (the model stopped)."""
+
+
 class PlannedAttempt(Frozen):
     """One attempt as planned, before it is sent. Its id is stable across runs of the same case."""
 
@@ -77,12 +89,20 @@ class PlannedAttempt(Frozen):
     """Work ranges quoted in the prompt: never credited to the model (position mask)."""
     label: str = ""
     """Short human description (e.g. ``window 3 at word 150``)."""
+    session: Session | None = None
+    """Set for multi-turn attempts (iterative continuation): the runner sends the turns."""
+    expected: str | None = None
+    """What the strategy expects, where it has an answer key (a name-cloze gold name) or a
+    parameter the analysis needs (the word a divergence prompt repeats)."""
 
     def supplied_texts(self) -> list[str]:
-        """Every tester-supplied text of this attempt (system, user, prefill, prompt)."""
+        """Every tester-supplied text of this attempt (system, user, prefill, prompt, and the
+        continue message of a session). The model's own earlier turns are not leakage."""
         texts = [m.content for m in self.messages]
         if self.prompt:
             texts.append(self.prompt)
+        if self.session is not None:
+            texts.append(self.session.continue_message)
         return texts
 
 

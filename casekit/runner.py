@@ -299,7 +299,7 @@ class Runner:
             progress.update()
 
         out = await BatchExecutor(
-            ledger, provider, [a for a in todo if a.mode != "score"],
+            ledger, provider, [a for a in todo if _batchable(a)],
             self.batch_poll_interval, self.batch_max_wait, submit=self.batch,
             on_record=on_record, should_stop=lambda: self.stop_requested,
         ).run()
@@ -308,7 +308,7 @@ class Runner:
                         "collect them", provider.spec.id, ", ".join(out.pending))
         recorded = ledger.recorded_attempt_ids()
         return [a for a in todo if a.id not in recorded and a.id not in out.pending_ids
-                and (a.mode == "score" or not self.batch)]
+                and (not _batchable(a) or not self.batch)]
 
     async def _attempt(self, ledger: Ledger, provider: Provider, attempt: PlannedAttempt,
                        limiter: Limiter | None = None, max_tries: int | None = None,
@@ -355,6 +355,11 @@ class Runner:
             **ledger.base_fields(), attempt=attempt, status=status, result=result, error=error,
             started_at=started_at, completed_at=iso_utc(), tries=tries,
         )
+
+
+def _batchable(attempt: PlannedAttempt) -> bool:
+    """Score attempts and multi-turn sessions (each turn depends on the last) run live."""
+    return attempt.mode != "score" and attempt.session is None
 
 
 def _estimate_tokens(attempt: PlannedAttempt) -> int:

@@ -9,6 +9,7 @@ Behaviour comes from the case file's ``params``, so it also works in subprocesse
 - ``sleep``: seconds to sleep per attempt
 - ``top1``: share of scored tokens marked as the top choice
 - ``vary``: append the process-wide call count to every output (a nondeterministic model)
+- ``turns``: {work_id: [text, ...]}: in a multi-turn session, turn i answers text i ("" after)
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class ScriptedProvider(Provider):
         await self._maybe_fail(attempt)
         outputs = self.p("outputs", {})
         text = outputs.get(attempt.work_id, self.p("default", "I cannot say."))
+        turns = self.p("turns", {}).get(attempt.work_id)
+        if turns is not None:
+            i = sum(1 for m in attempt.messages if m.role == "assistant")
+            text = turns[i] if i < len(turns) else ""
         ScriptedProvider.calls += 1
         if self.p("vary"):
             text += f" (call {ScriptedProvider.calls})"

@@ -87,6 +87,10 @@ class Provider(ABC):
     async def run(self, attempt: PlannedAttempt) -> ProviderResult:
         if attempt.mode == "score":
             return await self.score(attempt)
+        if attempt.session is not None:
+            from casekit.session import run_session
+
+            return await run_session(self, attempt)
         return await self.generate(attempt)
 
     def should_retry(self, exc: BaseException) -> RetryDecision:

@@ -21,7 +21,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from casekit.errors import CasekitError
-from casekit.records import Intent, Message, WorkRange
+from casekit.records import Intent, Message, Session, WorkRange
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class Probe(BaseModel):
     max_tokens: int | None = None
     """Overrides the case's decoding.max_tokens for this probe."""
     stop: list[str] = []
+    session: Session | None = None
+    """Multi-turn: the runner feeds the model's output back (iterative continuation)."""
+    expected: str | None = None
+    """An answer key or parameter for the analysis (name-cloze gold name, divergence word)."""
 
 
 class Strategy(ABC):
@@ -122,6 +126,7 @@ _BUILTIN: dict[str, str] = {
     "instruction_recall": "casekit.strategies.instruction:InstructionRecall",
     "benign_prompts": "casekit.strategies.benign:BenignPrompts",
     "teacher_forced": "casekit.strategies.teacher_forced:TeacherForced",
+    "iterative_continuation": "casekit.strategies.iterative:IterativeContinuation",
 }
 
 
