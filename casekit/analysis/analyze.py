@@ -37,7 +37,10 @@ from casekit.analysis.metrics import (
     coverage_overlap,
     discoverable_extraction,
     discoverable_rate,
+    extract_name,
     longest_block,
+    name_cloze_accuracy,
+    name_cloze_correct,
     rate_ratio,
     spans_over_threshold,
 )
@@ -114,6 +117,10 @@ DEFINITIONS = {
     "comparison": "Model comparison [Liu26]: Jaccard overlap of two models' coverage masks "
                   "beside the random baseline pa*pb/(pa+pb-pa*pb), and the ratio of their "
                   "rates with a 95% Katz log interval.",
+    "name_cloze": "Name-cloze accuracy [Cha23]: a passage with one proper name masked; the "
+                  "answer (from its <name> tag) must equal the name, case-insensitive; shown "
+                  "beside the majority-name baseline. Not a span measure: cloze attempts are "
+                  "not in the regurgitation or extraction rates.",
     "control_floor": "Control works run through the same strategies; the share of their "
                      "attempts with a span >= {min_span_words} words is the matcher's measured "
                      "false-positive rate, with a one-sided 95% Clopper-Pearson upper bound.",
@@ -186,6 +193,7 @@ class Analyzer:
         # Per (model, work): coverage masks.
         self.cover: dict[tuple[str, str], np.ndarray] = {}
         self.bmc_masks: dict[tuple[str, str, int], np.ndarray] = {}
+        self._gold: dict[str, str] = {}
 
     def _cover(self, model_id: str, work_id: str) -> np.ndarray:
         key = (model_id, work_id)
@@ -235,6 +243,11 @@ class Analyzer:
         text = result.text
         if text is None:
             return AttemptAnalysis(**base, outcome="unscorable")
+        if a.strategy == "name_cloze" and a.expected:
+            correct = name_cloze_correct(text, a.expected)
+            self._gold[a.id] = a.expected
+            return AttemptAnalysis(**base, outcome="match" if correct else "no_match",
+                                   cloze_answer=extract_name(text)[:200], cloze_correct=correct)
         prompts = a.supplied_texts()
         out = tokenize(text, MATCH_PROFILE)
         mask = echo_mask(out, prompts, min_words=ECHO_MIN_WORDS, profile=MATCH_PROFILE)
@@ -303,7 +316,8 @@ class Analyzer:
         outcomes = {o: 0 for o in ("match", "no_match", "refusal", "error", "unscorable")}
         for x in mine:
             outcomes[x.outcome] += 1
-        gen = [x for x in mine if x.mode != "score"]
+        cloze = [x for x in mine if x.cloze_correct is not None]
+        gen = [x for x in mine if x.mode != "score" and x.cloze_correct is None]
 
         def hits(intent: str) -> tuple[int, int]:
             sel = [x for x in gen if x.intent == intent]
@@ -359,6 +373,9 @@ class Analyzer:
             discoverable_approx=discoverable_rate(disc, "approximate") if disc else None,
             spans_over_t=len(spans_over_threshold(pooled, LIU26_T)),
             longest_block_bmc5=longest_block(self._bmc(model_id, work_id, 5))[0],
+            name_cloze=name_cloze_accuracy(
+                [x.cloze_answer or "" for x in cloze],
+                [self._gold[x.attempt_id] for x in cloze]) if cloze else None,
             memorization=status,
             memorization_reason=reason, exhibit_attempts=[x.attempt_id for x in exhibits],
         )

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from casekit.analysis.metrics import CoverageOverlap, Discoverable, RateRatio
+from casekit.analysis.metrics import CoverageOverlap, Discoverable, NameCloze, RateRatio
 from casekit.analysis.pz import HistogramBin, NPRate, ThresholdShare
 from casekit.analysis.stats import Rate
 from casekit.records import Intent, Outcome
@@ -102,6 +102,11 @@ class AttemptAnalysis(F):
     spans_over_t: list[tuple[int, int]] = []
     """[Liu26] exact matches longer than T = 20 words inside the attempt's own excerpt (words
     profile, work word ranges)."""
+    cloze_answer: str | None = None
+    """Name cloze [Cha23]: the name the model gave (from its ``<name>`` tag)."""
+    cloze_correct: bool | None = None
+    """Name cloze: the answer equals the masked name (case-insensitive); not a span measure,
+    so cloze attempts are not in the regurgitation or extraction rates."""
 
 
 class Coverage(F):
@@ -161,6 +166,8 @@ class ModelWorkFinding(F):
     """The same within 10% word edit distance."""
     spans_over_t: int = 0
     """[Liu26] spans > 20 words, greedy non-overlapping selection over all excerpts."""
+    name_cloze: NameCloze | None = None
+    """Name-cloze accuracy beside the majority-name baseline [Cha23]."""
     longest_block_bmc5: int = 0
     """[Liu26] longest contiguous run of the BMC@5 coverage mask (words profile)."""
     memorization: MemorizationStatus

@@ -127,6 +127,7 @@ _BUILTIN: dict[str, str] = {
     "benign_prompts": "casekit.strategies.benign:BenignPrompts",
     "teacher_forced": "casekit.strategies.teacher_forced:TeacherForced",
     "iterative_continuation": "casekit.strategies.iterative:IterativeContinuation",
+    "name_cloze": "casekit.strategies.name_cloze:NameCloze",
 }
 
 
