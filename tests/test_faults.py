@@ -1,0 +1,323 @@
+"""Runs against a fault-injecting OpenAI-compatible server on 127.0.0.1 (tests/stub_openai.py).
+
+* At 30% faults of every kind the stub can serve (429 with Retry-After, 500, 529, 400, slow
+  responses past the client's timeout, dropped and reset connections, bodies cut short, malformed
+  JSON), a run completes, records every planned attempt exactly once, and every request the
+  stub answered is a try in the ledger: each fault as a failed try of the right kind, each
+  success as the attempt's result (matched per attempt and by request id).
+* ``kill -9`` of ``casekit run`` at seeded random moments (20 trials, some killed twice), then
+  resume: 0 lost, 0 duplicated, the chain verifies.
+
+The real provider (``openai-compatible``, the official openai SDK) and the real runner are used;
+only the server is a stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import casekit.runner
+from casekit.case import load_case
+from casekit.ledger import LEDGER_NAME, read_records, verify_chain
+from casekit.plan import build_plan
+from casekit.records import AttemptRecord, Note, RunEnd, RunStart
+from casekit.runner import Runner
+from casekit.works import load_works
+from tests.conftest import CONTROL, REPO, SUBJECT, case_yaml
+from tests.stub_openai import FAULT_KINDS, StubConfig, StubServer, attempt_key
+
+FAULT_SHARES = {"rate_limit": 0.05, "server_error": 0.05, "overloaded": 0.03,
+                "bad_request": 0.02, "slow": 0.03, "drop": 0.03, "reset": 0.03,
+                "drop_mid_body": 0.03, "malformed": 0.03}
+MAX_TRIES = 12
+CLIENT_TIMEOUT = 1.0
+
+
+def _case(tmp: Path, base_url: str, templates: list[str], max_connections: int,
+          name: str = "case.yaml") -> Path:
+    (tmp / "subject.txt").write_text(SUBJECT)
+    (tmp / "control.txt").write_text(CONTROL)
+    models = textwrap.dedent(f"""\
+        models:
+          - id: stub
+            provider: openai-compatible
+            model: stub-model-2025-01-01
+            interface: chat
+            base_url: {base_url}
+            params: {{timeout: {CLIENT_TIMEOUT}, max_connections: {max_connections}}}
+        """)
+    strategies = "strategies:\n  - name: benign_prompts\n    params:\n      templates:\n" + "".join(
+        f"        - {json.dumps(t)}\n" for t in templates)
+    path = tmp / name
+    path.write_text(case_yaml(models, strategies))
+    return path
+
+
+def _planned_ids(case_path: Path) -> list[str]:
+    case = load_case(case_path)
+    return [a.id for a in build_plan(case, load_works(case)).attempts]
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(casekit.runner, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(casekit.runner, "BACKOFF_CAP", 0.05)
+
+
+# --------------------------------------------------------------------------- the stub itself
+
+
+def test_stub_speaks_the_openai_subset() -> None:
+    import openai
+
+    with StubServer(StubConfig(latency=0.0, model="served-1", replies={"lyrics": "la la"})) as s:
+        client = openai.OpenAI(base_url=s.url, api_key="x", max_retries=0, timeout=5)
+        raw = client.chat.completions.with_raw_response.create(
+            model="m", messages=[{"role": "user", "content": "one two three four"}])
+        chat = raw.parse()
+        assert raw.headers["date"].endswith("GMT") and raw.headers["x-request-id"]
+        assert chat.choices[0].message.content == "four three two one"
+        assert chat.model == "served-1" and chat.system_fingerprint == "fp_casekit_stub"
+        assert chat.usage is not None and chat.usage.prompt_tokens == 4
+        comp = client.completions.create(model="m", prompt="sing the lyrics", max_tokens=1)
+        assert comp.choices[0].text == "la" and comp.choices[0].finish_reason == "length"
+        assert [m.id for m in client.models.list()] == ["served-1"]
+        with urllib.request.urlopen(s.url.replace("/v1", "/stub/log")) as resp:
+            log = json.loads(resp.read())
+        assert [e["path"] for e in log] == ["/v1/chat/completions", "/v1/completions"]
+        assert log == s.log and all(e["fault"] is None for e in log)
+
+
+def test_stub_runs_as_a_script() -> None:
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "stub_openai.py"), "--port",
+                             "0", "--fault", "rate_limit=1", "--retry-after", "1"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split()[-1]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), line
+        req = urllib.request.Request(url + "/completions", data=b'{"prompt": "x"}',
+                                     method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req)
+        assert err.value.code == 429 and err.value.headers["Retry-After"] == "1"
+        with urllib.request.urlopen(url.replace("/v1", "/stub/stats")) as resp:
+            stats = json.loads(resp.read())
+        assert stats["faults"] == {"rate_limit": 1} and stats["cpu_s"] >= 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+# --------------------------------------------------------------------------- 30% faults
+
+
+EXPECTED = {  # fault -> (error kind, exception types the provider may surface)
+    "rate_limit": ("rate_limit", {"RateLimitError"}),
+    "server_error": ("transient", {"InternalServerError"}),
+    "overloaded": ("transient", {"InternalServerError", "APIStatusError"}),
+    "bad_request": ("no_retry", {"BadRequestError"}),
+    "slow": ("transient", {"APITimeoutError"}),
+    "drop": ("transient", {"APIConnectionError"}),
+    "reset": ("transient", {"APIConnectionError"}),
+    "drop_mid_body": ("transient", {"APIConnectionError", "RemoteProtocolError"}),
+    "malformed": ("transient", {"MalformedResponseError", "APIResponseValidationError"}),
+}
+STATUS_IN_MESSAGE = {"rate_limit": "429", "server_error": "500", "overloaded": "529",
+                     "bad_request": "400"}
+
+
+def test_a_run_at_30_percent_faults_completes_with_every_fault_on_record(
+        tmp_path: Path, fast_backoff: None) -> None:
+    config = StubConfig(latency=0.01, faults=FAULT_SHARES, seed=3, retry_after=0,
+                        slow_seconds=CLIENT_TIMEOUT + 1.5,
+                        always_fail={"ALWAYS500": "server_error", "ALWAYS429": "rate_limit"})
+    templates = [f"Question {i}: what happens in {{{{ title }}}}?" for i in range(28)]
+    templates += ["ALWAYS500 tell me about {{ title }}", "ALWAYS429 tell me about {{ title }}"]
+    with StubServer(config) as stub:
+        case_path = _case(tmp_path, stub.url, templates, max_connections=8)
+        t0 = time.monotonic()
+        out = Runner(load_case(case_path), max_tries=MAX_TRIES).run()
+        elapsed = time.monotonic() - t0
+        log = stub.log
+    assert out.complete, "every planned attempt is on record"
+    assert verify_chain(out.ledger_path).ok
+    records = read_records(out.ledger_path)
+    attempts = [r for r in records if isinstance(r, AttemptRecord)]
+    planned = _planned_ids(case_path)
+    assert len(planned) == 60
+    assert sorted(a.attempt.id for a in attempts) == sorted(planned), "each exactly once"
+    assert isinstance(records[-1], RunEnd) and records[-1].complete
+
+    served = [e for e in log if e["path"] == "/v1/chat/completions"]
+    faults = [e for e in served if e["fault"]]
+    kinds = {e["fault"] for e in faults}
+    assert kinds == set(FAULT_SHARES), f"every fault kind was served: {sorted(kinds)}"
+    random_faults = [e for e in faults if e["key"] not in {
+        attempt_key(a.attempt) for a in attempts if "ALWAYS" in a.attempt.messages[-1].content}]
+    share = len(random_faults) / len(served)
+    assert 0.15 < share < 0.45, f"fault share {share:.2f}"
+
+    by_key: dict[str, list[dict]] = defaultdict(list)
+    for e in served:
+        by_key[e["key"]].append(e)
+    assert len(by_key) == len(planned), "one prompt per planned attempt reached the stub"
+    ledger_request_ids: set[str] = set()
+    failed_tries = 0
+    for rec in attempts:
+        entries = by_key.pop(attempt_key(rec.attempt))
+        assert [e["try"] for e in entries] == list(range(len(entries)))
+        assert len(rec.tries) == len(entries), f"{rec.attempt.id}: every request is a try"
+        for entry, t in zip(entries, rec.tries, strict=True):
+            if entry["fault"] is None:
+                assert t.error is None
+                assert rec.result is not None and rec.result.request_id == entry["request_id"]
+                ledger_request_ids.add(entry["request_id"])
+                continue
+            failed_tries += 1
+            assert t.error is not None, f"{entry['fault']} on record as a failed try"
+            kind, types = EXPECTED[entry["fault"]]
+            assert t.error.kind == kind, (entry, t.error)
+            assert t.error.type in types, (entry, t.error)
+            if entry["fault"] in STATUS_IN_MESSAGE:
+                assert STATUS_IN_MESSAGE[entry["fault"]] in t.error.message
+                assert entry["request_id"] in t.error.message, (entry, t.error.message)
+                ledger_request_ids.add(entry["request_id"])
+            if entry["fault"] == "rate_limit":
+                assert t.retry_after == 0.0, "Retry-After honoured"
+        last = entries[-1]["fault"]
+        if last is None:
+            assert rec.status == "ok" and rec.error is None
+        else:
+            assert rec.status == "error" and rec.error is not None and rec.result is None
+            assert last == "bad_request" or len(rec.tries) == MAX_TRIES
+    assert not by_key
+    assert failed_tries == len(faults), "every fault served is a failed try in the ledger"
+    answered = {e["request_id"] for e in served if e["fault"] in (None, *STATUS_IN_MESSAGE)}
+    assert answered == ledger_request_ids, "every answered request id is in the ledger"
+
+    exhausted = [a for a in attempts if "ALWAYS" in a.attempt.messages[-1].content]
+    assert len(exhausted) == 4
+    for a in exhausted:
+        assert a.status == "error" and len(a.tries) == MAX_TRIES and a.error is not None
+        assert a.error.kind == ("rate_limit" if "ALWAYS429" in a.attempt.messages[-1].content
+                                else "transient")
+    assert sum(a.status == "error" for a in attempts) == 4 + sum(
+        1 for k, v in by_key_last(served).items() if v == "bad_request")
+    assert elapsed < 30
+
+
+def by_key_last(served: list[dict]) -> dict[str, str | None]:
+    last: dict[str, str | None] = {}
+    for e in served:
+        last[e["key"]] = e["fault"]
+    return last
+
+
+# --------------------------------------------------------------------------- kill -9
+
+
+KILL_TRIALS = 20
+KILL_SEED = 20250603
+_KILL_OUTCOMES: dict[int, tuple[int, int]] = {}
+"""trial -> (attempts recorded before the final resume, planned attempts)."""
+
+
+@pytest.fixture(scope="module")
+def kill_stub() -> Iterator[StubServer]:
+    config = StubConfig(latency=0.05, faults={"rate_limit": 0.08, "overloaded": 0.04}, seed=7,
+                        retry_after=0)
+    with StubServer(config) as stub:
+        yield stub
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _spawn(case_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "casekit.cli", "-q", "run", str(case_path)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _attempt_lines(ledger: Path) -> int:
+    return ledger.read_bytes().count(b'"record_type":"attempt"') if ledger.exists() else 0
+
+
+def _kill_after(proc: subprocess.Popen[bytes], run_dir: Path, rng: random.Random) -> str:
+    """SIGKILL at a seeded random moment: either counted from the spawn (lands anywhere: start-up,
+    the run_start write, attempts) or from the first attempt this process records (lands among
+    attempt writes, which start about a second after the spawn and last about half a second)."""
+    if rng.random() < 0.25:
+        delay = rng.uniform(0.0, 2.3)
+        time.sleep(delay)
+        where = f"{delay:.2f}s after spawn"
+    else:
+        ledger = run_dir / LEDGER_NAME
+        before = _attempt_lines(ledger)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and proc.poll() is None and (
+                _attempt_lines(ledger) <= before):
+            time.sleep(0.003)
+        delay = rng.uniform(0.0, 0.4)
+        time.sleep(delay)
+        where = f"{delay:.2f}s after its first attempt record"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    return where
+
+
+@pytest.mark.parametrize("trial", range(KILL_TRIALS))
+def test_kill_9_then_resume_loses_and_duplicates_nothing(
+        tmp_path: Path, kill_stub: StubServer, fast_backoff: None, trial: int) -> None:
+    rng = random.Random(f"{KILL_SEED}:{trial}")
+    templates = [f"Trial {trial} prompt {i} about {{{{ title }}}}." for i in range(12)]
+    case_path = _case(tmp_path, kill_stub.url, templates, max_connections=4)
+    case = load_case(case_path)
+    run_dir = casekit.runner.default_run_dir(case)
+    kills = 2 if rng.random() < 0.35 else 1
+    moments = [_kill_after(_spawn(case_path), run_dir, rng) for _ in range(kills)]
+    if (run_dir / LEDGER_NAME).exists():
+        assert verify_chain(run_dir / LEDGER_NAME).ok or verify_chain(
+            run_dir / LEDGER_NAME).torn_tail, f"only a torn tail after kill at {moments}"
+    out = Runner(load_case(case_path), max_tries=MAX_TRIES).run()
+    assert out.complete, moments
+    assert verify_chain(out.ledger_path).ok, moments
+    records = read_records(out.ledger_path)
+    ids = [r.attempt.id for r in records if isinstance(r, AttemptRecord)]
+    planned = _planned_ids(case_path)
+    assert len(ids) == len(set(ids)), f"0 duplicated (kill at {moments})"
+    assert sorted(ids) == sorted(planned), f"0 lost (kill at {moments})"
+    assert sum(isinstance(r, RunStart) for r in records) == 1
+    assert sum(isinstance(r, RunEnd) for r in records) == 1
+    torn_notes = [r for r in records if isinstance(r, Note) and r.kind == "torn_line"]
+    assert len(torn_notes) == len(list(run_dir.glob("ledger.torn-*.bin")))
+    assert out.stats.skipped + out.stats.done == len(planned)
+    _KILL_OUTCOMES[trial] = (out.stats.skipped, len(planned))
+
+
+def test_kill_trials_cover_the_required_count_and_land_mid_run() -> None:
+    assert KILL_TRIALS >= 20
+    assert set(FAULT_SHARES) <= set(FAULT_KINDS)
+    assert abs(sum(FAULT_SHARES.values()) - 0.30) < 1e-9
+    if len(_KILL_OUTCOMES) < KILL_TRIALS:
+        pytest.skip("runs after the kill trials (run the whole file)")
+    mid_run = [t for t, (done, planned) in _KILL_OUTCOMES.items() if 0 < done < planned]
+    assert len(mid_run) >= KILL_TRIALS // 4, f"kills mostly missed the attempts: {_KILL_OUTCOMES}"
