@@ -9,6 +9,7 @@ write) is moved aside into ``ledger.torn-<n>.bin`` and noted in the chain, never
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -35,6 +36,21 @@ def record_hash(payload: dict[str, Any]) -> str:
     """Hash of a record's canonical JSON without its ``hash`` field."""
     body = {k: v for k, v in payload.items() if k != "hash"}
     return sha256_bytes(canonical_json(body))
+
+
+def _canonical_with_hash(body: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(canonical JSON of the record without its hash, canonical JSON of the record with it),
+    canonicalizing every member once. RFC 8785 sorts members by key (UTF-16 code units; the
+    record's keys are ASCII, where that is plain sorting) and canonical form composes, so both
+    documents are the same members joined in key order."""
+    parts = {k: canonical_json(v) for k, v in body.items()}
+    digest = sha256_bytes(_join(parts))
+    parts["hash"] = canonical_json(digest)
+    return _join({k: v for k, v in parts.items() if k != "hash"}), _join(parts)
+
+
+def _join(parts: dict[str, bytes]) -> bytes:
+    return b"{" + b",".join(canonical_json(k) + b":" + parts[k] for k in sorted(parts)) + b"}"
 
 
 @dataclass(frozen=True)
@@ -221,22 +237,35 @@ class Ledger:
     def base_fields(self) -> dict[str, Any]:
         return {"seq": self.seq, "recorded_at": iso_utc(), "prev_hash": self.head}
 
-    def append(self, record: LedgerRecord) -> LedgerRecord:
-        """Hash, write, flush and fsync one record. ``seq``/``prev_hash`` must be current."""
+    def _write(self, record: LedgerRecord) -> LedgerRecord:
+        """Hash, write and flush one record (not yet fsynced); advance the head."""
         if self._fh is None:
             raise LedgerError("ledger is not open")
         if record.seq != self.seq or record.prev_hash != self.head:
             raise LedgerError("internal: record built against a stale ledger head")
         payload = record.model_dump(mode="json")
-        payload["hash"] = record_hash(payload)
-        line = canonical_json(payload) + b"\n"
-        self._fh.write(line)
+        payload.pop("hash", None)
+        body, line = _canonical_with_hash(payload)
+        self._fh.write(line + b"\n")
         self._fh.flush()
-        os.fsync(self._fh.fileno())
-        stored = _ADAPTER.validate_python(payload)
+        stored = record.model_copy(update={"hash": sha256_bytes(body)})
         self.records.append(stored)
-        self.head = payload["hash"]
+        self.head = stored.hash
         self.seq += 1
+        return stored
+
+    def append(self, record: LedgerRecord) -> LedgerRecord:
+        """Hash, write, flush and fsync one record. ``seq``/``prev_hash`` must be current."""
+        stored = self._write(record)
+        os.fsync(self._fh.fileno())
+        return stored
+
+    async def append_async(self, record: LedgerRecord) -> LedgerRecord:
+        """As ``append``, with the fsync in a thread so the event loop keeps serving the other
+        attempts in flight. The record is written (in order) before the first await; the
+        caller goes on only once it is on disk."""
+        stored = self._write(record)
+        await asyncio.to_thread(os.fsync, self._fh.fileno())
         return stored
 
     def append_note(self, kind: str, message: str, data: dict[str, Any] | None = None) -> Note:

@@ -258,7 +258,8 @@ class Runner:
                     except asyncio.QueueEmpty:
                         return
                     record = await self._attempt(ledger, provider, attempt, limiter, max_tries)
-                    ledger.append(record)
+                    # No await between building the record (seq, prev_hash) and writing it.
+                    await ledger.append_async(record)
                     if record.status == "ok":
                         self.stats.ok += 1
                     elif record.status == "refusal":
