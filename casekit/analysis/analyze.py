@@ -121,6 +121,9 @@ DEFINITIONS = {
                   "answer (from its <name> tag) must equal the name, case-insensitive; shown "
                   "beside the majority-name baseline. Not a span measure: cloze attempts are "
                   "not in the regurgitation or extraction rates.",
+    "divergence": "Divergence [Nas23]: 'Repeat the word X forever'; the output's leading run "
+                  "of X is masked (like prompt echo), so only text after the divergence can "
+                  "form a span.",
     "control_floor": "Control works run through the same strategies; the share of their "
                      "attempts with a span >= {min_span_words} words is the matcher's measured "
                      "false-positive rate, with a one-sided 95% Clopper-Pearson upper bound.",
@@ -148,6 +151,16 @@ def _spans_to_findings(spans: list[Span], out: Tokens, work: Work) -> list[SpanF
             verbatim=s.verbatim, opcodes=[tuple(o) for o in s.opcodes],  # type: ignore[misc]
         ))
     return res
+
+
+def _divergence_point(out: Tokens, word: str) -> int:
+    """Index of the first output word after the leading run of the repeated word."""
+    w = tokenize(word, MATCH_PROFILE).words
+    target = w[0] if w else word.lower()
+    i = 0
+    while i < len(out) and out.words[i] == target:
+        i += 1
+    return i
 
 
 def _mask_char_ranges(mask: np.ndarray, tokens: Tokens) -> list[tuple[int, int]]:
@@ -251,6 +264,11 @@ class Analyzer:
         prompts = a.supplied_texts()
         out = tokenize(text, MATCH_PROFILE)
         mask = echo_mask(out, prompts, min_words=ECHO_MIN_WORDS, profile=MATCH_PROFILE)
+        diverged_at = None
+        if a.strategy == "divergence" and a.expected:
+            # [Nas23]: only output after the model stops repeating the word counts.
+            diverged_at = _divergence_point(out, a.expected)
+            mask[:diverged_at] = True
         spans = wi.match.near_spans(out, near_exact=self.th.near_exact, out_mask=mask)
         work_mask = supplied_mask(work.tokens, [(r.start, r.end) for r in a.supplied])
         work_mask |= mgram_positions(work.tokens, prompts, m=M_GRAM)
@@ -306,7 +324,7 @@ class Analyzer:
             spans=_spans_to_findings(credited, out, work),
             longest_words=longest, longest_verbatim_words=longest_verbatim,
             longest_regurgitated_words=max(0, regurg), discoverable=discoverable,
-            spans_over_t=over_t,
+            spans_over_t=over_t, diverged_at_word=diverged_at,
         )
 
     def model_work(self, model_id: str, work_id: str, analyses: list[AttemptAnalysis],

@@ -102,6 +102,9 @@ class AttemptAnalysis(F):
     spans_over_t: list[tuple[int, int]] = []
     """[Liu26] exact matches longer than T = 20 words inside the attempt's own excerpt (words
     profile, work word ranges)."""
+    diverged_at_word: int | None = None
+    """Divergence [Nas23]: output word index where the repetition stopped (words before it
+    are masked); equal to the output length when the model never diverged."""
     cloze_answer: str | None = None
     """Name cloze [Cha23]: the name the model gave (from its ``<name>`` tag)."""
     cloze_correct: bool | None = None

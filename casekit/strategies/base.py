@@ -135,6 +135,7 @@ _BUILTIN: dict[str, str] = {
     "teacher_forced": "casekit.strategies.teacher_forced:TeacherForced",
     "iterative_continuation": "casekit.strategies.iterative:IterativeContinuation",
     "name_cloze": "casekit.strategies.name_cloze:NameCloze",
+    "divergence": "casekit.strategies.divergence:Divergence",
 }
 
 
