@@ -62,7 +62,7 @@ class IterativeParams(StrategyParams):
 def chapter_starts(work: Work) -> list[int]:
     """Word indices where chapters begin (the first counted word after a heading line)."""
     toks = work.tokens
-    starts = []
+    starts: list[int] = []
     for m in CHAPTER_RE.finditer(work.raw):
         i = int(np.searchsorted(toks.starts, m.end(), side="left"))
         if i < len(toks) and (not starts or i > starts[-1]):
