@@ -99,12 +99,15 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2, sort_keys=True))
 
 
-def _run(case_path: Path, run_dir: Path | None) -> Path:
+def _run(case_path: Path, run_dir: Path | None, batch: bool = False,
+         poll_interval: float = 60.0, max_wait: float | None = None) -> Path:
+    from casekit.batch import DEFAULT_MAX_WAIT
     from casekit.case import load_case
     from casekit.runner import Runner
 
     case = load_case(case_path)
-    outcome = Runner(case, run_dir).run()
+    outcome = Runner(case, run_dir, batch=batch, batch_poll_interval=poll_interval,
+                     batch_max_wait=DEFAULT_MAX_WAIT if max_wait is None else max_wait).run()
     s = outcome.stats
     state = "complete" if outcome.complete else ("interrupted" if outcome.interrupted else
                                                  "incomplete")
@@ -120,10 +123,20 @@ def _run(case_path: Path, run_dir: Path | None) -> Path:
 @click.argument("case_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default: runs/<case id>-<case hash> beside the case file).")
+@click.option("--batch", is_flag=True,
+              help="Send chat/completion attempts through the provider's batch API (OpenAI "
+                   "Batch API, Anthropic Message Batches): about half the price, results "
+                   "within 24 h. Resumable: batch ids are in the ledger.")
+@click.option("--poll-interval", type=click.FloatRange(min=1.0), default=60.0,
+              show_default=True, help="Seconds between polls of a running batch.")
+@click.option("--max-wait", type=click.FloatRange(min=0.0), default=None,
+              help="Seconds to wait for batches before leaving them for a later run "
+                   "(default 26 h; 0 submits and returns at once).")
 @user_errors
-def run(case_path: Path, run_dir: Path | None) -> None:
+def run(case_path: Path, run_dir: Path | None, batch: bool, poll_interval: float,
+        max_wait: float | None) -> None:
     """Run (or resume) a case: every attempt goes to the run's hash-chained ledger."""
-    _run(case_path, run_dir)
+    _run(case_path, run_dir, batch, poll_interval, max_wait)
 
 
 def _analyze(run_dir: Path) -> Path:
@@ -143,7 +156,7 @@ def analyze(run_dir: Path) -> None:
     _analyze(run_dir)
 
 
-def _report(run_dir: Path, template_dir: Path | None) -> Path:
+def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False) -> Path:
     from casekit.analysis.analyze import FINDINGS_NAME, analyze_run, write_findings
     from casekit.analysis.findings import Findings
     from casekit.report.build import build_report
@@ -161,7 +174,8 @@ def _report(run_dir: Path, template_dir: Path | None) -> Path:
     else:
         findings = analyze_run(run_dir)
         write_findings(run_dir, findings)
-    paths = build_report(run_dir, findings, template_dir=template_dir)
+    paths = build_report(run_dir, findings, template_dir=template_dir,
+                         attach_works=attach_works)
     click.echo(f"report: {paths.pdf}")
     click.echo(f"html:   {paths.html}")
     return paths.pdf
@@ -171,20 +185,50 @@ def _report(run_dir: Path, template_dir: Path | None) -> Path:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Folder whose templates override the default ones.")
+@click.option("--attach-works", is_flag=True, default=False,
+              help="Also embed the works' texts in the PDF (off by default: they are usually "
+                   "the copyrighted texts; their hashes are always in the manifest).")
 @user_errors
-def report(run_dir: Path, template_dir: Path | None) -> None:
-    """Render the report (HTML and PDF) of an analyzed run."""
-    _report(run_dir, template_dir)
+def report(run_dir: Path, template_dir: Path | None, attach_works: bool) -> None:
+    """Render the report of an analyzed run: HTML, and PDF/A-3b with the ledger, findings,
+    case and manifest attached."""
+    _report(run_dir, template_dir, attach_works)
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--works", "works_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="REPORT.pdf only: folder holding the works by their recorded "
+                                 "relative paths (default: the run's case folder).")
+@click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="REPORT.pdf only: the template folder the report was rendered "
+                                 "with, if not the default.")
 @user_errors
-def verify(run_dir: Path) -> None:
-    """Re-derive the ledger's hash chain; name the first bad record. Exit 1 if it fails."""
+def verify(path: Path, works_dir: Path | None, template_dir: Path | None) -> None:
+    """Verify a run's ledger (RUN_DIR or ledger.jsonl: re-derive the hash chain, name the first
+    bad record) or a report (REPORT.pdf: check its attachments, the chain, the works, the
+    recomputed findings and every number printed). Exit 0 if all checks pass, 1 if one fails,
+    2 for unusable input."""
     from casekit.ledger import LEDGER_NAME, verify_chain
 
-    path = run_dir / LEDGER_NAME if run_dir.is_dir() else run_dir
+    def looks_like_pdf(p: Path) -> bool:
+        with p.open("rb") as fh:
+            return fh.read(5) == b"%PDF-"
+
+    if path.suffix.lower() == ".pdf" or (path.is_file() and looks_like_pdf(path)):
+        from casekit.report.verify import verify_report
+
+        if not path.is_file():
+            click.echo(f"error: {path}: no such file; give the report's PDF", err=True)
+            sys.exit(2)
+        result = verify_report(path, works_dir=works_dir, template_dir=template_dir)
+        for line in result.lines():
+            click.echo(line)
+        if result.ledger_head_hash:
+            click.echo(f"ledger head: {result.ledger_head_hash} (compare it with the head "
+                       "hash you were given or that was timestamped)")
+        sys.exit(0 if result.ok else 1)
+    path = path / LEDGER_NAME if path.is_dir() else path
     res = verify_chain(path)
     if res.ok:
         click.echo(f"ok: {res.records} records, chain verifies; head {res.head_hash}")
@@ -192,6 +236,29 @@ def verify(run_dir: Path) -> None:
     click.echo(f"FAILED: {path}: {res.problem}; {res.records} records before it verify",
                err=True)
     sys.exit(1)
+
+
+@cli.command(name="import")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model-id", default=None,
+              help="The case's model the outputs are evidence about (for files without a "
+                   "model_id column; needed when the case has several models).")
+@user_errors
+def import_(target: Path, source: Path, model_id: str | None) -> None:
+    """Add outputs captured elsewhere (CSV or JSONL) to a run's ledger as imported attempts.
+
+    TARGET is a run folder or the case file of a started run. Columns: prompt, output, model,
+    captured_at (ISO 8601 with a time zone), captured_by, source, intent, work_id; optional
+    model_id, screenshot (hashed), system, label, target_start/target_end or target_text.
+    Re-importing a file records nothing twice.
+    """
+    from casekit.importer import import_outputs
+
+    r = import_outputs(target, source, model_id=model_id)
+    click.echo(f"imported {r.imported} of {r.rows} rows from {source} ({r.skipped} already "
+               "recorded)")
+    click.echo(f"ledger: {r.ledger_path} (head {r.head_hash})")
 
 
 @cli.command()

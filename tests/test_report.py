@@ -159,13 +159,13 @@ def _attempt(led: Ledger, a: PlannedAttempt, text: str | None, *, status: str = 
     return out
 
 
-def build_fixture(root: Path) -> Fixture:
+def build_fixture(root: Path, case_yaml: str = CASE_YAML) -> Fixture:
     case_dir = root / "case"
     (case_dir / "works").mkdir(parents=True)
     (case_dir / "works" / "frank.txt").write_text(SUBJECT, encoding="utf-8")
     (case_dir / "works" / "harbour.txt").write_text(CONTROL, encoding="utf-8")
     case_path = case_dir / "case.yaml"
-    case_path.write_text(CASE_YAML, encoding="utf-8")
+    case_path.write_text(case_yaml, encoding="utf-8")
     loaded = load_case(case_path)
     from casekit.works import load_works  # noqa: PLC0415 - needs the analysis tokenizer
 
@@ -379,7 +379,8 @@ def test_pdf_shows_the_findings_with_their_control_floor(built: Built) -> None:
     assert built.outline[1:] == [
         "Summary of findings", "Teacher-forced top-choice agreement", "Methods",
         "Controls and the measured false-positive rate", "Exhibits", "Every attempt",
-        "Manifest", "Limitations", "References"]
+        "Manifest", "Chain of custody", "Limitations", "References",
+        "Certification (form, to be completed and signed)"]
     assert built.outline[0] == "Shelley v. Example Models"
     assert len(built.mediaboxes) == 1  # nothing widened a page
 
@@ -680,3 +681,64 @@ def test_weasyprint_skips_what_the_fetcher_refuses(tmp_path: Path,
     assert set(fetcher.refused) == {"http://127.0.0.1:9/evil.css", "file:///etc/passwd",
                                     "file:///etc/hostname"}
     assert any("refused to fetch" in r.message for r in caplog.records)
+
+
+def test_marks_match_a_per_character_reference() -> None:
+    """The range-based painter gives what marking character by character gives."""
+    import random
+
+    from casekit.report.build import _PRIORITY, marks
+
+    rng = random.Random(7)
+    for _ in range(300):
+        n = rng.randrange(0, 40)
+        offset = rng.randrange(0, 5)
+        ranges = [(rng.randrange(-3, 50), rng.randrange(-3, 50),
+                   rng.choice(["match", "subst", "supplied", "other"])) for _ in range(
+                       rng.randrange(0, 6))]
+        ref = [""] * n
+        for s, e, cls in ranges:
+            for i in range(max(0, s - offset), min(n, e - offset)):
+                if _PRIORITY.get(ref[i], 0) < _PRIORITY.get(cls, 0):
+                    ref[i] = cls
+        got = [""] * n
+        runs = marks(n, ranges, offset)
+        assert [r[0] for r in runs] == sorted(r[0] for r in runs)
+        assert sum(e - s for s, e, _ in runs) == n
+        for s, e, cls in runs:
+            got[s:e] = [cls] * (e - s)
+        assert got == ref
+        assert all(runs[i][2] != runs[i + 1][2] for i in range(len(runs) - 1))
+
+
+def test_long_texts_are_cut_visibly_and_kept_whole() -> None:
+    from casekit.report.build import (
+        APPENDIX_CHUNK_CHARS,
+        ELIDED,
+        INLINE_MAX_CHARS,
+        _column,
+        chunk_bounds,
+    )
+
+    text = "".join(f"line {i} of a long output\n" for i in range(2000)) + "X" * 9000
+    bounds = chunk_bounds(text)
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(text)
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+    assert all(e - s <= APPENDIX_CHUNK_CHARS for s, e in bounds)
+    assert all(text[e - 1] == "\n" for s, e in bounds[:5])  # cut after a line break
+    longs: list = []  # type: ignore[type-arg]
+    focus = 30_000
+    segs = _column(text, [(focus, focus + 50, "match")], focus=focus, what="model output",
+                   exhibit=("E-1", "exhibit-1", "a-x"), longs=longs)
+    notes = [s.text for s in segs if s.cls == ELIDED]
+    assert len(notes) == 2 and "Appendix L-1" in notes[0]
+    shown = "".join(s.text for s in segs if s.cls != ELIDED)
+    assert len(shown) == INLINE_MAX_CHARS and text[focus:focus + 50] in shown
+    assert [s.text for s in segs if s.cls == "match"] == [text[focus:focus + 50]]
+    (lt,) = longs
+    assert lt.ref == "L-1" and lt.exhibit == "E-1" and lt.chars == f"{len(text):,}"
+    assert "".join(s.text for c in lt.chunks for s in c) == text
+    short: list = []  # type: ignore[type-arg]
+    assert _column("short", [], what="x", exhibit=("E-2", "e", "a"), longs=short)[0].text == \
+        "short"
+    assert short == []

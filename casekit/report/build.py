@@ -12,6 +12,8 @@ model, hence the same HTML bytes. The date on the cover is the run's recorded st
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
 import logging
 import re
@@ -23,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from casekit.analysis.analyze import findings_bytes
 from casekit.analysis.findings import (
     AttemptAnalysis,
     ControlFloor,
@@ -33,11 +36,29 @@ from casekit.analysis.findings import (
 from casekit.analysis.normalize import tokenize
 from casekit.analysis.stats import Rate
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT, BELOW, CATEGORY_TEXT, NOT_OBSERVED, SHOWN
+from casekit.canonical import canonical_json, sha256_bytes
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, read_records
 from casekit.records import AttemptRecord, LedgerRecord, Note, PlannedAttempt, RunEnd, RunStart
-from casekit.report.render import render_html, render_pdf
+from casekit.report.evidence import (
+    CASE_ATTACHMENT,
+    FINDINGS_ATTACHMENT,
+    LEDGER_ATTACHMENT,
+    MANIFEST_ATTACHMENT,
+    PDF_VARIANT,
+    Attached,
+    EvidenceFiles,
+    ReportOptions,
+    TemplateSet,
+    attachments,
+    build_manifest,
+    manifest_bytes,
+    pdf_options,
+    template_set,
+    work_attachment_name,
+)
+from casekit.report.render import SafeFetcher, render_html, render_pdf, template_dirs
 from casekit.works import MATCH_PROFILE, Work, load_works
 
 log = logging.getLogger(__name__)
@@ -45,6 +66,7 @@ log = logging.getLogger(__name__)
 REPORT_DIR = "report"
 HTML_NAME = "report.html"
 PDF_NAME = "report.pdf"
+MANIFEST_NAME = "manifest.json"
 #: Exhibits shown per model x work; the rest are listed in the table of every attempt.
 EXHIBITS_PER_FINDING = 3
 DASH = "\u2014"
@@ -157,60 +179,193 @@ class Segment:
     cls: str = ""
 
 
-def _is_shown_as_code(ch: str) -> bool:
-    if ch in "\n\t":
-        return False
-    cat = unicodedata.category(ch)
-    # Cc control, Cf format (bidi overrides, zero-width), Cs lone surrogates, Zl/Zp separators.
-    return cat in ("Cc", "Cf", "Cs", "Zl", "Zp")
+#: Unicode categories shown by code point: Cc control, Cf format (bidi overrides, zero-width),
+#: Cs lone surrogates, Zl/Zp line and paragraph separators. Newline and tab stay as they are.
+SHOWN_AS_CODE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+@functools.cache
+def _code_re() -> re.Pattern[str]:
+    """A character class of every code point shown by its code point (built once).
+
+    Only planes 0, 1 and 14 hold characters of those categories (surrogates, C0/C1 controls
+    and format characters); scanning them takes a few hundredths of a second.
+    """
+    ranges: list[tuple[int, int]] = []
+    for lo, hi in ((0, 0x20000), (0xE0000, 0xF0000)):
+        start: int | None = None
+        for cp in range(lo, hi):
+            hit = unicodedata.category(chr(cp)) in SHOWN_AS_CODE and cp not in (9, 10)
+            if hit and start is None:
+                start = cp
+            elif not hit and start is not None:
+                ranges.append((start, cp - 1))
+                start = None
+        if start is not None:
+            ranges.append((start, hi - 1))
+    body = "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+    return re.compile(f"[{body}]")
 
 
 def visible_segments(text: str, cls: str = "") -> list[Segment]:
     """Split text so that control/invisible characters become their own ``ctl`` segments
-    showing the code point (display only; the ledger keeps the raw text)."""
+    showing the code point (display only; the ledger keeps the raw text). CRLF is shown as
+    a line break. Linear in the text: one regular-expression scan."""
     out: list[Segment] = []
     buf: list[str] = []
-    i = 0
-    while i < len(text):
+    pos = 0
+    ctl = f"{cls} {CTL}".strip()
+    for m in _code_re().finditer(text):
+        i = m.start()
+        if i > pos:
+            buf.append(text[pos:i])
+        pos = i + 1
         ch = text[i]
-        if ch == "\r" and i + 1 < len(text) and text[i + 1] == "\n":
-            i += 1  # CRLF is shown as a line break
-            continue
-        if _is_shown_as_code(ch):
-            if buf:
-                out.append(Segment("".join(buf), cls))
-                buf = []
-            out.append(Segment(f"U+{ord(ch):04X}", f"{cls} {CTL}".strip()))
-        else:
-            buf.append(ch)
-        i += 1
+        if ch == "\r" and text.startswith("\n", i + 1):
+            continue  # CRLF is shown as a line break
+        if buf:
+            out.append(Segment("".join(buf), cls))
+            buf = []
+        out.append(Segment(f"U+{ord(ch):04X}", ctl))
+    if pos < len(text):
+        buf.append(text[pos:])
     if buf:
         out.append(Segment("".join(buf), cls))
     return out
 
 
 _PRIORITY = {MATCH: 3, SUBST: 2, SUPPLIED: 1}
+_BY_PRIORITY = {v: k for k, v in _PRIORITY.items()}
+
+
+def marks(n: int, ranges: Iterable[tuple[int, int, str]], offset: int = 0,
+          ) -> list[tuple[int, int, str]]:
+    """Disjoint runs (start, end, class) covering [0, n) of a text: ``ranges`` (absolute char
+    offsets, ``offset`` = position of text[0]) clipped to the text, the stronger mark winning
+    where they overlap (match > subst > supplied). O(r log r) in the number of ranges."""
+    events: dict[int, list[int]] = {}
+    for start, end, cls in ranges:
+        pr = _PRIORITY.get(cls, 0)
+        lo, hi = max(0, start - offset), min(n, end - offset)
+        if pr and lo < hi:
+            events.setdefault(lo, [0, 0, 0, 0])[pr] += 1
+            events.setdefault(hi, [0, 0, 0, 0])[pr] -= 1
+    active = [0, 0, 0, 0]
+    out: list[tuple[int, int, str]] = []
+    prev, cur = 0, ""
+    for pos in sorted(events):
+        delta = events[pos]
+        for pr in (1, 2, 3):
+            active[pr] += delta[pr]
+        top = next((pr for pr in (3, 2, 1) if active[pr] > 0), 0)
+        cls = _BY_PRIORITY.get(top, "")
+        if cls != cur:
+            if pos > prev:
+                out.append((prev, pos, cur))
+            prev, cur = pos, cls
+    if n > prev or not out:
+        out.append((prev, n, cur))
+    return [r for r in out if r[1] > r[0]] if n else []
 
 
 def paint(text: str, ranges: Iterable[tuple[int, int, str]], offset: int = 0) -> list[Segment]:
     """Segments of ``text`` with ``ranges`` (absolute char offsets, ``offset`` = position of
     text[0]) marked; where ranges overlap the stronger mark wins (match > subst > supplied)."""
-    n = len(text)
-    marks: list[str] = [""] * n
-    for start, end, cls in ranges:
-        lo, hi = max(0, start - offset), min(n, end - offset)
-        pr = _PRIORITY.get(cls, 0)
-        for i in range(lo, hi):
-            if _PRIORITY.get(marks[i], 0) < pr:
-                marks[i] = cls
     out: list[Segment] = []
-    i = 0
-    while i < n:
-        j = i
-        while j < n and marks[j] == marks[i]:
-            j += 1
-        out.extend(visible_segments(text[i:j], marks[i]))
-        i = j
+    for lo, hi, cls in marks(len(text), ranges, offset):
+        out.extend(visible_segments(text[lo:hi], cls))
+    return out
+
+
+ELIDED = "elided"
+"""A notice casekit writes into an exhibit column that shows part of a long text (never model
+output: the class and the words are casekit's)."""
+#: An exhibit column shows at most this many characters of one text; a longer text is shown
+#: whole in the appendix of long texts, and the column says which part it shows.
+INLINE_MAX_CHARS = 6000
+#: Characters shown before the first highlighted passage when a column shows part of a text.
+INLINE_CONTEXT_CHARS = 300
+#: The appendix splits a long text into blocks of about this size (at a line break or a blank
+#: where there is one): WeasyPrint lays out one huge block in quadratic time.
+APPENDIX_CHUNK_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class LongText:
+    """A text too long for its exhibit column, shown whole in the appendix of long texts."""
+
+    ref: str
+    anchor: str
+    exhibit: str
+    exhibit_anchor: str
+    attempt_id: str
+    what: str
+    chars: str
+    sha256: str
+    """SHA-256 of the text's UTF-8 bytes (the ledger holds the text itself)."""
+    chunks: list[list[Segment]]
+
+
+def chunk_bounds(text: str, size: int = APPENDIX_CHUNK_CHARS) -> list[tuple[int, int]]:
+    """[start, end) blocks of about ``size`` characters covering the text, each ending after a
+    line break, else after a blank, else (an unbroken run) at ``size``."""
+    out: list[tuple[int, int]] = []
+    n = len(text)
+    pos = 0
+    while pos < n:
+        end = pos + size
+        if end >= n:
+            out.append((pos, n))
+            break
+        cut = text.rfind("\n", pos + size // 2, end)
+        if cut < 0:
+            cut = max(text.rfind(" ", pos + size // 2, end), text.rfind("\t", pos + size // 2, end))
+        end = cut + 1 if cut >= 0 else end
+        out.append((pos, end))
+        pos = end
+    return out
+
+
+def _segments_in(text: str, runs: list[tuple[int, int, str]], lo: int, hi: int,
+                 ) -> list[Segment]:
+    """Segments of text[lo:hi] given the marked runs of the whole text."""
+    out: list[Segment] = []
+    i = bisect.bisect_right([r[0] for r in runs], lo) - 1 if runs else 0
+    for start, end, cls in runs[max(i, 0):]:
+        if start >= hi:
+            break
+        a, b = max(start, lo), min(end, hi)
+        if a < b:
+            out.extend(visible_segments(text[a:b], cls))
+    return out
+
+
+def _column(text: str, ranges: list[tuple[int, int, str]], *, offset: int = 0, focus: int = 0,
+            what: str, exhibit: tuple[str, str, str], longs: list[LongText]) -> list[Segment]:
+    """Segments of one exhibit column. A text longer than INLINE_MAX_CHARS is shown from a
+    little before ``focus`` (a position in text) and whole in the appendix, and the column
+    says so at each cut: nothing is truncated silently."""
+    n = len(text)
+    if n <= INLINE_MAX_CHARS:
+        return paint(text, ranges, offset)
+    runs = marks(n, ranges, offset)
+    number = len(longs) + 1
+    ref = f"L-{number}"
+    longs.append(LongText(
+        ref=ref, anchor=f"long-{number}", exhibit=exhibit[0], exhibit_anchor=exhibit[1],
+        attempt_id=exhibit[2], what=what, chars=f"{n:,}",
+        sha256=sha256_bytes(text.encode("utf-8", "surrogatepass")),
+        chunks=[_segments_in(text, runs, lo, hi) for lo, hi in chunk_bounds(text)]))
+    w0 = max(0, min(focus - INLINE_CONTEXT_CHARS, n - INLINE_MAX_CHARS))
+    w1 = min(n, w0 + INLINE_MAX_CHARS)
+    shown = (f"[casekit: this column shows characters {w0 + 1:,}\u2013{w1:,} of {n:,}; the "
+             f"whole text is Appendix {ref}]")
+    out: list[Segment] = []
+    if w0 > 0:
+        out.append(Segment(shown + "\n", ELIDED))
+    out += _segments_in(text, runs, w0, w1)
+    if w1 < n:
+        out.append(Segment("\n" + shown, ELIDED))
     return out
 
 
@@ -307,6 +462,8 @@ class Cover:
     date: str
     """The run's recorded start date (UTC), not the time of rendering."""
     started_at: str
+    pdf_date: str
+    """The run's start to the second (the PDF's creation date, in its info and XMP alike)."""
     ended_at: str
     casekit_version: str
     analysis_version: str
@@ -471,6 +628,8 @@ class Exhibit:
     output: list[Segment]
     excerpts: list[ExcerptView]
     highlight_note: str
+    long_texts: list[KV]
+    """Texts of this exhibit shown whole in the appendix: (ref, anchor, description)."""
     wrap: dict[str, str]
     """CSS class per column (``prompt``, ``output``, ``work``): ``break-all`` where a run of
     non-blank characters is too long for the column, else ""."""
@@ -560,6 +719,55 @@ class Manifest:
 
 
 @dataclass(frozen=True)
+class Bates:
+    """Bates numbering of the pages: ``PREFIX-000001`` from the case file's ``case.bates``."""
+
+    prefix: str
+    start: int
+    reset: int
+    """Value the ``bates`` page counter is reset to on the first page (start - 1: the counter is
+    incremented on every page, the first included)."""
+    first: str
+    """The first page's number as printed."""
+
+
+@dataclass(frozen=True)
+class FileHash:
+    label: str
+    name: str
+    sha256: str
+    size: str
+    where: str
+    """Whether the file travels inside the PDF (and as what), or where it is."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The files the report is made from, with their hashes: the certification page and the
+    chain of custody show them; manifest.json (attached) holds them too."""
+
+    files: list[FileHash]
+    templates_sha256: str
+    template_overrides: list[str]
+    pdf_variant: str
+    attach_works: bool
+    attachment_names: list[str]
+
+
+@dataclass(frozen=True)
+class CustodyEvent:
+    when: str
+    seq: str
+    event: str
+
+
+@dataclass(frozen=True)
+class Custody:
+    operator: list[KV]
+    events: list[CustodyEvent]
+
+
+@dataclass(frozen=True)
 class ReportModel:
     """Everything the templates show. ``r`` in the templates."""
 
@@ -580,6 +788,11 @@ class ReportModel:
     attempt_counts: list[KV]
     manifest: Manifest
     limitations: list[str]
+    bates: Bates
+    evidence: Evidence
+    custody: Custody
+    long_texts: list[LongText] = field(default_factory=list)
+    long_text_limit: str = f"{INLINE_MAX_CHARS:,}"
     thresholds: dict[str, str] = field(default_factory=dict)
 
 
@@ -599,6 +812,10 @@ class Inputs:
     case: CaseFile
     works: dict[str, Work]
     attempts_by_seq: dict[int, AttemptRecord]
+    ledger_bytes: bytes = b""
+    """The ledger file as verified (embedded in the PDF byte for byte)."""
+    work_bytes: dict[str, bytes] = field(default_factory=dict)
+    """Work id -> the file's bytes (their SHA-256 is the run's recorded hash)."""
 
 
 def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None) -> Inputs:
@@ -607,7 +824,12 @@ def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None
     ``case_path``: where the case file is now, if it moved since the run (its works are found
     relative to it); default: the path the run recorded.
     """
+    ledger_bytes = (run_dir / LEDGER_NAME).read_bytes()
     records = read_records(run_dir / LEDGER_NAME)
+    if _last_hash(ledger_bytes) != records[-1].hash or \
+            ledger_bytes.count(b"\n") != len(records):
+        raise CasekitError(f"{run_dir / LEDGER_NAME}: the ledger changed while it was read; "
+                           "wait for the run to finish, then report")
     start = next((r for r in records if isinstance(r, RunStart)), None)
     if start is None:
         raise CasekitError(f"{run_dir}: the ledger has no run_start record")
@@ -628,9 +850,26 @@ def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None
                 f"work {w.id!r} at {w.path} hashes to {w.sha256}, the run recorded "
                 f"{rec.sha256 if rec else 'no such work'}; restore the original text to report "
                 "on this run")
+    work_bytes = {}
+    for w in works:
+        data = w.path.read_bytes()
+        if sha256_bytes(data) != w.sha256:
+            raise CasekitError(f"work {w.id!r} at {w.path} changed while it was read; report "
+                               "again")
+        work_bytes[w.id] = data
     by_seq = {r.seq: r for r in records if isinstance(r, AttemptRecord)}
     return Inputs(records=records, start=start, case=spec, works={w.id: w for w in works},
-                  attempts_by_seq=by_seq)
+                  attempts_by_seq=by_seq, ledger_bytes=ledger_bytes, work_bytes=work_bytes)
+
+
+def _last_hash(ledger: bytes) -> str | None:
+    """The ``hash`` of the last record of a ledger's bytes."""
+    lines = ledger.rstrip(b"\n").rsplit(b"\n", 1)
+    try:
+        value = json.loads(lines[-1]).get("hash")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 # --------------------------------------------------------------------------- builders
@@ -701,20 +940,30 @@ def _decoding_text(a: PlannedAttempt) -> str:
 
 
 def _exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: Work,
-             requested: str) -> Exhibit:
+             requested: str, longs: list[LongText] | None = None) -> Exhibit:
     a = rec.attempt
     result = rec.result
+    longs = [] if longs is None else longs
+    first_long = len(longs)
+    ex = (f"E-{number}", f"exhibit-{number}", a.id)
     quotes = [work.raw[r.start:r.end] for r in a.supplied]
     prompt: list[PromptPart] = []
-    for m in a.messages:
-        prompt.append(PromptPart(m.role, paint(m.content, supplied_ranges(m.content, quotes))))
+    parts: list[tuple[str, str]] = [(m.role, m.content) for m in a.messages]
     if a.prompt is not None:
-        prompt.append(PromptPart("prompt" if a.mode == "completion" else a.mode,
-                                 paint(a.prompt, supplied_ranges(a.prompt, quotes))))
+        parts.append(("prompt" if a.mode == "completion" else a.mode, a.prompt))
+    for role, content in parts:
+        ranges = supplied_ranges(content, quotes)
+        prompt.append(PromptPart(role, _column(
+            content, ranges, focus=min((r[0] for r in ranges), default=0),
+            what=f"prompt ({role})", exhibit=ex, longs=longs)))
     text = (result.text if result else None) or ""
     spans = sorted(analysis.spans, key=lambda s: (s.out_char_start, s.work_char_start))
     out_tokens = tokenize(text, MATCH_PROFILE)
     out_ranges, out_exact = _opcode_ranges(out_tokens, spans, "out")
+    # Echo: output text the model repeated from the prompt; marked like prompt-supplied text.
+    output = _column(text, out_ranges + [(s, e, SUPPLIED) for s, e in analysis.echo_ranges],
+                     focus=spans[0].out_char_start if spans else 0, what="model output",
+                     exhibit=ex, longs=longs)
     work_exact = True
     excerpts = []
     for s in spans:
@@ -728,11 +977,11 @@ def _exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: W
             similarity=fmt_num(s.similarity), verbatim="verbatim" if s.verbatim else
             "near-verbatim",
             out_chars=f"{s.out_char_start:,}\u2013{s.out_char_end:,}",
-            segments=paint(work.raw[s.work_char_start:s.work_char_end], work_ranges,
-                           offset=s.work_char_start),
+            segments=_column(work.raw[s.work_char_start:s.work_char_end], work_ranges,
+                             offset=s.work_char_start, exhibit=ex, longs=longs,
+                             what=f"original text, work chars {s.work_char_start:,}\u2013"
+                                  f"{s.work_char_end:,}"),
         ))
-    # Echo: output text the model repeated from the prompt; marked like prompt-supplied text.
-    output = paint(text, out_ranges + [(s, e, SUPPLIED) for s, e in analysis.echo_ranges])
     note = ""
     if not (out_exact and work_exact):
         note = ("The recorded word offsets do not line up with this casekit version's "
@@ -772,6 +1021,8 @@ def _exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: W
         details=details, decoding=_decoding_text(a), work_sha256=work.sha256,
         longest_words=f"{analysis.longest_words:,}", prompt=prompt,
         output=output, excerpts=excerpts, highlight_note=note,
+        long_texts=[KV(x.ref, x.anchor, f"{x.what}, {x.chars} characters")
+                    for x in longs[first_long:]],
         wrap={"prompt": _wrap_class(s for p in prompt for s in p.segments),
               "output": _wrap_class(output),
               "work": _wrap_class(s for x in excerpts for s in x.segments)},
@@ -896,7 +1147,8 @@ def _manifest(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifest:
     )
 
 
-def _limitations(f: Findings, case: CaseFile, floors: list[FloorView]) -> list[str]:
+def _limitations(f: Findings, case: CaseFile, floors: list[FloorView],
+                 inputs: Inputs | None = None) -> list[str]:
     th = f.thresholds
     gen = [x for x in f.attempts if x.mode != "score"]
     echo = sum(x.echo_words for x in gen)
@@ -934,6 +1186,103 @@ def _limitations(f: Findings, case: CaseFile, floors: list[FloorView]) -> list[s
         out.append("No control generation attempts for " + ", ".join(missing) + ": no "
                    "false-positive rate was measured for that model, and its figures stand "
                    "without a floor.")
+    return out + (_data_limitations(f, inputs) if inputs is not None else [])
+
+
+#: Request fields that give a model tools or retrieval; response markers of their use.
+TOOL_REQUEST_KEYS = ("tools", "tool_choice", "functions", "function_call", "web_search_options",
+                     "plugins", "retrieval", "file_search", "mcp_servers")
+TOOL_RESPONSE_MARKERS = ('"tool_calls"', '"tool_use"', '"server_tool_use"', '"function_call"',
+                         'web_search', '"citations"', '"annotations":[{')
+#: Work words from the start that count as the opening (the most widely quoted part).
+OPENING_WORDS = 200
+_DATED_MODEL_RE = re.compile(r"\d{4}-?\d{2}-?\d{2}|\d{8}|@\d|-\d{3,4}$")
+
+
+def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
+    """Limitations read off this run's own data: tools and retrieval, model aliases and
+    identity changes, openings and excluded passages, filters, small samples."""
+    out: list[str] = []
+    attempts = [r for r in inputs.records if isinstance(r, AttemptRecord)]
+    # Retrieval and tools.
+    tooled_req = sum(1 for r in attempts if r.result and any(
+        r.result.raw_request.get(k) for k in TOOL_REQUEST_KEYS))
+    tooled_resp = 0
+    for r in attempts:
+        if r.result and r.result.raw_response:
+            raw = json.dumps(r.result.raw_response, ensure_ascii=False)
+            tooled_resp += any(m in raw for m in TOOL_RESPONSE_MARKERS)
+    if tooled_req or tooled_resp:
+        out.append(f"Retrieval or tools: {tooled_req:,} recorded request(s) offered the model "
+                   f"tools or retrieval ({', '.join(TOOL_REQUEST_KEYS[:4])}...) and "
+                   f"{tooled_resp:,} response(s) report a tool call or citations. Text in those "
+                   "outputs may have been retrieved rather than recalled.")
+    else:
+        out.append(f"Retrieval or tools: none of the {len(attempts):,} recorded requests offered "
+                   "tools, functions or retrieval, and no recorded response reports a tool call "
+                   "(each raw request and response in the ledger was checked). A provider could "
+                   "still retrieve text on its side without reporting it.")
+    # Model identity: aliases, several returned ids, changing fingerprints.
+    for m in inputs.start.models:
+        mine = [r.result for r in attempts if r.attempt.model_id == m.model_id and r.result]
+        returned = sorted({x.returned_model for x in mine if x.returned_model})
+        prints = sorted({x.system_fingerprint for x in mine if x.system_fingerprint})
+        notes = []
+        if m.provider != "local" and not _DATED_MODEL_RE.search(m.model):
+            notes.append(f"was requested as {m.model!r}, a name that may be an alias the "
+                         "provider points at different snapshots over time")
+        if len(returned) > 1:
+            notes.append(f"returned {len(returned)} different model ids "
+                         f"({', '.join(returned[:5])}{', ...' if len(returned) > 5 else ''})")
+        elif returned and returned[0] != m.model:
+            notes.append(f"was requested as {m.model!r} and reported itself as "
+                         f"{returned[0]!r}")
+        if len(prints) > 1:
+            notes.append(f"reported {len(prints)} different system fingerprints during the "
+                         "run (the serving configuration changed)")
+        if notes:
+            out.append(f"Model {m.model_id} " + "; ".join(notes) + ". Figures for it describe "
+                       "the model as served during this run.")
+    # Widely quoted openings and excluded passages.
+    threshold = int(f.thresholds.get("min_span_words", 0))
+    hits = [x for x in f.attempts if x.mode != "score" and x.longest_words >= threshold
+            and x.role == "subject"]
+    opening = sum(1 for x in hits if any(s.work_word_start < OPENING_WORDS for s in x.spans))
+    if hits:
+        out.append(f"Openings: {opening:,} of the {len(hits):,} subject attempts that reached the "
+                   f"reporting threshold reproduce text within the first {OPENING_WORDS} words of "
+                   "the work, the part most often quoted on its own; matches deeper in a work are "
+                   "harder to explain by quotation.")
+    excluded = [(w.id, e) for w in inputs.works.values() for e in w.excluded]
+    if excluded:
+        out.append("Excluded passages (never counted): " + "; ".join(
+            f"{wid}: characters {e.start:,}\u2013{e.end:,} ({e.reason})"
+            for wid, e in excluded[:12]) + ("; ..." if len(excluded) > 12 else "") + ".")
+    else:
+        out.append("No passage of any work was excluded: quotations of third-party or "
+                   "public-domain text inside a work, if any, count as the work's own text.")
+    # Filters and refusals by source.
+    filtered = sum(1 for r in attempts if r.result and r.result.finish_reason in (
+        "content_filter", "refusal"))
+    by_source: dict[str, int] = {}
+    for x in f.attempts:
+        if x.refusal_source:
+            by_source[x.refusal_source] = by_source.get(x.refusal_source, 0) + 1
+    if filtered or by_source:
+        out.append(f"Refusals and filters: {filtered:,} response(s) ended with a content filter or "
+                   f"refusal stop reason; refusals by source: "
+                   + ", ".join(f"{k} {v:,}" for k, v in sorted(by_source.items()))
+                   + ". A refused or filtered attempt shows nothing either way and stays in "
+                   "every denominator.")
+    # Small samples.
+    small = sorted({mw.model_id + " \u00d7 " + mw.work_id for mw in f.findings
+                    if mw.role == "subject" and any(0 < r.n < 30 for r in (
+                        mw.regurgitation, mw.extraction))})
+    if small:
+        out.append("Small samples: fewer than 30 attempts stand behind a rate of "
+                   + ", ".join(small[:8]) + ("..." if len(small) > 8 else "")
+                   + "; the 95% interval printed beside each figure shows how little a single "
+                   "attempt more or less would change.")
     return out
 
 
@@ -946,6 +1295,8 @@ class _Exhibits:
     """(model, work) -> exhibit numbers shown."""
     shown: int
     total: int
+    longs: list[LongText] = field(default_factory=list)
+    """Texts too long for their exhibit column, shown whole in the appendix."""
 
 
 def _exhibits(f: Findings, inputs: Inputs, requested: dict[str, str], per_finding: int,
@@ -968,7 +1319,7 @@ def _exhibits(f: Findings, inputs: Inputs, requested: dict[str, str], per_findin
                                    "as the findings record it; re-run `casekit analyze`")
             out.shown += 1
             ex = _exhibit(out.shown, an, rec, inputs.works[an.work_id],
-                          requested.get(an.model_id, an.model_id))
+                          requested.get(an.model_id, an.model_id), out.longs)
             shown.append(ex)
             out.anchor_of[aid] = (ex.number, ex.anchor)
         out.refs_of[(mw.model_id, mw.work_id)] = [e.number for e in shown]
@@ -1032,9 +1383,102 @@ def _attempt_rows(f: Findings, anchor_of: dict[str, tuple[str, str]]) -> list[At
     return rows
 
 
+_BATES_PREFIX_RE = re.compile(r"[A-Z0-9_-]{1,20}")
+
+
+def _bates(case: CaseFile) -> Bates:
+    b = case.case.bates
+    # The prefix goes into a CSS string: the case schema allows [A-Z0-9_-] only; check again.
+    if not _BATES_PREFIX_RE.fullmatch(b.prefix) or b.start < 1:
+        raise CasekitError(f"case.bates: prefix {b.prefix!r} / start {b.start}: use 1-20 of "
+                           "A-Z 0-9 _ - and a start of 1 or more")
+    return Bates(prefix=b.prefix, start=b.start, reset=b.start - 1,
+                 first=f"{b.prefix}-{b.start:06d}")
+
+
+def evidence_files(findings: Findings, inputs: Inputs) -> EvidenceFiles:
+    """The bytes a report embeds or hashes: ledger, findings, case, works."""
+    return EvidenceFiles(ledger=inputs.ledger_bytes, findings=findings_bytes(findings),
+                         case=canonical_json(inputs.start.case),
+                         works=dict(inputs.work_bytes))
+
+
+def _evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
+              options: ReportOptions) -> Evidence:
+    st = inputs.start
+    rows = [
+        FileHash("Ledger", LEDGER_ATTACHMENT, sha256_bytes(files.ledger),
+                 f"{len(files.ledger):,} bytes", "attached (Source)"),
+        FileHash("Findings", FINDINGS_ATTACHMENT, sha256_bytes(files.findings),
+                 f"{len(files.findings):,} bytes", "attached (Data)"),
+        FileHash("Case (canonical JSON)", CASE_ATTACHMENT, sha256_bytes(files.case),
+                 f"{len(files.case):,} bytes", "attached (Source); the case hash the ledger "
+                 "cites" if sha256_bytes(files.case) == st.case_sha256 else
+                 f"attached (Source); the ledger cites {st.case_sha256}"),
+    ]
+    names = [MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT, CASE_ATTACHMENT]
+    for wm in st.works:
+        data = files.works.get(wm.id, b"")
+        if options.attach_works:
+            name = work_attachment_name(wm.id, wm.path)
+            names.append(name)
+            where = f"attached as {name} (Source)"
+        else:
+            where = "not attached (the reference text; its hash identifies it)"
+        rows.append(FileHash(f"Work {wm.id} ({wm.role})", wm.path, wm.sha256,
+                             f"{len(data):,} bytes", where))
+    rows.append(FileHash("Report templates", f"{len(templates.files)} files",
+                         templates.sha256, DASH,
+                         "not attached; the set casekit ships" if not templates.overridden
+                         else "not attached; overridden: " + ", ".join(templates.overridden)))
+    return Evidence(files=rows, templates_sha256=templates.sha256,
+                    template_overrides=templates.overridden, pdf_variant=PDF_VARIANT,
+                    attach_works=options.attach_works, attachment_names=names)
+
+
+def _custody(inputs: Inputs, case: CaseFile) -> Custody:
+    st = inputs.start
+    operator = [KV("Examiner", case.case.examiner), KV("Organization", case.case.organization)]
+    operator += [KV(f"Host: {k}", v) for k, v in sorted(st.host.items())]
+    operator.append(KV("Command", " ".join(st.argv) or DASH))
+    rev = st.git.get("revision") if isinstance(st.git, dict) else None
+    operator.append(KV("casekit", f"{st.versions.get('casekit') or DASH}"
+                                  + (f", git revision {rev}" if rev else "")))
+    for m in st.models:
+        fp = m.identity.get("key_fingerprint")
+        if fp:
+            operator.append(KV(f"API key of {m.model_id}", f"fingerprint {fp} (never the key)"))
+    events = [CustodyEvent(st.recorded_at, str(st.seq),
+                           f"run {st.run_id} started: {st.planned_attempts:,} attempts "
+                           f"planned, case {st.case_sha256}")]
+    attempts = [r for r in inputs.records if isinstance(r, AttemptRecord)]
+    if attempts:
+        first, last = attempts[0], attempts[-1]
+        events.append(CustodyEvent(first.recorded_at, str(first.seq), "first attempt recorded"))
+        if last is not first:
+            events.append(CustodyEvent(last.recorded_at, str(last.seq),
+                                       f"last attempt recorded ({len(attempts):,} in all)"))
+    for r in inputs.records:
+        if isinstance(r, Note):
+            events.append(CustodyEvent(r.recorded_at, str(r.seq), f"note ({r.kind}): "
+                                       f"{r.message}"))
+        elif isinstance(r, RunEnd):
+            events.append(CustodyEvent(r.recorded_at, str(r.seq), "run ended: "
+                                       f"{r.attempts_recorded:,} of {r.attempts_planned:,} "
+                                       "attempts recorded" + ("" if r.complete else
+                                                              " (incomplete)")))
+    events.sort(key=lambda e: int(e.seq))
+    return Custody(operator=operator, events=events)
+
+
 def build_model(findings: Findings, inputs: Inputs,
-                exhibits_per_finding: int = EXHIBITS_PER_FINDING) -> ReportModel:
-    """The report model from the findings, the verified ledger records and the works."""
+                exhibits_per_finding: int = EXHIBITS_PER_FINDING, *,
+                template_dir: Path | None = None, attach_works: bool = False) -> ReportModel:
+    """The report model from the findings, the verified ledger records and the works.
+
+    ``template_dir`` and ``attach_works`` only change what the report says about itself (the
+    template set's hash, whether the works travel inside the PDF).
+    """
     f = findings
     st = inputs.start
     case = inputs.case
@@ -1076,6 +1520,7 @@ def build_model(findings: Findings, inputs: Inputs,
         case_id=case.case.id, title=case.case.title, matter=case.case.matter,
         examiner=case.case.examiner, organization=case.case.organization,
         date=st.recorded_at[:10], started_at=st.recorded_at,
+        pdf_date=_to_second(st.recorded_at),
         ended_at=end.recorded_at if end else "not finished",
         casekit_version=st.versions.get("casekit") or f.casekit_version,
         analysis_version=f.casekit_version, ledger_head_hash=f.ledger_head_hash,
@@ -1091,9 +1536,20 @@ def build_model(findings: Findings, inputs: Inputs,
         exhibit_groups=ex.groups, exhibits_shown=ex.shown, exhibits_total=ex.total,
         exhibits_per_finding=exhibits_per_finding, attempts=_attempt_rows(f, ex.anchor_of),
         attempt_counts=[KV(o.replace("_", " "), f"{n:,}") for o, n in counts.items()],
-        manifest=_manifest(f, inputs, end), limitations=_limitations(f, case, floors),
+        manifest=_manifest(f, inputs, end), limitations=_limitations(f, case, floors, inputs),
+        bates=_bates(case),
+        evidence=_evidence(evidence_files(f, inputs), inputs,
+                           template_set(template_dirs(template_dir)),
+                           ReportOptions(exhibits_per_finding, attach_works)),
+        custody=_custody(inputs, case), long_texts=ex.longs,
         thresholds={k: fmt_value(v) for k, v in f.thresholds.items()},
     )
+
+
+def _to_second(iso: str) -> str:
+    """An ISO-8601 UTC time without its fraction of a second (``2026-02-03T10:00:00Z``)."""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$", iso)
+    return f"{m.group(1)}{m.group(2)}" if m else iso
 
 
 def _epoch(iso: str) -> int | None:
@@ -1105,29 +1561,72 @@ def _epoch(iso: str) -> int | None:
     return int(dt.timestamp()) if dt.tzinfo is not None else None
 
 
+@dataclass
+class Rendered:
+    """A report rendered to HTML, with the manifest and the files the PDF embeds."""
+
+    model: ReportModel
+    html: str
+    manifest: dict[str, Any]
+    attached: list[Attached]
+    epoch: int
+    """The run's start (seconds since 1970): the PDF's dates."""
+    ledger_head_hash: str
+
+    def write_pdf(self, target: Path, template_dir: Path | None = None) -> SafeFetcher:
+        """PDF/A-3b with the attachments; the same inputs give the same bytes."""
+        return render_pdf(self.html, target, template_dir, source_date_epoch=self.epoch,
+                          **pdf_options(self.attached, self.ledger_head_hash, self.epoch))
+
+
+def render_report(findings: Findings, inputs: Inputs, options: ReportOptions,
+                  template_dir: Path | None = None) -> Rendered:
+    """The report's HTML, manifest and attachments (``casekit verify`` calls this too)."""
+    model = build_model(findings, inputs, options.exhibits_per_finding,
+                        template_dir=template_dir, attach_works=options.attach_works)
+    html = render_html(model, template_dir)
+    files = evidence_files(findings, inputs)
+    manifest = build_manifest(
+        start=inputs.start, findings=findings, files=files,
+        templates=template_set(template_dirs(template_dir)),
+        html_sha256=sha256_bytes(html.encode("utf-8")), options=options,
+        bates={"prefix": model.bates.prefix, "start": model.bates.start})
+    return Rendered(model=model, html=html, manifest=manifest,
+                    attached=attachments(manifest, files),
+                    epoch=_epoch(inputs.start.recorded_at) or 0,
+                    ledger_head_hash=findings.ledger_head_hash)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def build_report(run_dir: Path, findings: Findings, out_dir: Path | None = None,
                  template_dir: Path | None = None, *, case_path: Path | None = None,
-                 exhibits_per_finding: int = EXHIBITS_PER_FINDING) -> ReportPaths:
-    """Write report.html and report.pdf for a run into out_dir (default run_dir/report).
+                 exhibits_per_finding: int = EXHIBITS_PER_FINDING,
+                 attach_works: bool = False) -> ReportPaths:
+    """Write report.html, report.pdf (PDF/A-3b, the data attached) and manifest.json for a run
+    into out_dir (default run_dir/report).
 
     ``template_dir`` holds templates that override the defaults (same relative paths);
-    ``case_path`` is where the case file is now if it moved since the run.
+    ``case_path`` is where the case file is now if it moved since the run; ``attach_works``
+    embeds the works' texts too (off by default: they are usually the copyrighted texts).
     """
     out = out_dir or run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     inputs = load_inputs(run_dir, findings, case_path)
-    model = build_model(findings, inputs, exhibits_per_finding)
-    html = render_html(model, template_dir)
+    rendered = render_report(findings, inputs, ReportOptions(exhibits_per_finding, attach_works),
+                             template_dir)
     html_path = out / HTML_NAME
-    tmp = html_path.with_suffix(".html.tmp")
-    tmp.write_text(html, encoding="utf-8", newline="\n")
-    tmp.replace(html_path)
+    _write_atomic(html_path, rendered.html.encode("utf-8"))
+    _write_atomic(out / MANIFEST_NAME, manifest_bytes(rendered.manifest))
     t1 = time.perf_counter()
     pdf_path = out / PDF_NAME
-    tmp_pdf = pdf_path.with_suffix(".pdf.tmp")
-    fetcher = render_pdf(html, tmp_pdf, template_dir,
-                         source_date_epoch=_epoch(inputs.start.recorded_at))
+    tmp_pdf = pdf_path.with_name(pdf_path.name + ".tmp")
+    fetcher = rendered.write_pdf(tmp_pdf, template_dir)
     tmp_pdf.replace(pdf_path)
     t2 = time.perf_counter()
     log.info("report: HTML in %.2fs, PDF in %.2fs (%d resources served, %d refused) -> %s",

@@ -1,0 +1,228 @@
+"""The data inside the report: the manifest and the PDF/A-3b attachments.
+
+A report PDF carries its own evidence (PDF/A-3b, ISO 19005-3 "associated files"):
+
+- ``ledger.jsonl`` (AFRelationship ``Source``): the run's ledger, byte for byte;
+- ``findings.json`` (``Data``): the analysis, canonical JSON (RFC 8785), as ``findings_bytes``;
+- ``case.json`` (``Source``): the validated case as the run recorded it in its run_start record,
+  canonical JSON; its SHA-256 is the case hash the ledger cites;
+- ``manifest.json`` (``Data``): the hashes of all of the above, of every work, of the template
+  set and of the report's HTML; the models' identities; the casekit version;
+- ``work-<id>.<ext>`` (``Source``): the works' texts, only when the examiner asks for them
+  (``casekit report --attach-works``): they are usually the copyrighted texts themselves, so by
+  default only their hashes travel (in the manifest).
+
+Everything here is a function of the ledger, the findings, the works and the templates: no
+clock, no absolute path of the machine that renders. The PDF's dates are the run's start and its
+identifier derives from the ledger head hash, so the same inputs give the same PDF bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import casekit
+from casekit.canonical import canonical_json, sha256_bytes
+
+MANIFEST_VERSION = 1
+PDF_VARIANT = "pdf/a-3b"
+
+LEDGER_ATTACHMENT = "ledger.jsonl"
+FINDINGS_ATTACHMENT = "findings.json"
+CASE_ATTACHMENT = "case.json"
+MANIFEST_ATTACHMENT = "manifest.json"
+#: The attachments every casekit report holds (works are optional).
+REQUIRED_ATTACHMENTS = (MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT,
+                        CASE_ATTACHMENT)
+
+
+def work_attachment_name(work_id: str, path: str) -> str:
+    """``work-<id><suffix>``: a flat name (no folders: extraction tools write names as paths)."""
+    suffix = Path(path).suffix.lower()
+    return f"work-{work_id}{suffix if suffix in ('.txt', '.md') else '.txt'}"
+
+
+@dataclass(frozen=True)
+class Attached:
+    """One file embedded in the PDF."""
+
+    name: str
+    data: bytes
+    relationship: str
+    """PDF 2.0 / PDF/A-3 AFRelationship: ``Source`` (what the report was made from) or
+    ``Data`` (data derived from it)."""
+    description: str
+
+    @property
+    def sha256(self) -> str:
+        return sha256_bytes(self.data)
+
+
+# --------------------------------------------------------------------------- templates
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    """The templates a report is rendered with: the user's overrides over the defaults."""
+
+    sha256: str
+    """SHA-256 of the canonical JSON of ``files``."""
+    files: dict[str, str]
+    """Relative path -> SHA-256 of the file actually used."""
+    overridden: list[str] = field(default_factory=list)
+    """Relative paths taken from the user's folder rather than the defaults."""
+
+
+def template_set(dirs: Sequence[Path]) -> TemplateSet:
+    """Hash of the effective template set; ``dirs`` in lookup order (user's folder first)."""
+    chosen: dict[str, tuple[Path, int]] = {}
+    for i, root in enumerate(dirs):
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if (not path.is_file() or "__pycache__" in rel.parts
+                    or any(part.startswith(".") for part in rel.parts)):
+                continue
+            chosen.setdefault(rel.as_posix(), (path, i))
+    files = {rel: sha256_bytes(p.read_bytes()) for rel, (p, _) in sorted(chosen.items())}
+    overridden = sorted(rel for rel, (_, i) in chosen.items() if i < len(dirs) - 1)
+    return TemplateSet(sha256=sha256_bytes(canonical_json(files)), files=files,
+                       overridden=overridden)
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """The choices that shape a report besides its inputs (recorded in the manifest, so that
+    ``casekit verify`` re-renders the same report)."""
+
+    exhibits_per_finding: int
+    attach_works: bool = False
+
+
+@dataclass
+class EvidenceFiles:
+    """The bytes a report is made from, and those it embeds."""
+
+    ledger: bytes
+    findings: bytes
+    case: bytes
+    works: dict[str, bytes]
+    """Work id -> file bytes (verified against the run's hashes)."""
+
+
+def _file(name: str | None, data: bytes) -> dict[str, Any]:
+    return {"attachment": name, "sha256": sha256_bytes(data), "size": len(data)}
+
+
+def build_manifest(*, start: Any, findings: Any, files: EvidenceFiles, templates: TemplateSet,
+                   html_sha256: str, options: ReportOptions, bates: dict[str, Any],
+                   ) -> dict[str, Any]:
+    """The manifest: every hash a reader needs to check the report and its inputs.
+
+    ``start`` is the run's RunStart record, ``findings`` the Findings the report shows.
+    """
+    import weasyprint
+
+    case = start.case.get("case", {}) if isinstance(start.case, dict) else {}
+    works = []
+    for wm in start.works:
+        data = files.works.get(wm.id, b"")
+        works.append({
+            "id": wm.id, "title": wm.title, "author": wm.author, "role": wm.role,
+            "path": wm.path, "sha256": wm.sha256, "size": len(data), "chars": wm.chars,
+            "words": wm.words,
+            "attachment": work_attachment_name(wm.id, wm.path) if options.attach_works else None,
+        })
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "casekit_version": casekit.__version__,
+        "weasyprint_version": weasyprint.__version__,
+        "case": {"id": case.get("id"), "title": case.get("title"), "matter": case.get("matter"),
+                 "sha256": start.case_sha256, "path": start.case_path,
+                 **_file(CASE_ATTACHMENT, files.case)},
+        "run": {"run_id": start.run_id, "started_at": start.recorded_at,
+                "plan_sha256": start.plan_sha256, "planned_attempts": start.planned_attempts,
+                "recorded_attempts": findings.recorded_attempts, "complete": findings.complete},
+        "ledger": {**_file(LEDGER_ATTACHMENT, files.ledger),
+                   "records": findings.ledger_records, "head_hash": findings.ledger_head_hash},
+        "findings": {**_file(FINDINGS_ATTACHMENT, files.findings),
+                     "casekit_version": findings.casekit_version},
+        "works": works,
+        "models": [m.model_dump(mode="json") for m in start.models],
+        "templates": {"sha256": templates.sha256, "files": templates.files,
+                      "overridden": templates.overridden},
+        "report": {"html_sha256": html_sha256, "pdf_variant": PDF_VARIANT,
+                   "exhibits_per_finding": options.exhibits_per_finding,
+                   "attach_works": options.attach_works, "bates": bates},
+    }
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return canonical_json(manifest) + b"\n"
+
+
+def attachments(manifest: dict[str, Any], files: EvidenceFiles) -> list[Attached]:
+    """The files to embed, in a fixed order."""
+    out = [
+        Attached(MANIFEST_ATTACHMENT, manifest_bytes(manifest), "Data",
+                 "casekit manifest: SHA-256 of every input and of this report's HTML"),
+        Attached(LEDGER_ATTACHMENT, files.ledger, "Source",
+                 "the run's append-only, hash-chained ledger (JSON Lines, RFC 8785)"),
+        Attached(FINDINGS_ATTACHMENT, files.findings, "Data",
+                 "the analysis of the ledger (casekit analyze), canonical JSON"),
+        Attached(CASE_ATTACHMENT, files.case, "Source",
+                 "the validated case file as the run recorded it, canonical JSON"),
+    ]
+    for w in manifest["works"]:
+        if w["attachment"]:
+            out.append(Attached(w["attachment"], files.works[w["id"]], "Source",
+                                f"reference text of work {w['id']} ({w['path']})"))
+    # The PDF's EmbeddedFiles name tree must list its keys in sorted order.
+    return sorted(out, key=lambda a: a.name.encode("utf-8"))
+
+
+def _finish(document: Any, pdf: Any) -> None:
+    """WeasyPrint 70 lists every attachment twice in the catalog's /AF array; keep one each."""
+    import pydyf
+
+    af = pdf.catalog.get("AF")
+    if af:
+        unique: list[Any] = []
+        for ref in af:
+            if ref not in unique:
+                unique.append(ref)
+        pdf.catalog["AF"] = pydyf.Array(unique)
+
+
+# --------------------------------------------------------------------------- PDF options
+
+
+def pdf_identifier(ledger_head_hash: str) -> bytes:
+    """The PDF's permanent identifier (first /ID entry): 32 hex digits derived from the ledger
+    head hash. The second entry is WeasyPrint's hash of the file's content."""
+    return hashlib.sha256(b"casekit-report\x00" + ledger_head_hash.encode()).hexdigest()[
+        :32].encode()
+
+
+def pdf_options(files: list[Attached], ledger_head_hash: str, epoch: int) -> dict[str, Any]:
+    """WeasyPrint ``write_pdf`` options: PDF/A-3b, the attachments dated at the run's start,
+    a fixed identifier, the casekit ``<meta>`` tags copied to the document information."""
+    from weasyprint import Attachment
+
+    when = datetime.fromtimestamp(epoch, tz=UTC)
+    return {
+        "pdf_variant": PDF_VARIANT,
+        "attachments": [Attachment(string=a.data, name=a.name, description=a.description,
+                                   relationship=a.relationship, created=when, modified=when)
+                        for a in files],
+        "pdf_identifier": pdf_identifier(ledger_head_hash),
+        "custom_metadata": True,
+        "finisher": _finish,
+    }
