@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from casekit.analysis.normalize import Tokens, tokenize
 from casekit.canonical import sha256_bytes
 from casekit.case import LoadedCase, WorkSpec
@@ -51,7 +53,18 @@ class Work:
         return self.spec.role
 
     def tokens_for(self, profile: str) -> Tokens:
-        return tokenize(self.raw, profile, [(e.start, e.end) for e in self.excluded])
+        """The work's counted tokens under a profile, from the token cache when possible."""
+        from casekit.cache import load_tokens, save_tokens, token_cache_path
+
+        exclude = [(e.start, e.end) for e in self.excluded]
+        path = token_cache_path(self.sha256, profile, exclude)
+        cached = load_tokens(path) if path.exists() else None
+        if cached is not None:
+            words, starts, ends = cached
+            return Tokens(words=words, starts=starts, ends=ends, profile=profile)
+        toks = tokenize(self.raw, profile, exclude)
+        save_tokens(path, list(toks.words), np.asarray(toks.starts), np.asarray(toks.ends))
+        return toks
 
     @cached_property
     def tokens(self) -> Tokens:

@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from casekit.cache import cache_dir
 from casekit.canonical import HASH_PREFIX, sha256_file
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
@@ -114,18 +115,6 @@ DEFAULT_N_CTX = 2048
 
 def known_models() -> list[str]:
     return sorted(MODELS)
-
-
-def cache_dir() -> Path:
-    """casekit's cache: ``$CASEKIT_CACHE``, else ``$XDG_CACHE_HOME/casekit``, else
-    ``~/.cache/casekit``."""
-    explicit = os.environ.get("CASEKIT_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "casekit"
-    return Path.home() / ".cache" / "casekit"
 
 
 # --------------------------------------------------------------------------- file hashes
