@@ -31,8 +31,10 @@ from casekit.analysis.findings import (
     ControlFloor,
     Findings,
     ModelWorkFinding,
+    Probabilistic,
     SpanFinding,
 )
+from casekit.analysis.metrics import CoverageOverlap, RateRatio
 from casekit.analysis.normalize import tokenize
 from casekit.analysis.stats import Rate
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT, BELOW, CATEGORY_TEXT, NOT_OBSERVED, SHOWN
@@ -794,6 +796,7 @@ class ReportModel:
     long_texts: list[LongText] = field(default_factory=list)
     long_text_limit: str = f"{INLINE_MAX_CHARS:,}"
     thresholds: dict[str, str] = field(default_factory=dict)
+    further: Further | None = None
 
 
 @dataclass(frozen=True)
@@ -1471,6 +1474,405 @@ def _custody(inputs: Inputs, case: CaseFile) -> Custody:
     return Custody(operator=operator, events=events)
 
 
+# --------------------------------------------------------------------------- further measures
+
+#: Bins of the coverage map (fewer when the work has fewer words: every bin holds a word).
+COVERAGE_BINS = 200
+#: Shade levels of a coverage-map bin: 0 (nothing covered) to COVERAGE_LEVELS (all covered).
+COVERAGE_LEVELS = 5
+#: (n,p) cells shown in the compact table [Hay25].
+NP_SHOWN_P = (0.5, 0.9)
+NP_SHOWN_N = (1, 100, 10000)
+#: Width classes of the histogram bars (``w0`` .. ``w100``, percent of the bar area).
+FURTHER_DEFINITION_KEYS = ("p_z", "np_discoverable", "discoverable_5050", "spans_over_t",
+                           "longest_block", "bmc", "name_cloze", "comparison", "coverage")
+FURTHER_DEFINITION_LABELS = {
+    "p_z": "p_z (probabilistic extraction)",
+    "np_discoverable": "(n,p)-discoverable extraction",
+    "discoverable_5050": "50/50 discoverable extraction",
+    "spans_over_t": "Spans > T",
+    "longest_block": "Longest contiguous block",
+    "bmc": "BMC@k",
+    "name_cloze": "Name cloze",
+    "comparison": "Model comparison",
+    "coverage": "Coverage",
+}
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One row of a further-measures table: the figure for this work beside the control's."""
+
+    label: str
+    definition: str
+    """The key of the definition in findings.definitions that the figure follows."""
+    value: str
+    note: str
+    control: str
+    control_note: str = ""
+
+
+@dataclass(frozen=True)
+class NPRow:
+    p: str
+    cells: list[str]
+    """``k of n`` per n of NP_SHOWN_N (DASH where not computed)."""
+    control: list[str]
+
+
+@dataclass(frozen=True)
+class ShareRow:
+    tau: str
+    windows: str
+    chars: str
+    control: str
+
+
+@dataclass(frozen=True)
+class HistBar:
+    label: str
+    count: str
+    share: str
+    width: int
+    """Bar length, percent of the bar area (a CSS class ``w{width}``)."""
+
+
+@dataclass(frozen=True)
+class ProbView:
+    preset: str
+    windows: str
+    greedy: RateView
+    sampling: str
+    ns: list[str]
+    np_rows: list[NPRow]
+    shares: list[ShareRow]
+    histogram: list[HistBar]
+
+
+@dataclass(frozen=True)
+class CoverageBin:
+    level: int
+    """0 (no word of the bin covered) .. COVERAGE_LEVELS (every word covered)."""
+    covered: int
+    words: int
+
+
+@dataclass(frozen=True)
+class CoverageRow:
+    key: str
+    label: str
+    note: str
+    covered: str
+    bins: list[CoverageBin]
+
+
+@dataclass(frozen=True)
+class CoverageMap:
+    bins: int
+    total_words: str
+    words_per_bin: str
+    rows: list[CoverageRow]
+
+
+@dataclass(frozen=True)
+class FurtherRow:
+    model_id: str
+    work_id: str
+    work_title: str
+    role: str
+    control_label: str
+    """Header of the control column (the control work of this model), or "" for a control."""
+    measures: list[Measure]
+    prob: ProbView | None
+    control_has_prob: bool
+    coverage_map: CoverageMap
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    work_id: str
+    work_title: str
+    model_a: str
+    model_b: str
+    coverage_jaccard: str
+    coverage_baseline: str
+    coverage_detail: str
+    bmc5_jaccard: str
+    bmc5_baseline: str
+    bmc5_detail: str
+    extraction_ratio: str
+    extraction_note: str
+    regurgitation_ratio: str
+    regurgitation_note: str
+
+
+@dataclass(frozen=True)
+class Further:
+    definitions: list[KV]
+    rows: list[FurtherRow]
+    comparisons: list[ComparisonRow]
+    levels: list[KV]
+    """Legend of the coverage-map shades: label and CSS level."""
+
+
+def _opt_rate(r: Rate | None) -> tuple[str, str]:
+    """``k of n`` and its note for a rate that may be absent (DASH, no fake zero)."""
+    if r is None:
+        return DASH, "not measured"
+    v = rate_view(r)
+    return v.k_of_n, (f"{v.pct}; {v.ci}" if r.n else v.ci)
+
+
+def _np_cell(rates: dict[tuple[int, float], Rate], n: int, p: float) -> str:
+    r = rates.get((n, p))
+    if r is None:
+        return DASH
+    v = rate_view(r)
+    return f"{v.k_of_n} ({v.pct})" if r.n else v.k_of_n
+
+
+def _np_map(pr: Probabilistic | None) -> dict[tuple[int, float], Rate]:
+    return {(x.n, x.p): x.rate for x in pr.np_rates} if pr else {}
+
+
+def _prob_view(pr: Probabilistic, ctrl: Probabilistic | None) -> ProbView:
+    mine, theirs = _np_map(pr), _np_map(ctrl)
+    ps = [p for p in NP_SHOWN_P if any(k[1] == p for k in mine)]
+    np_rows = [NPRow(p=f"{p:g}", cells=[_np_cell(mine, n, p) for n in NP_SHOWN_N],
+                     control=[_np_cell(theirs, n, p) for n in NP_SHOWN_N] if ctrl else [])
+               for p in ps]
+    ctrl_shares = {s.tau: s for s in ctrl.shares} if ctrl else {}
+    shares = []
+    for s in pr.shares:
+        c = ctrl_shares.get(s.tau)
+        shares.append(ShareRow(
+            tau=f"{s.tau:g}",
+            windows=f"{s.windows:,} of {pr.windows:,} ({fmt_pct(s.window_share)})",
+            chars=f"{s.chars:,} ({fmt_pct(s.char_share)})",
+            control=(f"{c.windows:,} of {ctrl.windows:,} ({fmt_pct(c.window_share)})"
+                     if c is not None and ctrl is not None else DASH)))
+    bars = [HistBar(label=b.label, count=f"{b.count:,}", share=fmt_pct(b.share),
+                    width=max(0, min(100, round(b.share * 100))))
+            for b in pr.histogram]
+    return ProbView(preset=pr.preset, windows=f"{pr.windows:,}", greedy=rate_view(pr.greedy),
+                    sampling=pr.sampling, ns=[f"{n:,}" for n in NP_SHOWN_N], np_rows=np_rows,
+                    shares=shares, histogram=bars)
+
+
+def _word_range(tokens: Any, start: int, end: int) -> tuple[int, int]:
+    """Word indices of the tokens inside raw chars [start, end) (as the analyzer maps a
+    teacher-forced window onto the coverage mask)."""
+    lo = bisect.bisect_left(tokens.starts, start)
+    hi = bisect.bisect_right(tokens.ends, end)
+    return lo, max(lo, hi)
+
+
+def _coverage_bins(ranges: Iterable[tuple[int, int]], total: int, nbins: int,
+                   ) -> list[CoverageBin]:
+    """Bins [floor(i*W/N), floor((i+1)*W/N)) of a work of W words, each with the number of
+    its words inside the union of ``ranges`` (word index ranges [start, end))."""
+    mask = bytearray(total)
+    for lo, hi in ranges:
+        lo, hi = max(0, lo), min(total, hi)
+        if lo < hi:
+            mask[lo:hi] = b"\x01" * (hi - lo)
+    out: list[CoverageBin] = []
+    for i in range(nbins):
+        a, b = i * total // nbins, (i + 1) * total // nbins
+        covered = sum(mask[a:b])
+        words = b - a
+        level = 0
+        if covered:
+            level = max(1, -(-covered * COVERAGE_LEVELS // words))  # ceiling: any word shows
+        out.append(CoverageBin(level=level, covered=covered, words=words))
+    return out
+
+
+def _matched_ranges(s: SpanFinding) -> list[tuple[int, int]]:
+    """Work word ranges of a span that the coverage counts: its exactly aligned words
+    (``equal`` opcodes), as the analyzer marks them; the whole span when it has no opcodes."""
+    if not s.opcodes:
+        return [(s.work_word_start, s.work_word_end)]
+    return [(j1, j2) for tag, _i1, _i2, j1, j2 in s.opcodes if tag == "equal"]
+
+
+def coverage_ranges(f: Findings, mw: ModelWorkFinding, work: Work,
+                    ) -> dict[str, list[tuple[int, int]]]:
+    """Work word ranges credited to one model x work (the exactly aligned words of credited
+    spans), per row of the coverage map: extraction (adversarial attempts' spans),
+    regurgitation (benign attempts' spans) and
+    reconstruction (every attempt's spans plus the teacher-forced windows reproduced
+    greedily: the union behind the coverage figure)."""
+    out: dict[str, list[tuple[int, int]]] = {"extraction": [], "regurgitation": [],
+                                             "reconstruction": []}
+    tokens = None
+    for x in f.attempts:
+        if x.model_id != mw.model_id or x.work_id != mw.work_id:
+            continue
+        spans = [r for s in x.spans for r in _matched_ranges(s)]
+        if x.intent == "adversarial":
+            out["extraction"] += spans
+        elif x.intent == "benign":
+            out["regurgitation"] += spans
+        out["reconstruction"] += spans
+        tf = x.teacher_forced
+        if tf is not None and tf.greedy_reproduced and tf.suffix_chars is not None:
+            if tokens is None:
+                tokens = work.tokens
+            out["reconstruction"].append(_word_range(tokens, *tf.suffix_chars))
+    return out
+
+
+COVERAGE_ROWS = (
+    ("extraction", "Extraction", "adversarial attempts' spans"),
+    ("regurgitation", "Regurgitation", "benign attempts' spans"),
+    ("reconstruction", "Reconstruction", "all means: every span and the teacher-forced "
+                                         "windows reproduced greedily"),
+)
+
+
+def _coverage_map(f: Findings, mw: ModelWorkFinding, work: Work) -> CoverageMap:
+    total = mw.coverage.total_words
+    nbins = max(1, min(COVERAGE_BINS, total))
+    ranges = coverage_ranges(f, mw, work)
+    rows = []
+    for key, label, note in COVERAGE_ROWS:
+        bins = _coverage_bins(ranges[key], total, nbins) if total else [
+            CoverageBin(0, 0, 0)]
+        covered = sum(b.covered for b in bins)
+        rows.append(CoverageRow(key=key, label=label, note=note, bins=bins,
+                                covered=f"{covered:,} of {total:,} words "
+                                        f"({fmt_pct(covered / total if total else None)})"))
+    per = total / nbins if nbins else 0
+    per_text = f"{per:.1f}".rstrip("0").rstrip(".")
+    return CoverageMap(bins=nbins, total_words=f"{total:,}",
+                       words_per_bin=f"{per_text} word" + ("" if per_text == "1" else "s"),
+                       rows=rows)
+
+
+def _has_generations(f: Findings, mw: ModelWorkFinding) -> bool:
+    return any(x.model_id == mw.model_id and x.work_id == mw.work_id and x.mode != "score"
+               and x.cloze_correct is None for x in f.attempts)
+
+
+def _measures(f: Findings, mw: ModelWorkFinding, ctrl: ModelWorkFinding | None,
+              ) -> list[Measure]:
+    def both(get: Any) -> tuple[tuple[str, str], tuple[str, str]]:
+        mine = get(mw)
+        theirs = get(ctrl) if ctrl is not None else (DASH, "")
+        return mine, theirs
+
+    def greedy(m: ModelWorkFinding) -> tuple[str, str]:
+        if m.probabilistic is None:
+            return DASH, "no scored windows"
+        v, note = _opt_rate(m.probabilistic.greedy)
+        return f"{v} windows", f"preset {m.probabilistic.preset}; {note}"
+
+    def disc(exact: bool) -> Any:
+        def get(m: ModelWorkFinding) -> tuple[str, str]:
+            r = m.discoverable_exact if exact else m.discoverable_approx
+            v, note = _opt_rate(r)
+            return (f"{v} windows" if r is not None else v), note
+        return get
+
+    def over_t(m: ModelWorkFinding) -> tuple[str, str]:
+        if not _has_generations(f, m):
+            return DASH, "no generation attempts"
+        return f"{m.spans_over_t:,}", "spans > 20 words"
+
+    def blocks(m: ModelWorkFinding) -> tuple[str, str]:
+        light = f"{m.coverage.longest_block_words:,} words"
+        if not _has_generations(f, m):
+            return f"{DASH} (BMC@5) / {light} (light-words)", "no generation attempts"
+        return (f"{m.longest_block_bmc5:,} words (BMC@5) / {light} (light-words)",
+                "words profile mask / light-words coverage mask")
+
+    def cloze(m: ModelWorkFinding) -> tuple[str, str]:
+        nc = m.name_cloze
+        if nc is None:
+            return DASH, "no name-cloze attempts"
+        acc, acc_note = _opt_rate(nc.accuracy)
+        base, base_note = _opt_rate(nc.majority_baseline)
+        name = f" (always \u201c{nc.majority_name}\u201d)" if nc.majority_name else ""
+        return (f"{acc} correct; majority baseline {base}",
+                f"accuracy {acc_note}; baseline{name} {base_note}")
+
+    rows = [
+        ("Probabilistic extraction, greedy p_z = 1", "p_z", greedy),
+        ("50/50 discoverable extraction, exact", "discoverable_5050", disc(True)),
+        ("50/50 discoverable extraction, approximate", "discoverable_5050", disc(False)),
+        ("Spans > T (T = 20 words)", "spans_over_t", over_t),
+        ("Longest block: BMC@5 / light-words", "longest_block", blocks),
+        ("Name-cloze accuracy / majority baseline", "name_cloze", cloze),
+    ]
+    out = []
+    for label, key, get in rows:
+        (v, note), (cv, cnote) = both(get)
+        out.append(Measure(label=label, definition=key, value=v, note=note, control=cv,
+                           control_note=cnote))
+    return out
+
+
+def _ratio_text(rr: RateRatio) -> tuple[str, str]:
+    counts = f"{rr.k1:,} of {rr.n1:,} vs {rr.k2:,} of {rr.n2:,}"
+    if rr.ratio is None:
+        why = ("an empty denominator" if rr.n1 == 0 or rr.n2 == 0
+               else "no success in either model")
+        return "undefined", f"{counts}; {why}"
+    ci = (f"95% CI {fmt_num(rr.lo, 2)}\u2013{fmt_num(rr.hi, 2)}"
+          if rr.lo is not None and rr.hi is not None else "no interval")
+    method = {"katz-log": "Katz log"}.get(rr.method, rr.method)
+    corr = "; 0.5 added to every cell (a zero count)" if rr.corrected else ""
+    return fmt_num(rr.ratio, 2), f"{counts}; {ci}, {method}{corr}"
+
+
+def _overlap_text(o: CoverageOverlap) -> tuple[str, str, str]:
+    jac = "undefined" if o.jaccard is None else fmt_num(o.jaccard)
+    base = "undefined" if o.random_baseline is None else fmt_num(o.random_baseline)
+    detail = (f"both {o.both:,} / either {o.either:,} of {o.total:,} positions "
+              f"(A {o.a:,}, B {o.b:,})")
+    return jac, base, detail
+
+
+def _further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Further:
+    rows: list[FurtherRow] = []
+    for mid in model_ids:
+        mine = [mw for mw in f.findings if mw.model_id == mid]
+        ctrl = next((mw for mw in mine if mw.role == "control"), None)
+        for mw in mine:
+            c = ctrl if mw.role == "subject" else None
+            rows.append(FurtherRow(
+                model_id=mid, work_id=mw.work_id, work_title=works[mw.work_id].spec.title,
+                role=mw.role,
+                control_label=(f"Control work of {mid}: {works[c.work_id].spec.title}"
+                               if c is not None else ""),
+                measures=_measures(f, mw, c),
+                prob=(_prob_view(mw.probabilistic, c.probabilistic if c else None)
+                      if mw.probabilistic is not None else None),
+                control_has_prob=c is not None and c.probabilistic is not None,
+                coverage_map=_coverage_map(f, mw, works[mw.work_id]),
+            ))
+    comparisons = []
+    for cmp in f.comparisons:
+        cj, cb, cd = _overlap_text(cmp.coverage)
+        bj, bb, bd = _overlap_text(cmp.bmc5)
+        er, en = _ratio_text(cmp.extraction_ratio)
+        rr, rn = _ratio_text(cmp.regurgitation_ratio)
+        title = works[cmp.work_id].spec.title if cmp.work_id in works else cmp.work_id
+        comparisons.append(ComparisonRow(
+            work_id=cmp.work_id, work_title=title, model_a=cmp.model_a, model_b=cmp.model_b,
+            coverage_jaccard=cj, coverage_baseline=cb, coverage_detail=cd,
+            bmc5_jaccard=bj, bmc5_baseline=bb, bmc5_detail=bd,
+            extraction_ratio=er, extraction_note=en, regurgitation_ratio=rr,
+            regurgitation_note=rn))
+    definitions = [KV(FURTHER_DEFINITION_LABELS[k], f.definitions[k], k)
+                   for k in FURTHER_DEFINITION_KEYS if k in f.definitions]
+    levels = [KV("none", "0")] + [
+        KV(f"over {fmt_pct((i - 1) / COVERAGE_LEVELS)}, up to {fmt_pct(i / COVERAGE_LEVELS)}",
+           str(i)) for i in range(1, COVERAGE_LEVELS + 1)]
+    return Further(definitions=definitions, rows=rows, comparisons=comparisons, levels=levels)
+
+
 def build_model(findings: Findings, inputs: Inputs,
                 exhibits_per_finding: int = EXHIBITS_PER_FINDING, *,
                 template_dir: Path | None = None, attach_works: bool = False) -> ReportModel:
@@ -1543,6 +1945,7 @@ def build_model(findings: Findings, inputs: Inputs,
                            ReportOptions(exhibits_per_finding, attach_works)),
         custody=_custody(inputs, case), long_texts=ex.longs,
         thresholds={k: fmt_value(v) for k, v in f.thresholds.items()},
+        further=_further(f, works, model_ids),
     )
 
 
