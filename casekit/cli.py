@@ -188,11 +188,38 @@ def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False
 @click.option("--attach-works", is_flag=True, default=False,
               help="Also embed the works' texts in the PDF (off by default: they are usually "
                    "the copyrighted texts; their hashes are always in the manifest).")
+@click.option("--tsa", "tsa_url", default=None, metavar="URL",
+              help="RFC 3161 timestamp authority: timestamp the manifest and embed the token "
+                   "(manifest.tsr, also written beside the PDF).")
+@click.option("--tsa-timeout", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+              help="Seconds to wait for the timestamp authority.")
+@click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="KEY.p12",
+              help="Sign the finished PDF (PAdES baseline B) into report.signed.pdf with the key "
+                   "and certificate in this PKCS#12 file.")
+@click.option("--sign-password-env", default=None, metavar="VAR",
+              help="Environment variable holding the PKCS#12 password.")
 @user_errors
-def report(run_dir: Path, template_dir: Path | None, attach_works: bool) -> None:
+def report(run_dir: Path, template_dir: Path | None, attach_works: bool, tsa_url: str | None,
+           tsa_timeout: float, sign_key: Path | None, sign_password_env: str | None) -> None:
     """Render the report of an analyzed run: HTML, and PDF/A-3b with the ledger, findings,
-    case and manifest attached."""
-    _report(run_dir, template_dir, attach_works)
+    case and manifest attached; optionally timestamp its manifest and sign it."""
+    password = None
+    if sign_key is not None:
+        from casekit.report.sign import password_from_env
+
+        password = password_from_env(sign_password_env)  # fail before the work, not after
+    pdf = _report(run_dir, template_dir, attach_works)
+    if tsa_url:
+        from casekit.report.sign import timestamp_report
+
+        token = timestamp_report(pdf, tsa_url, timeout=tsa_timeout)
+        click.echo(f"timestamp: {token} (embedded in {pdf.name})")
+    if sign_key is not None:
+        from casekit.report.sign import sign_report
+
+        signed = sign_report(pdf, sign_key, password)
+        click.echo(f"signed: {signed}")
 
 
 @cli.command()
@@ -203,8 +230,15 @@ def report(run_dir: Path, template_dir: Path | None, attach_works: bool) -> None
 @click.option("--templates", "template_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="REPORT.pdf only: the template folder the report was rendered "
                                  "with, if not the default.")
+@click.option("--tsa-root", "tsa_roots", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path), metavar="CERT.pem",
+              help="REPORT.pdf only: trust root for the embedded RFC 3161 timestamp (repeatable).")
+@click.option("--sign-root", "sign_roots", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path), metavar="CERT.pem",
+              help="REPORT.pdf only: trust root for the PDF's signature (repeatable).")
 @user_errors
-def verify(path: Path, works_dir: Path | None, template_dir: Path | None) -> None:
+def verify(path: Path, works_dir: Path | None, template_dir: Path | None,
+           tsa_roots: tuple[Path, ...], sign_roots: tuple[Path, ...]) -> None:
     """Verify a run's ledger (RUN_DIR or ledger.jsonl: re-derive the hash chain, name the first
     bad record) or a report (REPORT.pdf: check its attachments, the chain, the works, the
     recomputed findings and every number printed). Exit 0 if all checks pass, 1 if one fails,
@@ -222,6 +256,10 @@ def verify(path: Path, works_dir: Path | None, template_dir: Path | None) -> Non
             click.echo(f"error: {path}: no such file; give the report's PDF", err=True)
             sys.exit(2)
         result = verify_report(path, works_dir=works_dir, template_dir=template_dir)
+        if result.checks:
+            from casekit.report.sign import verify_extras
+
+            verify_extras(result, path, tsa_roots=tsa_roots, sign_roots=sign_roots)
         for line in result.lines():
             click.echo(line)
         if result.ledger_head_hash:

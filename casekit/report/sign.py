@@ -1,0 +1,448 @@
+"""Optional proofs on top of a report: an RFC 3161 timestamp of its manifest and a PAdES signature.
+
+``casekit report RUN_DIR --tsa URL`` asks a timestamp authority (TSA) for a token over the
+SHA-256 of the manifest (the exact ``manifest.json`` bytes attached to the PDF), checks that the
+answer is for our hash and our nonce, writes it beside the PDF as ``manifest.tsr`` (the DER
+TimeStampResp, as ``openssl ts -reply`` writes it) and embeds it in the PDF as one more associated
+file, ``manifest.tsr``. The token is added as an *incremental update*: the bytes of the
+reproducible report come first, unchanged, and a PDF without ``--tsa`` is not touched at all.
+The manifest cannot list the token (the token is over the manifest), so ``manifest.tsr`` is the
+one attachment the manifest does not name.
+
+``casekit report RUN_DIR --sign KEY.p12`` signs the finished PDF with pyHanko (PAdES baseline B,
+``/ETSI.CAdES.detached``), again as an incremental update, into ``report.signed.pdf``;
+``report.pdf`` stays as it is. Timestamp first, then sign: the signature covers the token.
+
+``casekit verify REPORT.pdf`` checks both when present (:func:`verify_extras`): the token's
+message imprint against the attached manifest and its signer against ``--tsa-root``; each
+signature with pyHanko against ``--sign-root``, offline (no fetching of certificates, CRLs or
+OCSP answers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from casekit.errors import CasekitError
+
+if TYPE_CHECKING:
+    from casekit.report.verify import ReportVerification
+
+TOKEN_ATTACHMENT = "manifest.tsr"
+TOKEN_NAME = "manifest.tsr"
+SIGNED_PDF_NAME = "report.signed.pdf"
+SIGNATURE_FIELD = "casekit-signature"
+TSR_MEDIA_TYPE = "application/timestamp-reply"
+SHA256_OID = "2.16.840.1.101.3.4.2.1"
+DEFAULT_TSA_TIMEOUT = 30.0
+
+
+class SignError(CasekitError):
+    """The timestamp or the signature cannot be made (exit code 2)."""
+
+
+def _missing(exc: ImportError) -> SignError:
+    return SignError(f"signing and timestamping need the optional packages ({exc.name} is "
+                     "missing): pip install 'casekit[sign]'")
+
+
+# --------------------------------------------------------------------------- RFC 3161
+
+
+@dataclass(frozen=True)
+class Timestamp:
+    """A granted timestamp response over the manifest."""
+
+    response: bytes
+    """The DER TimeStampResp, as the TSA sent it."""
+    gen_time: datetime
+    serial_number: int
+
+
+def request_timestamp(data: bytes, url: str, *, timeout: float = DEFAULT_TSA_TIMEOUT,
+                      ) -> Timestamp:
+    """Ask the TSA at ``url`` for a token over SHA-256(``data``); check the answer is for our
+    hash and nonce. Raises SignError with one line when the TSA is unreachable or refuses."""
+    try:
+        import httpx
+        from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
+    except ImportError as exc:
+        raise _missing(exc) from None
+
+    req = (TimestampRequestBuilder().data(data).hash_algorithm(HashAlgorithm.SHA256)
+           .nonce(nonce=True).cert_request(cert_request=True).build())
+    try:
+        resp = httpx.post(url, content=req.as_bytes(), timeout=timeout,
+                          headers={"Content-Type": "application/timestamp-query",
+                                   "Accept": TSR_MEDIA_TYPE})
+    except httpx.HTTPError as exc:
+        raise SignError(f"timestamp authority {url} is unreachable ({type(exc).__name__}: "
+                        f"{str(exc)[:200] or 'no answer'}); check --tsa or try again later") \
+            from None
+    if resp.status_code != 200:
+        raise SignError(f"timestamp authority {url} answered HTTP {resp.status_code} "
+                        f"{resp.reason_phrase}; check the --tsa URL")
+    return check_timestamp_response(resp.content, data, req.nonce, source=url)
+
+
+def check_timestamp_response(raw: bytes, data: bytes, nonce: int | None, *,
+                             source: str) -> Timestamp:
+    """Decode a TimeStampResp and check it grants a token over SHA-256(``data``) and ``nonce``."""
+    from rfc3161_client import PKIStatus, decode_timestamp_response
+
+    try:
+        tsr = decode_timestamp_response(raw)
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes from the network
+        raise SignError(f"timestamp authority {source} did not answer with a timestamp response "
+                        f"({str(exc)[:120]})") from None
+    if tsr.status not in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS):
+        try:
+            why = "; ".join(tsr.status_string)
+        except Exception:  # noqa: BLE001
+            why = ""
+        raise SignError(f"timestamp authority {source} refused the request (PKIStatus "
+                        f"{tsr.status}{': ' + why if why else ''})")
+    info = tsr.tst_info
+    imprint = info.message_imprint
+    if imprint.hash_algorithm.dotted_string != SHA256_OID or \
+            imprint.message != hashlib.sha256(data).digest():
+        raise SignError(f"timestamp authority {source} answered with a token over another hash "
+                        f"({imprint.message.hex()}); not embedding it")
+    if nonce is not None and info.nonce != nonce:
+        raise SignError(f"timestamp authority {source} answered with another nonce "
+                        f"({info.nonce}, we sent {nonce}); not embedding it")
+    return Timestamp(response=raw, gen_time=info.gen_time, serial_number=info.serial_number)
+
+
+def _pdf_date(when: datetime) -> str:
+    utc = when.astimezone(UTC) if when.tzinfo else when
+    return "D:" + utc.strftime("%Y%m%d%H%M%S") + "Z"
+
+
+def embed_token(pdf: Path, ts: Timestamp) -> None:
+    """Add ``manifest.tsr`` to ``pdf`` (in place) as an incremental update: a PDF/A-3
+    associated file (AFRelationship ``Supplement``), kept in the sorted EmbeddedFiles tree."""
+    try:
+        from pyhanko.pdf_utils import generic
+        from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    except ImportError as exc:
+        raise _missing(exc) from None
+
+    original = pdf.read_bytes()
+    w = IncrementalPdfFileWriter(io.BytesIO(original), strict=False)
+    root = w.root
+    stamp = generic.TextStringObject(_pdf_date(ts.gen_time))
+    ef = generic.StreamObject({
+        generic.NameObject("/Type"): generic.NameObject("/EmbeddedFile"),
+        generic.NameObject("/Subtype"): generic.NameObject("/" + TSR_MEDIA_TYPE),
+        generic.NameObject("/Params"): generic.DictionaryObject({
+            generic.NameObject("/Size"): generic.NumberObject(len(ts.response)),
+            generic.NameObject("/CreationDate"): stamp,
+            generic.NameObject("/ModDate"): stamp,
+        }),
+    }, stream_data=ts.response)
+    ef.compress()
+    ef_ref = w.add_object(ef)
+    spec = generic.DictionaryObject({
+        generic.NameObject("/Type"): generic.NameObject("/Filespec"),
+        generic.NameObject("/F"): generic.TextStringObject(TOKEN_ATTACHMENT),
+        generic.NameObject("/UF"): generic.TextStringObject(TOKEN_ATTACHMENT),
+        generic.NameObject("/Desc"): generic.TextStringObject(
+            "RFC 3161 timestamp response over the SHA-256 of manifest.json"),
+        generic.NameObject("/AFRelationship"): generic.NameObject("/Supplement"),
+        generic.NameObject("/EF"): generic.DictionaryObject({
+            generic.NameObject("/F"): ef_ref, generic.NameObject("/UF"): ef_ref}),
+    })
+    spec_ref = w.add_object(spec)
+
+    if "/Names" not in root:
+        root["/Names"] = w.add_object(generic.DictionaryObject())
+    names = root["/Names"]
+    if "/EmbeddedFiles" not in names:
+        names["/EmbeddedFiles"] = w.add_object(generic.DictionaryObject())
+    tree = names["/EmbeddedFiles"]
+    if "/Kids" in tree:
+        raise SignError(f"{pdf}: its EmbeddedFiles name tree has /Kids; not a casekit report")
+    arr = tree["/Names"] if "/Names" in tree else None
+    pairs: list[tuple[Any, Any]] = []
+    if arr is not None:
+        pairs = [(arr[i], arr.raw_get(i + 1)) for i in range(0, len(arr), 2)]
+    if any(str(k) == TOKEN_ATTACHMENT for k, _ in pairs):
+        raise SignError(f"{pdf} already holds a {TOKEN_ATTACHMENT}")
+    pairs.append((generic.TextStringObject(TOKEN_ATTACHMENT), spec_ref))
+    pairs.sort(key=lambda p: str(p[0]).encode("utf-8"))
+    new_arr = generic.ArrayObject([x for pair in pairs for x in pair])
+    tree["/Names"] = new_arr
+    _touch(w, names)
+    _touch(w, tree)
+
+    af = root["/AF"] if "/AF" in root else None
+    af_arr = generic.ArrayObject(list(af.raw_get(i) for i in range(len(af))) if af else [])
+    af_arr.append(spec_ref)
+    root["/AF"] = af_arr
+    w.update_root()
+
+    out = io.BytesIO()
+    w.write(out)
+    tmp = pdf.with_name(pdf.name + ".tmp")
+    tmp.write_bytes(out.getvalue())
+    tmp.replace(pdf)
+
+
+def _touch(w: Any, obj: Any) -> None:
+    """Mark a (possibly indirect) container as changed in the incremental update."""
+    if getattr(obj, "container_ref", None) is not None:
+        w.update_container(obj)
+
+
+def timestamp_report(pdf: Path, url: str, *, timeout: float = DEFAULT_TSA_TIMEOUT) -> Path:
+    """Timestamp the manifest attached to ``pdf``, embed the token, write it beside the PDF.
+    Returns the path of ``manifest.tsr``."""
+    from casekit.report.evidence import MANIFEST_ATTACHMENT
+    from casekit.report.verify import read_attachments
+
+    manifest = read_attachments(pdf).get(MANIFEST_ATTACHMENT)
+    if manifest is None:
+        raise SignError(f"{pdf} holds no manifest.json to timestamp")
+    ts = request_timestamp(manifest, url, timeout=timeout)
+    embed_token(pdf, ts)
+    out = pdf.with_name(TOKEN_NAME)
+    out.write_bytes(ts.response)
+    return out
+
+
+# --------------------------------------------------------------------------- PAdES
+
+
+def sign_report(pdf: Path, pkcs12: Path, password: bytes | None = None,
+                out: Path | None = None) -> Path:
+    """Sign ``pdf`` with the key and certificate in ``pkcs12`` (PAdES baseline B, incremental
+    update) into ``out`` (default ``report.signed.pdf`` beside it); ``pdf`` is not changed."""
+    try:
+        from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+        from pyhanko.sign import fields, signers
+    except ImportError as exc:
+        raise _missing(exc) from None
+
+    try:
+        data = pkcs12.read_bytes()
+    except OSError as exc:
+        raise SignError(f"{pkcs12}: cannot read the PKCS#12 file ({exc.strerror})") from None
+    try:
+        signer = signers.SimpleSigner.load_pkcs12_data(data, other_certs=[],
+                                                       passphrase=password)
+    except (ValueError, TypeError) as exc:
+        raise SignError(f"{pkcs12}: cannot load the key and certificate ({exc}); check the "
+                        "file and --sign-password-env") from None
+    if signer is None:
+        raise SignError(f"{pkcs12}: cannot load the key and certificate; check the file and "
+                        "--sign-password-env")
+    target = out or pdf.with_name(SIGNED_PDF_NAME)
+    meta = signers.PdfSignatureMetadata(field_name=SIGNATURE_FIELD,
+                                        subfilter=fields.SigSeedSubFilter.PADES,
+                                        reason="casekit report: certified copy",
+                                        md_algorithm="sha256")
+    buf = io.BytesIO()
+    w = IncrementalPdfFileWriter(io.BytesIO(pdf.read_bytes()), strict=False)
+    signers.sign_pdf(w, meta, signer=signer, output=buf)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(target)
+    return target
+
+
+def password_from_env(var: str | None) -> bytes | None:
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if value is None:
+        raise SignError(f"--sign-password-env {var}: the environment variable is not set")
+    return value.encode("utf-8")
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _load_certs(paths: Sequence[Path]) -> list[Any]:
+    if not paths:
+        return []
+    try:
+        from cryptography import x509
+    except ImportError as exc:
+        raise _missing(exc) from None
+
+    out = []
+    for p in paths:
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise SignError(f"{p}: cannot read the certificate ({exc.strerror})") from None
+        try:
+            if b"-----BEGIN" in data:
+                out.extend(x509.load_pem_x509_certificates(data))
+            else:
+                out.append(x509.load_der_x509_certificate(data))
+        except ValueError as exc:
+            raise SignError(f"{p}: not a PEM or DER certificate ({exc})") from None
+    return out
+
+
+def check_token(token: bytes, manifest: bytes, roots: Sequence[Any]) -> tuple[bool, str]:
+    """Check a TimeStampResp against the manifest bytes and (if given) trust roots."""
+    from rfc3161_client import (
+        PKIStatus,
+        VerificationError,
+        VerifierBuilder,
+        decode_timestamp_response,
+    )
+
+    try:
+        tsr = decode_timestamp_response(token)
+        info = tsr.tst_info
+        imprint = info.message_imprint
+        gen_time = info.gen_time
+    except Exception as exc:  # noqa: BLE001 - untrusted input
+        return False, f"manifest.tsr is not a timestamp response ({str(exc)[:120]})"
+    if tsr.status not in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS):
+        return False, f"manifest.tsr is not a granted timestamp (PKIStatus {tsr.status})"
+    digest = hashlib.sha256(manifest).digest()
+    if imprint.hash_algorithm.dotted_string != SHA256_OID or imprint.message != digest:
+        return False, (f"the token's message imprint ({imprint.message.hex()}) is not the SHA-256"
+                       f" of the attached manifest.json ({digest.hex()}): the manifest was "
+                       "changed after it was timestamped")
+    when = gen_time.isoformat()
+    if not roots:
+        return True, (f"the token covers the attached manifest.json (sha256:{digest.hex()}), "
+                      f"time {when}; token present, signer not verified: give --tsa-root")
+    builder = VerifierBuilder()
+    for root in roots:
+        builder = builder.add_root_certificate(root)
+    try:
+        builder.build().verify(tsr, digest)
+    except (VerificationError, ValueError) as exc:
+        return False, f"the token's signer does not verify against --tsa-root: {exc}"
+    return True, (f"the manifest.json (sha256:{digest.hex()}) existed at {when}, signed by a "
+                  f"TSA that chains to --tsa-root (serial {info.serial_number})")
+
+
+def check_signatures(pdf: Path, roots: Sequence[Any]) -> list[tuple[bool, str]]:
+    """Validate every signature in ``pdf`` with pyHanko, offline. Empty if there is none."""
+    from asn1crypto import x509 as asn1_x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko_certvalidator import ValidationContext
+
+    trust = [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in roots]
+    out: list[tuple[bool, str]] = []
+    with pdf.open("rb") as fh:
+        try:
+            reader = PdfFileReader(fh, strict=False)
+            sigs = list(reader.embedded_signatures)
+        except Exception as exc:  # noqa: BLE001 - untrusted input
+            return [(False, f"the PDF's signatures cannot be read ({type(exc).__name__}: "
+                            f"{str(exc)[:160]})")]
+        for sig in sigs:
+            name = sig.field_name
+            try:
+                st = validate_pdf_signature(
+                    sig, ValidationContext(trust_roots=trust, allow_fetching=False))
+            except Exception as exc:  # noqa: BLE001 - a broken signature is a failed check
+                out.append((False, f"{name}: cannot be validated ({type(exc).__name__}: "
+                                   f"{str(exc)[:160]})"))
+                continue
+            out.append(_signature_verdict(name, st, bool(trust)))
+    return out
+
+
+def _signature_verdict(name: str, st: Any, have_roots: bool) -> tuple[bool, str]:
+    from pyhanko.sign.diff_analysis import ModificationLevel
+    from pyhanko.sign.validation.status import SignatureCoverageLevel
+
+    signer = st.signing_cert.subject.human_friendly if st.signing_cert else "unknown signer"
+    coverage = st.coverage
+    whole = coverage == SignatureCoverageLevel.ENTIRE_FILE
+    later_ok = (coverage == SignatureCoverageLevel.ENTIRE_REVISION
+                and st.modification_level in (ModificationLevel.NONE,
+                                              ModificationLevel.LTA_UPDATES))
+    facts = [f"intact={'yes' if st.intact else 'NO'}", f"valid={'yes' if st.valid else 'NO'}",
+             f"trusted={'yes' if st.trusted else ('no' if have_roots else 'not checked')}",
+             "covers the whole file" if whole else
+             ("later revisions add only timestamps" if later_ok else
+              f"the file was changed after signing ({coverage.name})")]
+    detail = f"{name} by {signer}: " + ", ".join(facts)
+    ok = bool(st.intact and st.valid and (whole or later_ok))
+    if have_roots:
+        ok = ok and bool(st.trusted)
+        if not st.trusted:
+            detail += "; the signer does not chain to --sign-root"
+    elif ok:
+        detail += "; signer not verified: give --sign-root"
+    return ok, detail
+
+
+def verify_extras(res: ReportVerification, pdf: Path, *, tsa_roots: Sequence[Path] = (),
+                  sign_roots: Sequence[Path] = ()) -> None:
+    """Add the timestamp and signature checks to a report's verification (in place).
+
+    ``manifest.tsr`` is the one attachment the manifest cannot list; the attachment-hash check is
+    redone without it, so that it still names any other unlisted file.
+    """
+    from casekit.report import verify as v
+    from casekit.report.evidence import MANIFEST_ATTACHMENT
+
+    tsa_certs = _load_certs(tsa_roots)
+    sign_certs = _load_certs(sign_roots)
+    try:
+        att = v.read_attachments(pdf)
+    except Exception:  # noqa: BLE001 - verify_report has reported it already
+        att = {}
+    token = att.get(TOKEN_ATTACHMENT)
+    if token is not None and MANIFEST_ATTACHMENT in att:
+        idx = next((i for i, c in enumerate(res.checks) if c.name == "attachment hashes"), None)
+        if idx is not None:
+            try:
+                import json
+
+                manifest = json.loads(att[MANIFEST_ATTACHMENT])
+            except (ValueError, UnicodeDecodeError):
+                manifest = None
+            if isinstance(manifest, dict):
+                redo = v.ReportVerification(pdf=pdf)
+                rest = {k: b for k, b in att.items() if k != TOKEN_ATTACHMENT}
+                v._check_hashes(redo, manifest, rest)
+                c = redo.checks[0]
+                res.checks[idx] = v.Check(c.name, c.ok, c.detail + (
+                    f" (and {TOKEN_ATTACHMENT}, the timestamp of the manifest)" if c.ok else ""))
+        try:
+            ok, detail = check_token(token, att[MANIFEST_ATTACHMENT], tsa_certs)
+        except ImportError as exc:
+            ok, detail = False, str(_missing(exc))
+        res.add("timestamp", ok, detail)
+    elif tsa_certs:
+        res.add("timestamp", False, f"--tsa-root given, but the PDF holds no {TOKEN_ATTACHMENT}")
+    if not _has_signature(pdf):
+        if sign_certs:
+            res.add("signature", False, "--sign-root given, but the PDF is not signed")
+        return
+    try:
+        verdicts = check_signatures(pdf, sign_certs)
+    except ImportError as exc:
+        verdicts = [(False, str(_missing(exc)))]
+    for ok, detail in verdicts:
+        res.add("signature", ok, detail)
+
+
+def _has_signature(pdf: Path) -> bool:
+    """Cheap pre-check: a signature dictionary's /ByteRange appears in the file."""
+    try:
+        return b"/ByteRange" in pdf.read_bytes()
+    except OSError:
+        return False
