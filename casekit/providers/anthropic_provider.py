@@ -62,13 +62,12 @@ from casekit.providers.keys import (
     alias_check,
     api_error_message,
     body_sha256,
-    decision_for_status,
+    classify_sdk_failure,
     load_key,
     protect_logs,
     recorded_headers,
     redact,
     redact_error_text,
-    retry_after_seconds,
     sanitize_api_error,
     unsupported_parameter,
 )
@@ -544,25 +543,8 @@ class AnthropicProvider(Provider):
         """429 -> rate_limit (retry-after-ms / Retry-After, seconds or HTTP date); 408, 409,
         5xx including 529 (overloaded), connection errors, timeouts and a 200 whose body is not
         JSON -> transient; other 4xx, capability and configuration errors -> no."""
-        if isinstance(exc, CasekitError):
-            return RetryDecision(action="no")
-        if isinstance(exc, MalformedResponseError):
-            return RetryDecision(action="transient")
         try:
             anthropic = _anthropic()
         except ProviderUnavailable:
             anthropic = None
-        if anthropic is not None:
-            if isinstance(exc, anthropic.APIStatusError):
-                return decision_for_status(exc.status_code, exc.response.headers)
-            if isinstance(exc, anthropic.APIResponseValidationError):
-                return RetryDecision(action="transient",
-                                     after=retry_after_seconds(exc.response.headers))
-            if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError
-                return RetryDecision(action="transient")
-        if isinstance(exc, (asyncio.TimeoutError, ConnectionError, TimeoutError)):
-            return RetryDecision(action="transient")
-        if type(exc).__module__.split(".")[0] in ("httpx2", "httpcore2", "httpx", "httpcore") \
-                and type(exc).__name__.endswith(("Error", "Timeout")):
-            return RetryDecision(action="transient")
-        return RetryDecision(action="no")
+        return classify_sdk_failure(exc, anthropic)

@@ -16,6 +16,7 @@ The other helpers here (Retry-After parsing, the snapshot-vs-alias check, the er
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import hashlib
 import logging
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from casekit.errors import ProviderUnavailable
+from casekit.errors import CasekitError, ProviderUnavailable
 from casekit.providers.base import CapabilityError, RetryDecision
 
 log = logging.getLogger(__name__)
@@ -388,3 +389,31 @@ def sanitize_api_error(exc: BaseException, secrets: Iterable[str]) -> None:
             exc.message = clean  # type: ignore[attr-defined]
         except AttributeError:
             pass
+
+
+def classify_sdk_failure(exc: BaseException, sdk: Any) -> RetryDecision:
+    """Retry decision for a failure of the openai or anthropic SDK (``sdk``: the imported
+    module, or None when it is missing); both SDKs name their exceptions alike.
+
+    429 -> rate_limit (Retry-After / retry-after-ms, seconds or HTTP date); 408, 409, 5xx
+    (including Anthropic's 529), connection errors, timeouts, a reset connection and a 200
+    whose body is not JSON -> transient; other 4xx, capability and configuration errors -> no.
+    """
+    if isinstance(exc, CasekitError):
+        return RetryDecision(action="no")
+    if isinstance(exc, MalformedResponseError):
+        return RetryDecision(action="transient")
+    if sdk is not None:
+        if isinstance(exc, sdk.APIStatusError):
+            return decision_for_status(exc.status_code, exc.response.headers)
+        if isinstance(exc, sdk.APIResponseValidationError):
+            return RetryDecision(action="transient",
+                                 after=retry_after_seconds(exc.response.headers))
+        if isinstance(exc, sdk.APIConnectionError):  # includes APITimeoutError
+            return RetryDecision(action="transient")
+    if isinstance(exc, (asyncio.TimeoutError, ConnectionError, TimeoutError)):
+        return RetryDecision(action="transient")
+    if type(exc).__module__.split(".")[0] in ("httpx2", "httpcore2", "httpx", "httpcore") \
+            and type(exc).__name__.endswith(("Error", "Timeout")):
+        return RetryDecision(action="transient")  # a transport error the SDK did not wrap
+    return RetryDecision(action="no")

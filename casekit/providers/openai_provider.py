@@ -82,13 +82,13 @@ from casekit.providers.keys import (
     alias_check,
     api_error_message,
     body_sha256,
+    classify_sdk_failure,
     decision_for_status,
     load_key,
     protect_logs,
     recorded_headers,
     redact,
     redact_error_text,
-    retry_after_seconds,
     sanitize_api_error,
     unsupported_parameter,
 )
@@ -789,24 +789,7 @@ class OpenAIProvider(Provider):
             openai = _openai()
         except ProviderUnavailable:
             openai = None
-        if isinstance(exc, CasekitError):
-            return RetryDecision(action="no")
-        if isinstance(exc, MalformedResponseError):
-            return RetryDecision(action="transient")
-        if openai is not None:
-            if isinstance(exc, openai.APIStatusError):
-                return decision_for_status(exc.status_code, exc.response.headers)
-            if isinstance(exc, openai.APIResponseValidationError):
-                return RetryDecision(action="transient",
-                                     after=retry_after_seconds(exc.response.headers))
-            if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-                return RetryDecision(action="transient")
-        if isinstance(exc, (asyncio.TimeoutError, ConnectionError, TimeoutError)):
-            return RetryDecision(action="transient")
-        if type(exc).__module__.split(".")[0] in ("httpx2", "httpcore2", "httpx", "httpcore") \
-                and type(exc).__name__.endswith(("Error", "Timeout")):
-            return RetryDecision(action="transient")  # a transport error the SDK did not wrap
-        return RetryDecision(action="no")
+        return classify_sdk_failure(exc, openai)
 
 
 def _content_text(content: Any) -> str:
