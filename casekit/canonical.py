@@ -7,11 +7,15 @@ structured data or over the exact bytes for files.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import rfc8785
+import rfc8785._impl
 
 HASH_PREFIX = "sha256:"
 
@@ -27,9 +31,89 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class _NeedsReference(Exception):
+    """The value holds something the fast path does not handle exactly (a non-ASCII key, a
+    subclass of a JSON type): canonicalize it with the reference implementation instead."""
+
+
+_SENTINEL = "\ud800"
+"""Marks a preformatted number inside the fast path's intermediate JSON. A lone surrogate can
+never be part of canonical input (RFC 8785 requires valid Unicode), so no string of the value
+can forge one: the count of sentinels is checked against the count of floats."""
+_NUMBER = re.compile('"' + _SENTINEL + '([^"]*)' + _SENTINEL + '"')
+_MAX_SAFE = 2**53 - 1
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True,
+                           separators=(",", ":")).encode
+
+
+def _es_number(f: float) -> str:
+    """ECMAScript Number-to-String of a finite float (RFC 8785 3.2.2.3). In [1e-4, 1e16) both
+    ECMAScript and Python print the shortest round-trip digits in fixed notation, so Python's
+    repr is exact there (an integral value drops its ``.0``); elsewhere the exponent formats
+    differ, and the reference implementation formats it."""
+    a = abs(f)
+    if 1e-4 <= a < 1e16:
+        return str(int(f)) if f.is_integer() else repr(f)
+    if f == 0.0:
+        return "0"
+    sink = io.BytesIO()
+    rfc8785._impl._serialize_float(f, sink)
+    return sink.getvalue().decode("ascii")
+
+
+def _prepare(value: Any, floats: list[int]) -> Any:
+    """The value with non-finite floats as None and finite floats as sentinel-wrapped strings
+    of their canonical form; raises _NeedsReference for what the fast path cannot do exactly."""
+    t = type(value)
+    if t is str or value is None or t is bool:
+        return value
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                if isinstance(k, str):
+                    raise _NeedsReference
+                k = str(k)
+            if not k.isascii():  # RFC 8785 sorts keys by UTF-16 code units, Python by code points
+                raise _NeedsReference
+            out[k] = _prepare(v, floats)
+        return out
+    if t is list or t is tuple:
+        return [_prepare(v, floats) for v in value]
+    if t is int:
+        if -_MAX_SAFE <= value <= _MAX_SAFE:
+            return value
+        raise _NeedsReference  # the reference raises IntegerDomainError
+    if t is float:
+        if not math.isfinite(value):
+            return None
+        floats[0] += 1
+        return _SENTINEL + _es_number(value) + _SENTINEL
+    raise _NeedsReference
+
+
 def canonical_json(value: Any) -> bytes:
-    """RFC 8785 canonical bytes of a JSON-compatible value."""
-    return rfc8785.dumps(_clean(value))
+    """RFC 8785 canonical bytes of a JSON-compatible value.
+
+    Fast path: the C JSON encoder with sorted keys and no whitespace, which for ASCII keys,
+    strings, safe integers and preformatted numbers produces exactly RFC 8785's bytes (the same
+    escapes: ``\\" \\\\ \\b \\f \\n \\r \\t`` and lowercase ``\\u00xx`` for the other control
+    characters, nothing else escaped). Anything else goes through the ``rfc8785`` reference
+    implementation; tests/test_canonical.py checks the two agree on generated values."""
+    floats = [0]
+    try:
+        prepared = _prepare(value, floats)
+    except _NeedsReference:
+        return rfc8785.dumps(_clean(value))
+    text = _ENCODE(prepared)
+    if floats[0]:
+        if text.count(_SENTINEL) != 2 * floats[0]:
+            raise rfc8785.CanonicalizationError("input contains non-UTF-8 codepoints")
+        text = _NUMBER.sub(r"\1", text)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise rfc8785.CanonicalizationError("input contains non-UTF-8 codepoints") from exc
 
 
 def sha256_bytes(data: bytes) -> str:

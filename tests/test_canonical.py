@@ -1,0 +1,92 @@
+"""casekit.canonical's fast path against the rfc8785 reference implementation.
+
+The ledger's hash chain is only as good as its canonical form: a fast path that differs from
+RFC 8785 in one byte for some value would make a ledger that other JCS implementations cannot
+verify. So the fast path is checked against the reference on generated values, including the
+cases where the two encoders could diverge: floats in every exponent range, control and
+non-BMP characters, non-ASCII keys (sorted by UTF-16 code units), integers at the edge of the
+safe range, and strings that try to forge the fast path's number sentinel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from casekit.canonical import _clean, canonical_json
+
+floats = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 1e-7, 1e-6, 9.999e-5, 1e-4, 1e15, 9.999999999999998e15, 1e16,
+                     1e20, 1e21, 5e-324, 1.7976931348623157e308, 2.0, -3.0, 0.1, 1 / 3]),
+)
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+keys = st.one_of(st.text(alphabet=st.characters(max_codepoint=127), max_size=8),
+                 text, st.sampled_from(["\ue000", "\U0001f600", "a\U00010000", "a\uffff"]))
+scalars = st.one_of(st.none(), st.booleans(), floats, text,
+                    st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=5), st.dictionaries(keys, inner, max_size=5)), max_leaves=30)
+
+
+@settings(max_examples=600, deadline=None)
+@given(values)
+def test_fast_path_equals_reference(value: object) -> None:
+    assert canonical_json(value) == rfc8785.dumps(_clean(value))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(floats, min_size=1, max_size=20))
+def test_every_float_range_formats_as_ecmascript(xs: list[float]) -> None:
+    assert canonical_json({"x": xs}) == rfc8785.dumps({"x": xs})
+
+
+def test_known_ecmascript_forms() -> None:
+    # ECMA-262 Number::toString: fixed notation from 1e-6 to below 1e21, no ".0", no "+" in
+    # small exponents' place, "e+" for large ones; -0 is "0".
+    assert canonical_json([1e-7, 1e-6, 1e-5, 2.0, 1e16, 1e21, -0.0, 0.5]) == (
+        b"[1e-7,0.000001,0.00001,2,10000000000000000,1e+21,0,0.5]")
+
+
+def test_non_finite_floats_become_null() -> None:
+    assert canonical_json({"a": math.inf, "b": -math.inf, "c": math.nan}) == (
+        b'{"a":null,"b":null,"c":null}')
+
+
+def test_non_ascii_keys_sort_by_utf16_code_units() -> None:
+    # U+E000 sorts after U+1F600 by code point but before it in UTF-16 (a surrogate pair
+    # starts with 0xD83D < 0xE000): RFC 8785 wants the UTF-16 order.
+    out = canonical_json({"\ue000": 1, "\U0001f600": 2})
+    assert out == '{"\U0001f600":2,"\ue000":1}'.encode()
+
+
+@pytest.mark.parametrize("forged", [
+    ["\ud8001.5\ud800", 2.5],   # a string shaped like the sentinel-wrapped number
+    ["\ud800", 1.0],
+    {"a": "x\udc00"},
+    ["\ud800\ud800", 1.0],
+])
+def test_lone_surrogates_are_rejected_like_the_reference(forged: object) -> None:
+    with pytest.raises(rfc8785.CanonicalizationError):
+        rfc8785.dumps(forged)
+    with pytest.raises(rfc8785.CanonicalizationError):
+        canonical_json(forged)
+
+
+def test_unsafe_integers_are_rejected_like_the_reference() -> None:
+    with pytest.raises(rfc8785.IntegerDomainError):
+        canonical_json({"n": 2**53})
+
+
+def test_subclasses_take_the_reference_path() -> None:
+    import enum
+
+    class Colour(str, enum.Enum):
+        RED = "red"
+
+    assert canonical_json({"c": Colour.RED, "b": True}) == rfc8785.dumps({"c": Colour.RED,
+                                                                            "b": True})
