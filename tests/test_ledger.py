@@ -124,3 +124,54 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
         Ledger(tmp_path).open()
     first.close()
     Ledger(tmp_path).open().close()  # the lock is released on close
+
+
+def test_concurrent_appends_share_fsyncs_and_wait_for_theirs(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: 40 records completed concurrently need fewer than 40 fsyncs, and no
+    append_async returns before an fsync that covered its line (the file size at the start of
+    some completed fsync reaches the end of the record's line)."""
+    import asyncio
+    import os
+    import time
+
+    import casekit.ledger as ledger_mod
+
+    led = Ledger(tmp_path).open()
+    synced_sizes: list[int] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        size = os.fstat(fd).st_size  # what this fsync is guaranteed to cover
+        time.sleep(0.02)
+        real_fsync(fd)
+        synced_sizes.append(size)
+
+    monkeypatch.setattr(ledger_mod.os, "fsync", slow_fsync)
+
+    async def one(i: int) -> int:
+        await asyncio.sleep(0.001 * (i % 5))
+        led_rec = AttemptRecord(**led.base_fields(), attempt=planned(i), status="ok",
+                                result=ProviderResult(text=f"out {i}"),
+                                started_at="2026-01-01T00:00:00.000000Z",
+                                completed_at="2026-01-01T00:00:01.000000Z")
+        stored = await led.append_async(led_rec)
+        data = (tmp_path / LEDGER_NAME).read_bytes()
+        line_end = 0
+        for _ in range(stored.seq + 1):
+            line_end = data.index(b"\n", line_end) + 1
+        # Some fsync that completed before this append returned began with the file already
+        # holding this record's whole line.
+        assert synced_sizes and max(synced_sizes) >= line_end, (stored.seq, synced_sizes)
+        return line_end
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(one(i) for i in range(40)))
+
+    asyncio.run(main())
+    led.close()
+    assert 1 <= len(synced_sizes) < 40
+    res = verify_chain(tmp_path / LEDGER_NAME)
+    assert res.ok and res.records == 40
+    # every line is covered by a completed fsync
+    assert max(synced_sizes) == (tmp_path / LEDGER_NAME).stat().st_size
