@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from casekit.case import load_case
 from casekit.ledger import LEDGER_NAME, Ledger, read_records, verify_chain
@@ -188,3 +190,30 @@ def test_models_of_one_exclusive_group_run_in_turn(case_dir: Path) -> None:
     n = len(grouped) // 2
     assert grouped == ["bot"] * n + ["bot2"] * n, "one model after the other"
     assert together[:n] != ["bot"] * n, "without a group, the models' attempts interleave"
+
+
+_TEMPLATE_PARTS = ["{{ title }}", "{{title}}", "{{ n_words }}", "{{ missing }}", "{{ title|upper }}",
+                   "{", "}", "{{", "}}", "{%", "%}", "{#", "#}", "{{- title -}}", " ", "\n", "\r\n",
+                   "Print ", "the first page of ", "«ü» ", "\t", "{{\ttitle\t}}", "{{ year }}"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_TEMPLATE_PARTS), max_size=8))
+def test_placeholder_fast_path_renders_exactly_as_jinja(parts: list[str]) -> None:
+    """render_template skips Jinja for text-and-{{ name }} templates; the output (or the
+    error) must be what the sandboxed Jinja environment gives for every template."""
+    from jinja2 import TemplateError
+
+    from casekit.strategies import base
+
+    template = "".join(parts)
+    values = {"title": "Emma «ü»", "n_words": 100, "year": 1815}
+    try:
+        expected: object = base._ENV.from_string(template).render(**values)
+    except TemplateError as exc:
+        expected = type(exc)
+    try:
+        got: object = base._render(template, values)
+    except TemplateError as exc:
+        got = type(exc)
+    assert got == expected
