@@ -93,7 +93,8 @@ def fsync_probe(folder: Path, n: int = 200) -> float:
     return statistics.median(times) * 1000
 
 
-def write_case(folder: Path, url: str, attempts: int, concurrency: int) -> Path:
+def write_case(folder: Path, url: str, attempts: int, concurrency: int,
+               transport: str = "sdk") -> Path:
     (folder / "subject.txt").write_text(synthetic_text(1, 3000))
     (folder / "control.txt").write_text(synthetic_text(2, 3000))
     per_work = attempts // 2
@@ -115,7 +116,7 @@ def write_case(folder: Path, url: str, attempts: int, concurrency: int) -> Path:
             model: stub-model
             interface: chat
             base_url: {url}
-            params: {{max_connections: {concurrency}, timeout: 60}}
+            params: {{max_connections: {concurrency}, timeout: 60, transport: {transport}}}
         decoding: {{max_tokens: 64}}
         strategies:
           - name: benign_prompts
@@ -329,6 +330,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
+    ap.add_argument("--transport", choices=("both", "http", "sdk"), default="both",
+                    help="which params.transport to run (default: both, http first)")
     ap.add_argument("--run-dir", type=Path, default=None,
                     help="folder for the case and runs (default: a new temporary folder)")
     ap.add_argument("--inspect-python", default=None,
@@ -341,46 +344,57 @@ def main() -> int:
 
     import casekit
     import casekit.providers.openai_provider  # noqa: F401 - imports are not the run's cost
+    from casekit.providers.http_transport import HttpTransport
 
     stub, url = start_stub(lat)
     tmp = Path(args.run_dir or tempfile.mkdtemp(prefix="casekit-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
     try:
-        case_path = write_case(tmp, url, n, conc)
         fs = fsync_probe(tmp)
-        s0 = stub_stats(url)
-        res = run_casekit(case_path, tmp / "run")
-        s1 = stub_stats(url)
-        stub_cpu = s1["cpu_s"] - s0["cpu_s"]
-        stub_reqs = s1["requests"] - s0["requests"]
-        ratio = res["wall"] / ideal
-        cpu_ms = res["cpu"] / n * 1000
-        ok_ratio, ok_cpu = ratio <= RATIO_TARGET, cpu_ms < CPU_TARGET_MS
         print(f"casekit {casekit.__version__} runner benchmark: {n} attempts, concurrency {conc}, "
               f"stub latency {lat * 1000:.0f} ms (stub in a separate process)")
         print(f"  python {sys.version.split()[0]}, openai {openai.__version__}, "
-              f"{os.cpu_count()} CPUs; run folder {tmp} (fsync probe: median "
-              f"{fs:.2f} ms per 1.5 kB record)")
+              f"{HttpTransport.version()}, {os.cpu_count()} CPUs; run folder {tmp} (fsync "
+              f"probe: median {fs:.2f} ms per 1.5 kB record)")
         print(f"  ideal wall ({n} x {lat} / {conc}):            {ideal:8.3f} s")
-        print(f"  casekit wall, Runner.run() total:        {res['wall']:8.3f} s   ratio "
-              f"{ratio:.2f}  (target <= {RATIO_TARGET:.2f}: {'met' if ok_ratio else 'MISSED'})")
-        print(f"    first attempt start .. last attempt end: {res['attempt_window']:6.3f} s   "
-              f"ratio {res['attempt_window'] / ideal:.2f}")
-        print(f"  casekit CPU: {res['cpu']:.3f} s = {cpu_ms:.3f} ms per attempt, ledger "
-              f"writes included  (target < {CPU_TARGET_MS:.0f} ms: "
-              f"{'met' if ok_cpu else 'MISSED'})")
-        print(f"  stub CPU: {stub_cpu:.3f} s for {stub_reqs} requests "
-              f"({stub_cpu / max(stub_reqs, 1) * 1000:.3f} ms per request)")
-        print(f"  recorded: {res['attempts']} attempts {res['statuses']}, complete="
-              f"{res['complete']}, ledger {res['ledger_bytes'] / 1e6:.1f} MB")
-        if args.profile == "always" or (args.profile == "auto" and not (ok_ratio and ok_cpu)):
-            _, lines = breakdown(case_path, tmp / "run-timed", n)
-            print(textwrap.indent("\n".join(lines), "  "))
-            prof = cProfile.Profile()
-            pres = run_casekit(case_path, tmp / "run-profiled", prof)
-            print(f"  profiled run: wall {pres['wall']:.3f} s, CPU {pres['cpu']:.3f} s "
-                  "(with cProfile overhead)")
-            print(textwrap.indent(profile_report(prof, n), "  "))
+        transports = ("http", "sdk") if args.transport == "both" else (args.transport,)
+        results = {}
+        for transport in transports:
+            folder = tmp / transport
+            folder.mkdir(exist_ok=True)
+            case_path = write_case(folder, url, n, conc, transport)
+            s0 = stub_stats(url)
+            res = run_casekit(case_path, folder / "run")
+            s1 = stub_stats(url)
+            results[transport] = res
+            stub_cpu = s1["cpu_s"] - s0["cpu_s"]
+            stub_reqs = s1["requests"] - s0["requests"]
+            ratio = res["wall"] / ideal
+            cpu_ms = res["cpu"] / n * 1000
+            ok_ratio, ok_cpu = ratio <= RATIO_TARGET, cpu_ms < CPU_TARGET_MS
+            label = ("params.transport: http (aiohttp)" if transport == "http"
+                     else "params.transport: sdk (the official openai SDK, the default)")
+            print(f"  {label}")
+            print(f"    casekit wall, Runner.run() total:        {res['wall']:8.3f} s   ratio "
+                  f"{ratio:.2f}  (target <= {RATIO_TARGET:.2f}: {'met' if ok_ratio else 'MISSED'})")
+            print(f"      first attempt start .. last attempt end: {res['attempt_window']:6.3f} s"
+                  f"   ratio {res['attempt_window'] / ideal:.2f}")
+            print(f"    casekit CPU: {res['cpu']:.3f} s = {cpu_ms:.3f} ms per attempt, ledger "
+                  f"writes included  (target < {CPU_TARGET_MS:.0f} ms: "
+                  f"{'met' if ok_cpu else 'MISSED'})")
+            print(f"    stub CPU: {stub_cpu:.3f} s for {stub_reqs} requests "
+                  f"({stub_cpu / max(stub_reqs, 1) * 1000:.3f} ms per request)")
+            print(f"    recorded: {res['attempts']} attempts {res['statuses']}, complete="
+                  f"{res['complete']}, ledger {res['ledger_bytes'] / 1e6:.1f} MB")
+            if args.profile == "always" or (args.profile == "auto"
+                                            and not (ok_ratio and ok_cpu)):
+                _, lines = breakdown(case_path, folder / "run-timed", n)
+                print(textwrap.indent("\n".join(lines), "    "))
+                prof = cProfile.Profile()
+                pres = run_casekit(case_path, folder / "run-profiled", prof)
+                print(f"    profiled run: wall {pres['wall']:.3f} s, CPU {pres['cpu']:.3f} s "
+                      "(with cProfile overhead)")
+                print(textwrap.indent(profile_report(prof, n), "    "))
         python = find_inspect(args.inspect_python)
         if python is None:
             print("  inspect_ai: not available (pass --inspect-python with an interpreter that "
@@ -396,8 +410,9 @@ def main() -> int:
                       f"max_connections {conc}): wall {ins['wall']:.3f} s, ratio "
                       f"{ins['wall'] / ideal:.2f}; CPU {ins['cpu'] / n * 1000:.3f} ms per "
                       f"sample; {ins['samples']} samples, {ins['status']}")
-                print(f"  casekit / inspect_ai wall: {res['wall'] / ins['wall']:.2f}; CPU: "
-                      f"{res['cpu'] / ins['cpu']:.2f}")
+                for transport, r in results.items():
+                    print(f"  casekit ({transport}) / inspect_ai wall: "
+                          f"{r['wall'] / ins['wall']:.2f}; CPU: {r['cpu'] / ins['cpu']:.2f}")
         return 0
     finally:
         stub.terminate()

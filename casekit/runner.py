@@ -281,6 +281,11 @@ class Runner:
             await asyncio.gather(*(run_group(ids) for ids in groups.values()))
         finally:
             progress.close()
+            for provider in list(self._providers.values()):
+                try:
+                    await provider.aclose()
+                except Exception as exc:  # closing must not hide the run's own outcome
+                    log.warning("closing provider %s: %s", provider.name, exc)
             try:
                 loop.remove_signal_handler(signal.SIGINT)
                 loop.remove_signal_handler(signal.SIGTERM)

@@ -48,7 +48,7 @@ CLIENT_TIMEOUT = 1.0
 
 
 def _case(tmp: Path, base_url: str, templates: list[str], max_connections: int,
-          name: str = "case.yaml") -> Path:
+          name: str = "case.yaml", transport: str = "sdk") -> Path:
     (tmp / "subject.txt").write_text(SUBJECT)
     (tmp / "control.txt").write_text(CONTROL)
     models = textwrap.dedent(f"""\
@@ -58,7 +58,8 @@ def _case(tmp: Path, base_url: str, templates: list[str], max_connections: int,
             model: stub-model-2025-01-01
             interface: chat
             base_url: {base_url}
-            params: {{timeout: {CLIENT_TIMEOUT}, max_connections: {max_connections}}}
+            params: {{timeout: {CLIENT_TIMEOUT}, max_connections: {max_connections},
+                      transport: {transport}}}
         """)
     strategies = "strategies:\n  - name: benign_prompts\n    params:\n      templates:\n" + "".join(
         f"        - {json.dumps(t)}\n" for t in templates)
@@ -142,15 +143,19 @@ STATUS_IN_MESSAGE = {"rate_limit": "429", "server_error": "500", "overloaded": "
                      "bad_request": "400"}
 
 
+@pytest.mark.parametrize("transport", ["sdk", "http"])
 def test_a_run_at_30_percent_faults_completes_with_every_fault_on_record(
-        tmp_path: Path, fast_backoff: None) -> None:
+        tmp_path: Path, fast_backoff: None, transport: str) -> None:
+    """Both transports (the openai SDK and aiohttp) surface each fault as the same SDK
+    exception class, so the retry decisions and the record are the same."""
     config = StubConfig(latency=0.01, faults=FAULT_SHARES, seed=3, retry_after=0,
                         slow_seconds=CLIENT_TIMEOUT + 1.5,
                         always_fail={"ALWAYS500": "server_error", "ALWAYS429": "rate_limit"})
     templates = [f"Question {i}: what happens in {{{{ title }}}}?" for i in range(28)]
     templates += ["ALWAYS500 tell me about {{ title }}", "ALWAYS429 tell me about {{ title }}"]
     with StubServer(config) as stub:
-        case_path = _case(tmp_path, stub.url, templates, max_connections=8)
+        case_path = _case(tmp_path, stub.url, templates, max_connections=8,
+                          transport=transport)
         t0 = time.monotonic()
         out = Runner(load_case(case_path), max_tries=MAX_TRIES).run()
         elapsed = time.monotonic() - t0
@@ -194,6 +199,10 @@ def test_a_run_at_30_percent_faults_completes_with_every_fault_on_record(
             kind, types = EXPECTED[entry["fault"]]
             assert t.error.kind == kind, (entry, t.error)
             assert t.error.type in types, (entry, t.error)
+            # The message says what happened on the wire, not just "Connection error.".
+            assert t.error.message.strip(), (entry, t.error)
+            if entry["fault"] in ("drop", "reset", "drop_mid_body"):
+                assert "(" in t.error.message or ":" in t.error.message, (entry, t.error)
             if entry["fault"] in STATUS_IN_MESSAGE:
                 assert STATUS_IN_MESSAGE[entry["fault"]] in t.error.message
                 assert entry["request_id"] in t.error.message, (entry, t.error.message)

@@ -100,6 +100,10 @@ class Provider(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (model memory, HTTP clients)."""
 
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what is bound to the running event loop (HTTP sessions); the runner awaits
+        it before the loop ends, then calls :meth:`close`."""
+
     # -- batch APIs (optional; see casekit.batch) --------------------------------------------
     supports_batch: ClassVar[bool] = False
     """Whether the provider can run attempts through an asynchronous batch API."""

@@ -360,6 +360,26 @@ def api_error_message(exc: Any) -> str:
     return str(getattr(exc, "message", exc))
 
 
+def describe_cause(cause: BaseException, depth: int = 4) -> str:
+    """``Type: message`` of a network error, following its own causes while they carry no
+    message: an httpx ``ReadError`` has an empty text, the ``ConnectionResetError`` under it
+    says what happened."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = cause
+    while current is not None and id(current) not in seen and len(parts) < depth:
+        seen.add(id(current))
+        text = str(current).strip()
+        if text:
+            parts.append(f"{type(current).__name__}: {text}")
+            break
+        parts.append(type(current).__name__)
+        current = current.__cause__ or current.__context__
+    if not parts[-1].count(":"):
+        parts[-1] += " (no message: the connection was closed or reset without a response)"
+    return " <- ".join(parts)
+
+
 def sanitize_api_error(exc: BaseException, secrets: Iterable[str]) -> None:
     """Rewrite an SDK exception's message, in place, for the ledger: the HTTP status, request
     id and server Date (or the underlying network error) added; the key, anything shaped like
@@ -378,8 +398,7 @@ def sanitize_api_error(exc: BaseException, secrets: Iterable[str]) -> None:
         if response.headers.get("date"):
             extra.append(f"Date {response.headers.get('date')}")
     elif exc.__cause__ is not None:
-        cause = exc.__cause__
-        extra.append(f"{type(cause).__name__}: {cause}")
+        extra.append(describe_cause(exc.__cause__))
     if extra:
         message = f"{message} ({'; '.join(extra)})"
     clean = redact_error_text(strip_credentials(message), secrets)
