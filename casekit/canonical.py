@@ -100,14 +100,47 @@ def canonical_json(value: Any) -> bytes:
     escapes: ``\\" \\\\ \\b \\f \\n \\r \\t`` and lowercase ``\\u00xx`` for the other control
     characters, nothing else escaped). Anything else goes through the ``rfc8785`` reference
     implementation; tests/test_canonical.py checks the two agree on generated values."""
-    floats = [0]
-    try:
-        prepared = _prepare(value, floats)
-    except _NeedsReference:
-        return rfc8785.dumps(_clean(value))
+    return Canonical(value).encode()
+
+
+class Canonical:
+    """A value walked once, to be encoded as is and with extra top-level string members (the
+    ledger hashes a record's canonical form without its ``hash``, then writes it with it)."""
+
+    __slots__ = ("_value", "_prepared", "_floats")
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+        floats = [0]
+        try:
+            self._prepared: Any = _prepare(value, floats)
+        except _NeedsReference:
+            self._prepared = _REFERENCE
+        self._floats = floats[0]
+
+    def encode(self, extra: dict[str, str] | None = None) -> bytes:
+        prepared = self._prepared
+        if extra and prepared is not _REFERENCE:
+            if not isinstance(prepared, dict) or any(
+                    type(k) is not str or not k.isascii() or type(v) is not str
+                    for k, v in extra.items()):
+                prepared = _REFERENCE
+            else:
+                prepared = {**prepared, **extra}
+        if prepared is _REFERENCE:
+            cleaned = _clean(self._value)
+            return rfc8785.dumps({**cleaned, **extra} if extra else cleaned)
+        return _encode_prepared(prepared, self._floats)
+
+
+_REFERENCE = object()
+"""Marks a value the fast path cannot encode exactly."""
+
+
+def _encode_prepared(prepared: Any, floats: int) -> bytes:
     text = _ENCODE(prepared)
-    if floats[0]:
-        if text.count(_SENTINEL) != 2 * floats[0]:
+    if floats:
+        if text.count(_SENTINEL) != 2 * floats:
             raise rfc8785.CanonicalizationError("input contains non-UTF-8 codepoints")
         text = _NUMBER.sub(r"\1", text)
     try:

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from casekit.canonical import canonical_json, sha256_bytes
+from casekit.canonical import Canonical, canonical_json, sha256_bytes
 from casekit.errors import LedgerError
 from casekit.provenance import iso_utc
 from casekit.records import AttemptRecord, LedgerRecord, Note, RunEnd, RunStart
@@ -42,17 +42,10 @@ def record_hash(payload: dict[str, Any]) -> str:
 
 def _canonical_with_hash(body: dict[str, Any]) -> tuple[bytes, bytes]:
     """(canonical JSON of the record without its hash, canonical JSON of the record with it),
-    canonicalizing every member once. RFC 8785 sorts members by key (UTF-16 code units; the
-    record's keys are ASCII, where that is plain sorting) and canonical form composes, so both
-    documents are the same members joined in key order."""
-    parts = {k: canonical_json(v) for k, v in body.items()}
-    digest = sha256_bytes(_join(parts))
-    parts["hash"] = canonical_json(digest)
-    return _join({k: v for k, v in parts.items() if k != "hash"}), _join(parts)
-
-
-def _join(parts: dict[str, bytes]) -> bytes:
-    return b"{" + b",".join(canonical_json(k) + b":" + parts[k] for k in sorted(parts)) + b"}"
+    walking the record once (the hash is a string member added to the same members)."""
+    canon = Canonical(body)
+    plain = canon.encode()
+    return plain, canon.encode({"hash": sha256_bytes(plain)})
 
 
 @dataclass(frozen=True)

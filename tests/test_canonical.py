@@ -90,3 +90,16 @@ def test_subclasses_take_the_reference_path() -> None:
 
     assert canonical_json({"c": Colour.RED, "b": True}) == rfc8785.dumps({"c": Colour.RED,
                                                                             "b": True})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(keys, values, max_size=6), text)
+def test_encode_with_an_extra_member_equals_the_reference(body: dict, digest: str) -> None:
+    """Canonical(body).encode({"hash": h}) is the canonical form of body plus that member (the
+    ledger's line), whatever the body holds."""
+    from casekit.canonical import Canonical
+
+    body = {k: v for k, v in body.items() if k != "hash"}
+    canon = Canonical(body)
+    assert canon.encode() == rfc8785.dumps(_clean(body))
+    assert canon.encode({"hash": digest}) == rfc8785.dumps(_clean({**body, "hash": digest}))
