@@ -275,6 +275,13 @@ def test_report_model_renders_imported_attempts(run_dir: Path, import_dir: Path)
     html = render_html(build_model(findings, load_inputs(run_dir, findings)))
     assert res.attempt_ids[0] in html
     assert "imported" in html
+    # Imported outputs are counted apart from the planned attempts and labelled as such.
+    assert findings.imported_attempts == 3
+    assert findings.recorded_attempts == findings.planned_attempts
+    assert "3 imported (captured outside casekit, not planned)" in html
+    assert "IMPORTED: captured outside casekit" in html  # the exhibit's label
+    assert "unknown: the request was sent outside casekit" in html  # no invented decoding
+    assert "Captured by" in html and ROWS[0]["captured_by"] in html
 
 
 def test_cli_import_and_its_errors(run_dir: Path, import_dir: Path) -> None:

@@ -57,6 +57,7 @@ from casekit.analysis.stats import clopper_pearson_upper, rate
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
+from casekit.importer import IMPORT_STRATEGY
 from casekit.ledger import LEDGER_NAME, read_records
 from casekit.records import AttemptRecord, RunEnd, RunStart
 from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works
@@ -473,7 +474,10 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
         definitions={k: v.format(**fmt) for k, v in DEFINITIONS.items()},
         complete=bool(end and end[-1].complete),
         planned_attempts=start.planned_attempts,
-        recorded_attempts=len({r.attempt.id for r in attempts}),
+        recorded_attempts=len({r.attempt.id for r in attempts
+                               if r.attempt.strategy != IMPORT_STRATEGY}),
+        imported_attempts=len({r.attempt.id for r in attempts
+                               if r.attempt.strategy == IMPORT_STRATEGY}),
         attempts=analyses, findings=findings, controls=controls, comparisons=comparisons,
     )
 

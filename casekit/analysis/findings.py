@@ -223,6 +223,9 @@ class Findings(F):
     complete: bool
     planned_attempts: int
     recorded_attempts: int
+    """Planned attempts on record (casekit sent them); imported outputs are not among them."""
+    imported_attempts: int = 0
+    """Outputs captured outside casekit and imported (``casekit import``), counted apart."""
     attempts: list[AttemptAnalysis]
     findings: list[ModelWorkFinding]
     controls: list[ControlFloor]

@@ -632,6 +632,8 @@ class Exhibit:
     highlight_note: str
     long_texts: list[KV]
     """Texts of this exhibit shown whole in the appendix: (ref, anchor, description)."""
+    imported: bool
+    """Captured outside casekit (``casekit import``): labelled so, decoding unknown."""
     wrap: dict[str, str]
     """CSS class per column (``prompt``, ``output``, ``work``): ``break-all`` where a run of
     non-blank characters is too long for the column, else ""."""
@@ -707,6 +709,8 @@ class Manifest:
     plan_sha256: str
     planned_attempts: str
     recorded_attempts: str
+    imported_attempts: str
+    """Outputs captured outside casekit, counted apart from the planned attempts."""
     ledger_head_hash: str
     ledger_records: str
     started_at: str
@@ -926,6 +930,31 @@ def _summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
     )
 
 
+def _imported_provenance(rec: AttemptRecord) -> list[KV] | None:
+    """The capture's provenance rows of an imported attempt, or None for one casekit sent."""
+    raw = rec.result.raw_response if rec.result else None
+    prov = raw.get("imported") if isinstance(raw, dict) else None
+    if not isinstance(prov, dict):
+        return None
+    file = prov.get("file") if isinstance(prov.get("file"), dict) else {}
+    shot = prov.get("screenshot")
+    rows = [
+        KV("Imported", "IMPORTED: captured outside casekit; casekit sent no request"),
+        KV("Captured at", f"{prov.get('captured_at')} (UTC {prov.get('captured_at_utc')})"),
+        KV("Captured by", str(prov.get("captured_by"))),
+        KV("Source", str(prov.get("source"))),
+        KV("Model as captured", str(prov.get("model"))),
+        KV("Import file", f"{file.get('name')}, line {file.get('line')}, {file.get('sha256')}"),
+        KV("Imported at (UTC)", str(prov.get("imported_at"))),
+    ]
+    if isinstance(shot, dict):
+        rows.append(KV("Screenshot", f"{shot.get('path', shot.get('name'))}, "
+                                     f"{shot.get('sha256')}"))
+    elif shot:
+        rows.append(KV("Screenshot", str(shot)))
+    return rows
+
+
 def _decoding_text(a: PlannedAttempt) -> str:
     d = a.decoding
     parts = [f"temperature {d.temperature:g}" + (" (greedy)" if d.temperature == 0 else ""),
@@ -989,6 +1018,7 @@ def _exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: W
     if not (out_exact and work_exact):
         note = ("The recorded word offsets do not line up with this casekit version's "
                 "tokenizer; whole spans are highlighted instead of word by word.")
+    imported = _imported_provenance(rec)
     details = [
         KV("Attempt", a.id),
         KV("Ledger record", f"seq {rec.seq}, {rec.hash}"),
@@ -1005,8 +1035,12 @@ def _exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: W
         details.append(KV("Server date", result.server_date))
     if result and result.finish_reason:
         details.append(KV("Finish reason", result.finish_reason))
+    decoding = (_decoding_text(a) if imported is None else
+                "unknown: the request was sent outside casekit (imported output)")
+    if imported is not None:
+        details += imported
     details += [
-        KV("Decoding", _decoding_text(a)),
+        KV("Decoding", decoding),
         KV("Strategy", f"{a.strategy_key} ({a.intent})" + (f", {a.label}" if a.label else "")),
         KV("Work", f"{work.id}, {work.sha256}"),
         KV("Spans", "; ".join(
@@ -1021,7 +1055,8 @@ def _exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: W
         started_at=rec.started_at, completed_at=rec.completed_at, requested_model=requested,
         returned_model=(result.returned_model if result and result.returned_model
                         else "not reported"),
-        details=details, decoding=_decoding_text(a), work_sha256=work.sha256,
+        details=details, decoding=decoding, work_sha256=work.sha256,
+        imported=imported is not None,
         longest_words=f"{analysis.longest_words:,}", prompt=prompt,
         output=output, excerpts=excerpts, highlight_note=note,
         long_texts=[KV(x.ref, x.anchor, f"{x.what}, {x.chars} characters")
@@ -1138,7 +1173,8 @@ def _manifest(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifest:
     return Manifest(
         run_id=st.run_id, case_path=st.case_path, case_sha256=st.case_sha256,
         plan_sha256=st.plan_sha256, planned_attempts=f"{st.planned_attempts:,}",
-        recorded_attempts=f"{f.recorded_attempts:,}", ledger_head_hash=f.ledger_head_hash,
+        recorded_attempts=f"{f.recorded_attempts:,}",
+        imported_attempts=f"{f.imported_attempts:,}", ledger_head_hash=f.ledger_head_hash,
         ledger_records=f"{f.ledger_records:,}", started_at=st.recorded_at,
         ended_at=end.recorded_at if end else "no run_end record (run not finished)",
         works=works, models=models,
@@ -1184,6 +1220,13 @@ def _limitations(f: Findings, case: CaseFile, floors: list[FloorView],
         out.append(f"The run is incomplete: {f.recorded_attempts:,} of {f.planned_attempts:,} "
                    "planned attempts were recorded. The figures cover the recorded attempts "
                    "only.")
+    if f.imported_attempts:
+        out.append(f"Imported outputs: {f.imported_attempts:,} attempt(s) were captured outside "
+                   "casekit (casekit import) and are counted in the figures with the intent "
+                   "their importer declared. casekit did not send those requests: their "
+                   "prompts, times and decoding parameters are as the capture states them and "
+                   "cannot be re-run or verified against the provider; each is labelled "
+                   "IMPORTED in its exhibit and in the table of every attempt.")
     missing = [fv.model_id for fv in floors if not fv.available]
     if missing:
         out.append("No control generation attempts for " + ", ".join(missing) + ": no "
@@ -1918,6 +1961,8 @@ def build_model(findings: Findings, inputs: Inputs,
                     "attempts recorded" if complete else
                     f"INCOMPLETE: {f.recorded_attempts:,} of {f.planned_attempts:,} planned "
                     "attempts recorded")
+    if f.imported_attempts:
+        completeness += f"; plus {f.imported_attempts:,} imported (captured outside casekit)"
     cover = Cover(
         case_id=case.case.id, title=case.case.title, matter=case.case.matter,
         examiner=case.case.examiner, organization=case.case.organization,
