@@ -44,6 +44,16 @@ the same token's echoed log-prob. A shifted or inconsistent server makes ``score
 CapabilityError (recorded by the runner) instead of recording wrong numbers.
 ``params.score_alignment: trust`` skips the check (recorded in every result).
 
+``params.score_method: prompt_logprobs`` scores through vLLM's ``prompt_logprobs`` instead:
+one Completions request per window with ``prompt_logprobs: k`` (``params.prompt_logprobs``,
+default 20, vLLM's default ``--max-logprobs``) returns, for every prompt token, the actual
+token's log-prob and rank (over the whole vocabulary) and the top k, keyed by token id; the
+continuation's tokens come from the server's own ``POST /tokenize`` of the prompt and of the
+whole text. These are computed by the model's forward pass over the prompt, not echoed, so no
+shift can occur; a count that does not match ``/tokenize`` is a CapabilityError. Rank, top-1
+and the greedy p_z preset are exact; the top-40 preset is exact with ``k >= 40`` and unknown
+(never estimated) below.
+
 **Transports**: ``params.transport: sdk`` (the default) sends through the official SDK;
 ``transport: http`` sends the same body with the same headers over aiohttp
 (``casekit.providers.http_transport``) for large runs, where the SDK's CPU per request (about
@@ -121,10 +131,13 @@ DEFAULT_TIMEOUT = 120.0
 DEFAULT_MAX_CONNECTIONS = 8
 MAX_TOP_LOGPROBS = 20
 SCORE_METHOD = "server echo logprobs"
+PROMPT_LOGPROBS_METHOD = "server prompt_logprobs (vLLM)"
+DEFAULT_PROMPT_LOGPROBS = 20
+"""vLLM's default ``--max-logprobs``; 40 or more gives the exact top-40 preset."""
 
 _COMMON_PARAMS = ("timeout", "max_connections", "logprobs", "max_completion_tokens",
                   "allow_drop_unsupported", "organization", "project", "transport")
-_COMPATIBLE_PARAMS = ("extra_body", "score_alignment")
+_COMPATIBLE_PARAMS = ("extra_body", "score_alignment", "score_method", "prompt_logprobs")
 
 # Body fields the SDK takes as keyword arguments; anything else goes in ``extra_body``.
 _CHAT_KWARGS = frozenset({"messages", "model", "temperature", "top_p", "max_tokens",
@@ -971,6 +984,17 @@ class OpenAICompatibleProvider(OpenAIProvider):
             raise CasekitError(f"model {spec.id!r}: params.score_alignment must be verify or "
                                f"trust (got {alignment!r})")
         self.score_alignment: str = alignment
+        method = spec.params.get("score_method", "echo")
+        if method not in ("echo", "prompt_logprobs"):
+            raise CasekitError(f"model {spec.id!r}: params.score_method must be echo (llama.cpp "
+                               f"and others: Completions with echo) or prompt_logprobs (vLLM) "
+                               f"(got {method!r})")
+        self.score_method: str = method
+        k = spec.params.get("prompt_logprobs", DEFAULT_PROMPT_LOGPROBS)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+            raise CasekitError(f"model {spec.id!r}: params.prompt_logprobs must be a whole "
+                               f"number 1-1000 (alternatives per prompt token; got {k!r})")
+        self.prompt_logprobs_k: int = k
         self._alignment: dict[str, Any] | None = None
         self._alignment_error: CapabilityError | None = None
         self._align_lock: asyncio.Lock | None = None
@@ -993,6 +1017,9 @@ class OpenAICompatibleProvider(OpenAIProvider):
         return {}
 
     def _identity_extra(self) -> dict[str, Any]:
+        if self.score_method == "prompt_logprobs":
+            return {"score_method": PROMPT_LOGPROBS_METHOD,
+                    "prompt_logprobs": self.prompt_logprobs_k}
         return {"score_method": SCORE_METHOD, "score_alignment": self.score_alignment}
 
     # ----------------------------------------------------------------- score
@@ -1003,6 +1030,8 @@ class OpenAICompatibleProvider(OpenAIProvider):
                 f"score attempt {attempt.id} needs a non-empty prompt and continuation (a "
                 "server returns no log-prob for the first token of a text)"
             )
+        if self.score_method == "prompt_logprobs":
+            return await self._score_prompt_logprobs(attempt)
         alignment = await self.check_alignment()
         prompt, continuation = attempt.prompt, attempt.continuation
         raw, data, sent, dropped = await self._score_send(self._echo_body(prompt + continuation))
@@ -1035,6 +1064,137 @@ class OpenAICompatibleProvider(OpenAIProvider):
             raw_response=redact(response, secrets),
             token_scores=scores,
         )
+
+    # -- vLLM prompt_logprobs ------------------------------------------------------------------
+
+    def _server_root(self) -> str:
+        """The server's root (``/tokenize`` lives there, not under ``/v1``)."""
+        root = self.base_url
+        return root[:-3] if root.endswith("/v1") else root
+
+    async def _tokenize(self, text: str) -> tuple[list[int], dict[str, Any]]:
+        """Token ids of ``text`` from the server's own tokenizer (vLLM ``POST /tokenize``,
+        special tokens added as for a prompt). Returns (ids, what to record)."""
+        url = self._server_root() + "/tokenize"
+        transport = self._http_transport()
+        try:
+            http = await transport.post_json(url, {"model": self.spec.model, "prompt": text,
+                                                   "add_special_tokens": True})
+        except (TransportTimeout, TransportConnectionError) as exc:
+            raise _openai().APIConnectionError(request=_sdk_request(url)) from exc.__cause__
+        if http.status_code in (404, 405):
+            raise CapabilityError(
+                f"{strip_credentials(url)} answered HTTP {http.status_code}: the server has no "
+                "/tokenize endpoint, so prompt log-probs cannot be matched to the continuation; "
+                "score_method: prompt_logprobs needs vLLM's OpenAI server (use score_method: echo "
+                "for llama.cpp servers, or provider: local)")
+        if not 200 <= http.status_code < 300:
+            raise _sdk_status_error(_openai(), http)
+        data = decode_body(http.content, http.status_code, url)
+        ids = data.get("tokens")
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise CapabilityError(f"{strip_credentials(url)} returned no token ids ('tokens'); "
+                                  "score_method: prompt_logprobs needs vLLM's /tokenize")
+        return ids, {"url": strip_credentials(url), "status": http.status_code,
+                     "count": len(ids), "body_sha256": body_sha256(http.content),
+                     "date": http.headers.get("date")}
+
+    async def _score_prompt_logprobs(self, attempt: PlannedAttempt) -> ProviderResult:
+        """Teacher forcing from vLLM's ``prompt_logprobs``: for every prompt token after the
+        first, the log-prob of the actual token, its rank among all tokens, and the top
+        ``k`` alternatives, keyed by token id. The continuation's tokens are found from the
+        server's own tokenizer (``/tokenize`` of the prompt and of prompt + continuation).
+        rank and the greedy preset are exact; the top-40 preset is exact when ``k >= 40``
+        and left unknown otherwise (never guessed)."""
+        prompt, continuation = attempt.prompt or "", attempt.continuation or ""
+        ids_prefix, tok1 = await self._tokenize(prompt)
+        ids_full, tok2 = await self._tokenize(prompt + continuation)
+        # The continuation starts where the two tokenizations part: at the prompt's end when
+        # the prompt's tokens are a prefix of the whole's ("clean"), earlier when a token
+        # spans the boundary ("merged": that token is scored as part of the continuation).
+        start = 0
+        while (start < min(len(ids_prefix), len(ids_full))
+               and ids_prefix[start] == ids_full[start]):
+            start += 1
+        boundary = "clean" if start == len(ids_prefix) else "merged"
+        if start == 0 or start >= len(ids_full):
+            raise CapabilityError(f"attempt {attempt.id}: the server's tokenizer leaves no "
+                                  "continuation token after the prompt's first token; nothing "
+                                  "to score")
+        body = {"model": self.spec.model, "prompt": prompt + continuation, "max_tokens": 1,
+                "temperature": 0.0, "prompt_logprobs": self.prompt_logprobs_k}
+        raw, data, sent, dropped = await self._score_send(body)
+        try:
+            plp = data["choices"][0]["prompt_logprobs"]
+            if not isinstance(plp, list):
+                raise TypeError("prompt_logprobs is not a list")
+        except (KeyError, IndexError, TypeError) as exc:
+            raise CapabilityError(
+                f"{self.base_url} returned no prompt_logprobs ({type(exc).__name__}: {exc}); "
+                "score_method: prompt_logprobs needs vLLM") from None
+        if len(plp) != len(ids_full):
+            raise CapabilityError(
+                f"{self.base_url}: {len(plp)} prompt log-prob entries for {len(ids_full)} "
+                "tokens from /tokenize; they cannot be matched, so nothing is recorded")
+        scores = [self._prompt_token_score(plp[i], ids_full[i], i)
+                  for i in range(start, len(ids_full))]
+        http = raw.http_response
+        secrets = self.key.secrets()
+        n_top = sum(sc.is_top for sc in scores)
+        request = self._request_record("completions", sent, {}, [], dropped)
+        request.update({"score_method": PROMPT_LOGPROBS_METHOD, "prompt_chars": len(prompt),
+                        "continuation_chars": len(continuation),
+                        "tokenize": [tok1, tok2]})
+        response = self._response_record(http, data)
+        response.update({"boundary": boundary, "prompt_tokens": len(ids_prefix),
+                         "n_continuation_tokens": len(scores),
+                         "continuation_token_ids": ids_full[start:],
+                         "sum_logprob": float(sum(sc.logprob for sc in scores)),
+                         "top1_share": n_top / len(scores), "n_top1": n_top,
+                         "top40_exact": self.prompt_logprobs_k >= 40})
+        usage = data.get("usage")
+        return ProviderResult(
+            returned_model=data.get("model"),
+            request_id=http.headers.get("x-request-id"),
+            system_fingerprint=data.get("system_fingerprint"),
+            server_date=http.headers.get("date"),
+            usage=redact(usage, secrets) if isinstance(usage, dict) else {},
+            raw_request=redact(request, secrets),
+            raw_response=redact(response, secrets),
+            token_scores=scores,
+        )
+
+    def _prompt_token_score(self, entry: Any, token_id: int, position: int) -> TokenScore:
+        """One prompt token's TokenScore from a vLLM entry ``{id: {logprob, rank,
+        decoded_token}}`` holding the actual token and the top-k (vLLM ranks from 1)."""
+        if not isinstance(entry, dict) or str(token_id) not in entry:
+            raise CapabilityError(
+                f"{self.base_url}: no prompt log-prob for token id {token_id} at position "
+                f"{position}; the server's log-probs do not match its /tokenize output")
+        rows: list[tuple[int, float, int | None, str]] = []
+        for key, v in entry.items():
+            if not isinstance(v, dict) or not isinstance(v.get("logprob"), (int, float)):
+                raise CapabilityError(f"{self.base_url}: malformed prompt log-prob entry at "
+                                      f"position {position}: {json.dumps(entry)[:200]}")
+            rank = v.get("rank")
+            rows.append((int(key), float(v["logprob"]), rank if isinstance(rank, int) else None,
+                         str(v.get("decoded_token") or "")))
+        actual = next(r for r in rows if r[0] == token_id)
+        if actual[2] is None:
+            raise CapabilityError(f"{self.base_url}: the prompt log-probs carry no rank; "
+                                  "score_method: prompt_logprobs needs a vLLM that reports it")
+        rank0 = actual[2] - 1
+        top = sorted((r for r in rows if r[2] is not None and r[2] <= self.prompt_logprobs_k),
+                     key=lambda r: (r[2], r[0]))
+        best = top[0] if top else actual
+        lse = None
+        if self.prompt_logprobs_k >= 40 and len(top) >= min(40, self.prompt_logprobs_k):
+            vals = [r[1] for r in top[:40]]
+            m = max(vals)
+            lse = m + math.log(sum(math.exp(v - m) for v in vals))
+        return TokenScore(token=actual[3], token_id=token_id, logprob=actual[1],
+                          top_token_id=best[0], top_logprob=best[1], is_top=rank0 == 0,
+                          rank=rank0, top40_logsumexp=lse)
 
     def _echo_body(self, text: str) -> dict[str, Any]:
         return {"model": self.spec.model, "prompt": text, "echo": True, "logprobs": 1,

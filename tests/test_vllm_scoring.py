@@ -1,0 +1,205 @@
+"""Teacher-forced scoring from vLLM's ``prompt_logprobs`` (``params.score_method``).
+
+The server is an emulation of vLLM's OpenAI server on 127.0.0.1 (aiohttp.web): ``POST
+/tokenize`` with a toy word tokenizer (a BOS id, then one id per space-led word) and ``POST
+/v1/completions`` answering ``prompt_logprobs`` in vLLM's shape: for each prompt token after
+the first, ``{token_id: {logprob, rank, decoded_token}}`` holding the actual token and the top
+k, ranks from 1. The actual token's rank follows a fixed pattern, so every expected value
+below is derived by hand from that pattern.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from casekit.analysis.pz import log_p_z
+from casekit.case import ModelSpec
+from casekit.errors import CasekitError
+from casekit.providers.base import CapabilityError
+from casekit.providers.openai_provider import OpenAICompatibleProvider
+from casekit.records import PlannedAttempt
+
+BOS = 1
+TOPS = [-(0.2 + 0.3 * j) for j in range(200)]
+"""The log-prob of the token of rank j + 1 at every position (a fixed, decreasing ladder)."""
+
+
+def toy_ids(text: str) -> tuple[list[int], list[str]]:
+    words = re.findall(r" ?\S+", text)
+    return [BOS] + [100 + sum(map(ord, w)) * 7 % 90_000 for w in words], ["<s>"] + words
+
+
+def rank_at(position: int) -> int:
+    """The actual token's 1-based rank at a position: 1, except every third position (rank 3)
+    and every seventh (rank 25, outside a top-20)."""
+    if position % 7 == 0:
+        return 25
+    if position % 3 == 0:
+        return 3
+    return 1
+
+
+def entry(position: int, token_id: int, word: str, k: int) -> dict[str, dict[str, Any]]:
+    r = rank_at(position)
+    out: dict[str, dict[str, Any]] = {}
+    for j in range(k):
+        if j == r - 1:
+            out[str(token_id)] = {"logprob": TOPS[j], "rank": r, "decoded_token": word}
+        else:
+            out[str(50_000 + j)] = {"logprob": TOPS[j], "rank": j + 1, "decoded_token": f"x{j}"}
+    if r > k:
+        out[str(token_id)] = {"logprob": TOPS[r - 1], "rank": r, "decoded_token": word}
+    return out
+
+
+@pytest.fixture
+def vllm() -> Iterator[dict[str, Any]]:
+    state: dict[str, Any] = {"tokenize": True, "drop_last": False, "seen": []}
+
+    async def tokenize(request: web.Request) -> web.Response:
+        if not state["tokenize"]:
+            return web.Response(status=404, text="Not Found")
+        body = await request.json()
+        state["seen"].append(("tokenize", body))
+        ids, _ = toy_ids(body["prompt"])
+        return web.json_response({"tokens": ids, "count": len(ids), "max_model_len": 4096},
+                                 headers={"Date": "Tue, 03 Jun 2025 12:00:00 GMT"})
+
+    async def completions(request: web.Request) -> web.Response:
+        body = await request.json()
+        state["seen"].append(("completions", body))
+        ids, words = toy_ids(body["prompt"])
+        k = int(body["prompt_logprobs"])
+        plp: list[Any] = [None] + [entry(i, ids[i], words[i], k) for i in range(1, len(ids))]
+        if state["drop_last"]:
+            plp = plp[:-1]
+        return web.json_response({
+            "id": "cmpl-v", "object": "text_completion", "model": "org/model-7b",
+            "choices": [{"index": 0, "text": " x", "finish_reason": "length",
+                         "prompt_logprobs": plp, "logprobs": None}],
+            "usage": {"prompt_tokens": len(ids), "completion_tokens": 1,
+                      "total_tokens": len(ids) + 1}},
+            headers={"Date": "Tue, 03 Jun 2025 12:00:01 GMT", "x-request-id": "vllm-1"})
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_post("/tokenize", tokenize)
+    app.router.add_post("/v1/completions", completions)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{port}/v1"
+    try:
+        yield state
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
+def provider(url: str, transport: str = "http", **params: Any) -> OpenAICompatibleProvider:
+    spec = ModelSpec(id="v", provider="openai-compatible", model="org/model-7b",
+                     interface="completion", base_url=url,
+                     params={"score_method": "prompt_logprobs", "transport": transport,
+                             "timeout": 5, **params})
+    return OpenAICompatibleProvider(spec, Path("."))
+
+
+def score_attempt(prompt: str, continuation: str) -> PlannedAttempt:
+    return PlannedAttempt(id="s-1", ordinal=0, model_id="v", strategy="teacher_forced",
+                          strategy_key="teacher_forced#0", work_id="w", intent="reconstruction",
+                          index=0, mode="score", prompt=prompt, continuation=continuation)
+
+
+def run(p: OpenAICompatibleProvider, a: PlannedAttempt) -> Any:
+    async def go() -> Any:
+        try:
+            return await p.score(a)
+        finally:
+            await p.aclose()
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("transport", ["sdk", "http"])
+def test_scores_from_prompt_logprobs_with_exact_ranks(vllm: dict[str, Any],
+                                                      transport: str) -> None:
+    # prompt "It was a" -> [BOS, It, ' was', ' a'] (positions 0-3); the continuation
+    # " bright cold day in April" -> positions 4-8. Ranks (rank_at): 4 -> 1, 5 -> 1,
+    # 6 -> 3, 7 -> 25, 8 -> 1, so 0-based ranks [0, 0, 2, 24, 0] and 3 of 5 top-1.
+    res = run(provider(vllm["url"], transport), score_attempt("It was a",
+                                                              " bright cold day in April"))
+    ranks = [s.rank for s in res.token_scores]
+    assert ranks == [0, 0, 2, 24, 0]
+    assert [s.is_top for s in res.token_scores] == [True, True, False, False, True]
+    assert [s.logprob for s in res.token_scores] == [TOPS[0], TOPS[0], TOPS[2], TOPS[24],
+                                                     TOPS[0]]
+    assert [s.token for s in res.token_scores] == [" bright", " cold", " day", " in", " April"]
+    assert all(s.top_logprob == TOPS[0] for s in res.token_scores)
+    # k = 20 (the default): the top-40 renormalization is unknown, never guessed.
+    assert all(s.top40_logsumexp is None for s in res.token_scores)
+    assert log_p_z(res.token_scores, "greedy") == -math.inf  # ranks 2 and 24 break greedy
+    assert res.raw_response["boundary"] == "clean"
+    assert res.raw_response["n_top1"] == 3 and res.raw_response["top40_exact"] is False
+    assert res.raw_request["score_method"] == "server prompt_logprobs (vLLM)"
+    assert len(res.raw_request["tokenize"]) == 2
+    sent = [b for kind, b in vllm["seen"] if kind == "completions"][-1]
+    assert sent["prompt"] == "It was a bright cold day in April"
+    assert sent["prompt_logprobs"] == 20 and sent["max_tokens"] == 1
+
+
+def test_k_40_gives_the_exact_top40_preset(vllm: dict[str, Any]) -> None:
+    # prompt "A b" -> positions 0-2; continuation " c d" -> positions 3 (rank 3), 4 (rank 1).
+    res = run(provider(vllm["url"], prompt_logprobs=40), score_attempt("A b", " c d"))
+    lse = max(TOPS[:40]) + math.log(sum(math.exp(v - max(TOPS[:40])) for v in TOPS[:40]))
+    assert [s.rank for s in res.token_scores] == [2, 0]
+    for s in res.token_scores:
+        assert s.top40_logsumexp == pytest.approx(lse, abs=1e-12)
+    expected = (TOPS[2] - lse) + (TOPS[0] - lse)
+    assert log_p_z(res.token_scores, "top40") == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_token_across_the_boundary_is_scored_with_the_continuation(
+        vllm: dict[str, Any]) -> None:
+    # prompt "It was a bri" -> [BOS, It, ' was', ' a', ' bri']; whole "It was a bright cold"
+    # -> [BOS, It, ' was', ' a', ' bright', ' cold']: they part at position 4, so ' bright'
+    # and ' cold' are scored and the boundary is "merged".
+    res = run(provider(vllm["url"]), score_attempt("It was a bri", "ght cold"))
+    assert [s.token for s in res.token_scores] == [" bright", " cold"]
+    assert res.raw_response["boundary"] == "merged"
+
+
+def test_a_server_without_tokenize_cannot_score(vllm: dict[str, Any]) -> None:
+    vllm["tokenize"] = False
+    with pytest.raises(CapabilityError, match="no /tokenize endpoint"):
+        run(provider(vllm["url"]), score_attempt("It was a", " bright cold"))
+
+
+def test_misaligned_prompt_logprobs_record_nothing(vllm: dict[str, Any]) -> None:
+    vllm["drop_last"] = True
+    with pytest.raises(CapabilityError, match="cannot be matched"):
+        run(provider(vllm["url"]), score_attempt("It was a", " bright cold"))
+
+
+def test_score_method_and_k_are_validated() -> None:
+    with pytest.raises(CasekitError, match="score_method must be echo"):
+        provider("http://127.0.0.1:9/v1", score_method="logits")
+    with pytest.raises(CasekitError, match="prompt_logprobs must be a whole number"):
+        provider("http://127.0.0.1:9/v1", prompt_logprobs=0)
+    ident = provider("http://127.0.0.1:9/v1").identity().identity
+    assert ident["score_method"] == "server prompt_logprobs (vLLM)"
+    assert json.dumps(ident)  # serializable into run_start
