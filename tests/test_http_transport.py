@@ -26,6 +26,7 @@ from casekit.errors import CasekitError
 from casekit.providers.base import RetryDecision
 from casekit.providers.openai_provider import OpenAICompatibleProvider, OpenAIProvider
 from casekit.records import Decoding, Message, PlannedAttempt
+from tests.local_http import serve
 
 FAKE_KEY = "sk-casekit-FAKE-transport-0123456789"
 DATE = "Tue, 03 Jun 2025 12:00:00 GMT"
@@ -58,8 +59,6 @@ def _chat(content: str = "It was a bright cold day in April.", finish: str = "st
 def server() -> Iterator[Server]:
     """An aiohttp.web server on 127.0.0.1 in its own thread, answering from ``script`` (the
     last entry repeats) and logging each request's headers and JSON body."""
-    import threading
-
     script: list[Scripted] = []
     seen: list[dict[str, Any]] = []
 
@@ -73,24 +72,11 @@ def server() -> Iterator[Server]:
         data = s.raw if s.raw is not None else json.dumps(s.body).encode()
         return web.Response(status=s.status, body=data, headers=headers)
 
-    loop = asyncio.new_event_loop()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handle)
     app.router.add_post("/v1/completions", handle)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield Server(f"http://127.0.0.1:{port}/v1", script, seen)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
+    with serve(app) as root:
+        yield Server(f"{root}/v1", script, seen)
 
 
 def provider(server: Server, transport: str, interface: str = "chat",

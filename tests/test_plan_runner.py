@@ -192,8 +192,9 @@ def test_models_of_one_exclusive_group_run_in_turn(case_dir: Path) -> None:
     assert together[:n] != ["bot"] * n, "without a group, the models' attempts interleave"
 
 
-_TEMPLATE_PARTS = ["{{ title }}", "{{title}}", "{{ n_words }}", "{{ missing }}", "{{ title|upper }}",
-                   "{", "}", "{{", "}}", "{%", "%}", "{#", "#}", "{{- title -}}", " ", "\n", "\r\n",
+_TEMPLATE_PARTS = ["{{ title }}", "{{title}}", "{{ n_words }}", "{{ missing }}",
+                   "{{ title|upper }}", "{", "}", "{{", "}}", "{%", "%}", "{#", "#}",
+                   "{{- title -}}", " ", "\n", "\r\n",
                    "Print ", "the first page of ", "«ü» ", "\t", "{{\ttitle\t}}", "{{ year }}"]
 
 

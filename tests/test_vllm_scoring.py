@@ -14,7 +14,6 @@ import asyncio
 import json
 import math
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from casekit.errors import CasekitError
 from casekit.providers.base import CapabilityError
 from casekit.providers.openai_provider import OpenAICompatibleProvider
 from casekit.records import PlannedAttempt
+from tests.local_http import serve
 
 BOS = 1
 TOPS = [-(0.2 + 0.3 * j) for j in range(200)]
@@ -91,25 +91,12 @@ def vllm() -> Iterator[dict[str, Any]]:
                       "total_tokens": len(ids) + 1}},
             headers={"Date": "Tue, 03 Jun 2025 12:00:01 GMT", "x-request-id": "vllm-1"})
 
-    loop = asyncio.new_event_loop()
     app = web.Application()
     app.router.add_post("/tokenize", tokenize)
     app.router.add_post("/v1/completions", completions)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{port}/v1"
-    try:
+    with serve(app) as root:
+        state["url"] = f"{root}/v1"
         yield state
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
 
 
 def provider(url: str, transport: str = "http", **params: Any) -> OpenAICompatibleProvider:

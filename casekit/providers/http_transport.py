@@ -132,7 +132,7 @@ class HttpTransport:
                     else "HTTP/1.1"
                 return HttpResponse(resp.status, CaseInsensitiveHeaders(list(resp.headers.items())),
                                     str(resp.url), version, content)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TransportTimeout(f"no complete response within {self.timeout:g} s "
                                    f"({type(exc).__name__})") from exc
         except (aiohttp.ClientError, OSError) as exc:

@@ -1038,7 +1038,6 @@ class OpenAICompatibleProvider(OpenAIProvider):
         echo = self._echo_tokens(data, prompt + continuation)
         scores, boundary = self._continuation_scores(echo, len(prompt), len(prompt + continuation))
         http = raw.http_response
-        secrets = self.key.secrets()
         n = len(scores)
         n_top = sum(s.is_top for s in scores)
         request = self._request_record("completions", sent, {}, [], dropped)
@@ -1053,6 +1052,11 @@ class OpenAICompatibleProvider(OpenAIProvider):
             "top1_share": n_top / n,
             "n_top1": n_top,
         })
+        return self._score_result(data, http, request, response, scores)
+
+    def _score_result(self, data: dict[str, Any], http: Any, request: dict[str, Any],
+                      response: dict[str, Any], scores: list[TokenScore]) -> ProviderResult:
+        secrets = self.key.secrets()
         usage = data.get("usage")
         return ProviderResult(
             returned_model=data.get("model"),
@@ -1139,7 +1143,6 @@ class OpenAICompatibleProvider(OpenAIProvider):
         scores = [self._prompt_token_score(plp[i], ids_full[i], i)
                   for i in range(start, len(ids_full))]
         http = raw.http_response
-        secrets = self.key.secrets()
         n_top = sum(sc.is_top for sc in scores)
         request = self._request_record("completions", sent, {}, [], dropped)
         request.update({"score_method": PROMPT_LOGPROBS_METHOD, "prompt_chars": len(prompt),
@@ -1152,17 +1155,7 @@ class OpenAICompatibleProvider(OpenAIProvider):
                          "sum_logprob": float(sum(sc.logprob for sc in scores)),
                          "top1_share": n_top / len(scores), "n_top1": n_top,
                          "top40_exact": self.prompt_logprobs_k >= 40})
-        usage = data.get("usage")
-        return ProviderResult(
-            returned_model=data.get("model"),
-            request_id=http.headers.get("x-request-id"),
-            system_fingerprint=data.get("system_fingerprint"),
-            server_date=http.headers.get("date"),
-            usage=redact(usage, secrets) if isinstance(usage, dict) else {},
-            raw_request=redact(request, secrets),
-            raw_response=redact(response, secrets),
-            token_scores=scores,
-        )
+        return self._score_result(data, http, request, response, scores)
 
     def _prompt_token_score(self, entry: Any, token_id: int, position: int) -> TokenScore:
         """One prompt token's TokenScore from a vLLM entry ``{id: {logprob, rank,

@@ -936,7 +936,8 @@ def _imported_provenance(rec: AttemptRecord) -> list[KV] | None:
     prov = raw.get("imported") if isinstance(raw, dict) else None
     if not isinstance(prov, dict):
         return None
-    file = prov.get("file") if isinstance(prov.get("file"), dict) else {}
+    file_info = prov.get("file")
+    file: dict[str, Any] = file_info if isinstance(file_info, dict) else {}
     shot = prov.get("screenshot")
     rows = [
         KV("Imported", "IMPORTED: captured outside casekit; casekit sent no request"),
