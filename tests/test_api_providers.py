@@ -23,10 +23,10 @@ import respx
 
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
-from casekit.providers import keys
+from casekit.providers import api_common, keys
 from casekit.providers.anthropic_provider import AnthropicProvider
+from casekit.providers.api_common import MalformedResponseError, UnsupportedParameter
 from casekit.providers.base import CapabilityError, RetryDecision
-from casekit.providers.keys import MalformedResponseError, UnsupportedParameter
 from casekit.providers.openai_provider import OpenAICompatibleProvider, OpenAIProvider
 from casekit.records import Decoding, Message, PlannedAttempt, ProviderResult
 
@@ -703,19 +703,19 @@ def test_base_url_env_never_redirects(openai_key: str, monkeypatch: pytest.Monke
 
 def test_retry_after_parsing() -> None:
     h = httpx2.Headers
-    assert keys.retry_after_seconds(h({"retry-after": "3"})) == 3.0
-    assert keys.retry_after_seconds(h({"retry-after": "0.5"})) == 0.5
-    assert keys.retry_after_seconds(h({"retry-after-ms": "250", "retry-after": "9"})) == 0.25
-    assert keys.retry_after_seconds(h({"date": DATE,
+    assert api_common.retry_after_seconds(h({"retry-after": "3"})) == 3.0
+    assert api_common.retry_after_seconds(h({"retry-after": "0.5"})) == 0.5
+    assert api_common.retry_after_seconds(h({"retry-after-ms": "250", "retry-after": "9"})) == 0.25
+    assert api_common.retry_after_seconds(h({"date": DATE,
                                        "retry-after": "Tue, 03 Jun 2025 12:01:00 GMT"})) == 60.0
-    assert keys.retry_after_seconds(h({"retry-after": "99999"})) == keys.MAX_RETRY_AFTER
-    assert keys.retry_after_seconds(h({"retry-after": "-4"})) == 0.0
-    assert keys.retry_after_seconds(h({"retry-after": "soon"})) is None
-    assert keys.retry_after_seconds(h({})) is None
+    assert api_common.retry_after_seconds(h({"retry-after": "99999"})) == api_common.MAX_RETRY_AFTER
+    assert api_common.retry_after_seconds(h({"retry-after": "-4"})) == 0.0
+    assert api_common.retry_after_seconds(h({"retry-after": "soon"})) is None
+    assert api_common.retry_after_seconds(h({})) is None
 
 
 def test_recorded_headers_are_a_whitelist() -> None:
-    out = keys.recorded_headers(httpx2.Headers({
+    out = api_common.recorded_headers(httpx2.Headers({
         "Date": DATE, "Authorization": "Bearer k", "x-api-key": "k", "Set-Cookie": "a=b",
         "X-Request-Id": "r", "request-id": "r2", "openai-processing-ms": "5",
         "x-ratelimit-limit-tokens": "1", "anthropic-ratelimit-tokens-remaining": "2",
@@ -726,7 +726,7 @@ def test_recorded_headers_are_a_whitelist() -> None:
 
 
 def test_unsupported_parameter_detection() -> None:
-    f = keys.unsupported_parameter
+    f = api_common.unsupported_parameter
     assert f(TEMPERATURE_400, ["temperature", "top_p"]) == "temperature"
     assert f("Unsupported value: 'temperature' does not support 0 with this model. Only the "
              "default (1) value is supported.", ["temperature"]) == "temperature"

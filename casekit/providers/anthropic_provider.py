@@ -54,23 +54,19 @@ from casekit.batch import BatchHandle, BatchStatus, requests_sha256
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
 from casekit.provenance import strip_credentials
-from casekit.providers.base import CapabilityError, Provider, RetryDecision
-from casekit.providers.keys import (
-    ApiKey,
+from casekit.providers.api_common import (
     MalformedResponseError,
     UnsupportedParameter,
     alias_check,
     api_error_message,
     body_sha256,
     classify_sdk_failure,
-    load_key,
-    protect_logs,
     recorded_headers,
-    redact,
-    redact_error_text,
     sanitize_api_error,
     unsupported_parameter,
 )
+from casekit.providers.base import CapabilityError, Provider, RetryDecision
+from casekit.providers.keys import ApiKey, load_key, protect_logs, redact, redact_error_text
 from casekit.providers.openai_provider import decode_body, response_content, sdk_version
 from casekit.records import AttemptError, ModelIdentity, PlannedAttempt, ProviderResult
 

@@ -91,6 +91,18 @@ from casekit.canonical import canonical_json
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
 from casekit.provenance import strip_credentials
+from casekit.providers.api_common import (
+    MalformedResponseError,
+    UnsupportedParameter,
+    alias_check,
+    api_error_message,
+    body_sha256,
+    classify_sdk_failure,
+    decision_for_status,
+    recorded_headers,
+    sanitize_api_error,
+    unsupported_parameter,
+)
 from casekit.providers.base import CapabilityError, Provider, RetryDecision
 from casekit.providers.http_transport import (
     TRANSPORTS,
@@ -99,23 +111,7 @@ from casekit.providers.http_transport import (
     TransportConnectionError,
     TransportTimeout,
 )
-from casekit.providers.keys import (
-    ApiKey,
-    MalformedResponseError,
-    UnsupportedParameter,
-    alias_check,
-    api_error_message,
-    body_sha256,
-    classify_sdk_failure,
-    decision_for_status,
-    load_key,
-    protect_logs,
-    recorded_headers,
-    redact,
-    redact_error_text,
-    sanitize_api_error,
-    unsupported_parameter,
-)
+from casekit.providers.keys import ApiKey, load_key, protect_logs, redact, redact_error_text
 from casekit.records import (
     AttemptError,
     ModelIdentity,
