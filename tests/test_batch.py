@@ -330,6 +330,25 @@ def anthropic_provider(fake: FakeAnthropicBatches) -> AnthropicProvider:
 # --------------------------------------------------------------------------- OpenAI
 
 
+def crash_before_the_batch_id_is_recorded(tmp_path: Path, provider: Any,
+                                          attempts: list[PlannedAttempt]) -> None:
+    """Run a batch that the provider accepts but whose id never reaches the ledger: the
+    process dies (Crash) as the batch_submitted note is about to be written."""
+    ledger = Ledger(tmp_path).open()
+    real = ledger.append_note
+
+    def append_note(kind: str, *args: Any, **kw: Any) -> Any:
+        if kind == "batch_submitted":
+            raise Crash  # the provider accepted the batch; its id never reached the ledger
+        return real(kind, *args, **kw)
+
+    ledger.append_note = append_note  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        asyncio.run(BatchExecutor(ledger, provider, attempts, poll_interval=0,
+                                  sleep=no_sleep).run())
+    ledger.close()
+
+
 def test_openai_batch_submit_poll_collect(keys_env: str, tmp_path: Path) -> None:
     fake = FakeOpenAIBatches({1: "refusal", 2: "error", 3: "expired", 4: "missing",
                               5: "filtered"})
@@ -633,19 +652,7 @@ def test_openai_adopts_a_batch_whose_id_a_crash_kept_out(keys_env: str,
                                                          tmp_path: Path) -> None:
     fake = FakeOpenAIBatches()
     attempts = planned(3)
-    ledger = Ledger(tmp_path).open()
-    real = ledger.append_note
-
-    def append_note(kind: str, *args: Any, **kw: Any) -> Any:
-        if kind == "batch_submitted":
-            raise Crash  # the provider accepted the batch; its id never reached the ledger
-        return real(kind, *args, **kw)
-
-    ledger.append_note = append_note  # type: ignore[method-assign]
-    with pytest.raises(Crash):
-        asyncio.run(BatchExecutor(ledger, openai_provider(fake), attempts, poll_interval=0,
-                                  sleep=no_sleep).run())
-    ledger.close()
+    crash_before_the_batch_id_is_recorded(tmp_path, openai_provider(fake), attempts)
     assert fake.create.call_count == 1 and not notes(tmp_path, "batch_submitted")
     out = execute(tmp_path, openai_provider(fake), attempts)
     assert fake.create.call_count == 1 and fake.listing.call_count == 1  # found, not resent
@@ -660,19 +667,7 @@ def test_anthropic_unconfirmed_submission_is_recorded_and_resent(keys_env: str,
                                                                  tmp_path: Path) -> None:
     fake = FakeAnthropicBatches()
     attempts = planned(2)
-    ledger = Ledger(tmp_path).open()
-    real = ledger.append_note
-
-    def append_note(kind: str, *args: Any, **kw: Any) -> Any:
-        if kind == "batch_submitted":
-            raise Crash
-        return real(kind, *args, **kw)
-
-    ledger.append_note = append_note  # type: ignore[method-assign]
-    with pytest.raises(Crash):
-        asyncio.run(BatchExecutor(ledger, anthropic_provider(fake), attempts, poll_interval=0,
-                                  sleep=no_sleep).run())
-    ledger.close()
+    crash_before_the_batch_id_is_recorded(tmp_path, anthropic_provider(fake), attempts)
     execute(tmp_path, anthropic_provider(fake), attempts)
     warning = [n for n in notes(tmp_path, "warning") if n.data.get("unconfirmed_batch")]
     assert len(warning) == 1 and "console" in warning[0].message
@@ -687,19 +682,7 @@ def test_unconfirmed_submission_waits_when_the_lookup_fails(keys_env: str,
                                                             tmp_path: Path) -> None:
     fake = FakeOpenAIBatches()
     attempts = planned(2)
-    ledger = Ledger(tmp_path).open()
-    real = ledger.append_note
-
-    def append_note(kind: str, *args: Any, **kw: Any) -> Any:
-        if kind == "batch_submitted":
-            raise Crash
-        return real(kind, *args, **kw)
-
-    ledger.append_note = append_note  # type: ignore[method-assign]
-    with pytest.raises(Crash):
-        asyncio.run(BatchExecutor(ledger, openai_provider(fake), attempts, poll_interval=0,
-                                  sleep=no_sleep).run())
-    ledger.close()
+    crash_before_the_batch_id_is_recorded(tmp_path, openai_provider(fake), attempts)
     fake.listing.mock(side_effect=[httpx.Response(500, json={"error": {"message": "down"}})])
     with pytest.raises(BatchError, match="could run them twice"):
         execute(tmp_path, openai_provider(fake), attempts)
