@@ -243,6 +243,10 @@ class OpenAIProvider(Provider):
         self._client_obj: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self.transport = self._transport_param()
+        # Import the SDK now, outside the event loop: its first import takes most of a second,
+        # which inside the loop would stall every attempt in flight (the http transport raises
+        # the SDK's exception classes, so it needs it too).
+        _openai()
         self._transport_name = ("openai SDK" if self.transport == "sdk"
                                 else HttpTransport.version())
         self._http: HttpTransport | None = None
