@@ -153,6 +153,7 @@ class AnthropicProvider(Provider):
         self._http_client = http_client
         self._client_obj: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        _anthropic()  # import the SDK here, not on the first request inside the event loop
 
     def _number(self, key: str, default: float, minimum: float, *, integer: bool) -> float:
         value = self.spec.params.get(key, default)
