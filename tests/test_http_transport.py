@@ -223,3 +223,13 @@ def test_unknown_transport_is_a_clear_error() -> None:
                      base_url="http://127.0.0.1:9/v1", params={"transport": "curl"})
     with pytest.raises(CasekitError, match="params.transport must be one of sdk, http"):
         OpenAICompatibleProvider(spec, Path("."))
+
+
+def test_a_redirect_is_recorded_not_followed(server: Server) -> None:
+    server.script.append(Scripted(status=307, body={"error": {"message": "moved"}},
+                                  headers={"Location": "http://127.0.0.1:9/v1/chat/completions"}))
+    p = provider(server, "http")
+    exc = call(p, attempt())
+    assert type(exc).__name__ == "APIStatusError" and exc.status_code == 307
+    assert p.should_retry(exc).action == "no"
+    assert len(server.seen) == 1  # nothing was sent to the Location

@@ -112,7 +112,9 @@ class HttpTransport:
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
-                json_serialize=json.dumps, auto_decompress=True, trust_env=False)
+                json_serialize=json.dumps, auto_decompress=True,
+                # As the SDK's httpx client: proxies from HTTP(S)_PROXY / NO_PROXY.
+                trust_env=True)
             self._loop = loop
         return self._session
 
@@ -125,7 +127,9 @@ class HttpTransport:
         session = self._session_for_loop()
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         try:
-            async with session.post(url, data=data,
+            # Redirects are not followed (nor are they by the SDK): a 3xx is an answer to
+            # record, not a hop to take silently with the key.
+            async with session.post(url, data=data, allow_redirects=False,
                                     headers={"Content-Type": "application/json"}) as resp:
                 content = await resp.read()
                 version = f"HTTP/{resp.version.major}.{resp.version.minor}" if resp.version \
