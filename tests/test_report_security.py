@@ -281,6 +281,8 @@ def _without_our_figures(body: str) -> str:
 
     svgs = re.findall(r"<svg\b.*?</svg>", body, re.S)
     assert len(svgs) == body.count("<svg") > 0  # no unclosed or nested svg either
+    ids = re.findall(r'\bid="([^"]*)"', "".join(svgs))
+    assert len(ids) == len(set(ids))  # a pattern id used twice would paint another figure
     for svg in svgs:
         check_svg(svg)
         lowered = svg.lower()

@@ -1570,6 +1570,8 @@ class CoverageRow:
     lane: Markup
     """The lane of the figure: SVG from numbers only (casekit/report/figures.py)."""
     swatch: Markup
+    legend_swatch: Markup
+    """The same paint for the legend (its own pattern id: ids are unique in the document)."""
     passages: str
     longest: str
     parts: list[str]
@@ -1759,6 +1761,7 @@ def _coverage_map(f: Findings, mw: ModelWorkFinding, work: Work,
                      f"({fmt_pct(covered / total if total else None)})"),
             lane=figures.coverage_lane(ids, key, runs, total),
             swatch=figures.swatch(ids, key),
+            legend_swatch=figures.swatch(ids, key),
             passages=f"{len(runs):,}",
             longest=(f"{longest:,} words (words {runs_longest(runs)})" if runs else DASH),
             parts=[fmt_pct(b.covered / b.words) if b.words else DASH for b in parts]))
