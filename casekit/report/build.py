@@ -1075,7 +1075,10 @@ def _methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
         else:
             shown = fmt_value(val)
         thresholds.append(KV(label, shown, note))
-    definitions = [KV(DEFINITION_LABELS.get(k, k), f.definitions[k])
+    # Each definition under its label and its key: the key is what "[p_z]" in the further
+    # measures refers to.
+    definitions = [KV(DEFINITION_LABELS.get(k) or FURTHER_DEFINITION_LABELS.get(k, k),
+                      f.definitions[k], k)
                    for k in _ordered(f.definitions, DEFINITION_LABELS)]
     categories = [KV(k.capitalize(), v) for k, v in CATEGORY_TEXT.items()]
     counts: dict[str, int] = {}
@@ -1498,6 +1501,7 @@ FURTHER_DEFINITION_LABELS = {
     "name_cloze": "Name cloze",
     "comparison": "Model comparison",
     "coverage": "Coverage",
+    "divergence": "Divergence",
 }
 
 
@@ -1583,8 +1587,9 @@ class CoverageMap:
     total_words: str
     rows: list[CoverageRow]
     axis: Markup
-    parts: list[str]
-    """Headers of the numeric table's columns: the tenths of the work, in words."""
+    parts: list[KV]
+    """Headers of the numeric table's columns: the tenths of the work, first and last word
+    (label "1,004–", value "1,338": set on two lines, a column is narrow)."""
 
 
 @dataclass(frozen=True)
@@ -1765,7 +1770,7 @@ def _coverage_map(f: Findings, mw: ModelWorkFinding, work: Work,
             passages=f"{len(runs):,}",
             longest=(f"{longest:,} words (words {runs_longest(runs)})" if runs else DASH),
             parts=[fmt_pct(b.covered / b.words) if b.words else DASH for b in parts]))
-    heads = [f"{i * total // nparts + 1:,}\u2013{(i + 1) * total // nparts:,}"
+    heads = [KV(f"{i * total // nparts + 1:,}\u2013", f"{(i + 1) * total // nparts:,}")
              for i in range(nparts)]
     return CoverageMap(total_words=f"{total:,}", rows=rows,
                        axis=figures.coverage_axis(nparts), parts=heads)
