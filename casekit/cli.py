@@ -195,8 +195,9 @@ def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False
               help="Seconds to wait for the timestamp authority.")
 @click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path),
               default=None, metavar="KEY.p12",
-              help="Sign the finished PDF (PAdES baseline B) into report.signed.pdf with the key "
-                   "and certificate in this PKCS#12 file.")
+              help="Sign the finished PDF (PAdES baseline B; B-T with --tsa, which then also "
+                   "timestamps the signature) into report.signed.pdf with the key and "
+                   "certificate in this PKCS#12 file.")
 @click.option("--sign-password-env", default=None, metavar="VAR",
               help="Environment variable holding the PKCS#12 password.")
 @user_errors
@@ -218,7 +219,7 @@ def report(run_dir: Path, template_dir: Path | None, attach_works: bool, tsa_url
     if sign_key is not None:
         from casekit.report.sign import sign_report
 
-        signed = sign_report(pdf, sign_key, password)
+        signed = sign_report(pdf, sign_key, password, tsa_url=tsa_url, tsa_timeout=tsa_timeout)
         click.echo(f"signed: {signed}")
 
 
@@ -232,18 +233,37 @@ def report(run_dir: Path, template_dir: Path | None, attach_works: bool, tsa_url
                                  "with, if not the default.")
 @click.option("--tsa-root", "tsa_roots", multiple=True,
               type=click.Path(dir_okay=False, path_type=Path), metavar="CERT.pem",
-              help="REPORT.pdf only: trust root for the embedded RFC 3161 timestamp (repeatable).")
+              help="REPORT.pdf or manifest.tsr: trust root for the RFC 3161 timestamp's "
+                   "authority (repeatable).")
+@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="manifest.tsr only: the manifest the token is over (default: "
+                                 "manifest.json beside the token).")
 @click.option("--sign-root", "sign_roots", multiple=True,
               type=click.Path(dir_okay=False, path_type=Path), metavar="CERT.pem",
               help="REPORT.pdf only: trust root for the PDF's signature (repeatable).")
 @user_errors
 def verify(path: Path, works_dir: Path | None, template_dir: Path | None,
-           tsa_roots: tuple[Path, ...], sign_roots: tuple[Path, ...]) -> None:
+           tsa_roots: tuple[Path, ...], manifest_path: Path | None,
+           sign_roots: tuple[Path, ...]) -> None:
     """Verify a run's ledger (RUN_DIR or ledger.jsonl: re-derive the hash chain, name the first
-    bad record) or a report (REPORT.pdf: check its attachments, the chain, the works, the
-    recomputed findings and every number printed). Exit 0 if all checks pass, 1 if one fails,
-    2 for unusable input."""
+    bad record), a report (REPORT.pdf: check its attachments, the chain, the works, the
+    recomputed findings and every number printed) or a report's timestamp (manifest.tsr: the
+    token against the manifest and, with --tsa-root, the authority's certificate chain).
+    Exit 0 if all checks pass, 1 if one fails, 2 for unusable input."""
     from casekit.ledger import LEDGER_NAME, verify_chain
+
+    if path.suffix.lower() == ".tsr":
+        from casekit.report.verify import verify_timestamp
+
+        result = verify_timestamp(path, manifest_path, tsa_roots)
+        for line in result.lines():
+            click.echo(line)
+        if result.ledger_head_hash:
+            click.echo(f"ledger head named by the manifest: {result.ledger_head_hash}")
+        sys.exit(0 if result.ok else 1)
+    if manifest_path is not None:
+        raise CasekitError("--manifest goes with a manifest.tsr; give the token file, or drop "
+                           "--manifest")
 
     def looks_like_pdf(p: Path) -> bool:
         with p.open("rb") as fh:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pypdf import PdfReader
 
 from casekit.analysis.findings import Findings, ModelWorkFinding
 from casekit.analysis.stats import Rate
+from casekit.report.figures import LANE_WIDTH_MM, UNITS, check_svg
 from tests.test_report import Fixture, build_fixture
 
 
@@ -70,14 +72,25 @@ def _measure_row(block: str, label: str) -> tuple[str, str]:
     raise AssertionError(f"no row {label!r}")
 
 
-def _bins(block: str) -> dict[str, list[int]]:
-    rows = re.findall(r'<tr class="covrow" data-row="(\w+)">(.*?)</tr>', block, re.S)
-    return {key: [int(x) for x in re.findall(r'<td class="bin s(\d)"></td>', body)]
-            for key, body in rows}
+SVG = "{http://www.w3.org/2000/svg}"
 
 
-def _bin_of(word: int, total: int, nbins: int) -> int:
-    return next(i for i in range(nbins) if i * total // nbins <= word < (i + 1) * total // nbins)
+def _lanes(block: str) -> dict[str, ET.Element]:
+    """The coverage map's lanes (parsed SVG) by category, in order."""
+    rows = re.findall(r'<tr class="covrow" data-row="(\w+)">.*?<td class="cov-lane">(<svg.*?</svg>)'
+                      r"</td>", block, re.S)
+    return {key: ET.fromstring(svg) for key, svg in rows}
+
+
+def _bars(lane: ET.Element) -> list[tuple[float, float]]:
+    """(x, width) of the passage bars of a lane (the frame, a direct child, excluded)."""
+    return [(float(r.get("x", "0")), float(r.get("width", "0")))
+            for g in lane.findall(f"{SVG}g") for r in g.findall(f"{SVG}rect")]
+
+
+def _covers(bars: list[tuple[float, float]], word: int, total: int) -> bool:
+    x = (word + 0.5) / total * LANE_WIDTH_MM * UNITS
+    return any(x0 <= x <= x0 + w for x0, w in bars)
 
 
 # --------------------------------------------------------------------------- figures
@@ -166,13 +179,30 @@ def test_np_table_and_threshold_shares(rendered: Rendered) -> None:
     shares = block[block.index('<table class="data share-table">'):]
     for s in pr.shares:
         assert f"{s.windows:,} of {pr.windows:,}" in shares
-    # The histogram: one bar per bin, its length from the share.
-    hist = block[block.index('<table class="histogram"'):]
-    hist = hist[:hist.index("</table>")]
-    widths = [int(w) for w in re.findall(r'<div class="bar w(\d+)"></div>', hist)]
-    assert widths == [round(b.share * 100) for b in pr.histogram]
-    for b in pr.histogram:
-        assert str(escape(b.label)) in hist
+    # The histogram: an SVG bar per non-empty bin, in its column, its height from the share;
+    # the table under it gives every bin's label, count and share.
+    fig = block[block.index('<div class="histo-fig">'):]
+    svg = fig[fig.index("<svg"):fig.index("</svg>") + 6]
+    check_svg(svg)
+    root = ET.fromstring(svg)
+    width, height = (float(v) for v in root.get("viewBox", "").split()[2:])
+    bars = [r for g in root.findall(f"{SVG}g") for r in g.findall(f"{SVG}rect")]
+    shown = [b for b in pr.histogram if b.share > 0]
+    assert len(bars) == len(shown) >= 1
+    col = width / len(pr.histogram)
+    for r, b in zip(bars, shown, strict=True):
+        i = pr.histogram.index(b)
+        assert i * col <= float(r.get("x", "")) < (i + 1) * col
+        plot = height - 10
+        assert float(r.get("height", "")) == pytest.approx(max(plot * b.share, 3.0), abs=0.01)
+        assert float(r.get("y", "")) + float(r.get("height", "")) == pytest.approx(height)
+    table = fig[fig.index('<table class="histo-table"'):]
+    table = table[:table.index("</table>")]
+    heads = re.findall(r'<th class="mono">(.*?)</th>', table)
+    assert heads == [str(escape(b.label)) for b in pr.histogram]
+    counts = re.findall(r'<tr class="h-count">(.*?)</tr>', table, re.S)[0]
+    assert re.findall(r'<td class="num">(.*?)</td>', counts) == [f"{b.count:,}"
+                                                                 for b in pr.histogram]
 
 
 def test_model_comparison_table(rendered: Rendered) -> None:
@@ -208,35 +238,79 @@ def test_model_comparison_table(rendered: Rendered) -> None:
 # --------------------------------------------------------------------------- coverage map
 
 
-def test_coverage_map_bins_and_shading(rendered: Rendered) -> None:
+def test_coverage_map_draws_each_category_at_its_words(rendered: Rendered) -> None:
+    from casekit.report.build import coverage_ranges, load_inputs
+    from casekit.report.figures import merge_ranges, passage_rects
+
     f = rendered.fx.findings
     mw = _finding(f, "m1", "frank")
     total = mw.coverage.total_words
-    nbins = min(200, total)
-    bins = _bins(_block(rendered.html, "m1", "frank"))
-    assert list(bins) == ["extraction", "regurgitation", "reconstruction"]
-    assert all(len(v) == nbins for v in bins.values())
+    block = _block(rendered.html, "m1", "frank")
+    lanes = _lanes(block)
+    assert list(lanes) == ["extraction", "regurgitation", "reconstruction"]
+    bars = {k: _bars(v) for k, v in lanes.items()}
 
+    # Each lane draws exactly the merged word ranges credited to its category.
+    inputs = load_inputs(rendered.fx.run_dir, f)
+    ranges = coverage_ranges(f, mw, inputs.works["frank"])
+    for key, drawn in bars.items():
+        runs = merge_ranges(ranges[key], total)
+        assert drawn == passage_rects(runs, total), key
     mine = [x for x in f.attempts if x.model_id == "m1" and x.work_id == "frank"]
     adv = next(s for x in mine if x.intent == "adversarial" for s in x.spans)
     ben = next(s for x in mine if x.intent == "benign" for s in x.spans)
-    mid_adv = _bin_of((adv.work_word_start + adv.work_word_end) // 2, total, nbins)
-    mid_ben = _bin_of((ben.work_word_start + ben.work_word_end) // 2, total, nbins)
-    assert bins["extraction"][mid_adv] == 5 and bins["reconstruction"][mid_adv] == 5
-    assert bins["regurgitation"][mid_adv] == 0  # no benign span there
-    assert bins["regurgitation"][mid_ben] == 5 and bins["extraction"][mid_ben] == 0
-    last = _bin_of(total - 1, total, nbins)  # no span reaches the end of the work
-    assert all(v[last] == 0 for v in bins.values())
-    # The reconstruction row is the analyzer's coverage mask, bin by bin.
-    block = _block(rendered.html, "m1", "frank")
+    mid_adv = (adv.work_word_start + adv.work_word_end) // 2
+    mid_ben = (ben.work_word_start + ben.work_word_end) // 2
+    assert _covers(bars["extraction"], mid_adv, total)
+    assert _covers(bars["reconstruction"], mid_adv, total)
+    assert not _covers(bars["regurgitation"], mid_adv, total)  # no benign span there
+    assert _covers(bars["regurgitation"], mid_ben, total)
+    assert not _covers(bars["extraction"], mid_ben, total)
+    assert not any(_covers(b, total - 1, total) for b in bars.values())  # nothing at the end
+
+    # Greyscale: the three categories are drawn with three different paints (hatching for
+    # extraction), and the legend shows the same paints.
+    fills = {k: {r.get("fill") for g in v.findall(f"{SVG}g") for r in g.findall(f"{SVG}rect")}
+             for k, v in lanes.items()}
+    assert all(len(x) == 1 for x in fills.values())
+    assert fills["extraction"].pop().startswith("url(#fig")  # type: ignore[union-attr]
+    assert fills["regurgitation"] != fills["reconstruction"]
+    assert lanes["extraction"].find(f"{SVG}defs/{SVG}pattern") is not None
+
+    # The reconstruction row is the analyzer's coverage mask; the numeric table has it too.
     assert f"{mw.coverage.covered_words:,} of {total:,} words" in block
+    table = block[block.index('<table class="data covnum">'):]
+    rows = dict(re.findall(r'<tr data-row="(\w+)">(.*?)</tr>', table, re.S))
+    runs = merge_ranges(ranges["reconstruction"], total)
+    cells = [_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", rows["reconstruction"])]
+    assert cells[0] == str(len(runs))
+    longest = max(hi - lo for lo, hi in runs)
+    assert cells[1].startswith(f"{longest:,} words")
+    parts = cells[2:]
+    assert len(parts) == 10
+    for i, cell in enumerate(parts):
+        a, b = i * total // 10, (i + 1) * total // 10
+        cov = sum(max(0, min(b, hi) - max(a, lo)) for lo, hi in runs)
+        assert cell == (f"{100 * cov / (b - a):.1f}".rstrip("0").rstrip(".") + "%"
+                        if cov and cov != b - a else ("100%" if cov else "0%"))
 
-    # A model with no span: every bin blank.
-    empty = _bins(_block(rendered.html, "m2", "frank"))
-    assert all(set(v) == {0} for v in empty.values())
+    # A model with no span: empty lanes (the frame only).
+    empty = _lanes(_block(rendered.html, "m2", "frank"))
+    assert all(_bars(v) == [] for v in empty.values())
 
 
-def test_greedily_reproduced_window_is_shaded(rendered: Rendered) -> None:
+def test_a_one_word_passage_stays_visible() -> None:
+    from casekit.report.figures import MIN_PASSAGE, merge_ranges, passage_rects
+
+    assert merge_ranges([(5, 9), (0, 2), (9, 12), (50, 40), (-3, 1)], total=20) == [
+        (0, 2), (5, 12)]
+    (x, w), = passage_rects([(99_999, 100_000)], total=100_000)
+    assert w == MIN_PASSAGE and x + w <= LANE_WIDTH_MM * UNITS
+    (x, w), = passage_rects([(0, 1)], total=100_000)
+    assert x == 0 and w == MIN_PASSAGE
+
+
+def test_greedily_reproduced_window_is_drawn(rendered: Rendered) -> None:
     """A teacher-forced window reproduced greedily counts towards reconstruction only."""
     from casekit.report import build_model, render_html
     from casekit.report.build import load_inputs
@@ -256,16 +330,15 @@ def test_greedily_reproduced_window_is_shaded(rendered: Rendered) -> None:
         attempts.append(x)
     forced = f.model_copy(update={"attempts": attempts})
     html = render_html(build_model(forced, inputs))
-    nbins = min(200, total)
-    target = _bin_of(205, total, nbins)
-    before = _bins(_block(rendered.html, "m1", "frank"))
-    after = _bins(_block(html, "m1", "frank"))
-    assert before["reconstruction"][target] == 0  # not reproduced: not covered
-    assert after["reconstruction"][target] > 0
-    assert after["extraction"][target] == 0 and after["regurgitation"][target] == 0
-    covered = sum(1 for i in range(nbins) if after["reconstruction"][i])
-    assert covered == sum(1 for i in range(nbins) if before["reconstruction"][i]) + len(
-        {_bin_of(w, total, nbins) for w in range(200, 210)})
+    before = {k: _bars(v) for k, v in _lanes(_block(rendered.html, "m1", "frank")).items()}
+    after = {k: _bars(v) for k, v in _lanes(_block(html, "m1", "frank")).items()}
+    assert not _covers(before["reconstruction"], 205, total)  # not reproduced: not covered
+    assert _covers(after["reconstruction"], 205, total)
+    assert not _covers(after["extraction"], 205, total)
+    assert not _covers(after["regurgitation"], 205, total)
+    unit = LANE_WIDTH_MM * UNITS / total
+    new = [b for b in after["reconstruction"] if b not in before["reconstruction"]]
+    assert new == [(round(200 * unit, 2), round(10 * unit, 2))]
 
 
 def test_coverage_bins_unit() -> None:
@@ -288,4 +361,4 @@ def test_rendering_twice_is_byte_identical(rendered: Rendered, tmp_path: Path) -
     first = rendered.fx.run_dir / "report"
     assert again.html.read_bytes() == (first / "report.html").read_bytes()
     assert again.pdf.read_bytes() == (first / "report.pdf").read_bytes()
-    assert '<td class="bin s5"></td>' in again.html.read_text(encoding="utf-8")
+    assert '<td class="cov-lane"><svg' in again.html.read_text(encoding="utf-8")

@@ -262,3 +262,21 @@ def test_limitations_are_read_off_the_data(report: Report) -> None:
     assert "No passage of any work was excluded" in lim
     assert "refusals by source: text 1" in lim
     assert "Small samples: fewer than 30 attempts stand behind a rate of m1 × frank" in lim
+
+
+def test_attempt_table_and_definitions_read_whole(report: Report) -> None:
+    """Layout: in the table of every attempt, each attempt id, strategy key and work id sits on
+    one line (a column too narrow broke them mid-word); every definition under Methods shows
+    the key the further measures cite, e.g. [p_z]."""
+    f = report.fx.findings
+    start = next(i for i, t in enumerate(report.texts) if "Every attempt" in t)
+    lines = {line.strip() for t in report.texts[start:] for line in t.splitlines()}
+    words = {w for line in lines for w in line.split()}
+    for x in f.attempts:
+        assert x.attempt_id in words, x.attempt_id
+        assert x.strategy_key in words, x.strategy_key
+        assert x.work_id in words, x.work_id
+    html = (report.out / "report.html").read_text(encoding="utf-8")
+    methods = html[html.index('id="methods-definitions"'):html.index('id="methods-strategies"')]
+    for key in f.definitions:
+        assert f'<span class="defref">[{key}]</span></dt>' in methods, key

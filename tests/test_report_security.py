@@ -253,9 +253,12 @@ def test_markup_is_escaped(rendered: Rendered) -> None:
     html = rendered.html
     port = rendered.corpus.port
     body = html.split("</head>", 1)[1]
+    # Our own figures are the only SVG: take each out (after checking it), then no markup
+    # from the outputs may remain.
+    body = _without_our_figures(body)
     for tag in ("<script", "<img", "<link", "<iframe", "<object", "<svg", "<image", "<b>",
                 "<i>", "<p style", "<div style", 'href="javascript', "<a href=\"http",
-                "<a href=\"file"):
+                "<a href=\"file", "<foreignObject", "<use"):
         assert tag not in body, tag
     assert html.count("<style") == 1 and html.count("<title>") == 1
     # Highlights (our own spans) may cut through the text; the text itself is escaped.
@@ -268,6 +271,73 @@ def test_markup_is_escaped(rendered: Rendered) -> None:
     assert "&lt;/title&gt;&lt;style&gt;body{display:none}&lt;/style&gt;" in html
     # The case's title stays text in <title> and on the cover.
     assert "<title>&lt;script&gt;alert(1)&lt;/script&gt; Hostile v. Corpus" in html
+
+
+def _without_our_figures(body: str) -> str:
+    """``body`` with every <svg>...</svg> removed, each checked first to be one of ours:
+    well-formed, only whitelisted elements and attributes, no text, no href, no url() other
+    than a pattern of the same figure."""
+    from casekit.report.figures import check_svg
+
+    svgs = re.findall(r"<svg\b.*?</svg>", body, re.S)
+    assert len(svgs) == body.count("<svg") > 0  # no unclosed or nested svg either
+    ids = re.findall(r'\bid="([^"]*)"', "".join(svgs))
+    assert len(ids) == len(set(ids))  # a pattern id used twice would paint another figure
+    for svg in svgs:
+        check_svg(svg)
+        lowered = svg.lower()
+        for bad in ("href", "script", "foreignobject", "style", "on", "<text", "http", "file:",
+                    "data:", "@import"):
+            assert not re.search(rf"[\s<]{bad}", lowered), bad
+        assert all(u.startswith("url(#fig") for u in re.findall(r"url\([^)]*\)", svg))
+    return re.sub(r"<svg\b.*?</svg>", "", body, flags=re.S)
+
+
+def test_the_figures_are_ours_and_hold_no_output_text(rendered: Rendered) -> None:
+    html = rendered.html
+    body = html.split("</head>", 1)[1]
+    rest = _without_our_figures(body)
+    assert rest.count("<svg") == 0
+    # The hostile output's own <svg> is in the report as text only.
+    assert "&lt;svg&gt;&lt;image href=" in re.sub(r'<span class="[a-z ]+">|</span>', "", html)
+
+
+@pytest.mark.parametrize("svg", [
+    '<svg xmlns="http://www.w3.org/2000/svg"><image href="file:///etc/passwd"/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><foreignObject/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><rect fill="url(http://127.0.0.1/x)"/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><rect fill="url(#fig1-nowhere)"/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><rect style="fill:red"/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><rect x="expression(1)"/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><g>text from a model</g></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg" xmlns:x="http://www.w3.org/1999/xlink">'
+    '<rect x:href="#a"/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><rect fill="red"/></svg>',
+    '<svg><rect/></svg>',
+    '<svg xmlns="http://www.w3.org/2000/svg"><rect>',
+])
+def test_check_svg_rejects_what_is_not_ours(svg: str) -> None:
+    from casekit.report.figures import SvgRejected, check_svg
+
+    with pytest.raises(SvgRejected):
+        check_svg(svg)
+
+
+def test_figure_builders_refuse_unlisted_names_and_values() -> None:
+    from casekit.report import figures
+
+    with pytest.raises(ValueError):
+        figures._el("image", href="x")
+    with pytest.raises(ValueError):
+        figures._el("rect", fill="url(http://127.0.0.1/)")
+    with pytest.raises(ValueError):
+        figures._el("rect", onload="1")
+    with pytest.raises(ValueError):
+        figures.FigureIds().next("x-1)")
+    lane = figures.coverage_lane(figures.FigureIds(), "extraction", [(0, 3)], 10)
+    figures.check_svg(str(lane))
 
 
 def test_control_and_bidi_characters_are_shown_by_code_point(rendered: Rendered) -> None:

@@ -268,7 +268,7 @@ def test_verify_accepts_the_token_with_the_tsa_root(stamped: Stamped, pki: Pki) 
 def test_verify_without_a_root_says_the_signer_is_unverified(stamped: Stamped) -> None:
     code, out = _run("verify", str(stamped.pdf))
     assert code == 0, out
-    assert "token present, signer not verified: give --tsa-root" in out
+    assert "token valid" in out and "TSA not trusted: give --tsa-root" in out
 
 
 def test_verify_rejects_the_token_with_another_root(stamped: Stamped, pki: Pki) -> None:
@@ -284,8 +284,9 @@ def test_altered_manifest_fails_the_timestamp(stamped: Stamped, pki: Pki,
     att = {k: v[0] for k, v in PdfReader(stamped.pdf).attachments.items()}
     altered = att["manifest.json"].replace(b'"casekit_version"', b'"casekit_versioN"', 1)
     assert altered != att["manifest.json"]
-    ok, detail = check_token(att["manifest.tsr"], altered, [])
-    assert not ok and "changed after it was timestamped" in detail
+    tc = check_token(att["manifest.tsr"], altered, [])
+    assert not tc.ok and not tc.trusted and "changed after it was timestamped" in tc.detail
+    assert check_token(att["manifest.tsr"], att["manifest.json"], []).ok
     # The same, in a whole PDF: the pages and every attachment, the manifest edited.
     reader = PdfReader(stamped.pdf)
     writer = PdfWriter()
@@ -403,3 +404,179 @@ def test_unreachable_or_failing_tsa_is_one_line_exit_2(stamped: Stamped, tsa: st
     assert len(lines) == 1 and lines[0].startswith("error: timestamp authority"), out
     assert plain.read_bytes() == stamped.plain  # nothing embedded
     assert not plain.with_name("manifest.tsr").exists()
+
+
+# --------------------------------------------------------------------------- manifest.tsr alone
+
+
+def _beside(stamped: Stamped, tmp_path: Path, *, manifest: bytes | None = None,
+            token: bytes | None = None) -> Path:
+    """A copy of the run's report folder (and its ledger) with the token and manifest, either
+    replaced; returns the token's path."""
+    run = tmp_path / "run"
+    (run / "report").mkdir(parents=True)
+    shutil.copyfile(stamped.fx.run_dir / "ledger.jsonl", run / "ledger.jsonl")
+    src = stamped.pdf.parent
+    shutil.copyfile(src / "report.pdf", run / "report" / "report.pdf")
+    (run / "report" / "manifest.json").write_bytes(
+        manifest if manifest is not None else (src / "manifest.json").read_bytes())
+    tsr = run / "report" / "manifest.tsr"
+    tsr.write_bytes(token if token is not None else (src / "manifest.tsr").read_bytes())
+    return tsr
+
+
+def test_verify_the_token_file_against_the_tsa_root(stamped: Stamped, pki: Pki) -> None:
+    token = stamped.pdf.with_name("manifest.tsr")
+    code, out = _run("verify", str(token), "--tsa-root", str(pki.root_pem))
+    assert code == 0, out
+    assert re.search(r"^ok +timestamp: the manifest manifest\.json \(sha256:[0-9a-f]{64}\) "
+                     r"existed at .*chains to --tsa-root", out, re.M), out
+    assert re.search(r"^ok +report\.pdf: .* carries this manifest and this token$", out,
+                     re.M), out
+    assert re.search(r"^ok +ledger: .* is the ledger the manifest names", out, re.M), out
+    assert "verified: every check passed" in out
+    manifest = stamped.pdf.with_name("manifest.json").read_bytes()
+    import json
+
+    head = json.loads(manifest)["ledger"]["head_hash"]
+    assert f"ledger head named by the manifest: {head}" in out
+
+
+def test_the_token_file_without_a_root_is_valid_but_untrusted(stamped: Stamped) -> None:
+    code, out = _run("verify", str(stamped.pdf.with_name("manifest.tsr")))
+    assert code == 0, out
+    assert "token valid" in out and "TSA not trusted: give --tsa-root" in out
+    assert re.search(r"signed by [^;]*casekit test TSA", out), out  # the token's own signer
+
+
+def test_the_token_file_fails_against_another_root(stamped: Stamped, pki: Pki) -> None:
+    code, out = _run("verify", str(stamped.pdf.with_name("manifest.tsr")),
+                     "--tsa-root", str(pki.other_root_pem))
+    assert code == 1, out
+    assert _failed(out) == ["timestamp"], out
+
+
+def test_the_token_file_fails_on_an_edited_manifest(stamped: Stamped, pki: Pki,
+                                                   tmp_path: Path) -> None:
+    manifest = stamped.pdf.with_name("manifest.json").read_bytes()
+    edited = manifest.replace(b'"casekit_version"', b'"casekit_versioN"', 1)
+    tsr = _beside(stamped, tmp_path, manifest=edited)
+    code, out = _run("verify", str(tsr), "--tsa-root", str(pki.root_pem))
+    assert code == 1, out
+    assert _failed(out) == ["timestamp", "report.pdf"], out
+    assert "changed after it was timestamped" in out
+    # --manifest names the manifest the token is over, wherever it lies.
+    good = tmp_path / "elsewhere.json"
+    good.write_bytes(manifest)
+    code, out = _run("verify", str(tsr), "--manifest", str(good), "--tsa-root",
+                     str(pki.root_pem))
+    assert re.search(r"^ok +timestamp: the manifest elsewhere\.json", out, re.M), out
+
+
+def test_a_token_with_a_broken_signature_fails_even_without_a_root(stamped: Stamped,
+                                                                  tmp_path: Path) -> None:
+    raw = bytearray(stamped.pdf.with_name("manifest.tsr").read_bytes())
+    raw[-1] ^= 0x01  # the last byte of the signer's signature value
+    tsr = _beside(stamped, tmp_path, token=bytes(raw))
+    code, out = _run("verify", str(tsr))
+    assert code == 1, out
+    assert "timestamp" in _failed(out), out
+    assert "does not verify with the certificate it carries" in out
+
+
+def test_token_file_input_errors_are_one_line_exit_2(stamped: Stamped, tmp_path: Path) -> None:
+    lone = tmp_path / "lone" / "manifest.tsr"
+    lone.parent.mkdir()
+    shutil.copyfile(stamped.pdf.with_name("manifest.tsr"), lone)
+    code, out = _run("verify", str(lone))
+    assert code == 2 and out.strip().count("\n") == 0, out
+    assert "give it with --manifest" in out
+    code, out = _run("verify", str(stamped.pdf), "--manifest", str(lone))
+    assert code == 2 and "--manifest goes with a manifest.tsr" in out, out
+
+
+# --------------------------------------------------------------------------- bytes vs revisions
+
+
+def test_verify_explains_bytes_of_a_timestamped_or_signed_pdf(stamped: Stamped,
+                                                             pki: Pki) -> None:
+    from casekit.report.verify import bytes_verdict, pdf_revisions
+
+    plain, stamped_bytes = stamped.plain, stamped.pdf.read_bytes()
+    signed = stamped.signed.read_bytes()
+    assert bytes_verdict(plain, plain) == "the PDF is byte-identical to a fresh rendering"
+    revs = pdf_revisions(stamped_bytes)
+    assert revs.count == 2 and revs.first_end == len(plain)
+    assert "an attached file" in revs.added[0]
+    text = bytes_verdict(stamped_bytes, plain)
+    assert text.startswith("its first revision (as rendered) is byte-identical")
+    assert "WeasyPrint" not in text
+    sig_revs = pdf_revisions(signed)
+    assert sig_revs.count == 3 and "a signature" in sig_revs.added[1]
+    # The rendered revision itself differs (as another WeasyPrint would make it): said so.
+    other = plain.replace(b"%\xf0\x9f\x96\xa4", b"%\xf0\x9f\x96\xa5", 1)  # header comment
+    assert other != plain
+    assert "another WeasyPrint" in bytes_verdict(other, plain)
+    assert "another WeasyPrint" in bytes_verdict(stamped_bytes, other)
+    # And through the command: the signed PDF's text is reproduced, its bytes explained.
+    code, out = _run("verify", str(stamped.signed), "--sign-root", str(pki.root_pem))
+    assert code == 0, out
+    line = next(x for x in out.splitlines() if x.startswith("ok     numbers in the report"))
+    assert "first revision (as rendered) is byte-identical to a fresh rendering" in line
+    assert "2 incremental update(s) after rendering" in line and "a signature" in line
+
+
+# --------------------------------------------------------------------------- PAdES B-T
+
+
+def test_signature_carries_a_timestamp_from_the_same_tsa(stamped: Stamped, pki: Pki) -> None:
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko_certvalidator import ValidationContext
+
+    root = asn1_x509.Certificate.load(x509.load_pem_x509_certificate(
+        pki.root_pem.read_bytes()).public_bytes(serialization.Encoding.DER))
+    tsa_der = pki.tsa_cert.public_bytes(serialization.Encoding.DER)
+    with stamped.signed.open("rb") as fh:
+        sig = PdfFileReader(fh).embedded_signatures[0]
+        unsigned = sig.signer_info["unsigned_attrs"]
+        kinds = [a["type"].native for a in unsigned]
+        assert "signature_time_stamp_token" in kinds  # PAdES B-T
+        ctx = ValidationContext(trust_roots=[root], allow_fetching=False)
+        st = validate_pdf_signature(sig, ctx, ts_validation_context=ctx)
+        ts = st.timestamp_validity
+        assert ts is not None and ts.intact and ts.valid and ts.trusted
+        assert ts.signing_cert.dump() == tsa_der  # the same TSA as the manifest's token
+    code, out = _run("verify", str(stamped.signed), "--sign-root", str(pki.root_pem))
+    assert code == 0, out
+    assert re.search(r"^ok +signature: .*signature timestamp \(PAdES B-T\) \S+ trusted", out,
+                     re.M), out
+    # A TSA root that is not the timestamp's: the signature check fails and says why.
+    code, out = _run("verify", str(stamped.signed), "--sign-root", str(pki.root_pem),
+                     "--tsa-root", str(pki.other_root_pem))
+    assert code == 1 and "signature" in _failed(out), out
+    assert "signature timestamp (PAdES B-T)" in out and "NOT trusted" in out
+
+
+def test_sign_without_tsa_is_baseline_b(stamped: Stamped, pki: Pki, tmp_path: Path) -> None:
+    from casekit.report.sign import sign_report
+
+    copy = tmp_path / "report.pdf"
+    shutil.copyfile(stamped.pdf, copy)
+    out = sign_report(copy, pki.p12, PASSWORD.encode())
+    code, text = _run("verify", str(out), "--sign-root", str(pki.root_pem))
+    assert code == 0, text
+    assert "no signature timestamp (PAdES B-B)" in text
+
+
+def test_a_failing_tsa_while_signing_is_one_line(stamped: Stamped, pki: Pki, tsa: str,
+                                                 tmp_path: Path) -> None:
+    from casekit.report.sign import SignError, sign_report
+
+    copy = tmp_path / "report.pdf"
+    shutil.copyfile(stamped.pdf, copy)
+    with pytest.raises(SignError, match="HTTP 500"):
+        sign_report(copy, pki.p12, PASSWORD.encode(), tsa_url=tsa + "/broken")
+    with pytest.raises(SignError, match="did not timestamp the signature"):
+        sign_report(copy, pki.p12, PASSWORD.encode(), tsa_url=tsa + "/refuse")
+    assert not copy.with_name("report.signed.pdf").exists()

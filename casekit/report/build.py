@@ -25,6 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from casekit.analysis.analyze import findings_bytes
 from casekit.analysis.findings import (
     AttemptAnalysis,
@@ -43,6 +45,7 @@ from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, read_records
 from casekit.records import AttemptRecord, LedgerRecord, Note, PlannedAttempt, RunEnd, RunStart
+from casekit.report import figures
 from casekit.report.evidence import (
     CASE_ATTACHMENT,
     FINDINGS_ATTACHMENT,
@@ -1108,7 +1111,10 @@ def _methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
         else:
             shown = fmt_value(val)
         thresholds.append(KV(label, shown, note))
-    definitions = [KV(DEFINITION_LABELS.get(k, k), f.definitions[k])
+    # Each definition under its label and its key: the key is what "[p_z]" in the further
+    # measures refers to.
+    definitions = [KV(DEFINITION_LABELS.get(k) or FURTHER_DEFINITION_LABELS.get(k, k),
+                      f.definitions[k], k)
                    for k in _ordered(f.definitions, DEFINITION_LABELS)]
     categories = [KV(k.capitalize(), v) for k, v in CATEGORY_TEXT.items()]
     counts: dict[str, int] = {}
@@ -1520,14 +1526,13 @@ def _custody(inputs: Inputs, case: CaseFile) -> Custody:
 
 # --------------------------------------------------------------------------- further measures
 
-#: Bins of the coverage map (fewer when the work has fewer words: every bin holds a word).
-COVERAGE_BINS = 200
-#: Shade levels of a coverage-map bin: 0 (nothing covered) to COVERAGE_LEVELS (all covered).
+#: Shade levels of a coverage bin: 0 (nothing covered) to COVERAGE_LEVELS (all covered).
 COVERAGE_LEVELS = 5
+#: Parts of the work in the coverage map's numeric table (tenths, under the figure's ticks).
+COVERAGE_PARTS = 10
 #: (n,p) cells shown in the compact table [Hay25].
 NP_SHOWN_P = (0.5, 0.9)
 NP_SHOWN_N = (1, 100, 10000)
-#: Width classes of the histogram bars (``w0`` .. ``w100``, percent of the bar area).
 FURTHER_DEFINITION_KEYS = ("p_z", "np_discoverable", "discoverable_5050", "spans_over_t",
                            "longest_block", "bmc", "name_cloze", "comparison", "coverage")
 FURTHER_DEFINITION_LABELS = {
@@ -1540,6 +1545,7 @@ FURTHER_DEFINITION_LABELS = {
     "name_cloze": "Name cloze",
     "comparison": "Model comparison",
     "coverage": "Coverage",
+    "divergence": "Divergence",
 }
 
 
@@ -1577,8 +1583,6 @@ class HistBar:
     label: str
     count: str
     share: str
-    width: int
-    """Bar length, percent of the bar area (a CSS class ``w{width}``)."""
 
 
 @dataclass(frozen=True)
@@ -1591,6 +1595,8 @@ class ProbView:
     np_rows: list[NPRow]
     shares: list[ShareRow]
     histogram: list[HistBar]
+    histogram_svg: Markup
+    """The bars as an SVG figure (numbers only, casekit/report/figures.py)."""
 
 
 @dataclass(frozen=True)
@@ -1607,15 +1613,27 @@ class CoverageRow:
     label: str
     note: str
     covered: str
-    bins: list[CoverageBin]
+    runs: list[tuple[int, int]]
+    """Covered word ranges [start, end), merged and sorted (what the lane draws)."""
+    lane: Markup
+    """The lane of the figure: SVG from numbers only (casekit/report/figures.py)."""
+    swatch: Markup
+    legend_swatch: Markup
+    """The same paint for the legend (its own pattern id: ids are unique in the document)."""
+    passages: str
+    longest: str
+    parts: list[str]
+    """Share of the words covered in each tenth of the work (the numeric table)."""
 
 
 @dataclass(frozen=True)
 class CoverageMap:
-    bins: int
     total_words: str
-    words_per_bin: str
     rows: list[CoverageRow]
+    axis: Markup
+    parts: list[KV]
+    """Headers of the numeric table's columns: the tenths of the work, first and last word
+    (label "1,004–", value "1,338": set on two lines, a column is narrow)."""
 
 
 @dataclass(frozen=True)
@@ -1655,8 +1673,6 @@ class Further:
     definitions: list[KV]
     rows: list[FurtherRow]
     comparisons: list[ComparisonRow]
-    levels: list[KV]
-    """Legend of the coverage-map shades: label and CSS level."""
 
 
 def _opt_rate(r: Rate | None) -> tuple[str, str]:
@@ -1695,12 +1711,12 @@ def _prob_view(pr: Probabilistic, ctrl: Probabilistic | None) -> ProbView:
             chars=f"{s.chars:,} ({fmt_pct(s.char_share)})",
             control=(f"{c.windows:,} of {ctrl.windows:,} ({fmt_pct(c.window_share)})"
                      if c is not None and ctrl is not None else DASH)))
-    bars = [HistBar(label=b.label, count=f"{b.count:,}", share=fmt_pct(b.share),
-                    width=max(0, min(100, round(b.share * 100))))
+    bars = [HistBar(label=b.label, count=f"{b.count:,}", share=fmt_pct(b.share))
             for b in pr.histogram]
     return ProbView(preset=pr.preset, windows=f"{pr.windows:,}", greedy=rate_view(pr.greedy),
                     sampling=pr.sampling, ns=[f"{n:,}" for n in NP_SHOWN_N], np_rows=np_rows,
-                    shares=shares, histogram=bars)
+                    shares=shares, histogram=bars,
+                    histogram_svg=figures.histogram([b.share for b in pr.histogram]))
 
 
 def _word_range(tokens: Any, start: int, end: int) -> tuple[int, int]:
@@ -1775,23 +1791,39 @@ COVERAGE_ROWS = (
 )
 
 
-def _coverage_map(f: Findings, mw: ModelWorkFinding, work: Work) -> CoverageMap:
+def _coverage_map(f: Findings, mw: ModelWorkFinding, work: Work,
+                  ids: figures.FigureIds) -> CoverageMap:
+    """The figure (one SVG lane per category, exact word positions) and its numeric table
+    (covered words, passages, longest passage, share covered per tenth of the work)."""
     total = mw.coverage.total_words
-    nbins = max(1, min(COVERAGE_BINS, total))
+    nparts = max(1, min(COVERAGE_PARTS, total))
     ranges = coverage_ranges(f, mw, work)
     rows = []
     for key, label, note in COVERAGE_ROWS:
-        bins = _coverage_bins(ranges[key], total, nbins) if total else [
-            CoverageBin(0, 0, 0)]
-        covered = sum(b.covered for b in bins)
-        rows.append(CoverageRow(key=key, label=label, note=note, bins=bins,
-                                covered=f"{covered:,} of {total:,} words "
-                                        f"({fmt_pct(covered / total if total else None)})"))
-    per = total / nbins if nbins else 0
-    per_text = f"{per:.1f}".rstrip("0").rstrip(".")
-    return CoverageMap(bins=nbins, total_words=f"{total:,}",
-                       words_per_bin=f"{per_text} word" + ("" if per_text == "1" else "s"),
-                       rows=rows)
+        runs = figures.merge_ranges(ranges[key], total)
+        covered = sum(hi - lo for lo, hi in runs)
+        parts = _coverage_bins(runs, total, nparts) if total else []
+        longest = max((hi - lo for lo, hi in runs), default=0)
+        rows.append(CoverageRow(
+            key=key, label=label, note=note, runs=runs,
+            covered=(f"{covered:,} of {total:,} words "
+                     f"({fmt_pct(covered / total if total else None)})"),
+            lane=figures.coverage_lane(ids, key, runs, total),
+            swatch=figures.swatch(ids, key),
+            legend_swatch=figures.swatch(ids, key),
+            passages=f"{len(runs):,}",
+            longest=(f"{longest:,} words (words {runs_longest(runs)})" if runs else DASH),
+            parts=[fmt_pct(b.covered / b.words) if b.words else DASH for b in parts]))
+    heads = [KV(f"{i * total // nparts + 1:,}\u2013", f"{(i + 1) * total // nparts:,}")
+             for i in range(nparts)]
+    return CoverageMap(total_words=f"{total:,}", rows=rows,
+                       axis=figures.coverage_axis(nparts), parts=heads)
+
+
+def runs_longest(runs: Sequence[tuple[int, int]]) -> str:
+    """The longest run as 1-based inclusive word numbers (the first of equal runs)."""
+    lo, hi = max(runs, key=lambda r: (r[1] - r[0], -r[0]))
+    return f"{lo + 1:,}\u2013{hi:,}"
 
 
 def _has_generations(f: Findings, mw: ModelWorkFinding) -> bool:
@@ -1880,6 +1912,7 @@ def _overlap_text(o: CoverageOverlap) -> tuple[str, str, str]:
 
 def _further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Further:
     rows: list[FurtherRow] = []
+    ids = figures.FigureIds()
     for mid in model_ids:
         mine = [mw for mw in f.findings if mw.model_id == mid]
         ctrl = next((mw for mw in mine if mw.role == "control"), None)
@@ -1894,7 +1927,7 @@ def _further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Furth
                 prob=(_prob_view(mw.probabilistic, c.probabilistic if c else None)
                       if mw.probabilistic is not None else None),
                 control_has_prob=c is not None and c.probabilistic is not None,
-                coverage_map=_coverage_map(f, mw, works[mw.work_id]),
+                coverage_map=_coverage_map(f, mw, works[mw.work_id], ids),
             ))
     comparisons = []
     for cmp in f.comparisons:
@@ -1911,10 +1944,7 @@ def _further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Furth
             regurgitation_note=rn))
     definitions = [KV(FURTHER_DEFINITION_LABELS[k], f.definitions[k], k)
                    for k in FURTHER_DEFINITION_KEYS if k in f.definitions]
-    levels = [KV("none", "0")] + [
-        KV(f"over {fmt_pct((i - 1) / COVERAGE_LEVELS)}, up to {fmt_pct(i / COVERAGE_LEVELS)}",
-           str(i)) for i in range(1, COVERAGE_LEVELS + 1)]
-    return Further(definitions=definitions, rows=rows, comparisons=comparisons, levels=levels)
+    return Further(definitions=definitions, rows=rows, comparisons=comparisons)
 
 
 def build_model(findings: Findings, inputs: Inputs,

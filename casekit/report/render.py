@@ -2,9 +2,12 @@
 
 Two walls keep hostile model output inert. First, every value reaches the HTML through Jinja's
 autoescaping (``autoescape=True`` for every template, whatever its name); the templates never
-mark anything safe. Second, WeasyPrint fetches only through :class:`SafeFetcher`, which serves
-files inside the template folders and refuses everything else (``file://`` elsewhere, ``http``,
-``data:``), logging each refusal at WARNING.
+mark anything safe. The only markup the model carries is the SVG figures of
+:mod:`casekit.report.figures`, drawn from numbers and fixed sets and checked by
+:func:`~casekit.report.figures.check_svg` before they are marked safe. Second, WeasyPrint
+fetches only through :class:`SafeFetcher`, which serves files inside the template folders and
+refuses everything else (``file://`` elsewhere, ``http``, ``data:``), logging each refusal at
+WARNING.
 
 Templates are looked up in the user's folder first (to override any partial), then in the
 default folder: ``casekit/_templates`` inside an installed wheel, or the repository's top-level

@@ -11,12 +11,14 @@ one attachment the manifest does not name.
 
 ``casekit report RUN_DIR --sign KEY.p12`` signs the finished PDF with pyHanko (PAdES baseline B,
 ``/ETSI.CAdES.detached``), again as an incremental update, into ``report.signed.pdf``;
-``report.pdf`` stays as it is. Timestamp first, then sign: the signature covers the token.
+``report.pdf`` stays as it is. Timestamp first, then sign: the signature covers the token. With
+both ``--tsa`` and ``--sign`` the same TSA also timestamps the signature (PAdES baseline B-T).
 
 ``casekit verify REPORT.pdf`` checks both when present (:func:`verify_extras`): the token's
 message imprint against the attached manifest and its signer against ``--tsa-root``; each
-signature with pyHanko against ``--sign-root``, offline (no fetching of certificates, CRLs or
-OCSP answers).
+signature (and its signature timestamp) with pyHanko against ``--sign-root``, offline (no
+fetching of certificates, CRLs or OCSP answers). ``casekit verify manifest.tsr`` checks the
+token written beside the report on its own (:func:`casekit.report.verify.verify_timestamp`).
 """
 
 from __future__ import annotations
@@ -221,10 +223,40 @@ def timestamp_report(pdf: Path, url: str, *, timeout: float = DEFAULT_TSA_TIMEOU
 # --------------------------------------------------------------------------- PAdES
 
 
+def _http_timestamper(url: str, timeout: float) -> Any:
+    """A pyHanko TimeStamper that posts its requests to ``url`` with httpx (pyHanko's own HTTP
+    client needs ``requests``, which casekit does not depend on)."""
+    import httpx
+    from asn1crypto import tsp
+    from pyhanko.sign.timestamps.api import TimeStamper
+
+    class HttpxTimeStamper(TimeStamper):  # type: ignore[misc]
+        async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
+            try:
+                resp = httpx.post(url, content=req.dump(), timeout=timeout,
+                                  headers={"Content-Type": "application/timestamp-query",
+                                           "Accept": TSR_MEDIA_TYPE})
+            except httpx.HTTPError as exc:
+                raise SignError(f"timestamp authority {url} is unreachable "
+                                f"({type(exc).__name__}: {str(exc)[:200] or 'no answer'}); "
+                                "check --tsa or try again later") from None
+            if resp.status_code != 200:
+                raise SignError(f"timestamp authority {url} answered HTTP {resp.status_code} "
+                                f"{resp.reason_phrase}; check the --tsa URL")
+            return tsp.TimeStampResp.load(resp.content)
+
+    return HttpxTimeStamper()
+
+
 def sign_report(pdf: Path, pkcs12: Path, password: bytes | None = None,
-                out: Path | None = None) -> Path:
-    """Sign ``pdf`` with the key and certificate in ``pkcs12`` (PAdES baseline B, incremental
-    update) into ``out`` (default ``report.signed.pdf`` beside it); ``pdf`` is not changed."""
+                out: Path | None = None, *, tsa_url: str | None = None,
+                tsa_timeout: float = DEFAULT_TSA_TIMEOUT) -> Path:
+    """Sign ``pdf`` with the key and certificate in ``pkcs12`` (incremental update) into ``out``
+    (default ``report.signed.pdf`` beside it); ``pdf`` is not changed.
+
+    PAdES baseline B; with ``tsa_url``, baseline B-T: the TSA timestamps the signature value
+    and the token goes into the signature's unsigned attributes, so the signing time no longer
+    rests on the signer's clock."""
     try:
         from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
         from pyhanko.sign import fields, signers
@@ -249,9 +281,19 @@ def sign_report(pdf: Path, pkcs12: Path, password: bytes | None = None,
                                         subfilter=fields.SigSeedSubFilter.PADES,
                                         reason="casekit report: certified copy",
                                         md_algorithm="sha256")
+    timestamper = _http_timestamper(tsa_url, tsa_timeout) if tsa_url else None
     buf = io.BytesIO()
     w = IncrementalPdfFileWriter(io.BytesIO(pdf.read_bytes()), strict=False)
-    signers.sign_pdf(w, meta, signer=signer, output=buf)
+    try:
+        signers.sign_pdf(w, meta, signer=signer, timestamper=timestamper, output=buf)
+    except SignError:
+        raise
+    except Exception as exc:
+        if timestamper is None:
+            raise
+        # pyHanko's TimestampRequestError and friends: the TSA's answer was unusable.
+        raise SignError(f"timestamp authority {tsa_url} did not timestamp the signature "
+                        f"({type(exc).__name__}: {str(exc)[:160]}); check --tsa") from None
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(target)
@@ -270,7 +312,7 @@ def password_from_env(var: str | None) -> bytes | None:
 # --------------------------------------------------------------------------- verification
 
 
-def _load_certs(paths: Sequence[Path]) -> list[Any]:
+def load_certs(paths: Sequence[Path]) -> list[Any]:
     if not paths:
         return []
     try:
@@ -294,8 +336,55 @@ def _load_certs(paths: Sequence[Path]) -> list[Any]:
     return out
 
 
-def check_token(token: bytes, manifest: bytes, roots: Sequence[Any]) -> tuple[bool, str]:
-    """Check a TimeStampResp against the manifest bytes and (if given) trust roots."""
+@dataclass(frozen=True)
+class TokenCheck:
+    """The verdict on an RFC 3161 token over a manifest."""
+
+    ok: bool
+    detail: str
+    trusted: bool = False
+    """The TSA's certificate chains to a given trust root."""
+    gen_time: datetime | None = None
+
+
+def _token_signer(raw: bytes) -> tuple[bool, str]:
+    """Whether the token's CMS signature verifies with the certificate the token carries
+    (integrity only, no trust): (ok, the signer's name or the reason it fails)."""
+    from asn1crypto import cms, tsp
+    from pyhanko.sign.validation.generic_cms import validate_sig_integrity
+
+    try:
+        token = tsp.TimeStampResp.load(raw)["time_stamp_token"]
+        sd = token["content"]
+        si = sd["signer_infos"][0]
+        sid = si["sid"]
+        certs = ([c.chosen for c in sd["certificates"] if c.name == "certificate"]
+                 if isinstance(sd["certificates"], cms.CertificateSet) else [])
+        if sid.name == "issuer_and_serial_number":
+            want = sid.chosen
+            cert = next((c for c in certs if c.issuer == want["issuer"]
+                         and c.serial_number == want["serial_number"].native), None)
+        else:
+            cert = next((c for c in certs if c.key_identifier == sid.chosen.native), None)
+        if cert is None:
+            return False, ("the token carries no certificate of its signer (a TSA asked without "
+                           "certReq); give --tsa-root and the TSA certificate to check it")
+        content = sd["encap_content_info"]["content"].parsed.dump()
+        digest = hashlib.new(si["digest_algorithm"]["algorithm"].native, content).digest()
+        intact, valid = validate_sig_integrity(si, cert, "tst_info", digest)
+    except Exception as exc:  # noqa: BLE001 - untrusted input
+        return False, f"the token's signature cannot be checked ({type(exc).__name__}: " \
+                      f"{str(exc)[:120]})"
+    if not (intact and valid):
+        return False, "the token's signature does not verify with the certificate it carries"
+    return True, cert.subject.human_friendly
+
+
+def check_token(token: bytes, manifest: bytes, roots: Sequence[Any]) -> TokenCheck:
+    """Check a TimeStampResp against the manifest bytes: granted, its message imprint the
+    SHA-256 of ``manifest``, its signature intact, and (if ``roots`` are given) its TSA
+    certificate chaining to one of them. Without roots a valid token is ``ok`` but not
+    ``trusted``, and the detail says to give --tsa-root."""
     from rfc3161_client import (
         PKIStatus,
         VerificationError,
@@ -309,31 +398,45 @@ def check_token(token: bytes, manifest: bytes, roots: Sequence[Any]) -> tuple[bo
         imprint = info.message_imprint
         gen_time = info.gen_time
     except Exception as exc:  # noqa: BLE001 - untrusted input
-        return False, f"manifest.tsr is not a timestamp response ({str(exc)[:120]})"
+        return TokenCheck(False, f"manifest.tsr is not a timestamp response "
+                                 f"({str(exc)[:120]})")
     if tsr.status not in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS):
-        return False, f"manifest.tsr is not a granted timestamp (PKIStatus {tsr.status})"
+        return TokenCheck(False, f"manifest.tsr is not a granted timestamp (PKIStatus "
+                                 f"{tsr.status})")
     digest = hashlib.sha256(manifest).digest()
     if imprint.hash_algorithm.dotted_string != SHA256_OID or imprint.message != digest:
-        return False, (f"the token's message imprint ({imprint.message.hex()}) is not the SHA-256"
-                       f" of the attached manifest.json ({digest.hex()}): the manifest was "
-                       "changed after it was timestamped")
-    when = gen_time.isoformat()
+        return TokenCheck(False, (
+            f"the token's message imprint ({imprint.message.hex()}) is not the SHA-256 of "
+            f"the manifest.json ({digest.hex()}): the manifest was changed after it was "
+            "timestamped, or the token is another manifest's"), gen_time=gen_time)
+    when = gen_time.astimezone(UTC).isoformat() if gen_time.tzinfo else gen_time.isoformat()
     if not roots:
-        return True, (f"the token covers the attached manifest.json (sha256:{digest.hex()}), "
-                      f"time {when}; token present, signer not verified: give --tsa-root")
+        intact, signer = _token_signer(token)
+        if not intact:
+            return TokenCheck(False, signer, gen_time=gen_time)
+        return TokenCheck(True, (
+            f"token valid: it covers the manifest.json (sha256:{digest.hex()}), time {when}, "
+            f"signed by {signer} (signature intact); TSA not trusted: give --tsa-root"),
+            gen_time=gen_time)
     builder = VerifierBuilder()
     for root in roots:
         builder = builder.add_root_certificate(root)
     try:
         builder.build().verify(tsr, digest)
     except (VerificationError, ValueError) as exc:
-        return False, f"the token's signer does not verify against --tsa-root: {exc}"
-    return True, (f"the manifest.json (sha256:{digest.hex()}) existed at {when}, signed by a "
-                  f"TSA that chains to --tsa-root (serial {info.serial_number})")
+        return TokenCheck(False, f"the token's signer does not verify against --tsa-root: {exc}",
+                          gen_time=gen_time)
+    return TokenCheck(True, (
+        f"the manifest.json (sha256:{digest.hex()}) existed at {when}, signed by a TSA that "
+        f"chains to --tsa-root (serial {info.serial_number})"), trusted=True, gen_time=gen_time)
 
 
-def check_signatures(pdf: Path, roots: Sequence[Any]) -> list[tuple[bool, str]]:
-    """Validate every signature in ``pdf`` with pyHanko, offline. Empty if there is none."""
+def check_signatures(pdf: Path, roots: Sequence[Any], tsa_roots: Sequence[Any] = (),
+                     ) -> list[tuple[bool, str]]:
+    """Validate every signature in ``pdf`` with pyHanko, offline. Empty if there is none.
+
+    The signer is checked against ``roots``; a signature timestamp (PAdES B-T) against
+    ``tsa_roots`` when given, else against ``roots`` too."""
     from asn1crypto import x509 as asn1_x509
     from cryptography.hazmat.primitives.serialization import Encoding
     from pyhanko.pdf_utils.reader import PdfFileReader
@@ -341,6 +444,8 @@ def check_signatures(pdf: Path, roots: Sequence[Any]) -> list[tuple[bool, str]]:
     from pyhanko_certvalidator import ValidationContext
 
     trust = [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in roots]
+    ts_trust = [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER))
+                for c in tsa_roots] or trust
     out: list[tuple[bool, str]] = []
     with pdf.open("rb") as fh:
         try:
@@ -353,16 +458,19 @@ def check_signatures(pdf: Path, roots: Sequence[Any]) -> list[tuple[bool, str]]:
             name = sig.field_name
             try:
                 st = validate_pdf_signature(
-                    sig, ValidationContext(trust_roots=trust, allow_fetching=False))
+                    sig, ValidationContext(trust_roots=trust, allow_fetching=False),
+                    ts_validation_context=ValidationContext(trust_roots=ts_trust,
+                                                            allow_fetching=False))
             except Exception as exc:  # noqa: BLE001 - a broken signature is a failed check
                 out.append((False, f"{name}: cannot be validated ({type(exc).__name__}: "
                                    f"{str(exc)[:160]})"))
                 continue
-            out.append(_signature_verdict(name, st, bool(trust)))
+            out.append(_signature_verdict(name, st, bool(trust), bool(ts_trust)))
     return out
 
 
-def _signature_verdict(name: str, st: Any, have_roots: bool) -> tuple[bool, str]:
+def _signature_verdict(name: str, st: Any, have_roots: bool,
+                       have_ts_roots: bool = False) -> tuple[bool, str]:
     from pyhanko.sign.diff_analysis import ModificationLevel
     from pyhanko.sign.validation.status import SignatureCoverageLevel
 
@@ -377,8 +485,18 @@ def _signature_verdict(name: str, st: Any, have_roots: bool) -> tuple[bool, str]
              "covers the whole file" if whole else
              ("later revisions add only timestamps" if later_ok else
               f"the file was changed after signing ({coverage.name})")]
+    ts = getattr(st, "timestamp_validity", None)
+    ts_ok = True
+    if ts is not None:
+        ts_ok = bool(ts.intact and ts.valid and (ts.trusted or not have_ts_roots))
+        facts.append(f"signature timestamp (PAdES B-T) {ts.timestamp.isoformat()} "
+                     + ("trusted" if ts.trusted else
+                        ("NOT trusted" if have_ts_roots else "TSA not checked"))
+                     + ("" if ts.intact and ts.valid else ", its token is broken"))
+    else:
+        facts.append("no signature timestamp (PAdES B-B)")
     detail = f"{name} by {signer}: " + ", ".join(facts)
-    ok = bool(st.intact and st.valid and (whole or later_ok))
+    ok = bool(st.intact and st.valid and (whole or later_ok) and ts_ok)
     if have_roots:
         ok = ok and bool(st.trusted)
         if not st.trusted:
@@ -390,42 +508,25 @@ def _signature_verdict(name: str, st: Any, have_roots: bool) -> tuple[bool, str]
 
 def verify_extras(res: ReportVerification, pdf: Path, *, tsa_roots: Sequence[Path] = (),
                   sign_roots: Sequence[Path] = ()) -> None:
-    """Add the timestamp and signature checks to a report's verification (in place).
-
-    ``manifest.tsr`` is the one attachment the manifest cannot list; the attachment-hash check is
-    redone without it, so that it still names any other unlisted file.
-    """
+    """Add the timestamp and signature checks to a report's verification (in place): the
+    embedded ``manifest.tsr`` against the attached manifest (and ``tsa_roots``), and each PAdES
+    signature against ``sign_roots``, offline."""
     from casekit.report import verify as v
     from casekit.report.evidence import MANIFEST_ATTACHMENT
 
-    tsa_certs = _load_certs(tsa_roots)
-    sign_certs = _load_certs(sign_roots)
+    tsa_certs = load_certs(tsa_roots)
+    sign_certs = load_certs(sign_roots)
     try:
         att = v.read_attachments(pdf)
     except Exception:  # noqa: BLE001 - verify_report has reported it already
         att = {}
     token = att.get(TOKEN_ATTACHMENT)
     if token is not None and MANIFEST_ATTACHMENT in att:
-        idx = next((i for i, c in enumerate(res.checks) if c.name == "attachment hashes"), None)
-        if idx is not None:
-            try:
-                import json
-
-                manifest = json.loads(att[MANIFEST_ATTACHMENT])
-            except (ValueError, UnicodeDecodeError):
-                manifest = None
-            if isinstance(manifest, dict):
-                redo = v.ReportVerification(pdf=pdf)
-                rest = {k: b for k, b in att.items() if k != TOKEN_ATTACHMENT}
-                v._check_hashes(redo, manifest, rest)
-                c = redo.checks[0]
-                res.checks[idx] = v.Check(c.name, c.ok, c.detail + (
-                    f" (and {TOKEN_ATTACHMENT}, the timestamp of the manifest)" if c.ok else ""))
         try:
-            ok, detail = check_token(token, att[MANIFEST_ATTACHMENT], tsa_certs)
+            tc = check_token(token, att[MANIFEST_ATTACHMENT], tsa_certs)
         except ImportError as exc:
-            ok, detail = False, str(_missing(exc))
-        res.add("timestamp", ok, detail)
+            tc = TokenCheck(False, str(_missing(exc)))
+        res.add("timestamp", tc.ok, tc.detail)
     elif tsa_certs:
         res.add("timestamp", False, f"--tsa-root given, but the PDF holds no {TOKEN_ATTACHMENT}")
     if not _has_signature(pdf):
@@ -433,7 +534,7 @@ def verify_extras(res: ReportVerification, pdf: Path, *, tsa_roots: Sequence[Pat
             res.add("signature", False, "--sign-root given, but the PDF is not signed")
         return
     try:
-        verdicts = check_signatures(pdf, sign_certs)
+        verdicts = check_signatures(pdf, sign_certs, tsa_certs)
     except ImportError as exc:
         verdicts = [(False, str(_missing(exc)))]
     for ok, detail in verdicts:

@@ -14,8 +14,14 @@ The checks, in order, each reported as ok or FAILED with its reason:
 8. the report's HTML re-rendered from the recomputed findings hashes to the manifest's HTML hash,
    and the re-rendered manifest equals the attached one;
 9. the text of every page, re-rendered to PDF, equals the text of the given PDF's pages: every
-   number printed in the report is reproduced (byte-identical PDFs are noted, not required,
-   since fonts and WeasyPrint versions differ between machines).
+   number printed in the report is reproduced. Byte identity is noted, not required (fonts and
+   WeasyPrint versions differ between machines); a timestamped or signed PDF is compared by
+   its first revision, the one WeasyPrint wrote, and the incremental updates after it are
+   named (:func:`bytes_verdict`), so the report never blames a font for a signature.
+
+``casekit verify manifest.tsr`` (:func:`verify_timestamp`) checks the RFC 3161 token written
+beside the report on its own: its imprint against the manifest, its signature, and its
+authority against ``--tsa-root``.
 
 The PDF is untrusted input: attachment names are never used as file names, work paths come from
 the verified ledger and must stay inside the works folder, and templates are never taken from
@@ -28,7 +34,7 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +51,7 @@ from casekit.report.evidence import (
     manifest_bytes,
     template_set,
 )
+from casekit.report.sign import TOKEN_ATTACHMENT
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +193,16 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
         elif sha256_bytes(data) != e.get("sha256") or len(data) != e.get("size"):
             problems.append(f"{name} hashes to {sha256_bytes(data)} ({len(data):,} bytes), the "
                             f"manifest says {e.get('sha256')} ({e.get('size')} bytes)")
-    extra = sorted(set(att) - listed)
+    # The timestamp token is over the manifest, so the manifest cannot list it; it is checked
+    # on its own (the "timestamp" check).
+    token = TOKEN_ATTACHMENT in att
+    extra = sorted(set(att) - listed - {TOKEN_ATTACHMENT})
     if extra:
         problems.append("attachments the manifest does not list: " + ", ".join(extra))
-    return res.add("attachment hashes", not problems, "; ".join(problems) or
-                   f"{len(listed) - 1} attachments match the manifest's SHA-256 and sizes")
+    return res.add("attachment hashes", not problems, "; ".join(problems) or (
+        f"{len(listed) - 1} attachments match the manifest's SHA-256 and sizes"
+        + (f" (and {TOKEN_ATTACHMENT}, the timestamp of the manifest, which the manifest "
+           "cannot list)" if token else "")))
 
 
 def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path,
@@ -299,14 +311,99 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
     again = tmp / "again.pdf"
     rendered.write_pdf(again, template_dir)
     theirs, ours = page_texts_of(pdf), page_texts_of(again)
-    identical = again.read_bytes() == pdf.read_bytes()
     if theirs == ours:
         res.add("numbers in the report", True,
-                f"the text of all {len(ours)} pages is reproduced"
-                + ("; the PDF is byte-identical to a fresh rendering" if identical else
-                   " (the PDF bytes differ: another WeasyPrint or font version)"))
+                f"the text of all {len(ours)} pages is reproduced; "
+                + bytes_verdict(pdf.read_bytes(), again.read_bytes()))
     else:
         res.add("numbers in the report", False, _page_diff(theirs, ours))
+
+
+# --------------------------------------------------------------------------- revisions
+
+
+@dataclass(frozen=True)
+class Revisions:
+    """The revisions of a PDF: the one WeasyPrint rendered, then incremental updates."""
+
+    count: int
+    first_end: int | None
+    """Offset just past the first revision's ``%%EOF`` (None when it cannot be read)."""
+    added: list[str]
+    """What the later revisions add, in words (a timestamp token, a signature, ...)."""
+
+
+def pdf_revisions(data: bytes) -> Revisions:
+    """Read the revision structure with pyHanko (optional: without it, one revision is
+    assumed unless the bytes hold several ``%%EOF`` markers)."""
+    import io
+
+    try:
+        from pyhanko.pdf_utils.reader import PdfFileReader
+    except ImportError:
+        n = data.count(b"%%EOF")
+        return Revisions(count=max(1, n), first_end=None, added=[])
+    try:
+        reader = PdfFileReader(io.BytesIO(data), strict=False)
+        count = reader.xrefs.total_revisions
+        end = reader.xrefs.get_xref_container_info(0).end_location
+        eof = data.index(b"%%EOF", end) + len(b"%%EOF")
+        while eof < len(data) and data[eof:eof + 1] in (b"\r", b"\n"):
+            eof += 1
+        added: list[str] = []
+        for rev in range(1, count):
+            kinds = set()
+            for ref in reader.xrefs.explicit_refs_in_revision(rev):
+                obj = reader.get_object(ref, revision=rev)
+                kinds.add(_kind(obj))
+            added.append(", ".join(sorted(k for k in kinds if k)) or "no objects")
+        return Revisions(count=count, first_end=eof, added=added)
+    except Exception as exc:  # noqa: BLE001 - untrusted input; the text check still runs
+        log.warning("verify: cannot read the PDF's revisions (%s)", exc)
+        return Revisions(count=1, first_end=None, added=[])
+
+
+def _kind(obj: Any) -> str:
+    """A reader's word for one object an incremental update writes."""
+    try:
+        t = str(obj.get("/Type", "")) if hasattr(obj, "get") else ""
+        if t == "/EmbeddedFile" or t == "/Filespec":
+            return "an attached file"
+        if t == "/Sig":
+            return "a signature"
+        if t == "/DocTimeStamp":
+            return "a document timestamp"
+        if t == "/Catalog":
+            return "the catalog"
+        if t == "/Annot" or "/FT" in obj:
+            return "a signature field"
+        if t in ("/Page", "/Pages"):
+            return "a page's annotation list" if t == "/Page" else "the page tree"
+        if t in ("/XRef", "/ObjStm"):
+            return ""
+    except Exception:  # noqa: BLE001
+        return "an unreadable object"
+    return "other objects (names, form, metadata)"
+
+
+def bytes_verdict(given: bytes, fresh: bytes) -> str:
+    """Say precisely how the given PDF's bytes relate to a fresh rendering of the same HTML:
+    identical; identical in its first revision with timestamp/signature updates after it; or
+    different in the rendered revision itself (another WeasyPrint or font version)."""
+    if given == fresh:
+        return "the PDF is byte-identical to a fresh rendering"
+    revs = pdf_revisions(given)
+    later = (f"{revs.count - 1} incremental update(s) after rendering add "
+             + "; ".join(revs.added)) if revs.count > 1 else ""
+    if revs.count > 1 and given.startswith(fresh):
+        return (f"its first revision (as rendered) is byte-identical to a fresh rendering; "
+                f"{later} (the timestamp token and signatures are checked below)")
+    if revs.count > 1:
+        return (f"its first revision (as rendered) differs from a fresh rendering in its bytes "
+                f"(another WeasyPrint or font version renders the same text differently); "
+                f"{later}")
+    return ("the PDF bytes differ from a fresh rendering: the same text from another WeasyPrint "
+            "or font version")
 
 
 def _page_diff(theirs: list[str], ours: list[str]) -> str:
@@ -386,3 +483,78 @@ def _works(res: ReportVerification, start: Any, manifest: dict[str, Any],
     ok = res.add("works", not problems, "; ".join(problems) if problems else
                  f"{len(found)} works match the run's SHA-256: " + ", ".join(found))
     return staged / "case.yaml" if ok else None
+
+
+# --------------------------------------------------------------------------- manifest.tsr
+
+
+def verify_timestamp(token_path: Path, manifest_path: Path | None = None,
+                     tsa_roots: Sequence[Path] = ()) -> ReportVerification:
+    """``casekit verify manifest.tsr``: check the RFC 3161 token that ``casekit report --tsa``
+    wrote beside the report, on its own.
+
+    Checks: the token is a granted timestamp whose message imprint is the SHA-256 of the
+    manifest (``manifest.json`` beside the token unless ``manifest_path`` is given) and whose
+    signature is intact; with ``tsa_roots``, that the TSA certificate chains to one of them
+    (without, the token is reported valid but the TSA untrusted). When the run's files are where
+    ``casekit report`` put them, also that ``report.pdf`` beside the token carries this manifest
+    and this token, and that the run's ``ledger.jsonl`` is the ledger the manifest names.
+    Raises BadReport (exit 2) when the token or the manifest cannot be read.
+    """
+    from casekit.report.sign import TokenCheck, _missing, check_token, load_certs
+
+    manifest_path = manifest_path or token_path.with_name(MANIFEST_ATTACHMENT)
+    try:
+        token = token_path.read_bytes()
+    except OSError as exc:
+        raise BadReport(f"{token_path}: cannot read it ({exc.strerror}); give the manifest.tsr "
+                        "that `casekit report --tsa` wrote") from None
+    try:
+        manifest = manifest_path.read_bytes()
+    except OSError as exc:
+        raise BadReport(f"{manifest_path}: cannot read the manifest the token is over "
+                        f"({exc.strerror}); give it with --manifest") from None
+    roots = load_certs(tsa_roots)
+    res = ReportVerification(pdf=token_path)
+    try:
+        tc = check_token(token, manifest, roots)
+    except ImportError as exc:
+        tc = TokenCheck(False, str(_missing(exc)))
+    res.add("timestamp", tc.ok, tc.detail.replace("the manifest.json",
+                                                  f"the manifest {manifest_path.name}"))
+    try:
+        parsed = json.loads(manifest)
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    ledger = parsed.get("ledger") if isinstance(parsed, dict) else None
+    if not isinstance(ledger, dict):
+        res.add("manifest", False, f"{manifest_path} is not a casekit manifest (no ledger entry)")
+        return res
+    res.ledger_head_hash = ledger.get("head_hash")
+
+    pdf = manifest_path.with_name("report.pdf")
+    if pdf.is_file():
+        try:
+            att = read_attachments(pdf)
+        except (BadReport, _Damaged) as exc:
+            res.add("report.pdf", False, f"{pdf}: {exc}")
+        else:
+            same = att.get(MANIFEST_ATTACHMENT) == manifest
+            carries = att.get(TOKEN_ATTACHMENT) == token
+            res.add("report.pdf", same,
+                    f"{pdf} carries this manifest" + (" and this token" if carries else
+                                                      " (not this token)")
+                    if same else f"{pdf} carries another manifest than {manifest_path}")
+    run_ledger = manifest_path.parent.parent / "ledger.jsonl"
+    if run_ledger.is_file():
+        data = run_ledger.read_bytes()
+        want, got = ledger.get("sha256"), sha256_bytes(data)
+        # The ledger may have grown since (a resumed run): then its prefix is the one named.
+        size = ledger.get("size")
+        prefix_ok = isinstance(size, int) and sha256_bytes(data[:size]) == want
+        res.add("ledger", got == want or prefix_ok,
+                f"{run_ledger} is the ledger the manifest names ({want})" if got == want else
+                (f"{run_ledger} begins with the ledger the manifest names ({want}); records "
+                 "were appended after the report" if prefix_ok else
+                 f"{run_ledger} hashes to {got}; the manifest names {want}"))
+    return res
