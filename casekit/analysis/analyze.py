@@ -29,6 +29,7 @@ from casekit.analysis.findings import (
     TeacherForced,
     TeacherForcedSummary,
 )
+from casekit.analysis.findings import Census, CensusPreset
 from casekit.analysis.leakage import discount, echo_mask, mgram_positions, supplied_mask
 from casekit.analysis.matcher import Span, WorkMatcher
 from casekit.analysis.metrics import (
@@ -52,16 +53,20 @@ from casekit.analysis.pz import (
     np_rates,
     pz_histogram,
     pz_threshold_shares,
+    union_length,
 )
-from casekit.analysis.stats import clopper_pearson_upper, rate
+from casekit.analysis.stats import clopper_pearson_upper, clustered_rate, rate
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, read_records
 from casekit.records import AttemptRecord, RunEnd, RunStart
+from casekit.strategies.iterative import CHAPTER_RE
 from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works
 
 log = logging.getLogger(__name__)
+
+CENSUS = "pz_census"
 
 FINDINGS_NAME = "findings.json"
 BMC_KS = (5, 10, 20, 50)
@@ -105,6 +110,16 @@ DEFINITIONS = {
            "decoding-transformed probability given the work's preceding text (teacher-forced): "
            "greedy preset (a token that is not the top choice gives 0) and top-40 preset "
            "(T = 1, renormalized over the 40 most probable tokens; outside them gives 0).",
+    "pz_census": "Whole-work p_z census [Coo25] (strategy pz_census): the text outside "
+                 "exclusions (and inside the case's ranges) is tokenized with the model's own "
+                 "tokenizer; for every character offset c = 0, 10, 20, ... (the stride) the "
+                 "window starts at the first token beginning at or after c and is the next 100 "
+                 "tokens: a 50-token prefix and a 50-token suffix. Offsets landing on the same "
+                 "token, and windows whose tokens repeat an earlier window's, are dropped as "
+                 "duplicates. Every window is one ledgered score attempt; p_z is computed for "
+                 "the greedy and top-40 presets; the histogram bins p_z by decade; shares are of "
+                 "windows and of characters (union of the suffixes of windows with p_z >= tau, "
+                 "over the union of all scored suffixes) for tau in 0.1%, 1%, 10%, 50%, 75%.",
     "np_discoverable": "(n,p)-discoverable extraction [Hay25]: a window is (n,p)-extractable "
                        "when 1 - (1 - p_z)^n >= p; the rate is over the scored windows.",
     "discoverable_5050": "50/50 discoverable extraction [Car23 Def. 3.1]: a greedy "
@@ -191,6 +206,21 @@ def _word_range(tokens: Tokens, start: int, end: int) -> tuple[int, int]:
     lo = int(np.searchsorted(tokens.starts, start, side="left"))
     hi = int(np.searchsorted(tokens.ends, end, side="right"))
     return lo, max(lo, hi)
+
+
+#: Cluster unit of census windows when a work has fewer than two chapter headings.
+CENSUS_BLOCK_CHARS = 1000
+
+
+def census_clusters(work: Work, char_starts: list[int]) -> tuple[list[int], str]:
+    """Cluster of each census window for the bootstrap (overlapping windows are not
+    independent): its chapter (headings as iterative continuation finds them) when the work
+    has two or more, else its 1,000-character block; by the start of the window's suffix."""
+    heads = [m.end() for m in CHAPTER_RE.finditer(work.raw)]
+    if len(heads) >= 2:
+        return [int(np.searchsorted(heads, c, side="right")) for c in char_starts], "chapter"
+    return [c // CENSUS_BLOCK_CHARS for c in char_starts], \
+        f"{CENSUS_BLOCK_CHARS:,}-character block"
 
 
 class Analyzer:
@@ -350,7 +380,8 @@ class Analyzer:
         nliu = len(self.index[work_id].liu_tokens)
         bmc = {str(k): round(float(self._bmc(model_id, work_id, k).sum()) / nliu, 6)
                for k in BMC_KS}
-        scored = [x.teacher_forced for x in mine if x.teacher_forced is not None]
+        scored = [x.teacher_forced for x in mine
+                  if x.teacher_forced is not None and x.strategy != CENSUS]
         tfs = None
         if scored:
             shares = [t.top1_share for t in scored]
@@ -375,6 +406,8 @@ class Analyzer:
                 sampling=f"{len(scored)} teacher-forced windows sampled by the case's "
                          "strategies (not the whole-work census of [Coo25])",
             )
+        census = [self._census(key, [x for x in mine if x.strategy_key == key], work)
+                  for key in sorted({x.strategy_key for x in mine if x.strategy == CENSUS})]
         disc = [x.discoverable for x in mine if x.discoverable is not None]
         pooled = [r for x in mine for r in x.spans_over_t]
         exhibits = sorted((x for x in gen if x.longest_words >= self.th.min_span_words),
@@ -387,6 +420,7 @@ class Analyzer:
             model_id=model_id, work_id=work_id, role=work.spec.role, outcomes=outcomes,
             regurgitation=rate(*hits("benign")), extraction=rate(*hits("adversarial")),
             coverage=coverage, bmc=bmc, teacher_forced=tfs, probabilistic=probabilistic,
+            census=census,
             discoverable_exact=discoverable_rate(disc, "exact") if disc else None,
             discoverable_approx=discoverable_rate(disc, "approximate") if disc else None,
             spans_over_t=len(spans_over_threshold(pooled, LIU26_T)),
@@ -397,6 +431,47 @@ class Analyzer:
             memorization=status,
             memorization_reason=reason, exhibit_attempts=[x.attempt_id for x in exhibits],
         )
+
+
+    def _census_params(self, key: str) -> str:
+        name, _, idx = key.partition("#")
+        params: dict[str, object] = {}
+        if idx.isdigit() and int(idx) < len(self.case.strategies):
+            params = dict(self.case.strategies[int(idx)].params)
+        pre, suf = params.get("prefix_tokens", 50), params.get("suffix_tokens", 50)
+        text = (f"{pre}-token prefix + {suf}-token suffix (model tokens), stride "
+                f"{params.get('stride_chars', 10)} characters")
+        if params.get("ranges"):
+            text += ", restricted to characters " + ", ".join(
+                f"[{a}, {b})" for a, b in params["ranges"])  # type: ignore[union-attr]
+        if params.get("max_windows"):
+            text += f", at most {params['max_windows']} windows (evenly spaced)"
+        return text
+
+    def _census(self, key: str, attempts: list[AttemptAnalysis], work: Work) -> Census:
+        """The whole-work p_z census of one pz_census entry on one model x work [Coo25]."""
+        scored = [x.teacher_forced for x in attempts if x.teacher_forced is not None]
+        ranges = [t.suffix_chars or (0, 0) for t in scored]
+        scored_chars = union_length(ranges)
+        greedy_logs = [0.0 if t.greedy_reproduced else -math.inf for t in scored]
+        presets = [CensusPreset(preset="greedy", histogram=pz_histogram(greedy_logs),
+                                shares=pz_threshold_shares(greedy_logs, ranges, scored_chars))]
+        if scored and all(t.pz_top40_available for t in scored):
+            top_logs = [t.log_pz_top40 if t.log_pz_top40 is not None else -math.inf
+                        for t in scored]
+            presets.append(CensusPreset(
+                preset="top40", histogram=pz_histogram(top_logs),
+                shares=pz_threshold_shares(top_logs, ranges, scored_chars),
+                np_rates=np_rates([math.exp(x) for x in top_logs])))
+        units = census_clusters(work, [r[0] for r in ranges])
+        hits = [int(t.greedy_reproduced) for t in scored]
+        return Census(
+            strategy_key=key, params=self._census_params(key), planned=len(attempts),
+            windows=len(scored), errors=sum(1 for x in attempts if x.outcome == "error"),
+            scored_chars=scored_chars, counted_chars=len(work.raw) - work.excluded_chars,
+            greedy=greedy_rate(greedy_logs),
+            greedy_bootstrap=clustered_rate(hits, *units) if scored else None,
+            presets=presets)
 
 
 def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from casekit.analysis.metrics import CoverageOverlap, Discoverable, NameCloze, RateRatio
 from casekit.analysis.pz import HistogramBin, NPRate, ThresholdShare
-from casekit.analysis.stats import Rate
+from casekit.analysis.stats import BootstrapRate, Rate
 from casekit.records import Intent, Outcome
 
 FINDINGS_VERSION = 1
@@ -147,6 +147,42 @@ class Probabilistic(F):
     """How the windows were chosen (sampled windows, not the whole-work census of [Coo25])."""
 
 
+class CensusPreset(F):
+    """The census figures under one p_z preset [Hay25 Def. 2; Coo25]."""
+
+    preset: str
+    """``greedy`` (k = 1) or ``top40`` (k = 40, T = 1)."""
+    histogram: list[HistogramBin]
+    shares: list[ThresholdShare]
+    """Windows and characters with p_z >= tau; characters as a share of ``scored_chars``."""
+    np_rates: list[NPRate] = []
+    """(n,p)-discoverable rates over the windows (top40 only: greedy p_z is 0 or 1)."""
+
+
+class Census(F):
+    """Whole-work p_z census [Coo25] of one model on one work (strategy ``pz_census``)."""
+
+    strategy_key: str
+    params: str
+    """Window definition as run: tokens, stride, ranges, cap."""
+    planned: int
+    """Census attempts (every window planned), errors included."""
+    windows: int
+    """Windows scored (p_z computed)."""
+    errors: int
+    scored_chars: int
+    """Characters in the union of the scored windows' suffixes: the denominator of the
+    character shares (a prefix is never credited, so the first 50 tokens of a segment are
+    outside it)."""
+    counted_chars: int
+    """The work's characters after exclusions (the census may cover fewer: ranges, cap)."""
+    greedy: Rate
+    """Windows greedy decoding reproduces (greedy p_z = 1)."""
+    greedy_bootstrap: BootstrapRate | None = None
+    """The same with a cluster-bootstrap interval (overlapping windows are not independent)."""
+    presets: list[CensusPreset]
+
+
 class ModelWorkFinding(F):
     model_id: str
     work_id: str
@@ -163,6 +199,9 @@ class ModelWorkFinding(F):
     """BMC@k [Liu26] for k in 5, 10, 20, 50 (words profile)."""
     teacher_forced: TeacherForcedSummary | None = None
     probabilistic: Probabilistic | None = None
+    """From the ``teacher_forced`` strategy's sampled windows (census windows excluded)."""
+    census: list[Census] = []
+    """Whole-work p_z census [Coo25], one per ``pz_census`` strategy entry."""
     discoverable_exact: Rate | None = None
     """50/50 discoverable extraction [Car23], exact variant, over greedy prefix windows."""
     discoverable_approx: Rate | None = None
