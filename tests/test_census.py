@@ -169,3 +169,34 @@ def test_census_in_findings_hand_values(case_dir: Path) -> None:
     # Census windows stay out of the sampled teacher-forced figures.
     assert subj.probabilistic is None and subj.teacher_forced is None
     assert "pz_census" in f.definitions
+
+
+def test_census_in_the_report_beside_the_control(case_dir: Path) -> None:
+    import html as html_lib
+    import re
+
+    from casekit.report import build_model, render_html
+    from casekit.report.build import load_inputs
+
+    models = SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.9\n      ranks: true")
+    (case_dir / "case.yaml").write_text(case_yaml(models, CENSUS))
+    run_dir = Runner(load_case(case_dir / "case.yaml")).run().run_dir
+    f = analyze_run(run_dir)
+    html = render_html(build_model(f, load_inputs(run_dir, f)))
+    start = html.index('id="census-bot-subject-1"')
+    block = html[start:html.index("</div>", start)]
+    text = re.sub(r"\s+", " ", html_lib.unescape(re.sub(r"<[^>]+>", " ", block)))
+    subj = next(x for x in f.findings if x.work_id == "subject").census[0]
+    ctrl = next(x for x in f.findings if x.work_id == "control").census[0]
+    # The definition as run, the control's census beside, every tau with windows and chars.
+    assert "10-token prefix + 10-token suffix (model tokens), stride 40 characters" in text
+    assert f"{ctrl.windows} windows scored of {ctrl.planned} planned" in text
+    assert "control, top40" in text
+    for tau in ("0.1%", "1%", "10%", "50%", "75%"):
+        assert re.search(rf"<td class=\"num\">{re.escape(tau)}</td>", block)
+    n = subj.windows
+    assert f"{n} of {n} (100%)" in text  # all windows at p_z >= 0.1% (p_z = 0.0069)
+    assert f"{subj.scored_chars:,} of {subj.scored_chars:,} (100%)" in text
+    assert "[1e-3, 1e-2)" in text and ("cluster-bootstrap" in text or "no bootstrap" in text)
+    # The definition itself is printed among the further measures' definitions.
+    assert "first token beginning at or after c" in html_lib.unescape(html)

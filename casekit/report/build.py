@@ -31,12 +31,14 @@ from casekit.analysis.findings import (
     ControlFloor,
     Findings,
     ModelWorkFinding,
+    Census,
+    CensusPreset,
     Probabilistic,
     SpanFinding,
 )
 from casekit.analysis.metrics import CoverageOverlap, RateRatio
 from casekit.analysis.normalize import tokenize
-from casekit.analysis.stats import Rate
+from casekit.analysis.stats import BootstrapRate, Rate
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT, BELOW, CATEGORY_TEXT, NOT_OBSERVED, SHOWN
 from casekit.canonical import canonical_json, sha256_bytes
 from casekit.case import CaseFile, LoadedCase
@@ -1484,10 +1486,11 @@ COVERAGE_LEVELS = 5
 NP_SHOWN_P = (0.5, 0.9)
 NP_SHOWN_N = (1, 100, 10000)
 #: Width classes of the histogram bars (``w0`` .. ``w100``, percent of the bar area).
-FURTHER_DEFINITION_KEYS = ("p_z", "np_discoverable", "discoverable_5050", "spans_over_t",
+FURTHER_DEFINITION_KEYS = ("p_z", "pz_census", "np_discoverable", "discoverable_5050", "spans_over_t",
                            "longest_block", "bmc", "name_cloze", "comparison", "coverage")
 FURTHER_DEFINITION_LABELS = {
     "p_z": "p_z (probabilistic extraction)",
+    "pz_census": "Whole-work p_z census",
     "np_discoverable": "(n,p)-discoverable extraction",
     "discoverable_5050": "50/50 discoverable extraction",
     "spans_over_t": "Spans > T",
@@ -1550,6 +1553,39 @@ class ProbView:
 
 
 @dataclass(frozen=True)
+class CensusCell:
+    """One preset's figure in a census table row (subject or control)."""
+
+    windows: str
+    chars: str = ""
+
+
+@dataclass(frozen=True)
+class CensusRow:
+    label: str
+    cells: list[str]
+    """Per column of :attr:`CensusView.columns`."""
+
+
+@dataclass(frozen=True)
+class CensusView:
+    """The whole-work p_z census of one model x work beside the control's [Coo25]."""
+
+    key: str
+    params: str
+    summary: str
+    control_summary: str
+    greedy: RateView
+    bootstrap: str
+    columns: list[str]
+    histogram: list[CensusRow]
+    shares: list[CensusRow]
+    share_columns: list[str]
+    np_rows: list[NPRow]
+    ns: list[str]
+
+
+@dataclass(frozen=True)
 class CoverageBin:
     level: int
     """0 (no word of the bin covered) .. COVERAGE_LEVELS (every word covered)."""
@@ -1585,6 +1621,7 @@ class FurtherRow:
     measures: list[Measure]
     prob: ProbView | None
     control_has_prob: bool
+    census: list[CensusView]
     coverage_map: CoverageMap
 
 
@@ -1657,6 +1694,70 @@ def _prob_view(pr: Probabilistic, ctrl: Probabilistic | None) -> ProbView:
     return ProbView(preset=pr.preset, windows=f"{pr.windows:,}", greedy=rate_view(pr.greedy),
                     sampling=pr.sampling, ns=[f"{n:,}" for n in NP_SHOWN_N], np_rows=np_rows,
                     shares=shares, histogram=bars)
+
+
+def boot_text(b: BootstrapRate | None) -> str:
+    """A cluster-bootstrap interval and what it resampled, or why there is none."""
+    if b is None or b.lo is None or b.hi is None:
+        return "no bootstrap interval (nothing scored)"
+    if b.clusters < 2:
+        return (f"no bootstrap interval: a single {b.unit} (resampling one cluster "
+                "gives no spread)")
+    return (f"95% cluster-bootstrap {fmt_pct(b.lo)}\u2013{fmt_pct(b.hi)} over "
+            f"{b.clusters:,} {b.unit}s ({b.resamples:,} resamples, seed {b.seed})")
+
+
+def _census_view(c: Census, ctrl: Census | None) -> CensusView:
+    def preset(cs: Census | None, name: str) -> CensusPreset | None:
+        return next((p for p in cs.presets if p.preset == name), None) if cs else None
+
+    names = [p.preset for p in c.presets]
+    cols: list[tuple[Census, str, str]] = [(c, n, f"{n}") for n in names]
+    if ctrl is not None:
+        cols += [(ctrl, n, f"control, {n}") for n in names if preset(ctrl, n) is not None]
+    columns = [label for _, _, label in cols]
+    hist: list[CensusRow] = []
+    for i, b in enumerate(c.presets[0].histogram):
+        cells = []
+        for cs, n, _ in cols:
+            pr = preset(cs, n)
+            hb = pr.histogram[i] if pr is not None else None
+            cells.append(f"{hb.count:,} ({fmt_pct(hb.share)})" if hb else DASH)
+        hist.append(CensusRow(label=b.label, cells=cells))
+    shares: list[CensusRow] = []
+    share_columns = []
+    for _, _, label in cols:
+        share_columns += [f"{label}: windows", f"{label}: characters"]
+    for i, t in enumerate(c.presets[0].shares):
+        cells = []
+        for cs, n, _ in cols:
+            pr = preset(cs, n)
+            sh = pr.shares[i] if pr is not None else None
+            if sh is None:
+                cells += [DASH, DASH]
+                continue
+            cells += [f"{sh.windows:,} of {cs.windows:,} ({fmt_pct(sh.window_share)})",
+                      f"{sh.chars:,} of {cs.scored_chars:,} ({fmt_pct(sh.char_share)})"]
+        shares.append(CensusRow(label=f"{t.tau * 100:g}%", cells=cells))
+    top, ctop = preset(c, "top40"), preset(ctrl, "top40")
+    mine = {(x.n, x.p): x.rate for x in top.np_rates} if top else {}
+    theirs = {(x.n, x.p): x.rate for x in ctop.np_rates} if ctop else {}
+    np_rows = [NPRow(p=f"{p:g}", cells=[_np_cell(mine, n, p) for n in NP_SHOWN_N],
+                     control=[_np_cell(theirs, n, p) for n in NP_SHOWN_N] if ctop else [])
+               for p in NP_SHOWN_P if mine]
+
+    def summ(cs: Census) -> str:
+        err = f", {cs.errors:,} failed" if cs.errors else ""
+        return (f"{cs.windows:,} windows scored of {cs.planned:,} planned{err}; their "
+                f"suffixes cover {cs.scored_chars:,} of the work's {cs.counted_chars:,} counted "
+                f"characters ({fmt_pct(cs.scored_chars / cs.counted_chars if cs.counted_chars else None)})")
+    return CensusView(
+        key=c.strategy_key, params=c.params, summary=summ(c),
+        control_summary=(f"{summ(ctrl)}; {ctrl.params}" if ctrl else
+                         "no census of a control work for this model"),
+        greedy=rate_view(c.greedy), bootstrap=boot_text(c.greedy_bootstrap), columns=columns,
+        histogram=hist, shares=shares, share_columns=share_columns, np_rows=np_rows,
+        ns=[f"{n:,}" for n in NP_SHOWN_N])
 
 
 def _word_range(tokens: Any, start: int, end: int) -> tuple[int, int]:
@@ -1850,6 +1951,11 @@ def _further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Furth
                 prob=(_prob_view(mw.probabilistic, c.probabilistic if c else None)
                       if mw.probabilistic is not None else None),
                 control_has_prob=c is not None and c.probabilistic is not None,
+                census=[_census_view(cs, next((x for x in c.census
+                                               if x.strategy_key == cs.strategy_key),
+                                              c.census[0] if c.census else None)
+                                     if c is not None else None)
+                        for cs in mw.census],
                 coverage_map=_coverage_map(f, mw, works[mw.work_id]),
             ))
     comparisons = []
