@@ -23,6 +23,7 @@ from casekit.analysis.findings import (
     Coverage,
     Findings,
     ModelComparison,
+    SessionsRecall,
     ModelWorkFinding,
     Probabilistic,
     SpanFinding,
@@ -39,9 +40,12 @@ from casekit.analysis.metrics import (
     discoverable_extraction,
     discoverable_rate,
     extract_name,
+    NvRecall,
     longest_block,
     name_cloze_accuracy,
+    masked_book,
     name_cloze_correct,
+    nv_recall_words,
     rate_ratio,
     spans_over_threshold,
 )
@@ -67,6 +71,8 @@ from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works
 log = logging.getLogger(__name__)
 
 CENSUS = "pz_census"
+#: nv-recall's profile [Ahm26 App. C.3]: light normalization, whitespace words.
+NV_PROFILE = "light"
 
 FINDINGS_NAME = "findings.json"
 BMC_KS = (5, 10, 20, 50)
@@ -120,6 +126,14 @@ DEFINITIONS = {
                  "the greedy and top-40 presets; the histogram bins p_z by decade; shares are of "
                  "windows and of characters (union of the suffixes of windows with p_z >= tau, "
                  "over the union of all scored suffixes) for tau in 0.1%, 1%, 10%, 50%, 75%.",
+    "nv_recall": "nv-recall [Ahm26 §3.3.1, Alg. 1] of iterative-continuation sessions: the "
+                 "session's turns concatenated (light profile, whitespace words) against the "
+                 "whole work; difflib matching blocks (autojunk off), merged when "
+                 "max(gapB, gapG) <= tau_gap and |gapB - gapG| <= tau_align (gap words not "
+                 "counted): pass 1 (2, 1) keeps blocks >= 20 words, pass 2 (10, 3) keeps >= 100; "
+                 "nv-recall = matched words / work words. Out-of-order text is not credited; "
+                 "the seed's words are masked (never credited) but stay in the denominator. "
+                 "Per work: all sessions' turns concatenated in the order of their seeds.",
     "np_discoverable": "(n,p)-discoverable extraction [Hay25]: a window is (n,p)-extractable "
                        "when 1 - (1 - p_z)^n >= p; the rate is over the scored windows.",
     "discoverable_5050": "50/50 discoverable extraction [Car23 Def. 3.1]: a greedy "
@@ -237,6 +251,44 @@ class Analyzer:
         self.cover: dict[tuple[str, str], np.ndarray] = {}
         self.bmc_masks: dict[tuple[str, str, int], np.ndarray] = {}
         self._gold: dict[str, str] = {}
+        self._light: dict[str, Tokens] = {}
+        # Per (model, work): (seed start, session text, masked book word ranges) per session.
+        self._sessions: dict[tuple[str, str], list[tuple[int, str, list[tuple[int, int]]]]] = {}
+
+    def _light_words(self, work: Work) -> Tokens:
+        if work.id not in self._light:
+            self._light[work.id] = work.tokens_for(NV_PROFILE)
+        return self._light[work.id]
+
+    def _session_recall(self, rec: AttemptRecord, text: str) -> NvRecall:
+        """nv-recall [Ahm26] of one session's concatenated turns against the whole work; the
+        work words quoted in its prompt (the seed) are masked, never credited."""
+        a = rec.attempt
+        work = self.works[a.work_id]
+        book = self._light_words(work)
+        masked = [_word_range(book, r.start, r.end) for r in a.supplied]
+        self._sessions.setdefault((a.model_id, a.work_id), []).append(
+            (min((r.start for r in a.supplied), default=0), text, masked))
+        return nv_recall_words(masked_book(book.words, masked),
+                               tokenize(text, NV_PROFILE).words)
+
+    def _sessions_recall(self, model_id: str, work_id: str, mine: list[AttemptAnalysis],
+                         ) -> SessionsRecall | None:
+        sessions = sorted(self._sessions.get((model_id, work_id), []), key=lambda x: x[0])
+        if not sessions:
+            return None
+        book = self._light_words(self.works[work_id])
+        masked = [r for _, _, ranges in sessions for r in ranges]
+        joined = [w for _, text, _ in sessions for w in tokenize(text, NV_PROFILE).words]
+        combined = nv_recall_words(masked_book(book.words, masked), joined)
+        per = [x for x in mine if x.nv_recall is not None]
+        return SessionsRecall(
+            sessions=len(sessions), combined=combined,
+            best_session=max(x.nv_recall.recall for x in per if x.nv_recall),
+            sessions_rate=clustered_rate([int(bool(x.nv_recall and x.nv_recall.matched))
+                                          for x in per],
+                                         [f"{x.strategy_key}:{x.label}" for x in per],
+                                         "chapter"))
 
     def _cover(self, model_id: str, work_id: str) -> np.ndarray:
         key = (model_id, work_id)
@@ -348,8 +400,10 @@ class Analyzer:
             outcome, refusal_source = "no_match", None
         if result.refusal and outcome == "match":
             refusal_source = "provider"
+        nv = self._session_recall(rec, text) if a.session is not None else None
         return AttemptAnalysis(
             **base, outcome=outcome, refusal_source=refusal_source, output_words=len(out),
+            nv_recall=nv,
             echo_words=int(mask.sum()), echo_ranges=_mask_char_ranges(mask, out),
             spans=_spans_to_findings(credited, out, work),
             longest_words=longest, longest_verbatim_words=longest_verbatim,
@@ -420,7 +474,7 @@ class Analyzer:
             model_id=model_id, work_id=work_id, role=work.spec.role, outcomes=outcomes,
             regurgitation=rate(*hits("benign")), extraction=rate(*hits("adversarial")),
             coverage=coverage, bmc=bmc, teacher_forced=tfs, probabilistic=probabilistic,
-            census=census,
+            census=census, nv_recall=self._sessions_recall(model_id, work_id, mine),
             discoverable_exact=discoverable_rate(disc, "exact") if disc else None,
             discoverable_approx=discoverable_rate(disc, "approximate") if disc else None,
             spans_over_t=len(spans_over_threshold(pooled, LIU26_T)),

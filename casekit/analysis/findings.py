@@ -11,7 +11,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from casekit.analysis.metrics import CoverageOverlap, Discoverable, NameCloze, RateRatio
+from casekit.analysis.metrics import (
+    CoverageOverlap,
+    Discoverable,
+    NameCloze,
+    NvRecall,
+    RateRatio,
+)
 from casekit.analysis.pz import HistogramBin, NPRate, ThresholdShare
 from casekit.analysis.stats import BootstrapRate, Rate
 from casekit.records import Intent, Outcome
@@ -105,6 +111,9 @@ class AttemptAnalysis(F):
     diverged_at_word: int | None = None
     """Divergence [Nas23]: output word index where the repetition stopped (words before it
     are masked); equal to the output length when the model never diverged."""
+    nv_recall: NvRecall | None = None
+    """Iterative continuation: nv-recall [Ahm26 §3.3.1, Alg. 1] of the session's concatenated
+    turns against the whole work (light profile, whitespace words; the seed's words masked)."""
     cloze_answer: str | None = None
     """Name cloze [Cha23]: the name the model gave (from its ``<name>`` tag)."""
     cloze_correct: bool | None = None
@@ -183,6 +192,21 @@ class Census(F):
     presets: list[CensusPreset]
 
 
+class SessionsRecall(F):
+    """nv-recall of a model's iterative-continuation sessions on one work [Ahm26]."""
+
+    sessions: int
+    """Sessions with an output (errors excluded)."""
+    combined: NvRecall
+    """Every session's turns concatenated in the work order of their seeds, against the work
+    (seeds masked): the work-level figure."""
+    best_session: float
+    """The highest single-session nv-recall."""
+    sessions_rate: BootstrapRate | None = None
+    """Sessions whose own nv-recall credits any block (>= 100 matched words after pass 2),
+    with a bootstrap over chapters."""
+
+
 class ModelWorkFinding(F):
     model_id: str
     work_id: str
@@ -202,6 +226,8 @@ class ModelWorkFinding(F):
     """From the ``teacher_forced`` strategy's sampled windows (census windows excluded)."""
     census: list[Census] = []
     """Whole-work p_z census [Coo25], one per ``pz_census`` strategy entry."""
+    nv_recall: SessionsRecall | None = None
+    """nv-recall of the iterative-continuation sessions [Ahm26]."""
     discoverable_exact: Rate | None = None
     """50/50 discoverable extraction [Car23], exact variant, over greedy prefix windows."""
     discoverable_approx: Rate | None = None

@@ -1486,11 +1486,12 @@ COVERAGE_LEVELS = 5
 NP_SHOWN_P = (0.5, 0.9)
 NP_SHOWN_N = (1, 100, 10000)
 #: Width classes of the histogram bars (``w0`` .. ``w100``, percent of the bar area).
-FURTHER_DEFINITION_KEYS = ("p_z", "pz_census", "np_discoverable", "discoverable_5050", "spans_over_t",
+FURTHER_DEFINITION_KEYS = ("p_z", "pz_census", "nv_recall", "np_discoverable", "discoverable_5050", "spans_over_t",
                            "longest_block", "bmc", "name_cloze", "comparison", "coverage")
 FURTHER_DEFINITION_LABELS = {
     "p_z": "p_z (probabilistic extraction)",
     "pz_census": "Whole-work p_z census",
+    "nv_recall": "nv-recall",
     "np_discoverable": "(n,p)-discoverable extraction",
     "discoverable_5050": "50/50 discoverable extraction",
     "spans_over_t": "Spans > T",
@@ -1898,7 +1899,17 @@ def _measures(f: Findings, mw: ModelWorkFinding, ctrl: ModelWorkFinding | None,
         return (f"{acc} correct; majority baseline {base}",
                 f"accuracy {acc_note}; baseline{name} {base_note}")
 
+    def nv(m: ModelWorkFinding) -> tuple[str, str]:
+        r = m.nv_recall
+        if r is None:
+            return DASH, "no iterative-continuation sessions"
+        c = r.combined
+        return (f"{fmt_pct(c.recall)} ({c.matched:,} of {c.book_words:,} words)",
+                f"{r.sessions:,} session{'s' if r.sessions != 1 else ''} concatenated; best "
+                f"single session {fmt_pct(r.best_session)}")
+
     rows = [
+        ("nv-recall of iterative sessions", "nv_recall", nv),
         ("Probabilistic extraction, greedy p_z = 1", "p_z", greedy),
         ("50/50 discoverable extraction, exact", "discoverable_5050", disc(True)),
         ("50/50 discoverable extraction, approximate", "discoverable_5050", disc(False)),
