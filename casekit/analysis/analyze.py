@@ -59,7 +59,7 @@ from casekit.analysis.pz import (
     pz_threshold_shares,
     union_length,
 )
-from casekit.analysis.stats import clopper_pearson_upper, clustered_rate, rate
+from casekit.analysis.stats import BootstrapRate, clopper_pearson_upper, clustered_rate, rate
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
@@ -134,6 +134,17 @@ DEFINITIONS = {
                  "nv-recall = matched words / work words. Out-of-order text is not credited; "
                  "the seed's words are masked (never credited) but stay in the denominator. "
                  "Per work: all sessions' turns concatenated in the order of their seeds.",
+    "intervals": "Intervals (measurement.md section 6): every k-of-n rate carries a 95% Wilson "
+                 "interval over attempts (exact Clopper-Pearson at k = 0 or k = n), which "
+                 "assumes independent attempts. Where they are not independent a 95% "
+                 "cluster-bootstrap percentile interval (2,000 resamples of whole clusters, "
+                 "numpy seed 0) is given beside it: regurgitation, extraction and 50/50 rates "
+                 "over excerpts (a prompt and all its samples); teacher-forced and census "
+                 "greedy rates over chapters (or 1,000-character blocks when a work has fewer "
+                 "than two chapter headings), since overlapping windows share text; "
+                 "iterative sessions over chapters. (n,p) rates, name cloze and control "
+                 "floors use Wilson / Clopper-Pearson only. The report's interval table names "
+                 "the interval and the unit of every rate.",
     "np_discoverable": "(n,p)-discoverable extraction [Hay25]: a window is (n,p)-extractable "
                        "when 1 - (1 - p_z)^n >= p; the rate is over the scored windows.",
     "discoverable_5050": "50/50 discoverable extraction [Car23 Def. 3.1]: a greedy "
@@ -310,7 +321,7 @@ class Analyzer:
             attempt_id=a.id, seq=rec.seq, record_hash=rec.hash or "", model_id=a.model_id,
             work_id=a.work_id, role=work.spec.role, strategy=a.strategy,
             strategy_key=a.strategy_key, intent=a.intent, mode=a.mode, sample=a.sample,
-            label=a.label,
+            label=a.label, index=a.index,
         )
         if rec.status == "error" or rec.result is None:
             return AttemptAnalysis(**base, outcome="error")
@@ -463,6 +474,7 @@ class Analyzer:
         census = [self._census(key, [x for x in mine if x.strategy_key == key], work)
                   for key in sorted({x.strategy_key for x in mine if x.strategy == CENSUS})]
         disc = [x.discoverable for x in mine if x.discoverable is not None]
+        boot = self._bootstrap(mine, gen, work)
         pooled = [r for x in mine for r in x.spans_over_t]
         exhibits = sorted((x for x in gen if x.longest_words >= self.th.min_span_words),
                           key=lambda x: (-x.longest_words, x.seq))
@@ -475,6 +487,7 @@ class Analyzer:
             regurgitation=rate(*hits("benign")), extraction=rate(*hits("adversarial")),
             coverage=coverage, bmc=bmc, teacher_forced=tfs, probabilistic=probabilistic,
             census=census, nv_recall=self._sessions_recall(model_id, work_id, mine),
+            bootstrap=boot,
             discoverable_exact=discoverable_rate(disc, "exact") if disc else None,
             discoverable_approx=discoverable_rate(disc, "approximate") if disc else None,
             spans_over_t=len(spans_over_threshold(pooled, LIU26_T)),
@@ -486,6 +499,40 @@ class Analyzer:
             memorization_reason=reason, exhibit_attempts=[x.attempt_id for x in exhibits],
         )
 
+
+    def _bootstrap(self, mine: list[AttemptAnalysis], gen: list[AttemptAnalysis], work: Work,
+                   ) -> dict[str, BootstrapRate]:
+        """Cluster-bootstrap intervals (measurement.md section 6) of the rates whose attempts
+        are not independent: generation rates over excerpts (one prompt with all its
+        samples), teacher-forced windows over chapters or 1,000-character blocks."""
+        out: dict[str, BootstrapRate] = {}
+        excerpt = "excerpt (a prompt with all its samples)"
+
+        def key(x: AttemptAnalysis) -> str:
+            return f"{x.strategy_key}:{x.index}"
+
+        for name, intent in (("regurgitation", "benign"), ("extraction", "adversarial")):
+            sel = [x for x in gen if x.intent == intent]
+            if sel:
+                out[name] = clustered_rate(
+                    [int(x.longest_words >= self.th.min_span_words) for x in sel],
+                    [key(x) for x in sel], excerpt)
+        dsel = [x for x in mine if x.discoverable is not None]
+        if dsel:
+            for name, attr in (("discoverable_exact", "exact"),
+                               ("discoverable_approx", "approximate")):
+                out[name] = clustered_rate(
+                    [int(bool(getattr(x.discoverable, attr))) for x in dsel],
+                    [key(x) for x in dsel], excerpt)
+        tf = [x for x in mine if x.teacher_forced is not None and x.strategy != CENSUS]
+        if tf:
+            starts = [(x.teacher_forced.suffix_chars or (0, 0))[0] for x in tf
+                      if x.teacher_forced]
+            ids, unit = census_clusters(work, starts)
+            out["teacher_forced_greedy"] = clustered_rate(
+                [int(bool(x.teacher_forced and x.teacher_forced.greedy_reproduced))
+                 for x in tf], ids, unit)
+        return out
 
     def _census_params(self, key: str) -> str:
         name, _, idx = key.partition("#")

@@ -87,6 +87,9 @@ class AttemptAnalysis(F):
     mode: str
     sample: int
     label: str
+    index: int = 0
+    """The prompt's index in its strategy's plan for this work: the samples of one prompt
+    share it (the excerpt cluster of the bootstrap)."""
     outcome: Outcome
     refusal_source: Literal["provider", "text"] | None = None
     output_words: int = 0
@@ -228,6 +231,12 @@ class ModelWorkFinding(F):
     """Whole-work p_z census [Coo25], one per ``pz_census`` strategy entry."""
     nv_recall: SessionsRecall | None = None
     """nv-recall of the iterative-continuation sessions [Ahm26]."""
+    bootstrap: dict[str, BootstrapRate] = {}
+    """Cluster-bootstrap intervals of the rates whose attempts are not independent
+    (measurement.md section 6), by rate: ``regurgitation``, ``extraction``,
+    ``discoverable_exact``, ``discoverable_approx`` over excerpts (a prompt and all its
+    samples), ``teacher_forced_greedy`` over chapters or 1,000-character blocks (overlapping
+    windows). The rates themselves carry Wilson / Clopper-Pearson intervals over attempts."""
     discoverable_exact: Rate | None = None
     """50/50 discoverable extraction [Car23], exact variant, over greedy prefix windows."""
     discoverable_approx: Rate | None = None

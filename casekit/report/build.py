@@ -1486,12 +1486,13 @@ COVERAGE_LEVELS = 5
 NP_SHOWN_P = (0.5, 0.9)
 NP_SHOWN_N = (1, 100, 10000)
 #: Width classes of the histogram bars (``w0`` .. ``w100``, percent of the bar area).
-FURTHER_DEFINITION_KEYS = ("p_z", "pz_census", "nv_recall", "np_discoverable", "discoverable_5050", "spans_over_t",
+FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_census", "nv_recall", "np_discoverable", "discoverable_5050", "spans_over_t",
                            "longest_block", "bmc", "name_cloze", "comparison", "coverage")
 FURTHER_DEFINITION_LABELS = {
     "p_z": "p_z (probabilistic extraction)",
     "pz_census": "Whole-work p_z census",
     "nv_recall": "nv-recall",
+    "intervals": "Intervals",
     "np_discoverable": "(n,p)-discoverable extraction",
     "discoverable_5050": "50/50 discoverable extraction",
     "spans_over_t": "Spans > T",
@@ -1587,6 +1588,55 @@ class CensusView:
 
 
 @dataclass(frozen=True)
+class IntervalRow:
+    """One rate of a model x work and the intervals it carries."""
+
+    label: str
+    k_of_n: str
+    wilson: str
+    """The Wilson / Clopper-Pearson interval over attempts (as printed everywhere else)."""
+    bootstrap: str
+    """The cluster-bootstrap interval and its unit, or why there is none."""
+
+
+def _intervals(mw: ModelWorkFinding) -> list[IntervalRow]:
+    """Every rate of a model x work with the interval it uses (measurement.md section 6)."""
+    rows: list[tuple[str, Rate | None, str]] = [
+        ("Regurgitation (benign attempts)", mw.regurgitation, "regurgitation"),
+        ("Extraction (adversarial attempts)", mw.extraction, "extraction"),
+        ("50/50 discoverable, exact", mw.discoverable_exact, "discoverable_exact"),
+        ("50/50 discoverable, approximate", mw.discoverable_approx, "discoverable_approx"),
+        ("Teacher-forced windows, greedy p_z = 1",
+         mw.probabilistic.greedy if mw.probabilistic else None, "teacher_forced_greedy"),
+    ]
+    out = []
+    for label, r, key in rows:
+        if r is None or r.n == 0:
+            continue
+        v = rate_view(r)
+        b = mw.bootstrap.get(key)
+        out.append(IntervalRow(label=label, k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
+                               bootstrap=boot_text(b) if b is not None else
+                               "Wilson / Clopper-Pearson only"))
+    for c in mw.census:
+        v = rate_view(c.greedy)
+        out.append(IntervalRow(label=f"Census ({c.strategy_key}), greedy p_z = 1",
+                               k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
+                               bootstrap=boot_text(c.greedy_bootstrap)))
+    if mw.nv_recall is not None and mw.nv_recall.sessions_rate is not None:
+        sr = mw.nv_recall.sessions_rate
+        out.append(IntervalRow(label="Iterative sessions with an nv-recall block",
+                               k_of_n=f"{sr.k:,} of {sr.n:,} ({fmt_pct(sr.rate)})",
+                               wilson="bootstrap only", bootstrap=boot_text(sr)))
+    if mw.name_cloze is not None and mw.name_cloze.accuracy.n:
+        v = rate_view(mw.name_cloze.accuracy)
+        out.append(IntervalRow(label="Name-cloze accuracy", k_of_n=f"{v.k_of_n} ({v.pct})",
+                               wilson=v.ci, bootstrap="Wilson / Clopper-Pearson only "
+                               "(one passage per attempt)"))
+    return out
+
+
+@dataclass(frozen=True)
 class CoverageBin:
     level: int
     """0 (no word of the bin covered) .. COVERAGE_LEVELS (every word covered)."""
@@ -1623,6 +1673,7 @@ class FurtherRow:
     prob: ProbView | None
     control_has_prob: bool
     census: list[CensusView]
+    intervals: list[IntervalRow]
     coverage_map: CoverageMap
 
 
@@ -1697,6 +1748,10 @@ def _prob_view(pr: Probabilistic, ctrl: Probabilistic | None) -> ProbView:
                     shares=shares, histogram=bars)
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def boot_text(b: BootstrapRate | None) -> str:
     """A cluster-bootstrap interval and what it resampled, or why there is none."""
     if b is None or b.lo is None or b.hi is None:
@@ -1705,7 +1760,8 @@ def boot_text(b: BootstrapRate | None) -> str:
         return (f"no bootstrap interval: a single {b.unit} (resampling one cluster "
                 "gives no spread)")
     return (f"95% cluster-bootstrap {fmt_pct(b.lo)}\u2013{fmt_pct(b.hi)} over "
-            f"{b.clusters:,} {b.unit}s ({b.resamples:,} resamples, seed {b.seed})")
+            f"{b.clusters:,} clusters, each {_article(b.unit)} {b.unit} ({b.resamples:,} resamples, seed "
+            f"{b.seed})")
 
 
 def _census_view(c: Census, ctrl: Census | None) -> CensusView:
@@ -1967,6 +2023,7 @@ def _further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Furth
                                               c.census[0] if c.census else None)
                                      if c is not None else None)
                         for cs in mw.census],
+                intervals=_intervals(mw),
                 coverage_map=_coverage_map(f, mw, works[mw.work_id]),
             ))
     comparisons = []
