@@ -256,8 +256,9 @@ class Analyzer:
         self.works = {w.id: w for w in works}
         self.index: dict[str, _WorkIndex] = {}
         for w in works:
-            self.index[w.id] = _WorkIndex(w, WorkMatcher(w.tokens, k=self.k),
-                                          WorkMatcher(w.liu_tokens, k=min(BMC_KS)), w.liu_tokens)
+            self.index[w.id] = _WorkIndex(w, WorkMatcher.for_work(w, MATCH_PROFILE, self.k),
+                                          WorkMatcher.for_work(w, LIU_PROFILE, min(BMC_KS)),
+                                          w.liu_tokens)
         # Per (model, work): coverage masks.
         self.cover: dict[tuple[str, str], np.ndarray] = {}
         self.bmc_masks: dict[tuple[str, str, int], np.ndarray] = {}
