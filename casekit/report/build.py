@@ -799,6 +799,9 @@ class ReportModel:
     long_text_limit: str = f"{INLINE_MAX_CHARS:,}"
     thresholds: dict[str, str] = field(default_factory=dict)
     further: Further | None = None
+    control_override: str = ""
+    """Non-empty when the case overrode the control-work requirement (``allow_no_control``
+    with no control work): printed on the cover and at the top of the summary."""
 
 
 @dataclass(frozen=True)
@@ -2120,7 +2123,24 @@ def build_model(findings: Findings, inputs: Inputs,
         custody=_custody(inputs, case), long_texts=ex.longs,
         thresholds={k: fmt_value(v) for k, v in f.thresholds.items()},
         further=_further(f, works, model_ids),
+        control_override=control_override_text(case),
     )
+
+
+CONTROL_OVERRIDE = (
+    "NO CONTROL WORK. This case set allow_no_control: true, overriding casekit's requirement "
+    "of a control work (a text the model cannot have seen). No false-positive rate was "
+    "measured for any figure in this report: spans of a few words occur by chance between "
+    "unrelated texts, and nothing in this run shows how often the matcher reports a span of "
+    "the reported lengths by chance. Read every figure without a control floor."
+)
+
+
+def control_override_text(case: CaseFile) -> str:
+    """The prominent notice of an overridden control requirement, or "" when there is none."""
+    if case.allow_no_control and not any(w.role == "control" for w in case.works):
+        return CONTROL_OVERRIDE
+    return ""
 
 
 def _to_second(iso: str) -> str:
