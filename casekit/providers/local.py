@@ -26,6 +26,7 @@ kernels are fast enough for these models and give the same numeric path on every
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import hashlib
@@ -289,6 +290,9 @@ def _gguf_tokenizer(name: str, path: str) -> GGUFTokenizer:
     except (ValueError, RuntimeError, OSError) as exc:
         raise ProviderUnavailable(f"cannot load the vocabulary of {name} from {path} ({exc}); "
                                   "reinstall the model's package") from exc
+    # Free it before interpreter shutdown tears llama_cpp's module globals down (freeing it
+    # later raises inside llama_cpp's finalizer).
+    atexit.register(llm.close)
     return GGUFTokenizer(name, llm)
 
 
