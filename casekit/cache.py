@@ -110,7 +110,7 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
-            np.savez(fh, checksum=np.array(_checksum(arrays)), **arrays)
+            np.savez(fh, checksum=np.array(_checksum(arrays)), **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
     except OSError as exc:  # a read-only cache must not stop an analysis
         log.warning("index cache not written (%s): %s", path, exc)

@@ -4,7 +4,6 @@ planner, and the analyzer's census figures on a scripted run."""
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 
 import pytest

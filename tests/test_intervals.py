@@ -55,6 +55,6 @@ def test_samples_of_one_prompt_form_one_excerpt(case_dir: Path) -> None:
     assert "Which interval each rate uses [intervals]" in text
     # Extraction: Wilson/CP over attempts beside the bootstrap over its 3 excerpts.
     assert re.search(r"Extraction \(adversarial attempts\) 6 of 6 \(100%\) 95% CI [^ ]+ "
-                     r"exact Clopper-Pearson 95% cluster-bootstrap 100%.100% over 3 clusters, each an? "
-                     r"excerpt \(a prompt with all its samples\)",
+                     r"exact Clopper-Pearson 95% cluster-bootstrap 100%.100% over 3 "
+                     r"clusters, each an excerpt \(a prompt with all its samples\)",
                      text), text

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,31 +20,32 @@ import casekit
 from casekit.analysis import taxonomy
 from casekit.analysis.findings import (
     AttemptAnalysis,
+    Census,
+    CensusPreset,
     ControlFloor,
     Coverage,
     Findings,
     ModelComparison,
-    SessionsRecall,
     ModelWorkFinding,
     Probabilistic,
+    SessionsRecall,
     SpanFinding,
     TeacherForced,
     TeacherForcedSummary,
 )
-from casekit.analysis.findings import Census, CensusPreset
 from casekit.analysis.leakage import discount, echo_mask, mgram_positions, supplied_mask
 from casekit.analysis.matcher import Span, WorkMatcher
 from casekit.analysis.metrics import (
     LIU26_T,
+    NvRecall,
     clip_to_range,
     coverage_overlap,
     discoverable_extraction,
     discoverable_rate,
     extract_name,
-    NvRecall,
     longest_block,
-    name_cloze_accuracy,
     masked_book,
+    name_cloze_accuracy,
     name_cloze_correct,
     nv_recall_words,
     rate_ratio,
@@ -537,7 +539,7 @@ class Analyzer:
 
     def _census_params(self, key: str) -> str:
         name, _, idx = key.partition("#")
-        params: dict[str, object] = {}
+        params: dict[str, Any] = {}
         if idx.isdigit() and int(idx) < len(self.case.strategies):
             params = dict(self.case.strategies[int(idx)].params)
         pre, suf = params.get("prefix_tokens", 50), params.get("suffix_tokens", 50)
@@ -545,7 +547,7 @@ class Analyzer:
                 f"{params.get('stride_chars', 10)} characters")
         if params.get("ranges"):
             text += ", restricted to characters " + ", ".join(
-                f"[{a}, {b})" for a, b in params["ranges"])  # type: ignore[union-attr]
+                f"[{a}, {b})" for a, b in params["ranges"])
         if params.get("max_windows"):
             text += f", at most {params['max_windows']} windows (evenly spaced)"
         return text

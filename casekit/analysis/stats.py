@@ -8,6 +8,7 @@ percentile interval where attempts are not independent (:func:`bootstrap_rate`).
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -160,7 +161,7 @@ def bootstrap_rate(successes: list[int], trials: list[int], *, unit: str = "exce
                          resamples=resamples, seed=seed, unit=unit)
 
 
-def clustered_rate(hits: list[int], clusters: list[str] | list[int], unit: str, *,
+def clustered_rate(hits: list[int], clusters: Sequence[Hashable], unit: str, *,
                    resamples: int = BOOTSTRAP_RESAMPLES,
                    seed: int = BOOTSTRAP_SEED) -> BootstrapRate:
     """:func:`bootstrap_rate` of per-attempt 0/1 ``hits`` grouped by ``clusters[i]`` (the
@@ -168,7 +169,7 @@ def clustered_rate(hits: list[int], clusters: list[str] | list[int], unit: str, 
     so the same inputs give the same interval."""
     if len(hits) != len(clusters):
         raise ValueError(f"{len(hits)} hits for {len(clusters)} cluster labels")
-    order: dict[object, int] = {}
+    order: dict[Hashable, int] = {}
     for c in clusters:
         order.setdefault(c, len(order))
     ks = [0] * len(order)

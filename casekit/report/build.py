@@ -28,11 +28,11 @@ from typing import Any
 from casekit.analysis.analyze import findings_bytes
 from casekit.analysis.findings import (
     AttemptAnalysis,
+    Census,
+    CensusPreset,
     ControlFloor,
     Findings,
     ModelWorkFinding,
-    Census,
-    CensusPreset,
     Probabilistic,
     SpanFinding,
 )
@@ -1489,8 +1489,9 @@ COVERAGE_LEVELS = 5
 NP_SHOWN_P = (0.5, 0.9)
 NP_SHOWN_N = (1, 100, 10000)
 #: Width classes of the histogram bars (``w0`` .. ``w100``, percent of the bar area).
-FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_census", "nv_recall", "np_discoverable", "discoverable_5050", "spans_over_t",
-                           "longest_block", "bmc", "name_cloze", "comparison", "coverage")
+FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_census", "nv_recall", "np_discoverable",
+                           "discoverable_5050", "spans_over_t", "longest_block", "bmc",
+                           "name_cloze", "comparison", "coverage")
 FURTHER_DEFINITION_LABELS = {
     "p_z": "p_z (probabilistic extraction)",
     "pz_census": "Whole-work p_z census",
@@ -1763,8 +1764,8 @@ def boot_text(b: BootstrapRate | None) -> str:
         return (f"no bootstrap interval: a single {b.unit} (resampling one cluster "
                 "gives no spread)")
     return (f"95% cluster-bootstrap {fmt_pct(b.lo)}\u2013{fmt_pct(b.hi)} over "
-            f"{b.clusters:,} clusters, each {_article(b.unit)} {b.unit} ({b.resamples:,} resamples, seed "
-            f"{b.seed})")
+            f"{b.clusters:,} clusters, each {_article(b.unit)} {b.unit} "
+            f"({b.resamples:,} resamples, seed {b.seed})")
 
 
 def _census_view(c: Census, ctrl: Census | None) -> CensusView:
@@ -1808,9 +1809,10 @@ def _census_view(c: Census, ctrl: Census | None) -> CensusView:
 
     def summ(cs: Census) -> str:
         err = f", {cs.errors:,} failed" if cs.errors else ""
+        share = cs.scored_chars / cs.counted_chars if cs.counted_chars else None
         return (f"{cs.windows:,} windows scored of {cs.planned:,} planned{err}; their "
                 f"suffixes cover {cs.scored_chars:,} of the work's {cs.counted_chars:,} counted "
-                f"characters ({fmt_pct(cs.scored_chars / cs.counted_chars if cs.counted_chars else None)})")
+                f"characters ({fmt_pct(share)})")
     return CensusView(
         key=c.strategy_key, params=c.params, summary=summ(c),
         control_summary=(f"{summ(ctrl)}; {ctrl.params}" if ctrl else
