@@ -48,7 +48,7 @@ def load_tokens(path: Path) -> tuple[list[str], np.ndarray, np.ndarray] | None:
             joined = str(data["words"][()])
             starts = data["starts"].astype(np.int64)
             ends = data["ends"].astype(np.int64)
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
     words = joined.split("\n") if joined else []
     if len(words) != len(starts) or len(starts) != len(ends):

@@ -80,3 +80,14 @@ def test_key_covers_k_profile_exclusions_and_work(work: Work) -> None:
     assert index_cache_path(work.sha256, "words", [], 5) != base
     assert index_cache_path(work.sha256, MATCH_PROFILE, [(0, 10)], 5) != base
     assert index_cache_path("sha256:" + "0" * 64, MATCH_PROFILE, [], 5) != base
+
+
+def test_truncated_token_cache_entry_is_rebuilt(tmp_path: Path) -> None:
+    # A half-written token entry is not a zip file: it must read as "no entry", not raise.
+    from casekit.cache import load_tokens, save_tokens
+
+    path = tmp_path / "tokens.npz"
+    save_tokens(path, ["a", "b"], np.array([0, 2]), np.array([1, 3]))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert load_tokens(path) is None
