@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ def load_tokens(path: Path) -> tuple[list[str], np.ndarray, np.ndarray] | None:
             joined = str(data["words"][()])
             starts = data["starts"].astype(np.int64)
             ends = data["ends"].astype(np.int64)
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
     words = joined.split("\n") if joined else []
     if len(words) != len(starts) or len(starts) != len(ends):
@@ -65,3 +66,66 @@ def save_tokens(path: Path, words: list[str], starts: np.ndarray, ends: np.ndarr
         os.replace(tmp, path)
     except OSError as exc:  # a read-only cache must not stop an analysis
         log.warning("token cache not written (%s): %s", path, exc)
+
+
+# --- k-gram index cache ---------------------------------------------------------------------
+
+#: Bump when the index's arrays change meaning (the source digests catch code changes too).
+INDEX_CACHE_VERSION = 1
+
+
+def _source_digest(*modules: str) -> str:
+    import importlib
+
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(Path(importlib.import_module(name).__file__ or "").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def index_cache_path(work_sha256: str, profile: str, exclude: list[tuple[int, int]],
+                     k: int) -> Path:
+    """Cache entry of a work's vocabulary and k-gram index: keyed by the work's SHA-256, the
+    profile, k, the exclusions and the source of the normalizer and of the index (a change
+    to any of them is a different entry, so a stale index is never used)."""
+    key = "\x1f".join(["kgram-index", str(INDEX_CACHE_VERSION), work_sha256, profile, str(k),
+                        repr(sorted(exclude)), _normalizer_digest(),
+                        _source_digest("casekit.analysis.index")])
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return cache_dir() / "index" / f"{name}.npz"
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays and their SHA-256 atomically (temporary file, then rename)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, checksum=np.array(_checksum(arrays)), **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache must not stop an analysis
+        log.warning("index cache not written (%s): %s", path, exc)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of an entry, or None (logged) when it is unreadable or its checksum fails."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files if name != "checksum"}
+            stored = str(data["checksum"][()])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("cache entry %s is unreadable (%s): rebuilding it", path, exc)
+        return None
+    if _checksum(arrays) != stored:
+        log.warning("cache entry %s fails its checksum: rebuilding it", path)
+        return None
+    return arrays

@@ -95,13 +95,27 @@ def build_plan(case: LoadedCase, works: list[Work]) -> Plan:
                     f"{case.where('strategies', si, 'models')}: strategies[{si}].models: "
                     f"{sspec.name} needs a model that can score, and provider {model.provider!r} "
                     f"cannot; remove {model.id!r} from this list")
+            tokenizer = None
+            if strat.needs_tokenizer:
+                tokenizer = pcls.plan_tokenizer(model, case.base_dir)
+                if tokenizer is None:
+                    if sspec.models is None:
+                        log.info("strategy %s skipped for model %s: provider gives no tokenizer",
+                                 sspec.name, model.id)
+                        continue
+                    raise CaseError(
+                        f"{case.where('strategies', si, 'models')}: strategies[{si}].models: "
+                        f"{sspec.name} plans windows of model tokens and provider "
+                        f"{model.provider!r} gives no tokenizer; remove {model.id!r} from this "
+                        "list")
             key = f"{sspec.name}#{si}"
             work_ids = sspec.works if sspec.works is not None else [w.id for w in works]
             for wid in work_ids:
                 work = by_id[wid]
                 rng = _rng(spec.seed, key, wid)
                 try:
-                    probes = list(strat.plan(work, rng))
+                    probes = list(strat.plan_tokens(work, rng, tokenizer) if tokenizer
+                                  else strat.plan(work, rng))
                 except CaseError:
                     raise
                 except CasekitError as exc:

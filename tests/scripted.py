@@ -10,15 +10,23 @@ Behaviour comes from the case file's ``params``, so it also works in subprocesse
 - ``top1``: share of scored tokens marked as the top choice
 - ``vary``: append the process-wide call count to every output (a nondeterministic model)
 - ``turns``: {work_id: [text, ...]}: in a multi-turn session, turn i answers text i ("" after)
+- ``ranks``: scored tokens carry ``rank`` (0 for top choices, 1 otherwise) and
+  ``top40_logsumexp`` = logaddexp(-0.1, -5.0), so the top-40 p_z preset can be computed
+
+Planning tokenizer (p_z census): :class:`casekit.tokenizer.WhitespaceTokenizer`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from pathlib import Path
 from typing import Any, ClassVar
 
+from casekit.case import ModelSpec
 from casekit.providers.base import Provider, RetryDecision, register_provider
 from casekit.records import ModelIdentity, PlannedAttempt, ProviderResult, TokenScore
+from casekit.tokenizer import WhitespaceTokenizer
 
 
 class TransientError(RuntimeError):
@@ -39,6 +47,10 @@ class ScriptedProvider(Provider):
 
     def p(self, key: str, default: Any = None) -> Any:
         return self.spec.params.get(key, default)
+
+    @classmethod
+    def plan_tokenizer(cls, spec: ModelSpec, base_dir: Path) -> WhitespaceTokenizer:
+        return WhitespaceTokenizer("scripted-whitespace")
 
     def identity(self) -> ModelIdentity:
         return ModelIdentity(model_id=self.spec.id, provider=self.name, model=self.spec.model,
@@ -79,9 +91,13 @@ class ScriptedProvider(Provider):
         words = (attempt.continuation or "").split()
         share = float(self.p("top1", 0.0))
         n_top = round(share * len(words))
+        ranks = bool(self.p("ranks", False))
+        lse = math.log(math.exp(-0.1) + math.exp(-5.0)) if ranks else None
         scores = [TokenScore(token=w, token_id=i, logprob=-0.1 if i < n_top else -5.0,
                              top_token_id=i if i < n_top else 0,
-                             top_logprob=-0.1, is_top=i < n_top) for i, w in enumerate(words)]
+                             top_logprob=-0.1, is_top=i < n_top,
+                             rank=(0 if i < n_top else 1) if ranks else None,
+                             top40_logsumexp=lse) for i, w in enumerate(words)]
         return ProviderResult(token_scores=scores, returned_model=self.spec.model)
 
     def should_retry(self, exc: BaseException) -> RetryDecision:

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,12 +20,15 @@ import casekit
 from casekit.analysis import taxonomy
 from casekit.analysis.findings import (
     AttemptAnalysis,
+    Census,
+    CensusPreset,
     ControlFloor,
     Coverage,
     Findings,
     ModelComparison,
     ModelWorkFinding,
     Probabilistic,
+    SessionsRecall,
     SpanFinding,
     TeacherForced,
     TeacherForcedSummary,
@@ -33,14 +37,17 @@ from casekit.analysis.leakage import discount, echo_mask, mgram_positions, suppl
 from casekit.analysis.matcher import Span, WorkMatcher
 from casekit.analysis.metrics import (
     LIU26_T,
+    NvRecall,
     clip_to_range,
     coverage_overlap,
     discoverable_extraction,
     discoverable_rate,
     extract_name,
     longest_block,
+    masked_book,
     name_cloze_accuracy,
     name_cloze_correct,
+    nv_recall_words,
     rate_ratio,
     spans_over_threshold,
 )
@@ -52,17 +59,23 @@ from casekit.analysis.pz import (
     np_rates,
     pz_histogram,
     pz_threshold_shares,
+    union_length,
 )
-from casekit.analysis.stats import clopper_pearson_upper, rate
+from casekit.analysis.stats import BootstrapRate, clopper_pearson_upper, clustered_rate, rate
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
 from casekit.importer import IMPORT_STRATEGY
 from casekit.ledger import LEDGER_NAME, read_records
 from casekit.records import AttemptRecord, RunEnd, RunStart
+from casekit.strategies.iterative import CHAPTER_RE
 from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works
 
 log = logging.getLogger(__name__)
+
+CENSUS = "pz_census"
+#: nv-recall's profile [Ahm26 App. C.3]: light normalization, whitespace words.
+NV_PROFILE = "light"
 
 FINDINGS_NAME = "findings.json"
 BMC_KS = (5, 10, 20, 50)
@@ -106,6 +119,35 @@ DEFINITIONS = {
            "decoding-transformed probability given the work's preceding text (teacher-forced): "
            "greedy preset (a token that is not the top choice gives 0) and top-40 preset "
            "(T = 1, renormalized over the 40 most probable tokens; outside them gives 0).",
+    "pz_census": "Whole-work p_z census [Coo25] (strategy pz_census): the text outside "
+                 "exclusions (and inside the case's ranges) is tokenized with the model's own "
+                 "tokenizer; for every character offset c = 0, 10, 20, ... (the stride) the "
+                 "window starts at the first token beginning at or after c and is the next 100 "
+                 "tokens: a 50-token prefix and a 50-token suffix. Offsets landing on the same "
+                 "token, and windows whose tokens repeat an earlier window's, are dropped as "
+                 "duplicates. Every window is one ledgered score attempt; p_z is computed for "
+                 "the greedy and top-40 presets; the histogram bins p_z by decade; shares are of "
+                 "windows and of characters (union of the suffixes of windows with p_z >= tau, "
+                 "over the union of all scored suffixes) for tau in 0.1%, 1%, 10%, 50%, 75%.",
+    "nv_recall": "nv-recall [Ahm26 §3.3.1, Alg. 1] of iterative-continuation sessions: the "
+                 "session's turns concatenated (light profile, whitespace words) against the "
+                 "whole work; difflib matching blocks (autojunk off), merged when "
+                 "max(gapB, gapG) <= tau_gap and |gapB - gapG| <= tau_align (gap words not "
+                 "counted): pass 1 (2, 1) keeps blocks >= 20 words, pass 2 (10, 3) keeps >= 100; "
+                 "nv-recall = matched words / work words. Out-of-order text is not credited; "
+                 "the seed's words are masked (never credited) but stay in the denominator. "
+                 "Per work: all sessions' turns concatenated in the order of their seeds.",
+    "intervals": "Intervals (measurement.md section 6): every k-of-n rate carries a 95% Wilson "
+                 "interval over attempts (exact Clopper-Pearson at k = 0 or k = n), which "
+                 "assumes independent attempts. Where they are not independent a 95% "
+                 "cluster-bootstrap percentile interval (2,000 resamples of whole clusters, "
+                 "numpy seed 0) is given beside it: regurgitation, extraction and 50/50 rates "
+                 "over excerpts (a prompt and all its samples); teacher-forced and census "
+                 "greedy rates over chapters (or 1,000-character blocks when a work has fewer "
+                 "than two chapter headings), since overlapping windows share text; "
+                 "iterative sessions over chapters. (n,p) rates, name cloze and control "
+                 "floors use Wilson / Clopper-Pearson only. The report's interval table names "
+                 "the interval and the unit of every rate.",
     "np_discoverable": "(n,p)-discoverable extraction [Hay25]: a window is (n,p)-extractable "
                        "when 1 - (1 - p_z)^n >= p; the rate is over the scored windows.",
     "discoverable_5050": "50/50 discoverable extraction [Car23 Def. 3.1]: a greedy "
@@ -194,6 +236,21 @@ def _word_range(tokens: Tokens, start: int, end: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
+#: Cluster unit of census windows when a work has fewer than two chapter headings.
+CENSUS_BLOCK_CHARS = 1000
+
+
+def census_clusters(work: Work, char_starts: list[int]) -> tuple[list[int], str]:
+    """Cluster of each census window for the bootstrap (overlapping windows are not
+    independent): its chapter (headings as iterative continuation finds them) when the work
+    has two or more, else its 1,000-character block; by the start of the window's suffix."""
+    heads = [m.end() for m in CHAPTER_RE.finditer(work.raw)]
+    if len(heads) >= 2:
+        return [int(np.searchsorted(heads, c, side="right")) for c in char_starts], "chapter"
+    return [c // CENSUS_BLOCK_CHARS for c in char_starts], \
+        f"{CENSUS_BLOCK_CHARS:,}-character block"
+
+
 class Analyzer:
     def __init__(self, case: CaseFile, works: list[Work]) -> None:
         self.case = case
@@ -202,12 +259,51 @@ class Analyzer:
         self.works = {w.id: w for w in works}
         self.index: dict[str, _WorkIndex] = {}
         for w in works:
-            self.index[w.id] = _WorkIndex(w, WorkMatcher(w.tokens, k=self.k),
-                                          WorkMatcher(w.liu_tokens, k=min(BMC_KS)), w.liu_tokens)
+            self.index[w.id] = _WorkIndex(w, WorkMatcher.for_work(w, MATCH_PROFILE, self.k),
+                                          WorkMatcher.for_work(w, LIU_PROFILE, min(BMC_KS)),
+                                          w.liu_tokens)
         # Per (model, work): coverage masks.
         self.cover: dict[tuple[str, str], np.ndarray] = {}
         self.bmc_masks: dict[tuple[str, str, int], np.ndarray] = {}
         self._gold: dict[str, str] = {}
+        self._light: dict[str, Tokens] = {}
+        # Per (model, work): (seed start, session text, masked book word ranges) per session.
+        self._sessions: dict[tuple[str, str], list[tuple[int, str, list[tuple[int, int]]]]] = {}
+
+    def _light_words(self, work: Work) -> Tokens:
+        if work.id not in self._light:
+            self._light[work.id] = work.tokens_for(NV_PROFILE)
+        return self._light[work.id]
+
+    def _session_recall(self, rec: AttemptRecord, text: str) -> NvRecall:
+        """nv-recall [Ahm26] of one session's concatenated turns against the whole work; the
+        work words quoted in its prompt (the seed) are masked, never credited."""
+        a = rec.attempt
+        work = self.works[a.work_id]
+        book = self._light_words(work)
+        masked = [_word_range(book, r.start, r.end) for r in a.supplied]
+        self._sessions.setdefault((a.model_id, a.work_id), []).append(
+            (min((r.start for r in a.supplied), default=0), text, masked))
+        return nv_recall_words(masked_book(book.words, masked),
+                               tokenize(text, NV_PROFILE).words)
+
+    def _sessions_recall(self, model_id: str, work_id: str, mine: list[AttemptAnalysis],
+                         ) -> SessionsRecall | None:
+        sessions = sorted(self._sessions.get((model_id, work_id), []), key=lambda x: x[0])
+        if not sessions:
+            return None
+        book = self._light_words(self.works[work_id])
+        masked = [r for _, _, ranges in sessions for r in ranges]
+        joined = [w for _, text, _ in sessions for w in tokenize(text, NV_PROFILE).words]
+        combined = nv_recall_words(masked_book(book.words, masked), joined)
+        per = [x for x in mine if x.nv_recall is not None]
+        return SessionsRecall(
+            sessions=len(sessions), combined=combined,
+            best_session=max(x.nv_recall.recall for x in per if x.nv_recall),
+            sessions_rate=clustered_rate([int(bool(x.nv_recall and x.nv_recall.matched))
+                                          for x in per],
+                                         [f"{x.strategy_key}:{x.label}" for x in per],
+                                         "chapter"))
 
     def _cover(self, model_id: str, work_id: str) -> np.ndarray:
         key = (model_id, work_id)
@@ -229,7 +325,7 @@ class Analyzer:
             attempt_id=a.id, seq=rec.seq, record_hash=rec.hash or "", model_id=a.model_id,
             work_id=a.work_id, role=work.spec.role, strategy=a.strategy,
             strategy_key=a.strategy_key, intent=a.intent, mode=a.mode, sample=a.sample,
-            label=a.label,
+            label=a.label, index=a.index,
         )
         if rec.status == "error" or rec.result is None:
             return AttemptAnalysis(**base, outcome="error")
@@ -319,8 +415,10 @@ class Analyzer:
             outcome, refusal_source = "no_match", None
         if result.refusal and outcome == "match":
             refusal_source = "provider"
+        nv = self._session_recall(rec, text) if a.session is not None else None
         return AttemptAnalysis(
             **base, outcome=outcome, refusal_source=refusal_source, output_words=len(out),
+            nv_recall=nv,
             echo_words=int(mask.sum()), echo_ranges=_mask_char_ranges(mask, out),
             spans=_spans_to_findings(credited, out, work),
             longest_words=longest, longest_verbatim_words=longest_verbatim,
@@ -351,7 +449,8 @@ class Analyzer:
         nliu = len(self.index[work_id].liu_tokens)
         bmc = {str(k): round(float(self._bmc(model_id, work_id, k).sum()) / nliu, 6)
                for k in BMC_KS}
-        scored = [x.teacher_forced for x in mine if x.teacher_forced is not None]
+        scored = [x.teacher_forced for x in mine
+                  if x.teacher_forced is not None and x.strategy != CENSUS]
         tfs = None
         if scored:
             shares = [t.top1_share for t in scored]
@@ -376,7 +475,10 @@ class Analyzer:
                 sampling=f"{len(scored)} teacher-forced windows sampled by the case's "
                          "strategies (not the whole-work census of [Coo25])",
             )
+        census = [self._census(key, [x for x in mine if x.strategy_key == key], work)
+                  for key in sorted({x.strategy_key for x in mine if x.strategy == CENSUS})]
         disc = [x.discoverable for x in mine if x.discoverable is not None]
+        boot = self._bootstrap(mine, gen, work)
         pooled = [r for x in mine for r in x.spans_over_t]
         exhibits = sorted((x for x in gen if x.longest_words >= self.th.min_span_words),
                           key=lambda x: (-x.longest_words, x.seq))
@@ -388,6 +490,8 @@ class Analyzer:
             model_id=model_id, work_id=work_id, role=work.spec.role, outcomes=outcomes,
             regurgitation=rate(*hits("benign")), extraction=rate(*hits("adversarial")),
             coverage=coverage, bmc=bmc, teacher_forced=tfs, probabilistic=probabilistic,
+            census=census, nv_recall=self._sessions_recall(model_id, work_id, mine),
+            bootstrap=boot,
             discoverable_exact=discoverable_rate(disc, "exact") if disc else None,
             discoverable_approx=discoverable_rate(disc, "approximate") if disc else None,
             spans_over_t=len(spans_over_threshold(pooled, LIU26_T)),
@@ -398,6 +502,81 @@ class Analyzer:
             memorization=status,
             memorization_reason=reason, exhibit_attempts=[x.attempt_id for x in exhibits],
         )
+
+
+    def _bootstrap(self, mine: list[AttemptAnalysis], gen: list[AttemptAnalysis], work: Work,
+                   ) -> dict[str, BootstrapRate]:
+        """Cluster-bootstrap intervals (measurement.md section 6) of the rates whose attempts
+        are not independent: generation rates over excerpts (one prompt with all its
+        samples), teacher-forced windows over chapters or 1,000-character blocks."""
+        out: dict[str, BootstrapRate] = {}
+        excerpt = "excerpt (a prompt with all its samples)"
+
+        def key(x: AttemptAnalysis) -> str:
+            return f"{x.strategy_key}:{x.index}"
+
+        for name, intent in (("regurgitation", "benign"), ("extraction", "adversarial")):
+            sel = [x for x in gen if x.intent == intent]
+            if sel:
+                out[name] = clustered_rate(
+                    [int(x.longest_words >= self.th.min_span_words) for x in sel],
+                    [key(x) for x in sel], excerpt)
+        dsel = [x for x in mine if x.discoverable is not None]
+        if dsel:
+            for name, attr in (("discoverable_exact", "exact"),
+                               ("discoverable_approx", "approximate")):
+                out[name] = clustered_rate(
+                    [int(bool(getattr(x.discoverable, attr))) for x in dsel],
+                    [key(x) for x in dsel], excerpt)
+        tf = [x for x in mine if x.teacher_forced is not None and x.strategy != CENSUS]
+        if tf:
+            starts = [(x.teacher_forced.suffix_chars or (0, 0))[0] for x in tf
+                      if x.teacher_forced]
+            ids, unit = census_clusters(work, starts)
+            out["teacher_forced_greedy"] = clustered_rate(
+                [int(bool(x.teacher_forced and x.teacher_forced.greedy_reproduced))
+                 for x in tf], ids, unit)
+        return out
+
+    def _census_params(self, key: str) -> str:
+        name, _, idx = key.partition("#")
+        params: dict[str, Any] = {}
+        if idx.isdigit() and int(idx) < len(self.case.strategies):
+            params = dict(self.case.strategies[int(idx)].params)
+        pre, suf = params.get("prefix_tokens", 50), params.get("suffix_tokens", 50)
+        text = (f"{pre}-token prefix + {suf}-token suffix (model tokens), stride "
+                f"{params.get('stride_chars', 10)} characters")
+        if params.get("ranges"):
+            text += ", restricted to characters " + ", ".join(
+                f"[{a}, {b})" for a, b in params["ranges"])
+        if params.get("max_windows"):
+            text += f", at most {params['max_windows']} windows (evenly spaced)"
+        return text
+
+    def _census(self, key: str, attempts: list[AttemptAnalysis], work: Work) -> Census:
+        """The whole-work p_z census of one pz_census entry on one model x work [Coo25]."""
+        scored = [x.teacher_forced for x in attempts if x.teacher_forced is not None]
+        ranges = [t.suffix_chars or (0, 0) for t in scored]
+        scored_chars = union_length(ranges)
+        greedy_logs = [0.0 if t.greedy_reproduced else -math.inf for t in scored]
+        presets = [CensusPreset(preset="greedy", histogram=pz_histogram(greedy_logs),
+                                shares=pz_threshold_shares(greedy_logs, ranges, scored_chars))]
+        if scored and all(t.pz_top40_available for t in scored):
+            top_logs = [t.log_pz_top40 if t.log_pz_top40 is not None else -math.inf
+                        for t in scored]
+            presets.append(CensusPreset(
+                preset="top40", histogram=pz_histogram(top_logs),
+                shares=pz_threshold_shares(top_logs, ranges, scored_chars),
+                np_rates=np_rates([math.exp(x) for x in top_logs])))
+        units = census_clusters(work, [r[0] for r in ranges])
+        hits = [int(t.greedy_reproduced) for t in scored]
+        return Census(
+            strategy_key=key, params=self._census_params(key), planned=len(attempts),
+            windows=len(scored), errors=sum(1 for x in attempts if x.outcome == "error"),
+            scored_chars=scored_chars, counted_chars=len(work.raw) - work.excluded_chars,
+            greedy=greedy_rate(greedy_logs),
+            greedy_bootstrap=clustered_rate(hits, *units) if scored else None,
+            presets=presets)
 
 
 def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:

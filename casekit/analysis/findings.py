@@ -11,9 +11,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from casekit.analysis.metrics import CoverageOverlap, Discoverable, NameCloze, RateRatio
+from casekit.analysis.metrics import (
+    CoverageOverlap,
+    Discoverable,
+    NameCloze,
+    NvRecall,
+    RateRatio,
+)
 from casekit.analysis.pz import HistogramBin, NPRate, ThresholdShare
-from casekit.analysis.stats import Rate
+from casekit.analysis.stats import BootstrapRate, Rate
 from casekit.records import Intent, Outcome
 
 FINDINGS_VERSION = 1
@@ -81,6 +87,9 @@ class AttemptAnalysis(F):
     mode: str
     sample: int
     label: str
+    index: int = 0
+    """The prompt's index in its strategy's plan for this work: the samples of one prompt
+    share it (the excerpt cluster of the bootstrap)."""
     outcome: Outcome
     refusal_source: Literal["provider", "text"] | None = None
     output_words: int = 0
@@ -105,6 +114,9 @@ class AttemptAnalysis(F):
     diverged_at_word: int | None = None
     """Divergence [Nas23]: output word index where the repetition stopped (words before it
     are masked); equal to the output length when the model never diverged."""
+    nv_recall: NvRecall | None = None
+    """Iterative continuation: nv-recall [Ahm26 §3.3.1, Alg. 1] of the session's concatenated
+    turns against the whole work (light profile, whitespace words; the seed's words masked)."""
     cloze_answer: str | None = None
     """Name cloze [Cha23]: the name the model gave (from its ``<name>`` tag)."""
     cloze_correct: bool | None = None
@@ -147,6 +159,57 @@ class Probabilistic(F):
     """How the windows were chosen (sampled windows, not the whole-work census of [Coo25])."""
 
 
+class CensusPreset(F):
+    """The census figures under one p_z preset [Hay25 Def. 2; Coo25]."""
+
+    preset: str
+    """``greedy`` (k = 1) or ``top40`` (k = 40, T = 1)."""
+    histogram: list[HistogramBin]
+    shares: list[ThresholdShare]
+    """Windows and characters with p_z >= tau; characters as a share of ``scored_chars``."""
+    np_rates: list[NPRate] = []
+    """(n,p)-discoverable rates over the windows (top40 only: greedy p_z is 0 or 1)."""
+
+
+class Census(F):
+    """Whole-work p_z census [Coo25] of one model on one work (strategy ``pz_census``)."""
+
+    strategy_key: str
+    params: str
+    """Window definition as run: tokens, stride, ranges, cap."""
+    planned: int
+    """Census attempts (every window planned), errors included."""
+    windows: int
+    """Windows scored (p_z computed)."""
+    errors: int
+    scored_chars: int
+    """Characters in the union of the scored windows' suffixes: the denominator of the
+    character shares (a prefix is never credited, so the first 50 tokens of a segment are
+    outside it)."""
+    counted_chars: int
+    """The work's characters after exclusions (the census may cover fewer: ranges, cap)."""
+    greedy: Rate
+    """Windows greedy decoding reproduces (greedy p_z = 1)."""
+    greedy_bootstrap: BootstrapRate | None = None
+    """The same with a cluster-bootstrap interval (overlapping windows are not independent)."""
+    presets: list[CensusPreset]
+
+
+class SessionsRecall(F):
+    """nv-recall of a model's iterative-continuation sessions on one work [Ahm26]."""
+
+    sessions: int
+    """Sessions with an output (errors excluded)."""
+    combined: NvRecall
+    """Every session's turns concatenated in the work order of their seeds, against the work
+    (seeds masked): the work-level figure."""
+    best_session: float
+    """The highest single-session nv-recall."""
+    sessions_rate: BootstrapRate | None = None
+    """Sessions whose own nv-recall credits any block (>= 100 matched words after pass 2),
+    with a bootstrap over chapters."""
+
+
 class ModelWorkFinding(F):
     model_id: str
     work_id: str
@@ -163,6 +226,17 @@ class ModelWorkFinding(F):
     """BMC@k [Liu26] for k in 5, 10, 20, 50 (words profile)."""
     teacher_forced: TeacherForcedSummary | None = None
     probabilistic: Probabilistic | None = None
+    """From the ``teacher_forced`` strategy's sampled windows (census windows excluded)."""
+    census: list[Census] = []
+    """Whole-work p_z census [Coo25], one per ``pz_census`` strategy entry."""
+    nv_recall: SessionsRecall | None = None
+    """nv-recall of the iterative-continuation sessions [Ahm26]."""
+    bootstrap: dict[str, BootstrapRate] = {}
+    """Cluster-bootstrap intervals of the rates whose attempts are not independent
+    (measurement.md section 6), by rate: ``regurgitation``, ``extraction``,
+    ``discoverable_exact``, ``discoverable_approx`` over excerpts (a prompt and all its
+    samples), ``teacher_forced_greedy`` over chapters or 1,000-character blocks (overlapping
+    windows). The rates themselves carry Wilson / Clopper-Pearson intervals over attempts."""
     discoverable_exact: Rate | None = None
     """50/50 discoverable extraction [Car23], exact variant, over greedy prefix windows."""
     discoverable_approx: Rate | None = None

@@ -33,6 +33,20 @@ class Vocab:
     def __contains__(self, word: object) -> bool:
         return word in self._ids
 
+    @classmethod
+    def from_words(cls, words: Sequence[str]) -> Vocab:
+        """A vocabulary whose word i has id i (as :meth:`words` lists them)."""
+        self = cls()
+        self._words = list(words)
+        self._ids = {w: i for i, w in enumerate(self._words)}
+        if len(self._ids) != len(self._words):
+            raise ValueError("vocabulary words are not unique")
+        return self
+
+    def words(self) -> list[str]:
+        """Every word, in id order."""
+        return list(self._words)
+
     def word(self, i: int) -> str:
         """The word with id ``i``."""
         return self._words[i]
@@ -111,6 +125,35 @@ class KgramIndex:
 
     def __len__(self) -> int:
         return len(self.positions)
+
+    ARRAYS = ("work_ids", "positions", "sorted_hashes", "bucket_start")
+    """The arrays :meth:`arrays` returns and :meth:`from_arrays` takes (the cache's content)."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The built index as arrays (for the index cache)."""
+        return {"work_ids": self.work_ids, "positions": self.positions,
+                "sorted_hashes": self.sorted_hashes, "bucket_start": self._bucket_start}
+
+    @classmethod
+    def from_arrays(cls, k: int, arrays: dict[str, np.ndarray]) -> KgramIndex:
+        """An index from :meth:`arrays` without rebuilding it; raises ValueError when the
+        arrays are inconsistent with each other (a damaged cache entry)."""
+        self = cls.__new__(cls)
+        self.k = k
+        self.work_ids = np.ascontiguousarray(arrays["work_ids"], dtype=np.int64)
+        self.positions = np.ascontiguousarray(arrays["positions"], dtype=np.int64)
+        self.sorted_hashes = np.ascontiguousarray(arrays["sorted_hashes"], dtype=np.uint64)
+        bucket = arrays["bucket_start"]
+        n = len(self.positions)
+        self._bits = max(4, min(30, int(n).bit_length() + 2))
+        self._shift = np.uint64(64 - self._bits)
+        if (len(self.sorted_hashes) != n or len(bucket) != (1 << self._bits) + 1
+                or (n and (int(self.positions.max()) + k > len(self.work_ids)
+                           or int(self.positions.min()) < 0))
+                or int(bucket[-1]) != n):
+            raise ValueError("k-gram index arrays are inconsistent")
+        self._bucket_start = bucket
+        return self
 
     def candidates(self, q: np.ndarray,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -33,12 +33,16 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from casekit.analysis.index import KgramIndex, Vocab
 from casekit.analysis.normalize import Tokens
+
+if TYPE_CHECKING:
+    from casekit.works import Work
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +178,40 @@ class WorkMatcher:
         self.vocab = Vocab()
         self.work_ids = self.vocab.ids(tokens.words, add=True)
         self.index = KgramIndex(self.work_ids, k)
+
+    @classmethod
+    def for_work(cls, work: Work, profile: str, k: int = 5) -> WorkMatcher:
+        """The matcher of a work's tokens under a profile, its vocabulary and k-gram index
+        loaded from the index cache when an entry exists for the work's hash, the profile, k,
+        the exclusions and the source of the normalizer and the index (else built and
+        stored). A damaged entry is detected (checksum, shapes) and rebuilt."""
+        from casekit.cache import index_cache_path, load_arrays, save_arrays
+
+        tokens = work.tokens_for(profile)
+        path = index_cache_path(work.sha256, profile, [(e.start, e.end) for e in work.excluded],
+                                k)
+        cached = load_arrays(path) if path.exists() else None
+        if cached is not None:
+            try:
+                self = cls.__new__(cls)
+                self.tokens, self.k = tokens, k
+                words = str(cached.pop("vocab")[()])
+                self.vocab = Vocab.from_words(words.split("\n") if words else [])
+                self.index = KgramIndex.from_arrays(k, cached)
+                self.work_ids = self.index.work_ids
+                if len(self.work_ids) != len(tokens) or len(self.vocab) and int(
+                        self.work_ids.max()) >= len(self.vocab):
+                    raise ValueError("index does not fit the work's tokens")
+                log.debug("k-gram index of %s (%s, k=%d) loaded from %s", work.id, profile, k,
+                          path)
+                return self
+            except (KeyError, ValueError) as exc:
+                log.warning("k-gram index cache entry %s is damaged (%s): rebuilding it", path,
+                            exc)
+        self = cls(tokens, k)
+        save_arrays(path, {"vocab": np.array("\n".join(self.vocab.words())),
+                           **self.index.arrays()})
+        return self
 
     # --- seeds ----------------------------------------------------------------------------------
 

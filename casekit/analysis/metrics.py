@@ -263,6 +263,18 @@ def nv_recall_words(book: Sequence[str], generation: Sequence[str],
                     blocks=blocks)
 
 
+def masked_book(book: Sequence[str], masked: Iterable[tuple[int, int]]) -> list[str]:
+    """The book's words with the word ranges ``[start, end)`` of ``masked`` replaced by
+    placeholders that equal no word and no other placeholder (a NUL byte never survives
+    normalization): the positions still count in |book| but can never be matched, so text the
+    tester supplied (a session's seed) is never credited (measurement.md section 3)."""
+    out = list(book)
+    for a, b in masked:
+        for i in range(max(0, a), min(len(out), b)):
+            out[i] = f"\x00{i}"
+    return out
+
+
 def nv_recall(book_text: str, generation_text: str,
               passes: Sequence[tuple[int, int, int]] = AHM26_PASSES) -> NvRecall:
     """nv-recall [Ahm26 §3.3.1, Alg. 1] of raw texts: both are normalized with the ``light``

@@ -8,6 +8,7 @@ percentile interval where attempts are not independent (:func:`bootstrap_rate`).
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -158,3 +159,22 @@ def bootstrap_rate(successes: list[int], trials: list[int], *, unit: str = "exce
     return BootstrapRate(k=k, n=n, rate=k / n, lo=float(lo), hi=float(hi),
                          method="cluster-bootstrap-percentile", clusters=c,
                          resamples=resamples, seed=seed, unit=unit)
+
+
+def clustered_rate(hits: list[int], clusters: Sequence[Hashable], unit: str, *,
+                   resamples: int = BOOTSTRAP_RESAMPLES,
+                   seed: int = BOOTSTRAP_SEED) -> BootstrapRate:
+    """:func:`bootstrap_rate` of per-attempt 0/1 ``hits`` grouped by ``clusters[i]`` (the
+    excerpt, chapter or block attempt i belongs to); clusters are ordered by first appearance,
+    so the same inputs give the same interval."""
+    if len(hits) != len(clusters):
+        raise ValueError(f"{len(hits)} hits for {len(clusters)} cluster labels")
+    order: dict[Hashable, int] = {}
+    for c in clusters:
+        order.setdefault(c, len(order))
+    ks = [0] * len(order)
+    ns = [0] * len(order)
+    for h, c in zip(hits, clusters, strict=True):
+        ks[order[c]] += int(bool(h))
+        ns[order[c]] += 1
+    return bootstrap_rate(ks, ns, unit=unit, resamples=resamples, seed=seed)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError
 from casekit.records import AttemptError, ModelIdentity, PlannedAttempt, ProviderResult
+from casekit.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from casekit.batch import BatchHandle, BatchStatus
@@ -68,6 +69,12 @@ class Provider(ABC):
     @property
     def interface(self) -> Literal["chat", "completion"]:
         return self.spec.interface or self.default_interface_for(self.spec)
+
+    @classmethod
+    def plan_tokenizer(cls, spec: ModelSpec, base_dir: Path) -> Tokenizer | None:
+        """The model's tokenizer for planning (strategies with ``needs_tokenizer``, e.g. the
+        p_z census), or None when the provider cannot give one without calling the model."""
+        return None
 
     @abstractmethod
     def identity(self) -> ModelIdentity:

@@ -26,7 +26,9 @@ kernels are fast enough for these models and give the same numeric path on every
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -259,6 +261,41 @@ def gguf_path(model_name: str, cache: Path | None = None) -> Path:
     return _locate_smollm2(model)
 
 
+class GGUFTokenizer:
+    """A local model's tokenizer for planning: the GGUF's vocabulary only (``vocab_only``, no
+    weights: about 0.35 s for Gemma 3, 0.1 s for SmolLM2)."""
+
+    def __init__(self, name: str, llm: Any) -> None:
+        self.name = name
+        self._llm = llm
+
+    def token_ids(self, text: str) -> list[int]:
+        return [int(t) for t in self._llm.tokenize(text.encode("utf-8"), add_bos=False,
+                                                   special=False)]
+
+    def piece(self, token_id: int) -> bytes:
+        return bytes(self._llm.detokenize([token_id], special=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_tokenizer(name: str, path: str) -> GGUFTokenizer:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ProviderUnavailable(f"llama-cpp-python is not installed ({exc}); run: pip install "
+                                  "llama-cpp-python") from exc
+    try:
+        with _no_extra_buffer_types():
+            llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ProviderUnavailable(f"cannot load the vocabulary of {name} from {path} ({exc}); "
+                                  "reinstall the model's package") from exc
+    # Free it before interpreter shutdown tears llama_cpp's module globals down (freeing it
+    # later raises inside llama_cpp's finalizer).
+    atexit.register(llm.close)
+    return GGUFTokenizer(name, llm)
+
+
 def _model(name: str) -> LocalModel:
     try:
         return MODELS[name]
@@ -357,6 +394,11 @@ class LocalProvider(Provider):
     @property
     def interface(self) -> Interface:
         return self.default_interface_for(self.spec)
+
+    @classmethod
+    def plan_tokenizer(cls, spec: ModelSpec, base_dir: Path) -> GGUFTokenizer:
+        model = _model(spec.model)
+        return _gguf_tokenizer(model.name, str(gguf_path(model.name)))
 
     @classmethod
     def default_interface_for(cls, spec: ModelSpec) -> Interface:

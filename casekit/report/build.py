@@ -30,6 +30,8 @@ from markupsafe import Markup
 from casekit.analysis.analyze import findings_bytes
 from casekit.analysis.findings import (
     AttemptAnalysis,
+    Census,
+    CensusPreset,
     ControlFloor,
     Findings,
     ModelWorkFinding,
@@ -38,7 +40,7 @@ from casekit.analysis.findings import (
 )
 from casekit.analysis.metrics import CoverageOverlap, RateRatio
 from casekit.analysis.normalize import tokenize
-from casekit.analysis.stats import Rate
+from casekit.analysis.stats import BootstrapRate, Rate
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT, BELOW, CATEGORY_TEXT, NOT_OBSERVED, SHOWN
 from casekit.canonical import canonical_json, sha256_bytes
 from casekit.case import CaseFile, LoadedCase
@@ -804,6 +806,9 @@ class ReportModel:
     long_text_limit: str = f"{INLINE_MAX_CHARS:,}"
     thresholds: dict[str, str] = field(default_factory=dict)
     further: Further | None = None
+    control_override: str = ""
+    """Non-empty when the case overrode the control-work requirement (``allow_no_control``
+    with no control work): printed on the cover and at the top of the summary."""
 
 
 @dataclass(frozen=True)
@@ -1533,10 +1538,14 @@ COVERAGE_PARTS = 10
 #: (n,p) cells shown in the compact table [Hay25].
 NP_SHOWN_P = (0.5, 0.9)
 NP_SHOWN_N = (1, 100, 10000)
-FURTHER_DEFINITION_KEYS = ("p_z", "np_discoverable", "discoverable_5050", "spans_over_t",
-                           "longest_block", "bmc", "name_cloze", "comparison", "coverage")
+FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_census", "nv_recall", "np_discoverable",
+                           "discoverable_5050", "spans_over_t", "longest_block", "bmc",
+                           "name_cloze", "comparison", "coverage")
 FURTHER_DEFINITION_LABELS = {
     "p_z": "p_z (probabilistic extraction)",
+    "pz_census": "Whole-work p_z census",
+    "nv_recall": "nv-recall",
+    "intervals": "Intervals",
     "np_discoverable": "(n,p)-discoverable extraction",
     "discoverable_5050": "50/50 discoverable extraction",
     "spans_over_t": "Spans > T",
@@ -1600,6 +1609,93 @@ class ProbView:
 
 
 @dataclass(frozen=True)
+class CensusCell:
+    """One preset's figure in a census table row (subject or control)."""
+
+    windows: str
+    chars: str = ""
+
+
+@dataclass(frozen=True)
+class CensusRow:
+    label: str
+    cells: list[str]
+    """Per column of :attr:`CensusView.columns`."""
+
+
+@dataclass(frozen=True)
+class CensusView:
+    """The whole-work p_z census of one model x work beside the control's [Coo25]."""
+
+    key: str
+    params: str
+    summary: str
+    control_summary: str
+    greedy: RateView
+    bootstrap: str
+    columns: list[str]
+    histogram: list[CensusRow]
+    shares: list[CensusRow]
+    share_columns: list[str]
+    np_rows: list[NPRow]
+    ns: list[str]
+    figure_preset: str
+    """The preset the figure draws (top-40 where recorded, else greedy)."""
+    histogram_svg: Markup
+    """The figure's bars: share of windows per bin (numbers only, casekit/report/figures.py)."""
+    figure_windows: str
+
+
+@dataclass(frozen=True)
+class IntervalRow:
+    """One rate of a model x work and the intervals it carries."""
+
+    label: str
+    k_of_n: str
+    wilson: str
+    """The Wilson / Clopper-Pearson interval over attempts (as printed everywhere else)."""
+    bootstrap: str
+    """The cluster-bootstrap interval and its unit, or why there is none."""
+
+
+def _intervals(mw: ModelWorkFinding) -> list[IntervalRow]:
+    """Every rate of a model x work with the interval it uses (measurement.md section 6)."""
+    rows: list[tuple[str, Rate | None, str]] = [
+        ("Regurgitation (benign attempts)", mw.regurgitation, "regurgitation"),
+        ("Extraction (adversarial attempts)", mw.extraction, "extraction"),
+        ("50/50 discoverable, exact", mw.discoverable_exact, "discoverable_exact"),
+        ("50/50 discoverable, approximate", mw.discoverable_approx, "discoverable_approx"),
+        ("Teacher-forced windows, greedy p_z = 1",
+         mw.probabilistic.greedy if mw.probabilistic else None, "teacher_forced_greedy"),
+    ]
+    out = []
+    for label, r, key in rows:
+        if r is None or r.n == 0:
+            continue
+        v = rate_view(r)
+        b = mw.bootstrap.get(key)
+        out.append(IntervalRow(label=label, k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
+                               bootstrap=boot_text(b) if b is not None else
+                               "Wilson / Clopper-Pearson only"))
+    for c in mw.census:
+        v = rate_view(c.greedy)
+        out.append(IntervalRow(label=f"Census ({c.strategy_key}), greedy p_z = 1",
+                               k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
+                               bootstrap=boot_text(c.greedy_bootstrap)))
+    if mw.nv_recall is not None and mw.nv_recall.sessions_rate is not None:
+        sr = mw.nv_recall.sessions_rate
+        out.append(IntervalRow(label="Iterative sessions with an nv-recall block",
+                               k_of_n=f"{sr.k:,} of {sr.n:,} ({fmt_pct(sr.rate)})",
+                               wilson="bootstrap only", bootstrap=boot_text(sr)))
+    if mw.name_cloze is not None and mw.name_cloze.accuracy.n:
+        v = rate_view(mw.name_cloze.accuracy)
+        out.append(IntervalRow(label="Name-cloze accuracy", k_of_n=f"{v.k_of_n} ({v.pct})",
+                               wilson=v.ci, bootstrap="Wilson / Clopper-Pearson only "
+                               "(one passage per attempt)"))
+    return out
+
+
+@dataclass(frozen=True)
 class CoverageBin:
     level: int
     """0 (no word of the bin covered) .. COVERAGE_LEVELS (every word covered)."""
@@ -1647,6 +1743,8 @@ class FurtherRow:
     measures: list[Measure]
     prob: ProbView | None
     control_has_prob: bool
+    census: list[CensusView]
+    intervals: list[IntervalRow]
     coverage_map: CoverageMap
 
 
@@ -1717,6 +1815,79 @@ def _prob_view(pr: Probabilistic, ctrl: Probabilistic | None) -> ProbView:
                     sampling=pr.sampling, ns=[f"{n:,}" for n in NP_SHOWN_N], np_rows=np_rows,
                     shares=shares, histogram=bars,
                     histogram_svg=figures.histogram([b.share for b in pr.histogram]))
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def boot_text(b: BootstrapRate | None) -> str:
+    """A cluster-bootstrap interval and what it resampled, or why there is none."""
+    if b is None or b.lo is None or b.hi is None:
+        return "no bootstrap interval (nothing scored)"
+    if b.clusters < 2:
+        return (f"no bootstrap interval: a single {b.unit} (resampling one cluster "
+                "gives no spread)")
+    return (f"95% cluster-bootstrap {fmt_pct(b.lo)}\u2013{fmt_pct(b.hi)} over "
+            f"{b.clusters:,} clusters, each {_article(b.unit)} {b.unit} "
+            f"({b.resamples:,} resamples, seed {b.seed})")
+
+
+def _census_view(c: Census, ctrl: Census | None) -> CensusView:
+    def preset(cs: Census | None, name: str) -> CensusPreset | None:
+        return next((p for p in cs.presets if p.preset == name), None) if cs else None
+
+    names = [p.preset for p in c.presets]
+    cols: list[tuple[Census, str, str]] = [(c, n, f"{n}") for n in names]
+    if ctrl is not None:
+        cols += [(ctrl, n, f"control, {n}") for n in names if preset(ctrl, n) is not None]
+    columns = [label for _, _, label in cols]
+    hist: list[CensusRow] = []
+    for i, b in enumerate(c.presets[0].histogram):
+        cells = []
+        for cs, n, _ in cols:
+            pr = preset(cs, n)
+            hb = pr.histogram[i] if pr is not None else None
+            cells.append(f"{hb.count:,} ({fmt_pct(hb.share)})" if hb else DASH)
+        hist.append(CensusRow(label=b.label, cells=cells))
+    shares: list[CensusRow] = []
+    share_columns = []
+    for _, _, label in cols:
+        share_columns += [f"{label}: windows", f"{label}: characters"]
+    for i, t in enumerate(c.presets[0].shares):
+        cells = []
+        for cs, n, _ in cols:
+            pr = preset(cs, n)
+            sh = pr.shares[i] if pr is not None else None
+            if sh is None:
+                cells += [DASH, DASH]
+                continue
+            cells += [f"{sh.windows:,} of {cs.windows:,} ({fmt_pct(sh.window_share)})",
+                      f"{sh.chars:,} of {cs.scored_chars:,} ({fmt_pct(sh.char_share)})"]
+        shares.append(CensusRow(label=f"{t.tau * 100:g}%", cells=cells))
+    top, ctop = preset(c, "top40"), preset(ctrl, "top40")
+    drawn = top or c.presets[0]
+    mine = {(x.n, x.p): x.rate for x in top.np_rates} if top else {}
+    theirs = {(x.n, x.p): x.rate for x in ctop.np_rates} if ctop else {}
+    np_rows = [NPRow(p=f"{p:g}", cells=[_np_cell(mine, n, p) for n in NP_SHOWN_N],
+                     control=[_np_cell(theirs, n, p) for n in NP_SHOWN_N] if ctop else [])
+               for p in NP_SHOWN_P if mine]
+
+    def summ(cs: Census) -> str:
+        err = f", {cs.errors:,} failed" if cs.errors else ""
+        share = cs.scored_chars / cs.counted_chars if cs.counted_chars else None
+        return (f"{cs.windows:,} windows scored of {cs.planned:,} planned{err}; their "
+                f"suffixes cover {cs.scored_chars:,} of the work's {cs.counted_chars:,} counted "
+                f"characters ({fmt_pct(share)})")
+    return CensusView(
+        key=c.strategy_key, params=c.params, summary=summ(c),
+        control_summary=(f"{summ(ctrl)}; {ctrl.params}" if ctrl else
+                         "no census of a control work for this model"),
+        greedy=rate_view(c.greedy), bootstrap=boot_text(c.greedy_bootstrap), columns=columns,
+        histogram=hist, shares=shares, share_columns=share_columns, np_rows=np_rows,
+        ns=[f"{n:,}" for n in NP_SHOWN_N], figure_preset=drawn.preset,
+        histogram_svg=figures.histogram([b.share for b in drawn.histogram]),
+        figure_windows=f"{c.windows:,}")
 
 
 def _word_range(tokens: Any, start: int, end: int) -> tuple[int, int]:
@@ -1873,7 +2044,17 @@ def _measures(f: Findings, mw: ModelWorkFinding, ctrl: ModelWorkFinding | None,
         return (f"{acc} correct; majority baseline {base}",
                 f"accuracy {acc_note}; baseline{name} {base_note}")
 
+    def nv(m: ModelWorkFinding) -> tuple[str, str]:
+        r = m.nv_recall
+        if r is None:
+            return DASH, "no iterative-continuation sessions"
+        c = r.combined
+        return (f"{fmt_pct(c.recall)} ({c.matched:,} of {c.book_words:,} words)",
+                f"{r.sessions:,} session{'s' if r.sessions != 1 else ''} concatenated; best "
+                f"single session {fmt_pct(r.best_session)}")
+
     rows = [
+        ("nv-recall of iterative sessions", "nv_recall", nv),
         ("Probabilistic extraction, greedy p_z = 1", "p_z", greedy),
         ("50/50 discoverable extraction, exact", "discoverable_5050", disc(True)),
         ("50/50 discoverable extraction, approximate", "discoverable_5050", disc(False)),
@@ -1927,6 +2108,12 @@ def _further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Furth
                 prob=(_prob_view(mw.probabilistic, c.probabilistic if c else None)
                       if mw.probabilistic is not None else None),
                 control_has_prob=c is not None and c.probabilistic is not None,
+                census=[_census_view(cs, next((x for x in c.census
+                                               if x.strategy_key == cs.strategy_key),
+                                              c.census[0] if c.census else None)
+                                     if c is not None else None)
+                        for cs in mw.census],
+                intervals=_intervals(mw),
                 coverage_map=_coverage_map(f, mw, works[mw.work_id], ids),
             ))
     comparisons = []
@@ -2022,7 +2209,24 @@ def build_model(findings: Findings, inputs: Inputs,
         custody=_custody(inputs, case), long_texts=ex.longs,
         thresholds={k: fmt_value(v) for k, v in f.thresholds.items()},
         further=_further(f, works, model_ids),
+        control_override=control_override_text(case),
     )
+
+
+CONTROL_OVERRIDE = (
+    "NO CONTROL WORK. This case set allow_no_control: true, overriding casekit's requirement "
+    "of a control work (a text the model cannot have seen). No false-positive rate was "
+    "measured for any figure in this report: spans of a few words occur by chance between "
+    "unrelated texts, and nothing in this run shows how often the matcher reports a span of "
+    "the reported lengths by chance. Read every figure without a control floor."
+)
+
+
+def control_override_text(case: CaseFile) -> str:
+    """The prominent notice of an overridden control requirement, or "" when there is none."""
+    if case.allow_no_control and not any(w.role == "control" for w in case.works):
+        return CONTROL_OVERRIDE
+    return ""
 
 
 def _to_second(iso: str) -> str:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from casekit.errors import CasekitError
 from casekit.records import Intent, Message, Session, WorkRange
+from casekit.tokenizer import Tokenizer
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class Strategy(ABC):
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     needs_score: ClassVar[bool] = False
     """True when every probe is a ``score`` probe (needs a provider that can score)."""
+    needs_tokenizer: ClassVar[bool] = False
+    """True when planning needs the model's tokenizer (windows of model tokens): the planner
+    calls :meth:`plan_tokens` with the provider's :meth:`~casekit.providers.base.Provider.
+    plan_tokenizer` instead of :meth:`plan`."""
 
     def __init__(self, params: dict[str, Any]) -> None:
         try:
@@ -85,6 +90,12 @@ class Strategy(ABC):
     @abstractmethod
     def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
         """Yield the probes for one work. Must be deterministic given ``rng``'s seed."""
+
+    def plan_tokens(self, work: Work, rng: random.Random, tokenizer: Tokenizer,
+                    ) -> Iterator[Probe]:
+        """Like :meth:`plan`, for strategies that plan in model tokens (``needs_tokenizer``);
+        deterministic given the seed and the tokenizer."""
+        return self.plan(work, rng)
 
 
 class StrategyParamError(CasekitError):
@@ -171,6 +182,7 @@ _BUILTIN: dict[str, str] = {
     "iterative_continuation": "casekit.strategies.iterative:IterativeContinuation",
     "name_cloze": "casekit.strategies.name_cloze:NameCloze",
     "divergence": "casekit.strategies.divergence:Divergence",
+    "pz_census": "casekit.strategies.census:PzCensus",
 }
 
 

@@ -1,0 +1,221 @@
+"""Whole-work p_z census (reconstruction) [Coo25]: every 100-token window of the work, scored.
+
+Definition (also printed in the report, ``DEFINITIONS["pz_census"]`` in analysis/analyze.py).
+For one model, with P = ``prefix_tokens`` (50), S = ``suffix_tokens`` (50) and
+d = ``stride_chars`` (10):
+
+1. **Scope.** The work's raw text minus its excluded ranges (and, when the case gives
+   ``ranges``, intersected with them) splits into maximal contiguous *segments*. A window
+   never spans an exclusion or leaves a segment.
+2. **Tokens.** Each segment is tokenized once with the model's own tokenizer (no BOS, no
+   special tokens); every token gets its character offset in the raw text (the tokenizer must
+   give the text back byte for byte).
+3. **Stride in characters -> token windows.** For every character offset c = a, a + d,
+   a + 2d, ... of a segment [a, b), the window starts at the first token that begins at or
+   after c, and is the P + S tokens from there: the first P are the prefix, the next S the
+   suffix. Offsets whose window would run past the segment's end give no window.
+4. **Duplicates dropped.** An offset that lands on a token another offset already started
+   (a token of 10 or more characters, a long run of spaces) is the same window and is
+   dropped; so is a window whose P + S token ids equal an earlier window's (repeated text).
+   Windows whose token boundaries fall inside a character (byte-fallback tokens) are dropped.
+5. **Cap.** With ``max_windows``, that many windows are kept, evenly spaced over the list in
+   work order (deterministic: the i-th kept window is number round(i (N - 1) / (m - 1))).
+6. **Scoring.** Each window is one planned, ledgered ``score`` attempt: the prompt is the
+   prefix's raw text, the continuation the suffix's; the provider re-tokenizes them (adding
+   its BOS) and teacher-forces the continuation. The suffix's characters are the ones the
+   window can be credited with; the prefix is supplied text and never credited.
+
+p_z, the histogram and the shares over tau are computed by the analyzer
+(:mod:`casekit.analysis.pz`). The windows depend on the model's tokenizer, so two models get
+different windows over the same text.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from casekit.errors import CasekitError
+from casekit.records import WorkRange
+from casekit.strategies.base import Probe, Strategy, StrategyParams
+from casekit.tokenizer import Tokenizer
+from casekit.works import Work
+
+log = logging.getLogger(__name__)
+
+
+class CensusParams(StrategyParams):
+    prefix_tokens: int = Field(50, ge=1, le=2000)
+    """Model tokens given as the prefix [Coo25]: 50."""
+    suffix_tokens: int = Field(50, ge=1, le=2000)
+    """Model tokens scored as the suffix [Coo25]: 50."""
+    stride_chars: int = Field(10, ge=1)
+    """Characters between window start offsets [Coo25]: 10."""
+    ranges: list[tuple[int, int]] | None = None
+    """Raw character ranges [start, end) the census is restricted to (default: the whole work
+    after exclusions); windows lie wholly inside one range."""
+    max_windows: int | None = Field(None, ge=1)
+    """Keep at most this many windows, evenly spaced in work order (default: all)."""
+
+    @field_validator("ranges")
+    @classmethod
+    def _ordered(cls, v: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
+        if v is not None:
+            for a, b in v:
+                if not 0 <= a < b:
+                    raise ValueError(f"range [{a}, {b}) is empty or negative; give "
+                                     "[start, end) with 0 <= start < end")
+        return v
+
+
+@dataclass(frozen=True)
+class CensusWindow:
+    """One census window: character ranges in the raw work and its token ids."""
+
+    offset: int
+    """The stride offset c that first reached this window."""
+    prefix: WorkRange
+    suffix: WorkRange
+    token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CensusPlan:
+    windows: list[CensusWindow]
+    offsets: int
+    """Stride offsets that had a full window after them."""
+    duplicate_starts: int
+    """Offsets that landed on a token another offset had already started."""
+    duplicate_texts: int
+    """Windows whose token ids repeat an earlier window's."""
+    inside_character: int
+    """Windows dropped because a token boundary fell inside a character."""
+    capped: int
+    """Windows dropped by ``max_windows``."""
+
+
+def census_segments(length: int, excluded: Sequence[tuple[int, int]],
+                    ranges: Sequence[tuple[int, int]] | None) -> list[tuple[int, int]]:
+    """Maximal character ranges of [0, length) outside ``excluded`` (and inside ``ranges``)."""
+    keep = np.zeros(length + 1, dtype=np.int32)  # difference array of "allowed" coverage
+    if ranges is None:
+        keep[0] += 1
+        keep[length] -= 1
+    else:
+        for a, b in ranges:
+            a, b = min(a, length), min(b, length)
+            if b > a:
+                keep[a] += 1
+                keep[b] -= 1
+    allowed = np.cumsum(keep)[:length] > 0
+    for a, b in excluded:
+        allowed[max(0, a):min(length, b)] = False
+    d = np.diff(np.concatenate(([0], allowed.astype(np.int8), [0])))
+    return [(int(s), int(e)) for s, e in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1),
+                                              strict=True)]
+
+
+def _char_of_byte(text: str) -> np.ndarray:
+    """Per UTF-8 byte offset (0..len inclusive): the character offset, or -1 inside a
+    character."""
+    enc = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    out = np.full(len(enc) + 1, -1, dtype=np.int64)
+    starts = np.flatnonzero((enc & 0xC0) != 0x80)
+    out[starts] = np.arange(len(starts))
+    out[len(enc)] = len(text)
+    return out
+
+
+def census_windows(raw: str, segments: Sequence[tuple[int, int]], tokenizer: Tokenizer,
+                   prefix_tokens: int = 50, suffix_tokens: int = 50, stride_chars: int = 10,
+                   max_windows: int | None = None) -> CensusPlan:
+    """The census windows of ``raw`` (see the module docstring for the definition)."""
+    size = prefix_tokens + suffix_tokens
+    windows: list[CensusWindow] = []
+    seen_ids: set[tuple[int, ...]] = set()
+    offsets = dup_starts = dup_texts = inside = 0
+    for a, b in segments:
+        text = raw[a:b]
+        ids = tokenizer.token_ids(text)
+        pieces = [tokenizer.piece(i) for i in ids]
+        if b"".join(pieces) != text.encode("utf-8"):
+            raise CasekitError(
+                f"tokenizer {tokenizer.name!r} does not give characters {a}..{b} back byte for "
+                "byte, so census windows cannot be mapped to the text; use teacher_forced")
+        tok_byte = np.concatenate(([0], np.cumsum([len(p) for p in pieces], dtype=np.int64)))
+        c_of_b = _char_of_byte(text)
+        b_of_c = np.flatnonzero(c_of_b >= 0)  # byte offset of every character (and the end)
+        tok_char = c_of_b[tok_byte]  # -1 where a token boundary is inside a character
+        n = len(ids)
+        last_start = -1
+        for c in range(a, b, stride_chars):
+            # First token beginning at or after c (tokens begin at increasing byte offsets).
+            t = int(np.searchsorted(tok_byte[:n], b_of_c[c - a], side="left"))
+            if t + size > n:
+                break  # later offsets start later still: no more full windows here
+            offsets += 1
+            if t == last_start:
+                dup_starts += 1
+                continue
+            last_start = t
+            bounds = tok_char[[t, t + prefix_tokens, t + size]]
+            if (bounds < 0).any():
+                inside += 1
+                continue
+            key = tuple(ids[t:t + size])
+            if key in seen_ids:
+                dup_texts += 1
+                continue
+            seen_ids.add(key)
+            p0, p1, s1 = (a + int(x) for x in bounds)
+            windows.append(CensusWindow(offset=c, prefix=WorkRange(start=p0, end=p1),
+                                        suffix=WorkRange(start=p1, end=s1), token_ids=key))
+    capped = 0
+    if max_windows is not None and len(windows) > max_windows:
+        if max_windows == 1:
+            keep = [0]
+        else:
+            keep = sorted({round(i * (len(windows) - 1) / (max_windows - 1))
+                           for i in range(max_windows)})
+        capped = len(windows) - len(keep)
+        windows = [windows[i] for i in keep]
+    return CensusPlan(windows=windows, offsets=offsets, duplicate_starts=dup_starts,
+                      duplicate_texts=dup_texts, inside_character=inside, capped=capped)
+
+
+class PzCensus(Strategy):
+    name = "pz_census"
+    intent = "reconstruction"
+    description = ("Whole-work p_z census [Coo25]: every 100-token window (50-token prefix, "
+                   "50-token suffix) at a 10-character stride, scored teacher-forced.")
+    Params = CensusParams
+    needs_score = True
+    needs_tokenizer = True
+
+    def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
+        raise CasekitError("pz_census plans windows of model tokens and needs the model's "
+                           "tokenizer; use a model whose provider has one (provider: local)")
+
+    def plan_tokens(self, work: Work, rng: random.Random, tokenizer: Tokenizer,
+                    ) -> Iterator[Probe]:
+        p = self.params
+        assert isinstance(p, CensusParams)
+        segments = census_segments(len(work.raw), [(e.start, e.end) for e in work.excluded],
+                                   p.ranges)
+        cp = census_windows(work.raw, segments, tokenizer, p.prefix_tokens, p.suffix_tokens,
+                            p.stride_chars, p.max_windows)
+        log.info("pz_census on %s with %s: %d offsets -> %d windows (%d duplicate starts, "
+                 "%d duplicate texts, %d inside a character, %d capped)", work.id,
+                 tokenizer.name, cp.offsets, len(cp.windows), cp.duplicate_starts,
+                 cp.duplicate_texts, cp.inside_character, cp.capped)
+        for w in cp.windows:
+            yield Probe(kind="score", text=work.raw[w.prefix.start:w.prefix.end],
+                        continuation=work.raw[w.suffix.start:w.suffix.end], target=w.suffix,
+                        supplied=[w.prefix],
+                        label=f"census window at char {w.prefix.start} (offset {w.offset}, "
+                              f"{p.prefix_tokens}+{p.suffix_tokens} {tokenizer.name} tokens)")
