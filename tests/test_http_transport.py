@@ -233,3 +233,17 @@ def test_a_redirect_is_recorded_not_followed(server: Server) -> None:
     assert type(exc).__name__ == "APIStatusError" and exc.status_code == 307
     assert p.should_retry(exc).action == "no"
     assert len(server.seen) == 1  # nothing was sent to the Location
+
+
+def test_proxy_comes_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from casekit.providers.http_transport import env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert env_proxy("https://api.openai.com/v1") == "http://user:pw@proxy.example:3128"
+    assert env_proxy("https://internal.example/v1") is None
+    assert env_proxy("http://127.0.0.1:8000/v1") is None  # no HTTP_PROXY set
+    spec = ModelSpec(id="m", provider="openai", model="gpt-4o-2024-08-06",
+                     api_key_env="CASEKIT_TEST_KEY", params={"transport": "http"})
+    ident = OpenAIProvider(spec, Path(".")).identity().identity
+    assert ident["proxy_from_env"] == "http://proxy.example:3128"  # credentials never recorded

@@ -84,10 +84,12 @@ class HttpResponse:
 class HttpTransport:
     """One aiohttp session per event loop, at most ``max_connections`` connections."""
 
-    def __init__(self, *, timeout: float, max_connections: int, headers: dict[str, str]) -> None:
+    def __init__(self, *, timeout: float, max_connections: int, headers: dict[str, str],
+                 proxy: str | None = None) -> None:
         self.timeout = timeout
         self.max_connections = max_connections
         self._headers = headers
+        self.proxy = proxy
         self._session: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -113,8 +115,9 @@ class HttpTransport:
                 connector=connector, headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 json_serialize=json.dumps, auto_decompress=True,
-                # As the SDK's httpx client: proxies from HTTP(S)_PROXY / NO_PROXY.
-                trust_env=True)
+                # trust_env would look up proxies and ~/.netrc in a thread on every request;
+                # the proxy is resolved once instead (env_proxy), and .netrc never adds auth.
+                trust_env=False)
             self._loop = loop
         return self._session
 
@@ -129,7 +132,7 @@ class HttpTransport:
         try:
             # Redirects are not followed (nor are they by the SDK): a 3xx is an answer to
             # record, not a hop to take silently with the key.
-            async with session.post(url, data=data, allow_redirects=False,
+            async with session.post(url, data=data, allow_redirects=False, proxy=self.proxy,
                                     headers={"Content-Type": "application/json"}) as resp:
                 content = await resp.read()
                 version = f"HTTP/{resp.version.major}.{resp.version.minor}" if resp.version \
@@ -154,6 +157,22 @@ class HttpTransport:
         :meth:`aclose` inside the loop by the runner, so this is the fallback)."""
         self._session = None
         self._loop = None
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY`` / ``HTTP_PROXY``, honouring
+    ``NO_PROXY``), as httpx (the SDK's client) would use it; None for a direct connection."""
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or not parts.hostname:
+        return None
+    if urllib.request.proxy_bypass_environment(parts.hostname, proxies):
+        return None
+    return proxy
 
 
 class TransportTimeout(Exception):

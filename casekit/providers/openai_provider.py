@@ -110,6 +110,7 @@ from casekit.providers.http_transport import (
     HttpTransport,
     TransportConnectionError,
     TransportTimeout,
+    env_proxy,
 )
 from casekit.providers.keys import ApiKey, load_key, protect_logs, redact, redact_error_text
 from casekit.records import (
@@ -327,7 +328,8 @@ class OpenAIProvider(Provider):
     def _http_transport(self) -> HttpTransport:
         if self._http is None:
             self._http = HttpTransport(timeout=self.timeout, max_connections=self.max_connections,
-                                       headers=self._http_headers())
+                                       headers=self._http_headers(),
+                                       proxy=env_proxy(self.base_url))
         return self._http
 
     async def _post_http(self, api: Api, body: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -411,6 +413,8 @@ class OpenAIProvider(Provider):
             "organization": self.organization,
             "project": self.project,
             "custom_headers_from_env": bool(os.environ.get("OPENAI_CUSTOM_HEADERS")),
+            "proxy_from_env": (strip_credentials(p) if (p := env_proxy(self.base_url))
+                               else None),
         }
         info.update(self._identity_extra())
         return ModelIdentity(model_id=self.spec.id, provider=self.name, model=self.spec.model,
