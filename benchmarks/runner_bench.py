@@ -93,6 +93,34 @@ def fsync_probe(folder: Path, n: int = 200) -> float:
     return statistics.median(times) * 1000
 
 
+def raw_client_baseline(url: str, attempts: int, concurrency: int) -> dict:
+    """The floor: the same number of chat requests through a bare aiohttp client at the same
+    concurrency against the same stub, with nothing recorded (no casekit code at all)."""
+    import asyncio
+
+    import aiohttp
+
+    async def main() -> dict:
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            todo = list(range(attempts))
+
+            async def worker() -> None:
+                while todo:
+                    i = todo.pop()
+                    body = json.dumps({"model": "stub-model", "max_tokens": 64, "messages": [
+                        {"role": "user", "content": f"Request {i}: tell me about it."}]})
+                    async with session.post(url + "/chat/completions", data=body.encode(),
+                                            headers={"Content-Type": "application/json"}) as r:
+                        json.loads(await r.read())
+
+            c0, t0 = time.process_time(), time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+
+    return asyncio.run(main())
+
+
 def write_case(folder: Path, url: str, attempts: int, concurrency: int,
                transport: str = "sdk") -> Path:
     (folder / "subject.txt").write_text(synthetic_text(1, 3000))
@@ -357,6 +385,10 @@ def main() -> int:
               f"{HttpTransport.version()}, {os.cpu_count()} CPUs; run folder {tmp} (fsync "
               f"probe: median {fs:.2f} ms per 1.5 kB record)")
         print(f"  ideal wall ({n} x {lat} / {conc}):            {ideal:8.3f} s")
+        raw = raw_client_baseline(url, n, conc)
+        print(f"  baseline, a bare aiohttp client (no casekit, nothing recorded): wall "
+              f"{raw['wall']:.3f} s, ratio {raw['wall'] / ideal:.2f}; CPU "
+              f"{raw['cpu'] / n * 1000:.3f} ms per request")
         transports = ("http", "sdk") if args.transport == "both" else (args.transport,)
         results = {}
         for transport in transports:
@@ -379,6 +411,7 @@ def main() -> int:
                   f"{ratio:.2f}  (target <= {RATIO_TARGET:.2f}: {'met' if ok_ratio else 'MISSED'})")
             print(f"      first attempt start .. last attempt end: {res['attempt_window']:6.3f} s"
                   f"   ratio {res['attempt_window'] / ideal:.2f}")
+            print(f"    casekit wall / bare client wall: {res['wall'] / raw['wall']:.2f}")
             print(f"    casekit CPU: {res['cpu']:.3f} s = {cpu_ms:.3f} ms per attempt, ledger "
                   f"writes included  (target < {CPU_TARGET_MS:.0f} ms: "
                   f"{'met' if ok_cpu else 'MISSED'})")
