@@ -170,7 +170,8 @@ def env_proxy(url: str) -> str | None:
     proxy = proxies.get(parts.scheme) or proxies.get("all")
     if not proxy or not parts.hostname:
         return None
-    if urllib.request.proxy_bypass_environment(parts.hostname, proxies):
+    if urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
+            parts.hostname, proxies):
         return None
     return proxy
 

@@ -1624,6 +1624,16 @@ class CensusRow:
 
 
 @dataclass(frozen=True)
+class ShareTable:
+    """Windows and characters with p_z >= tau of one census (this work's, or the control's):
+    one table each, so that a census and its control never need eight columns side by side."""
+
+    title: str
+    columns: list[str]
+    rows: list[CensusRow]
+
+
+@dataclass(frozen=True)
 class CensusView:
     """The whole-work p_z census of one model x work beside the control's [Coo25]."""
 
@@ -1635,8 +1645,7 @@ class CensusView:
     bootstrap: str
     columns: list[str]
     histogram: list[CensusRow]
-    shares: list[CensusRow]
-    share_columns: list[str]
+    share_tables: list[ShareTable]
     np_rows: list[NPRow]
     ns: list[str]
     figure_preset: str
@@ -1850,21 +1859,23 @@ def _census_view(c: Census, ctrl: Census | None) -> CensusView:
             hb = pr.histogram[i] if pr is not None else None
             cells.append(f"{hb.count:,} ({fmt_pct(hb.share)})" if hb else DASH)
         hist.append(CensusRow(label=b.label, cells=cells))
-    shares: list[CensusRow] = []
-    share_columns = []
-    for _, _, label in cols:
-        share_columns += [f"{label}: windows", f"{label}: characters"]
-    for i, t in enumerate(c.presets[0].shares):
-        cells = []
-        for cs, n, _ in cols:
-            pr = preset(cs, n)
-            sh = pr.shares[i] if pr is not None else None
-            if sh is None:
-                cells += [DASH, DASH]
-                continue
-            cells += [f"{sh.windows:,} of {cs.windows:,} ({fmt_pct(sh.window_share)})",
-                      f"{sh.chars:,} of {cs.scored_chars:,} ({fmt_pct(sh.char_share)})"]
-        shares.append(CensusRow(label=f"{t.tau * 100:g}%", cells=cells))
+    share_tables: list[ShareTable] = []
+    for who, one in (("This work", c), ("Control", ctrl)):
+        if one is None:
+            continue
+        presets = [p for p in (preset(one, n) for n in names) if p is not None]
+        rows = []
+        for i, t in enumerate(c.presets[0].shares):
+            cells = []
+            for pr in presets:
+                sh = pr.shares[i] if i < len(pr.shares) else None
+                cells += ([DASH, DASH] if sh is None else
+                          [f"{sh.windows:,} of {one.windows:,} ({fmt_pct(sh.window_share)})",
+                           f"{sh.chars:,} of {one.scored_chars:,} ({fmt_pct(sh.char_share)})"])
+            rows.append(CensusRow(label=f"{t.tau * 100:g}%", cells=cells))
+        share_tables.append(ShareTable(
+            title=who, columns=[f"{pr.preset}: {x}" for pr in presets
+                                for x in ("windows", "characters")], rows=rows))
     top, ctop = preset(c, "top40"), preset(ctrl, "top40")
     drawn = top or c.presets[0]
     mine = {(x.n, x.p): x.rate for x in top.np_rates} if top else {}
@@ -1884,7 +1895,7 @@ def _census_view(c: Census, ctrl: Census | None) -> CensusView:
         control_summary=(f"{summ(ctrl)}; {ctrl.params}" if ctrl else
                          "no census of a control work for this model"),
         greedy=rate_view(c.greedy), bootstrap=boot_text(c.greedy_bootstrap), columns=columns,
-        histogram=hist, shares=shares, share_columns=share_columns, np_rows=np_rows,
+        histogram=hist, share_tables=share_tables, np_rows=np_rows,
         ns=[f"{n:,}" for n in NP_SHOWN_N], figure_preset=drawn.preset,
         histogram_svg=figures.histogram([b.share for b in drawn.histogram]),
         figure_windows=f"{c.windows:,}")
