@@ -10,6 +10,9 @@ Behaviour comes from the case file's ``params``, so it also works in subprocesse
 - ``top1``: share of scored tokens marked as the top choice
 - ``vary``: append the process-wide call count to every output (a nondeterministic model)
 - ``turns``: {work_id: [text, ...]}: in a multi-turn session, turn i answers text i ("" after)
+- ``logprobs``: generation responses carry Chat-Completions-shaped per-token log-probs
+  (``body.choices[0].logprobs.content``): each space-led word of the output is a token with
+  log-prob -0.1 and top list [(token, -0.1), ("zzz", -3.0)]
 - ``ranks``: scored tokens carry ``rank`` (0 for top choices, 1 otherwise) and
   ``top40_logsumexp`` = logaddexp(-0.1, -5.0), so the top-40 p_z preset can be computed
 
@@ -84,7 +87,18 @@ class ScriptedProvider(Provider):
                               returned_model=self.spec.model + "-scripted",
                               raw_request={"messages": [m.model_dump() for m in attempt.messages],
                                            "prompt": attempt.prompt},
-                              raw_response={"text": text})
+                              raw_response=self._raw_response(text))
+
+    def _raw_response(self, text: str) -> dict[str, Any]:
+        if not self.p("logprobs"):
+            return {"text": text}
+        import re
+
+        content = [{"token": t, "logprob": -0.1,
+                    "top_logprobs": [{"token": t, "logprob": -0.1},
+                                     {"token": "zzz", "logprob": -3.0}]}
+                   for t in re.findall(r"\s*\S+", text)]
+        return {"text": text, "body": {"choices": [{"logprobs": {"content": content}}]}}
 
     async def score(self, attempt: PlannedAttempt) -> ProviderResult:
         await self._maybe_fail(attempt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,41 @@ def test_probabilistic_5050_and_model_comparison_in_findings(case_dir: Path) -> 
     assert comp.coverage.jaccard > comp.coverage.random_baseline
     assert comp.extraction_ratio.ratio == 1.0
     assert "p_z" in f.definitions and "discoverable_5050" in f.definitions
+
+
+def test_api_logprobs_give_labelled_p_z_bounds_in_findings_and_report(case_dir: Path) -> None:
+    """A model whose responses carry top-k log-probs: every greedy prefix-continuation window
+    gets p_z bounds; the scripted output never continues the work's text, so greedy p_z is
+    exactly 0 in every window, and the report prints the figures as bounds."""
+    from casekit.report import build_model, render_html
+    from casekit.report.build import load_inputs
+    from tests.conftest import SCRIPTED_MODELS, STRATEGIES, case_yaml
+
+    models = SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      logprobs: true")
+    (case_dir / "case.yaml").write_text(case_yaml(models, STRATEGIES))
+    run_dir = Runner(load_case(case_dir / "case.yaml")).run().run_dir
+    f = analyze_run(run_dir)
+    greedy_windows = [x for x in f.attempts if x.strategy == "prefix_continuation"
+                      and x.work_id == "subject" and x.outcome != "error" and x.sample == 0]
+    recs = {r.attempt.id: r for r in read_records(run_dir / "ledger.jsonl")
+            if isinstance(r, AttemptRecord)}
+    greedy_windows = [x for x in greedy_windows
+                      if recs[x.attempt_id].attempt.decoding.temperature == 0]
+    assert greedy_windows and all(x.pz_bound is not None for x in greedy_windows)
+    subject = next(m for m in f.findings if m.work_id == "subject")
+    b = subject.api_pz_bounds
+    assert b is not None and b.windows == len(greedy_windows) and b.top_k == 2
+    assert b.greedy_zero == b.windows and b.greedy_one == 0  # "Sure!" never continues the work
+    # First step: neither " Sure!"-like token nor "zzz" fits the suffix, so p~ <= p_min / (Z +
+    # p_min) with p = e^-0.1 and e^-3: e^-3 / (e^-0.1 + 2 e^-3).
+    bound = math.exp(-3.0) / (math.exp(-0.1) + 2 * math.exp(-3.0))
+    for x in greedy_windows:
+        assert x.pz_bound is not None
+        assert math.exp(x.pz_bound.top40_log_upper) == pytest.approx(bound, rel=1e-6)
+    # 0.0497... >= 1% but < 10%: every window at tau = 1%, none at 10%.
+    by_tau = {s.tau: s.windows for s in b.top40_upper_shares}
+    assert by_tau[0.01] == b.windows and by_tau[0.1] == 0
+    html = render_html(build_model(f, load_inputs(run_dir, f)))
+    assert "p_z from API log-probs (bounds)" in html and "UPPER BOUNDS from top-2 log-probs" in html
+    assert f"greedy p_z = 1 in 0 of {b.windows} windows (exact)" in html
+    assert findings_bytes(f) == findings_bytes(analyze_run(run_dir))

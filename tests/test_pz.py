@@ -195,3 +195,88 @@ def test_pz_threshold_shares_of_windows_and_characters() -> None:
     (r,) = pz_threshold_shares([LN(0.5)], [(0, 5)], 10, taus=(0.5,))
     assert r.windows == 1
     assert union_length([(0, 5), (3, 8), (10, 12), (11, 11)]) == 10
+
+
+# --- p_z bounds from a generation's API top-k log-probs ---------------------------------------
+
+
+def _steps(*rows: tuple[str, list[tuple[str, float]]]) -> list:
+    return [(tok, [(t, math.log(p)) for t, p in top]) for tok, top in rows]
+
+
+def test_generation_that_spells_the_suffix_bounds_every_step() -> None:
+    from casekit.analysis.pz import pz_bound_from_generation
+
+    # Suffix " bright cold day", three generated tokens spelling it, each its list's maximum:
+    # top-40 bound per step p / Z(listed): 0.6/0.9, 0.5/0.75, 0.8/0.9 -> (2/3)(2/3)(8/9) = 32/81;
+    # greedy p_z is exactly 1.
+    steps = _steps((" bright", [(" bright", 0.6), (" dark", 0.3)]),
+                   (" cold", [(" cold", 0.5), (" warm", 0.25)]),
+                   (" day", [(" day", 0.8), (" night", 0.1)]))
+    b = pz_bound_from_generation(" bright cold day", steps)
+    assert b is not None and b.covered_chars == 16 and b.steps_used == 3
+    assert b.greedy.exact and b.greedy.upper == 1.0
+    assert not b.top40.exact and b.top40.label == "upper bound"
+    assert b.top40.upper == pytest.approx(32 / 81, rel=1e-12)
+
+
+def test_divergence_bounds_the_suffix_token_by_the_best_fitting_listed_token() -> None:
+    from casekit.analysis.pz import pz_bound_from_generation
+
+    # After " bright" (2/3 as above) the model generated " warm", its list's maximum: greedy
+    # p_z is exactly 0. The suffix continues " cold day": listed tokens that fit it are
+    # " cold" (0.25) and " co" (0.1); the bound takes the larger: 0.25 / 0.85.
+    # top-40 bound = (2/3)(0.25/0.85) = 0.196078...; later steps bound nothing.
+    steps = _steps((" bright", [(" bright", 0.6), (" dark", 0.3)]),
+                   (" warm", [(" warm", 0.5), (" cold", 0.25), (" co", 0.1)]),
+                   (" day", [(" day", 0.9)]))
+    b = pz_bound_from_generation(" bright cold day", steps)
+    assert b is not None and b.covered_chars == 7 and b.steps_used == 2
+    assert b.greedy.exact and b.greedy.upper == 0.0
+    assert b.top40.upper == pytest.approx((2 / 3) * (0.25 / 0.85), rel=1e-12)
+
+
+def test_unlisted_suffix_token_is_bounded_by_the_smallest_listed_probability() -> None:
+    from casekit.analysis.pz import pz_bound_from_generation
+
+    # " warm" 0.5 and " hot" 0.2 listed, neither fits " cold...": p <= p_min = 0.2, so
+    # p~ <= 0.2 / (Z + 0.2) = 0.2 / 0.9 = 2/9.
+    steps = _steps((" warm", [(" warm", 0.5), (" hot", 0.2)]))
+    b = pz_bound_from_generation(" cold day", steps)
+    assert b is not None and b.covered_chars == 0
+    assert b.top40.upper == pytest.approx(2 / 9, rel=1e-12)
+    assert b.greedy.exact and b.greedy.upper == 0.0
+
+
+def test_a_generation_that_stops_early_leaves_greedy_undetermined() -> None:
+    from casekit.analysis.pz import pz_bound_from_generation
+
+    steps = _steps((" bright", [(" bright", 0.6), (" dark", 0.3)]))
+    b = pz_bound_from_generation(" bright cold day", steps)
+    assert b is not None and not b.greedy.exact and b.greedy.label == "upper bound"
+    assert b.greedy.upper == 1.0 and b.top40.upper == pytest.approx(2 / 3, rel=1e-12)
+
+
+def test_a_suffix_token_that_was_not_the_top_choice_makes_greedy_zero() -> None:
+    from casekit.analysis.pz import pz_bound_from_generation
+
+    # Sampled at T > 0 (or a tie broken the other way): " bright" was generated but " dark"
+    # was the list's maximum, so greedy decoding would not reproduce the suffix.
+    steps = _steps((" bright", [(" dark", 0.6), (" bright", 0.3)]),
+                   (" cold", [(" cold", 0.9)]))
+    b = pz_bound_from_generation(" bright cold", steps)
+    assert b is not None and b.greedy.exact and b.greedy.upper == 0.0
+
+
+def test_generation_steps_read_chat_and_legacy_completions_shapes() -> None:
+    from casekit.analysis.pz import generation_steps
+
+    chat = {"body": {"choices": [{"logprobs": {"content": [
+        {"token": " a", "logprob": -0.5, "top_logprobs": [{"token": " b", "logprob": -0.2}]}]}}]}}
+    # The generated token is added to its list when the API left it out.
+    assert generation_steps(chat) == [(" a", [(" b", -0.2), (" a", -0.5)])]
+    legacy = {"body": {"choices": [{"logprobs": {"tokens": [" a"], "token_logprobs": [-0.5],
+                                                 "top_logprobs": [{" a": -0.5, " c": -1.0}]}}]}}
+    assert generation_steps(legacy) == [(" a", [(" a", -0.5), (" c", -1.0)])]
+    assert generation_steps({"body": {"choices": [{"logprobs": None}]}}) is None
+    assert generation_steps({"text": "no body"}) is None

@@ -19,12 +19,14 @@ import numpy as np
 import casekit
 from casekit.analysis import taxonomy
 from casekit.analysis.findings import (
+    ApiPzBounds,
     AttemptAnalysis,
     Census,
     CensusPreset,
     ControlFloor,
     Coverage,
     Findings,
+    GenerationPz,
     ModelComparison,
     ModelWorkFinding,
     Probabilistic,
@@ -54,9 +56,11 @@ from casekit.analysis.metrics import (
 from casekit.analysis.normalize import Tokens, tokenize
 from casekit.analysis.pz import (
     can_compute,
+    generation_steps,
     greedy_rate,
     log_p_z,
     np_rates,
+    pz_bound_from_generation,
     pz_histogram,
     pz_threshold_shares,
     union_length,
@@ -119,6 +123,16 @@ DEFINITIONS = {
            "decoding-transformed probability given the work's preceding text (teacher-forced): "
            "greedy preset (a token that is not the top choice gives 0) and top-40 preset "
            "(T = 1, renormalized over the 40 most probable tokens; outside them gives 0).",
+    "pz_upper_bound": "p_z bounds from API log-probs [Hay25; Coo25]: for a greedy "
+                      "prefix-continuation window on a model whose API returns the top-k "
+                      "log-probs of each generated token (params.logprobs), the steps whose "
+                      "generated token continues the window's suffix are bounded from their "
+                      "lists; at the first step that leaves the suffix, the suffix's own token "
+                      "is bounded by the largest listed token that fits it (or the smallest "
+                      "listed probability); later steps bound nothing. Greedy p_z is exact (1 "
+                      "or 0) where the lists decide it, else undetermined; top-40 p_z is only "
+                      "ever an upper bound (the true value is at most the figure). Assumes the "
+                      "generated tokens are the model's tokenization of their text.",
     "pz_census": "Whole-work p_z census [Coo25] (strategy pz_census): the text outside "
                  "exclusions (and inside the case's ranges) is tokenized with the model's own "
                  "tokenizer; for every character offset c = 0, 10, 20, ... (the stride) the "
@@ -204,6 +218,25 @@ def _divergence_point(out: Tokens, word: str) -> int:
     while i < len(out) and out.words[i] == target:
         i += 1
     return i
+
+
+def _generation_pz(raw_response: Any, text: str, start: int, end: int) -> GenerationPz | None:
+    """p_z bounds of a greedy prefix-continuation window from the response's top-k log-probs
+    (API models asked for ``params.logprobs``); None when the response carries none."""
+    steps = generation_steps(raw_response)
+    if not steps:
+        return None
+    bound = pz_bound_from_generation(text[start:end], steps)
+    if bound is None:
+        return None
+    greedy = ("one" if bound.greedy.exact and bound.greedy.upper == 1.0 else
+              "zero" if bound.greedy.exact else "undetermined")
+    log40 = bound.top40.log_upper
+    return GenerationPz(greedy=greedy,
+                        top40_log_upper=None if log40 == -math.inf else round(log40, 9),
+                        suffix_start=start, covered_chars=bound.covered_chars,
+                        suffix_chars=bound.suffix_chars,
+                        top_k=max(len(top) for _, top in steps))
 
 
 def _mask_char_ranges(mask: np.ndarray, tokens: Tokens) -> list[tuple[int, int]]:
@@ -392,6 +425,7 @@ class Analyzer:
         regurg = 0
         over_t: list[tuple[int, int]] = []
         discoverable = None
+        pz_bound = None
         if a.target is not None:
             excerpt = _word_range(wi.liu_tokens, a.target.start, a.target.end)
             clipped = clip_to_range([(e.work_start, e.work_end) for e in exact], excerpt)
@@ -403,6 +437,8 @@ class Analyzer:
                 target_words = tokenize(work.raw[a.target.start:a.target.end],
                                         MATCH_PROFILE).words
                 discoverable = discoverable_extraction(target_words, out.words, n=50)
+                pz_bound = _generation_pz(result.raw_response, work.raw, a.target.start,
+                                          a.target.end)
         longest = max((s.words for s in credited), default=0)
         if longest >= self.th.min_span_words:
             outcome = "match"
@@ -423,7 +459,7 @@ class Analyzer:
             spans=_spans_to_findings(credited, out, work),
             longest_words=longest, longest_verbatim_words=longest_verbatim,
             longest_regurgitated_words=max(0, regurg), discoverable=discoverable,
-            spans_over_t=over_t, diverged_at_word=diverged_at,
+            spans_over_t=over_t, diverged_at_word=diverged_at, pz_bound=pz_bound,
         )
 
     def model_work(self, model_id: str, work_id: str, analyses: list[AttemptAnalysis],
@@ -475,6 +511,21 @@ class Analyzer:
                 sampling=f"{len(scored)} teacher-forced windows sampled by the case's "
                          "strategies (not the whole-work census of [Coo25])",
             )
+        bounds = [(x.pz_bound, x) for x in mine if x.pz_bound is not None]
+        api_pz = None
+        if bounds:
+            logs = [b.top40_log_upper if b.top40_log_upper is not None else -math.inf
+                    for b, _ in bounds]
+            # A window is credited with the suffix characters its bound covers.
+            ranges = [(b.suffix_start, b.suffix_start + b.covered_chars) for b, _ in bounds]
+            api_pz = ApiPzBounds(
+                windows=len(bounds),
+                greedy_one=sum(b.greedy == "one" for b, _ in bounds),
+                greedy_zero=sum(b.greedy == "zero" for b, _ in bounds),
+                greedy_undetermined=sum(b.greedy == "undetermined" for b, _ in bounds),
+                top40_upper_shares=pz_threshold_shares(
+                    logs, ranges, total_chars=len(work.raw) - work.excluded_chars),
+                top_k=max(b.top_k for b, _ in bounds))
         census = [self._census(key, [x for x in mine if x.strategy_key == key], work)
                   for key in sorted({x.strategy_key for x in mine if x.strategy == CENSUS})]
         disc = [x.discoverable for x in mine if x.discoverable is not None]
@@ -490,6 +541,7 @@ class Analyzer:
             model_id=model_id, work_id=work_id, role=work.spec.role, outcomes=outcomes,
             regurgitation=rate(*hits("benign")), extraction=rate(*hits("adversarial")),
             coverage=coverage, bmc=bmc, teacher_forced=tfs, probabilistic=probabilistic,
+            api_pz_bounds=api_pz,
             census=census, nv_recall=self._sessions_recall(model_id, work_id, mine),
             bootstrap=boot,
             discoverable_exact=discoverable_rate(disc, "exact") if disc else None,

@@ -74,6 +74,23 @@ class TeacherForced(F):
     """Work characters [start, end) of the scored continuation."""
 
 
+class GenerationPz(F):
+    """p_z of a prefix-continuation window bounded from the API's top-k log-probs of the greedy
+    generation (``casekit.analysis.pz.pz_bound_from_generation``) [Hay25; Coo25]."""
+
+    greedy: Literal["one", "zero", "undetermined"]
+    """Greedy p_z: exactly 1, exactly 0, or undetermined (at most 1)."""
+    top40_log_upper: float | None
+    """Natural log of the top-40 upper bound; None when the bound is 0."""
+    suffix_start: int
+    """Work character where the window's suffix starts."""
+    covered_chars: int
+    """Suffix characters the generation reproduced before it left the suffix or stopped."""
+    suffix_chars: int
+    top_k: int
+    """The longest top-k list the API returned for a step."""
+
+
 class AttemptAnalysis(F):
     attempt_id: str
     seq: int
@@ -111,6 +128,8 @@ class AttemptAnalysis(F):
     spans_over_t: list[tuple[int, int]] = []
     """[Liu26] exact matches longer than T = 20 words inside the attempt's own excerpt (words
     profile, work word ranges)."""
+    pz_bound: GenerationPz | None = None
+    """Prefix continuation with API log-probs: p_z bounds of the window (labelled bounds)."""
     diverged_at_word: int | None = None
     """Divergence [Nas23]: output word index where the repetition stopped (words before it
     are masked); equal to the output length when the model never diverged."""
@@ -157,6 +176,23 @@ class Probabilistic(F):
     """Share of windows and of (counted) characters with p_z >= tau."""
     sampling: str
     """How the windows were chosen (sampled windows, not the whole-work census of [Coo25])."""
+
+
+class ApiPzBounds(F):
+    """p_z of prefix-continuation windows bounded from API top-k log-probs [Hay25; Coo25]:
+    greedy exactly where the lists decide it, top-40 only as an upper bound."""
+
+    windows: int
+    greedy_one: int
+    """Windows with greedy p_z exactly 1 (the generation spelled the suffix, top choice each
+    step)."""
+    greedy_zero: int
+    greedy_undetermined: int
+    top40_upper_shares: list[ThresholdShare]
+    """Windows whose top-40 **upper bound** is >= tau (and the characters of their suffixes):
+    the true share is at most this."""
+    top_k: int
+    """Alternatives per step the API returned (at most)."""
 
 
 class CensusPreset(F):
@@ -226,6 +262,8 @@ class ModelWorkFinding(F):
     """BMC@k [Liu26] for k in 5, 10, 20, 50 (words profile)."""
     teacher_forced: TeacherForcedSummary | None = None
     probabilistic: Probabilistic | None = None
+    api_pz_bounds: ApiPzBounds | None = None
+    """From API top-k log-probs of greedy prefix continuations; bounds, not values."""
     """From the ``teacher_forced`` strategy's sampled windows (census windows excluded)."""
     census: list[Census] = []
     """Whole-work p_z census [Coo25], one per ``pz_census`` strategy entry."""

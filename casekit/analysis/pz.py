@@ -221,6 +221,130 @@ def pz_upper_bound_from_top_logprobs(
                    label="exact" if exact else "upper bound")
 
 
+Step = tuple[str, Sequence[tuple[str, float]]]
+"""One generated token and the API's top-k ``(token, logprob)`` list at that step."""
+
+
+class GenerationBound(_M):
+    """p_z bounds of a window's suffix from one greedy generation's top-k log-probs."""
+
+    greedy: PzBound
+    top40: PzBound
+    steps_used: int
+    """Generated tokens that bound the suffix (those matching it, plus the first that did not)."""
+    covered_chars: int
+    """Characters of the suffix the generation reproduced before it diverged or stopped."""
+    suffix_chars: int
+
+
+def generation_steps(raw_response: object) -> list[Step] | None:
+    """The (token, top-k list) steps of a recorded API response that carries per-token
+    log-probs: Chat Completions (``choices[0].logprobs.content[].top_logprobs``) or legacy
+    Completions (``choices[0].logprobs.tokens`` / ``top_logprobs``); None when it carries none.
+    The generated token itself is added to its list when the API left it out."""
+    body = raw_response.get("body") if isinstance(raw_response, dict) else None
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    lp = choices[0].get("logprobs")
+    if not isinstance(lp, dict):
+        return None
+    steps: list[Step] = []
+    content = lp.get("content")
+    if isinstance(content, list):
+        for entry in content:
+            if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+                return None
+            top = [(str(t.get("token")), float(t["logprob"])) for t in
+                   entry.get("top_logprobs") or [] if isinstance(t, dict)
+                   and isinstance(t.get("logprob"), (int, float))]
+            if isinstance(entry.get("logprob"), (int, float)) and not any(
+                    t == entry["token"] for t, _ in top):
+                top.append((entry["token"], float(entry["logprob"])))
+            steps.append((entry["token"], top))
+        return steps or None
+    tokens, tops = lp.get("tokens"), lp.get("top_logprobs")
+    values = lp.get("token_logprobs")
+    if isinstance(tokens, list) and isinstance(tops, list) and len(tops) == len(tokens):
+        for i, tok in enumerate(tokens):
+            top_d = tops[i] if isinstance(tops[i], dict) else {}
+            top = [(str(t), float(v)) for t, v in top_d.items() if isinstance(v, (int, float))]
+            own = values[i] if isinstance(values, list) and i < len(values) else None
+            if isinstance(own, (int, float)) and not any(t == tok for t, _ in top):
+                top.append((str(tok), float(own)))
+            steps.append((str(tok), top))
+        return steps or None
+    return None
+
+
+def pz_bound_from_generation(suffix: str, steps: Sequence[Step]) -> GenerationBound | None:
+    """Bounds of p_z for the window whose suffix text is ``suffix``, from a greedy
+    generation after the window's prefix with the API's top-k log-probs [Hay25; Coo25].
+
+    While the generated tokens spell the suffix, each step's context is the window's own text,
+    so its top-k list bounds that step exactly as in :func:`pz_upper_bound_from_top_logprobs`.
+    At the first generated token that leaves the suffix, the suffix's own next token is one of
+    the listed tokens that are a prefix of the remaining suffix (bounded by the largest of
+    them) or unlisted (bounded by the smallest listed probability); the steps after it were
+    generated from another context and bound nothing (a factor of at most 1). So:
+
+    - ``greedy``: exact 1 when the generated tokens spell the whole suffix and each was its
+      list's maximum; exact 0 when the generation left the suffix with its list's maximum (the
+      suffix's token was not the top choice); otherwise an upper bound of 1 (undetermined).
+    - ``top40``: an upper bound always.
+
+    Assumes the generated tokens are the model's tokenization of the text they spell (an API
+    does not say how it would tokenize the suffix); None when the suffix is empty or no step
+    carries a list.
+    """
+    if not suffix or not steps or any(not top for _, top in steps):
+        return None
+    pos, used, log40 = 0, 0, 0.0
+    greedy_state = "undetermined"
+    for tok, top in steps:
+        rest = suffix[pos:]
+        if not rest:
+            break
+        used += 1
+        lps = np.array([lp for _, lp in top], dtype=np.float64)
+        log_z = float(np.logaddexp.reduce(lps))
+        best_tok = top[int(np.argmax(lps))][0]
+        if tok and rest.startswith(tok):
+            listed = [lp for t, lp in top if t == tok]
+            log40 += min(0.0, (listed[0] - log_z) if listed else
+                         float(lps.min()) - float(np.logaddexp(log_z, float(lps.min()))))
+            if best_tok != tok:
+                greedy_state = "zero"  # a suffix token that was not the top choice
+            pos += len(tok)
+            if pos >= len(suffix) and greedy_state == "undetermined":
+                greedy_state = "one"
+            if greedy_state == "zero":
+                break
+            continue
+        # The generation left the suffix: bound the suffix's own next token, then stop.
+        cands = [lp for t, lp in top if t and rest.startswith(t)]
+        if cands:
+            log40 += min(0.0, max(cands) - log_z)
+        else:
+            p_min = float(lps.min())
+            log40 += min(0.0, p_min - float(np.logaddexp(log_z, p_min)))
+        if best_tok == tok:
+            greedy_state = "zero"
+        break
+    if greedy_state == "one":
+        greedy = PzBound(preset="greedy", log_upper=0.0, upper=1.0, exact=True, label="exact")
+    elif greedy_state == "zero":
+        greedy = PzBound(preset="greedy", log_upper=-math.inf, upper=0.0, exact=True,
+                         label="exact")
+    else:
+        greedy = PzBound(preset="greedy", log_upper=0.0, upper=1.0, exact=False,
+                         label="upper bound")
+    top40 = PzBound(preset="top40", log_upper=log40, upper=math.exp(log40), exact=False,
+                    label="upper bound")
+    return GenerationBound(greedy=greedy, top40=top40, steps_used=used,
+                           covered_chars=min(pos, len(suffix)), suffix_chars=len(suffix))
+
+
 # --- (n, p)-discoverable extraction ----------------------------------------------------------
 
 

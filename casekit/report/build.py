@@ -1538,12 +1538,14 @@ COVERAGE_PARTS = 10
 #: (n,p) cells shown in the compact table [Hay25].
 NP_SHOWN_P = (0.5, 0.9)
 NP_SHOWN_N = (1, 100, 10000)
-FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_census", "nv_recall", "np_discoverable",
+FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_upper_bound", "pz_census", "nv_recall",
+                           "np_discoverable",
                            "discoverable_5050", "spans_over_t", "longest_block", "bmc",
                            "name_cloze", "comparison", "coverage")
 FURTHER_DEFINITION_LABELS = {
     "p_z": "p_z (probabilistic extraction)",
     "pz_census": "Whole-work p_z census",
+    "pz_upper_bound": "p_z bounds from API log-probs",
     "nv_recall": "nv-recall",
     "intervals": "Intervals",
     "np_discoverable": "(n,p)-discoverable extraction",
@@ -2064,8 +2066,20 @@ def _measures(f: Findings, mw: ModelWorkFinding, ctrl: ModelWorkFinding | None,
                 f"{r.sessions:,} session{'s' if r.sessions != 1 else ''} concatenated; best "
                 f"single session {fmt_pct(r.best_session)}")
 
+    def api_pz(m: ModelWorkFinding) -> tuple[str, str]:
+        b = m.api_pz_bounds
+        if b is None:
+            return DASH, "no API top-k log-probs"
+        at1 = next((x for x in b.top40_upper_shares if abs(x.tau - 0.01) < 1e-12), None)
+        share = (f"; top-40 upper bound ≥ 1% in {at1.windows:,} of {b.windows:,}"
+                 if at1 is not None else "")
+        return (f"greedy p_z = 1 in {b.greedy_one:,} of {b.windows:,} windows (exact)",
+                f"exactly 0 in {b.greedy_zero:,}, undetermined in {b.greedy_undetermined:,}"
+                f"{share}; UPPER BOUNDS from top-{b.top_k} log-probs")
+
     rows = [
         ("nv-recall of iterative sessions", "nv_recall", nv),
+        ("p_z from API log-probs (bounds)", "pz_upper_bound", api_pz),
         ("Probabilistic extraction, greedy p_z = 1", "p_z", greedy),
         ("50/50 discoverable extraction, exact", "discoverable_5050", disc(True)),
         ("50/50 discoverable extraction, approximate", "discoverable_5050", disc(False)),
