@@ -378,7 +378,8 @@ def test_pdf_shows_the_findings_with_their_control_floor(built: Built) -> None:
     # Sections in order, each an h1 bookmark; exhibits are bookmarked under their group.
     assert built.outline[1:] == [
         "Summary of findings", "Teacher-forced top-choice agreement", "Methods",
-        "Controls and the measured false-positive rate", "Exhibits", "Every attempt",
+        "Controls and the measured false-positive rate", "Errors, retries, refusals and filters",
+        "Exhibits", "Every attempt",
         "Manifest", "Chain of custody", "Limitations", "References",
         "Certification (form, to be completed and signed)"]
     assert built.outline[0] == "Shelley v. Example Models"
@@ -742,3 +743,50 @@ def test_long_texts_are_cut_visibly_and_kept_whole() -> None:
     assert _column("short", [], what="x", exhibit=("E-2", "e", "a"), longs=short)[0].text == \
         "short"
     assert short == []
+
+
+def test_errors_retries_and_refusals_are_counted_per_model(case_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every try is counted: with each attempt's first try failing (transient) and every
+    attempt on the control failing for good, the section shows the tries, the retried
+    attempts, the failed tries by kind, and lists each failed attempt with its error."""
+    import html as html_lib
+    import re
+
+    import casekit.runner
+    from casekit.analysis.analyze import analyze_run
+    from casekit.ledger import read_records
+    from casekit.records import AttemptRecord
+    from casekit.report import build_model, render_html
+    from casekit.report.build import load_inputs
+    from casekit.runner import Runner
+    from tests.conftest import SCRIPTED_MODELS, STRATEGIES, case_yaml
+
+    monkeypatch.setattr(casekit.runner, "BACKOFF_BASE", 0.001)
+    monkeypatch.setattr(casekit.runner, "BACKOFF_CAP", 0.002)
+    models = SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      fail_first: 1\n"
+                                     "      fail_always: [control]")
+    (case_dir / "case.yaml").write_text(case_yaml(models, STRATEGIES))
+    run_dir = Runner(load_case(case_dir / "case.yaml")).run().run_dir
+    recs = [r for r in read_records(run_dir / "ledger.jsonl") if isinstance(r, AttemptRecord)]
+    f = analyze_run(run_dir)
+    m = build_model(f, load_inputs(run_dir, f))
+    assert m.reliability is not None
+    row = m.reliability.rows[0]
+    failed = [r for r in recs if r.status == "error"]
+    assert failed and all(r.attempt.work_id == "control" for r in failed)
+    tries = sum(len(r.tries) for r in recs)
+    assert row.attempts == f"{len(recs):,}" and row.failed == f"{len(failed):,}"
+    assert row.tries == f"{tries:,}"
+    assert row.retried == f"{sum(len(r.tries) > 1 for r in recs):,}"
+    transient = sum(1 for r in recs for t in r.tries if t.error and t.error.kind == "transient")
+    no_retry = sum(1 for r in recs for t in r.tries if t.error and t.error.kind == "no_retry")
+    assert row.failed_tries.startswith(f"{transient:,} transient")
+    assert f"{no_retry:,} not retried" in row.failed_tries
+    assert m.reliability.errors_total == len(failed)
+    assert [e.attempt_id for e in m.reliability.errors] == [r.attempt.id for r in
+                                                            sorted(failed, key=lambda r: r.seq)]
+    text = re.sub(r"\s+", " ", html_lib.unescape(re.sub(r"<[^>]+>", " ",
+                                                       render_html(m))))
+    assert "Errors, retries, refusals and filters" in text
+    assert "FatalError : scripted fatal error for" in text  # type, then the message
