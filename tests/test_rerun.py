@@ -54,3 +54,40 @@ def test_comparison_detects_nondeterministic_outputs(case_dir: Path) -> None:
     assert model.output_agreement == 0.0 and model.span_agreement == 1.0
     # Score attempts carry no text: they do not count in the output agreement.
     assert model.attempts > len(gen)
+
+
+def test_report_of_a_rerun_shows_the_comparison_and_verifies(case_dir: Path) -> None:
+    """The re-run's report says which run it repeats (from the ledger), shows the agreement
+    per model from comparison.json, embeds that file (listed in the manifest with its hash),
+    and casekit verify re-renders the same report from the PDF alone."""
+    import html as html_lib
+    import re
+
+    from pypdf import PdfReader
+
+    from casekit.analysis.analyze import analyze_run, write_findings
+    from casekit.report.build import build_report
+    from casekit.report.verify import verify_report
+    from tests.conftest import SCRIPTED_MODELS, STRATEGIES, case_yaml
+
+    (case_dir / "case.yaml").write_text(case_yaml(
+        SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      vary: true"),
+        STRATEGIES))
+    first = Runner(load_case(case_dir / "case.yaml")).run().run_dir
+    assert CliRunner().invoke(cli, ["rerun", str(first)]).exit_code == 0
+    second = first.with_name(first.name + "-rerun-1")
+    comp = json.loads((second / COMPARISON_NAME).read_bytes())
+    f = analyze_run(second)
+    write_findings(second, f)
+    paths = build_report(second, f)
+    text = re.sub(r"\s+", " ", html_lib.unescape(re.sub(r"<[^>]+>", " ",
+                                                       paths.html.read_text())))
+    assert "Reproducibility: a re-run" in text and first.name.split("-")[0] in text
+    (m,) = comp["models"]
+    assert f"{m['same_output']} of {m['attempts']}" in text  # same output: none (vary: true)
+    assert f"{m['same_spans']} of {m['attempts']} (100%)" in text
+    att = PdfReader(paths.pdf).attachments
+    assert COMPARISON_NAME in att and att[COMPARISON_NAME][0] == (second / COMPARISON_NAME
+                                                                  ).read_bytes()
+    res = verify_report(paths.pdf)
+    assert res.ok, [c for c in res.checks if not c.ok]

@@ -50,6 +50,7 @@ from casekit.records import AttemptRecord, LedgerRecord, Note, PlannedAttempt, R
 from casekit.report import figures
 from casekit.report.evidence import (
     CASE_ATTACHMENT,
+    COMPARISON_ATTACHMENT,
     FINDINGS_ATTACHMENT,
     LEDGER_ATTACHMENT,
     MANIFEST_ATTACHMENT,
@@ -827,6 +828,72 @@ class Reliability:
 RELIABILITY_ERRORS_SHOWN = 50
 
 
+@dataclass(frozen=True)
+class RerunView:
+    """This run as a re-run of another (``casekit rerun``): the link from the ledger, and the
+    attempt-by-attempt comparison when it is attached."""
+
+    first_run: str
+    first_head: str
+    first_dir: str
+    compared: bool
+    note: str
+    models: list[list[str]]
+    """Per model: id, attempts, same output, same spans, same outcome."""
+    differing: list[list[str]]
+    """Attempts whose outcome or spans differ: id, model, work, first -> second outcome,
+    same output, same spans (at most RERUN_DIFFS_SHOWN)."""
+    differing_total: int
+    sha256: str
+
+
+RERUN_DIFFS_SHOWN = 40
+
+
+def _rerun(f: Findings, inputs: Inputs) -> RerunView | None:
+    """The reproducibility section: present when the ledger says this run repeats another."""
+    link = inputs.start.rerun_of
+    if not link:
+        return None
+    first, head = str(link.get("run_id", "")), str(link.get("ledger_head_hash", ""))
+    if inputs.comparison_bytes is None:
+        return RerunView(first_run=first, first_head=head, first_dir=str(link.get("run_dir")),
+                         compared=False, note="no comparison.json in this run's folder (the "
+                         "re-run did not complete, or the file was removed)", models=[],
+                         differing=[], differing_total=0, sha256="")
+    from casekit.rerun import Comparison
+
+    try:
+        cmp = Comparison.model_validate_json(inputs.comparison_bytes)
+    except ValueError as exc:
+        raise CasekitError(f"{COMPARISON_ATTACHMENT} of run {f.run_id} is not a casekit "
+                           f"comparison ({str(exc).splitlines()[0]}); run casekit rerun "
+                           "again or remove the file") from None
+    if cmp.second_run != inputs.start.run_id or cmp.first_run != first:
+        raise CasekitError(f"{COMPARISON_ATTACHMENT} compares runs {cmp.first_run} and "
+                           f"{cmp.second_run}, not {first} and {inputs.start.run_id}; remove it "
+                           "or run casekit rerun again")
+    note = ("computed by casekit rerun from both ledgers when this run ended"
+            + ("" if cmp.second_ledger_head == f.ledger_head_hash else
+               f" (this ledger's head was then {cmp.second_ledger_head}; records were added "
+               "since)"))
+
+    def frac(k: int, n: int) -> str:
+        return f"{k:,} of {n:,} ({fmt_pct(k / n) if n else DASH})"
+
+    models = [[m.model_id, f"{m.attempts:,}", frac(m.same_output, m.attempts),
+               frac(m.same_spans, m.attempts), frac(m.same_outcome, m.attempts)]
+              for m in cmp.models]
+    diff = [a for a in cmp.attempts if not (a.same_outcome and a.same_spans)]
+    rows = [[a.attempt_id, a.model_id, a.work_id, f"{a.first_outcome} → {a.second_outcome}",
+             {True: "yes", False: "no", None: DASH}[a.same_output],
+             "yes" if a.same_spans else "no"] for a in diff[:RERUN_DIFFS_SHOWN]]
+    return RerunView(first_run=cmp.first_run, first_head=cmp.first_ledger_head,
+                     first_dir=str(link.get("run_dir")), compared=True, note=note,
+                     models=models, differing=rows, differing_total=len(diff),
+                     sha256=sha256_bytes(inputs.comparison_bytes))
+
+
 def _reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reliability:
     """Every try of every attempt, per model: the record a court asks for when a result is
     challenged as the survivor of many failed attempts (nothing here is sampled)."""
@@ -922,6 +989,8 @@ class ReportModel:
     thresholds: dict[str, str] = field(default_factory=dict)
     further: Further | None = None
     reliability: Reliability | None = None
+    rerun: RerunView | None = None
+    """Reproducibility: this run repeats another (``casekit rerun``)."""
     """Errors, retries, rate limits, refusals and filters per model, from the ledger's tries."""
     control_override: str = ""
     """Non-empty when the case overrode the control-work requirement (``allow_no_control``
@@ -948,6 +1017,8 @@ class Inputs:
     """The ledger file as verified (embedded in the PDF byte for byte)."""
     work_bytes: dict[str, bytes] = field(default_factory=dict)
     """Work id -> the file's bytes (their SHA-256 is the run's recorded hash)."""
+    comparison_bytes: bytes | None = None
+    """comparison.json written by ``casekit rerun`` into this run's folder, if any."""
 
 
 def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None) -> Inputs:
@@ -990,8 +1061,10 @@ def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None
                                "again")
         work_bytes[w.id] = data
     by_seq = {r.seq: r for r in records if isinstance(r, AttemptRecord)}
+    comparison = run_dir / COMPARISON_ATTACHMENT
     return Inputs(records=records, start=start, case=spec, works={w.id: w for w in works},
-                  attempts_by_seq=by_seq, ledger_bytes=ledger_bytes, work_bytes=work_bytes)
+                  attempts_by_seq=by_seq, ledger_bytes=ledger_bytes, work_bytes=work_bytes,
+                  comparison_bytes=comparison.read_bytes() if comparison.is_file() else None)
 
 
 def _last_hash(ledger: bytes) -> str | None:
@@ -1575,7 +1648,7 @@ def evidence_files(findings: Findings, inputs: Inputs) -> EvidenceFiles:
     """The bytes a report embeds or hashes: ledger, findings, case, works."""
     return EvidenceFiles(ledger=inputs.ledger_bytes, findings=findings_bytes(findings),
                          case=canonical_json(inputs.start.case),
-                         works=dict(inputs.work_bytes))
+                         works=dict(inputs.work_bytes), comparison=inputs.comparison_bytes)
 
 
 def _evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
@@ -2352,6 +2425,7 @@ def build_model(findings: Findings, inputs: Inputs,
         thresholds={k: fmt_value(v) for k, v in f.thresholds.items()},
         further=_further(f, works, model_ids),
         reliability=_reliability(f, inputs, model_ids),
+        rerun=_rerun(f, inputs),
         control_override=control_override_text(case),
     )
 

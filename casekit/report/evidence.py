@@ -36,6 +36,8 @@ LEDGER_ATTACHMENT = "ledger.jsonl"
 FINDINGS_ATTACHMENT = "findings.json"
 CASE_ATTACHMENT = "case.json"
 MANIFEST_ATTACHMENT = "manifest.json"
+COMPARISON_ATTACHMENT = "comparison.json"
+"""``casekit rerun``'s comparison of this run with the run it repeats, when there is one."""
 #: The attachments every casekit report holds (works are optional).
 REQUIRED_ATTACHMENTS = (MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT,
                         CASE_ATTACHMENT)
@@ -115,6 +117,8 @@ class EvidenceFiles:
     case: bytes
     works: dict[str, bytes]
     """Work id -> file bytes (verified against the run's hashes)."""
+    comparison: bytes | None = None
+    """comparison.json of a re-run (``casekit rerun``), embedded when the run has one."""
 
 
 def _file(name: str | None, data: bytes) -> dict[str, Any]:
@@ -156,6 +160,8 @@ def build_manifest(*, start: Any, findings: Any, files: EvidenceFiles, templates
         "findings": {**_file(FINDINGS_ATTACHMENT, files.findings),
                      "casekit_version": findings.casekit_version},
         "works": works,
+        **({"rerun": {**_file(COMPARISON_ATTACHMENT, files.comparison),
+                      "rerun_of": start.rerun_of}} if files.comparison is not None else {}),
         "models": [m.model_dump(mode="json") for m in start.models],
         "templates": {"sha256": templates.sha256, "files": templates.files,
                       "overridden": templates.overridden},
@@ -181,6 +187,10 @@ def attachments(manifest: dict[str, Any], files: EvidenceFiles) -> list[Attached
         Attached(CASE_ATTACHMENT, files.case, "Source",
                  "the validated case file as the run recorded it, canonical JSON"),
     ]
+    if files.comparison is not None:
+        out.append(Attached(COMPARISON_ATTACHMENT, files.comparison, "Data",
+                            "casekit rerun: this run compared attempt by attempt with the run "
+                            "it repeats (canonical JSON)"))
     for w in manifest["works"]:
         if w["attachment"]:
             out.append(Attached(w["attachment"], files.works[w["id"]], "Source",

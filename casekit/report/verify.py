@@ -43,6 +43,7 @@ from casekit.canonical import canonical_json, sha256_bytes
 from casekit.errors import CasekitError
 from casekit.report.evidence import (
     CASE_ATTACHMENT,
+    COMPARISON_ATTACHMENT,
     FINDINGS_ATTACHMENT,
     LEDGER_ATTACHMENT,
     MANIFEST_ATTACHMENT,
@@ -178,6 +179,8 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
                   att: dict[str, bytes]) -> bool:
     problems = []
     entries = [manifest.get(k) for k in ("ledger", "findings", "case")]
+    if manifest.get("rerun") is not None:
+        entries.append(manifest["rerun"])
     entries += [w for w in manifest.get("works", []) if isinstance(w, dict)
                 and w.get("attachment")]
     listed = {MANIFEST_ATTACHMENT}
@@ -223,6 +226,8 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
     run_dir = tmp / "run"
     run_dir.mkdir()
     (run_dir / LEDGER_NAME).write_bytes(att[LEDGER_ATTACHMENT])
+    if COMPARISON_ATTACHMENT in att:  # a re-run's comparison: shown in the report as attached
+        (run_dir / COMPARISON_ATTACHMENT).write_bytes(att[COMPARISON_ATTACHMENT])
     chain = verify_chain(run_dir / LEDGER_NAME)
     res.ledger_head_hash = chain.head_hash if chain.ok else None
     cited = manifest["ledger"].get("head_hash")
