@@ -22,7 +22,10 @@ from casekit.analysis.pz import HistogramBin, NPRate, ThresholdShare
 from casekit.analysis.stats import BootstrapRate, Rate
 from casekit.records import Intent, Outcome
 
-FINDINGS_VERSION = 1
+FINDINGS_VERSION = 2
+"""1: the spine's findings; 2: adds the p_z census, nv-recall of sessions, bootstrap intervals,
+p_z bounds from API log-probs and imported attempts counted apart (recorded_attempts no longer
+includes them)."""
 
 MemorizationStatus = Literal[
     "memorization shown",
