@@ -14,10 +14,13 @@ The checks, in order, each reported as ok or FAILED with its reason:
 8. the report's HTML re-rendered from the recomputed findings hashes to the manifest's HTML hash,
    and the re-rendered manifest equals the attached one;
 9. the text of every page, re-rendered to PDF, equals the text of the given PDF's pages: every
-   number printed in the report is reproduced. Byte identity is noted, not required (fonts and
-   WeasyPrint versions differ between machines); a timestamped or signed PDF is compared by
-   its first revision, the one WeasyPrint wrote, and the incremental updates after it are
-   named (:func:`bytes_verdict`), so the report never blames a font for a signature.
+   number printed in the report is reproduced;
+10. the rendering itself: the given PDF (for a timestamped or signed PDF, its first revision,
+   the one WeasyPrint wrote; the incremental updates after it are named) is byte-identical to a
+   fresh rendering. Page text alone would miss an edit that changes how the text looks (a
+   glyph in an embedded font, a drawing over a number). Check 8 already requires the WeasyPrint
+   version the manifest records, so a byte difference here is an alteration, or other fonts on
+   this machine (:func:`bytes_verdict` says which revision differs).
 
 ``casekit verify manifest.tsr`` (:func:`verify_timestamp`) checks the RFC 3161 token written
 beside the report on its own: its imprint against the manifest, its signature, and its
@@ -315,13 +318,30 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
     # Every page's text, against a PDF rendered again from the same HTML.
     again = tmp / "again.pdf"
     rendered.write_pdf(again, template_dir)
-    theirs, ours = page_texts_of(pdf), page_texts_of(again)
-    if theirs == ours:
-        res.add("numbers in the report", True,
-                f"the text of all {len(ours)} pages is reproduced; "
-                + bytes_verdict(pdf.read_bytes(), again.read_bytes()))
-    else:
+    try:
+        theirs = page_texts_of(pdf)
+    except Exception as exc:  # noqa: BLE001 - any parse failure of the pages is a finding
+        res.add("numbers in the report", False,
+                f"the pages of this PDF cannot be read ({type(exc).__name__}: "
+                f"{str(exc)[:200]}): the file was damaged or edited after rendering")
+        return
+    ours = page_texts_of(again)
+    if theirs != ours:
         res.add("numbers in the report", False, _page_diff(theirs, ours))
+        return
+    res.add("numbers in the report", True, f"the text of all {len(ours)} pages is reproduced")
+    given, fresh = pdf.read_bytes(), again.read_bytes()
+    verdict = bytes_verdict(given, fresh)
+    if given == fresh or (pdf_revisions(given).count > 1 and given.startswith(fresh)):
+        res.add("rendering", True, verdict)
+        return
+    # The re-rendered manifest matched, so this is the WeasyPrint version that made it.
+    res.add("rendering", False,
+            f"{verdict.split(' (')[0]}, although the same WeasyPrint "
+            f"({manifest.get('weasyprint_version')}) rendered both: the file was altered after "
+            "rendering (a font, an image or a drawing can change what a reader sees without "
+            "changing the page text), or this machine's fonts differ from those of the machine "
+            "that made it; verify it there, or compare the fonts")
 
 
 # --------------------------------------------------------------------------- revisions
