@@ -25,6 +25,7 @@ open (a ``batch_pending`` note says so): running the same case again resumes pol
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
@@ -98,6 +99,28 @@ class BatchStatus:
 def requests_sha256(entries: Sequence[dict[str, Any]]) -> str:
     """``sha256:`` of the RFC 8785 canonical JSON of the list of batch request entries."""
     return sha256_json(list(entries))
+
+
+def result_lines(content: bytes, where: str) -> Iterator[tuple[str, dict[str, Any], bytes]]:
+    """(custom_id, entry, line) of each JSON object line of a batch's results (JSONL, in any
+    order) that carries a ``custom_id``; a line that is not JSON is logged and skipped, and a
+    custom_id seen before is skipped (the first result counts)."""
+    from casekit.providers.api_common import body_sha256
+
+    seen: set[str] = set()
+    for line in content.splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            log.warning("%s: a results line is not JSON (%s)", where, body_sha256(line))
+            continue
+        cid = entry.get("custom_id") if isinstance(entry, dict) else None
+        if not isinstance(cid, str) or cid in seen:
+            continue
+        seen.add(cid)
+        yield cid, entry, line
 
 
 def has_open_batches(ledger: Ledger, model_id: str) -> bool:

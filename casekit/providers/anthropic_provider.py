@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import math
 import os
@@ -50,7 +49,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from casekit.batch import BatchHandle, BatchStatus, requests_sha256
+from casekit.batch import BatchHandle, BatchStatus, requests_sha256, result_lines
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
 from casekit.provenance import strip_credentials
@@ -451,21 +450,8 @@ class AnthropicProvider(Provider):
         by_id = {a.id: a for a in attempts}
         source = {"batch_id": batch_id, "results_sha256": body_sha256(content),
                   "results_bytes": len(content)}
-        results: dict[str, ProviderResult | AttemptError] = {}
-        for line in content.splitlines():
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                log.warning("batch %s: a results line is not JSON (%s)", batch_id,
-                            body_sha256(line))
-                continue
-            cid = entry.get("custom_id") if isinstance(entry, dict) else None
-            if not isinstance(cid, str) or cid in results:
-                continue
-            results[cid] = self._batch_line_result(entry, line, source, http, by_id.get(cid))
-        return results
+        return {cid: self._batch_line_result(entry, line, source, http, by_id.get(cid))
+                for cid, entry, line in result_lines(content, f"batch {batch_id}")}
 
     def _batch_line_result(self, entry: dict[str, Any], line: bytes, source: dict[str, Any],
                            http: Any, attempt: PlannedAttempt | None,

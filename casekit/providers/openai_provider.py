@@ -86,7 +86,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from casekit.batch import BatchHandle, BatchStatus, requests_sha256
+from casekit.batch import BatchHandle, BatchStatus, requests_sha256, result_lines
 from casekit.canonical import canonical_json
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
@@ -771,20 +771,10 @@ class OpenAIProvider(Provider):
             source = {"batch_id": batch_id, "file": which.removesuffix("_id"),
                       "file_id": str(file_id), "file_sha256": body_sha256(content),
                       "file_bytes": len(content)}
-            for line in content.splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    log.warning("batch %s: a line of %s is not JSON (%s)", batch_id, file_id,
-                                body_sha256(line))
-                    continue
-                cid = entry.get("custom_id") if isinstance(entry, dict) else None
-                if not isinstance(cid, str) or cid in results:
-                    continue
-                results[cid] = self._batch_line_result(api, batch, entry, line, source, http,
-                                                       by_id.get(cid))
+            for cid, entry, line in result_lines(content, f"batch {batch_id}, {file_id}"):
+                if cid not in results:  # the output file is read before the error file
+                    results[cid] = self._batch_line_result(api, batch, entry, line, source,
+                                                           http, by_id.get(cid))
         if status == "failed":
             errors = (batch.get("errors") or {}).get("data") or []
             text = "; ".join(f"{e.get('code')}: {e.get('message')}" + (
