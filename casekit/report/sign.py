@@ -73,15 +73,24 @@ def request_timestamp(data: bytes, url: str, *, timeout: float = DEFAULT_TSA_TIM
     """Ask the TSA at ``url`` for a token over SHA-256(``data``); check the answer is for our
     hash and nonce. Raises SignError with one line when the TSA is unreachable or refuses."""
     try:
-        import httpx
         from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
     except ImportError as exc:
         raise _missing(exc) from None
 
     req = (TimestampRequestBuilder().data(data).hash_algorithm(HashAlgorithm.SHA256)
            .nonce(nonce=True).cert_request(cert_request=True).build())
+    raw = _post_timestamp_query(url, req.as_bytes(), timeout)
+    return check_timestamp_response(raw, data, req.nonce, source=url)
+
+
+def _post_timestamp_query(url: str, query: bytes, timeout: float) -> bytes:
+    """POST an RFC 3161 TimeStampReq (DER) to a TSA; the TimeStampResp bytes, or SignError."""
     try:
-        resp = httpx.post(url, content=req.as_bytes(), timeout=timeout,
+        import httpx
+    except ImportError as exc:
+        raise _missing(exc) from None
+    try:
+        resp = httpx.post(url, content=query, timeout=timeout,
                           headers={"Content-Type": "application/timestamp-query",
                                    "Accept": TSR_MEDIA_TYPE})
     except httpx.HTTPError as exc:
@@ -91,7 +100,7 @@ def request_timestamp(data: bytes, url: str, *, timeout: float = DEFAULT_TSA_TIM
     if resp.status_code != 200:
         raise SignError(f"timestamp authority {url} answered HTTP {resp.status_code} "
                         f"{resp.reason_phrase}; check the --tsa URL")
-    return check_timestamp_response(resp.content, data, req.nonce, source=url)
+    return resp.content
 
 
 def check_timestamp_response(raw: bytes, data: bytes, nonce: int | None, *,
@@ -226,24 +235,12 @@ def timestamp_report(pdf: Path, url: str, *, timeout: float = DEFAULT_TSA_TIMEOU
 def _http_timestamper(url: str, timeout: float) -> Any:
     """A pyHanko TimeStamper that posts its requests to ``url`` with httpx (pyHanko's own HTTP
     client needs ``requests``, which casekit does not depend on)."""
-    import httpx
     from asn1crypto import tsp
     from pyhanko.sign.timestamps.api import TimeStamper
 
     class HttpxTimeStamper(TimeStamper):  # type: ignore[misc]
         async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
-            try:
-                resp = httpx.post(url, content=req.dump(), timeout=timeout,
-                                  headers={"Content-Type": "application/timestamp-query",
-                                           "Accept": TSR_MEDIA_TYPE})
-            except httpx.HTTPError as exc:
-                raise SignError(f"timestamp authority {url} is unreachable "
-                                f"({type(exc).__name__}: {str(exc)[:200] or 'no answer'}); "
-                                "check --tsa or try again later") from None
-            if resp.status_code != 200:
-                raise SignError(f"timestamp authority {url} answered HTTP {resp.status_code} "
-                                f"{resp.reason_phrase}; check the --tsa URL")
-            return tsp.TimeStampResp.load(resp.content)
+            return tsp.TimeStampResp.load(_post_timestamp_query(url, req.dump(), timeout))
 
     return HttpxTimeStamper()
 
