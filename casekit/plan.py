@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 
 from casekit.canonical import sha256_json
-from casekit.case import LoadedCase, ModelSpec
+from casekit.case import LoadedCase, ModelSpec, StrategySpec
 from casekit.errors import CaseError, CasekitError
 from casekit.providers.base import provider_class
 from casekit.records import Decoding, Message, PlannedAttempt
@@ -70,6 +70,17 @@ def build_strategies(case: LoadedCase) -> list[Strategy]:
     return out
 
 
+def _cannot_run(case: LoadedCase, si: int, sspec: StrategySpec, model: ModelSpec, short: str,
+                why: str) -> None:
+    """A strategy a model cannot run: skipped (logged) when the strategy names no models; when
+    it names this one, a CaseError at the strategy's ``models`` saying what to remove."""
+    if sspec.models is None:
+        log.info("strategy %s skipped for model %s: %s", sspec.name, model.id, short)
+        return
+    raise CaseError(f"{case.where('strategies', si, 'models')}: strategies[{si}].models: "
+                    f"{sspec.name} {why}; remove {model.id!r} from this list")
+
+
 def build_plan(case: LoadedCase, works: list[Work]) -> Plan:
     """Plan every attempt of the case, model-major so each model is loaded once."""
     spec = case.spec
@@ -87,27 +98,17 @@ def build_plan(case: LoadedCase, works: list[Work]) -> Plan:
             if sspec.models is not None and model.id not in sspec.models:
                 continue
             if strat.needs_score and not pcls.can_score:
-                if sspec.models is None:
-                    log.info("strategy %s skipped for model %s: provider cannot score",
-                             sspec.name, model.id)
-                    continue
-                raise CaseError(
-                    f"{case.where('strategies', si, 'models')}: strategies[{si}].models: "
-                    f"{sspec.name} needs a model that can score, and provider {model.provider!r} "
-                    f"cannot; remove {model.id!r} from this list")
+                _cannot_run(case, si, sspec, model, "provider cannot score", "needs a model "
+                            f"that can score, and provider {model.provider!r} cannot")
+                continue
             tokenizer = None
             if strat.needs_tokenizer:
                 tokenizer = pcls.plan_tokenizer(model, case.base_dir)
                 if tokenizer is None:
-                    if sspec.models is None:
-                        log.info("strategy %s skipped for model %s: provider gives no tokenizer",
-                                 sspec.name, model.id)
-                        continue
-                    raise CaseError(
-                        f"{case.where('strategies', si, 'models')}: strategies[{si}].models: "
-                        f"{sspec.name} plans windows of model tokens and provider "
-                        f"{model.provider!r} gives no tokenizer; remove {model.id!r} from this "
-                        "list")
+                    _cannot_run(case, si, sspec, model, "provider gives no tokenizer",
+                                "plans windows of model tokens and provider "
+                                f"{model.provider!r} gives no tokenizer")
+                    continue
             key = f"{sspec.name}#{si}"
             work_ids = sspec.works if sspec.works is not None else [w.id for w in works]
             for wid in work_ids:
