@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,24 @@ def case_dir(tmp_path: Path) -> Path:
     (tmp_path / "control.txt").write_text(CONTROL)
     (tmp_path / "case.yaml").write_text(case_yaml(SCRIPTED_MODELS, STRATEGIES))
     return tmp_path
+
+
+@contextlib.contextmanager
+def fetches_recorded() -> Iterator[list[str]]:
+    """Every URL WeasyPrint asks casekit's fetcher for while the block runs (the fetcher still
+    answers as it would)."""
+    from casekit.report.render import SafeFetcher
+
+    fetched: list[str] = []
+    original = SafeFetcher.fetch
+
+    def spy(self: SafeFetcher, url: str, headers: object = None) -> object:
+        fetched.append(url)
+        return original(self, url, headers)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(SafeFetcher, "fetch", spy)
+    try:
+        yield fetched
+    finally:
+        mp.undo()

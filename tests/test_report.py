@@ -304,22 +304,11 @@ def _compact(text: str) -> str:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     from casekit.report import build_report
-    from casekit.report.render import SafeFetcher
+    from tests.conftest import fetches_recorded
 
     fx = build_fixture(tmp_path_factory.mktemp("report"))
-    fetched: list[str] = []
-    original = SafeFetcher.fetch
-
-    def spy(self: SafeFetcher, url: str, headers: object = None) -> object:
-        fetched.append(url)
-        return original(self, url, headers)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(SafeFetcher, "fetch", spy)
-    try:
+    with fetches_recorded() as fetched:
         paths = build_report(fx.run_dir, fx.findings)
-    finally:
-        mp.undo()
     assert paths.html == fx.run_dir / "report" / "report.html"
     assert paths.pdf == fx.run_dir / "report" / "report.pdf"
     reader = PdfReader(paths.pdf)

@@ -208,26 +208,17 @@ class Rendered:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     from casekit.report import build_report
-    from casekit.report.render import SafeFetcher
+    from tests.conftest import fetches_recorded
 
     listener = Listener()
-    fetched: list[str] = []
-    original = SafeFetcher.fetch
-
-    def spy(self: SafeFetcher, url: str, headers: object = None) -> object:
-        fetched.append(url)
-        return original(self, url, headers)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(SafeFetcher, "fetch", spy)
     try:
-        t0 = time.perf_counter()
-        corpus = _build(tmp_path_factory.mktemp("hostile"), listener.port)
-        t1 = time.perf_counter()
-        paths = build_report(corpus.run_dir, corpus.findings, exhibits_per_finding=10)  # type: ignore[arg-type]
-        t2 = time.perf_counter()
+        with fetches_recorded() as fetched:
+            t0 = time.perf_counter()
+            corpus = _build(tmp_path_factory.mktemp("hostile"), listener.port)
+            t1 = time.perf_counter()
+            paths = build_report(corpus.run_dir, corpus.findings, exhibits_per_finding=10)  # type: ignore[arg-type]
+            t2 = time.perf_counter()
     finally:
-        mp.undo()
         time.sleep(0.3)
         listener.close()
     pages = len(PdfReader(paths.pdf).pages)
