@@ -332,23 +332,33 @@ class OpenAIProvider(Provider):
                                        proxy=env_proxy(self.base_url))
         return self._http
 
-    async def _post_http(self, api: Api, body: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """As :meth:`_post`, over aiohttp; failures become the SDK's exception classes."""
+    async def _http_send(self, url: str, body: dict[str, Any]) -> HttpResponse:
+        """POST over aiohttp; the response whatever its status. A failed connection or a
+        timeout is raised as the SDK's exception class, its message cleaned for the ledger."""
         openai = _openai()
-        path = "/chat/completions" if api == "chat.completions" else "/completions"
-        url = self.base_url + path
         try:
             try:
-                http = await self._http_transport().post_json(url, self._wire_body(body))
+                return await self._http_transport().post_json(url, body)
             except TransportTimeout as exc:
                 raise openai.APITimeoutError(request=_sdk_request(url)) from exc
             except TransportConnectionError as exc:
                 raise openai.APIConnectionError(request=_sdk_request(url)) from exc.__cause__
-            if not 200 <= http.status_code < 300:
-                raise _sdk_status_error(openai, http)
         except openai.APIError as exc:
             sanitize_api_error(exc, self.key.secrets())
             raise
+
+    def _raise_for_status(self, http: HttpResponse) -> None:
+        """A non-2xx answer as the exception the SDK raises for it, cleaned for the ledger."""
+        if not 200 <= http.status_code < 300:
+            exc = _sdk_status_error(_openai(), http)
+            sanitize_api_error(exc, self.key.secrets())
+            raise exc
+
+    async def _post_http(self, api: Api, body: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """As :meth:`_post`, over aiohttp; failures become the SDK's exception classes."""
+        path = "/chat/completions" if api == "chat.completions" else "/completions"
+        http = await self._http_send(self.base_url + path, self._wire_body(body))
+        self._raise_for_status(http)
         return _HttpRaw(http), decode_body(http.content, http.status_code, http.url)
 
     # ----------------------------------------------------------------- the SDK client
@@ -1074,20 +1084,15 @@ class OpenAICompatibleProvider(OpenAIProvider):
         """Token ids of ``text`` from the server's own tokenizer (vLLM ``POST /tokenize``,
         special tokens added as for a prompt). Returns (ids, what to record)."""
         url = self._server_root() + "/tokenize"
-        transport = self._http_transport()
-        try:
-            http = await transport.post_json(url, {"model": self.spec.model, "prompt": text,
-                                                   "add_special_tokens": True})
-        except (TransportTimeout, TransportConnectionError) as exc:
-            raise _openai().APIConnectionError(request=_sdk_request(url)) from exc.__cause__
+        http = await self._http_send(url, {"model": self.spec.model, "prompt": text,
+                                           "add_special_tokens": True})
         if http.status_code in (404, 405):
             raise CapabilityError(
                 f"{strip_credentials(url)} answered HTTP {http.status_code}: the server has no "
                 "/tokenize endpoint, so prompt log-probs cannot be matched to the continuation; "
                 "score_method: prompt_logprobs needs vLLM's OpenAI server (use score_method: echo "
                 "for llama.cpp servers, or provider: local)")
-        if not 200 <= http.status_code < 300:
-            raise _sdk_status_error(_openai(), http)
+        self._raise_for_status(http)
         data = decode_body(http.content, http.status_code, url)
         ids = data.get("tokens")
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
