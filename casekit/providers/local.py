@@ -590,7 +590,7 @@ class LocalProvider(Provider):
             # logprobs=k), for the analyzer's p_z bounds; only for attempts that aim at a
             # passage of the work, the ones it can bound.
             raw["casekit_logprobs"] = self._output_logprobs(llm, extra["prompt_token_ids"],
-                                                            text, attempt)
+                                                            text)
         request = {"call": call, "kwargs": _json_safe(kwargs), **extra}
         return ProviderResult(
             text=text or "",
@@ -602,8 +602,20 @@ class LocalProvider(Provider):
             raw_response=raw,
         )
 
-    def _output_logprobs(self, llm: Any, prompt_ids: list[int], text: str,
-                         attempt: PlannedAttempt) -> dict[str, Any]:
+    def _forced_logprobs(self, llm: Any, prompt_ids: list[int], cont_ids: list[int],
+                         what: str) -> np.ndarray:
+        """Log-softmax of the logits rows that predict each of ``cont_ids`` after
+        ``prompt_ids``, from one evaluation of both (row t-1 predicts token t). The caller
+        holds the model's lock."""
+        self._check_fits(len(prompt_ids), len(cont_ids), what)
+        llm.reset()
+        llm.eval(list(prompt_ids) + list(cont_ids))
+        n_p, n_c = len(prompt_ids), len(cont_ids)
+        logits = np.asarray(llm.scores[n_p - 1: n_p + n_c - 1], dtype=np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    def _output_logprobs(self, llm: Any, prompt_ids: list[int], text: str) -> dict[str, Any]:
         """Top-``k`` log-probs of each token of ``text`` after the prompt, in the legacy
         Completions shape (``tokens``, ``token_logprobs``, ``top_logprobs``, ``text_offset``),
         from one teacher-forced pass over prompt + output: each step's distribution is the
@@ -612,14 +624,8 @@ class LocalProvider(Provider):
         if not out_ids:
             return {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         with self._lock:
-            self._check_fits(len(prompt_ids), len(out_ids), "prompt + output (log-probs)")
-            llm.reset()
-            llm.eval(list(prompt_ids) + out_ids)
-            n_p, n_c = len(prompt_ids), len(out_ids)
-            logits = np.asarray(llm.scores[n_p - 1: n_p + n_c - 1], dtype=np.float64)
-            llm.reset()
-        logits -= logits.max(axis=1, keepdims=True)
-        logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+            logprobs = self._forced_logprobs(llm, prompt_ids, out_ids,
+                                             "prompt + output (log-probs)")
         k = self.logprobs
         top = np.argpartition(logprobs, logprobs.shape[1] - k, axis=1)[:, -k:]
         pieces: dict[int, str] = {}
@@ -749,12 +755,9 @@ class LocalProvider(Provider):
                         f"score attempt {attempt.id}: empty prompt and {self.model.name} has no "
                         "BOS token, so the first token has nothing to be predicted from"
                     )
-                self._check_fits(len(prompt_ids), len(cont_ids), "prompt + continuation")
-                llm.reset()
-                llm.eval(prompt_ids + cont_ids)
+                logprobs = self._forced_logprobs(llm, prompt_ids, cont_ids,
+                                                 "prompt + continuation")
                 n_p, n_c = len(prompt_ids), len(cont_ids)
-                # Row t-1 of the logits predicts token t.
-                logits = np.asarray(llm.scores[n_p - 1: n_p + n_c - 1], dtype=np.float64)
                 pieces = [llm.detokenize([t], special=True).decode("utf-8", "replace")
                           for t in cont_ids]
             except CasekitError:
@@ -764,8 +767,6 @@ class LocalProvider(Provider):
                     f"{self.model.name}: scoring attempt {attempt.id} failed: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
-        logits -= logits.max(axis=1, keepdims=True)
-        logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         ids = np.asarray(cont_ids)
         rows = np.arange(n_c)
         actual = logprobs[rows, ids]
