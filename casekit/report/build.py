@@ -45,6 +45,7 @@ from casekit.analysis.taxonomy import ABSENCE_CAVEAT, BELOW, CATEGORY_TEXT, NOT_
 from casekit.canonical import canonical_json, sha256_bytes
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
+from casekit.importer import IMPORT_STRATEGY
 from casekit.ledger import LEDGER_NAME, read_records
 from casekit.records import AttemptRecord, LedgerRecord, Note, PlannedAttempt, RunEnd, RunStart
 from casekit.report import figures
@@ -947,7 +948,7 @@ def _reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reliabili
                 f"{k} {v:,}" for k, v in sorted(refused.items())) + ")" if ref_total else ""),
             filtered=f"{filtered:,}", failed=f"{failed:,}",
             tries=f"{tries:,}" + (" (imported: no tries)" if any(
-                r.attempt.strategy == "imported" for r in recs) else ""),
+                r.attempt.strategy == IMPORT_STRATEGY for r in recs) else ""),
             retried=f"{retried:,}",
             failed_tries=(f"{kinds['transient']:,} transient, {kinds['rate_limit']:,} rate "
                           f"limit, {kinds['no_retry']:,} not retried"
@@ -1729,9 +1730,8 @@ COVERAGE_PARTS = 10
 NP_SHOWN_P = (0.5, 0.9)
 NP_SHOWN_N = (1, 100, 10000)
 FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_upper_bound", "pz_census", "nv_recall",
-                           "np_discoverable",
-                           "discoverable_5050", "spans_over_t", "longest_block", "bmc",
-                           "name_cloze", "comparison", "coverage")
+                           "np_discoverable", "discoverable_5050", "spans_over_t",
+                           "longest_block", "bmc", "name_cloze", "comparison", "coverage")
 FURTHER_DEFINITION_LABELS = {
     "p_z": "p_z (probabilistic extraction)",
     "pz_census": "Whole-work p_z census",
