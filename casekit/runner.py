@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 from casekit.batch import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, BatchExecutor, has_open_batches
 from casekit.case import LoadedCase
-from casekit.errors import CasekitError, LedgerError
+from casekit.errors import CaseError, CasekitError, LedgerError
 from casekit.ledger import Ledger
 from casekit.plan import Plan, build_plan, interface_of
 from casekit.provenance import git_state, host_info, iso_utc, versions
@@ -111,9 +112,22 @@ class Runner:
         return works, plan
 
     def provider(self, model_id: str) -> Provider:
+        """The model's provider, built once. A model the provider refuses (an unknown or
+        invalid ``params`` key, a missing key variable or model package) is a CaseError at
+        that model's entry in the case file."""
         if model_id not in self._providers:
-            spec = next(m for m in self.case.spec.models if m.id == model_id)
-            self._providers[model_id] = provider_class(spec.provider)(spec, self.case.base_dir)
+            i, spec = next((i, m) for i, m in enumerate(self.case.spec.models)
+                           if m.id == model_id)
+            try:
+                self._providers[model_id] = provider_class(spec.provider)(spec,
+                                                                          self.case.base_dir)
+            except CaseError:
+                raise
+            except CasekitError as exc:
+                param = re.search(r"params\.(\w+)", str(exc))
+                where = (self.case.where("models", i, "params", param.group(1)) if param
+                         else self.case.where("models", i))
+                raise CaseError(f"{where}: models[{i}]: {exc}") from None
         return self._providers[model_id]
 
     def identities(self) -> list[ModelIdentity]:
@@ -127,6 +141,8 @@ class Runner:
     def run(self) -> RunOutcome:
         works, plan = self.prepare()
         self.stats.planned = len(plan)
+        for m in self.case.spec.models:  # a model its provider refuses stops the run here,
+            self.provider(m.id)          # before a run folder or a ledger exists
         ledger = Ledger(self.run_dir)
         ledger.open()
         try:

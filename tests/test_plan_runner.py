@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -218,3 +219,33 @@ def test_placeholder_fast_path_renders_exactly_as_jinja(parts: list[str]) -> Non
     except TemplateError as exc:
         got = type(exc)
     assert got == expected
+
+
+def test_a_model_its_provider_refuses_is_a_case_error_before_any_run_folder(
+        case_dir: Path) -> None:
+    """An invalid provider parameter (found when the provider is built, not by the case
+    schema) names the case file's line, exits 2 through the CLI, and creates no run folder
+    or ledger."""
+    from click.testing import CliRunner
+
+    from casekit.cli import cli
+    from casekit.errors import CaseError
+
+    models = textwrap.dedent("""\
+        models:
+          - id: api
+            provider: openai-compatible
+            model: m
+            base_url: http://127.0.0.1:9/v1
+            params: {transport: curl}
+        """)
+    (case_dir / "case.yaml").write_text(case_yaml(models, STRATEGIES))
+    runner = Runner(load_case(case_dir / "case.yaml"))
+    with pytest.raises(CaseError, match=r"case\.yaml:\d+:\d+: models\[0\]: .*params\.transport "
+                                        r"must be one of sdk, http"):
+        runner.run()
+    assert not runner.run_dir.exists()
+    res = CliRunner().invoke(cli, ["run", str(case_dir / "case.yaml")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    line = int(res.output.split("case.yaml:")[1].split(":")[0])
+    assert "transport: curl" in (case_dir / "case.yaml").read_text().splitlines()[line - 1]
