@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,23 +65,48 @@ def _es_number(f: float) -> str:
 
 def _prepare(value: Any, floats: list[int]) -> Any:
     """The value with non-finite floats as None and finite floats as sentinel-wrapped strings
-    of their canonical form; raises _NeedsReference for what the fast path cannot do exactly."""
+    of their canonical form; raises _NeedsReference for what the fast path cannot do exactly.
+    Strings, None, booleans and safe integers are kept as they are without a call per value
+    (most of a record), and a container none of whose members changed is returned itself."""
     t = type(value)
-    if t is str or value is None or t is bool:
-        return value
     if t is dict:
-        out = {}
-        for k, v in value.items():
+        out: dict[str, Any] | None = None
+        for i, (k, v) in enumerate(value.items()):
+            changed = False
             if type(k) is not str:
                 if isinstance(k, str):
                     raise _NeedsReference
-                k = str(k)
+                k, changed = str(k), True
             if not k.isascii():  # RFC 8785 sorts keys by UTF-16 code units, Python by code points
                 raise _NeedsReference
-            out[k] = _prepare(v, floats)
-        return out
+            tv = type(v)
+            if not (tv is str or v is None or tv is bool
+                    or (tv is int and -_MAX_SAFE <= v <= _MAX_SAFE)):
+                p = _prepare(v, floats)
+                changed = changed or p is not v
+                v = p
+            if changed and out is None:
+                out = dict(itertools.islice(value.items(), i))  # the members before, unchanged
+            if out is not None:
+                out[k] = v
+        return value if out is None else out
     if t is list or t is tuple:
-        return [_prepare(v, floats) for v in value]
+        items: list[Any] | None = None
+        for i, v in enumerate(value):
+            tv = type(v)
+            if not (tv is str or v is None or tv is bool
+                    or (tv is int and -_MAX_SAFE <= v <= _MAX_SAFE)):
+                p = _prepare(v, floats)
+                if p is not v and items is None:
+                    items = list(value[:i])
+                v = p
+            if items is not None:
+                items.append(v)
+        if items is not None:
+            return items
+        return value if t is list else list(value)
+    if t is str or value is None or t is bool:
+        return value
     if t is int:
         if -_MAX_SAFE <= value <= _MAX_SAFE:
             return value
@@ -131,6 +158,32 @@ class Canonical:
             cleaned = _clean(self._value)
             return rfc8785.dumps({**cleaned, **extra} if extra else cleaned)
         return _encode_prepared(prepared, self._floats)
+
+
+    def encode_with_member(self, key: str, value_of: Callable[[bytes], str],
+                           ) -> tuple[bytes, bytes]:
+        """(the canonical bytes, the canonical bytes with one more top-level string member
+        ``key: value_of(canonical bytes)``), encoding the value once: the members sorting
+        before and after ``key`` are encoded apart and the new member spliced between them
+        (RFC 8785 orders members by key, so that is where it belongs). The ledger hashes a
+        record's canonical form and writes it with its hash."""
+        prepared = self._prepared
+        if (prepared is _REFERENCE or not isinstance(prepared, dict) or key in prepared
+                or not key.isascii()):
+            plain = self.encode()
+            return plain, self.encode({key: value_of(plain)})
+        lo = _ENCODE({k: v for k, v in prepared.items() if k < key})[1:-1]
+        hi = _ENCODE({k: v for k, v in prepared.items() if k > key})[1:-1]
+        if self._floats:
+            if lo.count(_SENTINEL) + hi.count(_SENTINEL) != 2 * self._floats:
+                raise rfc8785.CanonicalizationError("input contains non-UTF-8 codepoints")
+            lo, hi = _NUMBER.sub(r"\1", lo), _NUMBER.sub(r"\1", hi)
+        try:
+            plain = ("{" + ",".join(filter(None, (lo, hi))) + "}").encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise rfc8785.CanonicalizationError("input contains non-UTF-8 codepoints") from exc
+        member = _ENCODE(key) + ":" + _ENCODE(value_of(plain))
+        return plain, ("{" + ",".join(filter(None, (lo, member, hi))) + "}").encode("utf-8")
 
 
 _REFERENCE = object()
