@@ -9,6 +9,7 @@ continues. Every planned attempt ends up in the ledger exactly once, as ``ok``, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import re
@@ -273,12 +274,13 @@ class Runner:
                         attempt = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
-                    record = await self._attempt(ledger, provider, attempt, limiter, max_tries)
-                    # No await between building the record (seq, prev_hash) and writing it.
-                    await ledger.append_async(record)
-                    if record.status == "ok":
+                    fields = await self._attempt(provider, attempt, limiter, max_tries)
+                    # Written (in order, with seq and prev_hash) right after this worker's next
+                    # await, i.e. once its next request is on its way (see ledger.py).
+                    ledger.submit(functools.partial(_attempt_record, fields))
+                    if fields["status"] == "ok":
                         self.stats.ok += 1
-                    elif record.status == "refusal":
+                    elif fields["status"] == "refusal":
                         self.stats.refusal += 1
                     else:
                         self.stats.error += 1
@@ -297,6 +299,10 @@ class Runner:
             await asyncio.gather(*(run_group(ids) for ids in groups.values()))
         finally:
             progress.close()
+            try:
+                await ledger.settle()  # every submitted record written and fsynced
+            except LedgerError as exc:  # raised again by the run's next ledger write
+                log.error("%s", exc)
             for provider in list(self._providers.values()):
                 try:
                     await provider.aclose()
@@ -332,9 +338,11 @@ class Runner:
         return [a for a in todo if a.id not in recorded and a.id not in out.pending_ids
                 and (not _batchable(a) or not self.batch)]
 
-    async def _attempt(self, ledger: Ledger, provider: Provider, attempt: PlannedAttempt,
+    async def _attempt(self, provider: Provider, attempt: PlannedAttempt,
                        limiter: Limiter | None = None, max_tries: int | None = None,
-                       ) -> AttemptRecord:
+                       ) -> dict[str, Any]:
+        """Run one attempt with its retries; return the fields of its AttemptRecord (all but
+        the ledger's own ``seq``, ``recorded_at`` and ``prev_hash``)."""
         limiter = limiter or Limiter(None, None)
         max_tries = max_tries or self.max_tries or MAX_TRIES
         tries: list[TryRecord] = []
@@ -373,10 +381,12 @@ class Runner:
                 finally:
                     self.stats.retrying -= 1
         status = "error" if result is None else ("refusal" if result.refusal else "ok")
-        return AttemptRecord(
-            **ledger.base_fields(), attempt=attempt, status=status, result=result, error=error,
-            started_at=started_at, completed_at=iso_utc(), tries=tries,
-        )
+        return {"attempt": attempt, "status": status, "result": result, "error": error,
+                "started_at": started_at, "completed_at": iso_utc(), "tries": tries}
+
+
+def _attempt_record(fields: dict[str, Any], base: dict[str, Any]) -> AttemptRecord:
+    return AttemptRecord(**base, **fields)
 
 
 def _batchable(attempt: PlannedAttempt) -> bool:

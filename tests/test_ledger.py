@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,18 +131,29 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
     Ledger(tmp_path).open().close()  # the lock is released on close
 
 
-def test_concurrent_appends_share_fsyncs_and_wait_for_theirs(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Group commit: 40 records completed concurrently need fewer than 40 fsyncs, and no
-    append_async returns before an fsync that covered its line (the file size at the start of
-    some completed fsync reaches the end of the record's line)."""
-    import asyncio
-    import os
-    import time
+def _attempt_builder(i: int) -> Callable[[dict[str, Any]], AttemptRecord]:
+    def build(base: dict[str, Any]) -> AttemptRecord:
+        return AttemptRecord(**base, attempt=planned(i), status="ok",
+                             result=ProviderResult(text=f"out {i}"),
+                             started_at="2026-01-01T00:00:00.000000Z",
+                             completed_at="2026-01-01T00:00:01.000000Z")
+    return build
 
+
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n")
+
+
+def test_submitted_records_are_written_in_order_within_the_loop_iteration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit without waiting: 40 records submitted by concurrent tasks are in the file
+    (flushed to the OS, which is what survives kill -9) as soon as their worker next yields,
+    in submission order, while fsyncs run behind them: fewer than 40, and settle() returns
+    only once a completed fsync covers every line."""
     import casekit.ledger as ledger_mod
 
     led = Ledger(tmp_path).open()
+    path = tmp_path / LEDGER_NAME
     synced_sizes: list[int] = []
     real_fsync = os.fsync
 
@@ -148,30 +164,79 @@ def test_concurrent_appends_share_fsyncs_and_wait_for_theirs(tmp_path: Path,
         synced_sizes.append(size)
 
     monkeypatch.setattr(ledger_mod.os, "fsync", slow_fsync)
+    order: list[int] = []
 
-    async def one(i: int) -> int:
+    async def one(i: int) -> None:
         await asyncio.sleep(0.001 * (i % 5))
-        led_rec = AttemptRecord(**led.base_fields(), attempt=planned(i), status="ok",
-                                result=ProviderResult(text=f"out {i}"),
-                                started_at="2026-01-01T00:00:00.000000Z",
-                                completed_at="2026-01-01T00:00:01.000000Z")
-        stored = await led.append_async(led_rec)
-        data = (tmp_path / LEDGER_NAME).read_bytes()
-        line_end = 0
-        for _ in range(stored.seq + 1):
-            line_end = data.index(b"\n", line_end) + 1
-        # Some fsync that completed before this append returned began with the file already
-        # holding this record's whole line.
-        assert synced_sizes and max(synced_sizes) >= line_end, (stored.seq, synced_sizes)
-        return line_end
+        before = _lines(path)
+        order.append(i)
+        led.submit(_attempt_builder(i))
+        assert _lines(path) == before  # not written synchronously ...
+        await asyncio.sleep(0)
+        assert _lines(path) >= before + 1  # ... but by the next loop iteration
 
-    async def main() -> list[int]:
-        return await asyncio.gather(*(one(i) for i in range(40)))
+    async def main() -> None:
+        await asyncio.gather(*(one(i) for i in range(40)))
+        assert len(synced_sizes) < 40  # the fsyncs ran behind, not one per record
+        await led.settle()
+        assert synced_sizes and max(synced_sizes) == path.stat().st_size
 
     asyncio.run(main())
     led.close()
     assert 1 <= len(synced_sizes) < 40
-    res = verify_chain(tmp_path / LEDGER_NAME)
+    res = verify_chain(path)
     assert res.ok and res.records == 40
-    # every line is covered by a completed fsync
-    assert max(synced_sizes) == (tmp_path / LEDGER_NAME).stat().st_size
+    recs = read_records(path)
+    assert [r.attempt.index for r in recs if isinstance(r, AttemptRecord)] == order
+    assert [r.seq for r in recs] == list(range(40))
+
+
+def test_append_writes_pending_submissions_first_and_close_never_drops_them(
+        tmp_path: Path) -> None:
+    async def main(led: Ledger) -> None:
+        led.submit(_attempt_builder(0))
+        led.submit(_attempt_builder(1))
+        led.append_note("test", "after two submissions")  # synchronous: writes them first
+        led.submit(_attempt_builder(2))  # still pending when the loop ends
+
+    led = Ledger(tmp_path).open()
+    asyncio.run(main(led))
+    led.close()  # writes the pending record, fsyncs
+    recs = read_records(tmp_path / LEDGER_NAME)
+    assert [type(r).__name__ for r in recs] == ["AttemptRecord", "AttemptRecord", "Note",
+                                                "AttemptRecord"]
+    assert [r.attempt.index for r in recs if isinstance(r, AttemptRecord)] == [0, 1, 2]
+    assert verify_chain(tmp_path / LEDGER_NAME).ok
+
+
+def test_a_failed_deferred_write_stops_the_run_and_keeps_the_chain(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails in the deferred callback (disk full) is raised to the next caller,
+    nothing is written after it, and what was written still verifies."""
+    led = Ledger(tmp_path).open()
+    real_write = led._write
+    calls = {"n": 0}
+
+    def write(record: AttemptRecord, flush: bool = True) -> AttemptRecord:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real_write(record, flush)  # type: ignore[return-value]
+
+    monkeypatch.setattr(led, "_write", write)
+
+    async def main() -> None:
+        for i in range(3):
+            led.submit(_attempt_builder(i))
+        await asyncio.sleep(0)
+        with pytest.raises(LedgerError, match="No space left on device"):
+            led.submit(_attempt_builder(3))
+        with pytest.raises(LedgerError, match="run the same case again"):
+            await led.settle()
+
+    asyncio.run(main())
+    with pytest.raises(LedgerError):
+        led.append_note("test", "after the failure")
+    led.close()
+    res = verify_chain(tmp_path / LEDGER_NAME)
+    assert res.ok and res.records == 2
