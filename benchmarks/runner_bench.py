@@ -404,8 +404,8 @@ def main() -> int:
             ratio = res["wall"] / ideal
             cpu_ms = res["cpu"] / n * 1000
             ok_ratio, ok_cpu = ratio <= RATIO_TARGET, cpu_ms < CPU_TARGET_MS
-            label = ("params.transport: http (aiohttp)" if transport == "http"
-                     else "params.transport: sdk (the official openai SDK, the default)")
+            label = ("params.transport: http (aiohttp, the default)" if transport == "http"
+                     else "params.transport: sdk (the official openai SDK)")
             print(f"  {label}")
             print(f"    casekit wall, Runner.run() total:        {res['wall']:8.3f} s   ratio "
                   f"{ratio:.2f}  (target <= {RATIO_TARGET:.2f}: {'met' if ok_ratio else 'MISSED'})")

@@ -367,7 +367,10 @@ def test_a_200_without_choices_is_malformed(openai_key: str) -> None:
     assert isinstance(exc, MalformedResponseError)
 
 
-def test_connection_refused_by_a_real_socket_is_transient() -> None:
+@pytest.mark.parametrize(("transport", "cause"), [("http", "ClientConnectorError"),
+                                                   ("sdk", "ConnectError")])
+def test_connection_refused_by_a_real_socket_is_transient(transport: str, cause: str) -> None:
+    import asyncio
     import socket
 
     with socket.socket() as sock:  # a port with nothing listening
@@ -375,13 +378,20 @@ def test_connection_refused_by_a_real_socket_is_transient() -> None:
         port = sock.getsockname()[1]
     p = OpenAICompatibleProvider(spec("openai-compatible", "m",
                                       base_url=f"http://127.0.0.1:{port}/v1",
-                                      params={"timeout": 5}), Path("."))
-    try:
-        exc = failure(p.generate(attempt()))
-    finally:
-        p.close()
+                                      params={"timeout": 5, "transport": transport}), Path("."))
+
+    async def go() -> Exception:
+        try:
+            await p.generate(attempt())
+        except Exception as exc:  # noqa: BLE001 - the failure is what is tested
+            return exc
+        finally:
+            await p.aclose()
+        raise AssertionError("a refused connection did not fail")
+
+    exc = asyncio.run(go())
     assert type(exc).__name__ == "APIConnectionError"
-    assert "ConnectError" in str(exc)
+    assert cause in str(exc)
     assert p.should_retry(exc) == RetryDecision(action="transient")
 
 

@@ -18,9 +18,10 @@ FAKE_KEY = "sk-casekit-FAKE-0123456789abcdefXYZ"
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("transport", ["http", "sdk"])
 def test_fake_key_appears_nowhere(case_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                   caplog: pytest.LogCaptureFixture,
-                                  capfd: pytest.CaptureFixture[str]) -> None:
+                                  capfd: pytest.CaptureFixture[str], transport: str) -> None:
     import casekit.runner
 
     monkeypatch.setattr(casekit.runner, "BACKOFF_BASE", 0.01)
@@ -38,6 +39,7 @@ def test_fake_key_appears_nowhere(case_dir: Path, monkeypatch: pytest.MonkeyPatc
     base_url: {stub.url}
     api_key_env: CASEKIT_TEST_KEY
     interface: chat
+    params: {{transport: {transport}}}
     limits: {{max_tries: 8}}
 """
         body = text[end:].split("  - name: teacher_forced")[0]

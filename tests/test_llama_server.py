@@ -143,6 +143,7 @@ def gemma_server(gemma_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def provider(base: str, interface: str, **params: Any) -> OpenAICompatibleProvider:
+    params.setdefault("transport", "sdk")  # the issue: called through the official openai SDK
     return OpenAICompatibleProvider(
         ModelSpec(id="srv", provider="openai-compatible", model="served-gguf", base_url=base,
                   interface=interface, params=params),  # type: ignore[arg-type]

@@ -54,14 +54,16 @@ shift can occur; a count that does not match ``/tokenize`` is a CapabilityError.
 and the greedy p_z preset are exact; the top-40 preset is exact with ``k >= 40`` and unknown
 (never estimated) below.
 
-**Transports**: ``params.transport: sdk`` (the default) sends through the official SDK;
-``transport: http`` sends the same body with the same headers over aiohttp
-(``casekit.providers.http_transport``) for large runs, where the SDK's CPU per request (about
-1.3 ms) limits throughput. Failures are raised as the SDK's own exception classes either way,
-and every request record names its transport.
+**Transports**: ``params.transport: http`` (the default) sends the JSON body the SDK would
+send, with its authorization and organization/project headers, over aiohttp
+(``casekit.providers.http_transport``): a quarter of the SDK's CPU per request (0.5 against
+2 ms with the ledger; benchmarks/README.md), redirects never followed. ``transport: sdk`` sends
+through the official SDK instead. Both are tested request for request against the same local
+server (body, headers, recorded result, error class and retry decision); failures are raised
+as the SDK's own exception classes either way, and every request record names its transport.
 
 ``params`` (all optional): ``timeout`` (seconds, default 120), ``max_connections`` (default 8),
-``transport`` (``sdk`` or ``http``),
+``transport`` (``http``, the default, or ``sdk``),
 ``logprobs`` (true or 0-20: per-token log-probs of generated text, with that many alternatives),
 ``max_completion_tokens`` (true: send the limit as ``max_completion_tokens``, for models that
 reject ``max_tokens``), ``allow_drop_unsupported`` (true: when the model rejects a parameter
@@ -301,7 +303,9 @@ class OpenAIProvider(Provider):
         return value
 
     def _transport_param(self) -> str:
-        value = self.spec.params.get("transport", "sdk")
+        # http by default; an injected httpx client (tests' emulated HTTP) means the SDK.
+        value = self.spec.params.get("transport",
+                                     "sdk" if self._http_client is not None else "http")
         if value not in TRANSPORTS:
             raise CasekitError(f"model {self.spec.id!r}: params.transport must be one of "
                                f"{', '.join(TRANSPORTS)} (got {value!r})")
