@@ -199,7 +199,9 @@ class PzCensus(Strategy):
 
     def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
         raise CasekitError("pz_census plans windows of model tokens and needs the model's "
-                           "tokenizer; use a model whose provider has one (provider: local)")
+                           "tokenizer; use provider: local, or give an openai-compatible "
+                           "model params.tokenizer (the served model's tokenizer.json or "
+                           ".gguf)")
 
     def plan_tokens(self, work: Work, rng: random.Random, tokenizer: Tokenizer,
                     ) -> Iterator[Probe]:
