@@ -233,3 +233,35 @@ def test_unknown_params_are_still_refused(case_dir: Path) -> None:
     res = CliRunner().invoke(cli, ["run", str(path)])
     assert res.exit_code == 2 and "unknown openai-compatible provider params " \
         "['tokeniser_sha256']" in res.output
+
+
+def test_echo_cross_check_compares_token_texts(tok_dir: Path) -> None:
+    """Echo gives token texts, not ids: they must be the planning tokenizer's pieces (as a
+    llama.cpp server shows them: UTF-8 per token, broken characters dropped), after an
+    empty or special leading token and before the one generated token."""
+    from casekit.case import ModelSpec
+    from casekit.providers.base import CapabilityError
+    from casekit.providers.openai_provider import OpenAICompatibleProvider
+
+    spec = ModelSpec(id="srv", provider="openai-compatible", model="m", interface="completion",
+                     base_url="http://127.0.0.1:9/v1", params={"tokenizer": "gemma.json"})
+    p = OpenAICompatibleProvider(spec, tok_dir)
+    assert p.identity().identity["tokenizer_family"] == "Metaspace BPE + byte fallback"
+    tok = p.case_tokenizer
+    assert tok is not None
+    text = "the river 🎉 ran"
+    pieces = [tok.piece(i).decode("utf-8", "ignore") for i in tok.prompt_ids(text)]
+    assert "" in pieces  # the emoji's byte tokens show as empty texts, as llama-cpp-python's
+
+    def echo(tokens: list[str]) -> list[dict[str, object]]:
+        return [{"token": t} for t in tokens]
+
+    for got in (pieces, pieces + [" x"], [""] + pieces + [" x"]):
+        check = p._check_tokenizer_echo(text, echo(got))
+        assert check["status"] == "match" and check["n_tokens"] == len(pieces)
+    merged = [pieces[0] + pieces[1]] + pieces[2:] + [" x"]  # one boundary elsewhere
+    with pytest.raises(CapabilityError, match="does not tokenize like the server: the server "
+                                              "echoes"):
+        p._check_tokenizer_echo(text, echo(merged))
+    with pytest.raises(CapabilityError, match="does not tokenize like the server"):
+        p._check_tokenizer_echo(text, echo(["<bos>"] + pieces))  # not a special of this file
