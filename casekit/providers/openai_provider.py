@@ -54,6 +54,19 @@ shift can occur; a count that does not match ``/tokenize`` is a CapabilityError.
 and the greedy p_z preset are exact; the top-40 preset is exact with ``k >= 40`` and unknown
 (never estimated) below.
 
+**The census's tokenizer** (``openai-compatible``): the p_z census plans windows of model
+tokens before any request, so it needs the served model's tokenizer on disk:
+``params.tokenizer`` names its ``tokenizer.json`` (byte-level BPE or Metaspace/SentencePiece
+with byte fallback) or ``.gguf`` (vocabulary only), relative to the case file, and
+``params.tokenizer_sha256`` may pin it (see ``casekit.providers.tokenizer_file``). The
+identity records its path, format, family and SHA-256. Every scored text is then checked
+against the server before it counts: with ``prompt_logprobs``, the server's ``/tokenize`` ids
+(after its BOS) must equal the file's ids, checked before the scoring request is sent; with
+``echo``, which returns token texts and no ids, the echoed texts must equal the file's pieces
+(same count, same boundaries). A difference raises CapabilityError ("params.tokenizer does
+not tokenize like the server"), recorded as the attempt's error; a match is recorded as
+``raw_response.tokenizer_check``.
+
 **Transports**: ``params.transport: sdk`` (the default) sends through the official SDK;
 ``transport: http`` sends the same body with the same headers over aiohttp
 (``casekit.providers.http_transport``) for large runs, where the SDK's CPU per request (about
@@ -68,7 +81,10 @@ reject ``max_tokens``), ``allow_drop_unsupported`` (true: when the model rejects
 with HTTP 400, retry once without it and record which and why), ``organization`` /
 ``project`` (OpenAI; default ``$OPENAI_ORG_ID`` / ``$OPENAI_PROJECT_ID``); for
 ``openai-compatible`` also ``extra_body`` (a mapping merged into every request body, e.g.
-``{repeat_penalty: 1.0}``), ``score_alignment`` (``verify`` or ``trust``).
+``{repeat_penalty: 1.0}``), ``score_alignment`` (``verify`` or ``trust``), ``score_method``
+(``echo`` or ``prompt_logprobs``), ``prompt_logprobs`` (k), ``tokenizer`` and
+``tokenizer_sha256`` (the census's tokenizer file, above). ``provider: openai`` takes no
+``tokenizer``: it cannot score, so it never runs the census.
 """
 
 from __future__ import annotations
