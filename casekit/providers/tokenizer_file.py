@@ -14,7 +14,10 @@ Two formats:
   - **Metaspace / SentencePiece** (Llama 2, Mistral, Gemma): a ``Metaspace`` pre-tokenizer or
     decoder, or a ``Replace(" ", "▁")`` normalizer; ``▁`` is a space, and with byte fallback a
     token ``<0xNN>`` is the single byte NN (so a character may be split over several tokens;
-    the census drops windows whose boundaries fall inside one). BPE or Unigram models.
+    the census drops windows whose boundaries fall inside one). BPE or Unigram models. A
+    literal ``▁`` (U+2581) in the text reads as a space to these tokenizers, as it does to the
+    model, so a segment holding one fails the census's byte-for-byte check (refused, never
+    mis-mapped).
 
   Any other family (WordPiece, a normalizer that rewrites the text such as NFKC or lower
   case, a pre-tokenizer that drops whitespace) is refused with a one-line error.
