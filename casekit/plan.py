@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import re
 from dataclasses import dataclass
 
 from casekit.canonical import sha256_json
 from casekit.case import LoadedCase, ModelSpec, StrategySpec
 from casekit.errors import CaseError, CasekitError
-from casekit.providers.base import provider_class
+from casekit.providers.base import Provider, provider_class
 from casekit.records import Decoding, Message, PlannedAttempt
 from casekit.strategies.base import (
     Probe,
@@ -24,6 +25,7 @@ from casekit.strategies.base import (
     chat_messages,
     strategy_class,
 )
+from casekit.tokenizer import Tokenizer
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,21 @@ def _cannot_run(case: LoadedCase, si: int, sspec: StrategySpec, model: ModelSpec
                     f"{sspec.name} {why}; remove {model.id!r} from this list")
 
 
+def _plan_tokenizer(case: LoadedCase, mi: int, model: ModelSpec,
+                   pcls: type[Provider]) -> Tokenizer | None:
+    """The model's plan-time tokenizer; a refusal (e.g. a missing ``params.tokenizer`` file or
+    a wrong ``params.tokenizer_sha256``) is a CaseError at that param of the model."""
+    try:
+        return pcls.plan_tokenizer(model, case.base_dir)
+    except CaseError:
+        raise
+    except CasekitError as exc:
+        param = re.search(r"params\.(\w+)", str(exc))
+        where = (case.where("models", mi, "params", param.group(1)) if param
+                 else case.where("models", mi))
+        raise CaseError(f"{where}: models[{mi}]: {exc}") from None
+
+
 def build_plan(case: LoadedCase, works: list[Work]) -> Plan:
     """Plan every attempt of the case, model-major so each model is loaded once."""
     spec = case.spec
@@ -103,11 +120,14 @@ def build_plan(case: LoadedCase, works: list[Work]) -> Plan:
                 continue
             tokenizer = None
             if strat.needs_tokenizer:
-                tokenizer = pcls.plan_tokenizer(model, case.base_dir)
+                tokenizer = _plan_tokenizer(case, mi, model, pcls)
                 if tokenizer is None:
-                    _cannot_run(case, si, sspec, model, "provider gives no tokenizer",
-                                "plans windows of model tokens and provider "
-                                f"{model.provider!r} gives no tokenizer")
+                    hint = (" (set the model's params.tokenizer to the served model's "
+                            "tokenizer.json or .gguf)"
+                            if "tokenizer" in getattr(pcls, "allowed_params", ()) else "")
+                    _cannot_run(case, si, sspec, model, "provider gives no tokenizer"
+                                f"{hint}", "plans windows of model tokens and provider "
+                                f"{model.provider!r} gives no tokenizer{hint}")
                     continue
             key = f"{sspec.name}#{si}"
             work_ids = sspec.works if sspec.works is not None else [w.id for w in works]

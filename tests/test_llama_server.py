@@ -286,3 +286,56 @@ def test_score_matches_the_local_provider_on_a_model_with_bos(gemma_server: str,
         if abs(b.logprob - b.top_logprob) > 0.4:
             assert a.is_top == b.is_top, (a, b)
     assert abs(res.raw_response["sum_logprob"] - ref.raw_response["sum_logprob"]) < 0.6
+
+
+# --------------------------------------------------------------------------- census
+
+
+def test_census_scored_by_echo_with_the_gguf_as_params_tokenizer(gemma_server: str,
+                                                                 gemma_gguf: Path,
+                                                                 case_dir: Path) -> None:
+    """A small p_z census on the llama.cpp server, planned with the served GGUF's vocabulary
+    (``params.tokenizer``, linked into the case folder): each window's echoed token texts
+    match the planning tokenizer's, and every window is scored and ledgered."""
+    from casekit.analysis.analyze import analyze_run
+    from casekit.case import load_case
+    from casekit.ledger import read_records
+    from casekit.records import AttemptRecord
+    from casekit.runner import Runner
+    from tests.conftest import case_yaml
+
+    (case_dir / "tok").mkdir()
+    (case_dir / "tok" / "served.gguf").symlink_to(gemma_gguf)
+    models = f"""\
+models:
+  - id: srv
+    provider: openai-compatible
+    model: served-gguf
+    base_url: {gemma_server}
+    interface: completion
+    params: {{tokenizer: tok/served.gguf}}
+strategies:
+  - name: pz_census
+    works: [subject]
+    params: {{prefix_tokens: 4, suffix_tokens: 4, stride_chars: 40, max_windows: 2}}
+thresholds: {{min_span_words: 15, legal_defaults: false}}
+"""
+    (case_dir / "case.yaml").write_text(case_yaml(models, ""))
+    run_dir = case_dir / "run"
+    outcome = Runner(load_case(case_dir / "case.yaml"), run_dir).run()
+    assert outcome.complete
+    records = [r for r in read_records(run_dir / "ledger.jsonl") if isinstance(r, AttemptRecord)]
+    assert len(records) == 2
+    for r in records:
+        assert r.status == "ok", r.error
+        resp = r.result.raw_response
+        assert resp["tokenizer_check"]["status"] == "match"
+        assert resp["tokenizer_check"]["compared"] == "echoed token texts"
+        assert resp["tokenizer_check"]["n_tokens"] == 8
+        assert resp["boundary"] == "clean" and len(r.result.token_scores) == 4
+    start = read_records(run_dir / "ledger.jsonl")[0]
+    ident = start.models[0].identity  # type: ignore[union-attr]
+    assert ident["tokenizer_format"] == "gguf" and ident["tokenizer"] == "tok/served.gguf"
+    subj = next(f for f in analyze_run(run_dir).findings if f.work_id == "subject")
+    (c,) = subj.census
+    assert c.planned == c.windows == 2 and c.errors == 0

@@ -11,9 +11,11 @@ below is derived by hand from that pattern.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,9 @@ from casekit.errors import CasekitError
 from casekit.providers.base import CapabilityError
 from casekit.providers.openai_provider import OpenAICompatibleProvider
 from casekit.records import PlannedAttempt
+from tests.conftest import case_yaml
 from tests.local_http import serve
+from tests.tokenizer_files import metaspace
 
 BOS = 1
 TOPS = [-(0.2 + 0.3 * j) for j in range(200)]
@@ -190,3 +194,174 @@ def test_score_method_and_k_are_validated() -> None:
     ident = provider("http://127.0.0.1:9/v1").identity().identity
     assert ident["score_method"] == "server prompt_logprobs (vLLM)"
     assert json.dumps(ident)  # serializable into run_start
+
+
+# =========================================================================== census on a server
+#
+# The same emulation, but tokenizing with a real (test-trained) tokenizer.json: /tokenize gives
+# BOS + the file's own ids (its first-word ▁ included, as vLLM's Hugging Face tokenizer does),
+# and prompt_logprobs are keyed by those ids. A case whose ``params.tokenizer`` is that file
+# plans census windows the server scores token for token; a case giving another tokenizer is
+# refused attempt by attempt, before any log-prob is asked for.
+
+
+@contextlib.contextmanager
+def hf_vllm(server_tokenizer: Path) -> Iterator[dict[str, Any]]:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(server_tokenizer))
+    bos = tok.token_to_id("<s>")
+    state: dict[str, Any] = {"seen": []}
+
+    def ids_of(text: str) -> list[int]:
+        return [bos] + list(tok.encode(text, add_special_tokens=False).ids)
+
+    async def tokenize(request: web.Request) -> web.Response:
+        body = await request.json()
+        state["seen"].append("tokenize")
+        ids = ids_of(body["prompt"])
+        return web.json_response({"tokens": ids, "count": len(ids), "max_model_len": 4096})
+
+    async def completions(request: web.Request) -> web.Response:
+        body = await request.json()
+        state["seen"].append("completions")
+        ids = ids_of(body["prompt"])
+        k = int(body["prompt_logprobs"])
+        plp: list[Any] = [None] + [entry(i, ids[i], tok.id_to_token(ids[i]), k)
+                                   for i in range(1, len(ids))]
+        return web.json_response({
+            "id": "cmpl-h", "object": "text_completion", "model": "org/served",
+            "choices": [{"index": 0, "text": " x", "finish_reason": "length",
+                         "prompt_logprobs": plp, "logprobs": None}],
+            "usage": {"prompt_tokens": len(ids), "completion_tokens": 1,
+                      "total_tokens": len(ids) + 1}},
+            headers={"Date": "Tue, 03 Jun 2025 12:00:01 GMT", "x-request-id": "vllm-h"})
+
+    app = web.Application()
+    app.router.add_post("/tokenize", tokenize)
+    app.router.add_post("/v1/completions", completions)
+    with serve(app) as root:
+        state["url"] = f"{root}/v1"
+        yield state
+
+
+CENSUS_MODELS = """\
+models:
+  - id: srv
+    provider: openai-compatible
+    model: org/served
+    base_url: {url}
+    interface: completion
+    params:
+      score_method: prompt_logprobs
+      transport: http
+      timeout: 10
+      tokenizer: tok/tokenizer.json
+      tokenizer_sha256: {sha}
+strategies:
+  - name: pz_census
+    params: {{prefix_tokens: 8, suffix_tokens: 8, stride_chars: 60}}
+thresholds: {{min_span_words: 15, legal_defaults: false}}
+"""
+
+
+def census_case(case_dir: Path, url: str, tokenizer: Path) -> Path:
+    from casekit.canonical import sha256_file
+
+    (case_dir / "tok").mkdir(exist_ok=True)
+    shutil.copy(tokenizer, case_dir / "tok" / "tokenizer.json")
+    sha = sha256_file(case_dir / "tok" / "tokenizer.json")
+    path = case_dir / "case.yaml"
+    path.write_text(case_yaml(CENSUS_MODELS.format(url=url, sha=sha), ""))
+    return path
+
+
+def attempt_records(run_dir: Path) -> list[Any]:
+    from casekit.ledger import read_records
+    from casekit.records import AttemptRecord
+
+    return [r for r in read_records(run_dir / "ledger.jsonl") if isinstance(r, AttemptRecord)]
+
+
+def test_census_on_a_vllm_server_with_params_tokenizer(case_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from casekit.case import load_case
+    from casekit.cli import cli
+    from casekit.providers.tokenizer_file import load_case_tokenizer
+    from casekit.strategies.census import census_windows
+    from casekit.works import load_works
+
+    served = metaspace(tmp_path / "served.json", "first")  # Llama 2 shape: BOS, ▁ prefix
+    with hf_vllm(served) as srv:
+        path = census_case(case_dir, srv["url"], served)
+        run_dir = case_dir / "run"
+        res = CliRunner().invoke(cli, ["run", str(path), "--run-dir", str(run_dir)])
+        assert res.exit_code == 0, res.output
+        res = CliRunner().invoke(cli, ["analyze", str(run_dir)])
+        assert res.exit_code == 0, res.output
+    case = load_case(path)
+    tok = load_case_tokenizer("tok/tokenizer.json", None, case_dir, "srv", "org/served")
+    bos = tok._model.token_to_id("<s>")
+    assert bos in tok.special_ids
+    records = attempt_records(run_dir)
+    works = {w.id: w for w in load_works(case)}
+    for wid, work in works.items():
+        windows = census_windows(work.raw, [(0, len(work.raw))], tok, 8, 8, 60).windows
+        mine = [r for r in records if r.attempt.work_id == wid]
+        assert len(mine) == len(windows) > 10
+        for r, w in zip(mine, windows, strict=True):
+            assert r.status == "ok", r.error
+            resp = r.result.raw_response
+            check = resp["tokenizer_check"]
+            assert check["status"] == "match" and check["tokenizer_sha256"] == tok.info.sha256
+            assert check["server_special_prefix"] == [bos]  # the server's BOS, skipped
+            # The server scored exactly the planned window's suffix tokens.
+            assert resp["boundary"] == "clean"
+            assert resp["continuation_token_ids"] == list(w.token_ids[8:])
+            assert len(r.result.token_scores) == 8
+    assert srv["seen"].count("completions") == len(records)
+    start = json.loads((run_dir / "ledger.jsonl").read_text().splitlines()[0])
+    ident = start["models"][0]["identity"]
+    assert ident["tokenizer_sha256"] == tok.info.sha256
+    assert ident["tokenizer_family"] == "Metaspace BPE + byte fallback"
+    assert ident["tokenizer_format"] == "tokenizer.json"
+    findings = json.loads((run_dir / "findings.json").read_text())
+    for f in findings["findings"]:
+        (c,) = f["census"]
+        assert c["planned"] == c["windows"] > 10 and c["errors"] == 0
+        assert "8-token prefix" in c["params"] and "stride 60 characters" in c["params"]
+        # Every window is in the greedy rate's denominator (rank_at puts a rank-3 token in
+        # every 8-token suffix, so none is greedy-reproduced).
+        assert c["greedy"]["k"] == 0
+        assert c["greedy"]["n"] == c["windows"]
+        assert 0 < c["scored_chars"] <= c["counted_chars"]
+
+
+def test_census_with_a_tokenizer_unlike_the_servers_scores_nothing(case_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from casekit.cli import cli
+
+    served = metaspace(tmp_path / "served.json", "first", vocab_size=300)
+    other = metaspace(tmp_path / "other.json", "first", vocab_size=340)
+    with hf_vllm(served) as srv:
+        path = census_case(case_dir, srv["url"], other)
+        run_dir = case_dir / "run"
+        res = CliRunner().invoke(cli, ["run", str(path), "--run-dir", str(run_dir)])
+        assert res.exit_code == 0, res.output
+        assert "completions" not in srv["seen"]  # no log-prob was ever asked for
+    records = attempt_records(run_dir)
+    assert records and all(r.status == "error" and r.result is None for r in records)
+    for r in records:
+        assert r.error.kind == "no_retry" and r.error.type == "CapabilityError"
+        assert r.error.message.startswith("params.tokenizer does not tokenize like the server: ")
+        assert "give the served model's tokenizer.json (or .gguf) as params.tokenizer" in \
+            r.error.message
+        assert len(r.tries) == 1
+    from casekit.analysis.analyze import analyze_run
+
+    for f in analyze_run(run_dir).findings:
+        (c,) = f.census
+        assert c.windows == 0 and c.errors == c.planned > 0

@@ -135,7 +135,9 @@ DEFINITIONS = {
                       "generated tokens are the model's tokenization of their text.",
     "pz_census": "Whole-work p_z census [Coo25] (strategy pz_census): the text outside "
                  "exclusions (and inside the case's ranges) is tokenized with the model's own "
-                 "tokenizer; for every character offset c = 0, 10, 20, ... (the stride) the "
+                 "tokenizer (for a server model, the tokenizer file the case gives, named with "
+                 "its SHA-256 in the manifest and checked against the server's tokenization of "
+                 "every window); for every character offset c = 0, 10, 20, ... (the stride) the "
                  "window starts at the first token beginning at or after c and is the next 100 "
                  "tokens: a 50-token prefix and a 50-token suffix. Offsets landing on the same "
                  "token, and windows whose tokens repeat an earlier window's, are dropped as "

@@ -278,6 +278,12 @@ class GGUFTokenizer:
     def piece(self, token_id: int) -> bytes:
         return bytes(self._llm.detokenize([token_id], special=True))
 
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """BOS and EOS: the ids a server may put around a prompt's tokens."""
+        return frozenset(int(t) for t in (self._llm.token_bos(), self._llm.token_eos())
+                         if t is not None and int(t) >= 0)
+
 
 @functools.lru_cache(maxsize=4)
 def _gguf_tokenizer(name: str, path: str) -> GGUFTokenizer:

@@ -54,6 +54,19 @@ shift can occur; a count that does not match ``/tokenize`` is a CapabilityError.
 and the greedy p_z preset are exact; the top-40 preset is exact with ``k >= 40`` and unknown
 (never estimated) below.
 
+**The census's tokenizer** (``openai-compatible``): the p_z census plans windows of model
+tokens before any request, so it needs the served model's tokenizer on disk:
+``params.tokenizer`` names its ``tokenizer.json`` (byte-level BPE or Metaspace/SentencePiece
+with byte fallback) or ``.gguf`` (vocabulary only), relative to the case file, and
+``params.tokenizer_sha256`` may pin it (see ``casekit.providers.tokenizer_file``). The
+identity records its path, format, family and SHA-256. Every scored text is then checked
+against the server before it counts: with ``prompt_logprobs``, the server's ``/tokenize`` ids
+(after its BOS) must equal the file's ids, checked before the scoring request is sent; with
+``echo``, which returns token texts and no ids, the echoed texts must equal the file's pieces
+(same count, same boundaries). A difference raises CapabilityError ("params.tokenizer does
+not tokenize like the server"), recorded as the attempt's error; a match is recorded as
+``raw_response.tokenizer_check``.
+
 **Transports**: ``params.transport: http`` (the default) sends the JSON body the SDK would
 send, with its authorization and organization/project headers, over aiohttp
 (``casekit.providers.http_transport``): a quarter of the SDK's CPU per request (0.5 against
@@ -70,7 +83,10 @@ reject ``max_tokens``), ``allow_drop_unsupported`` (true: when the model rejects
 with HTTP 400, retry once without it and record which and why), ``organization`` /
 ``project`` (OpenAI; default ``$OPENAI_ORG_ID`` / ``$OPENAI_PROJECT_ID``); for
 ``openai-compatible`` also ``extra_body`` (a mapping merged into every request body, e.g.
-``{repeat_penalty: 1.0}``), ``score_alignment`` (``verify`` or ``trust``).
+``{repeat_penalty: 1.0}``), ``score_alignment`` (``verify`` or ``trust``), ``score_method``
+(``echo`` or ``prompt_logprobs``), ``prompt_logprobs`` (k), ``tokenizer`` and
+``tokenizer_sha256`` (the census's tokenizer file, above). ``provider: openai`` takes no
+``tokenizer``: it cannot score, so it never runs the census.
 """
 
 from __future__ import annotations
@@ -115,6 +131,7 @@ from casekit.providers.http_transport import (
     env_proxy,
 )
 from casekit.providers.keys import ApiKey, load_key, protect_logs, redact, redact_error_text
+from casekit.providers.tokenizer_file import CaseTokenizer, load_case_tokenizer
 from casekit.records import (
     AttemptError,
     ModelIdentity,
@@ -136,7 +153,8 @@ DEFAULT_PROMPT_LOGPROBS = 20
 
 _COMMON_PARAMS = ("timeout", "max_connections", "logprobs", "max_completion_tokens",
                   "allow_drop_unsupported", "organization", "project", "transport")
-_COMPATIBLE_PARAMS = ("extra_body", "score_alignment", "score_method", "prompt_logprobs")
+_COMPATIBLE_PARAMS = ("extra_body", "score_alignment", "score_method", "prompt_logprobs",
+                      "tokenizer", "tokenizer_sha256")
 
 # Body fields the SDK takes as keyword arguments; anything else goes in ``extra_body``.
 _CHAT_KWARGS = frozenset({"messages", "model", "temperature", "top_p", "max_tokens",
@@ -1003,10 +1021,30 @@ class OpenAICompatibleProvider(OpenAIProvider):
             raise CasekitError(f"model {spec.id!r}: params.prompt_logprobs must be a whole "
                                f"number 1-1000 (alternatives per prompt token; got {k!r})")
         self.prompt_logprobs_k: int = k
+        self.case_tokenizer: CaseTokenizer | None = self._case_tokenizer(spec, base_dir)
         self._alignment: dict[str, Any] | None = None
         self._alignment_error: CapabilityError | None = None
         self._align_lock: asyncio.Lock | None = None
         self._align_loop: asyncio.AbstractEventLoop | None = None
+
+    @staticmethod
+    def _case_tokenizer(spec: ModelSpec, base_dir: Path) -> CaseTokenizer | None:
+        """The tokenizer file of ``params.tokenizer`` (pinned by ``params.tokenizer_sha256``),
+        or None when the case gives none."""
+        if "tokenizer" not in spec.params:
+            if "tokenizer_sha256" in spec.params:
+                raise CasekitError(f"model {spec.id!r}: params.tokenizer_sha256 pins a file, but "
+                                   "params.tokenizer names none; add params.tokenizer (the "
+                                   "served model's tokenizer.json or .gguf)")
+            return None
+        return load_case_tokenizer(spec.params["tokenizer"], spec.params.get("tokenizer_sha256"),
+                                   base_dir, spec.id, spec.model)
+
+    @classmethod
+    def plan_tokenizer(cls, spec: ModelSpec, base_dir: Path) -> CaseTokenizer | None:
+        """``params.tokenizer``: the served model's tokenizer.json or .gguf, for the census's
+        windows (None without it: a server's tokenizer is only reachable at run time)."""
+        return cls._case_tokenizer(spec, base_dir)
 
     def _base_url(self) -> str:
         if not self.spec.base_url:
@@ -1026,9 +1064,81 @@ class OpenAICompatibleProvider(OpenAIProvider):
 
     def _identity_extra(self) -> dict[str, Any]:
         if self.score_method == "prompt_logprobs":
-            return {"score_method": PROMPT_LOGPROBS_METHOD,
-                    "prompt_logprobs": self.prompt_logprobs_k}
-        return {"score_method": SCORE_METHOD, "score_alignment": self.score_alignment}
+            out: dict[str, Any] = {"score_method": PROMPT_LOGPROBS_METHOD,
+                                   "prompt_logprobs": self.prompt_logprobs_k}
+        else:
+            out = {"score_method": SCORE_METHOD, "score_alignment": self.score_alignment}
+        tok = self.case_tokenizer
+        if tok is not None:
+            info = tok.info
+            out.update({
+                "tokenizer": info.path, "tokenizer_format": info.format,
+                "tokenizer_family": info.family, "tokenizer_sha256": info.sha256,
+                "tokenizer_bytes": info.bytes, "tokenizer_prepends_space": info.prepends_space,
+                "tokenizer_check": ("every scored text's ids compared with the server's "
+                                    "/tokenize" if self.score_method == "prompt_logprobs" else
+                                    "every scored text's echoed token texts compared")})
+        return out
+
+    # -- params.tokenizer cross-check ------------------------------------------------------
+
+    def _tokenizer_mismatch(self, what: str) -> CapabilityError:
+        assert self.case_tokenizer is not None
+        info = self.case_tokenizer.info
+        return CapabilityError(
+            f"params.tokenizer does not tokenize like the server: {what}; the census windows "
+            f"were planned with {info.path} ({info.family}, {info.sha256}), so this window is "
+            "not scored; give the served model's tokenizer.json (or .gguf) as params.tokenizer")
+
+    def _check_tokenizer_ids(self, text: str, server_ids: list[int]) -> dict[str, Any]:
+        """Compare the server's ``/tokenize`` ids of ``text`` (after at most two leading special
+        ids, its BOS) with the case tokenizer's; raise CapabilityError when they differ."""
+        tok = self.case_tokenizer
+        assert tok is not None
+        mine = tok.prompt_ids(text)
+        lead = 0
+        while lead < min(2, len(server_ids)) and server_ids[lead] in tok.special_ids \
+                and len(server_ids) - lead > len(mine):
+            lead += 1
+        theirs = server_ids[lead:]
+        if theirs != mine:
+            k = next((i for i, (a, b) in enumerate(zip(theirs, mine, strict=False)) if a != b),
+                     min(len(theirs), len(mine)))
+            near = b"".join(tok.piece(i) for i in mine[max(0, k - 3):k + 3])
+            raise self._tokenizer_mismatch(
+                f"the server gives {len(theirs)} tokens after {lead} special, params.tokenizer "
+                f"{len(mine)}; first difference at token {k}: server ids {theirs[k:k + 5]}, "
+                f"params.tokenizer ids {mine[k:k + 5]} (near {near.decode('utf-8', 'replace')!r})")
+        return {"status": "match", "compared": "server /tokenize ids",
+                "tokenizer_sha256": tok.info.sha256, "server_special_prefix": server_ids[:lead],
+                "n_tokens": len(mine)}
+
+    def _check_tokenizer_echo(self, text: str, echo: list[dict[str, Any]]) -> dict[str, Any]:
+        """Compare the echoed token texts of ``text`` with the case tokenizer's pieces (as the
+        server shows them: UTF-8 decoded per token, broken characters dropped, as
+        llama-cpp-python does). Echo gives token texts, not ids, so two tokens with the same
+        text would pass; the token count and every boundary are still checked. Leading empty
+        or special tokens (a BOS) and the one generated token after the text are skipped."""
+        tok = self.case_tokenizer
+        assert tok is not None
+        mine = tok.prompt_ids(text)
+        want = [tok.piece(i).decode("utf-8", "ignore") for i in mine]
+        got = [str(t["token"]) for t in echo]
+        specials = {tok.piece(i).decode("utf-8", "ignore") for i in tok.special_ids}
+        for lead in range(0, 3):
+            if lead > len(got) or (lead and got[lead - 1] not in specials | {""}):
+                break
+            extra = len(got) - lead - len(mine)
+            if extra in (0, 1) and got[lead:lead + len(mine)] == want:
+                return {"status": "match", "compared": "echoed token texts",
+                        "tokenizer_sha256": tok.info.sha256, "server_special_prefix": got[:lead],
+                        "n_tokens": len(mine)}
+        k = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+                 min(len(got), len(want)))
+        raise self._tokenizer_mismatch(
+            f"the server echoes {len(got)} tokens (the text's and one generated), "
+            f"params.tokenizer gives {len(mine)}; first difference at token {k}: server "
+            f"{got[k:k + 4]}, params.tokenizer {want[k:k + 4]}")
 
     # ----------------------------------------------------------------- score
 
@@ -1044,6 +1154,8 @@ class OpenAICompatibleProvider(OpenAIProvider):
         prompt, continuation = attempt.prompt, attempt.continuation
         raw, data, sent, dropped = await self._score_send(self._echo_body(prompt + continuation))
         echo = self._echo_tokens(data, prompt + continuation)
+        check = (self._check_tokenizer_echo(prompt + continuation, echo)
+                 if self.case_tokenizer is not None else None)
         scores, boundary = self._continuation_scores(echo, len(prompt), len(prompt + continuation))
         http = raw.http_response
         n = len(scores)
@@ -1052,6 +1164,8 @@ class OpenAICompatibleProvider(OpenAIProvider):
         request.update({"score_method": SCORE_METHOD, "prompt_chars": len(prompt),
                         "continuation_chars": len(continuation)})
         response = self._response_record(http, data)
+        if check is not None:
+            response["tokenizer_check"] = check
         response.update({
             "alignment_check": alignment,
             "boundary": boundary,
@@ -1116,6 +1230,10 @@ class OpenAICompatibleProvider(OpenAIProvider):
         prompt, continuation = attempt.prompt or "", attempt.continuation or ""
         ids_prefix, tok1 = await self._tokenize(prompt)
         ids_full, tok2 = await self._tokenize(prompt + continuation)
+        # Before anything is scored: the windows were planned with params.tokenizer, so the
+        # server must tokenize the text the same way, or it would score other windows.
+        check = (self._check_tokenizer_ids(prompt + continuation, ids_full)
+                 if self.case_tokenizer is not None else None)
         # The continuation starts where the two tokenizations part: at the prompt's end when
         # the prompt's tokens are a prefix of the whole's ("clean"), earlier when a token
         # spans the boundary ("merged": that token is scored as part of the continuation).
@@ -1152,6 +1270,8 @@ class OpenAICompatibleProvider(OpenAIProvider):
                         "continuation_chars": len(continuation),
                         "tokenize": [tok1, tok2]})
         response = self._response_record(http, data)
+        if check is not None:
+            response["tokenizer_check"] = check
         response.update({"boundary": boundary, "prompt_tokens": len(ids_prefix),
                          "n_continuation_tokens": len(scores),
                          "continuation_token_ids": ids_full[start:],

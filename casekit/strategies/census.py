@@ -9,7 +9,18 @@ d = ``stride_chars`` (10):
    never spans an exclusion or leaves a segment.
 2. **Tokens.** Each segment is tokenized once with the model's own tokenizer (no BOS, no
    special tokens); every token gets its character offset in the raw text (the tokenizer must
-   give the text back byte for byte).
+   give the text back byte for byte). The tokenizer comes from the provider at plan time:
+   ``provider: local`` reads its GGUF's vocabulary; ``provider: openai-compatible`` (vLLM,
+   llama.cpp servers) reads the file the case names in the model's ``params.tokenizer``
+   (the served model's ``tokenizer.json`` or ``.gguf``; see
+   :mod:`casekit.providers.tokenizer_file`), and without one the census is not planned for
+   that model. A tokenizer that prepends a space to the first word (SentencePiece's dummy
+   prefix) tokenizes each segment as it reads in context, prefix switched off, so the
+   pieces give the segment back; the server adds its prefix (and BOS) to the window's prefix
+   text when it scores, which can change the first prefix token only. At run time every
+   scored text is checked against the server's tokenization (``/tokenize`` ids, or echoed
+   token texts): a server that tokenizes otherwise fails the attempt (recorded) rather than
+   scoring windows other than the planned ones.
 3. **Stride in characters -> token windows.** For every character offset c = a, a + d,
    a + 2d, ... of a segment [a, b), the window starts at the first token that begins at or
    after c, and is the P + S tokens from there: the first P are the prefix, the next S the
@@ -27,7 +38,9 @@ d = ``stride_chars`` (10):
 
 p_z, the histogram and the shares over tau are computed by the analyzer
 (:mod:`casekit.analysis.pz`). The windows depend on the model's tokenizer, so two models get
-different windows over the same text.
+different windows over the same text; every probe label names the tokenizer (for a
+``params.tokenizer`` file: its name and the start of its SHA-256, which the run manifest
+records in full with its format and family).
 """
 
 from __future__ import annotations
@@ -199,7 +212,9 @@ class PzCensus(Strategy):
 
     def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
         raise CasekitError("pz_census plans windows of model tokens and needs the model's "
-                           "tokenizer; use a model whose provider has one (provider: local)")
+                           "tokenizer; use provider: local, or give an openai-compatible "
+                           "model params.tokenizer (the served model's tokenizer.json or "
+                           ".gguf)")
 
     def plan_tokens(self, work: Work, rng: random.Random, tokenizer: Tokenizer,
                     ) -> Iterator[Probe]:
