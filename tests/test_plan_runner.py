@@ -84,6 +84,35 @@ def test_run_records_every_attempt_once(case_dir: Path) -> None:
     assert again.stats.skipped == len(attempts) and again.stats.done == 0
 
 
+def test_the_collector_is_tuned_for_the_run_and_restored(case_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """During a run the heap that existed before it is frozen out of the collector's scans and
+    the youngest generation is collected less often; afterwards both are as they were, also
+    when the run fails."""
+    import gc
+
+    seen: list[tuple[tuple[int, int, int], int]] = []
+    real_prepare = Runner.prepare
+
+    def prepare(self: Runner):  # type: ignore[no-untyped-def]
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+        return real_prepare(self)
+
+    monkeypatch.setattr(Runner, "prepare", prepare)
+    gc.set_threshold(700, 10, 10)
+    Runner(load_case(case_dir / "case.yaml")).run()
+    assert seen[0][0] == (20_000, 20, 20) and seen[0][1] > 1000
+    assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
+
+    def broken(self: Runner):  # type: ignore[no-untyped-def]
+        raise RuntimeError("planning failed")
+
+    monkeypatch.setattr(Runner, "prepare", broken)
+    with pytest.raises(RuntimeError):
+        Runner(load_case(case_dir / "case.yaml"), case_dir / "other-run").run()
+    assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
+
+
 def test_failures_and_retries_are_recorded_never_dropped(case_dir: Path) -> None:
     text = case_yaml(SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      "
                                              "fail_first: 1\n      fail_always: [control]"),
