@@ -37,7 +37,8 @@ def byte_level(path: Path, vocab_size: int = 400, corpus: list[str] | None = Non
 
 
 def metaspace(path: Path, layout: str = "first", vocab_size: int = 300,
-              corpus: list[str] | None = None) -> Path:
+              corpus: list[str] | None = None,
+              specials: tuple[str, ...] = ("<unk>", "<s>", "</s>")) -> Path:
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     mark = "\u2581"
     if layout == "first":
@@ -51,7 +52,7 @@ def metaspace(path: Path, layout: str = "first", vocab_size: int = 300,
         tok.normalizer = normalizers.Sequence(steps)
         tok.decoder = decoders.Sequence([decoders.Replace(mark, " "), decoders.ByteFallback(),
                                          decoders.Fuse()])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials),
                                   limit_alphabet=40, show_progress=False)
     tok.train_from_iterator(corpus or CORPUS, trainer)
     data = json.loads(tok.to_str())
