@@ -16,7 +16,7 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,29 +66,33 @@ def entry(position: int, token_id: int, word: str, k: int) -> dict[str, dict[str
     return out
 
 
-@pytest.fixture
-def vllm() -> Iterator[dict[str, Any]]:
-    state: dict[str, Any] = {"tokenize": True, "drop_last": False, "seen": []}
+def vllm_app(state: dict[str, Any], ids_and_words: Callable[[str], tuple[list[int], list[str]]],
+             model: str) -> web.Application:
+    """An emulated vLLM OpenAI server: ``POST /tokenize`` and Completions with
+    ``prompt_logprobs`` (see ``entry``), tokenizing with ``ids_and_words``. ``state`` switches
+    /tokenize off (``tokenize``: False), drops the last log-prob entry (``drop_last``) and
+    collects ``seen`` (kind, body) requests."""
+    state.setdefault("seen", [])
 
     async def tokenize(request: web.Request) -> web.Response:
-        if not state["tokenize"]:
+        if not state.get("tokenize", True):
             return web.Response(status=404, text="Not Found")
         body = await request.json()
         state["seen"].append(("tokenize", body))
-        ids, _ = toy_ids(body["prompt"])
+        ids, _ = ids_and_words(body["prompt"])
         return web.json_response({"tokens": ids, "count": len(ids), "max_model_len": 4096},
                                  headers={"Date": "Tue, 03 Jun 2025 12:00:00 GMT"})
 
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
         state["seen"].append(("completions", body))
-        ids, words = toy_ids(body["prompt"])
+        ids, words = ids_and_words(body["prompt"])
         k = int(body["prompt_logprobs"])
         plp: list[Any] = [None] + [entry(i, ids[i], words[i], k) for i in range(1, len(ids))]
-        if state["drop_last"]:
+        if state.get("drop_last"):
             plp = plp[:-1]
         return web.json_response({
-            "id": "cmpl-v", "object": "text_completion", "model": "org/model-7b",
+            "id": "cmpl-v", "object": "text_completion", "model": model,
             "choices": [{"index": 0, "text": " x", "finish_reason": "length",
                          "prompt_logprobs": plp, "logprobs": None}],
             "usage": {"prompt_tokens": len(ids), "completion_tokens": 1,
@@ -98,7 +102,13 @@ def vllm() -> Iterator[dict[str, Any]]:
     app = web.Application()
     app.router.add_post("/tokenize", tokenize)
     app.router.add_post("/v1/completions", completions)
-    with serve(app) as root:
+    return app
+
+
+@pytest.fixture
+def vllm() -> Iterator[dict[str, Any]]:
+    state: dict[str, Any] = {"tokenize": True, "drop_last": False, "seen": []}
+    with serve(vllm_app(state, toy_ids, "org/model-7b")) as root:
         state["url"] = f"{root}/v1"
         yield state
 
@@ -211,38 +221,19 @@ def hf_vllm(server_tokenizer: Path) -> Iterator[dict[str, Any]]:
 
     tok = Tokenizer.from_file(str(server_tokenizer))
     bos = tok.token_to_id("<s>")
+
+    def ids_and_words(text: str) -> tuple[list[int], list[str]]:
+        ids = [bos] + list(tok.encode(text, add_special_tokens=False).ids)
+        return ids, [tok.id_to_token(i) for i in ids]
+
     state: dict[str, Any] = {"seen": []}
-
-    def ids_of(text: str) -> list[int]:
-        return [bos] + list(tok.encode(text, add_special_tokens=False).ids)
-
-    async def tokenize(request: web.Request) -> web.Response:
-        body = await request.json()
-        state["seen"].append("tokenize")
-        ids = ids_of(body["prompt"])
-        return web.json_response({"tokens": ids, "count": len(ids), "max_model_len": 4096})
-
-    async def completions(request: web.Request) -> web.Response:
-        body = await request.json()
-        state["seen"].append("completions")
-        ids = ids_of(body["prompt"])
-        k = int(body["prompt_logprobs"])
-        plp: list[Any] = [None] + [entry(i, ids[i], tok.id_to_token(ids[i]), k)
-                                   for i in range(1, len(ids))]
-        return web.json_response({
-            "id": "cmpl-h", "object": "text_completion", "model": "org/served",
-            "choices": [{"index": 0, "text": " x", "finish_reason": "length",
-                         "prompt_logprobs": plp, "logprobs": None}],
-            "usage": {"prompt_tokens": len(ids), "completion_tokens": 1,
-                      "total_tokens": len(ids) + 1}},
-            headers={"Date": "Tue, 03 Jun 2025 12:00:01 GMT", "x-request-id": "vllm-h"})
-
-    app = web.Application()
-    app.router.add_post("/tokenize", tokenize)
-    app.router.add_post("/v1/completions", completions)
-    with serve(app) as root:
+    with serve(vllm_app(state, ids_and_words, "org/served")) as root:
         state["url"] = f"{root}/v1"
         yield state
+
+
+def kinds(srv: dict[str, Any]) -> list[str]:
+    return [kind for kind, _ in srv["seen"]]
 
 
 CENSUS_MODELS = """\
@@ -322,7 +313,7 @@ def test_census_on_a_vllm_server_with_params_tokenizer(case_dir: Path, tmp_path:
             assert resp["boundary"] == "clean"
             assert resp["continuation_token_ids"] == list(w.token_ids[8:])
             assert len(r.result.token_scores) == 8
-    assert srv["seen"].count("completions") == len(records)
+    assert kinds(srv).count("completions") == len(records)
     start = json.loads((run_dir / "ledger.jsonl").read_text().splitlines()[0])
     ident = start["models"][0]["identity"]
     assert ident["tokenizer_sha256"] == tok.info.sha256
@@ -356,7 +347,7 @@ def test_census_with_a_tokenizer_unlike_the_servers_scores_nothing(case_dir: Pat
         run_dir = case_dir / "run"
         res = CliRunner().invoke(cli, ["run", str(path), "--run-dir", str(run_dir)])
         assert res.exit_code == 0, res.output
-        assert "completions" not in srv["seen"]  # no log-prob was ever asked for
+        assert "completions" not in kinds(srv)  # no log-prob was ever asked for
     records = attempt_records(run_dir)
     assert records and all(r.status == "error" and r.result is None for r in records)
     for r in records:
