@@ -132,7 +132,7 @@ def has_open_batches(ledger: Ledger, model_id: str) -> bool:
         isinstance(r, Note) and r.kind in ("batch_submitted", "batch_submitting")
         and r.data.get("model_id") == model_id
         and any(c not in recorded for c in r.data.get("custom_ids", []))
-        for r in ledger.records)
+        for r in ledger.run_records)
 
 
 @dataclass
@@ -229,7 +229,7 @@ class BatchExecutor:
     # ----------------------------------------------------------------- the ledger
 
     def _notes(self, kind: str) -> Iterator[Note]:
-        for r in self.ledger.records:
+        for r in self.ledger.run_records:
             if isinstance(r, Note) and r.kind == kind and r.data.get("model_id") == self.model_id:
                 yield r
 
@@ -445,7 +445,7 @@ class BatchExecutor:
                 await self.sleep(min(30.0, 2.0 ** n))
         assert results is not None
         collected_at = iso_utc()
-        recorded = self.ledger.recorded_attempt_ids()
+        recorded = self.ledger.recorded_attempt_ids()  # live: grows with each append
         counts = {"ok": 0, "refusal": 0, "error": 0}
         missing: list[str] = []
         skipped = 0
@@ -482,7 +482,6 @@ class BatchExecutor:
             )
             stored = self.ledger.append(record)
             assert isinstance(stored, AttemptRecord)
-            recorded.add(a.id)
             counts[state] += 1
             out.counts[state] += 1
             out.recorded += 1

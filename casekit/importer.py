@@ -444,8 +444,7 @@ def import_outputs(target: Path, source: Path, *, model_id: str | None = None) -
             log.info("%s: all %d rows are already recorded; nothing appended", source, len(rows))
             return ImportResult(run_dir, ledger.path, source, file_sha, fmt, len(rows), 0,
                                 len(rows), all_ids, [], ledger.head)
-        already = sum(1 for r in ledger.records if isinstance(r, AttemptRecord)
-                      and r.attempt.strategy == IMPORT_STRATEGY)
+        already = ledger.attempt_counts(IMPORT_STRATEGY).total()
         strategy_key = f"{IMPORT_STRATEGY}@{file_sha.split(':', 1)[1][:12]}"
         imported_at = iso_utc()
         new_ids = []

@@ -36,8 +36,9 @@ import fcntl
 import json
 import logging
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,11 @@ class Ledger:
         self._fh: Any = None
         self.seq = 0
         self.head: str | None = None
-        self.records: list[LedgerRecord] = []
+        self.run_records: list[LedgerRecord] = []
+        """Every record but the attempts (run_start, notes, run_end): the few a run consults."""
+        self._attempts: dict[str, tuple[str, str]] = {}
+        """Attempt id -> (strategy, status) of every attempt record. Attempt records themselves
+        are not kept: a long run's responses would otherwise all stay in memory."""
         self._lock_fh: Any = None
         self._written = 0
         """Records written by this process (flushed to the OS)."""
@@ -218,7 +223,8 @@ class Ledger:
                 raise LedgerError(
                     f"{self.path}: {res.problem}; refusing to append to a ledger that does not "
                     "verify (restore it from a copy, or start a new run folder)")
-            self.records = [_ADAPTER.validate_json(raw) for _, raw, _ in _iter_lines(self.path)]
+            for _, raw, _ in _iter_lines(self.path):
+                self._index(_ADAPTER.validate_json(raw))
             self.seq = res.records
             self.head = res.head_hash
         self._fh = open(self.path, "ab")  # noqa: SIM115 - held open for the run
@@ -274,9 +280,15 @@ class Ledger:
     def base_fields(self) -> dict[str, Any]:
         return {"seq": self.seq, "recorded_at": iso_utc(), "prev_hash": self.head}
 
-    def _write(self, record: LedgerRecord, flush: bool = True) -> LedgerRecord:
+    def _index(self, record: LedgerRecord) -> None:
+        if isinstance(record, AttemptRecord):
+            self._attempts[record.attempt.id] = (record.attempt.strategy, record.status)
+        else:
+            self.run_records.append(record)
+
+    def _write(self, record: LedgerRecord, flush: bool = True) -> str:
         """Hash, write and (unless told not to) flush one record, not yet fsynced; advance
-        the head."""
+        the head. Returns the record's hash."""
         if self._fh is None:
             raise LedgerError("ledger is not open")
         if record.seq != self.seq or record.prev_hash != self.head:
@@ -287,12 +299,14 @@ class Ledger:
         self._fh.write(line + b"\n")
         if flush:
             self._fh.flush()
-        stored = record.model_copy(update={"hash": digest})
-        self.records.append(stored)
-        self.head = stored.hash
+        if isinstance(record, AttemptRecord):
+            self._attempts[record.attempt.id] = (record.attempt.strategy, record.status)
+        else:
+            self.run_records.append(record.model_copy(update={"hash": digest}))
+        self.head = digest
         self.seq += 1
         self._written += 1
-        return stored
+        return digest
 
     def append(self, record: LedgerRecord) -> LedgerRecord:
         """Write, flush and fsync one record, built from the current :meth:`base_fields`.
@@ -303,9 +317,9 @@ class Ledger:
             # Built before the pending records were written: re-base it on the new head.
             self._drain_pending()
             record = record.model_copy(update=self.base_fields())
-        stored = self._write(record)
+        digest = self._write(record)
         self._fsync_all()
-        return stored
+        return record.model_copy(update={"hash": digest})
 
     def submit(self, build: Callable[[dict[str, Any]], LedgerRecord]) -> None:
         """Hand a record over for writing without waiting (attempt records of concurrent
@@ -397,14 +411,25 @@ class Ledger:
         return out
 
     # -- queries -----------------------------------------------------------------------------
+    @property
+    def empty(self) -> bool:
+        return self.seq == 0
+
     def run_start(self) -> RunStart | None:
-        for r in self.records:
+        for r in self.run_records:
             if isinstance(r, RunStart):
                 return r
         return None
 
-    def recorded_attempt_ids(self) -> set[str]:
-        return {r.attempt.id for r in self.records if isinstance(r, AttemptRecord)}
+    def recorded_attempt_ids(self) -> AbstractSet[str]:
+        """The ids of the attempts recorded so far (a live view: copy it to keep it)."""
+        return self._attempts.keys()
+
+    def attempt_counts(self, strategy: str | None = None) -> Counter[str]:
+        """Recorded attempts by status (``ok``, ``refusal``, ``error``), of one strategy if
+        given."""
+        return Counter(status for strat, status in self._attempts.values()
+                       if strategy is None or strat == strategy)
 
     def is_complete(self) -> bool:
-        return any(isinstance(r, RunEnd) and r.complete for r in self.records)
+        return any(isinstance(r, RunEnd) and r.complete for r in self.run_records)

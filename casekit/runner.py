@@ -177,10 +177,7 @@ class Runner:
                                    "case again to resume", {"recorded": recorded,
                                                             "planned": len(plan)})
             if complete and not ledger.is_complete():
-                counts = {"ok": 0, "refusal": 0, "error": 0}
-                for r in ledger.records:
-                    if isinstance(r, AttemptRecord):
-                        counts[r.status] += 1
+                counts = {"ok": 0, "refusal": 0, "error": 0, **ledger.attempt_counts()}
                 ledger.append(RunEnd(**ledger.base_fields(), attempts_recorded=recorded,
                                      attempts_planned=len(plan), complete=True, counts=counts))
             return RunOutcome(self.run_dir, ledger.path, self.stats, complete, interrupted)
@@ -192,7 +189,7 @@ class Runner:
     def _start_or_resume(self, ledger: Ledger, works: list[Work], plan: Plan) -> None:
         start = ledger.run_start()
         if start is None:
-            if ledger.records:
+            if not ledger.empty:
                 raise LedgerError(f"{ledger.path}: the ledger has records but no run_start; it "
                                   "is not a casekit run ledger")
             ledger.append(RunStart(

@@ -93,6 +93,27 @@ def test_resume_continues_the_chain(tmp_path: Path) -> None:
     assert res.ok and res.records == 4
 
 
+def test_attempts_are_indexed_not_kept(tmp_path: Path) -> None:
+    """A long run's responses do not accumulate in memory: the ledger keeps each attempt's id,
+    strategy and status, and the run records (notes, run_start) whole, written or reopened."""
+    led = fill(tmp_path, 3)
+    led.append(AttemptRecord(**led.base_fields(), attempt=planned(3).model_copy(
+        update={"strategy": "imported"}), status="refusal", result=ProviderResult(text="no"),
+        started_at="2026-01-01T00:00:00.000000Z", completed_at="2026-01-01T00:00:01.000000Z"))
+    for ledger in (led, Ledger(tmp_path)):
+        if ledger is not led:
+            led.close()
+            ledger.open()
+        assert [type(r) for r in ledger.run_records] == [Note]
+        first = json.loads((tmp_path / LEDGER_NAME).read_bytes().splitlines()[0])
+        assert ledger.run_records[0].hash == first["hash"]  # kept with its hash
+        assert set(ledger.recorded_attempt_ids()) == {planned(i).id for i in range(4)}
+        assert ledger.attempt_counts() == {"ok": 3, "refusal": 1}
+        assert ledger.attempt_counts("imported") == {"refusal": 1}
+        assert ledger.seq == 5
+    ledger.close()
+
+
 def test_torn_tail_is_set_aside_and_noted(tmp_path: Path) -> None:
     fill(tmp_path, 2).close()
     path = tmp_path / LEDGER_NAME
