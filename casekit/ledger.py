@@ -8,7 +8,9 @@ line (a crash during a write) is moved aside into ``ledger.torn-<n>.bin`` and no
 never dropped silently.
 
 Durability. Run records (``run_start``, notes, ``run_end``, batch submissions) are appended with
-:meth:`Ledger.append`: written, flushed and fsynced before the caller goes on. Attempt records
+:meth:`Ledger.append`: written, flushed and fsynced before the caller goes on (a fresh run's
+``run_start`` is the exception: it is handed over first, with ``submit(defer=True)``, and written
+while the first requests are in flight, always before any attempt record). Attempt records
 come from many concurrent workers and are handed over with :meth:`Ledger.submit`: the worker goes
 on to its next request at once; the record is built, hashed and written, in submission order, by
 a callback the event loop runs right after the worker's next await (the same loop iteration),
@@ -321,24 +323,34 @@ class Ledger:
         self._fsync_all()
         return record.model_copy(update={"hash": digest})
 
-    def submit(self, build: Callable[[dict[str, Any]], LedgerRecord]) -> None:
+    def submit(self, build: Callable[[dict[str, Any]], LedgerRecord], *,
+               defer: bool = False) -> None:
         """Hand a record over for writing without waiting (attempt records of concurrent
         workers; see the module docstring on durability). ``build`` gets the base fields
         (``seq``, ``recorded_at``, ``prev_hash``) at the moment of writing and returns the
         record; records are written in the order submitted, by a callback that runs after the
-        caller's next await. Must be called on the running event loop. Raises LedgerError if an
-        earlier deferred write or fsync failed."""
+        caller's next await. With ``defer``, no write is scheduled: the record waits for the
+        next one submitted, :meth:`write_pending`, :meth:`append`, :meth:`settle` or
+        :meth:`flush` (a fresh run's ``run_start``, built while its first requests are in
+        flight), and may be submitted before the event loop runs. Otherwise it must be called on
+        the running event loop. Raises LedgerError if an earlier deferred write or fsync
+        failed."""
         self._raise_failure()
         if self._fh is None:
             raise LedgerError("ledger is not open")
         self._pending.append(build)
-        if not self._drain_scheduled:
+        if not defer and not self._drain_scheduled:
             self._drain_scheduled = True
             asyncio.get_running_loop().call_soon(self._drain_soon)
 
     def _drain_soon(self) -> None:
         self._drain_scheduled = False
-        if self._failure is not None or self._fh is None:
+        self.write_pending()
+
+    def write_pending(self) -> None:
+        """Write the pending records now and fsync them in the background (an event loop
+        callback). A failure is kept and raised to the next caller."""
+        if self._failure is not None or self._fh is None or not self._pending:
             return  # flush()/close() already took care of it, or the next caller will raise
         try:
             self._drain_pending()

@@ -7,6 +7,7 @@ which is what makes resume and re-run possible.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -34,10 +35,20 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Plan:
     attempts: list[PlannedAttempt]
-    sha256: str
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The plan's hash (:func:`plan_sha256`), computed when first asked for: a fresh run
+        records it while its first requests are in flight (casekit.runner)."""
+        return plan_sha256(self.attempts)
 
     def __len__(self) -> int:
         return len(self.attempts)
+
+
+def plan_sha256(attempts: list[PlannedAttempt]) -> str:
+    """SHA-256 of the canonical JSON of the list of planned attempts, in plan order."""
+    return sha256_json([a.model_dump(mode="json") for a in attempts])
 
 
 def attempt_id(case_sha: str, model_id: str, strategy_key: str, work_id: str, index: int,
@@ -147,8 +158,7 @@ def build_plan(case: LoadedCase, works: list[Work]) -> Plan:
                     for sample in range(samples):
                         attempts.append(_render(case, model, interface, key, strat, work, index,
                                                 sample, probe, len(attempts)))
-    plan_sha = sha256_json([a.model_dump(mode="json") for a in attempts])
-    return Plan(attempts=attempts, sha256=plan_sha)
+    return Plan(attempts=attempts)
 
 
 def _render(case: LoadedCase, model: ModelSpec, interface: str, key: str, strat: Strategy,

@@ -215,6 +215,10 @@ class RunStart(RecordBase):
     git: dict[str, Any]
     host: dict[str, str]
     argv: list[str]
+    started_at: str | None = None
+    """When the run began (UTC, before planning). A fresh run writes this record while its
+    first requests are in flight, so its ``recorded_at`` can be later than the first attempts'
+    ``started_at``; this is the run's start. Absent in ledgers of casekit before 0.1.0."""
     rerun_of: dict[str, str] | None = None
     """For ``casekit rerun``: the run whose planned attempts this run repeats (run id, run
     folder, ledger head hash)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from casekit.analysis.analyze import analyze_run
-from casekit.canonical import canonical_json, sha256_json
+from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, read_records
@@ -102,8 +102,7 @@ def rerun(run_dir: Path, new_dir: Path | None = None) -> tuple[RunOutcome, Compa
         log.info("%s is itself a rerun of %s", run_dir, start.rerun_of.get("run_id"))
     spec = CaseFile.model_validate(start.case)
     case = LoadedCase(spec=spec, path=Path(start.case_path), sha256=start.case_sha256)
-    plan = Plan(attempts=attempts, sha256=sha256_json([a.model_dump(mode="json")
-                                                       for a in attempts]))
+    plan = Plan(attempts=attempts)
     target = new_dir or next_rerun_dir(run_dir)
     outcome = Runner(case, target, plan=plan, rerun_of={
         "run_id": start.run_id, "run_dir": str(run_dir.resolve()), "ledger_head_hash": head,

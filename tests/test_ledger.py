@@ -212,6 +212,38 @@ def test_submitted_records_are_written_in_order_within_the_loop_iteration(
     assert [r.seq for r in recs] == list(range(40))
 
 
+def test_a_deferred_record_waits_yet_stays_first(tmp_path: Path) -> None:
+    """submit(defer=True) (a fresh run's run_start) schedules no write: the record is written
+    by write_pending(), or ahead of the next record submitted, never after it."""
+    path = tmp_path / LEDGER_NAME
+    built: list[str] = []
+
+    def note(base: dict[str, Any]) -> Note:
+        built.append("note")
+        return Note(**base, kind="start", message="deferred")
+
+    async def main(by_write_pending: bool) -> None:
+        led.submit(note, defer=True)
+        await asyncio.sleep(0.01)
+        assert not built and _lines(path) == 0  # nothing scheduled, nothing written
+        if by_write_pending:
+            asyncio.get_running_loop().call_soon(led.write_pending)
+            await asyncio.sleep(0)
+            assert built and _lines(path) == 1
+        led.submit(_attempt_builder(0))
+        await asyncio.sleep(0)
+        await led.settle()
+
+    for by_write_pending in (True, False):
+        built.clear()
+        if path.exists():
+            path.unlink()
+        led = Ledger(tmp_path).open()
+        asyncio.run(main(by_write_pending))
+        led.close()
+        assert [type(r) for r in read_records(path)] == [Note, AttemptRecord]
+
+
 def test_append_writes_pending_submissions_first_and_close_never_drops_them(
         tmp_path: Path) -> None:
     async def main(led: Ledger) -> None:

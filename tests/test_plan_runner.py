@@ -84,6 +84,45 @@ def test_run_records_every_attempt_once(case_dir: Path) -> None:
     assert again.stats.skipped == len(attempts) and again.stats.done == 0
 
 
+def test_run_start_is_first_and_written_while_the_first_requests_are_in_flight(
+        case_dir: Path) -> None:
+    """A fresh run's run_start (plan hash, versions, git state) is computed and written after
+    the first requests have left, yet it is the first record, carries the plan's hash and the
+    time the run began, before any attempt started."""
+    text = (case_dir / "case.yaml").read_text()
+    (case_dir / "case.yaml").write_text(text.replace("      top1: 0.5\n",
+                                                     "      top1: 0.5\n      sleep: 0.2\n"))
+    out = Runner(load_case(case_dir / "case.yaml")).run()
+    recs = read_records(out.ledger_path)
+    start = recs[0]
+    assert isinstance(start, RunStart)
+    assert start.plan_sha256 == plan_of(case_dir).sha256
+    attempts = [r for r in recs if isinstance(r, AttemptRecord)]
+    first_started = min(a.started_at for a in attempts)
+    assert start.started_at is not None and start.started_at <= first_started
+    # Overlapped: the record was written after the first request was sent, before any reply
+    # (each takes 0.2 s here).
+    assert first_started <= start.recorded_at < min(a.completed_at for a in attempts)
+
+
+def test_resume_checks_the_plan_before_sending_anything(case_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import casekit.plan
+    from casekit.errors import CasekitError
+
+    out = Runner(load_case(case_dir / "case.yaml")).run()
+    # An interrupted run: run_start and the first three attempts (a prefix of the chain).
+    ledger = b"".join(out.ledger_path.read_bytes().splitlines(keepends=True)[:4])
+    out.ledger_path.write_bytes(ledger)
+    assert verify_chain(out.ledger_path).ok
+    monkeypatch.setattr(casekit.plan, "plan_sha256", lambda attempts: "sha256:" + "0" * 64)
+    sent: list[str] = []
+    monkeypatch.setattr(Runner, "_attempt", lambda *a: sent.append("attempt"))
+    with pytest.raises(CasekitError, match="the plan differs from the one recorded"):
+        Runner(load_case(case_dir / "case.yaml")).run()
+    assert not sent and out.ledger_path.read_bytes() == ledger
+
+
 def test_the_collector_is_tuned_for_the_run_and_restored(case_dir: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """During a run the heap that existed before it is frozen out of the collector's scans and

@@ -1378,7 +1378,7 @@ def _manifest(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifest:
         plan_sha256=st.plan_sha256, planned_attempts=f"{st.planned_attempts:,}",
         recorded_attempts=f"{f.recorded_attempts:,}",
         imported_attempts=f"{f.imported_attempts:,}", ledger_head_hash=f.ledger_head_hash,
-        ledger_records=f"{f.ledger_records:,}", started_at=st.recorded_at,
+        ledger_records=f"{f.ledger_records:,}", started_at=st.started_at or st.recorded_at,
         ended_at=end.recorded_at if end else "no run_end record (run not finished)",
         works=works, models=models,
         versions=[KV(k, v if v is not None else "not installed")
@@ -1698,8 +1698,9 @@ def _custody(inputs: Inputs, case: CaseFile) -> Custody:
         if fp:
             operator.append(KV(f"API key of {m.model_id}", f"fingerprint {fp} (never the key)"))
     events = [CustodyEvent(st.recorded_at, str(st.seq),
-                           f"run {st.run_id} started: {st.planned_attempts:,} attempts "
-                           f"planned, case {st.case_sha256}")]
+                           f"run {st.run_id} started"
+                           + (f" {st.started_at}" if st.started_at else "")
+                           + f": {st.planned_attempts:,} attempts planned, case {st.case_sha256}")]
     attempts = [r for r in inputs.records if isinstance(r, AttemptRecord)]
     if attempts:
         first, last = attempts[0], attempts[-1]
@@ -2399,8 +2400,8 @@ def build_model(findings: Findings, inputs: Inputs,
     cover = Cover(
         case_id=case.case.id, title=case.case.title, matter=case.case.matter,
         examiner=case.case.examiner, organization=case.case.organization,
-        date=st.recorded_at[:10], started_at=st.recorded_at,
-        pdf_date=_to_second(st.recorded_at),
+        date=(st.started_at or st.recorded_at)[:10], started_at=st.started_at or st.recorded_at,
+        pdf_date=_to_second(st.started_at or st.recorded_at),
         ended_at=end.recorded_at if end else "not finished",
         casekit_version=st.versions.get("casekit") or f.casekit_version,
         analysis_version=f.casekit_version, ledger_head_hash=f.ledger_head_hash,
@@ -2493,7 +2494,7 @@ def render_report(findings: Findings, inputs: Inputs, options: ReportOptions,
         bates={"prefix": model.bates.prefix, "start": model.bates.start})
     return Rendered(model=model, html=html, manifest=manifest,
                     attached=attachments(manifest, files),
-                    epoch=_epoch(inputs.start.recorded_at) or 0,
+                    epoch=_epoch(inputs.start.started_at or inputs.start.recorded_at) or 0,
                     ledger_head_hash=findings.ledger_head_hash)
 
 
