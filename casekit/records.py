@@ -36,7 +36,7 @@ class Decoding(Frozen):
     top_k: int | None = None
     seed: int | None = None
     """Sampling seed (sent where the provider supports one)."""
-    stop: list[str] = []
+    stop: list[str] = Field(default_factory=list)
 
 
 class WorkRange(Frozen):
@@ -79,13 +79,13 @@ class PlannedAttempt(Frozen):
     mode: Mode
     """``chat``: messages; ``completion``: plain prompt; ``score``: teacher-forced log-probs of
     ``continuation`` after ``prompt``."""
-    messages: list[Message] = []
+    messages: list[Message] = Field(default_factory=list)
     prompt: str | None = None
     continuation: str | None = None
     decoding: Decoding = Decoding()
     target: WorkRange | None = None
     """The part of the work this attempt aims at (the expected continuation), if any."""
-    supplied: list[WorkRange] = []
+    supplied: list[WorkRange] = Field(default_factory=list)
     """Work ranges quoted in the prompt: never credited to the model (position mask)."""
     label: str = ""
     """Short human description (e.g. ``window 3 at word 150``)."""
@@ -139,9 +139,9 @@ class ProviderResult(Frozen):
     system_fingerprint: str | None = None
     server_date: str | None = None
     """The server's HTTP Date header, verbatim."""
-    usage: dict[str, Any] = {}
-    raw_request: dict[str, Any] = {}
-    raw_response: dict[str, Any] = {}
+    usage: dict[str, Any] = Field(default_factory=dict)
+    raw_request: dict[str, Any] = Field(default_factory=dict)
+    raw_response: dict[str, Any] = Field(default_factory=dict)
     token_scores: list[TokenScore] | None = None
     """Teacher-forced log-probs of the continuation (score attempts)."""
 
@@ -169,7 +169,7 @@ class ModelIdentity(Frozen):
     provider: str
     model: str
     interface: Literal["chat", "completion"]
-    identity: dict[str, Any] = {}
+    identity: dict[str, Any] = Field(default_factory=dict)
     """Provider-specific: for local models the GGUF file's SHA-256, size and licence; for APIs
     the endpoint and key fingerprint."""
     can_score: bool = False
@@ -232,7 +232,7 @@ class AttemptRecord(RecordBase):
     error: AttemptError | None = None
     started_at: str
     completed_at: str
-    tries: list[TryRecord] = []
+    tries: list[TryRecord] = Field(default_factory=list)
 
 
 
@@ -242,7 +242,7 @@ class Note(RecordBase):
     kind: str
     """``resume``, ``torn_line``, ``interrupted``, ``warning``..."""
     message: str
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunEnd(RecordBase):

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from casekit.errors import CasekitError
 from casekit.records import Intent, Message, Session, WorkRange
@@ -50,11 +50,11 @@ class Probe(BaseModel):
     system: str | None = None
     continuation: str | None = None
     target: WorkRange | None = None
-    supplied: list[WorkRange] = []
+    supplied: list[WorkRange] = Field(default_factory=list)
     label: str = ""
     max_tokens: int | None = None
     """Overrides the case's decoding.max_tokens for this probe."""
-    stop: list[str] = []
+    stop: list[str] = Field(default_factory=list)
     session: Session | None = None
     """Multi-turn: the runner feeds the model's output back (iterative continuation)."""
     expected: str | None = None
