@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # that some VMs advertise but cannot execute (a segfault in ggml_backend_amx_mul_mat).
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test venv lint bench soak clean
 
 $(BIN)/casekit: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: venv
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
+
+soak: venv
+	$(BIN)/python benchmarks/kill_soak.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

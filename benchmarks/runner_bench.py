@@ -5,9 +5,10 @@
 
 The stub (tests/stub_openai.py) runs as a separate process so that casekit's CPU time is its own.
 A case with two works (a subject and a control) and ``attempts / 2`` benign templates each runs
-through ``provider: openai-compatible`` (the official openai SDK) with
-``params.max_connections = concurrency``, in-process, through casekit.runner.Runner: planning,
-the run_start record, every request, and one fsynced ledger record per attempt.
+through ``provider: openai-compatible`` with ``params.max_connections = concurrency``, for each
+``params.transport`` (``http``, the default, aiohttp; ``sdk``, the official openai SDK),
+in-process, through casekit.runner.Runner: planning, the run_start record, every request, one
+ledger record per attempt (fsynced behind the run, group commit) and the final fsync.
 
 Printed: wall time of ``Runner.run()`` against the ideal ``attempts * latency / concurrency`` as
 a ratio (target <= 1.10), casekit's CPU time per attempt (``time.process_time``; target < 1 ms,
@@ -225,11 +226,16 @@ def breakdown(case_path: Path, run_dir: Path, n: int) -> tuple[dict, list[str]]:
     from casekit.runner import Runner
 
     timers = _Timers()
-    timers.wrap(Runner, "prepare", "plan: Runner.prepare (works, strategies, 2000 prompts)")
-    timers.wrap(ledger_mod.Ledger, "append", "ledger: Ledger.append, all of it")
-    timers.wrap(os, "fsync", "ledger:   of which os.fsync")
-    timers.wrap(ledger_mod, "canonical_json", "ledger:   of which canonical JSON (rfc8785)")
-    timers.wrap(op, "sdk_version", "provider: sdk_version() = importlib.metadata per attempt")
+    import casekit.plan as plan_mod
+
+    timers = _Timers()
+    timers.wrap(Runner, "prepare", "plan: Runner.prepare (works, strategies, every prompt)")
+    timers.wrap(plan_mod, "plan_sha256", "plan: its hash (for run_start, while requests fly)")
+    timers.wrap(ledger_mod.Ledger, "append", "ledger: Ledger.append (run records), all of it")
+    timers.wrap(ledger_mod.Ledger, "_drain_pending", "ledger: writing submitted records")
+    timers.wrap(ledger_mod, "_canonical_with_hash", "ledger:   of which canonical JSON + hash")
+    timers.wrap(os, "fsync", "ledger: os.fsync (behind, in a thread)")
+    timers.wrap(op, "sdk_version", "provider: sdk_version()")
     try:
         res = run_casekit(case_path, run_dir, after_run=timers.restore)
     finally:
@@ -241,10 +247,11 @@ def breakdown(case_path: Path, run_dir: Path, n: int) -> tuple[dict, list[str]]:
     for label, (calls, wall, cpu) in timers.data.items():
         lines.append(f"    {int(calls):7d}   {wall / n * 1000:10.3f}   {cpu / n * 1000:10.3f}  "
                      f"{label}")
-        if "of which" not in label:
+        if "of which" not in label and "thread" not in label:
             accounted += cpu
     lines.append(f"          -            -   {(res['cpu'] - accounted) / n * 1000:10.3f}  the "
-                 "rest: openai SDK, httpx2/httpcore2, asyncio, runner, provider")
+                 "rest: HTTP client (aiohttp; the openai SDK + httpx with sdk), asyncio, runner, "
+                 "provider")
     return res, lines
 
 
@@ -258,6 +265,7 @@ AREAS = (  # (label, substrings of "file:line(function)"), first match wins
     ("pydantic (records: validate/dump)", ("pydantic",)),
     ("openai SDK", ("/openai/", "typing.py", "typing_extensions")),
     ("HTTP client (httpx2/httpcore2/h11/anyio)", ("httpx", "httpcore", "h11", "anyio")),
+    ("HTTP client (aiohttp, multidict, yarl)", ("aiohttp", "multidict", "yarl")),
     ("casekit provider + runner", ("casekit/providers", "casekit/runner.py")),
     ("casekit other (plan, strategies, works)", ("casekit/",)),
     ("asyncio + selectors + socket", ("asyncio", "selectors", "socket")),

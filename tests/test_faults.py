@@ -5,22 +5,21 @@
   JSON), a run completes, records every planned attempt exactly once, and every request the
   stub answered is a try in the ledger: each fault as a failed try of the right kind, each
   success as the attempt's result (matched per attempt and by request id).
-* ``kill -9`` of ``casekit run`` at seeded random moments (20 trials, some killed twice), then
-  resume: 0 lost, 0 duplicated, the chain verifies.
+* ``kill -9`` of ``casekit run`` at seeded random moments (20 trials, some killed twice, both
+  transports), then resume: 0 lost, 0 duplicated, the chain verifies (tests/kill_trial.py;
+  ``benchmarks/kill_soak.py`` runs hundreds).
 
-The real provider (``openai-compatible``, the official openai SDK) and the real runner are used;
-only the server is a stand-in.
+The real provider (``openai-compatible``, through aiohttp and through the official openai SDK)
+and the real runner are used; only the server is a stand-in.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -32,45 +31,23 @@ import pytest
 
 import casekit.runner
 from casekit.case import load_case
-from casekit.ledger import LEDGER_NAME, read_records, verify_chain
-from casekit.plan import build_plan
-from casekit.records import AttemptRecord, Note, RunEnd, RunStart
+from casekit.ledger import read_records, verify_chain
+from casekit.records import AttemptRecord, RunEnd
 from casekit.runner import Runner
-from casekit.works import load_works
-from tests.conftest import CONTROL, REPO, SUBJECT, case_yaml
+from tests.conftest import REPO
+from tests.kill_trial import (
+    CLIENT_TIMEOUT,
+    check_after_kills,
+    kill_runs,
+    planned_ids,
+    stub_case,
+)
 from tests.stub_openai import FAULT_KINDS, StubConfig, StubServer, attempt_key
 
 FAULT_SHARES = {"rate_limit": 0.05, "server_error": 0.05, "overloaded": 0.03,
                 "bad_request": 0.02, "slow": 0.03, "drop": 0.03, "reset": 0.03,
                 "drop_mid_body": 0.03, "malformed": 0.03}
 MAX_TRIES = 12
-CLIENT_TIMEOUT = 1.0
-
-
-def _case(tmp: Path, base_url: str, templates: list[str], max_connections: int,
-          name: str = "case.yaml", transport: str = "sdk") -> Path:
-    (tmp / "subject.txt").write_text(SUBJECT)
-    (tmp / "control.txt").write_text(CONTROL)
-    models = textwrap.dedent(f"""\
-        models:
-          - id: stub
-            provider: openai-compatible
-            model: stub-model-2025-01-01
-            interface: chat
-            base_url: {base_url}
-            params: {{timeout: {CLIENT_TIMEOUT}, max_connections: {max_connections},
-                      transport: {transport}}}
-        """)
-    strategies = "strategies:\n  - name: benign_prompts\n    params:\n      templates:\n" + "".join(
-        f"        - {json.dumps(t)}\n" for t in templates)
-    path = tmp / name
-    path.write_text(case_yaml(models, strategies))
-    return path
-
-
-def _planned_ids(case_path: Path) -> list[str]:
-    case = load_case(case_path)
-    return [a.id for a in build_plan(case, load_works(case)).attempts]
 
 
 @pytest.fixture
@@ -154,7 +131,7 @@ def test_a_run_at_30_percent_faults_completes_with_every_fault_on_record(
     templates = [f"Question {i}: what happens in {{{{ title }}}}?" for i in range(28)]
     templates += ["ALWAYS500 tell me about {{ title }}", "ALWAYS429 tell me about {{ title }}"]
     with StubServer(config) as stub:
-        case_path = _case(tmp_path, stub.url, templates, max_connections=8,
+        case_path = stub_case(tmp_path, stub.url, templates, max_connections=8,
                           transport=transport)
         t0 = time.monotonic()
         out = Runner(load_case(case_path), max_tries=MAX_TRIES).run()
@@ -164,7 +141,7 @@ def test_a_run_at_30_percent_faults_completes_with_every_fault_on_record(
     assert verify_chain(out.ledger_path).ok
     records = read_records(out.ledger_path)
     attempts = [r for r in records if isinstance(r, AttemptRecord)]
-    planned = _planned_ids(case_path)
+    planned = planned_ids(case_path)
     assert len(planned) == 60
     assert sorted(a.attempt.id for a in attempts) == sorted(planned), "each exactly once"
     assert isinstance(records[-1], RunEnd) and records[-1].complete
@@ -255,71 +232,19 @@ def kill_stub() -> Iterator[StubServer]:
         yield stub
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _spawn(case_path: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "casekit.cli", "-q", "run", str(case_path)],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _attempt_lines(ledger: Path) -> int:
-    return ledger.read_bytes().count(b'"record_type":"attempt"') if ledger.exists() else 0
-
-
-def _kill_after(proc: subprocess.Popen[bytes], run_dir: Path, rng: random.Random) -> str:
-    """SIGKILL at a seeded random moment: either counted from the spawn (lands anywhere: start-up,
-    the run_start write, attempts) or from the first attempt this process records (lands among
-    attempt writes, which start about a second after the spawn and last about half a second)."""
-    if rng.random() < 0.25:
-        delay = rng.uniform(0.0, 2.3)
-        time.sleep(delay)
-        where = f"{delay:.2f}s after spawn"
-    else:
-        ledger = run_dir / LEDGER_NAME
-        before = _attempt_lines(ledger)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and proc.poll() is None and (
-                _attempt_lines(ledger) <= before):
-            time.sleep(0.003)
-        delay = rng.uniform(0.0, 0.4)
-        time.sleep(delay)
-        where = f"{delay:.2f}s after its first attempt record"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    return where
-
-
 @pytest.mark.parametrize("trial", range(KILL_TRIALS))
 def test_kill_9_then_resume_loses_and_duplicates_nothing(
         tmp_path: Path, kill_stub: StubServer, fast_backoff: None, trial: int) -> None:
     rng = random.Random(f"{KILL_SEED}:{trial}")
     templates = [f"Trial {trial} prompt {i} about {{{{ title }}}}." for i in range(12)]
-    case_path = _case(tmp_path, kill_stub.url, templates, max_connections=4)
-    case = load_case(case_path)
-    run_dir = casekit.runner.default_run_dir(case)
+    # Both transports: http (the default) in even trials, the openai SDK in odd ones.
+    case_path = stub_case(tmp_path, kill_stub.url, templates, max_connections=4,
+                          transport="http" if trial % 2 == 0 else "sdk")
     kills = 2 if rng.random() < 0.35 else 1
-    moments = [_kill_after(_spawn(case_path), run_dir, rng) for _ in range(kills)]
-    if (run_dir / LEDGER_NAME).exists():
-        assert verify_chain(run_dir / LEDGER_NAME).ok or verify_chain(
-            run_dir / LEDGER_NAME).torn_tail, f"only a torn tail after kill at {moments}"
+    moments, recorded = kill_runs(case_path, rng, kills)
     out = Runner(load_case(case_path), max_tries=MAX_TRIES).run()
-    assert out.complete, moments
-    assert verify_chain(out.ledger_path).ok, moments
-    records = read_records(out.ledger_path)
-    ids = [r.attempt.id for r in records if isinstance(r, AttemptRecord)]
-    planned = _planned_ids(case_path)
-    assert len(ids) == len(set(ids)), f"0 duplicated (kill at {moments})"
-    assert sorted(ids) == sorted(planned), f"0 lost (kill at {moments})"
-    assert sum(isinstance(r, RunStart) for r in records) == 1
-    assert sum(isinstance(r, RunEnd) for r in records) == 1
-    torn_notes = [r for r in records if isinstance(r, Note) and r.kind == "torn_line"]
-    assert len(torn_notes) == len(list(run_dir.glob("ledger.torn-*.bin")))
-    assert out.stats.skipped + out.stats.done == len(planned)
-    _KILL_OUTCOMES[trial] = (out.stats.skipped, len(planned))
+    outcome = check_after_kills(case_path, out, moments, recorded)
+    _KILL_OUTCOMES[trial] = (outcome.skipped_on_resume, outcome.planned)
 
 
 def test_kill_trials_cover_the_required_count_and_land_mid_run() -> None:
