@@ -191,7 +191,7 @@ class Runner:
                          started_at: str) -> bool:
         """Start the run (True) or check that the ledger's run is this one and note the resume
         (False). A fresh run's ``run_start`` is handed to the ledger deferred: its costly parts
-        (the plan's hash over every attempt, installed versions, the git state: some 40 ms for
+        (the plan's hash over every attempt, installed versions, the git state: about 35 ms for
         2,000 attempts) are computed while the first requests are in flight, and it is written
         before any attempt record (see :meth:`_execute`). A resumed run checks the plan's hash
         before anything is sent."""
