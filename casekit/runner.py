@@ -274,6 +274,7 @@ class Runner:
             provider = self.provider(model_id)
             groups.setdefault(provider.exclusive_group or f"model:{model_id}", []).append(model_id)
         progress = Progress(len(todo), self.stats)
+        ticker = asyncio.ensure_future(progress.ticking())
         if fresh:
             # The deferred run_start is written once the first requests have left (after the
             # workers' ramp), while their responses are awaited; sooner if an attempt completes
@@ -333,6 +334,7 @@ class Runner:
         try:
             await asyncio.gather(*(run_group(ids) for ids in groups.values()))
         finally:
+            ticker.cancel()
             progress.close()
             if write_start is not None:
                 write_start.cancel()
@@ -467,7 +469,12 @@ def _used_tokens(result: ProviderResult) -> int | None:
 
 
 class Progress:
-    """Live progress on a terminal (one redrawn line); plain log lines otherwise."""
+    """Live progress: on a terminal, one line redrawn (at most every ``REDRAW`` seconds, and by
+    :meth:`tick` while nothing completes, so retries waiting out a backoff show); otherwise a
+    plain log line every ``LOG_EVERY`` seconds and at the end."""
+
+    REDRAW = 0.2
+    LOG_EVERY = 5.0
 
     def __init__(self, total: int, stats: RunStats, stream: Any = None) -> None:
         self.total = total
@@ -477,6 +484,11 @@ class Progress:
             log.isEnabledFor(logging.INFO)
         self.last = 0.0
         self.started = time.monotonic()
+
+    @property
+    def interval(self) -> float:
+        """How often :meth:`tick` should be called."""
+        return self.REDRAW * 2.5 if self.live else self.LOG_EVERY
 
     def line(self) -> str:
         s = self.stats
@@ -488,16 +500,30 @@ class Progress:
                 + (f"{eta:.0f}s" if eta is not None else "?"))
 
     def update(self) -> None:
+        """After an attempt completes."""
+        self._show(self.REDRAW if self.live else self.LOG_EVERY)
+
+    def tick(self) -> None:
+        """Periodically, whether or not anything completed."""
+        self._show(self.interval * 0.9)
+
+    def _show(self, min_gap: float) -> None:
         now = time.monotonic()
         finished = self.stats.done >= self.total
+        if now - self.last < min_gap and not finished:
+            return
+        self.last = now
         if self.live:
-            if now - self.last >= 0.2 or finished:
-                self.last = now
-                self.stream.write("\r\x1b[2K" + self.line())
-                self.stream.flush()
-        elif now - self.last >= 5 or finished:
-            self.last = now
+            self.stream.write("\r\x1b[2K" + self.line())
+            self.stream.flush()
+        else:
             log.info("progress: %s", self.line())
+
+    async def ticking(self) -> None:
+        """Call :meth:`tick` until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            self.tick()
 
     def close(self) -> None:
         if self.live:

@@ -4,6 +4,7 @@ Behaviour comes from the case file's ``params``, so it also works in subprocesse
 ``CASEKIT_PLUGINS=tests.scripted``):
 - ``outputs``: {work_id: text} returned for generation attempts on that work (default ``default``)
 - ``fail_first``: each attempt's first N tries raise a transient error (retried)
+- ``retry_after``: seconds the provider says to wait before retrying a transient error (0)
 - ``fail_always``: work ids whose attempts always raise a non-retryable error
 - ``refuse``: work ids whose attempts come back as provider refusals
 - ``sleep``: seconds to sleep per attempt
@@ -116,7 +117,7 @@ class ScriptedProvider(Provider):
 
     def should_retry(self, exc: BaseException) -> RetryDecision:
         if isinstance(exc, TransientError):
-            return RetryDecision(action="transient", after=0.0)
+            return RetryDecision(action="transient", after=float(self.p("retry_after", 0.0)))
         return RetryDecision(action="no")
 
 

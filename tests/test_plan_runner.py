@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,6 +169,43 @@ def test_failures_and_retries_are_recorded_never_dropped(case_dir: Path) -> None
     assert subj and all(a.status == "ok" and len(a.tries) == 2 for a in subj)
     assert all(a.tries[0].error is not None for a in subj)
     assert out.complete  # every planned attempt is on record, failed ones included
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_redraws_while_retries_wait(
+        case_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Every attempt fails its first try and waits 0.8 s to retry: the line is redrawn
+    meanwhile (0 done, some retrying), not only when an attempt completes; it ends on the
+    totals."""
+    caplog.set_level(logging.INFO, logger="casekit")
+    (case_dir / "case.yaml").write_text(case_yaml(SCRIPTED_MODELS.replace(
+        "      top1: 0.5", "      top1: 0.5\n      fail_first: 1\n      retry_after: 0.8"),
+        STRATEGIES))
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    out = Runner(load_case(case_dir / "case.yaml")).run()
+    n = out.stats.planned
+    frames = terminal.getvalue().split("\r\x1b[2K")[1:]
+    waiting = [f for f in frames if f.startswith(f"0/{n} done")]
+    assert waiting and re.search(r"retrying [1-9]\d* \([1-9]\d* retries\)", waiting[-1])
+    assert "eta ?" in waiting[-1]  # no rate yet, so no estimate
+    assert frames[-1].startswith(f"{n}/{n} done: ok {n}, refused 0, failed 0, retrying 0")
+    assert frames[-1].endswith("\n")
+
+
+def test_progress_off_a_terminal_is_plain_log_lines(
+        case_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="casekit")
+    out = Runner(load_case(case_dir / "case.yaml")).run()
+    n = out.stats.planned
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress: ")]
+    assert lines and re.fullmatch(rf"progress: {n}/{n} done: ok {n}, refused 0, failed 0, "
+                                  r"retrying 0 \(0 retries\); [0-9.]+/s; eta 0s", lines[-1])
+    assert "\x1b" not in caplog.text
 
 
 def _subprocess_env() -> dict[str, str]:
