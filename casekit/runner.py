@@ -471,10 +471,12 @@ def _used_tokens(result: ProviderResult) -> int | None:
 class Progress:
     """Live progress: on a terminal, one line redrawn (at most every ``REDRAW`` seconds, and by
     :meth:`tick` while nothing completes, so retries waiting out a backoff show); otherwise a
-    plain log line every ``LOG_EVERY`` seconds and at the end."""
+    plain log line at most every ``LOG_EVERY`` seconds when something changed (an attempt
+    done, a retry), every ``HEARTBEAT`` seconds when nothing did, and at the end."""
 
     REDRAW = 0.2
     LOG_EVERY = 5.0
+    HEARTBEAT = 60.0
 
     def __init__(self, total: int, stats: RunStats, stream: Any = None) -> None:
         self.total = total
@@ -484,6 +486,7 @@ class Progress:
             log.isEnabledFor(logging.INFO)
         self.last = 0.0
         self.started = time.monotonic()
+        self._shown: tuple[int, int, int] | None = None
 
     @property
     def interval(self) -> float:
@@ -505,7 +508,13 @@ class Progress:
 
     def tick(self) -> None:
         """Periodically, whether or not anything completed."""
+        if (not self.live and self._shown == self._state()
+                and time.monotonic() - self.last < self.HEARTBEAT):
+            return  # a log file gets no line that says nothing new
         self._show(self.interval * 0.9)
+
+    def _state(self) -> tuple[int, int, int]:
+        return self.stats.done, self.stats.retrying, self.stats.retries
 
     def _show(self, min_gap: float) -> None:
         now = time.monotonic()
@@ -513,6 +522,7 @@ class Progress:
         if now - self.last < min_gap and not finished:
             return
         self.last = now
+        self._shown = self._state()
         if self.live:
             self.stream.write("\r\x1b[2K" + self.line())
             self.stream.flush()

@@ -208,6 +208,34 @@ def test_progress_off_a_terminal_is_plain_log_lines(
     assert "\x1b" not in caplog.text
 
 
+def test_progress_log_lines_say_something_new(monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Off a terminal the ticker logs when something changed, else a heartbeat a minute."""
+    import casekit.runner
+    from casekit.runner import Progress, RunStats
+
+    caplog.set_level(logging.INFO, logger="casekit")
+    clock = [1000.0]
+    monkeypatch.setattr(casekit.runner.time, "monotonic", lambda: clock[0])
+    stats = RunStats()
+    progress = Progress(3, stats, stream=io.StringIO())
+
+    def ticks(n: int, every: float = 5.0) -> int:
+        before = len(caplog.records)
+        for _ in range(n):
+            clock[0] += every
+            progress.tick()
+        return len(caplog.records) - before
+
+    assert ticks(6) == 1  # the first line, then nothing new for 30 s
+    stats.retrying, stats.retries = 1, 1
+    assert ticks(1) == 1  # a retry is news
+    assert ticks(11) == 0 and ticks(1) == 1  # 55 s of nothing, then the minute's heartbeat
+    stats.retrying, stats.ok = 0, 3
+    assert ticks(1) == 1 and "3/3 done: ok 3" in caplog.records[-1].getMessage()
+    assert ticks(3) == 0
+
+
 def _subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["CASEKIT_PLUGINS"] = "tests.scripted"
