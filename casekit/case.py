@@ -465,6 +465,15 @@ class LoadedCase(BaseModel):
     def base_dir(self) -> Path:
         return self.path.parent
 
+    def model_error(self, index: int, exc: Exception) -> CaseError:
+        """A provider's refusal of ``models[index]`` (an unknown or invalid ``params`` key, a
+        missing key variable, model package or tokenizer file) as a CaseError at the
+        ``params`` key its message names, else at the model's entry."""
+        param = re.search(r"params\.(\w+)", str(exc))
+        where = (self.where("models", index, "params", param.group(1)) if param
+                 else self.where("models", index))
+        return CaseError(f"{where}: models[{index}]: {exc}")
+
     def where(self, *loc: str | int) -> str:
         """``file:line:col`` of a node, for errors found after validation."""
         key = _dotted(tuple(loc))

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import logging
 import random
-import re
 from dataclasses import dataclass
 
 from casekit.canonical import sha256_json
@@ -103,10 +102,7 @@ def _plan_tokenizer(case: LoadedCase, mi: int, model: ModelSpec,
     except CaseError:
         raise
     except CasekitError as exc:
-        param = re.search(r"params\.(\w+)", str(exc))
-        where = (case.where("models", mi, "params", param.group(1)) if param
-                 else case.where("models", mi))
-        raise CaseError(f"{where}: models[{mi}]: {exc}") from None
+        raise case.model_error(mi, exc) from None
 
 
 def build_plan(case: LoadedCase, works: list[Work]) -> Plan:

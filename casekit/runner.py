@@ -14,7 +14,6 @@ import functools
 import gc
 import logging
 import random
-import re
 import signal
 import sys
 import time
@@ -136,10 +135,7 @@ class Runner:
             except CaseError:
                 raise
             except CasekitError as exc:
-                param = re.search(r"params\.(\w+)", str(exc))
-                where = (self.case.where("models", i, "params", param.group(1)) if param
-                         else self.case.where("models", i))
-                raise CaseError(f"{where}: models[{i}]: {exc}") from None
+                raise self.case.model_error(i, exc) from None
         return self._providers[model_id]
 
     def identities(self) -> list[ModelIdentity]:
