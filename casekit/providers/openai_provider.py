@@ -978,6 +978,12 @@ _ALIGN_PROBES = ("The capital of France is", "One, two, three, four, five,",
                  "Once upon a time, there was a")
 
 
+def _common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading items ``a`` and ``b`` share: the index of their first difference."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 0.01 + 0.01 * abs(b)
 
@@ -1090,6 +1096,14 @@ class OpenAICompatibleProvider(OpenAIProvider):
             f"were planned with {info.path} ({info.family}, {info.sha256}), so this window is "
             "not scored; give the served model's tokenizer.json (or .gguf) as params.tokenizer")
 
+    def _tokenizer_match(self, compared: str, server_special_prefix: list[Any],
+                         n_tokens: int) -> dict[str, Any]:
+        """What a passed cross-check records (``raw_response.tokenizer_check``)."""
+        assert self.case_tokenizer is not None
+        return {"status": "match", "compared": compared,
+                "tokenizer_sha256": self.case_tokenizer.info.sha256,
+                "server_special_prefix": server_special_prefix, "n_tokens": n_tokens}
+
     def _check_tokenizer_ids(self, text: str, server_ids: list[int]) -> dict[str, Any]:
         """Compare the server's ``/tokenize`` ids of ``text`` (after at most two leading special
         ids, its BOS) with the case tokenizer's; raise CapabilityError when they differ."""
@@ -1102,16 +1116,13 @@ class OpenAICompatibleProvider(OpenAIProvider):
             lead += 1
         theirs = server_ids[lead:]
         if theirs != mine:
-            k = next((i for i, (a, b) in enumerate(zip(theirs, mine, strict=False)) if a != b),
-                     min(len(theirs), len(mine)))
+            k = _common_prefix(theirs, mine)
             near = b"".join(tok.piece(i) for i in mine[max(0, k - 3):k + 3])
             raise self._tokenizer_mismatch(
                 f"the server gives {len(theirs)} tokens after {lead} special, params.tokenizer "
                 f"{len(mine)}; first difference at token {k}: server ids {theirs[k:k + 5]}, "
                 f"params.tokenizer ids {mine[k:k + 5]} (near {near.decode('utf-8', 'replace')!r})")
-        return {"status": "match", "compared": "server /tokenize ids",
-                "tokenizer_sha256": tok.info.sha256, "server_special_prefix": server_ids[:lead],
-                "n_tokens": len(mine)}
+        return self._tokenizer_match("server /tokenize ids", server_ids[:lead], len(mine))
 
     def _check_tokenizer_echo(self, text: str, echo: list[dict[str, Any]]) -> dict[str, Any]:
         """Compare the echoed token texts of ``text`` with the case tokenizer's pieces (as the
@@ -1130,11 +1141,8 @@ class OpenAICompatibleProvider(OpenAIProvider):
                 break
             extra = len(got) - lead - len(mine)
             if extra in (0, 1) and got[lead:lead + len(mine)] == want:
-                return {"status": "match", "compared": "echoed token texts",
-                        "tokenizer_sha256": tok.info.sha256, "server_special_prefix": got[:lead],
-                        "n_tokens": len(mine)}
-        k = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
-                 min(len(got), len(want)))
+                return self._tokenizer_match("echoed token texts", got[:lead], len(mine))
+        k = _common_prefix(got, want)
         raise self._tokenizer_mismatch(
             f"the server echoes {len(got)} tokens (the text's and one generated), "
             f"params.tokenizer gives {len(mine)}; first difference at token {k}: server "
@@ -1237,10 +1245,7 @@ class OpenAICompatibleProvider(OpenAIProvider):
         # The continuation starts where the two tokenizations part: at the prompt's end when
         # the prompt's tokens are a prefix of the whole's ("clean"), earlier when a token
         # spans the boundary ("merged": that token is scored as part of the continuation).
-        start = 0
-        while (start < min(len(ids_prefix), len(ids_full))
-               and ids_prefix[start] == ids_full[start]):
-            start += 1
+        start = _common_prefix(ids_prefix, ids_full)
         boundary = "clean" if start == len(ids_prefix) else "merged"
         if start == 0 or start >= len(ids_full):
             raise CapabilityError(f"attempt {attempt.id}: the server's tokenizer leaves no "
