@@ -171,6 +171,17 @@ def can_compute(scores: Sequence[TokenScore], preset: Preset) -> bool:
     return all(s.rank is not None and s.top40_logsumexp is not None for s in scores)
 
 
+def _top40_step(top_lps: np.ndarray, token_lp: float | None) -> float:
+    """Log of the top-40 bound of one step from its listed log-probs (see
+    :func:`pz_upper_bound_from_top_logprobs`): ``p_t / Z`` for a listed token (``token_lp``),
+    ``p_min / (Z + p_min)`` for an unlisted one (None); never above 1."""
+    log_z = float(np.logaddexp.reduce(top_lps))
+    if token_lp is not None:
+        return min(0.0, token_lp - log_z)
+    p_min = float(top_lps.min())
+    return min(0.0, p_min - float(np.logaddexp(log_z, p_min)))
+
+
 def pz_upper_bound_from_top_logprobs(
     tokens: Sequence[str], top_logprobs: Sequence[Sequence[tuple[str, float]]],
     preset: Preset,
@@ -209,14 +220,8 @@ def pz_upper_bound_from_top_logprobs(
                 total = -math.inf
                 break
             continue
-        log_z = float(np.logaddexp.reduce(lps))
         listed = [lp for t, lp in top if t == tok]
-        if listed:
-            step = listed[0] - log_z
-        else:
-            p_min = float(lps.min())
-            step = p_min - float(np.logaddexp(log_z, p_min))
-        total += min(0.0, step)
+        total += _top40_step(lps, listed[0] if listed else None)
     return PzBound(preset=preset, log_upper=total, upper=math.exp(total), exact=exact,
                    label="exact" if exact else "upper bound")
 
@@ -313,12 +318,10 @@ def pz_bound_from_generation(suffix: str, steps: Sequence[Step]) -> GenerationBo
             break
         used += 1
         lps = np.array([lp for _, lp in top], dtype=np.float64)
-        log_z = float(np.logaddexp.reduce(lps))
         best_tok = top[int(np.argmax(lps))][0]
         if tok and rest.startswith(tok):
             listed = [lp for t, lp in top if t == tok]
-            log40 += min(0.0, (listed[0] - log_z) if listed else
-                         float(lps.min()) - float(np.logaddexp(log_z, float(lps.min()))))
+            log40 += _top40_step(lps, listed[0] if listed else None)
             if best_tok != tok:
                 greedy_state = "zero"  # a suffix token that was not the top choice
             pos += len(tok)
@@ -329,11 +332,7 @@ def pz_bound_from_generation(suffix: str, steps: Sequence[Step]) -> GenerationBo
             continue
         # The generation left the suffix: bound the suffix's own next token, then stop.
         cands = [lp for t, lp in top if t and rest.startswith(t)]
-        if cands:
-            log40 += min(0.0, max(cands) - log_z)
-        else:
-            p_min = float(lps.min())
-            log40 += min(0.0, p_min - float(np.logaddexp(log_z, p_min)))
+        log40 += _top40_step(lps, max(cands) if cands else None)
         if best_tok == tok:
             greedy_state = "zero"
         break
