@@ -226,7 +226,8 @@ class Ledger:
                     f"{self.path}: {res.problem}; refusing to append to a ledger that does not "
                     "verify (restore it from a copy, or start a new run folder)")
             for _, raw, _ in _iter_lines(self.path):
-                self._index(_ADAPTER.validate_json(raw))
+                rec = _ADAPTER.validate_json(raw)
+                self._index(rec, str(rec.hash))
             self.seq = res.records
             self.head = res.head_hash
         self._fh = open(self.path, "ab")  # noqa: SIM115 - held open for the run
@@ -282,11 +283,14 @@ class Ledger:
     def base_fields(self) -> dict[str, Any]:
         return {"seq": self.seq, "recorded_at": iso_utc(), "prev_hash": self.head}
 
-    def _index(self, record: LedgerRecord) -> None:
+    def _index(self, record: LedgerRecord, digest: str) -> None:
+        """Remember a record in the chain: an attempt's id, strategy and status; a run record
+        whole, with its hash."""
         if isinstance(record, AttemptRecord):
             self._attempts[record.attempt.id] = (record.attempt.strategy, record.status)
         else:
-            self.run_records.append(record)
+            self.run_records.append(record if record.hash == digest
+                                    else record.model_copy(update={"hash": digest}))
 
     def _write(self, record: LedgerRecord, flush: bool = True) -> str:
         """Hash, write and (unless told not to) flush one record, not yet fsynced; advance
@@ -301,10 +305,7 @@ class Ledger:
         self._fh.write(line + b"\n")
         if flush:
             self._fh.flush()
-        if isinstance(record, AttemptRecord):
-            self._attempts[record.attempt.id] = (record.attempt.strategy, record.status)
-        else:
-            self.run_records.append(record.model_copy(update={"hash": digest}))
+        self._index(record, digest)
         self.head = digest
         self.seq += 1
         self._written += 1
@@ -321,7 +322,9 @@ class Ledger:
             record = record.model_copy(update=self.base_fields())
         digest = self._write(record)
         self._fsync_all()
-        return record.model_copy(update={"hash": digest})
+        if isinstance(record, AttemptRecord):
+            return record.model_copy(update={"hash": digest})
+        return self.run_records[-1]  # the record as indexed, with its hash
 
     def submit(self, build: Callable[[dict[str, Any]], LedgerRecord], *,
                defer: bool = False) -> None:
@@ -358,8 +361,14 @@ class Ledger:
             log.error("writing the ledger failed: %s", exc)
             self._failure = exc
             return
-        if self._synced < self._written and (self._sync_task is None or self._sync_task.done()):
+        if self._synced < self._written:
+            self._syncing()
+
+    def _syncing(self) -> asyncio.Future[None]:
+        """The background fsync (:meth:`_sync_behind`), started unless one is running."""
+        if self._sync_task is None or self._sync_task.done():
             self._sync_task = asyncio.ensure_future(self._sync_behind())
+        return self._sync_task
 
     def _drain_pending(self) -> None:
         """Write the pending records, flushing them to the OS together."""
@@ -391,10 +400,8 @@ class Ledger:
         self._raise_failure()
         self._drain_pending()
         while self._synced < self._written:
-            if self._sync_task is None or self._sync_task.done():
-                self._sync_task = asyncio.ensure_future(self._sync_behind())
             # shield: a cancelled caller (Ctrl-C) must not cancel the fsync itself.
-            await asyncio.shield(self._sync_task)
+            await asyncio.shield(self._syncing())
             self._raise_failure()
 
     def flush(self) -> None:
