@@ -223,6 +223,11 @@ class RunStart(RecordBase):
     """For ``casekit rerun``: the run whose planned attempts this run repeats (run id, run
     folder, ledger head hash)."""
 
+    @property
+    def began_at(self) -> str:
+        """When the run began: ``started_at``, or for older ledgers the record's own time."""
+        return self.started_at or self.recorded_at
+
 
 class AttemptRecord(RecordBase):
     record_type: Literal["attempt"] = "attempt"

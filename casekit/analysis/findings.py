@@ -265,9 +265,9 @@ class ModelWorkFinding(F):
     """BMC@k [Liu26] for k in 5, 10, 20, 50 (words profile)."""
     teacher_forced: TeacherForcedSummary | None = None
     probabilistic: Probabilistic | None = None
+    """From the ``teacher_forced`` strategy's sampled windows (census windows excluded)."""
     api_pz_bounds: ApiPzBounds | None = None
     """From API top-k log-probs of greedy prefix continuations; bounds, not values."""
-    """From the ``teacher_forced`` strategy's sampled windows (census windows excluded)."""
     census: list[Census] = []
     """Whole-work p_z census [Coo25], one per ``pz_census`` strategy entry."""
     nv_recall: SessionsRecall | None = None

@@ -990,9 +990,9 @@ class ReportModel:
     thresholds: dict[str, str] = field(default_factory=dict)
     further: Further | None = None
     reliability: Reliability | None = None
+    """Errors, retries, rate limits, refusals and filters per model, from the ledger's tries."""
     rerun: RerunView | None = None
     """Reproducibility: this run repeats another (``casekit rerun``)."""
-    """Errors, retries, rate limits, refusals and filters per model, from the ledger's tries."""
     control_override: str = ""
     """Non-empty when the case overrode the control-work requirement (``allow_no_control``
     with no control work): printed on the cover and at the top of the summary."""
@@ -1378,7 +1378,7 @@ def _manifest(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifest:
         plan_sha256=st.plan_sha256, planned_attempts=f"{st.planned_attempts:,}",
         recorded_attempts=f"{f.recorded_attempts:,}",
         imported_attempts=f"{f.imported_attempts:,}", ledger_head_hash=f.ledger_head_hash,
-        ledger_records=f"{f.ledger_records:,}", started_at=st.started_at or st.recorded_at,
+        ledger_records=f"{f.ledger_records:,}", started_at=st.began_at,
         ended_at=end.recorded_at if end else "no run_end record (run not finished)",
         works=works, models=models,
         versions=[KV(k, v if v is not None else "not installed")
@@ -2400,8 +2400,7 @@ def build_model(findings: Findings, inputs: Inputs,
     cover = Cover(
         case_id=case.case.id, title=case.case.title, matter=case.case.matter,
         examiner=case.case.examiner, organization=case.case.organization,
-        date=(st.started_at or st.recorded_at)[:10], started_at=st.started_at or st.recorded_at,
-        pdf_date=_to_second(st.started_at or st.recorded_at),
+        date=st.began_at[:10], started_at=st.began_at, pdf_date=_to_second(st.began_at),
         ended_at=end.recorded_at if end else "not finished",
         casekit_version=st.versions.get("casekit") or f.casekit_version,
         analysis_version=f.casekit_version, ledger_head_hash=f.ledger_head_hash,
@@ -2494,7 +2493,7 @@ def render_report(findings: Findings, inputs: Inputs, options: ReportOptions,
         bates={"prefix": model.bates.prefix, "start": model.bates.start})
     return Rendered(model=model, html=html, manifest=manifest,
                     attached=attachments(manifest, files),
-                    epoch=_epoch(inputs.start.started_at or inputs.start.recorded_at) or 0,
+                    epoch=_epoch(inputs.start.began_at) or 0,
                     ledger_head_hash=findings.ledger_head_hash)
 
 
