@@ -46,8 +46,13 @@ class ScriptedProvider(Provider):
     default_interface = "chat"
     can_score = True
     max_connections = 2
-    tries: ClassVar[dict[str, int]] = {}
     calls: ClassVar[int] = 0
+
+    def __init__(self, spec: ModelSpec, base_dir: Path) -> None:
+        super().__init__(spec, base_dir)
+        self.tries: dict[str, int] = {}
+        """Tries per attempt id in this run (one provider per model per run): two tests
+        running the same case must not share the count that ``fail_first`` reads."""
 
     def p(self, key: str, default: Any = None) -> Any:
         return self.spec.params.get(key, default)
