@@ -149,6 +149,23 @@ def test_altered_page_text_fails(built: Built, tmp_path: Path) -> None:
     assert "differs from a fresh rendering" in out
 
 
+def test_a_pdf_rewritten_by_another_tool_fails_the_rendering_check(
+        built: Built, tmp_path: Path) -> None:
+    """Same attachments, same page text, other bytes (pypdf wrote the file again): only the
+    rendering check fails, and says what it compared."""
+    from pypdf import PdfWriter
+
+    rewritten = tmp_path / "rewritten.pdf"
+    PdfWriter(clone_from=str(built.pdf)).write(rewritten)
+    assert rewritten.read_bytes() != built.pdf.read_bytes()
+    code, out = _verify(str(rewritten))
+    assert code == 1, out
+    assert _failed(out) == ["rendering"]
+    line = next(x for x in out.splitlines() if x.startswith("FAILED rendering"))
+    assert "the PDF differs from a fresh rendering in its bytes, although the same WeasyPrint" \
+        in line and "altered after rendering" in line
+
+
 def test_changed_work_fails(built: Built, tmp_path: Path) -> None:
     works = tmp_path / "works-copy"
     shutil.copytree(built.fx.case_path.parent, works, ignore=shutil.ignore_patterns("runs"))

@@ -331,13 +331,13 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
         return
     res.add("numbers in the report", True, f"the text of all {len(ours)} pages is reproduced")
     given, fresh = pdf.read_bytes(), again.read_bytes()
-    verdict = bytes_verdict(given, fresh)
-    if given == fresh or (pdf_revisions(given).count > 1 and given.startswith(fresh)):
-        res.add("rendering", True, verdict)
+    if rendering_matches(given, fresh):
+        res.add("rendering", True, bytes_verdict(given, fresh))
         return
     # The re-rendered manifest matched, so this is the WeasyPrint version that made it.
+    which = "its first revision (as rendered)" if pdf_revisions(given).count > 1 else "the PDF"
     res.add("rendering", False,
-            f"{verdict.split(' (')[0]}, although the same WeasyPrint "
+            f"{which} differs from a fresh rendering in its bytes, although the same WeasyPrint "
             f"({manifest.get('weasyprint_version')}) rendered both: the file was altered after "
             "rendering (a font, an image or a drawing can change what a reader sees without "
             "changing the page text), or this machine's fonts differ from those of the machine "
@@ -411,6 +411,12 @@ def _kind(obj: Any) -> str:
     return "other objects (names, form, metadata)"
 
 
+def rendering_matches(given: bytes, fresh: bytes) -> bool:
+    """Whether the given PDF is a fresh rendering byte for byte, or one followed by incremental
+    updates (a timestamp, signatures)."""
+    return given == fresh or (given.startswith(fresh) and pdf_revisions(given).count > 1)
+
+
 def bytes_verdict(given: bytes, fresh: bytes) -> str:
     """Say precisely how the given PDF's bytes relate to a fresh rendering of the same HTML:
     identical; identical in its first revision with timestamp/signature updates after it; or
@@ -420,7 +426,7 @@ def bytes_verdict(given: bytes, fresh: bytes) -> str:
     revs = pdf_revisions(given)
     later = (f"{revs.count - 1} incremental update(s) after rendering add "
              + "; ".join(revs.added)) if revs.count > 1 else ""
-    if revs.count > 1 and given.startswith(fresh):
+    if rendering_matches(given, fresh):
         return (f"its first revision (as rendered) is byte-identical to a fresh rendering; "
                 f"{later} (the timestamp token and signatures are checked below)")
     if revs.count > 1:
