@@ -26,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import casekit.runner  # noqa: E402
+import casekit.run.runner  # noqa: E402
 from casekit.case import load_case  # noqa: E402
-from casekit.runner import Runner  # noqa: E402
+from casekit.run.runner import Runner  # noqa: E402
 from tests.kill_trial import check_after_kills, kill_runs, stub_case  # noqa: E402
 from tests.stub_openai import StubConfig, StubServer  # noqa: E402
 
@@ -60,8 +60,8 @@ def main() -> int:
     ap.add_argument("--transport", choices=["http", "sdk", "both"], default="both")
     args = ap.parse_args()
     logging.getLogger("casekit").setLevel(logging.ERROR)  # the retries are expected
-    casekit.runner.BACKOFF_BASE = 0.01  # the final in-process resumes retry 429s quickly
-    casekit.runner.BACKOFF_CAP = 0.05
+    casekit.run.runner.BACKOFF_BASE = 0.01  # the final in-process resumes retry 429s quickly
+    casekit.run.runner.BACKOFF_CAP = 0.05
     landed: Counter[str] = Counter()
     torn = planned_total = 0
     failures: list[str] = []

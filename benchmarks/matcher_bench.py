@@ -9,7 +9,7 @@ Synthetic, seeded data (``numpy.random.default_rng(--seed)``):
   s = 1.07, close to English word frequencies), so frequent short phrases recur and the k-gram
   index sees chance matches as it would on real prose;
 * a work of 1,000,000 words drawn from it (with commas and full stops, which the
-  ``light-words`` profile drops), tokenized with ``casekit.analysis.normalize.tokenize``;
+  ``light-words`` profile drops), tokenized with ``casekit.normalize.tokenize``;
 * 1,000,000 generated words in outputs of ``--out-words`` words, each output unrelated Zipf text
   with one planted passage of the work (50..500 words), a third of each kind: verbatim;
   near-verbatim with ``--edit-rate`` word edits (substitution, insertion, deletion) at least
@@ -48,7 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from casekit.analysis.matcher import Span, WorkMatcher  # noqa: E402
-from casekit.analysis.normalize import Tokens, tokenize  # noqa: E402
+from casekit.normalize import Tokens, tokenize  # noqa: E402
 
 ALPHA = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 TARGET_WPS = 2_000_000

@@ -7,7 +7,7 @@ The stub (tests/stub_openai.py) runs as a separate process so that casekit's CPU
 A case with two works (a subject and a control) and ``attempts / 2`` benign templates each runs
 through ``provider: openai-compatible`` with ``params.max_connections = concurrency``, for each
 ``params.transport`` (``http``, the default, aiohttp; ``sdk``, the official openai SDK),
-in-process, through casekit.runner.Runner: planning, the run_start record, every request, one
+in-process, through casekit.run.runner.Runner: planning, the run_start record, every request, one
 ledger record per attempt (fsynced behind the run, group commit) and the final fsync.
 
 Printed: wall time of ``Runner.run()`` against the ideal ``attempts * latency / concurrency`` as
@@ -166,7 +166,7 @@ def run_casekit(case_path: Path, run_dir: Path, profiler: cProfile.Profile | Non
     from casekit.case import load_case
     from casekit.ledger import read_records
     from casekit.records import AttemptRecord
-    from casekit.runner import Runner
+    from casekit.run.runner import Runner
 
     case = load_case(case_path)
     runner = Runner(case, run_dir, argv=["runner_bench"])
@@ -223,7 +223,7 @@ def breakdown(case_path: Path, run_dir: Path, n: int) -> tuple[dict, list[str]]:
     """A run with timers on the known per-attempt costs (plain timers, not cProfile)."""
     import casekit.ledger as ledger_mod
     import casekit.providers.openai_provider as op
-    from casekit.runner import Runner
+    from casekit.run.runner import Runner
 
     timers = _Timers()
     import casekit.plan as plan_mod
@@ -266,7 +266,7 @@ AREAS = (  # (label, substrings of "file:line(function)"), first match wins
     ("openai SDK", ("/openai/", "typing.py", "typing_extensions")),
     ("HTTP client (httpx2/httpcore2/h11/anyio)", ("httpx", "httpcore", "h11", "anyio")),
     ("HTTP client (aiohttp, multidict, yarl)", ("aiohttp", "multidict", "yarl")),
-    ("casekit provider + runner", ("casekit/providers", "casekit/runner.py")),
+    ("casekit provider + runner", ("casekit/providers", "casekit/run/runner.py")),
     ("casekit other (plan, strategies, works)", ("casekit/",)),
     ("asyncio + selectors + socket", ("asyncio", "selectors", "socket")),
     ("json", ("json/",)),

@@ -31,7 +31,7 @@ def cache_dir() -> Path:
 
 
 def _normalizer_digest() -> str:
-    from casekit.analysis import normalize
+    from casekit import normalize
 
     return hashlib.sha256(Path(normalize.__file__).read_bytes()).hexdigest()[:16]
 

@@ -101,9 +101,9 @@ def schema() -> None:
 
 def _run(case_path: Path, run_dir: Path | None, batch: bool = False,
          poll_interval: float = 60.0, max_wait: float | None = None) -> Path:
-    from casekit.batch import DEFAULT_MAX_WAIT
     from casekit.case import load_case
-    from casekit.runner import Runner
+    from casekit.run.batch import DEFAULT_MAX_WAIT
+    from casekit.run.runner import Runner
 
     case = load_case(case_path)
     outcome = Runner(case, run_dir, batch=batch, batch_poll_interval=poll_interval,
@@ -277,7 +277,7 @@ def verify(path: Path, works_dir: Path | None, template_dir: Path | None,
             sys.exit(2)
         result = verify_report(path, works_dir=works_dir, template_dir=template_dir)
         if result.checks:
-            from casekit.report.sign import verify_extras
+            from casekit.report.verify import verify_extras
 
             verify_extras(result, path, tsa_roots=tsa_roots, sign_roots=sign_roots)
         for line in result.lines():
@@ -311,7 +311,7 @@ def import_(target: Path, source: Path, model_id: str | None) -> None:
     model_id, screenshot (hashed), system, label, target_start/target_end or target_text.
     Re-importing a file records nothing twice.
     """
-    from casekit.importer import import_outputs
+    from casekit.run.importer import import_outputs
 
     r = import_outputs(target, source, model_id=model_id)
     click.echo(f"imported {r.imported} of {r.rows} rows from {source} ({r.skipped} already "
@@ -330,15 +330,16 @@ def rerun(run_dir: Path, new_dir: Path | None) -> None:
     Same prompts and parameters, new timestamps; prints per model how many outputs and spans
     were the same. Running it again resumes an interrupted rerun.
     """
-    from casekit.rerun import COMPARISON_NAME
-    from casekit.rerun import rerun as do_rerun
+    from casekit.analysis.compare import COMPARISON_NAME, compare_and_write
+    from casekit.run.rerun import rerun as do_rerun
 
-    outcome, comparison = do_rerun(run_dir, new_dir)
+    outcome = do_rerun(run_dir, new_dir)
     click.echo(f"rerun {'complete' if outcome.complete else 'incomplete'}: {outcome.run_dir}")
     click.echo(f"ledger: {outcome.ledger_path}")
-    if comparison is None:
+    if not outcome.complete:
         click.echo("not compared: the rerun is incomplete; run the same command to resume")
         sys.exit(130 if outcome.interrupted else 1)
+    comparison = compare_and_write(run_dir, outcome.run_dir)
     for m in comparison.models:
         out = f"{m.same_output} of {m.attempts}" if m.output_agreement is not None else "n/a"
         click.echo(f"{m.model_id}: same output {out}; same spans {m.same_spans} of "

@@ -38,7 +38,7 @@ class Plan:
     @functools.cached_property
     def sha256(self) -> str:
         """The plan's hash (:func:`plan_sha256`), computed when first asked for: a fresh run
-        records it while its first requests are in flight (casekit.runner)."""
+        records it while its first requests are in flight (casekit.run.runner)."""
         return plan_sha256(self.attempts)
 
     def __len__(self) -> int:

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
+IMPORT_STRATEGY = "imported"
+"""The strategy name of attempts imported from elsewhere (``casekit import``), not planned."""
+
 Intent = Literal["benign", "adversarial", "reconstruction"]
 Mode = Literal["chat", "completion", "score"]
 Outcome = Literal["match", "no_match", "refusal", "error", "unscorable"]

@@ -7,18 +7,24 @@ every offset casekit records refers to that raw text, so exhibits quote it exact
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from casekit.analysis.normalize import Tokens, tokenize
 from casekit.canonical import sha256_bytes
 from casekit.case import LoadedCase, WorkSpec
 from casekit.errors import WorkError
+from casekit.normalize import Tokens, tokenize
 
 log = logging.getLogger(__name__)
+
+CHAPTER_RE = re.compile(r"^[ \t]*(?:CHAPTER|Chapter|LETTER|Letter|BOOK|Book|PART|Part)\b[^\n]*$",
+                        re.MULTILINE)
+"""A chapter heading line (iterative continuation seeds from chapter openings; the census
+clusters its windows by chapter)."""
 
 SUPPORTED_SUFFIXES = (".txt", ".md")
 #: The profile span finding and word thresholds use (measurement.md section 1).

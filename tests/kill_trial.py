@@ -21,7 +21,7 @@ from casekit.case import load_case
 from casekit.ledger import LEDGER_NAME, read_records, verify_chain
 from casekit.plan import build_plan
 from casekit.records import AttemptRecord, Note, RunEnd, RunStart
-from casekit.runner import RunOutcome, default_run_dir
+from casekit.run.runner import RunOutcome, default_run_dir
 from casekit.works import load_works
 from tests.conftest import CONTROL, REPO, SUBJECT, case_yaml
 

@@ -13,7 +13,7 @@ from casekit.case import load_case
 from casekit.cli import cli
 from casekit.ledger import read_records
 from casekit.records import AttemptRecord
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 
 
 def run_case(case_dir: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Batch mode (casekit.batch) against emulated OpenAI Batch API and Anthropic Message Batches.
+"""Batch mode (casekit.run.batch) against emulated OpenAI Batch API and Anthropic Message Batches.
 
 The SDKs send through ``httpx2``; as in test_api_providers, each provider gets an
 ``httpx2.AsyncClient`` whose transport answers from a respx router, here a small stateful
@@ -22,7 +22,6 @@ import pytest
 import respx
 
 from casekit.analysis.analyze import analyze_run
-from casekit.batch import BatchError, BatchExecutor, BatchOutcome, requests_sha256
 from casekit.case import ModelSpec, load_case
 from casekit.ledger import LEDGER_NAME, Ledger, read_records, verify_chain
 from casekit.plan import build_plan
@@ -30,7 +29,8 @@ from casekit.providers.anthropic_provider import AnthropicProvider
 from casekit.providers.base import CapabilityError, Provider
 from casekit.providers.openai_provider import OpenAICompatibleProvider, OpenAIProvider
 from casekit.records import AttemptRecord, Decoding, Message, Note, PlannedAttempt, RunEnd
-from casekit.runner import Runner
+from casekit.run.batch import BatchError, BatchExecutor, BatchOutcome, requests_sha256
+from casekit.run.runner import Runner
 from casekit.works import load_works
 from tests.conftest import CONTROL, SCRIPTED_MODELS, STRATEGIES, SUBJECT, case_yaml
 from tests.test_api_providers import (

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from casekit.analysis.normalize import tokenize
 from casekit.case import load_case
+from casekit.normalize import tokenize
 from casekit.works import load_works
 
 

@@ -12,7 +12,7 @@ from casekit.analysis.analyze import analyze_run, findings_bytes
 from casekit.case import load_case
 from casekit.errors import CaseError
 from casekit.plan import build_plan
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 from casekit.strategies.census import census_segments, census_windows
 from casekit.tokenizer import WhitespaceTokenizer
 from casekit.works import load_works

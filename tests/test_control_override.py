@@ -11,7 +11,7 @@ from casekit.analysis.analyze import analyze_run
 from casekit.case import load_case
 from casekit.report import build_model, render_html
 from casekit.report.build import CONTROL_OVERRIDE, load_inputs
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 from tests.conftest import SCRIPTED_MODELS, case_yaml
 
 STRATEGIES = """\

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from casekit.analysis.analyze import analyze_run
 from casekit.case import load_case
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 from tests.conftest import SUBJECT, case_yaml
 
 WORDS = SUBJECT.split()

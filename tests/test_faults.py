@@ -29,11 +29,11 @@ from pathlib import Path
 
 import pytest
 
-import casekit.runner
+import casekit.run.runner
 from casekit.case import load_case
 from casekit.ledger import read_records, verify_chain
 from casekit.records import AttemptRecord, RunEnd
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 from tests.conftest import REPO
 from tests.kill_trial import (
     CLIENT_TIMEOUT,
@@ -52,8 +52,8 @@ MAX_TRIES = 12
 
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(casekit.runner, "BACKOFF_BASE", 0.01)
-    monkeypatch.setattr(casekit.runner, "BACKOFF_CAP", 0.05)
+    monkeypatch.setattr(casekit.run.runner, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(casekit.run.runner, "BACKOFF_CAP", 0.05)
 
 
 # --------------------------------------------------------------------------- the stub itself

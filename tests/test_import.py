@@ -1,4 +1,4 @@
-"""casekit.importer: outputs captured elsewhere enter a run's ledger as imported attempts."""
+"""casekit.run.importer: outputs captured elsewhere enter a run's ledger as imported attempts."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 
 from casekit.analysis.analyze import analyze_run
 from casekit.case import load_case
-from casekit.importer import IMPORT_STRATEGY, ImportFileError, import_outputs
 from casekit.ledger import LEDGER_NAME, read_records, verify_chain
-from casekit.records import AttemptRecord, Note
-from casekit.runner import Runner
+from casekit.records import IMPORT_STRATEGY, AttemptRecord, Note
+from casekit.run.importer import ImportFileError, import_outputs
+from casekit.run.runner import Runner
 from tests.conftest import SUBJECT
 
 # A benign request answered with 40+ words of the subject verbatim: a regurgitation finding.

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from casekit.analysis.matcher import WorkMatcher
-from casekit.analysis.normalize import tokenize
 from casekit.cache import index_cache_path
 from casekit.case import load_case
+from casekit.normalize import tokenize
 from casekit.works import MATCH_PROFILE, Work, load_works
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from casekit.analysis.analyze import analyze_run
 from casekit.analysis.stats import clustered_rate, rate
 from casekit.case import load_case
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 from tests.conftest import SCRIPTED_MODELS, STRATEGIES, case_yaml
 
 

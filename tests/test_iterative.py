@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from casekit.analysis.analyze import analyze_run
-from casekit.analysis.normalize import tokenize
 from casekit.case import load_case
 from casekit.ledger import read_records
+from casekit.normalize import tokenize
 from casekit.records import AttemptRecord
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 from tests.conftest import SUBJECT, case_yaml
 
 WORDS = SUBJECT.split()

@@ -11,7 +11,7 @@ from pypdf import PdfReader
 from casekit.analysis.analyze import analyze_run, write_findings
 from casekit.case import load_case
 from casekit.report import build_report
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 from tests.stub_openai import StubConfig, StubServer
 
 FAKE_KEY = "sk-casekit-FAKE-0123456789abcdefXYZ"
@@ -22,9 +22,9 @@ FAKE_KEY = "sk-casekit-FAKE-0123456789abcdefXYZ"
 def test_fake_key_appears_nowhere(case_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                   caplog: pytest.LogCaptureFixture,
                                   capfd: pytest.CaptureFixture[str], transport: str) -> None:
-    import casekit.runner
+    import casekit.run.runner
 
-    monkeypatch.setattr(casekit.runner, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(casekit.run.runner, "BACKOFF_BASE", 0.01)
     monkeypatch.setenv("CASEKIT_TEST_KEY", FAKE_KEY)
     caplog.set_level(logging.DEBUG)
     with StubServer(StubConfig(latency=0.0, faults={"rate_limit": 0.2, "server_error": 0.1},

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from casekit.analysis.leakage import discount, echo_mask, mgram_positions, supplied_mask
 from casekit.analysis.matcher import Span, WorkMatcher, opcodes_cost
-from casekit.analysis.normalize import tokenize
+from casekit.normalize import tokenize
 
 WORK = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was "

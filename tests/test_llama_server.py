@@ -301,7 +301,7 @@ def test_census_scored_by_echo_with_the_gguf_as_params_tokenizer(gemma_server: s
     from casekit.case import load_case
     from casekit.ledger import read_records
     from casekit.records import AttemptRecord
-    from casekit.runner import Runner
+    from casekit.run.runner import Runner
     from tests.conftest import case_yaml
 
     (case_dir / "tok").mkdir()

@@ -10,7 +10,7 @@ from rapidfuzz.distance import Levenshtein
 
 from casekit.analysis.index import KgramIndex, Vocab, kgram_hashes
 from casekit.analysis.matcher import Span, WorkMatcher, opcodes_cost
-from casekit.analysis.normalize import Tokens, tokenize
+from casekit.normalize import Tokens, tokenize
 
 ALPHA = "abcdefghijklmnopqrstuvwxyz"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from casekit.analysis.analyze import analyze_run
 from casekit.case import load_case
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 from casekit.strategies.name_cloze import MASK, NameCloze, name_occurrences
 from casekit.works import load_works
 from tests.conftest import case_yaml

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from casekit.analysis.normalize import PROFILES, Tokens, normalize_text, tokenize
+from casekit.normalize import PROFILES, Tokens, normalize_text, tokenize
 
 LIU_RE = re.compile(r"\w+|[^\w\s]+")
 

@@ -21,7 +21,7 @@ from casekit.case import load_case
 from casekit.ledger import LEDGER_NAME, Ledger, read_records, verify_chain
 from casekit.plan import build_plan
 from casekit.records import AttemptRecord, Note, RunEnd, RunStart
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 from casekit.works import load_works
 from tests.conftest import REPO, SCRIPTED_MODELS, STRATEGIES, case_yaml
 
@@ -211,12 +211,12 @@ def test_progress_off_a_terminal_is_plain_log_lines(
 def test_progress_log_lines_say_something_new(monkeypatch: pytest.MonkeyPatch,
                                              caplog: pytest.LogCaptureFixture) -> None:
     """Off a terminal the ticker logs when something changed, else a heartbeat a minute."""
-    import casekit.runner
-    from casekit.runner import Progress, RunStats
+    import casekit.run.runner
+    from casekit.run.runner import Progress, RunStats
 
     caplog.set_level(logging.INFO, logger="casekit")
     clock = [1000.0]
-    monkeypatch.setattr(casekit.runner.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(casekit.run.runner.time, "monotonic", lambda: clock[0])
     stats = RunStats()
     progress = Progress(3, stats, stream=io.StringIO())
 

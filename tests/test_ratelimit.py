@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from casekit.ratelimit import Limiter, TokenBucket
+from casekit.run.ratelimit import Limiter, TokenBucket
 
 
 def test_bucket_waits_for_refill() -> None:

@@ -742,17 +742,17 @@ def test_errors_retries_and_refusals_are_counted_per_model(case_dir: Path,
     import html as html_lib
     import re
 
-    import casekit.runner
+    import casekit.run.runner
     from casekit.analysis.analyze import analyze_run
     from casekit.ledger import read_records
     from casekit.records import AttemptRecord
     from casekit.report import build_model, render_html
     from casekit.report.build import load_inputs
-    from casekit.runner import Runner
+    from casekit.run.runner import Runner
     from tests.conftest import SCRIPTED_MODELS, STRATEGIES, case_yaml
 
-    monkeypatch.setattr(casekit.runner, "BACKOFF_BASE", 0.001)
-    monkeypatch.setattr(casekit.runner, "BACKOFF_CAP", 0.002)
+    monkeypatch.setattr(casekit.run.runner, "BACKOFF_BASE", 0.001)
+    monkeypatch.setattr(casekit.run.runner, "BACKOFF_CAP", 0.002)
     models = SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      fail_first: 1\n"
                                      "      fail_always: [control]")
     (case_dir / "case.yaml").write_text(case_yaml(models, STRATEGIES))

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from casekit.analysis.compare import COMPARISON_NAME, compare_runs
 from casekit.case import load_case
 from casekit.cli import cli
 from casekit.ledger import read_records, verify_chain
 from casekit.records import AttemptRecord, RunStart
-from casekit.rerun import COMPARISON_NAME, compare_runs
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 
 
 def test_rerun_links_repeats_and_compares(case_dir: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from casekit.analysis.analyze import analyze_run
 from casekit.analysis.metrics import masked_book, nv_recall_words
 from casekit.case import load_case
-from casekit.runner import Runner
+from casekit.run.runner import Runner
 from tests.conftest import SUBJECT, case_yaml
 
 WORDS = SUBJECT.split()

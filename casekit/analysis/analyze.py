@@ -53,7 +53,6 @@ from casekit.analysis.metrics import (
     rate_ratio,
     spans_over_threshold,
 )
-from casekit.analysis.normalize import Tokens, tokenize
 from casekit.analysis.pz import (
     can_compute,
     generation_steps,
@@ -69,11 +68,10 @@ from casekit.analysis.stats import BootstrapRate, clopper_pearson_upper, cluster
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
-from casekit.importer import IMPORT_STRATEGY
 from casekit.ledger import LEDGER_NAME, read_records
-from casekit.records import AttemptRecord, RunEnd, RunStart
-from casekit.strategies.iterative import CHAPTER_RE
-from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works
+from casekit.normalize import Tokens, tokenize
+from casekit.records import IMPORT_STRATEGY, AttemptRecord, RunEnd, RunStart
+from casekit.works import CHAPTER_RE, LIU_PROFILE, MATCH_PROFILE, Work, load_works
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from casekit.analysis.index import KgramIndex, Vocab
 from casekit.analysis.matcher import Opcode, Span, similarity_from_cost
-from casekit.analysis.normalize import Tokens, intersecting, tokenize
+from casekit.normalize import Tokens, intersecting, tokenize
 
 log = logging.getLogger(__name__)
 

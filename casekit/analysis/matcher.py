@@ -39,7 +39,7 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from casekit.analysis.index import KgramIndex, Vocab
-from casekit.analysis.normalize import Tokens
+from casekit.normalize import Tokens
 
 if TYPE_CHECKING:
     from casekit.works import Work

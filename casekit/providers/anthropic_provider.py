@@ -25,7 +25,7 @@ rejected request's id; otherwise UnsupportedParameter (no retry) says how to fix
 
 Scoring is not possible: the Messages API returns no log-probs.
 
-**Message Batches** (see ``casekit.batch``): ``{"custom_id": attempt id, "params": the body
+**Message Batches** (see ``casekit.run.batch``): ``{"custom_id": attempt id, "params": the body
 ``generate`` would send}`` per attempt; results arrive in any order and are matched on
 ``custom_id``: ``succeeded`` -> a result built like ``generate``'s (``raw_request.batch_id`` /
 ``custom_id`` added, ``request_id`` None: batch results carry none), ``errored`` /
@@ -49,7 +49,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from casekit.batch import BatchHandle, BatchStatus, requests_sha256, result_lines
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
 from casekit.provenance import strip_credentials
@@ -60,13 +59,23 @@ from casekit.providers.api_common import (
     api_error_message,
     body_sha256,
     classify_sdk_failure,
+    decode_body,
     recorded_headers,
+    requests_sha256,
+    response_content,
+    result_lines,
     sanitize_api_error,
+    sdk_version,
     unsupported_parameter,
 )
-from casekit.providers.base import CapabilityError, Provider, RetryDecision
+from casekit.providers.base import (
+    BatchHandle,
+    BatchStatus,
+    CapabilityError,
+    Provider,
+    RetryDecision,
+)
 from casekit.providers.keys import ApiKey, load_key, protect_logs, redact, redact_error_text
-from casekit.providers.openai_provider import decode_body, response_content, sdk_version
 from casekit.records import AttemptError, ModelIdentity, PlannedAttempt, ProviderResult
 
 log = logging.getLogger(__name__)

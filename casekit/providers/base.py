@@ -14,8 +14,9 @@ import importlib.metadata
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,9 +24,6 @@ from casekit.case import ModelSpec
 from casekit.errors import CasekitError
 from casekit.records import AttemptError, ModelIdentity, PlannedAttempt, ProviderResult
 from casekit.tokenizer import Tokenizer
-
-if TYPE_CHECKING:
-    from casekit.batch import BatchHandle, BatchStatus
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +40,39 @@ class RetryDecision(BaseModel):
 
 class CapabilityError(CasekitError):
     """The provider cannot do what the attempt asks (e.g. score on a chat-only API)."""
+
+
+@dataclass(frozen=True)
+class BatchHandle:
+    """A submitted batch."""
+
+    batch_id: str
+    custom_ids: list[str]
+    """custom_id of each request, in submission order (= the attempt ids)."""
+    request_sha256: str
+    """:func:`requests_sha256` of the request entries submitted."""
+    status: str
+    """The provider's status word at submission."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Provider specifics worth recording (endpoint, input file id and hash, request id,
+    server Date), keys removed."""
+    raw: dict[str, Any] = field(default_factory=dict)
+    """The provider's batch object as returned, keys removed."""
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """A batch's state at one poll."""
+
+    batch_id: str
+    status: str
+    """The provider's own word (OpenAI: validating, in_progress, finalizing, completed, failed,
+    expired, cancelling, cancelled; Anthropic: in_progress, canceling, ended)."""
+    done: bool
+    """Processing has ended: results can be collected."""
+    counts: dict[str, int] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    """The provider's batch object, keys removed."""
 
 
 class Provider(ABC):
@@ -94,10 +125,6 @@ class Provider(ABC):
     async def run(self, attempt: PlannedAttempt) -> ProviderResult:
         if attempt.mode == "score":
             return await self.score(attempt)
-        if attempt.session is not None:
-            from casekit.session import run_session
-
-            return await run_session(self, attempt)
         return await self.generate(attempt)
 
     def should_retry(self, exc: BaseException) -> RetryDecision:
@@ -111,7 +138,7 @@ class Provider(ABC):
         """Release what is bound to the running event loop (HTTP sessions); the runner awaits
         it before the loop ends, then calls :meth:`close`."""
 
-    # -- batch APIs (optional; see casekit.batch) --------------------------------------------
+    # -- batch APIs (optional; see casekit.run.batch) --------------------------------------------
     supports_batch: ClassVar[bool] = False
     """Whether the provider can run attempts through an asynchronous batch API."""
     batch_max_requests: ClassVar[int] = 0

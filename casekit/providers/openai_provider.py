@@ -20,7 +20,7 @@ for teacher-forced scoring.
 The SDK never retries (``max_retries=0``): casekit's runner retries and records every try,
 using :meth:`should_retry`'s classification.
 
-**Batches** (``openai`` only; see ``casekit.batch``): the Batch API at about half the price.
+**Batches** (``openai`` only; see ``casekit.run.batch``): the Batch API at about half the price.
 The input file holds one RFC 8785 canonical line per attempt (``custom_id`` = the attempt
 id, the body built by the same code as ``generate``), and the batch's metadata carries the
 SHA-256 of those lines, so a batch whose id a crash kept out of the ledger can be found again.
@@ -93,8 +93,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import importlib.metadata
 import json
 import logging
 import math
@@ -104,7 +102,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from casekit.batch import BatchHandle, BatchStatus, requests_sha256, result_lines
 from casekit.canonical import canonical_json
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
@@ -117,11 +114,22 @@ from casekit.providers.api_common import (
     body_sha256,
     classify_sdk_failure,
     decision_for_status,
+    decode_body,
     recorded_headers,
+    requests_sha256,
+    response_content,
+    result_lines,
     sanitize_api_error,
+    sdk_version,
     unsupported_parameter,
 )
-from casekit.providers.base import CapabilityError, Provider, RetryDecision
+from casekit.providers.base import (
+    BatchHandle,
+    BatchStatus,
+    CapabilityError,
+    Provider,
+    RetryDecision,
+)
 from casekit.providers.http_transport import (
     TRANSPORTS,
     HttpResponse,
@@ -191,36 +199,6 @@ def _openai() -> Any:
     return openai
 
 
-@functools.cache
-def sdk_version(dist: str) -> str:
-    """``"openai 3.54.0"``; cached: reading package metadata costs 0.65 ms per call."""
-    try:
-        return f"{dist} {importlib.metadata.version(dist)}"
-    except importlib.metadata.PackageNotFoundError:
-        return f"{dist} (not installed)"
-
-
-async def response_content(http: Any) -> bytes:
-    """The body bytes of an SDK HTTP response (read if it was not)."""
-    return bytes(await http.aread())
-
-
-def decode_body(content: bytes, status: int, url: str) -> dict[str, Any]:
-    """The JSON object of a 2xx body, or MalformedResponseError (transient)."""
-    try:
-        data = json.loads(content)
-    except ValueError as exc:
-        preview = content[:200].decode("utf-8", "replace")
-        raise MalformedResponseError(
-            f"HTTP {status} from {strip_credentials(url)} with a body that is not valid JSON "
-            f"({len(content)} bytes, {body_sha256(content)}; {exc}): {preview!r}"
-        ) from None
-    if not isinstance(data, dict):
-        raise MalformedResponseError(
-            f"HTTP {status} from {strip_credentials(url)}: expected a JSON object, got "
-            f"{type(data).__name__} ({body_sha256(content)})"
-        )
-    return data
 
 
 class OpenAIProvider(Provider):

@@ -39,15 +39,22 @@ from casekit.analysis.findings import (
     SpanFinding,
 )
 from casekit.analysis.metrics import CoverageOverlap, RateRatio
-from casekit.analysis.normalize import tokenize
 from casekit.analysis.stats import BootstrapRate, Rate
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT, BELOW, CATEGORY_TEXT, NOT_OBSERVED, SHOWN
 from casekit.canonical import canonical_json, sha256_bytes
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
-from casekit.importer import IMPORT_STRATEGY
 from casekit.ledger import LEDGER_NAME, read_records
-from casekit.records import AttemptRecord, LedgerRecord, Note, PlannedAttempt, RunEnd, RunStart
+from casekit.normalize import tokenize
+from casekit.records import (
+    IMPORT_STRATEGY,
+    AttemptRecord,
+    LedgerRecord,
+    Note,
+    PlannedAttempt,
+    RunEnd,
+    RunStart,
+)
 from casekit.report import figures
 from casekit.report.evidence import (
     CASE_ATTACHMENT,
@@ -862,7 +869,7 @@ def _rerun(f: Findings, inputs: Inputs) -> RerunView | None:
                          compared=False, note="no comparison.json in this run's folder (the "
                          "re-run did not complete, or the file was removed)", models=[],
                          differing=[], differing_total=0, sha256="")
-    from casekit.rerun import Comparison
+    from casekit.analysis.compare import Comparison
 
     try:
         cmp = Comparison.model_validate_json(inputs.comparison_bytes)

@@ -30,12 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from casekit.errors import CasekitError
-
-if TYPE_CHECKING:
-    from casekit.report.verify import ReportVerification
 
 TOKEN_ATTACHMENT = "manifest.tsr"
 TOKEN_NAME = "manifest.tsr"
@@ -50,7 +47,7 @@ class SignError(CasekitError):
     """The timestamp or the signature cannot be made (exit code 2)."""
 
 
-def _missing(exc: ImportError) -> SignError:
+def missing_extra(exc: ImportError) -> SignError:
     return SignError(f"signing and timestamping need the optional packages ({exc.name} is "
                      "missing): pip install 'casekit[sign]'")
 
@@ -75,7 +72,7 @@ def request_timestamp(data: bytes, url: str, *, timeout: float = DEFAULT_TSA_TIM
     try:
         from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
     except ImportError as exc:
-        raise _missing(exc) from None
+        raise missing_extra(exc) from None
 
     req = (TimestampRequestBuilder().data(data).hash_algorithm(HashAlgorithm.SHA256)
            .nonce(nonce=True).cert_request(cert_request=True).build())
@@ -88,7 +85,7 @@ def _post_timestamp_query(url: str, query: bytes, timeout: float) -> bytes:
     try:
         import httpx
     except ImportError as exc:
-        raise _missing(exc) from None
+        raise missing_extra(exc) from None
     try:
         resp = httpx.post(url, content=query, timeout=timeout,
                           headers={"Content-Type": "application/timestamp-query",
@@ -144,7 +141,7 @@ def embed_token(pdf: Path, ts: Timestamp) -> None:
         from pyhanko.pdf_utils import generic
         from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     except ImportError as exc:
-        raise _missing(exc) from None
+        raise missing_extra(exc) from None
 
     original = pdf.read_bytes()
     w = IncrementalPdfFileWriter(io.BytesIO(original), strict=False)
@@ -216,8 +213,8 @@ def _touch(w: Any, obj: Any) -> None:
 def timestamp_report(pdf: Path, url: str, *, timeout: float = DEFAULT_TSA_TIMEOUT) -> Path:
     """Timestamp the manifest attached to ``pdf``, embed the token, write it beside the PDF.
     Returns the path of ``manifest.tsr``."""
+    from casekit.report.attachments import read_attachments
     from casekit.report.evidence import MANIFEST_ATTACHMENT
-    from casekit.report.verify import read_attachments
 
     manifest = read_attachments(pdf).get(MANIFEST_ATTACHMENT)
     if manifest is None:
@@ -258,7 +255,7 @@ def sign_report(pdf: Path, pkcs12: Path, password: bytes | None = None,
         from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
         from pyhanko.sign import fields, signers
     except ImportError as exc:
-        raise _missing(exc) from None
+        raise missing_extra(exc) from None
 
     try:
         data = pkcs12.read_bytes()
@@ -315,7 +312,7 @@ def load_certs(paths: Sequence[Path]) -> list[Any]:
     try:
         from cryptography import x509
     except ImportError as exc:
-        raise _missing(exc) from None
+        raise missing_extra(exc) from None
 
     out = []
     for p in paths:
@@ -503,42 +500,7 @@ def _signature_verdict(name: str, st: Any, have_roots: bool,
     return ok, detail
 
 
-def verify_extras(res: ReportVerification, pdf: Path, *, tsa_roots: Sequence[Path] = (),
-                  sign_roots: Sequence[Path] = ()) -> None:
-    """Add the timestamp and signature checks to a report's verification (in place): the
-    embedded ``manifest.tsr`` against the attached manifest (and ``tsa_roots``), and each PAdES
-    signature against ``sign_roots``, offline."""
-    from casekit.report import verify as v
-    from casekit.report.evidence import MANIFEST_ATTACHMENT
-
-    tsa_certs = load_certs(tsa_roots)
-    sign_certs = load_certs(sign_roots)
-    try:
-        att = v.read_attachments(pdf)
-    except Exception:  # noqa: BLE001 - verify_report has reported it already
-        att = {}
-    token = att.get(TOKEN_ATTACHMENT)
-    if token is not None and MANIFEST_ATTACHMENT in att:
-        try:
-            tc = check_token(token, att[MANIFEST_ATTACHMENT], tsa_certs)
-        except ImportError as exc:
-            tc = TokenCheck(False, str(_missing(exc)))
-        res.add("timestamp", tc.ok, tc.detail)
-    elif tsa_certs:
-        res.add("timestamp", False, f"--tsa-root given, but the PDF holds no {TOKEN_ATTACHMENT}")
-    if not _has_signature(pdf):
-        if sign_certs:
-            res.add("signature", False, "--sign-root given, but the PDF is not signed")
-        return
-    try:
-        verdicts = check_signatures(pdf, sign_certs, tsa_certs)
-    except ImportError as exc:
-        verdicts = [(False, str(_missing(exc)))]
-    for ok, detail in verdicts:
-        res.add("signature", ok, detail)
-
-
-def _has_signature(pdf: Path) -> bool:
+def has_signature(pdf: Path) -> bool:
     """Cheap pre-check: a signature dictionary's /ByteRange appears in the file."""
     try:
         return b"/ByteRange" in pdf.read_bytes()

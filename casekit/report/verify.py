@@ -44,6 +44,7 @@ from typing import Any
 
 from casekit.canonical import canonical_json, sha256_bytes
 from casekit.errors import CasekitError
+from casekit.report.attachments import BadReport, DamagedReport, read_attachments
 from casekit.report.evidence import (
     CASE_ATTACHMENT,
     COMPARISON_ATTACHMENT,
@@ -55,13 +56,17 @@ from casekit.report.evidence import (
     manifest_bytes,
     template_set,
 )
-from casekit.report.sign import TOKEN_ATTACHMENT
+from casekit.report.sign import (
+    TOKEN_ATTACHMENT,
+    TokenCheck,
+    check_signatures,
+    check_token,
+    has_signature,
+    load_certs,
+    missing_extra,
+)
 
 log = logging.getLogger(__name__)
-
-
-class BadReport(CasekitError):
-    """Not a PDF, or a PDF without casekit's attachments (exit code 2)."""
 
 
 @dataclass
@@ -94,42 +99,6 @@ class ReportVerification:
         return out
 
 
-# --------------------------------------------------------------------------- reading the PDF
-
-
-def read_attachments(pdf: Path) -> dict[str, bytes]:
-    """The PDF's embedded files by name. Raises BadReport if the file is not a PDF."""
-    from pypdf import PdfReader
-
-    try:
-        head = pdf.open("rb").read(1024)
-    except OSError as exc:
-        raise BadReport(f"{pdf}: cannot read it ({exc.strerror}); give the report's PDF file") \
-            from None
-    if b"%PDF-" not in head:
-        raise BadReport(f"{pdf}: not a PDF file; give the report.pdf that `casekit report` "
-                        "wrote")
-    try:
-        reader = PdfReader(pdf)
-        found = reader.attachments
-        out: dict[str, bytes] = {}
-        for name in found:
-            data = found[name]
-            if len(data) != 1:
-                raise _Damaged(f"attachment {name!r} appears {len(data)} times")
-            out[name] = data[0]
-    except _Damaged:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any parse failure of untrusted input
-        raise _Damaged(f"the PDF's structure cannot be read ({type(exc).__name__}: "
-                       f"{str(exc)[:200]})") from None
-    return out
-
-
-class _Damaged(Exception):
-    """A PDF whose attachments cannot be read: a damaged or altered report (exit code 1)."""
-
-
 def page_texts(pdf: Path) -> list[str]:
     """Each page's text without whitespace (robust to line-wrapping differences)."""
     from pypdf import PdfReader
@@ -148,7 +117,7 @@ def verify_report(pdf: Path, works_dir: Path | None = None, template_dir: Path |
     res = ReportVerification(pdf=pdf)
     try:
         att = read_attachments(pdf)
-    except _Damaged as exc:
+    except DamagedReport as exc:
         res.add("attachments", False, str(exc))
         return res
     missing = [n for n in REQUIRED_ATTACHMENTS if n not in att]
@@ -532,7 +501,6 @@ def verify_timestamp(token_path: Path, manifest_path: Path | None = None,
     and this token, and that the run's ``ledger.jsonl`` is the ledger the manifest names.
     Raises BadReport (exit 2) when the token or the manifest cannot be read.
     """
-    from casekit.report.sign import TokenCheck, _missing, check_token, load_certs
 
     manifest_path = manifest_path or token_path.with_name(MANIFEST_ATTACHMENT)
     try:
@@ -550,7 +518,7 @@ def verify_timestamp(token_path: Path, manifest_path: Path | None = None,
     try:
         tc = check_token(token, manifest, roots)
     except ImportError as exc:
-        tc = TokenCheck(False, str(_missing(exc)))
+        tc = TokenCheck(False, str(missing_extra(exc)))
     res.add("timestamp", tc.ok, tc.detail.replace("the manifest.json",
                                                   f"the manifest {manifest_path.name}"))
     try:
@@ -567,7 +535,7 @@ def verify_timestamp(token_path: Path, manifest_path: Path | None = None,
     if pdf.is_file():
         try:
             att = read_attachments(pdf)
-        except (BadReport, _Damaged) as exc:
+        except (BadReport, DamagedReport) as exc:
             res.add("report.pdf", False, f"{pdf}: {exc}")
         else:
             same = att.get(MANIFEST_ATTACHMENT) == manifest
@@ -589,3 +557,37 @@ def verify_timestamp(token_path: Path, manifest_path: Path | None = None,
                  "were appended after the report" if prefix_ok else
                  f"{run_ledger} hashes to {got}; the manifest names {want}"))
     return res
+
+
+def verify_extras(res: ReportVerification, pdf: Path, *, tsa_roots: Sequence[Path] = (),
+                  sign_roots: Sequence[Path] = ()) -> None:
+    """Add the timestamp and signature checks to a report's verification (in place): the
+    embedded ``manifest.tsr`` against the attached manifest (and ``tsa_roots``), and each PAdES
+    signature against ``sign_roots``, offline."""
+    from casekit.report.evidence import MANIFEST_ATTACHMENT
+
+    tsa_certs = load_certs(tsa_roots)
+    sign_certs = load_certs(sign_roots)
+    try:
+        att = read_attachments(pdf)
+    except Exception:  # noqa: BLE001 - verify_report has reported it already
+        att = {}
+    token = att.get(TOKEN_ATTACHMENT)
+    if token is not None and MANIFEST_ATTACHMENT in att:
+        try:
+            tc = check_token(token, att[MANIFEST_ATTACHMENT], tsa_certs)
+        except ImportError as exc:
+            tc = TokenCheck(False, str(missing_extra(exc)))
+        res.add("timestamp", tc.ok, tc.detail)
+    elif tsa_certs:
+        res.add("timestamp", False, f"--tsa-root given, but the PDF holds no {TOKEN_ATTACHMENT}")
+    if not has_signature(pdf):
+        if sign_certs:
+            res.add("signature", False, "--sign-root given, but the PDF is not signed")
+        return
+    try:
+        verdicts = check_signatures(pdf, sign_certs, tsa_certs)
+    except ImportError as exc:
+        verdicts = [(False, str(missing_extra(exc)))]
+    for ok, detail in verdicts:
+        res.add("signature", ok, detail)

@@ -19,12 +19,10 @@ from pydantic import Field, field_validator
 
 from casekit.records import WorkRange
 from casekit.strategies.base import Probe, Strategy, StrategyParams, render_template
-from casekit.works import Work
+from casekit.works import CHAPTER_RE, Work
 
 log = logging.getLogger(__name__)
 
-CHAPTER_RE = re.compile(r"^[ \t]*(?:CHAPTER|Chapter|LETTER|Letter|BOOK|Book|PART|Part)\b[^\n]*$",
-                        re.MULTILINE)
 DEFAULT_REFUSAL = (r"(?i)\b(I['’]m sorry|I am sorry|I apologi[sz]e|I can(?:no|['’])t "
                    r"(?:help|provide|continue|reproduce|share)|I cannot|copyright)")
 

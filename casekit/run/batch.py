@@ -25,7 +25,6 @@ open (a ``batch_pending`` note says so): running the same case again resumes pol
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -33,11 +32,12 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from casekit.canonical import canonical_json, sha256_json
+from casekit.canonical import canonical_json
 from casekit.errors import CasekitError
 from casekit.ledger import Ledger
 from casekit.provenance import iso_utc
-from casekit.providers.base import CapabilityError, Provider
+from casekit.providers.api_common import requests_sha256
+from casekit.providers.base import BatchStatus, CapabilityError, Provider
 from casekit.providers.keys import redact, redact_error_text
 from casekit.records import (
     AttemptError,
@@ -61,66 +61,6 @@ COLLECT_TRIES = 3
 
 BatchResults = dict[str, ProviderResult | AttemptError]
 """A batch's results by custom_id."""
-
-
-@dataclass(frozen=True)
-class BatchHandle:
-    """A submitted batch."""
-
-    batch_id: str
-    custom_ids: list[str]
-    """custom_id of each request, in submission order (= the attempt ids)."""
-    request_sha256: str
-    """:func:`requests_sha256` of the request entries submitted."""
-    status: str
-    """The provider's status word at submission."""
-    info: dict[str, Any] = field(default_factory=dict)
-    """Provider specifics worth recording (endpoint, input file id and hash, request id,
-    server Date), keys removed."""
-    raw: dict[str, Any] = field(default_factory=dict)
-    """The provider's batch object as returned, keys removed."""
-
-
-@dataclass(frozen=True)
-class BatchStatus:
-    """A batch's state at one poll."""
-
-    batch_id: str
-    status: str
-    """The provider's own word (OpenAI: validating, in_progress, finalizing, completed, failed,
-    expired, cancelling, cancelled; Anthropic: in_progress, canceling, ended)."""
-    done: bool
-    """Processing has ended: results can be collected."""
-    counts: dict[str, int] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict)
-    """The provider's batch object, keys removed."""
-
-
-def requests_sha256(entries: Sequence[dict[str, Any]]) -> str:
-    """``sha256:`` of the RFC 8785 canonical JSON of the list of batch request entries."""
-    return sha256_json(list(entries))
-
-
-def result_lines(content: bytes, where: str) -> Iterator[tuple[str, dict[str, Any], bytes]]:
-    """(custom_id, entry, line) of each JSON object line of a batch's results (JSONL, in any
-    order) that carries a ``custom_id``; a line that is not JSON is logged and skipped, and a
-    custom_id seen before is skipped (the first result counts)."""
-    from casekit.providers.api_common import body_sha256
-
-    seen: set[str] = set()
-    for line in content.splitlines():
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            log.warning("%s: a results line is not JSON (%s)", where, body_sha256(line))
-            continue
-        cid = entry.get("custom_id") if isinstance(entry, dict) else None
-        if not isinstance(cid, str) or cid in seen:
-            continue
-        seen.add(cid)
-        yield cid, entry, line
 
 
 def has_open_batches(ledger: Ledger, model_id: str) -> bool:

@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casekit.batch import DEFAULT_MAX_WAIT, DEFAULT_POLL_INTERVAL, BatchExecutor, has_open_batches
 from casekit.case import LoadedCase
 from casekit.errors import CaseError, CasekitError, LedgerError
 from casekit.ledger import Ledger
 from casekit.plan import Plan, build_plan, interface_of
 from casekit.provenance import git_state, host_info, iso_utc, versions
 from casekit.providers.base import Provider, provider_class
-from casekit.ratelimit import Limiter
 from casekit.records import (
     AttemptError,
     AttemptRecord,
@@ -41,6 +39,14 @@ from casekit.records import (
     TryRecord,
     WorkManifest,
 )
+from casekit.run.batch import (
+    DEFAULT_MAX_WAIT,
+    DEFAULT_POLL_INTERVAL,
+    BatchExecutor,
+    has_open_batches,
+)
+from casekit.run.ratelimit import Limiter
+from casekit.run.session import run_session
 from casekit.works import Work, load_works
 
 log = logging.getLogger(__name__)
@@ -103,7 +109,7 @@ class Runner:
                  batch_max_wait: float | None = DEFAULT_MAX_WAIT) -> None:
         self.case = case
         self.batch = batch
-        """Send chat/completion attempts through the provider's batch API (casekit.batch)."""
+        """Send chat/completion attempts through the provider's batch API (casekit.run.batch)."""
         self.batch_poll_interval = batch_poll_interval
         self.batch_max_wait = batch_max_wait
         self.run_dir = run_dir or default_run_dir(case)
@@ -389,7 +395,8 @@ class Runner:
             await limiter.acquire(est)
             t0 = iso_utc()
             try:
-                result = await provider.run(attempt)
+                result = await (run_session(provider, attempt) if attempt.session is not None
+                                else provider.run(attempt))
                 tries.append(TryRecord(started_at=t0, completed_at=iso_utc()))
                 limiter.settle(est, _used_tokens(result))
                 error = None

@@ -63,6 +63,7 @@ from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, Ledger, read_records
 from casekit.provenance import host_info, iso_utc
 from casekit.records import (
+    IMPORT_STRATEGY,
     AttemptRecord,
     Intent,
     Message,
@@ -75,7 +76,6 @@ from casekit.records import (
 
 log = logging.getLogger(__name__)
 
-IMPORT_STRATEGY = "imported"
 NOTE_KIND = "import"
 REQUIRED_COLUMNS = ("prompt", "output", "model", "captured_at", "captured_by", "source",
                     "intent", "work_id")
@@ -377,7 +377,7 @@ def _resolve_run_dir(target: Path) -> Path:
         return target
     if target.is_file():
         from casekit.case import load_case
-        from casekit.runner import default_run_dir
+        from casekit.run.runner import default_run_dir
 
         run_dir = default_run_dir(load_case(target))
         if not (run_dir / LEDGER_NAME).exists():
