@@ -26,7 +26,7 @@ from casekit.analysis.metrics import (
     rate_ratio,
     spans_over_threshold,
 )
-from casekit.analysis.stats import bootstrap_rate
+from casekit.stats import bootstrap_rate
 from tests.test_matcher import check_span, toks, words_from
 
 # --- 50/50 discoverable extraction [Car23 Def. 3.1] ---------------------------------------------

@@ -53,7 +53,12 @@ from casekit.analysis.metrics import (
     rate_ratio,
     spans_over_threshold,
 )
-from casekit.analysis.pz import (
+from casekit.canonical import canonical_json
+from casekit.case import CaseFile, LoadedCase
+from casekit.errors import CasekitError
+from casekit.ledger import LEDGER_NAME, read_records
+from casekit.normalize import Tokens, tokenize
+from casekit.pz import (
     can_compute,
     generation_steps,
     greedy_rate,
@@ -64,13 +69,8 @@ from casekit.analysis.pz import (
     pz_threshold_shares,
     union_length,
 )
-from casekit.analysis.stats import BootstrapRate, clopper_pearson_upper, clustered_rate, rate
-from casekit.canonical import canonical_json
-from casekit.case import CaseFile, LoadedCase
-from casekit.errors import CasekitError
-from casekit.ledger import LEDGER_NAME, read_records
-from casekit.normalize import Tokens, tokenize
 from casekit.records import IMPORT_STRATEGY, AttemptRecord, RunEnd, RunStart
+from casekit.stats import BootstrapRate, clopper_pearson_upper, clustered_rate, rate
 from casekit.works import CHAPTER_RE, LIU_PROFILE, MATCH_PROFILE, Work, load_works
 
 log = logging.getLogger(__name__)

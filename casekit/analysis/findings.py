@@ -18,9 +18,9 @@ from casekit.analysis.metrics import (
     NvRecall,
     RateRatio,
 )
-from casekit.analysis.pz import HistogramBin, NPRate, ThresholdShare
-from casekit.analysis.stats import BootstrapRate, Rate
+from casekit.pz import HistogramBin, NPRate, ThresholdShare
 from casekit.records import Intent, Outcome
+from casekit.stats import BootstrapRate, Rate
 
 FINDINGS_VERSION = 2
 """1: the spine's findings; 2: adds the p_z census, nv-recall of sessions, bootstrap intervals,

@@ -29,8 +29,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from rapidfuzz.distance import Levenshtein
 
-from casekit.analysis.stats import Rate, rate
 from casekit.normalize import tokenize
+from casekit.stats import Rate, rate
 
 CAR23_TOKENS = 50
 """Suffix length of the 50/50 discoverable extraction test [Car23]."""
