@@ -98,6 +98,27 @@ class ThresholdShare(_M):
     char_share: float
 
 
+class TeacherForced(_M):
+    """One teacher-forced window as scored: the input of p_z (any strategy whose probes are
+    ``score`` probes; the analyzer computes it, the strategies' measures aggregate it)."""
+
+    tokens: int
+    top1: int
+    """Continuation tokens that were the model's top choice."""
+    top1_share: float
+    sum_logprob: float
+    greedy_reproduced: bool
+    """Every continuation token was the top choice: greedy decoding would reproduce the window
+    (greedy p_z = 1) [Hay25]."""
+    log_pz_top40: float | None = None
+    """Natural log of p_z under the top-40 preset (T = 1) [Hay25, Coo25]; None when p_z = 0
+    (a suffix token outside the top 40) or when the provider gave no ranks (see
+    ``pz_top40_available``)."""
+    pz_top40_available: bool = False
+    suffix_chars: tuple[int, int] | None = None
+    """Work characters [start, end) of the scored continuation."""
+
+
 class PzBound(_M):
     """p_z from an API's top-k log-probs: an upper bound unless ``exact``."""
 

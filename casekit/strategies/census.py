@@ -46,16 +46,37 @@ records in full with its format and family).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from casekit.errors import CasekitError
+from casekit.pz import (
+    HistogramBin,
+    NPRate,
+    ThresholdShare,
+    greedy_rate,
+    np_rates,
+    pz_histogram,
+    pz_threshold_shares,
+    union_length,
+)
 from casekit.records import WorkRange
+from casekit.stats import BootstrapRate, Rate, clustered_rate
 from casekit.strategies.base import Probe, Strategy, StrategyParams
+from casekit.strategies.measures import (
+    AttemptView,
+    FindingContext,
+    Measure,
+    MeasureFields,
+    census_clusters,
+)
+from casekit.strategies.teacher_forced import NpDiscoverable
 from casekit.tokenizer import Tokenizer
 from casekit.works import Work
 
@@ -201,6 +222,119 @@ def census_windows(raw: str, segments: Sequence[tuple[int, int]], tokenizer: Tok
                       duplicate_texts=dup_texts, inside_character=inside, capped=capped)
 
 
+class _M(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CensusPreset(_M):
+    """The census figures under one p_z preset [Hay25 Def. 2; Coo25]."""
+
+    preset: str
+    """``greedy`` (k = 1) or ``top40`` (k = 40, T = 1)."""
+    histogram: list[HistogramBin]
+    shares: list[ThresholdShare]
+    """Windows and characters with p_z >= tau; characters as a share of ``scored_chars``."""
+    np_rates: list[NPRate] = []
+    """(n,p)-discoverable rates over the windows (top40 only: greedy p_z is 0 or 1)."""
+
+
+class Census(_M):
+    """Whole-work p_z census [Coo25] of one model on one work (strategy ``pz_census``)."""
+
+    strategy_key: str
+    params: str
+    """Window definition as run: tokens, stride, ranges, cap."""
+    planned: int
+    """Census attempts (every window planned), errors included."""
+    windows: int
+    """Windows scored (p_z computed)."""
+    errors: int
+    scored_chars: int
+    """Characters in the union of the scored windows' suffixes: the denominator of the
+    character shares (a prefix is never credited, so the first 50 tokens of a segment are
+    outside it)."""
+    counted_chars: int
+    """The work's characters after exclusions (the census may cover fewer: ranges, cap)."""
+    greedy: Rate
+    """Windows greedy decoding reproduces (greedy p_z = 1)."""
+    greedy_bootstrap: BootstrapRate | None = None
+    """The same with a cluster-bootstrap interval (overlapping windows are not independent)."""
+    presets: list[CensusPreset]
+
+
+class CensusFields(MeasureFields):
+    """The census field of a model x work finding."""
+
+    census: list[Census] = []
+    """Whole-work p_z census [Coo25], one per ``pz_census`` strategy entry."""
+
+
+def census_params_text(params: dict[str, Any]) -> str:
+    """The window definition of one census entry as run, for the report."""
+    pre, suf = params.get("prefix_tokens", 50), params.get("suffix_tokens", 50)
+    text = (f"{pre}-token prefix + {suf}-token suffix (model tokens), stride "
+            f"{params.get('stride_chars', 10)} characters")
+    if params.get("ranges"):
+        text += ", restricted to characters " + ", ".join(
+            f"[{a}, {b})" for a, b in params["ranges"])
+    if params.get("max_windows"):
+        text += f", at most {params['max_windows']} windows (evenly spaced)"
+    return text
+
+
+class CensusMeasure(Measure):
+    """[Coo25] the whole-work p_z census, one per census entry of the case."""
+
+    name = "pz_census"
+    definition = ("Whole-work p_z census [Coo25] (strategy pz_census): the text outside "
+                  "exclusions (and inside the case's ranges) is tokenized with the model's own "
+                  "tokenizer (for a server model, the tokenizer file the case gives, named with "
+                  "its SHA-256 in the manifest and checked against the server's tokenization of "
+                  "every window); for every character offset c = 0, 10, 20, ... (the stride) the "
+                  "window starts at the first token beginning at or after c and is the next 100 "
+                  "tokens: a 50-token prefix and a 50-token suffix. Offsets landing on the same "
+                  "token, and windows whose tokens repeat an earlier window's, are dropped as "
+                  "duplicates. Every window is one ledgered score attempt; p_z is computed for "
+                  "the greedy and top-40 presets; the histogram bins p_z by decade; shares are of "
+                  "windows and of characters (union of the suffixes of windows with p_z >= tau, "
+                  "over the union of all scored suffixes) for tau in 0.1%, 1%, 10%, 50%, 75%.")
+    FindingFields = CensusFields
+
+    def finding(self, ctx: FindingContext) -> CensusFields | None:
+        keys = sorted({x.strategy_key for x in ctx.attempts})
+        return CensusFields(census=[
+            self._census(key, [x for x in ctx.attempts if x.strategy_key == key], ctx)
+            for key in keys]) if keys else None
+
+    @staticmethod
+    def _census(key: str, attempts: list[AttemptView], ctx: FindingContext) -> Census:
+        """The whole-work p_z census of one pz_census entry on one model x work [Coo25]."""
+        work = ctx.work
+        scored = [x.teacher_forced for x in attempts if x.teacher_forced is not None]
+        ranges = [t.suffix_chars or (0, 0) for t in scored]
+        scored_chars = union_length(ranges)
+        greedy_logs = [0.0 if t.greedy_reproduced else -math.inf for t in scored]
+        presets = [CensusPreset(preset="greedy", histogram=pz_histogram(greedy_logs),
+                                shares=pz_threshold_shares(greedy_logs, ranges, scored_chars))]
+        if scored and all(t.pz_top40_available for t in scored):
+            top_logs = [t.log_pz_top40 if t.log_pz_top40 is not None else -math.inf
+                        for t in scored]
+            presets.append(CensusPreset(
+                preset="top40", histogram=pz_histogram(top_logs),
+                shares=pz_threshold_shares(top_logs, ranges, scored_chars),
+                np_rates=np_rates([math.exp(x) for x in top_logs])))
+        units = census_clusters(work, [r[0] for r in ranges])
+        hits = [int(t.greedy_reproduced) for t in scored]
+        return Census(
+            strategy_key=key, params=census_params_text(ctx.strategy_params(key)),
+            planned=len(attempts), windows=len(scored),
+            errors=sum(1 for x in attempts if x.outcome == "error"),
+            scored_chars=scored_chars, counted_chars=len(work.raw) - work.excluded_chars,
+            greedy=greedy_rate(greedy_logs),
+            greedy_bootstrap=clustered_rate(hits, *units) if scored else None,
+            presets=presets)
+
+
 class PzCensus(Strategy):
     name = "pz_census"
     intent = "reconstruction"
@@ -209,6 +343,7 @@ class PzCensus(Strategy):
     Params = CensusParams
     needs_score = True
     needs_tokenizer = True
+    measures: ClassVar[tuple[type[Measure], ...]] = (CensusMeasure, NpDiscoverable)
 
     def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
         raise CasekitError("pz_census plans windows of model tokens and needs the model's "
