@@ -76,6 +76,9 @@ class Strategy(ABC):
     calls :meth:`plan_tokens` with the provider's :meth:`~casekit.providers.base.Provider.
     plan_tokenizer` instead of :meth:`plan`."""
     measures: ClassVar[tuple[type[Measure], ...]] = ()
+    example_params: ClassVar[dict[str, Any]] = {}
+    """Parameters that plan on any work, for the contract tests and docs/strategies.md (the
+    defaults unless a parameter is required)."""
     """The measures the strategy contributes to the analysis (``casekit.strategies.measures``):
     their hooks run on this strategy's attempts. A strategy whose outputs only need the span
     measures every generation attempt gets (rates, coverage, BMC@k) declares none."""
