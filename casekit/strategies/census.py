@@ -1,46 +1,9 @@
 """Whole-work p_z census (reconstruction) [Coo25]: every 100-token window of the work, scored.
 
-Definition (also printed in the report, ``DEFINITIONS["pz_census"]`` in analysis/analyze.py).
-For one model, with P = ``prefix_tokens`` (50), S = ``suffix_tokens`` (50) and
-d = ``stride_chars`` (10):
-
-1. **Scope.** The work's raw text minus its excluded ranges (and, when the case gives
-   ``ranges``, intersected with them) splits into maximal contiguous *segments*. A window
-   never spans an exclusion or leaves a segment.
-2. **Tokens.** Each segment is tokenized once with the model's own tokenizer (no BOS, no
-   special tokens); every token gets its character offset in the raw text (the tokenizer must
-   give the text back byte for byte). The tokenizer comes from the provider at plan time:
-   ``provider: local`` reads its GGUF's vocabulary; ``provider: openai-compatible`` (vLLM,
-   llama.cpp servers) reads the file the case names in the model's ``params.tokenizer``
-   (the served model's ``tokenizer.json`` or ``.gguf``; see
-   :mod:`casekit.providers.tokenizer_file`), and without one the census is not planned for
-   that model. A tokenizer that prepends a space to the first word (SentencePiece's dummy
-   prefix) tokenizes each segment as it reads in context, prefix switched off, so the
-   pieces give the segment back; the server adds its prefix (and BOS) to the window's prefix
-   text when it scores, which can change the first prefix token only. At run time every
-   scored text is checked against the server's tokenization (``/tokenize`` ids, or echoed
-   token texts): a server that tokenizes otherwise fails the attempt (recorded) rather than
-   scoring windows other than the planned ones.
-3. **Stride in characters -> token windows.** For every character offset c = a, a + d,
-   a + 2d, ... of a segment [a, b), the window starts at the first token that begins at or
-   after c, and is the P + S tokens from there: the first P are the prefix, the next S the
-   suffix. Offsets whose window would run past the segment's end give no window.
-4. **Duplicates dropped.** An offset that lands on a token another offset already started
-   (a token of 10 or more characters, a long run of spaces) is the same window and is
-   dropped; so is a window whose P + S token ids equal an earlier window's (repeated text).
-   Windows whose token boundaries fall inside a character (byte-fallback tokens) are dropped.
-5. **Cap.** With ``max_windows``, that many windows are kept, evenly spaced over the list in
-   work order (deterministic: the i-th kept window is number round(i (N - 1) / (m - 1))).
-6. **Scoring.** Each window is one planned, ledgered ``score`` attempt: the prompt is the
-   prefix's raw text, the continuation the suffix's; the provider re-tokenizes them (adding
-   its BOS) and teacher-forces the continuation. The suffix's characters are the ones the
-   window can be credited with; the prefix is supplied text and never credited.
-
-p_z, the histogram and the shares over tau are computed by the analyzer
-(:mod:`casekit.analysis.pz`). The windows depend on the model's tokenizer, so two models get
-different windows over the same text; every probe label names the tokenizer (for a
-``params.tokenizer`` file: its name and the start of its SHA-256, which the run manifest
-records in full with its format and family).
+Windows of the model's own tokens at a character stride, each one ledgered ``score`` attempt;
+the census measure (:class:`CensusMeasure`) gives the histogram of p_z and the shares of
+windows and characters over tau. The full definition (scope, tokens, stride, duplicates, cap,
+scoring) is in docs/strategies.md.
 """
 
 from __future__ import annotations
