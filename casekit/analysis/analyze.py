@@ -23,10 +23,10 @@ from casekit.analysis.findings import (
     ControlFloor,
     Coverage,
     Findings,
+    FindingsThresholds,
     ModelComparison,
     ModelWorkFinding,
     SpanFinding,
-    Thresholds,
 )
 from casekit.analysis.leakage import discount, echo_mask, mgram_positions, supplied_mask
 from casekit.analysis.matcher import Span, WorkMatcher
@@ -189,6 +189,10 @@ class Analyzer:
         self.measures = [_Running(am.cls(), am)
                          for am in active_measures(s.name for s in case.strategies)]
         self._by_strategy: dict[str, list[Measure]] = {}
+        # Every measure's empty attempt fields (frozen, so shared by every attempt).
+        self._empty_attempt: dict[str, MeasureFields] = {
+            r.active.cls.name: fields() for r in self.measures
+            if (fields := r.active.cls.AttemptFields) is not None}
 
     def _measures_for(self, strategy: str) -> list[Measure]:
         """The measures whose hooks see an attempt of this strategy."""
@@ -199,12 +203,7 @@ class Analyzer:
 
     def _attempt_fields(self, computed: dict[str, MeasureFields]) -> dict[str, MeasureFields]:
         """Every measure's attempt fields: the computed ones, empty values for the rest."""
-        out: dict[str, MeasureFields] = {}
-        for r in self.measures:
-            fields = r.active.cls.AttemptFields
-            if fields is not None:
-                out[r.active.cls.name] = computed.get(r.active.cls.name) or fields()
-        return out
+        return {name: computed.get(name, empty) for name, empty in self._empty_attempt.items()}
 
     def _cover(self, model_id: str, work_id: str) -> np.ndarray:
         key = (model_id, work_id)
@@ -222,7 +221,7 @@ class Analyzer:
         a = rec.attempt
         wi = self.index[a.work_id]
         work = wi.work
-        empty = self._attempt_fields({})
+        empty = self._empty_attempt
         base: dict[str, Any] = dict(
             attempt_id=a.id, seq=rec.seq, record_hash=rec.hash or "", model_id=a.model_id,
             work_id=a.work_id, role=work.spec.role, strategy=a.strategy,
@@ -473,7 +472,7 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
         run_id=start.run_id, case_sha256=start.case_sha256,
         ledger_head_hash=records[-1].hash or "", ledger_records=len(records),
         casekit_version=casekit.__version__,
-        thresholds=Thresholds(
+        thresholds=FindingsThresholds(
             near_exact=th.near_exact, min_span_words=th.min_span_words,
             substantial_portion_min_words=th.substantial_portion.min_words,
             substantial_portion_min_share=th.substantial_portion.min_share,

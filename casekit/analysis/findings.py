@@ -277,7 +277,7 @@ class _ThresholdFields(F):
     legal_defaults: bool
 
 
-class Thresholds(dict[str, float | int | bool]):
+class FindingsThresholds(dict[str, float | int | bool]):
     """The thresholds the analysis applied, typed: each key is checked and converted by
     :class:`_ThresholdFields` (unknown or missing keys are errors) and read as an attribute
     (``f.thresholds.min_span_words``), without a silent default. Still a dict, with its keys
@@ -348,7 +348,7 @@ class Findings(F):
     ledger_head_hash: str
     ledger_records: int
     casekit_version: str
-    thresholds: Thresholds
+    thresholds: FindingsThresholds
     """The thresholds the analysis applied (findings.json keys: near_exact, min_span_words,
     substantial_portion_min_words, substantial_portion_min_share, seed_k, m_gram,
     echo_min_words, legal_defaults)."""

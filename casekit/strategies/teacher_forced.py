@@ -96,7 +96,7 @@ class Top1Share(Measure):
             greedy_reproduced_windows=sum(1 for t in scored if t.greedy_reproduced)))
 
     def bootstrap(self, ctx: FindingContext) -> dict[str, BootstrapRate]:
-        tf = [t for t in _scored(ctx)]
+        tf = _scored(ctx)
         if not tf:
             return {}
         ids, unit = census_clusters(ctx.work, [(t.suffix_chars or (0, 0))[0] for t in tf])
