@@ -325,11 +325,6 @@ class Analyzer:
             measures=self._attempt_fields(computed),
         )
 
-    def _decided(self, x: AttemptAnalysis) -> bool:
-        """A measure took the attempt over (name cloze): it is not a span attempt."""
-        return any(r.measure.decided(f) for r in self.measures
-                   if (f := x.measures.get(r.active.cls.name)) is not None)
-
     def _strategy_params(self, key: str) -> dict[str, Any]:
         """The case's parameters of a strategy entry, by strategy key (``name#index``)."""
         _, _, idx = key.partition("#")
@@ -344,7 +339,7 @@ class Analyzer:
         outcomes = {o: 0 for o in ("match", "no_match", "refusal", "error", "unscorable")}
         for x in mine:
             outcomes[x.outcome] += 1
-        gen = [x for x in mine if x.mode != "score" and not self._decided(x)]
+        gen = [x for x in mine if x.span_attempt]
 
         def hits(intent: str) -> tuple[int, int]:
             sel = [x for x in gen if x.intent == intent]

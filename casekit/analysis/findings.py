@@ -22,7 +22,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from casekit.analysis.metrics import CoverageOverlap, RateRatio
-from casekit.analysis.registry import split_measure_fields
+from casekit.analysis.registry import measure_by_name, split_measure_fields
 from casekit.pz import TeacherForced
 from casekit.records import Intent, Outcome
 from casekit.stats import BootstrapRate, Rate
@@ -171,6 +171,19 @@ class AttemptAnalysis(WithMeasures):
     spans_over_t: list[tuple[int, int]] = []
     """[Liu26] exact matches longer than T = 20 words inside the attempt's own excerpt (words
     profile, work word ranges)."""
+
+    @property
+    def span_attempt(self) -> bool:
+        """A generation attempt that was span-matched: not a score attempt, and no measure
+        took it over (a name-cloze answer is not matched against the work). Only these are in
+        the regurgitation and extraction rates."""
+        if self.mode == "score":
+            return False
+        for name, fields in self.measures.items():
+            cls = measure_by_name(name)
+            if cls is not None and cls.decided(fields):
+                return False
+        return True
 
     # Strategy-owned fields, by their findings.json names: to remove when the report iterates
     # measures.

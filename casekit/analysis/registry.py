@@ -57,6 +57,16 @@ def _measures_of(names: tuple[str, ...]) -> list[ActiveMeasure]:
     return [ActiveMeasure(cls, frozenset(s)) for cls, s in owners.items()]
 
 
+@functools.lru_cache(maxsize=8)
+def _by_name(version: int) -> dict[str, type[Measure]]:
+    return {am.cls.name: am.cls for am in _measures_of(tuple(strategy_names()))}
+
+
+def measure_by_name(name: str) -> type[Measure] | None:
+    """The measure class of a findings ``measures`` key, over every known strategy."""
+    return _by_name(registry_version()).get(name)
+
+
 def fields_of(cls: type[Measure], level: Level) -> type[MeasureFields] | None:
     return cls.AttemptFields if level == "attempt" else cls.FindingFields
 

@@ -135,9 +135,11 @@ class Measure:
         """Take the attempt over before span matching; None leaves it to span matching."""
         return None
 
-    def decided(self, fields: MeasureFields) -> bool:
+    @classmethod
+    def decided(cls, fields: MeasureFields) -> bool:
         """True when this attempt's fields say the measure took it over (``decide``): such an
-        attempt is not a span attempt and stays out of the span rates."""
+        attempt is not a span attempt and stays out of the span rates. Read from the fields
+        alone, so findings loaded from findings.json answer it too."""
         return False
 
     def mask_output(self, ctx: AttemptContext, mask: np.ndarray) -> MeasureFields | None:

@@ -161,7 +161,8 @@ class NameClozeMeasure(Measure):
                         ClozeAnswer(cloze_answer=extract_name(ctx.text)[:200],
                                     cloze_correct=correct))
 
-    def decided(self, fields: MeasureFields) -> bool:
+    @classmethod
+    def decided(cls, fields: MeasureFields) -> bool:
         return isinstance(fields, ClozeAnswer) and fields.cloze_correct is not None
 
     def finding(self, ctx: FindingContext) -> ClozeFinding | None:
