@@ -172,6 +172,10 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int | None]:
 
 
 class Analyzer:
+    """Analyzes attempts one by one (spans, coverage, the measures' per-attempt hooks), then
+    each model x work (rates, coverage, the measures' aggregates). Holds the per-analysis
+    state: coverage and BMC masks, and the measures' instances."""
+
     def __init__(self, case: CaseFile, works: list[Work]) -> None:
         self.case = case
         self.th = case.thresholds
@@ -432,6 +436,8 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
                 and x.mode != "score"]
         k = sum(1 for x in ctrl if x.longest_words >= spec.thresholds.min_span_words)
         cf = [f for f in findings if f.model_id == m.id and f.role == "control"]
+        # Through the compatibility attribute of the teacher-forced summary (a measure of
+        # teacher_forced): the control floor's top-1 share, until floors come from measures.
         tf = [f.teacher_forced.mean_top1_share for f in cf if f.teacher_forced]
         by_intent = {}
         for intent in sorted({x.intent for x in ctrl}):
