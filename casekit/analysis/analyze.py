@@ -38,7 +38,7 @@ from casekit.analysis.metrics import (
     rate_ratio,
     spans_over_threshold,
 )
-from casekit.analysis.registry import ActiveMeasure, active_measures
+from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fields
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
@@ -195,7 +195,7 @@ class Analyzer:
         self._by_strategy: dict[str, list[Measure]] = {}
         # Every measure's empty attempt fields (frozen, so shared by every attempt).
         self._empty_attempt: dict[str, MeasureFields] = {
-            r.active.cls.name: fields() for r in self.measures
+            r.active.cls.name: empty_fields(fields) for r in self.measures
             if (fields := r.active.cls.AttemptFields) is not None}
 
     def _measures_for(self, strategy: str) -> list[Measure]:
@@ -366,9 +366,11 @@ class Analyzer:
                 attempts=[x for x in mine if x.strategy in r.active.strategies],
                 strategy_params=self._strategy_params)
             fields = r.measure.finding(ctx)
-            empty = r.active.cls.FindingFields
-            if fields is not None or empty is not None:
-                measures[r.active.cls.name] = fields if fields is not None else empty()  # type: ignore[misc]
+            declared = r.active.cls.FindingFields
+            if fields is not None:
+                measures[r.active.cls.name] = fields
+            elif declared is not None:
+                measures[r.active.cls.name] = empty_fields(declared)
             boot.update(r.measure.bootstrap(ctx))
         pooled = [r for x in mine for r in x.spans_over_t]
         exhibits = sorted((x for x in gen if x.longest_words >= self.th.min_span_words),

@@ -22,7 +22,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from casekit.analysis.metrics import CoverageOverlap, RateRatio
-from casekit.analysis.registry import measure_by_name, split_measure_fields
+from casekit.analysis.registry import dump_fields, measure_by_name, split_measure_fields
 from casekit.pz import TeacherForced
 from casekit.records import Intent, Outcome
 from casekit.stats import BootstrapRate, Rate
@@ -103,7 +103,7 @@ class WithMeasures(F):
         out: dict[str, Any] = handler(self)
         out.pop("measures", None)
         for fields in self.measures.values():
-            out.update(fields.model_dump(mode=info.mode))
+            out.update(dump_fields(fields, info.mode))
         return out
 
     def measure(self, cls: type[FieldsT]) -> FieldsT | None:

@@ -89,24 +89,45 @@ def field_index(level: Level) -> dict[str, type[Measure]]:
     return _field_index(level, registry_version())
 
 
+@functools.lru_cache(maxsize=64)
+def _empty(fields: type[MeasureFields]) -> tuple[MeasureFields, dict[str, Any]]:
+    """A measure's empty fields (frozen, so shared) and their serialized values."""
+    empty = fields()
+    return empty, empty.model_dump(mode="json")
+
+
+def empty_fields(fields: type[MeasureFields]) -> MeasureFields:
+    """The shared empty instance of a measure's fields."""
+    return _empty(fields)[0]
+
+
+def dump_fields(fields: MeasureFields, mode: str) -> dict[str, Any]:
+    """A measure's fields serialized; the shared empty instance from a cache (most attempts
+    have most measures empty, and findings.json holds every attempt)."""
+    empty, values = _empty(type(fields))
+    if fields is empty:
+        return values
+    return fields.model_dump(mode=mode)
+
+
 def split_measure_fields(level: Level, data: dict[str, Any], core: set[str],
                          ) -> dict[str, Any]:
     """A serialized attempt or finding with its measures' keys gathered under ``measures``
     (by measure name), each validated by the measure's field model. Keys no measure declares
-    are left for the model to reject."""
+    are left for the model to reject. Empty values (most attempts have most measures empty)
+    share one instance instead of being validated again."""
     index = field_index(level)
-    out: dict[str, Any] = {}
+    out = dict(data)
     grouped: dict[type[Measure], dict[str, Any]] = {}
-    for key, value in data.items():
-        owner = index.get(key) if key not in core else None
-        if owner is None:
-            out[key] = value
-        else:
-            grouped.setdefault(owner, {})[key] = value
+    for key in data.keys() - core:
+        owner = index.get(key)
+        if owner is not None:
+            grouped.setdefault(owner, {})[key] = out.pop(key)
     measures: dict[str, MeasureFields] = {}
     for cls, values in grouped.items():
         fields = fields_of(cls, level)
         assert fields is not None
-        measures[cls.name] = fields.model_validate(values)
+        empty, empty_values = _empty(fields)
+        measures[cls.name] = empty if values == empty_values else fields.model_validate(values)
     out["measures"] = measures
     return out
