@@ -1,0 +1,64 @@
+"""Controls (partials/controls.html.j2): each model's control floor, the measured false-positive
+rate that the summary shows beside every subject finding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from casekit.analysis.findings import (
+    ControlFloor,
+    Findings,
+)
+from casekit.case import CaseFile
+from casekit.report.text import (
+    DASH,
+    fmt_pct,
+)
+from casekit.report.views import RateView, rate_view
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FloorView:
+    model_id: str
+    available: bool
+    attempts: RateView
+    upper_95: str
+    max_coverage: str
+    max_bmc5: str
+    mean_top1: str
+    control_works: list[str]
+    sentence: str
+    by_intent: dict[str, RateView] = field(default_factory=dict)
+    """Control attempts with a span, per intent (benign, adversarial)."""
+
+
+
+def floor_view(cf: ControlFloor | None, model_id: str, control_works: list[str]) -> FloorView:
+    if cf is None or cf.attempts.n == 0:
+        return FloorView(model_id=model_id, available=False, attempts=rate_view(
+            cf.attempts) if cf else RateView("0 of 0", DASH, "no attempts: no estimate"),
+            upper_95=DASH, max_coverage=DASH, max_bmc5=DASH,
+            mean_top1=fmt_pct(cf.mean_top1_share) if cf else DASH,
+            control_works=control_works,
+            sentence=f"No control generation attempts for {model_id}: no measured "
+                     "false-positive rate for this model.")
+    rv = rate_view(cf.attempts)
+    return FloorView(
+        model_id=model_id, available=True, attempts=rv, upper_95=fmt_pct(cf.upper_95),
+        max_coverage=fmt_pct(cf.max_coverage), max_bmc5=fmt_pct(cf.max_bmc5),
+        mean_top1=fmt_pct(cf.mean_top1_share), control_works=control_works,
+        by_intent={k: rate_view(v) for k, v in sorted(cf.by_intent.items())},
+        sentence=(f"{rv.k_of_n} control attempts reached the reporting threshold; one-sided "
+                  f"95% upper bound of the false-positive rate {fmt_pct(cf.upper_95)}."),
+    )
+
+
+def build_floors(f: Findings, case: CaseFile, model_ids: list[str]) -> dict[str, FloorView]:
+    """Each model's control floor (also shown beside every subject finding in the summary)."""
+    control_ids = [w.id for w in case.works if w.role == "control"]
+    return {mid: floor_view(next((c for c in f.controls if c.model_id == mid), None), mid,
+                            control_ids) for mid in model_ids}
