@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from casekit.analysis.stats import Rate
+from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -36,11 +37,10 @@ class RateView:
 
 def rate_view(r: Rate) -> RateView:
     if r.n == 0 or r.rate is None:
-        return RateView("0 of 0", DASH, "no attempts: no estimate")
-    method = {"wilson": "Wilson", "clopper-pearson": "exact Clopper-Pearson"}.get(r.method,
-                                                                                 r.method)
+        return RateView("0 of 0", DASH, C.NO_ATTEMPTS_ESTIMATE)
+    method = C.INTERVAL_METHODS.get(r.method, r.method)
     return RateView(f"{r.k:,} of {r.n:,}", fmt_pct(r.rate),
-                    f"95% CI {fmt_pct(r.lo)}\u2013{fmt_pct(r.hi)}, {method}")
+                    C.RATE_CI.format(lo=fmt_pct(r.lo), hi=fmt_pct(r.hi), method=method))
 
 
 

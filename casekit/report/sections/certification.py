@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from casekit.canonical import sha256_bytes
+from casekit.report import catalogue as C
 from casekit.report.evidence import (
     CASE_ATTACHMENT,
     FINDINGS_ATTACHMENT,
@@ -60,9 +61,9 @@ def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
         FileHash("Findings", FINDINGS_ATTACHMENT, sha256_bytes(files.findings),
                  f"{len(files.findings):,} bytes", "attached (Data)"),
         FileHash("Case (canonical JSON)", CASE_ATTACHMENT, sha256_bytes(files.case),
-                 f"{len(files.case):,} bytes", "attached (Source); the case hash the ledger "
-                 "cites" if sha256_bytes(files.case) == st.case_sha256 else
-                 f"attached (Source); the ledger cites {st.case_sha256}"),
+                 f"{len(files.case):,} bytes", C.CASE_HASH_CITED
+                 if sha256_bytes(files.case) == st.case_sha256 else
+                 C.CASE_HASH_OTHER.format(case_sha256=st.case_sha256)),
     ]
     names = [MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT, CASE_ATTACHMENT]
     for wm in st.works:
@@ -70,15 +71,16 @@ def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
         if options.attach_works:
             name = work_attachment_name(wm.id, wm.path)
             names.append(name)
-            where = f"attached as {name} (Source)"
+            where = C.WORK_ATTACHED.format(name=name)
         else:
-            where = "not attached (the reference text; its hash identifies it)"
+            where = C.WORK_NOT_ATTACHED
         rows.append(FileHash(f"Work {wm.id} ({wm.role})", wm.path, wm.sha256,
                              f"{len(data):,} bytes", where))
     rows.append(FileHash("Report templates", f"{len(templates.files)} files",
                          templates.sha256, DASH,
-                         "not attached; the set casekit ships" if not templates.overridden
-                         else "not attached; overridden: " + ", ".join(templates.overridden)))
+                         C.TEMPLATES_SHIPPED if not templates.overridden
+                         else C.TEMPLATES_OVERRIDDEN.format(
+                             names=", ".join(templates.overridden))))
     return Evidence(files=rows, templates_sha256=templates.sha256,
                     template_overrides=templates.overridden, pdf_variant=PDF_VARIANT,
                     attach_works=options.attach_works, attachment_names=names)

@@ -12,6 +12,7 @@ from casekit.analysis.findings import (
     Findings,
 )
 from casekit.case import CaseFile
+from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -40,20 +41,18 @@ class FloorView:
 def floor_view(cf: ControlFloor | None, model_id: str, control_works: list[str]) -> FloorView:
     if cf is None or cf.attempts.n == 0:
         return FloorView(model_id=model_id, available=False, attempts=rate_view(
-            cf.attempts) if cf else RateView("0 of 0", DASH, "no attempts: no estimate"),
+            cf.attempts) if cf else RateView("0 of 0", DASH, C.NO_ATTEMPTS_ESTIMATE),
             upper_95=DASH, max_coverage=DASH, max_bmc5=DASH,
             mean_top1=fmt_pct(cf.mean_top1_share) if cf else DASH,
             control_works=control_works,
-            sentence=f"No control generation attempts for {model_id}: no measured "
-                     "false-positive rate for this model.")
+            sentence=C.FLOOR_NONE.format(model_id=model_id))
     rv = rate_view(cf.attempts)
     return FloorView(
         model_id=model_id, available=True, attempts=rv, upper_95=fmt_pct(cf.upper_95),
         max_coverage=fmt_pct(cf.max_coverage), max_bmc5=fmt_pct(cf.max_bmc5),
         mean_top1=fmt_pct(cf.mean_top1_share), control_works=control_works,
         by_intent={k: rate_view(v) for k, v in sorted(cf.by_intent.items())},
-        sentence=(f"{rv.k_of_n} control attempts reached the reporting threshold; one-sided "
-                  f"95% upper bound of the false-positive rate {fmt_pct(cf.upper_95)}."),
+        sentence=C.FLOOR.format(k_of_n=rv.k_of_n, upper_95=fmt_pct(cf.upper_95)),
     )
 
 

@@ -12,6 +12,7 @@ from casekit.analysis.findings import Findings
 from casekit.case import CaseFile
 from casekit.errors import CasekitError
 from casekit.records import RunEnd, RunStart
+from casekit.report import catalogue as C
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,7 @@ def build_bates(case: CaseFile) -> Bates:
 
 
 
-CONTROL_OVERRIDE = (
-    "NO CONTROL WORK. This case set allow_no_control: true, overriding casekit's requirement "
-    "of a control work (a text the model cannot have seen). No false-positive rate was "
-    "measured for any figure in this report: spans of a few words occur by chance between "
-    "unrelated texts, and nothing in this run shows how often the matcher reports a span of "
-    "the reported lengths by chance. Read every figure without a control floor."
-)
+CONTROL_OVERRIDE = C.CONTROL_OVERRIDE
 
 
 def control_override_text(case: CaseFile) -> str:
@@ -92,17 +87,15 @@ def _to_second(iso: str) -> str:
 def build_cover(f: Findings, case: CaseFile, st: RunStart, end: RunEnd | None) -> Cover:
     """The cover: the case, the run and whether every planned attempt was recorded."""
     complete = f.complete and f.recorded_attempts >= f.planned_attempts
-    completeness = (f"complete: {f.recorded_attempts:,} of {f.planned_attempts:,} planned "
-                    "attempts recorded" if complete else
-                    f"INCOMPLETE: {f.recorded_attempts:,} of {f.planned_attempts:,} planned "
-                    "attempts recorded")
+    completeness = (C.COMPLETE if complete else C.INCOMPLETE).format(
+        recorded=f"{f.recorded_attempts:,}", planned=f"{f.planned_attempts:,}")
     if f.imported_attempts:
-        completeness += f"; plus {f.imported_attempts:,} imported (captured outside casekit)"
+        completeness += C.PLUS_IMPORTED.format(imported=f"{f.imported_attempts:,}")
     return Cover(
         case_id=case.case.id, title=case.case.title, matter=case.case.matter,
         examiner=case.case.examiner, organization=case.case.organization,
         date=st.began_at[:10], started_at=st.began_at, pdf_date=_to_second(st.began_at),
-        ended_at=end.recorded_at if end else "not finished",
+        ended_at=end.recorded_at if end else C.NOT_FINISHED,
         casekit_version=st.versions.get("casekit") or f.casekit_version,
         analysis_version=f.casekit_version, ledger_head_hash=f.ledger_head_hash,
         ledger_records=f"{f.ledger_records:,}", run_id=f.run_id, completeness=completeness,

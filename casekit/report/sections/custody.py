@@ -12,6 +12,7 @@ from casekit.records import (
     Note,
     RunEnd,
 )
+from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.text import (
     DASH,
@@ -46,27 +47,28 @@ def build_custody(inputs: Inputs, case: CaseFile) -> Custody:
     for m in st.models:
         fp = m.identity.get("key_fingerprint")
         if fp:
-            operator.append(KV(f"API key of {m.model_id}", f"fingerprint {fp} (never the key)"))
+            operator.append(KV(f"API key of {m.model_id}",
+                               C.KEY_FINGERPRINT.format(fingerprint=fp)))
     events = [CustodyEvent(st.recorded_at, str(st.seq),
-                           f"run {st.run_id} started"
-                           + (f" {st.started_at}" if st.started_at else "")
-                           + f": {st.planned_attempts:,} attempts planned, case {st.case_sha256}")]
+                           C.EVENT_RUN_STARTED.format(
+                               run_id=st.run_id, at=f" {st.started_at}" if st.started_at else "",
+                               planned=f"{st.planned_attempts:,}",
+                               case_sha256=st.case_sha256))]
     attempts = [r for r in inputs.records if isinstance(r, AttemptRecord)]
     if attempts:
         first, last = attempts[0], attempts[-1]
-        events.append(CustodyEvent(first.recorded_at, str(first.seq), "first attempt recorded"))
+        events.append(CustodyEvent(first.recorded_at, str(first.seq), C.EVENT_FIRST_ATTEMPT))
         if last is not first:
             events.append(CustodyEvent(last.recorded_at, str(last.seq),
-                                       f"last attempt recorded ({len(attempts):,} in all)"))
+                                       C.EVENT_LAST_ATTEMPT.format(n=f"{len(attempts):,}")))
     for r in inputs.records:
         if isinstance(r, Note):
-            events.append(CustodyEvent(r.recorded_at, str(r.seq), f"note ({r.kind}): "
-                                       f"{r.message}"))
+            events.append(CustodyEvent(r.recorded_at, str(r.seq), C.EVENT_NOTE.format(
+                kind=r.kind, message=r.message)))
         elif isinstance(r, RunEnd):
-            events.append(CustodyEvent(r.recorded_at, str(r.seq), "run ended: "
-                                       f"{r.attempts_recorded:,} of {r.attempts_planned:,} "
-                                       "attempts recorded" + ("" if r.complete else
-                                                              " (incomplete)")))
+            events.append(CustodyEvent(r.recorded_at, str(r.seq), C.EVENT_RUN_ENDED.format(
+                recorded=f"{r.attempts_recorded:,}", planned=f"{r.attempts_planned:,}",
+                incomplete="" if r.complete else " (incomplete)")))
     events.sort(key=lambda e: int(e.seq))
     return Custody(operator=operator, events=events)
 

@@ -18,6 +18,7 @@ from casekit.records import (
     AttemptRecord,
     PlannedAttempt,
 )
+from casekit.report import catalogue as C
 from casekit.report.sections.long_texts import LongText
 from casekit.report.text import (
     DASH,
@@ -59,8 +60,7 @@ def column(text: str, ranges: list[tuple[int, int, str]], *, offset: int = 0, fo
         chunks=[segments_in(text, runs, lo, hi) for lo, hi in chunk_bounds(text)]))
     w0 = max(0, min(focus - INLINE_CONTEXT_CHARS, n - INLINE_MAX_CHARS))
     w1 = min(n, w0 + INLINE_MAX_CHARS)
-    shown = (f"[casekit: this column shows characters {w0 + 1:,}\u2013{w1:,} of {n:,}; the "
-             f"whole text is Appendix {ref}]")
+    shown = C.COLUMN_CUT.format(first=f"{w0 + 1:,}", last=f"{w1:,}", total=f"{n:,}", ref=ref)
     out: list[Segment] = []
     if w0 > 0:
         out.append(Segment(shown + "\n", ELIDED))
@@ -136,7 +136,7 @@ def _imported_provenance(rec: AttemptRecord) -> list[KV] | None:
     file: dict[str, Any] = file_info if isinstance(file_info, dict) else {}
     shot = prov.get("screenshot")
     rows = [
-        KV("Imported", "IMPORTED: captured outside casekit; casekit sent no request"),
+        KV("Imported", C.IMPORTED),
         KV("Captured at", f"{prov.get('captured_at')} (UTC {prov.get('captured_at_utc')})"),
         KV("Captured by", str(prov.get("captured_by"))),
         KV("Source", str(prov.get("source"))),
@@ -184,14 +184,14 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         ranges = supplied_ranges(content, quotes)
         prompt.append(PromptPart(role, column(
             content, ranges, focus=min((r[0] for r in ranges), default=0),
-            what=f"prompt ({role})", exhibit=ex, longs=longs)))
+            what=C.PROMPT_PART.format(role=role), exhibit=ex, longs=longs)))
     text = (result.text if result else None) or ""
     spans = sorted(analysis.spans, key=lambda s: (s.out_char_start, s.work_char_start))
     out_tokens = tokenize(text, MATCH_PROFILE)
     out_ranges, out_exact = opcode_ranges(out_tokens, spans, "out")
     # Echo: output text the model repeated from the prompt; marked like prompt-supplied text.
     output = column(text, out_ranges + [(s, e, SUPPLIED) for s, e in analysis.echo_ranges],
-                     focus=spans[0].out_char_start if spans else 0, what="model output",
+                     focus=spans[0].out_char_start if spans else 0, what=C.MODEL_OUTPUT,
                      exhibit=ex, longs=longs)
     work_exact = True
     excerpts = []
@@ -208,13 +208,12 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
             out_chars=f"{s.out_char_start:,}\u2013{s.out_char_end:,}",
             segments=column(work.raw[s.work_char_start:s.work_char_end], work_ranges,
                              offset=s.work_char_start, exhibit=ex, longs=longs,
-                             what=f"original text, work chars {s.work_char_start:,}\u2013"
-                                  f"{s.work_char_end:,}"),
+                             what=C.WORK_EXCERPT.format(start=f"{s.work_char_start:,}",
+                                                        end=f"{s.work_char_end:,}")),
         ))
     note = ""
     if not (out_exact and work_exact):
-        note = ("The recorded word offsets do not line up with this casekit version's "
-                "tokenizer; whole spans are highlighted instead of word by word.")
+        note = C.HIGHLIGHT_FALLBACK
     imported = _imported_provenance(rec)
     details = [
         KV("Attempt", a.id),
@@ -222,7 +221,7 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         KV("Completed (UTC)", rec.completed_at),
         KV("Requested model", requested),
         KV("Returned model", (result.returned_model if result and result.returned_model
-                              else "not reported by the provider")),
+                              else C.NOT_REPORTED_BY_PROVIDER)),
     ]
     if result and result.system_fingerprint:
         details.append(KV("System fingerprint", result.system_fingerprint))
@@ -233,7 +232,7 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
     if result and result.finish_reason:
         details.append(KV("Finish reason", result.finish_reason))
     decoding = (_decoding_text(a) if imported is None else
-                "unknown: the request was sent outside casekit (imported output)")
+                C.DECODING_IMPORTED)
     if imported is not None:
         details += imported
     details += [
@@ -241,8 +240,8 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         KV("Strategy", f"{a.strategy_key} ({a.intent})" + (f", {a.label}" if a.label else "")),
         KV("Work", f"{work.id}, {work.sha256}"),
         KV("Spans", "; ".join(
-            f"work chars {e.work_chars}, {e.words} words ({e.matched_words} exact), "
-            f"similarity {e.similarity}" for e in excerpts) or DASH),
+            C.SPAN_DETAIL.format(chars=e.work_chars, words=e.words, matched=e.matched_words,
+                                 similarity=e.similarity) for e in excerpts) or DASH),
     ]
     return Exhibit(
         number=f"E-{number}", anchor=f"exhibit-{number}", attempt_id=a.id,
@@ -251,12 +250,12 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         outcome=analysis.outcome, seq=str(rec.seq), record_hash=rec.hash or "",
         started_at=rec.started_at, completed_at=rec.completed_at, requested_model=requested,
         returned_model=(result.returned_model if result and result.returned_model
-                        else "not reported"),
+                        else C.NOT_REPORTED),
         details=details, decoding=decoding, work_sha256=work.sha256,
         imported=imported is not None,
         longest_words=f"{analysis.longest_words:,}", prompt=prompt,
         output=output, excerpts=excerpts, highlight_note=note,
-        long_texts=[KV(x.ref, x.anchor, f"{x.what}, {x.chars} characters")
+        long_texts=[KV(x.ref, x.anchor, C.LONG_TEXT_NOTE.format(what=x.what, chars=x.chars))
                     for x in longs[first_long:]],
         wrap={"prompt": wrap_class(s for p in prompt for s in p.segments),
               "output": wrap_class(output),

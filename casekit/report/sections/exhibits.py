@@ -11,6 +11,7 @@ from casekit.analysis.findings import (
     Findings,
 )
 from casekit.errors import CasekitError
+from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.sections.exhibit import Exhibit, build_exhibit
 from casekit.report.sections.long_texts import LongText
@@ -74,10 +75,7 @@ def build_exhibits(f: Findings, inputs: Inputs, requested: dict[str, str], per_f
         if not ids:
             continue
         more = len(ids) - len(shown)
-        more_text = (f"{more:,} more attempt(s) reached the reporting threshold for this model "
-                     "and work; all of them are listed in the table of every attempt."
-                     if more else "Every attempt that reached the reporting threshold for this "
-                     "model and work is shown.")
+        more_text = C.MORE_EXHIBITS.format(more=f"{more:,}") if more else C.ALL_EXHIBITS
         out.groups.append(ExhibitGroup(
             model_id=mw.model_id, work_id=mw.work_id,
             work_title=inputs.works[mw.work_id].spec.title, role=mw.role, exhibits=shown,

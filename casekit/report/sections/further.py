@@ -23,6 +23,7 @@ from casekit.analysis.findings import (
 )
 from casekit.analysis.metrics import CoverageOverlap, RateRatio
 from casekit.analysis.stats import Rate
+from casekit.report import catalogue as C
 from casekit.report import figures
 from casekit.report.text import (
     DASH,
@@ -47,22 +48,6 @@ NP_SHOWN_N = (1, 100, 10000)
 FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_upper_bound", "pz_census", "nv_recall",
                            "np_discoverable", "discoverable_5050", "spans_over_t",
                            "longest_block", "bmc", "name_cloze", "comparison", "coverage")
-FURTHER_DEFINITION_LABELS = {
-    "p_z": "p_z (probabilistic extraction)",
-    "pz_census": "Whole-work p_z census",
-    "pz_upper_bound": "p_z bounds from API log-probs",
-    "nv_recall": "nv-recall",
-    "intervals": "Intervals",
-    "np_discoverable": "(n,p)-discoverable extraction",
-    "discoverable_5050": "50/50 discoverable extraction",
-    "spans_over_t": "Spans > T",
-    "longest_block": "Longest contiguous block",
-    "bmc": "BMC@k",
-    "name_cloze": "Name cloze",
-    "comparison": "Model comparison",
-    "coverage": "Coverage",
-    "divergence": "Divergence",
-}
 
 
 @dataclass(frozen=True)
@@ -646,6 +631,6 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
             bmc5_jaccard=bj, bmc5_baseline=bb, bmc5_detail=bd,
             extraction_ratio=er, extraction_note=en, regurgitation_ratio=rr,
             regurgitation_note=rn))
-    definitions = [KV(FURTHER_DEFINITION_LABELS[k], f.definitions[k], k)
+    definitions = [KV(C.FURTHER_DEFINITION_LABELS[k], f.definitions[k], k)
                    for k in FURTHER_DEFINITION_KEYS if k in f.definitions]
     return Further(definitions=definitions, rows=rows, comparisons=comparisons)

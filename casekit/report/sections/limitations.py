@@ -16,6 +16,7 @@ from casekit.case import CaseFile
 from casekit.records import (
     AttemptRecord,
 )
+from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.sections.controls import FloorView
 
@@ -29,45 +30,26 @@ def build_limitations(f: Findings, case: CaseFile, floors: list[FloorView],
     echo = sum(x.echo_words for x in gen)
     echoed = sum(1 for x in gen if x.echo_words)
     out = [
-        f"Prompt echo is discounted: output runs of {th.get('echo_min_words', 5)} or more words "
-        f"found in the prompt were removed before matching ({echo:,} words in {echoed:,} of "
-        f"{len(gen):,} generation attempts), and work text the tester supplied in a prompt is "
-        "never credited to the model. Exhibits mark that supplied text in the prompt column.",
-        "Widely quoted text: a span may reproduce a passage that circulates on its own "
-        "(famous openings, epigraphs, public-domain quotations inside the work); such a passage "
-        "can reach a model through quotations rather than the work. casekit does not check "
-        "whether a matched passage is quoted elsewhere. Short spans (8 words or fewer) occur by "
-        f"chance between unrelated texts, so no span under {th.get('min_span_words')} words "
-        "counts here.",
+        C.LIMIT_ECHO.format(echo_min_words=th.get("echo_min_words", 5), echo_words=f"{echo:,}",
+                            echoed=f"{echoed:,}", generations=f"{len(gen):,}"),
+        C.LIMIT_QUOTED.format(min_span_words=th.get("min_span_words")),
         ABSENCE_CAVEAT,
-        "Outputs vary between calls (sampling, provider-side changes). Every figure is over the "
-        f"attempts recorded in this ledger ({case.samples} sample(s) per prompt); repeated "
-        "samples and overlapping windows are not independent, and the intervals here treat "
-        "attempts as independent.",
+        C.LIMIT_VARIANCE.format(samples=case.samples),
     ]
     errors = sum(1 for x in f.attempts if x.outcome == "error")
     refusals = sum(1 for x in f.attempts if x.outcome == "refusal")
     unscorable = sum(1 for x in f.attempts if x.outcome == "unscorable")
     if errors or refusals or unscorable:
-        out.append(f"Attempts that ended in an error: {errors:,}; in a refusal: {refusals:,}; "
-                   f"that could not be scored: {unscorable:,}. Each stays in every denominator "
-                   "and in the table of every attempt.")
+        out.append(C.LIMIT_FAILURES.format(errors=f"{errors:,}", refusals=f"{refusals:,}",
+                                           unscorable=f"{unscorable:,}"))
     if not f.complete or f.recorded_attempts < f.planned_attempts:
-        out.append(f"The run is incomplete: {f.recorded_attempts:,} of {f.planned_attempts:,} "
-                   "planned attempts were recorded. The figures cover the recorded attempts "
-                   "only.")
+        out.append(C.LIMIT_INCOMPLETE.format(recorded=f"{f.recorded_attempts:,}",
+                                             planned=f"{f.planned_attempts:,}"))
     if f.imported_attempts:
-        out.append(f"Imported outputs: {f.imported_attempts:,} attempt(s) were captured outside "
-                   "casekit (casekit import) and are counted in the figures with the intent "
-                   "their importer declared. casekit did not send those requests: their "
-                   "prompts, times and decoding parameters are as the capture states them and "
-                   "cannot be re-run or verified against the provider; each is labelled "
-                   "IMPORTED in its exhibit and in the table of every attempt.")
+        out.append(C.LIMIT_IMPORTED.format(imported=f"{f.imported_attempts:,}"))
     missing = [fv.model_id for fv in floors if not fv.available]
     if missing:
-        out.append("No control generation attempts for " + ", ".join(missing) + ": no "
-                   "false-positive rate was measured for that model, and its figures stand "
-                   "without a floor.")
+        out.append(C.LIMIT_NO_FLOOR.format(models=", ".join(missing)))
     return out + (_data_limitations(f, inputs) if inputs is not None else [])
 
 
@@ -95,15 +77,11 @@ def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
             raw = json.dumps(r.result.raw_response, ensure_ascii=False)
             tooled_resp += any(m in raw for m in TOOL_RESPONSE_MARKERS)
     if tooled_req or tooled_resp:
-        out.append(f"Retrieval or tools: {tooled_req:,} recorded request(s) offered the model "
-                   f"tools or retrieval ({', '.join(TOOL_REQUEST_KEYS[:4])}...) and "
-                   f"{tooled_resp:,} response(s) report a tool call or citations. Text in those "
-                   "outputs may have been retrieved rather than recalled.")
+        out.append(C.LIMIT_TOOLS.format(requests=f"{tooled_req:,}",
+                                        keys=", ".join(TOOL_REQUEST_KEYS[:4]),
+                                        responses=f"{tooled_resp:,}"))
     else:
-        out.append(f"Retrieval or tools: none of the {len(attempts):,} recorded requests offered "
-                   "tools, functions or retrieval, and no recorded response reports a tool call "
-                   "(each raw request and response in the ledger was checked). A provider could "
-                   "still retrieve text on its side without reporting it.")
+        out.append(C.LIMIT_NO_TOOLS.format(requests=f"{len(attempts):,}"))
     # Model identity: aliases, several returned ids, changing fingerprints.
     for m in inputs.start.models:
         mine = [r.result for r in attempts if r.attempt.model_id == m.model_id and r.result]
@@ -111,38 +89,34 @@ def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
         prints = sorted({x.system_fingerprint for x in mine if x.system_fingerprint})
         notes = []
         if m.provider != "local" and not _DATED_MODEL_RE.search(m.model):
-            notes.append(f"was requested as {m.model!r}, a name that may be an alias the "
-                         "provider points at different snapshots over time")
+            notes.append(C.MODEL_ALIAS.format(model=repr(m.model)))
         if len(returned) > 1:
-            notes.append(f"returned {len(returned)} different model ids "
-                         f"({', '.join(returned[:5])}{', ...' if len(returned) > 5 else ''})")
+            notes.append(C.MODEL_RETURNED_MANY.format(
+                n=len(returned),
+                ids=", ".join(returned[:5]) + (", ..." if len(returned) > 5 else "")))
         elif returned and returned[0] != m.model:
-            notes.append(f"was requested as {m.model!r} and reported itself as "
-                         f"{returned[0]!r}")
+            notes.append(C.MODEL_RETURNED_OTHER.format(model=repr(m.model),
+                                                       returned=repr(returned[0])))
         if len(prints) > 1:
-            notes.append(f"reported {len(prints)} different system fingerprints during the "
-                         "run (the serving configuration changed)")
+            notes.append(C.MODEL_FINGERPRINTS.format(n=len(prints)))
         if notes:
-            out.append(f"Model {m.model_id} " + "; ".join(notes) + ". Figures for it describe "
-                       "the model as served during this run.")
+            out.append(C.LIMIT_MODEL.format(model_id=m.model_id, notes="; ".join(notes)))
     # Widely quoted openings and excluded passages.
     threshold = int(f.thresholds.get("min_span_words", 0))
     hits = [x for x in f.attempts if x.mode != "score" and x.longest_words >= threshold
             and x.role == "subject"]
     opening = sum(1 for x in hits if any(s.work_word_start < OPENING_WORDS for s in x.spans))
     if hits:
-        out.append(f"Openings: {opening:,} of the {len(hits):,} subject attempts that reached the "
-                   f"reporting threshold reproduce text within the first {OPENING_WORDS} words of "
-                   "the work, the part most often quoted on its own; matches deeper in a work are "
-                   "harder to explain by quotation.")
+        out.append(C.LIMIT_OPENINGS.format(opening=f"{opening:,}", hits=f"{len(hits):,}",
+                                           opening_words=OPENING_WORDS))
     excluded = [(w.id, e) for w in inputs.works.values() for e in w.excluded]
     if excluded:
-        out.append("Excluded passages (never counted): " + "; ".join(
-            f"{wid}: characters {e.start:,}\u2013{e.end:,} ({e.reason})"
-            for wid, e in excluded[:12]) + ("; ..." if len(excluded) > 12 else "") + ".")
+        out.append(C.LIMIT_EXCLUDED.format(passages="; ".join(
+            C.EXCLUDED_PASSAGE.format(work=wid, start=f"{e.start:,}", end=f"{e.end:,}",
+                                      reason=e.reason)
+            for wid, e in excluded[:12]) + ("; ..." if len(excluded) > 12 else "")))
     else:
-        out.append("No passage of any work was excluded: quotations of third-party or "
-                   "public-domain text inside a work, if any, count as the work's own text.")
+        out.append(C.LIMIT_NONE_EXCLUDED)
     # Filters and refusals by source.
     filtered = sum(1 for r in attempts if r.result and r.result.finish_reason in (
         "content_filter", "refusal"))
@@ -151,18 +125,14 @@ def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
         if x.refusal_source:
             by_source[x.refusal_source] = by_source.get(x.refusal_source, 0) + 1
     if filtered or by_source:
-        out.append(f"Refusals and filters: {filtered:,} response(s) ended with a content filter or "
-                   f"refusal stop reason; refusals by source: "
-                   + ", ".join(f"{k} {v:,}" for k, v in sorted(by_source.items()))
-                   + ". A refused or filtered attempt shows nothing either way and stays in "
-                   "every denominator.")
+        out.append(C.LIMIT_FILTERS.format(
+            filtered=f"{filtered:,}",
+            by_source=", ".join(f"{k} {v:,}" for k, v in sorted(by_source.items()))))
     # Small samples.
     small = sorted({mw.model_id + " \u00d7 " + mw.work_id for mw in f.findings
                     if mw.role == "subject" and any(0 < r.n < 30 for r in (
                         mw.regurgitation, mw.extraction))})
     if small:
-        out.append("Small samples: fewer than 30 attempts stand behind a rate of "
-                   + ", ".join(small[:8]) + ("..." if len(small) > 8 else "")
-                   + "; the 95% interval printed beside each figure shows how little a single "
-                   "attempt more or less would change.")
+        out.append(C.LIMIT_SMALL.format(
+            findings=", ".join(small[:8]) + ("..." if len(small) > 8 else "")))
     return out

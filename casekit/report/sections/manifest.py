@@ -14,6 +14,7 @@ from casekit.records import (
     Note,
     RunEnd,
 )
+from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.text import (
     DASH,
@@ -110,9 +111,9 @@ def build_manifest_view(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifes
         recorded_attempts=f"{f.recorded_attempts:,}",
         imported_attempts=f"{f.imported_attempts:,}", ledger_head_hash=f.ledger_head_hash,
         ledger_records=f"{f.ledger_records:,}", started_at=st.began_at,
-        ended_at=end.recorded_at if end else "no run_end record (run not finished)",
+        ended_at=end.recorded_at if end else C.RUN_NOT_ENDED,
         works=works, models=models,
-        versions=[KV(k, v if v is not None else "not installed")
+        versions=[KV(k, v if v is not None else C.NOT_INSTALLED)
                   for k, v in sorted(st.versions.items())],
         git=[KV(k, fmt_value(v)) for k, v in sorted(st.git.items())],
         host=[KV(k, v) for k, v in sorted(st.host.items())],

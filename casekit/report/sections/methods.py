@@ -15,7 +15,7 @@ from casekit.case import CaseFile
 from casekit.records import (
     RunStart,
 )
-from casekit.report.sections.further import FURTHER_DEFINITION_LABELS
+from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -25,52 +25,6 @@ from casekit.report.text import (
 from casekit.report.views import KV
 
 log = logging.getLogger(__name__)
-
-
-#: [Car23] single-output extraction threshold, printed when a case lowers its thresholds.
-LEGAL_DEFAULT_TEXT = "50 tokens / 40 words [Car23]"
-
-
-PROFILE_TEXT = {
-    "raw": "the text as ingested; exhibits quote raw text through offset maps",
-    "light": "NFKC; curly quotes to ASCII; dash variants to em dash; ellipses unified; _x_ "
-             "italics markers removed; lowercase; whitespace collapsed; words hyphenated across "
-             "a line break joined [Ahm26 App. C.3]",
-    "words": "tokens \\w+|[^\\w\\s]+ on the raw text, lowercased, keeping tokens that contain "
-             "[a-z0-9] (the [Liu26] profile, so figures are comparable with published ones)",
-    "light-words": "the light profile, then the words tokenizer: casekit's default for span "
-                   "finding and word thresholds",
-}
-
-THRESHOLD_LABELS = {
-    "near_exact": ("Near-exact similarity", "minimum normalized word-level edit similarity of "
-                   "a near-verbatim span"),
-    "min_span_words": ("Reporting threshold", "a span of at least this many words counts as "
-                       "evidence"),
-    "substantial_portion_min_words": ("Substantial portion: contiguous block", "a reconstructed "
-                                      "block of at least this many words..."),
-    "substantial_portion_min_share": ("Substantial portion: coverage", "...or this share of the "
-                                      "work's words"),
-    "seed_k": ("Seed k-gram (k)", "exact k-grams that seed a span; k of BMC@k"),
-    "m_gram": ("Prompt m-gram trim (m)", "work positions whose m-gram occurs in the prompt are "
-               "never credited"),
-    "echo_min_words": ("Echo removal", "output runs of at least this many words found in the "
-                       "prompt are removed"),
-    "legal_defaults": ("Legal defaults", "false when the case deliberately lowers thresholds"),
-}
-
-DEFINITION_LABELS = {
-    "span": "Span",
-    "leakage": "Prompt-leakage discount",
-    "rate": "Rate",
-    "coverage": "Coverage",
-    "longest_block": "Longest contiguous block",
-    "bmc": "BMC@k",
-    "longest_regurgitated": "Longest regurgitated span",
-    "top1_share": "Teacher-forced top-1 share",
-    "control_floor": "Control floor",
-}
-
 
 
 @dataclass(frozen=True)
@@ -115,25 +69,25 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
     profiles = []
     for use in ordered(f.profiles, ("spans", "bmc")):
         prof = f.profiles[use]
-        label = {"spans": "Spans, coverage and word thresholds", "bmc": "BMC@k"}.get(use, use)
-        profiles.append(KV(label, prof, PROFILE_TEXT.get(prof, "")))
+        label = C.PROFILE_USE_LABELS.get(use, use)
+        profiles.append(KV(label, prof, C.PROFILE_TEXT.get(prof, "")))
     thresholds = []
-    for key in ordered(f.thresholds, THRESHOLD_LABELS):
+    for key in ordered(f.thresholds, C.THRESHOLD_LABELS):
         val = f.thresholds[key]
-        label, note = THRESHOLD_LABELS.get(key, (key, ""))
+        label, note = C.THRESHOLD_LABELS.get(key, (key, ""))
         if key == "substantial_portion_min_share" and isinstance(val, float):
-            shown = f"{fmt_pct(val)} of the work's words"
+            shown = C.THRESHOLD_SHARE.format(share=fmt_pct(val))
         elif key in ("min_span_words", "substantial_portion_min_words", "echo_min_words",
                      "seed_k", "m_gram") and not isinstance(val, bool):
-            shown = f"{val} words"
+            shown = C.THRESHOLD_WORDS.format(value=val)
         else:
             shown = fmt_value(val)
         thresholds.append(KV(label, shown, note))
     # Each definition under its label and its key: the key is what "[p_z]" in the further
     # measures refers to.
-    definitions = [KV(DEFINITION_LABELS.get(k) or FURTHER_DEFINITION_LABELS.get(k, k),
+    definitions = [KV(C.DEFINITION_LABELS.get(k) or C.FURTHER_DEFINITION_LABELS.get(k, k),
                       f.definitions[k], k)
-                   for k in ordered(f.definitions, DEFINITION_LABELS)]
+                   for k in ordered(f.definitions, C.DEFINITION_LABELS)]
     categories = [KV(k.capitalize(), v) for k, v in CATEGORY_TEXT.items()]
     counts: dict[str, int] = {}
     intents: dict[str, str] = {}
@@ -148,26 +102,23 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
             key=key, name=s.name, intent=intents.get(key, intent) or DASH,
             description=description or DASH,
             params=[KV(k, fmt_value(v)) for k, v in sorted(s.params.items())],
-            models=", ".join(s.models) if s.models is not None else "all models",
-            works=", ".join(s.works) if s.works is not None else "all works",
+            models=", ".join(s.models) if s.models is not None else C.ALL_MODELS,
+            works=", ".join(s.works) if s.works is not None else C.ALL_WORKS,
             attempts=f"{counts.get(key, 0):,}",
         ))
     d = case.decoding
-    decoding = [
-        KV("Temperature", f"{d.temperature:g}", "sample 0 of every prompt is greedy "
-           "(temperature 0); further samples use this temperature"),
-        KV("Max tokens", str(d.max_tokens), "strategies may set their own per prompt"),
-        KV("top_p", fmt_value(d.top_p) if d.top_p is not None else "not set"),
-        KV("top_k", fmt_value(d.top_k) if d.top_k is not None else "not set"),
-        KV("Samples per prompt", str(case.samples)),
-        KV("Seed", str(case.seed), "seed of the plan; sample s is sent with seed + s where "
-           "the provider supports one"),
-    ]
+    values = {
+        "temperature": f"{d.temperature:g}",
+        "max_tokens": str(d.max_tokens),
+        "top_p": fmt_value(d.top_p) if d.top_p is not None else C.NOT_SET,
+        "top_k": fmt_value(d.top_k) if d.top_k is not None else C.NOT_SET,
+        "samples": str(case.samples),
+        "seed": str(case.seed),
+    }
+    decoding = [KV(label, values[key], note) for key, (label, note) in C.DECODING_ROWS.items()]
     legal = bool(f.thresholds.get("legal_defaults", True))
-    legal_note = "" if legal else (
-        f"The case lowered the thresholds below the legal defaults ({LEGAL_DEFAULT_TEXT}): "
-        f"a span counts here from {f.thresholds.get('min_span_words')} words. Figures in this "
-        "report are not comparable with findings made at the legal defaults.")
+    legal_note = "" if legal else C.LEGAL_NOTE.format(
+        legal_defaults=C.LEGAL_DEFAULT_TEXT, min_span_words=f.thresholds.get("min_span_words"))
     return Methods(profiles=profiles, thresholds=thresholds, definitions=definitions,
                    categories=categories, strategies=strategies, decoding=decoding,
                    legal_defaults=legal, legal_note=legal_note)

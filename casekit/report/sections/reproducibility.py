@@ -12,6 +12,7 @@ from casekit.analysis.findings import (
 )
 from casekit.canonical import sha256_bytes
 from casekit.errors import CasekitError
+from casekit.report import catalogue as C
 from casekit.report.evidence import COMPARISON_ATTACHMENT
 from casekit.report.inputs import Inputs
 from casekit.report.text import (
@@ -52,8 +53,7 @@ def build_rerun(f: Findings, inputs: Inputs) -> RerunView | None:
     first, head = str(link.get("run_id", "")), str(link.get("ledger_head_hash", ""))
     if inputs.comparison_bytes is None:
         return RerunView(first_run=first, first_head=head, first_dir=str(link.get("run_dir")),
-                         compared=False, note="no comparison.json in this run's folder (the "
-                         "re-run did not complete, or the file was removed)", models=[],
+                         compared=False, note=C.RERUN_NO_COMPARISON, models=[],
                          differing=[], differing_total=0, sha256="")
     from casekit.analysis.compare import Comparison
 
@@ -67,10 +67,8 @@ def build_rerun(f: Findings, inputs: Inputs) -> RerunView | None:
         raise CasekitError(f"{COMPARISON_ATTACHMENT} compares runs {cmp.first_run} and "
                            f"{cmp.second_run}, not {first} and {inputs.start.run_id}; remove it "
                            "or run casekit rerun again")
-    note = ("computed by casekit rerun from both ledgers when this run ended"
-            + ("" if cmp.second_ledger_head == f.ledger_head_hash else
-               f" (this ledger's head was then {cmp.second_ledger_head}; records were added "
-               "since)"))
+    note = C.RERUN_COMPARED + ("" if cmp.second_ledger_head == f.ledger_head_hash else
+                               C.RERUN_HEAD_MOVED.format(head=cmp.second_ledger_head))
 
     def frac(k: int, n: int) -> str:
         return f"{k:,} of {n:,} ({fmt_pct(k / n) if n else DASH})"

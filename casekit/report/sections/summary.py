@@ -12,6 +12,7 @@ from casekit.analysis.findings import (
     ModelWorkFinding,
 )
 from casekit.analysis.taxonomy import BELOW, NOT_OBSERVED, SHOWN
+from casekit.report import catalogue as C
 from casekit.report.sections.controls import FloorView
 from casekit.report.text import (
     DASH,
@@ -78,8 +79,9 @@ def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
                           sorted(f.bmc.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit()
                                  else 10**9)),
         top1=fmt_pct(tf.mean_top1_share) if tf else DASH,
-        top1_detail=(f"{tf.windows:,} windows, {tf.greedy_reproduced_windows:,} reproduced "
-                     "greedily") if tf else "no teacher-forced windows",
+        top1_detail=C.TF_DETAIL.format(windows=f"{tf.windows:,}",
+                                       greedy=f"{tf.greedy_reproduced_windows:,}")
+        if tf else C.NO_TF_WINDOWS,
         status=f.memorization, status_class=STATUS_CLASS.get(f.memorization, ""),
         reason=f.memorization_reason, outcomes=outcomes,
         exhibits=", ".join(exhibit_refs) if exhibit_refs else DASH,
