@@ -229,3 +229,84 @@ LIMIT_FILTERS = (
 LIMIT_SMALL = (
     "Small samples: fewer than 30 attempts stand behind a rate of {findings}; the 95% interval "
     "printed beside each figure shows how little a single attempt more or less would change.")
+
+# --------------------------------------------------------------------------- reliability
+
+IMPORTED_NO_TRIES = " (imported: no tries)"
+FAILED_TRIES = "{transient} transient, {rate_limit} rate limit, {no_retry} not retried"
+FAILED_TRIES_UNKNOWN = ", {unknown} unknown"
+
+# --------------------------------------------------------------------------- further measures
+
+CONTROL_WORK_OF = "Control work of {model_id}: {title}"
+NOT_MEASURED = "not measured"
+#: Rows of the measures table, in this order: label of each measure (the key is its getter's,
+#: in sections/further/measures.py).
+MEASURE_LABELS = {
+    "nv_recall": "nv-recall of iterative sessions",
+    "pz_upper_bound": "p_z from API log-probs (bounds)",
+    "p_z": "Probabilistic extraction, greedy p_z = 1",
+    "discoverable_exact": "50/50 discoverable extraction, exact",
+    "discoverable_approx": "50/50 discoverable extraction, approximate",
+    "spans_over_t": "Spans > T (T = 20 words)",
+    "longest_block": "Longest block: BMC@5 / light-words",
+    "name_cloze": "Name-cloze accuracy / majority baseline",
+}
+N_WINDOWS = "{n} windows"
+NO_SCORED_WINDOWS = "no scored windows"
+PRESET_NOTE = "preset {preset}; {note}"
+NO_GENERATIONS = "no generation attempts"
+SPANS_OVER_T_NOTE = "spans > 20 words"
+BLOCKS = "{bmc5} (BMC@5) / {light} (light-words)"
+BLOCKS_NOTE = "words profile mask / light-words coverage mask"
+NO_CLOZE = "no name-cloze attempts"
+CLOZE = "{accuracy} correct; majority baseline {baseline}"
+CLOZE_NOTE = "accuracy {accuracy_note}; baseline{majority} {baseline_note}"
+CLOZE_MAJORITY = " (always \u201c{name}\u201d)"
+NO_SESSIONS = "no iterative-continuation sessions"
+NV_RECALL = "{recall} ({matched} of {words} words)"
+NV_RECALL_NOTE = "{sessions} session{plural} concatenated; best single session {best}"
+NO_API_LOGPROBS = "no API top-k log-probs"
+API_PZ = "greedy p_z = 1 in {one} of {windows} windows (exact)"
+API_PZ_NOTE = ("exactly 0 in {zero}, undetermined in {undetermined}{share}; UPPER BOUNDS from "
+               "top-{top_k} log-probs")
+API_PZ_SHARE = "; top-40 upper bound \u2265 1% in {n} of {windows}"
+#: Rates of the interval table, by their key in ModelWorkFinding.bootstrap.
+INTERVAL_LABELS = {
+    "regurgitation": "Regurgitation (benign attempts)",
+    "extraction": "Extraction (adversarial attempts)",
+    "discoverable_exact": "50/50 discoverable, exact",
+    "discoverable_approx": "50/50 discoverable, approximate",
+    "teacher_forced_greedy": "Teacher-forced windows, greedy p_z = 1",
+}
+INTERVAL_CENSUS = "Census ({key}), greedy p_z = 1"
+INTERVAL_NV = "Iterative sessions with an nv-recall block"
+INTERVAL_CLOZE = "Name-cloze accuracy"
+WILSON_ONLY = "Wilson / Clopper-Pearson only"
+WILSON_ONLY_CLOZE = "Wilson / Clopper-Pearson only (one passage per attempt)"
+BOOTSTRAP_ONLY = "bootstrap only"
+NO_BOOTSTRAP = "no bootstrap interval (nothing scored)"
+NO_BOOTSTRAP_ONE = ("no bootstrap interval: a single {unit} (resampling one cluster gives no "
+                    "spread)")
+BOOTSTRAP = ("95% cluster-bootstrap {lo}\u2013{hi} over {clusters} clusters, each {article} "
+             "{unit} ({resamples} resamples, seed {seed})")
+CENSUS_SUMMARY = ("{windows} windows scored of {planned} planned{failed}; their suffixes cover "
+                  "{scored} of the work's {counted} counted characters ({share})")
+CENSUS_FAILED = ", {n} failed"
+NO_CONTROL_CENSUS = "no census of a control work for this model"
+#: Coverage map rows: (key, label, note).
+COVERAGE_ROWS = (
+    ("extraction", "Extraction", "adversarial attempts' spans"),
+    ("regurgitation", "Regurgitation", "benign attempts' spans"),
+    ("reconstruction", "Reconstruction", "all means: every span and the teacher-forced "
+                                         "windows reproduced greedily"),
+)
+COVERED_WORDS = "{covered} of {total} words ({share})"
+LONGEST_PASSAGE = "{n} words (words {where})"
+UNDEFINED = "undefined"
+EMPTY_DENOMINATOR = "an empty denominator"
+NO_SUCCESS = "no success in either model"
+NO_INTERVAL = "no interval"
+RATIO_METHODS = {"katz-log": "Katz log"}
+ZERO_CORRECTED = "; 0.5 added to every cell (a zero count)"
+OVERLAP_DETAIL = "both {both} / either {either} of {total} positions (A {a}, B {b})"

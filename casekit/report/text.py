@@ -22,6 +22,7 @@ from casekit.analysis.findings import (
     SpanFinding,
 )
 from casekit.analysis.stats import BootstrapRate
+from casekit.report import catalogue as C
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +331,9 @@ def _article(word: str) -> str:
 def boot_text(b: BootstrapRate | None) -> str:
     """A cluster-bootstrap interval and what it resampled, or why there is none."""
     if b is None or b.lo is None or b.hi is None:
-        return "no bootstrap interval (nothing scored)"
+        return C.NO_BOOTSTRAP
     if b.clusters < 2:
-        return (f"no bootstrap interval: a single {b.unit} (resampling one cluster "
-                "gives no spread)")
-    return (f"95% cluster-bootstrap {fmt_pct(b.lo)}\u2013{fmt_pct(b.hi)} over "
-            f"{b.clusters:,} clusters, each {_article(b.unit)} {b.unit} "
-            f"({b.resamples:,} resamples, seed {b.seed})")
+        return C.NO_BOOTSTRAP_ONE.format(unit=b.unit)
+    return C.BOOTSTRAP.format(lo=fmt_pct(b.lo), hi=fmt_pct(b.hi), clusters=f"{b.clusters:,}",
+                              article=_article(b.unit), unit=b.unit,
+                              resamples=f"{b.resamples:,}", seed=b.seed)

@@ -14,6 +14,7 @@ from casekit.records import (
     IMPORT_STRATEGY,
     AttemptRecord,
 )
+from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.views import KV
 
@@ -122,12 +123,14 @@ def build_reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reli
             refused=f"{ref_total:,}" + (" (" + ", ".join(
                 f"{k} {v:,}" for k, v in sorted(refused.items())) + ")" if ref_total else ""),
             filtered=f"{filtered:,}", failed=f"{failed:,}",
-            tries=f"{tries:,}" + (" (imported: no tries)" if any(
+            tries=f"{tries:,}" + (C.IMPORTED_NO_TRIES if any(
                 r.attempt.strategy == IMPORT_STRATEGY for r in recs) else ""),
             retried=f"{retried:,}",
-            failed_tries=(f"{kinds['transient']:,} transient, {kinds['rate_limit']:,} rate "
-                          f"limit, {kinds['no_retry']:,} not retried"
-                          + (f", {kinds['unknown']:,} unknown" if kinds["unknown"] else "")),
+            failed_tries=(C.FAILED_TRIES.format(transient=f"{kinds['transient']:,}",
+                                                rate_limit=f"{kinds['rate_limit']:,}",
+                                                no_retry=f"{kinds['no_retry']:,}")
+                          + (C.FAILED_TRIES_UNKNOWN.format(unknown=f"{kinds['unknown']:,}")
+                             if kinds["unknown"] else "")),
             retry_after=f"{after:,}", most_tries=f"{most:,}", dropped=f"{dropped:,}"))
     errors.sort(key=lambda e: int(e.seq))
     return Reliability(rows=rows, errors=errors[:RELIABILITY_ERRORS_SHOWN],

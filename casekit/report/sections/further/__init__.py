@@ -64,7 +64,8 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
             rows.append(FurtherRow(
                 model_id=mid, work_id=mw.work_id, work_title=works[mw.work_id].spec.title,
                 role=mw.role,
-                control_label=(f"Control work of {mid}: {works[c.work_id].spec.title}"
+                control_label=(C.CONTROL_WORK_OF.format(model_id=mid,
+                                                        title=works[c.work_id].spec.title)
                                if c is not None else ""),
                 measures=build_measures(f, mw, c),
                 prob=(prob_view(mw.probabilistic, c.probabilistic if c else None)

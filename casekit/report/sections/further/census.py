@@ -13,6 +13,7 @@ from casekit.analysis.findings import (
     Census,
     CensusPreset,
 )
+from casekit.report import catalogue as C
 from casekit.report import figures
 from casekit.report.sections.further.probabilistic import NP_SHOWN_N, NP_SHOWN_P, NPRow, np_cell
 from casekit.report.text import (
@@ -116,15 +117,15 @@ def census_view(c: Census, ctrl: Census | None) -> CensusView:
                for p in NP_SHOWN_P if mine]
 
     def summ(cs: Census) -> str:
-        err = f", {cs.errors:,} failed" if cs.errors else ""
+        err = C.CENSUS_FAILED.format(n=f"{cs.errors:,}") if cs.errors else ""
         share = cs.scored_chars / cs.counted_chars if cs.counted_chars else None
-        return (f"{cs.windows:,} windows scored of {cs.planned:,} planned{err}; their "
-                f"suffixes cover {cs.scored_chars:,} of the work's {cs.counted_chars:,} counted "
-                f"characters ({fmt_pct(share)})")
+        return C.CENSUS_SUMMARY.format(windows=f"{cs.windows:,}", planned=f"{cs.planned:,}",
+                                       failed=err, scored=f"{cs.scored_chars:,}",
+                                       counted=f"{cs.counted_chars:,}", share=fmt_pct(share))
     return CensusView(
         key=c.strategy_key, params=c.params, summary=summ(c),
         control_summary=(f"{summ(ctrl)}; {ctrl.params}" if ctrl else
-                         "no census of a control work for this model"),
+                         C.NO_CONTROL_CENSUS),
         greedy=rate_view(c.greedy), bootstrap=boot_text(c.greedy_bootstrap), columns=columns,
         histogram=hist, share_tables=share_tables, np_rows=np_rows,
         ns=[f"{n:,}" for n in NP_SHOWN_N], figure_preset=drawn.preset,

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from casekit.analysis.metrics import CoverageOverlap, RateRatio
+from casekit.report import catalogue as C
 from casekit.report.text import (
     fmt_num,
 )
@@ -37,19 +38,18 @@ class ComparisonRow:
 def ratio_text(rr: RateRatio) -> tuple[str, str]:
     counts = f"{rr.k1:,} of {rr.n1:,} vs {rr.k2:,} of {rr.n2:,}"
     if rr.ratio is None:
-        why = ("an empty denominator" if rr.n1 == 0 or rr.n2 == 0
-               else "no success in either model")
-        return "undefined", f"{counts}; {why}"
+        why = C.EMPTY_DENOMINATOR if rr.n1 == 0 or rr.n2 == 0 else C.NO_SUCCESS
+        return C.UNDEFINED, f"{counts}; {why}"
     ci = (f"95% CI {fmt_num(rr.lo, 2)}\u2013{fmt_num(rr.hi, 2)}"
-          if rr.lo is not None and rr.hi is not None else "no interval")
-    method = {"katz-log": "Katz log"}.get(rr.method, rr.method)
-    corr = "; 0.5 added to every cell (a zero count)" if rr.corrected else ""
+          if rr.lo is not None and rr.hi is not None else C.NO_INTERVAL)
+    method = C.RATIO_METHODS.get(rr.method, rr.method)
+    corr = C.ZERO_CORRECTED if rr.corrected else ""
     return fmt_num(rr.ratio, 2), f"{counts}; {ci}, {method}{corr}"
 
 
 def overlap_text(o: CoverageOverlap) -> tuple[str, str, str]:
-    jac = "undefined" if o.jaccard is None else fmt_num(o.jaccard)
-    base = "undefined" if o.random_baseline is None else fmt_num(o.random_baseline)
-    detail = (f"both {o.both:,} / either {o.either:,} of {o.total:,} positions "
-              f"(A {o.a:,}, B {o.b:,})")
+    jac = C.UNDEFINED if o.jaccard is None else fmt_num(o.jaccard)
+    base = C.UNDEFINED if o.random_baseline is None else fmt_num(o.random_baseline)
+    detail = C.OVERLAP_DETAIL.format(both=f"{o.both:,}", either=f"{o.either:,}",
+                                     total=f"{o.total:,}", a=f"{o.a:,}", b=f"{o.b:,}")
     return jac, base, detail

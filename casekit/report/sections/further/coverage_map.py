@@ -17,6 +17,7 @@ from casekit.analysis.findings import (
     ModelWorkFinding,
     SpanFinding,
 )
+from casekit.report import catalogue as C
 from casekit.report import figures
 from casekit.report.text import (
     DASH,
@@ -136,12 +137,6 @@ def coverage_ranges(f: Findings, mw: ModelWorkFinding, work: Work,
     return out
 
 
-COVERAGE_ROWS = (
-    ("extraction", "Extraction", "adversarial attempts' spans"),
-    ("regurgitation", "Regurgitation", "benign attempts' spans"),
-    ("reconstruction", "Reconstruction", "all means: every span and the teacher-forced "
-                                         "windows reproduced greedily"),
-)
 
 
 def build_coverage_map(f: Findings, mw: ModelWorkFinding, work: Work,
@@ -152,20 +147,21 @@ def build_coverage_map(f: Findings, mw: ModelWorkFinding, work: Work,
     nparts = max(1, min(COVERAGE_PARTS, total))
     ranges = coverage_ranges(f, mw, work)
     rows = []
-    for key, label, note in COVERAGE_ROWS:
+    for key, label, note in C.COVERAGE_ROWS:
         runs = figures.merge_ranges(ranges[key], total)
         covered = sum(hi - lo for lo, hi in runs)
         parts = _coverage_bins(runs, total, nparts) if total else []
         longest = max((hi - lo for lo, hi in runs), default=0)
         rows.append(CoverageRow(
             key=key, label=label, note=note, runs=runs,
-            covered=(f"{covered:,} of {total:,} words "
-                     f"({fmt_pct(covered / total if total else None)})"),
+            covered=C.COVERED_WORDS.format(covered=f"{covered:,}", total=f"{total:,}",
+                                           share=fmt_pct(covered / total if total else None)),
             lane=figures.coverage_lane(ids, key, runs, total),
             swatch=figures.swatch(ids, key),
             legend_swatch=figures.swatch(ids, key),
             passages=f"{len(runs):,}",
-            longest=(f"{longest:,} words (words {runs_longest(runs)})" if runs else DASH),
+            longest=(C.LONGEST_PASSAGE.format(n=f"{longest:,}", where=runs_longest(runs))
+                     if runs else DASH),
             parts=[fmt_pct(b.covered / b.words) if b.words else DASH for b in parts]))
     heads = [KV(f"{i * total // nparts + 1:,}\u2013", f"{(i + 1) * total // nparts:,}")
              for i in range(nparts)]

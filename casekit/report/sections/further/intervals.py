@@ -10,6 +10,7 @@ from casekit.analysis.findings import (
     ModelWorkFinding,
 )
 from casekit.analysis.stats import Rate
+from casekit.report import catalogue as C
 from casekit.report.text import (
     boot_text,
     fmt_pct,
@@ -33,36 +34,35 @@ class IntervalRow:
 
 def build_intervals(mw: ModelWorkFinding) -> list[IntervalRow]:
     """Every rate of a model x work with the interval it uses (measurement.md section 6)."""
-    rows: list[tuple[str, Rate | None, str]] = [
-        ("Regurgitation (benign attempts)", mw.regurgitation, "regurgitation"),
-        ("Extraction (adversarial attempts)", mw.extraction, "extraction"),
-        ("50/50 discoverable, exact", mw.discoverable_exact, "discoverable_exact"),
-        ("50/50 discoverable, approximate", mw.discoverable_approx, "discoverable_approx"),
-        ("Teacher-forced windows, greedy p_z = 1",
-         mw.probabilistic.greedy if mw.probabilistic else None, "teacher_forced_greedy"),
-    ]
+    rates: dict[str, Rate | None] = {
+        "regurgitation": mw.regurgitation,
+        "extraction": mw.extraction,
+        "discoverable_exact": mw.discoverable_exact,
+        "discoverable_approx": mw.discoverable_approx,
+        "teacher_forced_greedy": mw.probabilistic.greedy if mw.probabilistic else None,
+    }
     out = []
-    for label, r, key in rows:
+    for key, label in C.INTERVAL_LABELS.items():
+        r = rates[key]
         if r is None or r.n == 0:
             continue
         v = rate_view(r)
         b = mw.bootstrap.get(key)
         out.append(IntervalRow(label=label, k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
                                bootstrap=boot_text(b) if b is not None else
-                               "Wilson / Clopper-Pearson only"))
+                               C.WILSON_ONLY))
     for c in mw.census:
         v = rate_view(c.greedy)
-        out.append(IntervalRow(label=f"Census ({c.strategy_key}), greedy p_z = 1",
+        out.append(IntervalRow(label=C.INTERVAL_CENSUS.format(key=c.strategy_key),
                                k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
                                bootstrap=boot_text(c.greedy_bootstrap)))
     if mw.nv_recall is not None and mw.nv_recall.sessions_rate is not None:
         sr = mw.nv_recall.sessions_rate
-        out.append(IntervalRow(label="Iterative sessions with an nv-recall block",
+        out.append(IntervalRow(label=C.INTERVAL_NV,
                                k_of_n=f"{sr.k:,} of {sr.n:,} ({fmt_pct(sr.rate)})",
-                               wilson="bootstrap only", bootstrap=boot_text(sr)))
+                               wilson=C.BOOTSTRAP_ONLY, bootstrap=boot_text(sr)))
     if mw.name_cloze is not None and mw.name_cloze.accuracy.n:
         v = rate_view(mw.name_cloze.accuracy)
-        out.append(IntervalRow(label="Name-cloze accuracy", k_of_n=f"{v.k_of_n} ({v.pct})",
-                               wilson=v.ci, bootstrap="Wilson / Clopper-Pearson only "
-                               "(one passage per attempt)"))
+        out.append(IntervalRow(label=C.INTERVAL_CLOZE, k_of_n=f"{v.k_of_n} ({v.pct})",
+                               wilson=v.ci, bootstrap=C.WILSON_ONLY_CLOZE))
     return out

@@ -5,14 +5,15 @@ control's, with the definition it follows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from casekit.analysis.findings import (
     Findings,
     ModelWorkFinding,
 )
 from casekit.analysis.stats import Rate
+from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -39,10 +40,9 @@ class Measure:
 def _opt_rate(r: Rate | None) -> tuple[str, str]:
     """``k of n`` and its note for a rate that may be absent (DASH, no fake zero)."""
     if r is None:
-        return DASH, "not measured"
+        return DASH, C.NOT_MEASURED
     v = rate_view(r)
     return v.k_of_n, (f"{v.pct}; {v.ci}" if r.n else v.ci)
-
 
 
 def _has_generations(f: Findings, mw: ModelWorkFinding) -> bool:
@@ -50,81 +50,100 @@ def _has_generations(f: Findings, mw: ModelWorkFinding) -> bool:
                and x.cloze_correct is None for x in f.attempts)
 
 
+#: A measure's figure and note for one model x work (the subject's, or its control's).
+Getter = Callable[[Findings, ModelWorkFinding], tuple[str, str]]
+
+
+def _greedy(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+    if m.probabilistic is None:
+        return DASH, C.NO_SCORED_WINDOWS
+    v, note = _opt_rate(m.probabilistic.greedy)
+    return C.N_WINDOWS.format(n=v), C.PRESET_NOTE.format(preset=m.probabilistic.preset,
+                                                         note=note)
+
+
+def _disc(exact: bool) -> Getter:
+    def get(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+        r = m.discoverable_exact if exact else m.discoverable_approx
+        v, note = _opt_rate(r)
+        return (C.N_WINDOWS.format(n=v) if r is not None else v), note
+    return get
+
+
+def _over_t(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+    if not _has_generations(f, m):
+        return DASH, C.NO_GENERATIONS
+    return f"{m.spans_over_t:,}", C.SPANS_OVER_T_NOTE
+
+
+def _blocks(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+    light = f"{m.coverage.longest_block_words:,} words"
+    if not _has_generations(f, m):
+        return C.BLOCKS.format(bmc5=DASH, light=light), C.NO_GENERATIONS
+    return (C.BLOCKS.format(bmc5=f"{m.longest_block_bmc5:,} words", light=light),
+            C.BLOCKS_NOTE)
+
+
+def _cloze(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+    """The name_cloze strategy's measure."""
+    nc = m.name_cloze
+    if nc is None:
+        return DASH, C.NO_CLOZE
+    acc, acc_note = _opt_rate(nc.accuracy)
+    base, base_note = _opt_rate(nc.majority_baseline)
+    name = C.CLOZE_MAJORITY.format(name=nc.majority_name) if nc.majority_name else ""
+    return (C.CLOZE.format(accuracy=acc, baseline=base),
+            C.CLOZE_NOTE.format(accuracy_note=acc_note, majority=name, baseline_note=base_note))
+
+
+def _nv(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+    """The iterative-continuation strategy's measure."""
+    r = m.nv_recall
+    if r is None:
+        return DASH, C.NO_SESSIONS
+    c = r.combined
+    return (C.NV_RECALL.format(recall=fmt_pct(c.recall), matched=f"{c.matched:,}",
+                               words=f"{c.book_words:,}"),
+            C.NV_RECALL_NOTE.format(sessions=f"{r.sessions:,}",
+                                    plural="s" if r.sessions != 1 else "",
+                                    best=fmt_pct(r.best_session)))
+
+
+def _api_pz(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+    """p_z bounds from API top-k log-probs."""
+    b = m.api_pz_bounds
+    if b is None:
+        return DASH, C.NO_API_LOGPROBS
+    at1 = next((x for x in b.top40_upper_shares if abs(x.tau - 0.01) < 1e-12), None)
+    share = (C.API_PZ_SHARE.format(n=f"{at1.windows:,}", windows=f"{b.windows:,}")
+             if at1 is not None else "")
+    return (C.API_PZ.format(one=f"{b.greedy_one:,}", windows=f"{b.windows:,}"),
+            C.API_PZ_NOTE.format(zero=f"{b.greedy_zero:,}",
+                                 undetermined=f"{b.greedy_undetermined:,}", share=share,
+                                 top_k=b.top_k))
+
+
+#: The table's rows, in order: (key of the label in the catalogue, key of the definition in
+#: findings.definitions, getter). A strategy's own measure is one row here.
+MEASURES: tuple[tuple[str, str, Getter], ...] = (
+    ("nv_recall", "nv_recall", _nv),
+    ("pz_upper_bound", "pz_upper_bound", _api_pz),
+    ("p_z", "p_z", _greedy),
+    ("discoverable_exact", "discoverable_5050", _disc(True)),
+    ("discoverable_approx", "discoverable_5050", _disc(False)),
+    ("spans_over_t", "spans_over_t", _over_t),
+    ("longest_block", "longest_block", _blocks),
+    ("name_cloze", "name_cloze", _cloze),
+)
+
+
 def build_measures(f: Findings, mw: ModelWorkFinding, ctrl: ModelWorkFinding | None,
-              ) -> list[Measure]:
-    def both(get: Any) -> tuple[tuple[str, str], tuple[str, str]]:
-        mine = get(mw)
-        theirs = get(ctrl) if ctrl is not None else (DASH, "")
-        return mine, theirs
-
-    def greedy(m: ModelWorkFinding) -> tuple[str, str]:
-        if m.probabilistic is None:
-            return DASH, "no scored windows"
-        v, note = _opt_rate(m.probabilistic.greedy)
-        return f"{v} windows", f"preset {m.probabilistic.preset}; {note}"
-
-    def disc(exact: bool) -> Any:
-        def get(m: ModelWorkFinding) -> tuple[str, str]:
-            r = m.discoverable_exact if exact else m.discoverable_approx
-            v, note = _opt_rate(r)
-            return (f"{v} windows" if r is not None else v), note
-        return get
-
-    def over_t(m: ModelWorkFinding) -> tuple[str, str]:
-        if not _has_generations(f, m):
-            return DASH, "no generation attempts"
-        return f"{m.spans_over_t:,}", "spans > 20 words"
-
-    def blocks(m: ModelWorkFinding) -> tuple[str, str]:
-        light = f"{m.coverage.longest_block_words:,} words"
-        if not _has_generations(f, m):
-            return f"{DASH} (BMC@5) / {light} (light-words)", "no generation attempts"
-        return (f"{m.longest_block_bmc5:,} words (BMC@5) / {light} (light-words)",
-                "words profile mask / light-words coverage mask")
-
-    def cloze(m: ModelWorkFinding) -> tuple[str, str]:
-        nc = m.name_cloze
-        if nc is None:
-            return DASH, "no name-cloze attempts"
-        acc, acc_note = _opt_rate(nc.accuracy)
-        base, base_note = _opt_rate(nc.majority_baseline)
-        name = f" (always \u201c{nc.majority_name}\u201d)" if nc.majority_name else ""
-        return (f"{acc} correct; majority baseline {base}",
-                f"accuracy {acc_note}; baseline{name} {base_note}")
-
-    def nv(m: ModelWorkFinding) -> tuple[str, str]:
-        r = m.nv_recall
-        if r is None:
-            return DASH, "no iterative-continuation sessions"
-        c = r.combined
-        return (f"{fmt_pct(c.recall)} ({c.matched:,} of {c.book_words:,} words)",
-                f"{r.sessions:,} session{'s' if r.sessions != 1 else ''} concatenated; best "
-                f"single session {fmt_pct(r.best_session)}")
-
-    def api_pz(m: ModelWorkFinding) -> tuple[str, str]:
-        b = m.api_pz_bounds
-        if b is None:
-            return DASH, "no API top-k log-probs"
-        at1 = next((x for x in b.top40_upper_shares if abs(x.tau - 0.01) < 1e-12), None)
-        share = (f"; top-40 upper bound ≥ 1% in {at1.windows:,} of {b.windows:,}"
-                 if at1 is not None else "")
-        return (f"greedy p_z = 1 in {b.greedy_one:,} of {b.windows:,} windows (exact)",
-                f"exactly 0 in {b.greedy_zero:,}, undetermined in {b.greedy_undetermined:,}"
-                f"{share}; UPPER BOUNDS from top-{b.top_k} log-probs")
-
-    rows = [
-        ("nv-recall of iterative sessions", "nv_recall", nv),
-        ("p_z from API log-probs (bounds)", "pz_upper_bound", api_pz),
-        ("Probabilistic extraction, greedy p_z = 1", "p_z", greedy),
-        ("50/50 discoverable extraction, exact", "discoverable_5050", disc(True)),
-        ("50/50 discoverable extraction, approximate", "discoverable_5050", disc(False)),
-        ("Spans > T (T = 20 words)", "spans_over_t", over_t),
-        ("Longest block: BMC@5 / light-words", "longest_block", blocks),
-        ("Name-cloze accuracy / majority baseline", "name_cloze", cloze),
-    ]
+                   ) -> list[Measure]:
+    """Each measure of this model x work beside the same measure of its control work."""
     out = []
-    for label, key, get in rows:
-        (v, note), (cv, cnote) = both(get)
-        out.append(Measure(label=label, definition=key, value=v, note=note, control=cv,
-                           control_note=cnote))
+    for key, definition, get in MEASURES:
+        v, note = get(f, mw)
+        cv, cnote = get(f, ctrl) if ctrl is not None else (DASH, "")
+        out.append(Measure(label=C.MEASURE_LABELS[key], definition=definition, value=v,
+                           note=note, control=cv, control_note=cnote))
     return out
