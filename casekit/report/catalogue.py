@@ -11,6 +11,10 @@ The texts of ``findings.definitions`` are not here: analysis writes them into fi
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 # --------------------------------------------------------------------------- cover
 
 COMPLETE = "complete: {recorded} of {planned} planned attempts recorded"

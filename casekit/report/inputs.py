@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from casekit.analysis.analyze import findings_bytes
-from casekit.analysis.findings import (
-    Findings,
-)
+from casekit.analysis.findings import Findings
 from casekit.canonical import canonical_json, sha256_bytes
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
@@ -97,7 +95,6 @@ def _last_hash(ledger: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
-
 
 
 def evidence_files(findings: Findings, inputs: Inputs) -> EvidenceFiles:

@@ -25,9 +25,7 @@ from casekit.report.sections.reliability import Reliability
 from casekit.report.sections.reproducibility import RerunView
 from casekit.report.sections.summary import ModelSummary, SummaryRow
 from casekit.report.sections.teacher_forced import TFModel
-from casekit.report.text import (
-    INLINE_MAX_CHARS,
-)
+from casekit.report.text import INLINE_MAX_CHARS
 from casekit.report.views import KV
 
 log = logging.getLogger(__name__)

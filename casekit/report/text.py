@@ -18,9 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from casekit.analysis.findings import (
-    SpanFinding,
-)
+from casekit.analysis.findings import SpanFinding
 from casekit.analysis.stats import BootstrapRate
 from casekit.report import catalogue as C
 
@@ -203,7 +201,6 @@ INLINE_CONTEXT_CHARS = 300
 APPENDIX_CHUNK_CHARS = 4000
 
 
-
 def chunk_bounds(text: str, size: int = APPENDIX_CHUNK_CHARS) -> list[tuple[int, int]]:
     """[start, end) blocks of about ``size`` characters covering the text, each ending after a
     line break, else after a blank, else (an unbroken run) at ``size``."""
@@ -236,7 +233,6 @@ def segments_in(text: str, runs: list[tuple[int, int, str]], lo: int, hi: int,
         if a < b:
             out.extend(visible_segments(text[a:b], cls))
     return out
-
 
 
 #: A run of non-blank characters longer than this may not fit an exhibit column.
@@ -312,7 +308,6 @@ def supplied_ranges(text: str, quotes: Iterable[str]) -> list[tuple[int, int, st
     return out
 
 
-
 def ordered(d: dict[str, Any], known: Iterable[str]) -> list[str]:
     """Keys of d: the known ones in their given order, then the rest sorted.
 
@@ -321,7 +316,6 @@ def ordered(d: dict[str, Any], known: Iterable[str]) -> list[str]:
     """
     first = [k for k in known if k in d]
     return first + sorted(set(d) - set(first))
-
 
 
 def _article(word: str) -> str:

@@ -1,5 +1,4 @@
-"""View types more than one section shows: a labelled value and a rate with its interval.
-"""
+"""View types more than one section shows: a labelled value and a rate with its interval."""
 
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ class KV:
     note: str = ""
 
 
-
 @dataclass(frozen=True)
 class RateView:
     k_of_n: str
@@ -41,7 +39,6 @@ def rate_view(r: Rate) -> RateView:
     method = C.INTERVAL_METHODS.get(r.method, r.method)
     return RateView(f"{r.k:,} of {r.n:,}", fmt_pct(r.rate),
                     C.RATE_CI.format(lo=fmt_pct(r.lo), hi=fmt_pct(r.hi), method=method))
-
 
 
 OUTCOME_ORDER = ("match", "no_match", "refusal", "error", "unscorable")

@@ -7,9 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from casekit.analysis.findings import (
-    Findings,
-)
+from casekit.analysis.findings import Findings
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -34,7 +32,6 @@ class AttemptRow:
     exhibit: str
     exhibit_anchor: str
     reaches_threshold: bool
-
 
 
 def attempt_rows(f: Findings, anchor_of: dict[str, tuple[str, str]]) -> list[AttemptRow]:

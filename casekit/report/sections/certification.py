@@ -21,9 +21,7 @@ from casekit.report.evidence import (
     work_attachment_name,
 )
 from casekit.report.inputs import Inputs
-from casekit.report.text import (
-    DASH,
-)
+from casekit.report.text import DASH
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +47,6 @@ class Evidence:
     pdf_variant: str
     attach_works: bool
     attachment_names: list[str]
-
 
 
 def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,

@@ -37,7 +37,6 @@ class FloorView:
     """Control attempts with a span, per intent (benign, adversarial)."""
 
 
-
 def floor_view(cf: ControlFloor | None, model_id: str, control_works: list[str]) -> FloorView:
     if cf is None or cf.attempts.n == 0:
         return FloorView(model_id=model_id, available=False, attempts=rate_view(

@@ -39,7 +39,6 @@ class Cover:
     complete: bool
 
 
-
 @dataclass(frozen=True)
 class Bates:
     """Bates numbering of the pages: ``PREFIX-000001`` from the case file's ``case.bates``."""
@@ -53,7 +52,6 @@ class Bates:
     """The first page's number as printed."""
 
 
-
 _BATES_PREFIX_RE = re.compile(r"[A-Z0-9_-]{1,20}")
 
 
@@ -65,7 +63,6 @@ def build_bates(case: CaseFile) -> Bates:
                            "A-Z 0-9 _ - and a start of 1 or more")
     return Bates(prefix=b.prefix, start=b.start, reset=b.start - 1,
                  first=f"{b.prefix}-{b.start:06d}")
-
 
 
 CONTROL_OVERRIDE = C.CONTROL_OVERRIDE

@@ -14,9 +14,7 @@ from casekit.records import (
 )
 from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
-from casekit.report.text import (
-    DASH,
-)
+from casekit.report.text import DASH
 from casekit.report.views import KV
 
 log = logging.getLogger(__name__)
@@ -33,7 +31,6 @@ class CustodyEvent:
 class Custody:
     operator: list[KV]
     events: list[CustodyEvent]
-
 
 
 def build_custody(inputs: Inputs, case: CaseFile) -> Custody:

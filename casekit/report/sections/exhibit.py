@@ -9,9 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from casekit.analysis.findings import (
-    AttemptAnalysis,
-)
+from casekit.analysis.findings import AttemptAnalysis
 from casekit.canonical import sha256_bytes
 from casekit.normalize import tokenize
 from casekit.records import (
@@ -70,7 +68,6 @@ def column(text: str, ranges: list[tuple[int, int, str]], *, offset: int = 0, fo
     return out
 
 
-
 @dataclass(frozen=True)
 class PromptPart:
     role: str
@@ -123,7 +120,6 @@ class Exhibit:
     wrap: dict[str, str]
     """CSS class per column (``prompt``, ``output``, ``work``): ``break-all`` where a run of
     non-blank characters is too long for the column, else ""."""
-
 
 
 def _imported_provenance(rec: AttemptRecord) -> list[KV] | None:

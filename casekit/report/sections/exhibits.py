@@ -7,9 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from casekit.analysis.findings import (
-    Findings,
-)
+from casekit.analysis.findings import Findings
 from casekit.errors import CasekitError
 from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
@@ -32,7 +30,6 @@ class ExhibitGroup:
     exhibits: list[Exhibit]
     total: int
     more_text: str
-
 
 
 @dataclass

@@ -8,14 +8,10 @@ import json
 import logging
 import re
 
-from casekit.analysis.findings import (
-    Findings,
-)
+from casekit.analysis.findings import Findings
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT
 from casekit.case import CaseFile
-from casekit.records import (
-    AttemptRecord,
-)
+from casekit.records import AttemptRecord
 from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.sections.controls import FloorView

@@ -7,9 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from casekit.report.text import (
-    Segment,
-)
+from casekit.report.text import Segment
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from casekit.analysis.findings import (
-    Findings,
-)
+from casekit.analysis.findings import Findings
 from casekit.records import (
     Note,
     RunEnd,
@@ -80,7 +78,6 @@ class Manifest:
     host: list[KV]
     argv: str
     notes: list[NoteRow]
-
 
 
 def _identity_kv(identity: dict[str, Any]) -> list[KV]:

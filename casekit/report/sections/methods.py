@@ -7,14 +7,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from casekit.analysis.findings import (
-    Findings,
-)
+from casekit.analysis.findings import Findings
 from casekit.analysis.taxonomy import CATEGORY_TEXT
 from casekit.case import CaseFile
-from casekit.records import (
-    RunStart,
-)
+from casekit.records import RunStart
 from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
@@ -51,7 +47,6 @@ class Methods:
     legal_note: str
 
 
-
 def _strategy_info(name: str) -> tuple[str, str]:
     """(intent, description) of a registered strategy, or empty strings."""
     try:
@@ -62,7 +57,6 @@ def _strategy_info(name: str) -> tuple[str, str]:
     except Exception:  # noqa: BLE001 - a missing plugin must not stop the report
         log.info("strategy %s is not installed: its description is left out", name)
         return "", ""
-
 
 
 def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from casekit.analysis.findings import (
-    Findings,
-)
+from casekit.analysis.findings import Findings
 from casekit.records import (
     IMPORT_STRATEGY,
     AttemptRecord,
@@ -68,7 +66,6 @@ class Reliability:
 
 
 RELIABILITY_ERRORS_SHOWN = 50
-
 
 
 def build_reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reliability:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from casekit.analysis.findings import (
-    Findings,
-)
+from casekit.analysis.findings import Findings
 from casekit.canonical import sha256_bytes
 from casekit.errors import CasekitError
 from casekit.report import catalogue as C

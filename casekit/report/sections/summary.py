@@ -59,7 +59,6 @@ class ModelSummary:
     floor: FloorView | None
 
 
-
 def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
                  exhibit_refs: list[str]) -> SummaryRow:
     tf = f.teacher_forced

@@ -7,9 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from casekit.analysis.findings import (
-    Findings,
-)
+from casekit.analysis.findings import Findings
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -35,7 +33,6 @@ class TFModel:
     rows: list[TFRow]
     control_mean: str
     control_windows: str
-
 
 
 def build_tf_models(f: Findings, works: dict[str, Work], model_ids: list[str]) -> list[TFModel]:

@@ -44,13 +44,11 @@ class FurtherRow:
     coverage_map: CoverageMap
 
 
-
 @dataclass(frozen=True)
 class Further:
     definitions: list[KV]
     rows: list[FurtherRow]
     comparisons: list[ComparisonRow]
-
 
 
 def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Further:

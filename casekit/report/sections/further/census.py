@@ -73,7 +73,6 @@ class CensusView:
     figure_windows: str
 
 
-
 def census_view(c: Census, ctrl: Census | None) -> CensusView:
     def preset(cs: Census | None, name: str) -> CensusPreset | None:
         return next((p for p in cs.presets if p.preset == name), None) if cs else None

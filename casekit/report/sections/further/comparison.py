@@ -9,9 +9,7 @@ from dataclasses import dataclass
 
 from casekit.analysis.metrics import CoverageOverlap, RateRatio
 from casekit.report import catalogue as C
-from casekit.report.text import (
-    fmt_num,
-)
+from casekit.report.text import fmt_num
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +30,6 @@ class ComparisonRow:
     extraction_note: str
     regurgitation_ratio: str
     regurgitation_note: str
-
 
 
 def ratio_text(rr: RateRatio) -> tuple[str, str]:

@@ -72,7 +72,6 @@ class CoverageMap:
     (label "1,004–", value "1,338": set on two lines, a column is narrow)."""
 
 
-
 def _word_range(tokens: Any, start: int, end: int) -> tuple[int, int]:
     """Word indices of the tokens inside raw chars [start, end) (as the analyzer maps a
     teacher-forced window onto the coverage mask)."""
@@ -135,8 +134,6 @@ def coverage_ranges(f: Findings, mw: ModelWorkFinding, work: Work,
                 tokens = work.tokens
             out["reconstruction"].append(_word_range(tokens, *tf.suffix_chars))
     return out
-
-
 
 
 def build_coverage_map(f: Findings, mw: ModelWorkFinding, work: Work,

@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from casekit.analysis.findings import (
-    ModelWorkFinding,
-)
+from casekit.analysis.findings import ModelWorkFinding
 from casekit.analysis.stats import Rate
 from casekit.report import catalogue as C
 from casekit.report.text import (

@@ -36,7 +36,6 @@ class Measure:
     control_note: str = ""
 
 
-
 def _opt_rate(r: Rate | None) -> tuple[str, str]:
     """``k of n`` and its note for a rate that may be absent (DASH, no fake zero)."""
     if r is None:

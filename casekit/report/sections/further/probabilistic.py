@@ -9,9 +9,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from casekit.analysis.findings import (
-    Probabilistic,
-)
+from casekit.analysis.findings import Probabilistic
 from casekit.analysis.stats import Rate
 from casekit.report import figures
 from casekit.report.text import (
@@ -63,7 +61,6 @@ class ProbView:
     histogram: list[HistBar]
     histogram_svg: Markup
     """The bars as an SVG figure (numbers only, casekit/report/figures.py)."""
-
 
 
 def np_cell(rates: dict[tuple[int, float], Rate], n: int, p: float) -> str:
