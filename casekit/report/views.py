@@ -34,6 +34,7 @@ class RateView:
 
 
 def rate_view(r: Rate) -> RateView:
+    """A rate as ``k of n``, percentage and interval (or why there is no estimate)."""
     if r.n == 0 or r.rate is None:
         return RateView("0 of 0", DASH, C.NO_ATTEMPTS_ESTIMATE)
     method = C.INTERVAL_METHODS.get(r.method, r.method)

@@ -35,6 +35,7 @@ class AttemptRow:
 
 
 def attempt_rows(f: Findings, anchor_of: dict[str, tuple[str, str]]) -> list[AttemptRow]:
+    """Every attempt in ledger order, with its exhibit number where it is shown."""
     threshold = int(f.thresholds.get("min_span_words", 0))
     rows = []
     for x in sorted(f.attempts, key=lambda x: (x.seq, x.attempt_id)):

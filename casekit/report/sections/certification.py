@@ -51,6 +51,7 @@ class Evidence:
 
 def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
               options: ReportOptions) -> Evidence:
+    """The files the report is made from, their hashes, and whether each travels in the PDF."""
     st = inputs.start
     rows = [
         FileHash("Ledger", LEDGER_ATTACHMENT, sha256_bytes(files.ledger),

@@ -38,6 +38,7 @@ class FloorView:
 
 
 def floor_view(cf: ControlFloor | None, model_id: str, control_works: list[str]) -> FloorView:
+    """One model's control floor, or why there is none (never a silent zero)."""
     if cf is None or cf.attempts.n == 0:
         return FloorView(model_id=model_id, available=False, attempts=rate_view(
             cf.attempts) if cf else RateView("0 of 0", DASH, C.NO_ATTEMPTS_ESTIMATE),

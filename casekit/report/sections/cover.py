@@ -56,6 +56,7 @@ _BATES_PREFIX_RE = re.compile(r"[A-Z0-9_-]{1,20}")
 
 
 def build_bates(case: CaseFile) -> Bates:
+    """Bates numbering from the case file, checked again: the prefix goes into CSS."""
     b = case.case.bates
     # The prefix goes into a CSS string: the case schema allows [A-Z0-9_-] only; check again.
     if not _BATES_PREFIX_RE.fullmatch(b.prefix) or b.start < 1:

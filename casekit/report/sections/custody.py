@@ -34,6 +34,7 @@ class Custody:
 
 
 def build_custody(inputs: Inputs, case: CaseFile) -> Custody:
+    """Operator, machine and the ledger's events, in ledger order."""
     st = inputs.start
     operator = [KV("Examiner", case.case.examiner), KV("Organization", case.case.organization)]
     operator += [KV(f"Host: {k}", v) for k, v in sorted(st.host.items())]

@@ -166,6 +166,8 @@ def _decoding_text(a: PlannedAttempt) -> str:
 
 def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: Work,
              requested: str, longs: list[LongText] | None = None) -> Exhibit:
+    """One exhibit: the attempt's prompt, output and matched work text side by side,
+    with the ledger record's identity and the decoding it was sent with."""
     a = rec.attempt
     result = rec.result
     longs = [] if longs is None else longs

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 def build_limitations(f: Findings, case: CaseFile, floors: list[FloorView],
                  inputs: Inputs | None = None) -> list[str]:
+    """The fixed caveats with this run's numbers, then those read off its data."""
     th = f.thresholds
     gen = [x for x in f.attempts if x.mode != "score"]
     echo = sum(x.echo_words for x in gen)

@@ -85,6 +85,7 @@ def _identity_kv(identity: dict[str, Any]) -> list[KV]:
 
 
 def build_manifest_view(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifest:
+    """The run's identity, works, models, versions, host and notes, as recorded."""
     st = inp.start
     works = []
     for wm in st.works:

@@ -60,6 +60,7 @@ def _strategy_info(name: str) -> tuple[str, str]:
 
 
 def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
+    """Profiles, thresholds, definitions, strategies and decoding as the run used them."""
     profiles = []
     for use in ordered(f.profiles, ("spans", "bmc")):
         prof = f.profiles[use]

@@ -61,6 +61,7 @@ class ModelSummary:
 
 def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
                  exhibit_refs: list[str]) -> SummaryRow:
+    """One model x work: its rates, coverage, conclusion and control floor."""
     tf = f.teacher_forced
     outcomes = ", ".join(f"{o.replace('_', ' ')} {f.outcomes.get(o, 0):,}" for o in OUTCOME_ORDER)
     extra = sorted(set(f.outcomes) - set(OUTCOME_ORDER))

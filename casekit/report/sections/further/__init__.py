@@ -52,6 +52,7 @@ class Further:
 
 
 def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Further:
+    """Further measures of every model x work (beside its control's) and the comparisons."""
     rows: list[FurtherRow] = []
     ids = figures.FigureIds()
     for mid in model_ids:

@@ -74,6 +74,7 @@ class CensusView:
 
 
 def census_view(c: Census, ctrl: Census | None) -> CensusView:
+    """One census beside the control's census of the same strategy key."""
     def preset(cs: Census | None, name: str) -> CensusPreset | None:
         return next((p for p in cs.presets if p.preset == name), None) if cs else None
 

@@ -33,6 +33,7 @@ class ComparisonRow:
 
 
 def ratio_text(rr: RateRatio) -> tuple[str, str]:
+    """A rate ratio and its note, or why it is undefined."""
     counts = f"{rr.k1:,} of {rr.n1:,} vs {rr.k2:,} of {rr.n2:,}"
     if rr.ratio is None:
         why = C.EMPTY_DENOMINATOR if rr.n1 == 0 or rr.n2 == 0 else C.NO_SUCCESS
@@ -45,6 +46,7 @@ def ratio_text(rr: RateRatio) -> tuple[str, str]:
 
 
 def overlap_text(o: CoverageOverlap) -> tuple[str, str, str]:
+    """Jaccard overlap, its random baseline and the counts behind them."""
     jac = C.UNDEFINED if o.jaccard is None else fmt_num(o.jaccard)
     base = C.UNDEFINED if o.random_baseline is None else fmt_num(o.random_baseline)
     detail = C.OVERLAP_DETAIL.format(both=f"{o.both:,}", either=f"{o.either:,}",

@@ -76,6 +76,7 @@ def np_map(pr: Probabilistic | None) -> dict[tuple[int, float], Rate]:
 
 
 def prob_view(pr: Probabilistic, ctrl: Probabilistic | None) -> ProbView:
+    """The p_z view of one model x work beside the control's."""
     mine, theirs = np_map(pr), np_map(ctrl)
     ps = [p for p in NP_SHOWN_P if any(k[1] == p for k in mine)]
     np_rows = [NPRow(p=f"{p:g}", cells=[np_cell(mine, n, p) for n in NP_SHOWN_N],
