@@ -464,7 +464,7 @@ def test_rendering_twice_gives_identical_bytes(built: Built, tmp_path: Path) -> 
 
 
 def _inputs(built: Built):  # type: ignore[no-untyped-def]
-    from casekit.report.build import load_inputs
+    from casekit.report.inputs import load_inputs
 
     return load_inputs(built.fx.run_dir, built.fx.findings)
 
@@ -504,7 +504,7 @@ def test_exhibits_are_capped_and_the_rest_counted(built: Built) -> None:
 
 
 def test_stale_findings_are_refused(built: Built) -> None:
-    from casekit.report.build import load_inputs
+    from casekit.report.inputs import load_inputs
 
     stale = built.fx.findings.model_copy(update={"ledger_head_hash": "sha256:" + "0" * 64})
     with pytest.raises(CasekitError, match="re-run `casekit analyze`"):
@@ -512,7 +512,7 @@ def test_stale_findings_are_refused(built: Built) -> None:
 
 
 def test_works_are_checked_against_the_run(built: Built, tmp_path: Path) -> None:
-    from casekit.report.build import load_inputs
+    from casekit.report.inputs import load_inputs
 
     moved = tmp_path / "moved"
     shutil.copytree(built.fx.case_path.parent, moved, ignore=shutil.ignore_patterns("runs"))
@@ -545,7 +545,7 @@ def test_sparse_incomplete_run_renders(tmp_path: Path) -> None:
     attempts, legal-default thresholds, an unfinished run with a note."""
     from casekit.analysis.analyze import analyze_run
     from casekit.report import build_model, render_html
-    from casekit.report.build import load_inputs
+    from casekit.report.inputs import load_inputs
 
     case_dir = tmp_path / "case"
     (case_dir / "works").mkdir(parents=True)
@@ -618,7 +618,7 @@ def test_misaligned_offsets_fall_back_to_whole_spans(built: Built) -> None:
 
 
 def test_paint_overlaps_and_control_characters() -> None:
-    from casekit.report.build import Segment, paint, supplied_ranges, visible_segments
+    from casekit.report.text import Segment, paint, supplied_ranges, visible_segments
 
     segs = paint("abcdef", [(0, 4, "supplied"), (2, 6, "match")])
     assert segs == [Segment("ab", "supplied"), Segment("cdef", "match")]
@@ -677,7 +677,7 @@ def test_marks_match_a_per_character_reference() -> None:
     """The range-based painter gives what marking character by character gives."""
     import random
 
-    from casekit.report.build import _PRIORITY, marks
+    from casekit.report.text import _PRIORITY, marks
 
     rng = random.Random(7)
     for _ in range(300):
@@ -702,11 +702,11 @@ def test_marks_match_a_per_character_reference() -> None:
 
 
 def test_long_texts_are_cut_visibly_and_kept_whole() -> None:
-    from casekit.report.build import (
+    from casekit.report.sections.exhibit import column
+    from casekit.report.text import (
         APPENDIX_CHUNK_CHARS,
         ELIDED,
         INLINE_MAX_CHARS,
-        _column,
         chunk_bounds,
     )
 
@@ -718,7 +718,7 @@ def test_long_texts_are_cut_visibly_and_kept_whole() -> None:
     assert all(text[e - 1] == "\n" for s, e in bounds[:5])  # cut after a line break
     longs: list = []  # type: ignore[type-arg]
     focus = 30_000
-    segs = _column(text, [(focus, focus + 50, "match")], focus=focus, what="model output",
+    segs = column(text, [(focus, focus + 50, "match")], focus=focus, what="model output",
                    exhibit=("E-1", "exhibit-1", "a-x"), longs=longs)
     notes = [s.text for s in segs if s.cls == ELIDED]
     assert len(notes) == 2 and "Appendix L-1" in notes[0]
@@ -729,7 +729,7 @@ def test_long_texts_are_cut_visibly_and_kept_whole() -> None:
     assert lt.ref == "L-1" and lt.exhibit == "E-1" and lt.chars == f"{len(text):,}"
     assert "".join(s.text for c in lt.chunks for s in c) == text
     short: list = []  # type: ignore[type-arg]
-    assert _column("short", [], what="x", exhibit=("E-2", "e", "a"), longs=short)[0].text == \
+    assert column("short", [], what="x", exhibit=("E-2", "e", "a"), longs=short)[0].text == \
         "short"
     assert short == []
 
@@ -747,7 +747,7 @@ def test_errors_retries_and_refusals_are_counted_per_model(case_dir: Path,
     from casekit.ledger import read_records
     from casekit.records import AttemptRecord
     from casekit.report import build_model, render_html
-    from casekit.report.build import load_inputs
+    from casekit.report.inputs import load_inputs
     from casekit.run.runner import Runner
     from tests.conftest import SCRIPTED_MODELS, STRATEGIES, case_yaml
 

@@ -239,8 +239,9 @@ def test_model_comparison_table(rendered: Rendered) -> None:
 
 
 def test_coverage_map_draws_each_category_at_its_words(rendered: Rendered) -> None:
-    from casekit.report.build import coverage_ranges, load_inputs
     from casekit.report.figures import merge_ranges, passage_rects
+    from casekit.report.inputs import load_inputs
+    from casekit.report.sections.further.coverage_map import coverage_ranges
 
     f = rendered.fx.findings
     mw = _finding(f, "m1", "frank")
@@ -313,7 +314,7 @@ def test_a_one_word_passage_stays_visible() -> None:
 def test_greedily_reproduced_window_is_drawn(rendered: Rendered) -> None:
     """A teacher-forced window reproduced greedily counts towards reconstruction only."""
     from casekit.report import build_model, render_html
-    from casekit.report.build import load_inputs
+    from casekit.report.inputs import load_inputs
 
     f = rendered.fx.findings
     inputs = load_inputs(rendered.fx.run_dir, f)
@@ -342,7 +343,7 @@ def test_greedily_reproduced_window_is_drawn(rendered: Rendered) -> None:
 
 
 def test_coverage_bins_unit() -> None:
-    from casekit.report.build import _coverage_bins
+    from casekit.report.sections.further.coverage_map import _coverage_bins
 
     bins = _coverage_bins([(0, 3), (9, 10)], total=10, nbins=5)
     assert [(b.covered, b.words) for b in bins] == [(2, 2), (1, 2), (0, 2), (0, 2), (1, 2)]

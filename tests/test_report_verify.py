@@ -130,8 +130,9 @@ def test_one_flipped_byte_in_the_file_fails(built: Built, tmp_path: Path) -> Non
 
 def test_altered_page_text_fails(built: Built, tmp_path: Path) -> None:
     """Same attachments, but a figure on a page changed: the page check catches it."""
-    from casekit.report.build import load_inputs, render_report
+    from casekit.report.build import render_report
     from casekit.report.evidence import ReportOptions
+    from casekit.report.inputs import load_inputs
 
     fx = built.fx
     rendered = render_report(fx.findings, load_inputs(fx.run_dir, fx.findings),

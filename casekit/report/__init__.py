@@ -3,7 +3,10 @@
 Two layers: ``build`` turns the inputs into a report model (plain dataclasses, every number
 already formatted, every piece of model output already split into escaped-at-render segments),
 ``render`` turns the model into HTML (Jinja2, autoescaped) and PDF (WeasyPrint, with a fetcher
-that serves only the templates' own files). ``evidence`` makes the PDF a PDF/A-3b file that
+that serves only the templates' own files). ``build`` only assembles: each section's view and
+builder is in ``sections/<partial>`` (one module per template partial), formatting and
+highlighting in ``text``, the reading of the run folder in ``inputs``, the words in
+``catalogue``. ``evidence`` makes the PDF a PDF/A-3b file that
 carries its own data (ledger, findings, case, manifest); ``verify`` checks such a file against
 that data (``casekit verify REPORT.pdf``). The report never calls a model and never reads the
 clock: the same inputs give the same HTML and PDF bytes.

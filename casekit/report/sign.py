@@ -1,24 +1,8 @@
 """Optional proofs on top of a report: an RFC 3161 timestamp of its manifest and a PAdES signature.
 
-``casekit report RUN_DIR --tsa URL`` asks a timestamp authority (TSA) for a token over the
-SHA-256 of the manifest (the exact ``manifest.json`` bytes attached to the PDF), checks that the
-answer is for our hash and our nonce, writes it beside the PDF as ``manifest.tsr`` (the DER
-TimeStampResp, as ``openssl ts -reply`` writes it) and embeds it in the PDF as one more associated
-file, ``manifest.tsr``. The token is added as an *incremental update*: the bytes of the
-reproducible report come first, unchanged, and a PDF without ``--tsa`` is not touched at all.
-The manifest cannot list the token (the token is over the manifest), so ``manifest.tsr`` is the
-one attachment the manifest does not name.
-
-``casekit report RUN_DIR --sign KEY.p12`` signs the finished PDF with pyHanko (PAdES baseline B,
-``/ETSI.CAdES.detached``), again as an incremental update, into ``report.signed.pdf``;
-``report.pdf`` stays as it is. Timestamp first, then sign: the signature covers the token. With
-both ``--tsa`` and ``--sign`` the same TSA also timestamps the signature (PAdES baseline B-T).
-
-``casekit verify REPORT.pdf`` checks both when present (:func:`verify_extras`): the token's
-message imprint against the attached manifest and its signer against ``--tsa-root``; each
-signature (and its signature timestamp) with pyHanko against ``--sign-root``, offline (no
-fetching of certificates, CRLs or OCSP answers). ``casekit verify manifest.tsr`` checks the
-token written beside the report on its own (:func:`casekit.report.verify.verify_timestamp`).
+Both are incremental updates after the reproducible bytes, so that a timestamped or signed
+report still re-renders byte for byte (its first revision). The token is over the exact
+manifest.json bytes attached to the PDF. Usage and what ``casekit verify`` checks: docs/report.md.
 """
 
 from __future__ import annotations

@@ -1,34 +1,11 @@
 """``casekit verify REPORT.pdf``: check a report against the data it carries.
 
-The checks, in order, each reported as ok or FAILED with its reason:
-
-1. the PDF holds casekit's attachments (manifest.json, ledger.jsonl, findings.json, case.json);
-2. every attachment hashes to what the manifest says;
-3. the attached ledger's hash chain verifies, and its head is the one the manifest and the
-   findings cite;
-4. the attached case is the one the ledger's run_start records (same hash);
-5. every work is found on disk (or attached) and hashes to the run's recorded SHA-256;
-6. the findings recomputed from the attached ledger and those works are byte-identical to the
-   attached findings.json;
-7. the local templates are the set the report was rendered with (same hash);
-8. the report's HTML re-rendered from the recomputed findings hashes to the manifest's HTML hash,
-   and the re-rendered manifest equals the attached one;
-9. the text of every page, re-rendered to PDF, equals the text of the given PDF's pages: every
-   number printed in the report is reproduced;
-10. the rendering itself: the given PDF (for a timestamped or signed PDF, its first revision,
-   the one WeasyPrint wrote; the incremental updates after it are named) is byte-identical to a
-   fresh rendering. Page text alone would miss an edit that changes how the text looks (a
-   glyph in an embedded font, a drawing over a number). Check 8 already requires the WeasyPrint
-   version the manifest records, so a byte difference here is an alteration, or other fonts on
-   this machine (:func:`bytes_verdict` says which revision differs).
-
-``casekit verify manifest.tsr`` (:func:`verify_timestamp`) checks the RFC 3161 token written
-beside the report on its own: its imprint against the manifest, its signature, and its
-authority against ``--tsa-root``.
-
-The PDF is untrusted input: attachment names are never used as file names, work paths come from
-the verified ledger and must stay inside the works folder, and templates are never taken from
-the PDF (only the local ones, checked by hash).
+A report is evidence only if anyone can show that its numbers follow from its ledger: this
+module re-derives the chain, the findings, the HTML and the PDF from the attachments and the
+local works and templates, and names the first check that fails. The ten checks, and how the
+timestamp token is checked, are described in docs/report.md. The PDF is untrusted input:
+attachment names are never file names, work paths stay inside the works folder, templates are
+never taken from the PDF.
 """
 
 from __future__ import annotations

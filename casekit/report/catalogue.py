@@ -1,0 +1,316 @@
+"""The report's prose: every sentence and label the report prints that is not in a template.
+
+Python formats the numbers; the words around them are here, in one place, as ``str.format``
+templates whose fields name what goes in (each field receives a string already formatted).
+The fixed paragraphs of each section live in its template (templates/partials/); this module
+holds the sentences that depend on the run (limitations, notes, labels of measures), so that a
+reviewer can read all of the report's words in the templates and this file.
+
+The texts of ``findings.definitions`` are not here: analysis writes them into findings.json.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- cover
+
+COMPLETE = "complete: {recorded} of {planned} planned attempts recorded"
+INCOMPLETE = "INCOMPLETE: {recorded} of {planned} planned attempts recorded"
+PLUS_IMPORTED = "; plus {imported} imported (captured outside casekit)"
+NOT_FINISHED = "not finished"
+CONTROL_OVERRIDE = (
+    "NO CONTROL WORK. This case set allow_no_control: true, overriding casekit's requirement "
+    "of a control work (a text the model cannot have seen). No false-positive rate was "
+    "measured for any figure in this report: spans of a few words occur by chance between "
+    "unrelated texts, and nothing in this run shows how often the matcher reports a span of "
+    "the reported lengths by chance. Read every figure without a control floor."
+)
+
+# --------------------------------------------------------------------------- rates, controls
+
+NO_ATTEMPTS_ESTIMATE = "no attempts: no estimate"
+RATE_CI = "95% CI {lo}\u2013{hi}, {method}"
+INTERVAL_METHODS = {"wilson": "Wilson", "clopper-pearson": "exact Clopper-Pearson"}
+FLOOR_NONE = ("No control generation attempts for {model_id}: no measured false-positive rate "
+              "for this model.")
+FLOOR = ("{k_of_n} control attempts reached the reporting threshold; one-sided 95% upper bound "
+         "of the false-positive rate {upper_95}.")
+
+# --------------------------------------------------------------------------- summary
+
+NO_TF_WINDOWS = "no teacher-forced windows"
+TF_DETAIL = "{windows} windows, {greedy} reproduced greedily"
+
+# --------------------------------------------------------------------------- methods
+
+#: [Car23] single-output extraction threshold, printed when a case lowers its thresholds.
+LEGAL_DEFAULT_TEXT = "50 tokens / 40 words [Car23]"
+LEGAL_NOTE = ("The case lowered the thresholds below the legal defaults ({legal_defaults}): a "
+              "span counts here from {min_span_words} words. Figures in this report are not "
+              "comparable with findings made at the legal defaults.")
+PROFILE_USE_LABELS = {"spans": "Spans, coverage and word thresholds", "bmc": "BMC@k"}
+PROFILE_TEXT = {
+    "raw": "the text as ingested; exhibits quote raw text through offset maps",
+    "light": "NFKC; curly quotes to ASCII; dash variants to em dash; ellipses unified; _x_ "
+             "italics markers removed; lowercase; whitespace collapsed; words hyphenated across "
+             "a line break joined [Ahm26 App. C.3]",
+    "words": "tokens \\w+|[^\\w\\s]+ on the raw text, lowercased, keeping tokens that contain "
+             "[a-z0-9] (the [Liu26] profile, so figures are comparable with published ones)",
+    "light-words": "the light profile, then the words tokenizer: casekit's default for span "
+                   "finding and word thresholds",
+}
+THRESHOLD_LABELS = {
+    "near_exact": ("Near-exact similarity", "minimum normalized word-level edit similarity of "
+                   "a near-verbatim span"),
+    "min_span_words": ("Reporting threshold", "a span of at least this many words counts as "
+                       "evidence"),
+    "substantial_portion_min_words": ("Substantial portion: contiguous block", "a reconstructed "
+                                      "block of at least this many words..."),
+    "substantial_portion_min_share": ("Substantial portion: coverage", "...or this share of the "
+                                      "work's words"),
+    "seed_k": ("Seed k-gram (k)", "exact k-grams that seed a span; k of BMC@k"),
+    "m_gram": ("Prompt m-gram trim (m)", "work positions whose m-gram occurs in the prompt are "
+               "never credited"),
+    "echo_min_words": ("Echo removal", "output runs of at least this many words found in the "
+                       "prompt are removed"),
+    "legal_defaults": ("Legal defaults", "false when the case deliberately lowers thresholds"),
+}
+THRESHOLD_SHARE = "{share} of the work's words"
+THRESHOLD_WORDS = "{value} words"
+#: Labels of the definitions under Methods, in this order (the rest follow, sorted).
+DEFINITION_LABELS = {
+    "span": "Span",
+    "leakage": "Prompt-leakage discount",
+    "rate": "Rate",
+    "coverage": "Coverage",
+    "longest_block": "Longest contiguous block",
+    "bmc": "BMC@k",
+    "longest_regurgitated": "Longest regurgitated span",
+    "top1_share": "Teacher-forced top-1 share",
+    "control_floor": "Control floor",
+}
+#: Labels of the definitions the further measures cite by key.
+FURTHER_DEFINITION_LABELS = {
+    "p_z": "p_z (probabilistic extraction)",
+    "pz_census": "Whole-work p_z census",
+    "pz_upper_bound": "p_z bounds from API log-probs",
+    "nv_recall": "nv-recall",
+    "intervals": "Intervals",
+    "np_discoverable": "(n,p)-discoverable extraction",
+    "discoverable_5050": "50/50 discoverable extraction",
+    "spans_over_t": "Spans > T",
+    "longest_block": "Longest contiguous block",
+    "bmc": "BMC@k",
+    "name_cloze": "Name cloze",
+    "comparison": "Model comparison",
+    "coverage": "Coverage",
+    "divergence": "Divergence",
+}
+ALL_MODELS = "all models"
+ALL_WORKS = "all works"
+NOT_SET = "not set"
+DECODING_ROWS = {
+    "temperature": ("Temperature", "sample 0 of every prompt is greedy (temperature 0); "
+                    "further samples use this temperature"),
+    "max_tokens": ("Max tokens", "strategies may set their own per prompt"),
+    "top_p": ("top_p", ""),
+    "top_k": ("top_k", ""),
+    "samples": ("Samples per prompt", ""),
+    "seed": ("Seed", "seed of the plan; sample s is sent with seed + s where the provider "
+             "supports one"),
+}
+
+# --------------------------------------------------------------------------- exhibits
+
+COLUMN_CUT = ("[casekit: this column shows characters {first}\u2013{last} of {total}; the whole "
+              "text is Appendix {ref}]")
+PROMPT_PART = "prompt ({role})"
+MODEL_OUTPUT = "model output"
+WORK_EXCERPT = "original text, work chars {start}\u2013{end}"
+HIGHLIGHT_FALLBACK = ("The recorded word offsets do not line up with this casekit version's "
+                      "tokenizer; whole spans are highlighted instead of word by word.")
+NOT_REPORTED_BY_PROVIDER = "not reported by the provider"
+NOT_REPORTED = "not reported"
+DECODING_IMPORTED = "unknown: the request was sent outside casekit (imported output)"
+IMPORTED = "IMPORTED: captured outside casekit; casekit sent no request"
+SPAN_DETAIL = "work chars {chars}, {words} words ({matched} exact), similarity {similarity}"
+LONG_TEXT_NOTE = "{what}, {chars} characters"
+MORE_EXHIBITS = ("{more} more attempt(s) reached the reporting threshold for this model and "
+                 "work; all of them are listed in the table of every attempt.")
+ALL_EXHIBITS = ("Every attempt that reached the reporting threshold for this model and work is "
+                "shown.")
+
+# --------------------------------------------------------------------------- manifest, custody
+
+RUN_NOT_ENDED = "no run_end record (run not finished)"
+NOT_INSTALLED = "not installed"
+CASE_HASH_CITED = "attached (Source); the case hash the ledger cites"
+CASE_HASH_OTHER = "attached (Source); the ledger cites {case_sha256}"
+WORK_ATTACHED = "attached as {name} (Source)"
+WORK_NOT_ATTACHED = "not attached (the reference text; its hash identifies it)"
+TEMPLATES_SHIPPED = "not attached; the set casekit ships"
+TEMPLATES_OVERRIDDEN = "not attached; overridden: {names}"
+KEY_FINGERPRINT = "fingerprint {fingerprint} (never the key)"
+EVENT_RUN_STARTED = "run {run_id} started{at}: {planned} attempts planned, case {case_sha256}"
+EVENT_FIRST_ATTEMPT = "first attempt recorded"
+EVENT_LAST_ATTEMPT = "last attempt recorded ({n} in all)"
+EVENT_NOTE = "note ({kind}): {message}"
+EVENT_RUN_ENDED = "run ended: {recorded} of {planned} attempts recorded{incomplete}"
+
+# --------------------------------------------------------------------------- reproducibility
+
+RERUN_NO_COMPARISON = ("no comparison.json in this run's folder (the re-run did not complete, "
+                       "or the file was removed)")
+RERUN_COMPARED = "computed by casekit rerun from both ledgers when this run ended"
+RERUN_HEAD_MOVED = " (this ledger's head was then {head}; records were added since)"
+
+# --------------------------------------------------------------------------- limitations
+
+LIMIT_ECHO = (
+    "Prompt echo is discounted: output runs of {echo_min_words} or more words found in the "
+    "prompt were removed before matching ({echo_words} words in {echoed} of {generations} "
+    "generation attempts), and work text the tester supplied in a prompt is never credited to "
+    "the model. Exhibits mark that supplied text in the prompt column.")
+LIMIT_QUOTED = (
+    "Widely quoted text: a span may reproduce a passage that circulates on its own (famous "
+    "openings, epigraphs, public-domain quotations inside the work); such a passage can reach "
+    "a model through quotations rather than the work. casekit does not check whether a matched "
+    "passage is quoted elsewhere. Short spans (8 words or fewer) occur by chance between "
+    "unrelated texts, so no span under {min_span_words} words counts here.")
+LIMIT_VARIANCE = (
+    "Outputs vary between calls (sampling, provider-side changes). Every figure is over the "
+    "attempts recorded in this ledger ({samples} sample(s) per prompt); repeated samples and "
+    "overlapping windows are not independent, and the intervals here treat attempts as "
+    "independent.")
+LIMIT_FAILURES = (
+    "Attempts that ended in an error: {errors}; in a refusal: {refusals}; that could not be "
+    "scored: {unscorable}. Each stays in every denominator and in the table of every attempt.")
+LIMIT_INCOMPLETE = (
+    "The run is incomplete: {recorded} of {planned} planned attempts were recorded. The "
+    "figures cover the recorded attempts only.")
+LIMIT_IMPORTED = (
+    "Imported outputs: {imported} attempt(s) were captured outside casekit (casekit import) "
+    "and are counted in the figures with the intent their importer declared. casekit did not "
+    "send those requests: their prompts, times and decoding parameters are as the capture "
+    "states them and cannot be re-run or verified against the provider; each is labelled "
+    "IMPORTED in its exhibit and in the table of every attempt.")
+LIMIT_NO_FLOOR = (
+    "No control generation attempts for {models}: no false-positive rate was measured for "
+    "that model, and its figures stand without a floor.")
+LIMIT_TOOLS = (
+    "Retrieval or tools: {requests} recorded request(s) offered the model tools or retrieval "
+    "({keys}...) and {responses} response(s) report a tool call or citations. Text in those "
+    "outputs may have been retrieved rather than recalled.")
+LIMIT_NO_TOOLS = (
+    "Retrieval or tools: none of the {requests} recorded requests offered tools, functions or "
+    "retrieval, and no recorded response reports a tool call (each raw request and response in "
+    "the ledger was checked). A provider could still retrieve text on its side without "
+    "reporting it.")
+LIMIT_MODEL = ("Model {model_id} {notes}. Figures for it describe the model as served during "
+               "this run.")
+MODEL_ALIAS = ("was requested as {model}, a name that may be an alias the provider points at "
+               "different snapshots over time")
+MODEL_RETURNED_MANY = "returned {n} different model ids ({ids})"
+MODEL_RETURNED_OTHER = "was requested as {model} and reported itself as {returned}"
+MODEL_FINGERPRINTS = ("reported {n} different system fingerprints during the run (the serving "
+                      "configuration changed)")
+LIMIT_OPENINGS = (
+    "Openings: {opening} of the {hits} subject attempts that reached the reporting threshold "
+    "reproduce text within the first {opening_words} words of the work, the part most often "
+    "quoted on its own; matches deeper in a work are harder to explain by quotation.")
+LIMIT_EXCLUDED = "Excluded passages (never counted): {passages}."
+EXCLUDED_PASSAGE = "{work}: characters {start}\u2013{end} ({reason})"
+LIMIT_NONE_EXCLUDED = (
+    "No passage of any work was excluded: quotations of third-party or public-domain text "
+    "inside a work, if any, count as the work's own text.")
+LIMIT_FILTERS = (
+    "Refusals and filters: {filtered} response(s) ended with a content filter or refusal stop "
+    "reason; refusals by source: {by_source}. A refused or filtered attempt shows nothing "
+    "either way and stays in every denominator.")
+LIMIT_SMALL = (
+    "Small samples: fewer than 30 attempts stand behind a rate of {findings}; the 95% interval "
+    "printed beside each figure shows how little a single attempt more or less would change.")
+
+# --------------------------------------------------------------------------- reliability
+
+IMPORTED_NO_TRIES = " (imported: no tries)"
+FAILED_TRIES = "{transient} transient, {rate_limit} rate limit, {no_retry} not retried"
+FAILED_TRIES_UNKNOWN = ", {unknown} unknown"
+
+# --------------------------------------------------------------------------- further measures
+
+CONTROL_WORK_OF = "Control work of {model_id}: {title}"
+NOT_MEASURED = "not measured"
+#: Rows of the measures table, in this order: label of each measure (the key is its getter's,
+#: in sections/further/measures.py).
+MEASURE_LABELS = {
+    "nv_recall": "nv-recall of iterative sessions",
+    "pz_upper_bound": "p_z from API log-probs (bounds)",
+    "p_z": "Probabilistic extraction, greedy p_z = 1",
+    "discoverable_exact": "50/50 discoverable extraction, exact",
+    "discoverable_approx": "50/50 discoverable extraction, approximate",
+    "spans_over_t": "Spans > T (T = 20 words)",
+    "longest_block": "Longest block: BMC@5 / light-words",
+    "name_cloze": "Name-cloze accuracy / majority baseline",
+}
+N_WINDOWS = "{n} windows"
+NO_SCORED_WINDOWS = "no scored windows"
+PRESET_NOTE = "preset {preset}; {note}"
+NO_GENERATIONS = "no generation attempts"
+SPANS_OVER_T_NOTE = "spans > 20 words"
+BLOCKS = "{bmc5} (BMC@5) / {light} (light-words)"
+BLOCKS_NOTE = "words profile mask / light-words coverage mask"
+NO_CLOZE = "no name-cloze attempts"
+CLOZE = "{accuracy} correct; majority baseline {baseline}"
+CLOZE_NOTE = "accuracy {accuracy_note}; baseline{majority} {baseline_note}"
+CLOZE_MAJORITY = " (always \u201c{name}\u201d)"
+NO_SESSIONS = "no iterative-continuation sessions"
+NV_RECALL = "{recall} ({matched} of {words} words)"
+NV_RECALL_NOTE = "{sessions} session{plural} concatenated; best single session {best}"
+NO_API_LOGPROBS = "no API top-k log-probs"
+API_PZ = "greedy p_z = 1 in {one} of {windows} windows (exact)"
+API_PZ_NOTE = ("exactly 0 in {zero}, undetermined in {undetermined}{share}; UPPER BOUNDS from "
+               "top-{top_k} log-probs")
+API_PZ_SHARE = "; top-40 upper bound \u2265 1% in {n} of {windows}"
+#: Rates of the interval table, by their key in ModelWorkFinding.bootstrap.
+INTERVAL_LABELS = {
+    "regurgitation": "Regurgitation (benign attempts)",
+    "extraction": "Extraction (adversarial attempts)",
+    "discoverable_exact": "50/50 discoverable, exact",
+    "discoverable_approx": "50/50 discoverable, approximate",
+    "teacher_forced_greedy": "Teacher-forced windows, greedy p_z = 1",
+}
+INTERVAL_CENSUS = "Census ({key}), greedy p_z = 1"
+INTERVAL_NV = "Iterative sessions with an nv-recall block"
+INTERVAL_CLOZE = "Name-cloze accuracy"
+WILSON_ONLY = "Wilson / Clopper-Pearson only"
+WILSON_ONLY_CLOZE = "Wilson / Clopper-Pearson only (one passage per attempt)"
+BOOTSTRAP_ONLY = "bootstrap only"
+NO_BOOTSTRAP = "no bootstrap interval (nothing scored)"
+NO_BOOTSTRAP_ONE = ("no bootstrap interval: a single {unit} (resampling one cluster gives no "
+                    "spread)")
+BOOTSTRAP = ("95% cluster-bootstrap {lo}\u2013{hi} over {clusters} clusters, each {article} "
+             "{unit} ({resamples} resamples, seed {seed})")
+CENSUS_SUMMARY = ("{windows} windows scored of {planned} planned{failed}; their suffixes cover "
+                  "{scored} of the work's {counted} counted characters ({share})")
+CENSUS_FAILED = ", {n} failed"
+NO_CONTROL_CENSUS = "no census of a control work for this model"
+#: Coverage map rows: (key, label, note).
+COVERAGE_ROWS = (
+    ("extraction", "Extraction", "adversarial attempts' spans"),
+    ("regurgitation", "Regurgitation", "benign attempts' spans"),
+    ("reconstruction", "Reconstruction", "all means: every span and the teacher-forced "
+                                         "windows reproduced greedily"),
+)
+COVERED_WORDS = "{covered} of {total} words ({share})"
+LONGEST_PASSAGE = "{n} words (words {where})"
+UNDEFINED = "undefined"
+EMPTY_DENOMINATOR = "an empty denominator"
+NO_SUCCESS = "no success in either model"
+NO_INTERVAL = "no interval"
+RATIO_METHODS = {"katz-log": "Katz log"}
+ZERO_CORRECTED = "; 0.5 added to every cell (a zero count)"
+OVERLAP_DETAIL = "both {both} / either {either} of {total} positions (A {a}, B {b})"

@@ -1,0 +1,74 @@
+"""The report's view model: :class:`ReportModel` is ``r`` in the templates.
+
+It gathers the sections' views (each defined beside its builder in
+:mod:`casekit.report.sections`); every field is already formatted, so templates do no
+arithmetic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from casekit.report.sections.attempts import AttemptRow
+from casekit.report.sections.certification import Evidence
+from casekit.report.sections.controls import FloorView
+from casekit.report.sections.cover import Bates, Cover
+from casekit.report.sections.custody import Custody
+from casekit.report.sections.exhibits import ExhibitGroup
+from casekit.report.sections.further import Further
+from casekit.report.sections.long_texts import LongText
+from casekit.report.sections.manifest import Manifest
+from casekit.report.sections.methods import Methods
+from casekit.report.sections.reliability import Reliability
+from casekit.report.sections.reproducibility import RerunView
+from casekit.report.sections.summary import ModelSummary, SummaryRow
+from casekit.report.sections.teacher_forced import TFModel
+from casekit.report.text import INLINE_MAX_CHARS
+from casekit.report.views import KV
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportModel:
+    """Everything the templates show. ``r`` in the templates."""
+
+    cover: Cover
+    overview: list[SummaryRow]
+    summary: list[ModelSummary]
+    absence_caveat: str
+    category_text: dict[str, str]
+    tf_models: list[TFModel]
+    methods: Methods
+    controls: list[FloorView]
+    control_works: list[str]
+    exhibit_groups: list[ExhibitGroup]
+    exhibits_shown: int
+    exhibits_total: int
+    exhibits_per_finding: int
+    attempts: list[AttemptRow]
+    attempt_counts: list[KV]
+    manifest: Manifest
+    limitations: list[str]
+    bates: Bates
+    evidence: Evidence
+    custody: Custody
+    long_texts: list[LongText] = field(default_factory=list)
+    long_text_limit: str = f"{INLINE_MAX_CHARS:,}"
+    thresholds: dict[str, str] = field(default_factory=dict)
+    further: Further | None = None
+    reliability: Reliability | None = None
+    """Errors, retries, rate limits, refusals and filters per model, from the ledger's tries."""
+    rerun: RerunView | None = None
+    """Reproducibility: this run repeats another (``casekit rerun``)."""
+    control_override: str = ""
+    """Non-empty when the case overrode the control-work requirement (``allow_no_control``
+    with no control work): printed on the cover and at the top of the summary."""
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    pdf: Path

@@ -1,0 +1,84 @@
+"""Certification (partials/certification.html.j2): the files the report is made from and their
+hashes, which the certification form and the chain of custody list.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from casekit.canonical import sha256_bytes
+from casekit.report import catalogue as C
+from casekit.report.evidence import (
+    CASE_ATTACHMENT,
+    FINDINGS_ATTACHMENT,
+    LEDGER_ATTACHMENT,
+    MANIFEST_ATTACHMENT,
+    PDF_VARIANT,
+    EvidenceFiles,
+    ReportOptions,
+    TemplateSet,
+    work_attachment_name,
+)
+from casekit.report.inputs import Inputs
+from casekit.report.text import DASH
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileHash:
+    label: str
+    name: str
+    sha256: str
+    size: str
+    where: str
+    """Whether the file travels inside the PDF (and as what), or where it is."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The files the report is made from, with their hashes: the certification page and the
+    chain of custody show them; manifest.json (attached) holds them too."""
+
+    files: list[FileHash]
+    templates_sha256: str
+    template_overrides: list[str]
+    pdf_variant: str
+    attach_works: bool
+    attachment_names: list[str]
+
+
+def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
+              options: ReportOptions) -> Evidence:
+    """The files the report is made from, their hashes, and whether each travels in the PDF."""
+    st = inputs.start
+    rows = [
+        FileHash("Ledger", LEDGER_ATTACHMENT, sha256_bytes(files.ledger),
+                 f"{len(files.ledger):,} bytes", "attached (Source)"),
+        FileHash("Findings", FINDINGS_ATTACHMENT, sha256_bytes(files.findings),
+                 f"{len(files.findings):,} bytes", "attached (Data)"),
+        FileHash("Case (canonical JSON)", CASE_ATTACHMENT, sha256_bytes(files.case),
+                 f"{len(files.case):,} bytes", C.CASE_HASH_CITED
+                 if sha256_bytes(files.case) == st.case_sha256 else
+                 C.CASE_HASH_OTHER.format(case_sha256=st.case_sha256)),
+    ]
+    names = [MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT, CASE_ATTACHMENT]
+    for wm in st.works:
+        data = files.works.get(wm.id, b"")
+        if options.attach_works:
+            name = work_attachment_name(wm.id, wm.path)
+            names.append(name)
+            where = C.WORK_ATTACHED.format(name=name)
+        else:
+            where = C.WORK_NOT_ATTACHED
+        rows.append(FileHash(f"Work {wm.id} ({wm.role})", wm.path, wm.sha256,
+                             f"{len(data):,} bytes", where))
+    rows.append(FileHash("Report templates", f"{len(templates.files)} files",
+                         templates.sha256, DASH,
+                         C.TEMPLATES_SHIPPED if not templates.overridden
+                         else C.TEMPLATES_OVERRIDDEN.format(
+                             names=", ".join(templates.overridden))))
+    return Evidence(files=rows, templates_sha256=templates.sha256,
+                    template_overrides=templates.overridden, pdf_variant=PDF_VARIANT,
+                    attach_works=options.attach_works, attachment_names=names)

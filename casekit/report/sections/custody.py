@@ -1,0 +1,74 @@
+"""Chain of custody (partials/custody.html.j2): operator, machine and the ledger's events.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from casekit.case import CaseFile
+from casekit.records import (
+    AttemptRecord,
+    Note,
+    RunEnd,
+)
+from casekit.report import catalogue as C
+from casekit.report.inputs import Inputs
+from casekit.report.text import DASH
+from casekit.report.views import KV
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CustodyEvent:
+    when: str
+    seq: str
+    event: str
+
+
+@dataclass(frozen=True)
+class Custody:
+    operator: list[KV]
+    events: list[CustodyEvent]
+
+
+def build_custody(inputs: Inputs, case: CaseFile) -> Custody:
+    """Operator, machine and the ledger's events, in ledger order."""
+    st = inputs.start
+    operator = [KV("Examiner", case.case.examiner), KV("Organization", case.case.organization)]
+    operator += [KV(f"Host: {k}", v) for k, v in sorted(st.host.items())]
+    operator.append(KV("Command", " ".join(st.argv) or DASH))
+    rev = st.git.get("revision") if isinstance(st.git, dict) else None
+    operator.append(KV("casekit", f"{st.versions.get('casekit') or DASH}"
+                                  + (f", git revision {rev}" if rev else "")))
+    for m in st.models:
+        fp = m.identity.get("key_fingerprint")
+        if fp:
+            operator.append(KV(f"API key of {m.model_id}",
+                               C.KEY_FINGERPRINT.format(fingerprint=fp)))
+    events = [CustodyEvent(st.recorded_at, str(st.seq),
+                           C.EVENT_RUN_STARTED.format(
+                               run_id=st.run_id, at=f" {st.started_at}" if st.started_at else "",
+                               planned=f"{st.planned_attempts:,}",
+                               case_sha256=st.case_sha256))]
+    attempts = [r for r in inputs.records if isinstance(r, AttemptRecord)]
+    if attempts:
+        first, last = attempts[0], attempts[-1]
+        events.append(CustodyEvent(first.recorded_at, str(first.seq), C.EVENT_FIRST_ATTEMPT))
+        if last is not first:
+            events.append(CustodyEvent(last.recorded_at, str(last.seq),
+                                       C.EVENT_LAST_ATTEMPT.format(n=f"{len(attempts):,}")))
+    for r in inputs.records:
+        if isinstance(r, Note):
+            events.append(CustodyEvent(r.recorded_at, str(r.seq), C.EVENT_NOTE.format(
+                kind=r.kind, message=r.message)))
+        elif isinstance(r, RunEnd):
+            events.append(CustodyEvent(r.recorded_at, str(r.seq), C.EVENT_RUN_ENDED.format(
+                recorded=f"{r.attempts_recorded:,}", planned=f"{r.attempts_planned:,}",
+                incomplete="" if r.complete else " (incomplete)")))
+    events.sort(key=lambda e: int(e.seq))
+    return Custody(operator=operator, events=events)
+
+
+# --------------------------------------------------------------------------- further measures

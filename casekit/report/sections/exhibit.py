@@ -1,0 +1,261 @@
+"""One exhibit (partials/exhibit.html.j2): prompt, output and the work side by side, with the
+matched words marked, and the ledger record it comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from casekit.analysis.findings import AttemptAnalysis
+from casekit.canonical import sha256_bytes
+from casekit.normalize import tokenize
+from casekit.records import (
+    AttemptRecord,
+    PlannedAttempt,
+)
+from casekit.report import catalogue as C
+from casekit.report.sections.long_texts import LongText
+from casekit.report.text import (
+    DASH,
+    ELIDED,
+    INLINE_CONTEXT_CHARS,
+    INLINE_MAX_CHARS,
+    SUPPLIED,
+    Segment,
+    chunk_bounds,
+    fmt_num,
+    marks,
+    opcode_ranges,
+    paint,
+    segments_in,
+    supplied_ranges,
+    wrap_class,
+)
+from casekit.report.views import KV
+from casekit.works import MATCH_PROFILE, Work
+
+log = logging.getLogger(__name__)
+
+
+def column(text: str, ranges: list[tuple[int, int, str]], *, offset: int = 0, focus: int = 0,
+            what: str, exhibit: tuple[str, str, str], longs: list[LongText]) -> list[Segment]:
+    """Segments of one exhibit column. A text longer than INLINE_MAX_CHARS is shown from a
+    little before ``focus`` (a position in text) and whole in the appendix, and the column
+    says so at each cut: nothing is truncated silently."""
+    n = len(text)
+    if n <= INLINE_MAX_CHARS:
+        return paint(text, ranges, offset)
+    runs = marks(n, ranges, offset)
+    number = len(longs) + 1
+    ref = f"L-{number}"
+    longs.append(LongText(
+        ref=ref, anchor=f"long-{number}", exhibit=exhibit[0], exhibit_anchor=exhibit[1],
+        attempt_id=exhibit[2], what=what, chars=f"{n:,}",
+        sha256=sha256_bytes(text.encode("utf-8", "surrogatepass")),
+        chunks=[segments_in(text, runs, lo, hi) for lo, hi in chunk_bounds(text)]))
+    w0 = max(0, min(focus - INLINE_CONTEXT_CHARS, n - INLINE_MAX_CHARS))
+    w1 = min(n, w0 + INLINE_MAX_CHARS)
+    shown = C.COLUMN_CUT.format(first=f"{w0 + 1:,}", last=f"{w1:,}", total=f"{n:,}", ref=ref)
+    out: list[Segment] = []
+    if w0 > 0:
+        out.append(Segment(shown + "\n", ELIDED))
+    out += segments_in(text, runs, w0, w1)
+    if w1 < n:
+        out.append(Segment("\n" + shown, ELIDED))
+    return out
+
+
+@dataclass(frozen=True)
+class PromptPart:
+    role: str
+    segments: list[Segment]
+
+
+@dataclass(frozen=True)
+class ExcerptView:
+    work_chars: str
+    work_words: str
+    words: str
+    matched_words: str
+    similarity: str
+    verbatim: str
+    out_chars: str
+    segments: list[Segment]
+
+
+@dataclass(frozen=True)
+class Exhibit:
+    number: str
+    anchor: str
+    attempt_id: str
+    model_id: str
+    work_id: str
+    work_title: str
+    role: str
+    strategy_key: str
+    intent: str
+    label: str
+    outcome: str
+    seq: str
+    record_hash: str
+    started_at: str
+    completed_at: str
+    requested_model: str
+    returned_model: str
+    details: list[KV]
+    decoding: str
+    work_sha256: str
+    longest_words: str
+    prompt: list[PromptPart]
+    output: list[Segment]
+    excerpts: list[ExcerptView]
+    highlight_note: str
+    long_texts: list[KV]
+    """Texts of this exhibit shown whole in the appendix: (ref, anchor, description)."""
+    imported: bool
+    """Captured outside casekit (``casekit import``): labelled so, decoding unknown."""
+    wrap: dict[str, str]
+    """CSS class per column (``prompt``, ``output``, ``work``): ``break-all`` where a run of
+    non-blank characters is too long for the column, else ""."""
+
+
+def _imported_provenance(rec: AttemptRecord) -> list[KV] | None:
+    """The capture's provenance rows of an imported attempt, or None for one casekit sent."""
+    raw = rec.result.raw_response if rec.result else None
+    prov = raw.get("imported") if isinstance(raw, dict) else None
+    if not isinstance(prov, dict):
+        return None
+    file_info = prov.get("file")
+    file: dict[str, Any] = file_info if isinstance(file_info, dict) else {}
+    shot = prov.get("screenshot")
+    rows = [
+        KV("Imported", C.IMPORTED),
+        KV("Captured at", f"{prov.get('captured_at')} (UTC {prov.get('captured_at_utc')})"),
+        KV("Captured by", str(prov.get("captured_by"))),
+        KV("Source", str(prov.get("source"))),
+        KV("Model as captured", str(prov.get("model"))),
+        KV("Import file", f"{file.get('name')}, line {file.get('line')}, {file.get('sha256')}"),
+        KV("Imported at (UTC)", str(prov.get("imported_at"))),
+    ]
+    if isinstance(shot, dict):
+        rows.append(KV("Screenshot", f"{shot.get('path', shot.get('name'))}, "
+                                     f"{shot.get('sha256')}"))
+    elif shot:
+        rows.append(KV("Screenshot", str(shot)))
+    return rows
+
+
+def _decoding_text(a: PlannedAttempt) -> str:
+    d = a.decoding
+    parts = [f"temperature {d.temperature:g}" + (" (greedy)" if d.temperature == 0 else ""),
+             f"max_tokens {d.max_tokens}"]
+    if d.top_p is not None:
+        parts.append(f"top_p {d.top_p:g}")
+    if d.top_k is not None:
+        parts.append(f"top_k {d.top_k}")
+    if d.seed is not None:
+        parts.append(f"seed {d.seed}")
+    if d.stop:
+        parts.append("stop " + json.dumps(d.stop, ensure_ascii=False))
+    parts.append(f"sample {a.sample}")
+    return ", ".join(parts)
+
+
+def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: Work,
+             requested: str, longs: list[LongText] | None = None) -> Exhibit:
+    """One exhibit: the attempt's prompt, output and matched work text side by side,
+    with the ledger record's identity and the decoding it was sent with."""
+    a = rec.attempt
+    result = rec.result
+    longs = [] if longs is None else longs
+    first_long = len(longs)
+    ex = (f"E-{number}", f"exhibit-{number}", a.id)
+    quotes = [work.raw[r.start:r.end] for r in a.supplied]
+    prompt: list[PromptPart] = []
+    parts: list[tuple[str, str]] = [(m.role, m.content) for m in a.messages]
+    if a.prompt is not None:
+        parts.append(("prompt" if a.mode == "completion" else a.mode, a.prompt))
+    for role, content in parts:
+        ranges = supplied_ranges(content, quotes)
+        prompt.append(PromptPart(role, column(
+            content, ranges, focus=min((r[0] for r in ranges), default=0),
+            what=C.PROMPT_PART.format(role=role), exhibit=ex, longs=longs)))
+    text = (result.text if result else None) or ""
+    spans = sorted(analysis.spans, key=lambda s: (s.out_char_start, s.work_char_start))
+    out_tokens = tokenize(text, MATCH_PROFILE)
+    out_ranges, out_exact = opcode_ranges(out_tokens, spans, "out")
+    # Echo: output text the model repeated from the prompt; marked like prompt-supplied text.
+    output = column(text, out_ranges + [(s, e, SUPPLIED) for s, e in analysis.echo_ranges],
+                     focus=spans[0].out_char_start if spans else 0, what=C.MODEL_OUTPUT,
+                     exhibit=ex, longs=longs)
+    work_exact = True
+    excerpts = []
+    for s in spans:
+        # Each excerpt shows its own span's alignment only (spans may overlap in the work).
+        work_ranges, exact = opcode_ranges(work.tokens, [s], "work")
+        work_exact = work_exact and exact
+        excerpts.append(ExcerptView(
+            work_chars=f"{s.work_char_start:,}\u2013{s.work_char_end:,}",
+            work_words=f"{s.work_word_start:,}\u2013{s.work_word_end:,}",
+            words=f"{s.words:,}", matched_words=f"{s.matched_words:,}",
+            similarity=fmt_num(s.similarity), verbatim="verbatim" if s.verbatim else
+            "near-verbatim",
+            out_chars=f"{s.out_char_start:,}\u2013{s.out_char_end:,}",
+            segments=column(work.raw[s.work_char_start:s.work_char_end], work_ranges,
+                             offset=s.work_char_start, exhibit=ex, longs=longs,
+                             what=C.WORK_EXCERPT.format(start=f"{s.work_char_start:,}",
+                                                        end=f"{s.work_char_end:,}")),
+        ))
+    note = ""
+    if not (out_exact and work_exact):
+        note = C.HIGHLIGHT_FALLBACK
+    imported = _imported_provenance(rec)
+    details = [
+        KV("Attempt", a.id),
+        KV("Ledger record", f"seq {rec.seq}, {rec.hash}"),
+        KV("Completed (UTC)", rec.completed_at),
+        KV("Requested model", requested),
+        KV("Returned model", (result.returned_model if result and result.returned_model
+                              else C.NOT_REPORTED_BY_PROVIDER)),
+    ]
+    if result and result.system_fingerprint:
+        details.append(KV("System fingerprint", result.system_fingerprint))
+    if result and result.request_id:
+        details.append(KV("Request id", result.request_id))
+    if result and result.server_date:
+        details.append(KV("Server date", result.server_date))
+    if result and result.finish_reason:
+        details.append(KV("Finish reason", result.finish_reason))
+    decoding = (_decoding_text(a) if imported is None else
+                C.DECODING_IMPORTED)
+    if imported is not None:
+        details += imported
+    details += [
+        KV("Decoding", decoding),
+        KV("Strategy", f"{a.strategy_key} ({a.intent})" + (f", {a.label}" if a.label else "")),
+        KV("Work", f"{work.id}, {work.sha256}"),
+        KV("Spans", "; ".join(
+            C.SPAN_DETAIL.format(chars=e.work_chars, words=e.words, matched=e.matched_words,
+                                 similarity=e.similarity) for e in excerpts) or DASH),
+    ]
+    return Exhibit(
+        number=f"E-{number}", anchor=f"exhibit-{number}", attempt_id=a.id,
+        model_id=a.model_id, work_id=a.work_id, work_title=work.spec.title,
+        role=analysis.role, strategy_key=a.strategy_key, intent=a.intent, label=a.label,
+        outcome=analysis.outcome, seq=str(rec.seq), record_hash=rec.hash or "",
+        started_at=rec.started_at, completed_at=rec.completed_at, requested_model=requested,
+        returned_model=(result.returned_model if result and result.returned_model
+                        else C.NOT_REPORTED),
+        details=details, decoding=decoding, work_sha256=work.sha256,
+        imported=imported is not None,
+        longest_words=f"{analysis.longest_words:,}", prompt=prompt,
+        output=output, excerpts=excerpts, highlight_note=note,
+        long_texts=[KV(x.ref, x.anchor, C.LONG_TEXT_NOTE.format(what=x.what, chars=x.chars))
+                    for x in longs[first_long:]],
+        wrap={"prompt": wrap_class(s for p in prompt for s in p.segments),
+              "output": wrap_class(output),
+              "work": wrap_class(s for x in excerpts for s in x.segments)},
+    )

@@ -1,0 +1,97 @@
+"""Further measures (partials/further.html.j2): the literature's measures per model x work beside
+the control's. One module per block of the partial, so that a strategy's own measure (the
+census, p_z) is one module here and one block there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from casekit.analysis.findings import Findings
+from casekit.report import catalogue as C
+from casekit.report import figures
+from casekit.report.sections.further.census import CensusView, census_view
+from casekit.report.sections.further.comparison import ComparisonRow, overlap_text, ratio_text
+from casekit.report.sections.further.coverage_map import CoverageMap, build_coverage_map
+from casekit.report.sections.further.intervals import IntervalRow, build_intervals
+from casekit.report.sections.further.measures import Measure, build_measures
+from casekit.report.sections.further.probabilistic import ProbView, prob_view
+from casekit.report.views import KV
+from casekit.works import Work
+
+log = logging.getLogger(__name__)
+
+
+FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_upper_bound", "pz_census", "nv_recall",
+                           "np_discoverable", "discoverable_5050", "spans_over_t",
+                           "longest_block", "bmc", "name_cloze", "comparison", "coverage")
+
+
+@dataclass(frozen=True)
+class FurtherRow:
+    model_id: str
+    work_id: str
+    work_title: str
+    role: str
+    control_label: str
+    """Header of the control column (the control work of this model), or "" for a control."""
+    measures: list[Measure]
+    prob: ProbView | None
+    control_has_prob: bool
+    census: list[CensusView]
+    intervals: list[IntervalRow]
+    coverage_map: CoverageMap
+
+
+@dataclass(frozen=True)
+class Further:
+    definitions: list[KV]
+    rows: list[FurtherRow]
+    comparisons: list[ComparisonRow]
+
+
+def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Further:
+    """Further measures of every model x work (beside its control's) and the comparisons."""
+    rows: list[FurtherRow] = []
+    ids = figures.FigureIds()
+    for mid in model_ids:
+        mine = [mw for mw in f.findings if mw.model_id == mid]
+        ctrl = next((mw for mw in mine if mw.role == "control"), None)
+        for mw in mine:
+            c = ctrl if mw.role == "subject" else None
+            rows.append(FurtherRow(
+                model_id=mid, work_id=mw.work_id, work_title=works[mw.work_id].spec.title,
+                role=mw.role,
+                control_label=(C.CONTROL_WORK_OF.format(model_id=mid,
+                                                        title=works[c.work_id].spec.title)
+                               if c is not None else ""),
+                measures=build_measures(f, mw, c),
+                prob=(prob_view(mw.probabilistic, c.probabilistic if c else None)
+                      if mw.probabilistic is not None else None),
+                control_has_prob=c is not None and c.probabilistic is not None,
+                census=[census_view(cs, next((x for x in c.census
+                                               if x.strategy_key == cs.strategy_key),
+                                              c.census[0] if c.census else None)
+                                     if c is not None else None)
+                        for cs in mw.census],
+                intervals=build_intervals(mw),
+                coverage_map=build_coverage_map(f, mw, works[mw.work_id], ids),
+            ))
+    comparisons = []
+    for cmp in f.comparisons:
+        cj, cb, cd = overlap_text(cmp.coverage)
+        bj, bb, bd = overlap_text(cmp.bmc5)
+        er, en = ratio_text(cmp.extraction_ratio)
+        rr, rn = ratio_text(cmp.regurgitation_ratio)
+        title = works[cmp.work_id].spec.title if cmp.work_id in works else cmp.work_id
+        comparisons.append(ComparisonRow(
+            work_id=cmp.work_id, work_title=title, model_a=cmp.model_a, model_b=cmp.model_b,
+            coverage_jaccard=cj, coverage_baseline=cb, coverage_detail=cd,
+            bmc5_jaccard=bj, bmc5_baseline=bb, bmc5_detail=bd,
+            extraction_ratio=er, extraction_note=en, regurgitation_ratio=rr,
+            regurgitation_note=rn))
+    definitions = [KV(C.FURTHER_DEFINITION_LABELS[k], f.definitions[k], k)
+                   for k in FURTHER_DEFINITION_KEYS if k in f.definitions]
+    return Further(definitions=definitions, rows=rows, comparisons=comparisons)
+

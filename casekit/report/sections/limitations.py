@@ -1,0 +1,135 @@
+"""Limitations (partials/limitations.html.j2): the fixed caveats, then those read off this run's
+own data (tools, model aliases, openings, excluded passages, filters, small samples).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from casekit.analysis.findings import Findings
+from casekit.analysis.taxonomy import ABSENCE_CAVEAT
+from casekit.case import CaseFile
+from casekit.records import AttemptRecord
+from casekit.report import catalogue as C
+from casekit.report.inputs import Inputs
+from casekit.report.sections.controls import FloorView
+
+log = logging.getLogger(__name__)
+
+
+def build_limitations(f: Findings, case: CaseFile, floors: list[FloorView],
+                 inputs: Inputs | None = None) -> list[str]:
+    """The fixed caveats with this run's numbers, then those read off its data."""
+    th = f.thresholds
+    gen = [x for x in f.attempts if x.mode != "score"]
+    echo = sum(x.echo_words for x in gen)
+    echoed = sum(1 for x in gen if x.echo_words)
+    out = [
+        C.LIMIT_ECHO.format(echo_min_words=th.get("echo_min_words", 5), echo_words=f"{echo:,}",
+                            echoed=f"{echoed:,}", generations=f"{len(gen):,}"),
+        C.LIMIT_QUOTED.format(min_span_words=th.get("min_span_words")),
+        ABSENCE_CAVEAT,
+        C.LIMIT_VARIANCE.format(samples=case.samples),
+    ]
+    errors = sum(1 for x in f.attempts if x.outcome == "error")
+    refusals = sum(1 for x in f.attempts if x.outcome == "refusal")
+    unscorable = sum(1 for x in f.attempts if x.outcome == "unscorable")
+    if errors or refusals or unscorable:
+        out.append(C.LIMIT_FAILURES.format(errors=f"{errors:,}", refusals=f"{refusals:,}",
+                                           unscorable=f"{unscorable:,}"))
+    if not f.complete or f.recorded_attempts < f.planned_attempts:
+        out.append(C.LIMIT_INCOMPLETE.format(recorded=f"{f.recorded_attempts:,}",
+                                             planned=f"{f.planned_attempts:,}"))
+    if f.imported_attempts:
+        out.append(C.LIMIT_IMPORTED.format(imported=f"{f.imported_attempts:,}"))
+    missing = [fv.model_id for fv in floors if not fv.available]
+    if missing:
+        out.append(C.LIMIT_NO_FLOOR.format(models=", ".join(missing)))
+    return out + (_data_limitations(f, inputs) if inputs is not None else [])
+
+
+#: Request fields that give a model tools or retrieval; response markers of their use.
+TOOL_REQUEST_KEYS = ("tools", "tool_choice", "functions", "function_call", "web_search_options",
+                     "plugins", "retrieval", "file_search", "mcp_servers")
+TOOL_RESPONSE_MARKERS = ('"tool_calls"', '"tool_use"', '"server_tool_use"', '"function_call"',
+                         'web_search', '"citations"', '"annotations":[{')
+#: Work words from the start that count as the opening (the most widely quoted part).
+OPENING_WORDS = 200
+_DATED_MODEL_RE = re.compile(r"\d{4}-?\d{2}-?\d{2}|\d{8}|@\d|-\d{3,4}$")
+
+
+def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
+    """Limitations read off this run's own data: tools and retrieval, model aliases and
+    identity changes, openings and excluded passages, filters, small samples."""
+    out: list[str] = []
+    attempts = [r for r in inputs.records if isinstance(r, AttemptRecord)]
+    # Retrieval and tools.
+    tooled_req = sum(1 for r in attempts if r.result and any(
+        r.result.raw_request.get(k) for k in TOOL_REQUEST_KEYS))
+    tooled_resp = 0
+    for r in attempts:
+        if r.result and r.result.raw_response:
+            raw = json.dumps(r.result.raw_response, ensure_ascii=False)
+            tooled_resp += any(m in raw for m in TOOL_RESPONSE_MARKERS)
+    if tooled_req or tooled_resp:
+        out.append(C.LIMIT_TOOLS.format(requests=f"{tooled_req:,}",
+                                        keys=", ".join(TOOL_REQUEST_KEYS[:4]),
+                                        responses=f"{tooled_resp:,}"))
+    else:
+        out.append(C.LIMIT_NO_TOOLS.format(requests=f"{len(attempts):,}"))
+    # Model identity: aliases, several returned ids, changing fingerprints.
+    for m in inputs.start.models:
+        mine = [r.result for r in attempts if r.attempt.model_id == m.model_id and r.result]
+        returned = sorted({x.returned_model for x in mine if x.returned_model})
+        prints = sorted({x.system_fingerprint for x in mine if x.system_fingerprint})
+        notes = []
+        if m.provider != "local" and not _DATED_MODEL_RE.search(m.model):
+            notes.append(C.MODEL_ALIAS.format(model=repr(m.model)))
+        if len(returned) > 1:
+            notes.append(C.MODEL_RETURNED_MANY.format(
+                n=len(returned),
+                ids=", ".join(returned[:5]) + (", ..." if len(returned) > 5 else "")))
+        elif returned and returned[0] != m.model:
+            notes.append(C.MODEL_RETURNED_OTHER.format(model=repr(m.model),
+                                                       returned=repr(returned[0])))
+        if len(prints) > 1:
+            notes.append(C.MODEL_FINGERPRINTS.format(n=len(prints)))
+        if notes:
+            out.append(C.LIMIT_MODEL.format(model_id=m.model_id, notes="; ".join(notes)))
+    # Widely quoted openings and excluded passages.
+    threshold = int(f.thresholds.get("min_span_words", 0))
+    hits = [x for x in f.attempts if x.mode != "score" and x.longest_words >= threshold
+            and x.role == "subject"]
+    opening = sum(1 for x in hits if any(s.work_word_start < OPENING_WORDS for s in x.spans))
+    if hits:
+        out.append(C.LIMIT_OPENINGS.format(opening=f"{opening:,}", hits=f"{len(hits):,}",
+                                           opening_words=OPENING_WORDS))
+    excluded = [(w.id, e) for w in inputs.works.values() for e in w.excluded]
+    if excluded:
+        out.append(C.LIMIT_EXCLUDED.format(passages="; ".join(
+            C.EXCLUDED_PASSAGE.format(work=wid, start=f"{e.start:,}", end=f"{e.end:,}",
+                                      reason=e.reason)
+            for wid, e in excluded[:12]) + ("; ..." if len(excluded) > 12 else "")))
+    else:
+        out.append(C.LIMIT_NONE_EXCLUDED)
+    # Filters and refusals by source.
+    filtered = sum(1 for r in attempts if r.result and r.result.finish_reason in (
+        "content_filter", "refusal"))
+    by_source: dict[str, int] = {}
+    for x in f.attempts:
+        if x.refusal_source:
+            by_source[x.refusal_source] = by_source.get(x.refusal_source, 0) + 1
+    if filtered or by_source:
+        out.append(C.LIMIT_FILTERS.format(
+            filtered=f"{filtered:,}",
+            by_source=", ".join(f"{k} {v:,}" for k, v in sorted(by_source.items()))))
+    # Small samples.
+    small = sorted({mw.model_id + " \u00d7 " + mw.work_id for mw in f.findings
+                    if mw.role == "subject" and any(0 < r.n < 30 for r in (
+                        mw.regurgitation, mw.extraction))})
+    if small:
+        out.append(C.LIMIT_SMALL.format(
+            findings=", ".join(small[:8]) + ("..." if len(small) > 8 else "")))
+    return out

@@ -1,0 +1,119 @@
+"""Methods (partials/methods.html.j2): profiles, thresholds, definitions, strategies and
+decoding, as the findings and the case file state them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from casekit.analysis.findings import Findings
+from casekit.analysis.taxonomy import CATEGORY_TEXT
+from casekit.case import CaseFile
+from casekit.records import RunStart
+from casekit.report import catalogue as C
+from casekit.report.text import (
+    DASH,
+    fmt_pct,
+    fmt_value,
+    ordered,
+)
+from casekit.report.views import KV
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StrategyView:
+    key: str
+    name: str
+    intent: str
+    description: str
+    params: list[KV]
+    models: str
+    works: str
+    attempts: str
+
+
+@dataclass(frozen=True)
+class Methods:
+    profiles: list[KV]
+    thresholds: list[KV]
+    definitions: list[KV]
+    categories: list[KV]
+    strategies: list[StrategyView]
+    decoding: list[KV]
+    legal_defaults: bool
+    legal_note: str
+
+
+def _strategy_info(name: str) -> tuple[str, str]:
+    """(intent, description) of a registered strategy, or empty strings."""
+    try:
+        from casekit.strategies.base import strategy_class
+
+        cls = strategy_class(name)
+        return str(cls.intent), str(cls.description)
+    except Exception:  # noqa: BLE001 - a missing plugin must not stop the report
+        log.info("strategy %s is not installed: its description is left out", name)
+        return "", ""
+
+
+def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
+    """Profiles, thresholds, definitions, strategies and decoding as the run used them."""
+    profiles = []
+    for use in ordered(f.profiles, ("spans", "bmc")):
+        prof = f.profiles[use]
+        label = C.PROFILE_USE_LABELS.get(use, use)
+        profiles.append(KV(label, prof, C.PROFILE_TEXT.get(prof, "")))
+    thresholds = []
+    for key in ordered(f.thresholds, C.THRESHOLD_LABELS):
+        val = f.thresholds[key]
+        label, note = C.THRESHOLD_LABELS.get(key, (key, ""))
+        if key == "substantial_portion_min_share" and isinstance(val, float):
+            shown = C.THRESHOLD_SHARE.format(share=fmt_pct(val))
+        elif key in ("min_span_words", "substantial_portion_min_words", "echo_min_words",
+                     "seed_k", "m_gram") and not isinstance(val, bool):
+            shown = C.THRESHOLD_WORDS.format(value=val)
+        else:
+            shown = fmt_value(val)
+        thresholds.append(KV(label, shown, note))
+    # Each definition under its label and its key: the key is what "[p_z]" in the further
+    # measures refers to.
+    definitions = [KV(C.DEFINITION_LABELS.get(k) or C.FURTHER_DEFINITION_LABELS.get(k, k),
+                      f.definitions[k], k)
+                   for k in ordered(f.definitions, C.DEFINITION_LABELS)]
+    categories = [KV(k.capitalize(), v) for k, v in CATEGORY_TEXT.items()]
+    counts: dict[str, int] = {}
+    intents: dict[str, str] = {}
+    for x in f.attempts:
+        counts[x.strategy_key] = counts.get(x.strategy_key, 0) + 1
+        intents.setdefault(x.strategy_key, x.intent)
+    strategies = []
+    for i, s in enumerate(case.strategies):
+        key = f"{s.name}#{i}"
+        intent, description = _strategy_info(s.name)
+        strategies.append(StrategyView(
+            key=key, name=s.name, intent=intents.get(key, intent) or DASH,
+            description=description or DASH,
+            params=[KV(k, fmt_value(v)) for k, v in sorted(s.params.items())],
+            models=", ".join(s.models) if s.models is not None else C.ALL_MODELS,
+            works=", ".join(s.works) if s.works is not None else C.ALL_WORKS,
+            attempts=f"{counts.get(key, 0):,}",
+        ))
+    d = case.decoding
+    values = {
+        "temperature": f"{d.temperature:g}",
+        "max_tokens": str(d.max_tokens),
+        "top_p": fmt_value(d.top_p) if d.top_p is not None else C.NOT_SET,
+        "top_k": fmt_value(d.top_k) if d.top_k is not None else C.NOT_SET,
+        "samples": str(case.samples),
+        "seed": str(case.seed),
+    }
+    decoding = [KV(label, values[key], note) for key, (label, note) in C.DECODING_ROWS.items()]
+    legal = bool(f.thresholds.get("legal_defaults", True))
+    legal_note = "" if legal else C.LEGAL_NOTE.format(
+        legal_defaults=C.LEGAL_DEFAULT_TEXT, min_span_words=f.thresholds.get("min_span_words"))
+    return Methods(profiles=profiles, thresholds=thresholds, definitions=definitions,
+                   categories=categories, strategies=strategies, decoding=decoding,
+                   legal_defaults=legal, legal_note=legal_note)

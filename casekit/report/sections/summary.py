@@ -1,0 +1,108 @@
+"""Summary of findings (partials/summary.html.j2): one row per model x work, overview and per
+model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from casekit.analysis.findings import (
+    Findings,
+    ModelWorkFinding,
+)
+from casekit.analysis.taxonomy import BELOW, NOT_OBSERVED, SHOWN
+from casekit.report import catalogue as C
+from casekit.report.sections.controls import FloorView
+from casekit.report.text import (
+    DASH,
+    fmt_pct,
+)
+from casekit.report.views import OUTCOME_ORDER, RateView, rate_view
+from casekit.works import Work
+
+log = logging.getLogger(__name__)
+
+
+STATUS_CLASS = {SHOWN: "status-shown", BELOW: "status-below", NOT_OBSERVED: "status-none"}
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    model_id: str
+    work_id: str
+    work_title: str
+    work_author: str
+    role: str
+    regurgitation: RateView
+    extraction: RateView
+    coverage: str
+    covered_words: str
+    longest_block: str
+    bmc5: str
+    bmc_all: str
+    top1: str
+    top1_detail: str
+    status: str
+    status_class: str
+    reason: str
+    outcomes: str
+    exhibits: str
+    floor: FloorView | None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    model_id: str
+    requested: str
+    rows: list[SummaryRow]
+    floor: FloorView | None
+
+
+def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
+                 exhibit_refs: list[str]) -> SummaryRow:
+    """One model x work: its rates, coverage, conclusion and control floor."""
+    tf = f.teacher_forced
+    outcomes = ", ".join(f"{o.replace('_', ' ')} {f.outcomes.get(o, 0):,}" for o in OUTCOME_ORDER)
+    extra = sorted(set(f.outcomes) - set(OUTCOME_ORDER))
+    if extra:
+        outcomes += ", " + ", ".join(f"{o} {f.outcomes[o]:,}" for o in extra)
+    return SummaryRow(
+        model_id=f.model_id, work_id=f.work_id, work_title=work.spec.title,
+        work_author=work.spec.author, role=f.role,
+        regurgitation=rate_view(f.regurgitation), extraction=rate_view(f.extraction),
+        coverage=fmt_pct(f.coverage.share),
+        covered_words=f"{f.coverage.covered_words:,} of {f.coverage.total_words:,} words",
+        longest_block=f"{f.coverage.longest_block_words:,} words",
+        bmc5=fmt_pct(f.bmc.get("5")),
+        bmc_all=", ".join(f"@{k} {fmt_pct(v)}" for k, v in
+                          sorted(f.bmc.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit()
+                                 else 10**9)),
+        top1=fmt_pct(tf.mean_top1_share) if tf else DASH,
+        top1_detail=C.TF_DETAIL.format(windows=f"{tf.windows:,}",
+                                       greedy=f"{tf.greedy_reproduced_windows:,}")
+        if tf else C.NO_TF_WINDOWS,
+        status=f.memorization, status_class=STATUS_CLASS.get(f.memorization, ""),
+        reason=f.memorization_reason, outcomes=outcomes,
+        exhibits=", ".join(exhibit_refs) if exhibit_refs else DASH,
+        floor=floor,
+    )
+
+
+def build_summary(f: Findings, works: dict[str, Work], model_ids: list[str],
+                  requested: dict[str, str], floors_by_model: dict[str, FloorView],
+                  refs_of: dict[tuple[str, str], list[str]],
+                  ) -> tuple[list[SummaryRow], list[ModelSummary]]:
+    """The overview table (every model x work) and the same rows grouped per model."""
+    overview: list[SummaryRow] = []
+    summary: list[ModelSummary] = []
+    for mid in model_ids:
+        rows = [summary_row(mw, works[mw.work_id],
+                            floors_by_model[mid] if mw.role == "subject" else None,
+                            refs_of.get((mid, mw.work_id), []))
+                for mw in f.findings if mw.model_id == mid]
+        overview += rows
+        if rows:
+            summary.append(ModelSummary(model_id=mid, requested=requested.get(mid, mid),
+                                        rows=rows, floor=floors_by_model[mid]))
+    return overview, summary

@@ -1,0 +1,333 @@
+"""Formatting and highlighting shared by every section: numbers, parameter values, and text
+split into :class:`Segment` runs.
+
+Model output and work text reach the templates as lists of segments (text + CSS class), so that
+highlighting is done by the template wrapping each escaped segment in a span, never by
+concatenating markup with model output. Long texts are cut into blocks here too.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import json
+import logging
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from casekit.analysis.findings import SpanFinding
+from casekit.analysis.stats import BootstrapRate
+from casekit.report import catalogue as C
+
+log = logging.getLogger(__name__)
+
+
+DASH = "\u2014"
+
+# CSS classes of highlighted text (the stylesheet gives each a greyscale-safe look).
+MATCH = "match"
+"""Output/work words aligned exactly (``equal`` opcodes)."""
+SUBST = "subst"
+"""Words aligned with a different word (``replace`` opcodes)."""
+SUPPLIED = "supplied"
+"""Text of the work that the tester supplied in the prompt."""
+CTL = "ctl"
+"""A control or invisible character, shown by its code point (display only)."""
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_int(n: int | None) -> str:
+    return DASH if n is None else f"{n:,}"
+
+
+def fmt_pct(x: float | None) -> str:
+    """A share as a percentage: one decimal, two significant digits below 0.1%."""
+    if x is None:
+        return DASH
+    if x == 0:
+        return "0%"
+    if x == 1:
+        return "100%"
+    pct = x * 100
+    if pct < 0.1:
+        return f"{pct:.2g}%"
+    text = f"{pct:.1f}%"
+    if text == "100.0%":
+        return ">99.9%"
+    return text
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    return DASH if x is None else f"{x:.{digits}f}"
+
+
+def fmt_value(v: Any) -> str:
+    """A parameter value as the case file would show it."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return json.dumps(v, ensure_ascii=False, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- segments
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of text with one look; ``cls`` is a space-separated list of CSS classes or ""."""
+
+    text: str
+    cls: str = ""
+
+
+#: Unicode categories shown by code point: Cc control, Cf format (bidi overrides, zero-width),
+#: Cs lone surrogates, Zl/Zp line and paragraph separators. Newline and tab stay as they are.
+SHOWN_AS_CODE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+@functools.cache
+def _code_re() -> re.Pattern[str]:
+    """A character class of every code point shown by its code point (built once).
+
+    Only planes 0, 1 and 14 hold characters of those categories (surrogates, C0/C1 controls
+    and format characters); scanning them takes a few hundredths of a second.
+    """
+    ranges: list[tuple[int, int]] = []
+    for lo, hi in ((0, 0x20000), (0xE0000, 0xF0000)):
+        start: int | None = None
+        for cp in range(lo, hi):
+            hit = unicodedata.category(chr(cp)) in SHOWN_AS_CODE and cp not in (9, 10)
+            if hit and start is None:
+                start = cp
+            elif not hit and start is not None:
+                ranges.append((start, cp - 1))
+                start = None
+        if start is not None:
+            ranges.append((start, hi - 1))
+    body = "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+    return re.compile(f"[{body}]")
+
+
+def visible_segments(text: str, cls: str = "") -> list[Segment]:
+    """Split text so that control/invisible characters become their own ``ctl`` segments
+    showing the code point (display only; the ledger keeps the raw text). CRLF is shown as
+    a line break. Linear in the text: one regular-expression scan."""
+    out: list[Segment] = []
+    buf: list[str] = []
+    pos = 0
+    ctl = f"{cls} {CTL}".strip()
+    for m in _code_re().finditer(text):
+        i = m.start()
+        if i > pos:
+            buf.append(text[pos:i])
+        pos = i + 1
+        ch = text[i]
+        if ch == "\r" and text.startswith("\n", i + 1):
+            continue  # CRLF is shown as a line break
+        if buf:
+            out.append(Segment("".join(buf), cls))
+            buf = []
+        out.append(Segment(f"U+{ord(ch):04X}", ctl))
+    if pos < len(text):
+        buf.append(text[pos:])
+    if buf:
+        out.append(Segment("".join(buf), cls))
+    return out
+
+
+_PRIORITY = {MATCH: 3, SUBST: 2, SUPPLIED: 1}
+_BY_PRIORITY = {v: k for k, v in _PRIORITY.items()}
+
+
+def marks(n: int, ranges: Iterable[tuple[int, int, str]], offset: int = 0,
+          ) -> list[tuple[int, int, str]]:
+    """Disjoint runs (start, end, class) covering [0, n) of a text: ``ranges`` (absolute char
+    offsets, ``offset`` = position of text[0]) clipped to the text, the stronger mark winning
+    where they overlap (match > subst > supplied). O(r log r) in the number of ranges."""
+    events: dict[int, list[int]] = {}
+    for start, end, cls in ranges:
+        pr = _PRIORITY.get(cls, 0)
+        lo, hi = max(0, start - offset), min(n, end - offset)
+        if pr and lo < hi:
+            events.setdefault(lo, [0, 0, 0, 0])[pr] += 1
+            events.setdefault(hi, [0, 0, 0, 0])[pr] -= 1
+    active = [0, 0, 0, 0]
+    out: list[tuple[int, int, str]] = []
+    prev, cur = 0, ""
+    for pos in sorted(events):
+        delta = events[pos]
+        for pr in (1, 2, 3):
+            active[pr] += delta[pr]
+        top = next((pr for pr in (3, 2, 1) if active[pr] > 0), 0)
+        cls = _BY_PRIORITY.get(top, "")
+        if cls != cur:
+            if pos > prev:
+                out.append((prev, pos, cur))
+            prev, cur = pos, cls
+    if n > prev or not out:
+        out.append((prev, n, cur))
+    return [r for r in out if r[1] > r[0]] if n else []
+
+
+def paint(text: str, ranges: Iterable[tuple[int, int, str]], offset: int = 0) -> list[Segment]:
+    """Segments of ``text`` with ``ranges`` (absolute char offsets, ``offset`` = position of
+    text[0]) marked; where ranges overlap the stronger mark wins (match > subst > supplied)."""
+    out: list[Segment] = []
+    for lo, hi, cls in marks(len(text), ranges, offset):
+        out.extend(visible_segments(text[lo:hi], cls))
+    return out
+
+
+ELIDED = "elided"
+"""A notice casekit writes into an exhibit column that shows part of a long text (never model
+output: the class and the words are casekit's)."""
+#: An exhibit column shows at most this many characters of one text; a longer text is shown
+#: whole in the appendix of long texts, and the column says which part it shows.
+INLINE_MAX_CHARS = 6000
+#: Characters shown before the first highlighted passage when a column shows part of a text.
+INLINE_CONTEXT_CHARS = 300
+#: The appendix splits a long text into blocks of about this size (at a line break or a blank
+#: where there is one): WeasyPrint lays out one huge block in quadratic time.
+APPENDIX_CHUNK_CHARS = 4000
+
+
+def chunk_bounds(text: str, size: int = APPENDIX_CHUNK_CHARS) -> list[tuple[int, int]]:
+    """[start, end) blocks of about ``size`` characters covering the text, each ending after a
+    line break, else after a blank, else (an unbroken run) at ``size``."""
+    out: list[tuple[int, int]] = []
+    n = len(text)
+    pos = 0
+    while pos < n:
+        end = pos + size
+        if end >= n:
+            out.append((pos, n))
+            break
+        cut = text.rfind("\n", pos + size // 2, end)
+        if cut < 0:
+            cut = max(text.rfind(" ", pos + size // 2, end), text.rfind("\t", pos + size // 2, end))
+        end = cut + 1 if cut >= 0 else end
+        out.append((pos, end))
+        pos = end
+    return out
+
+
+def segments_in(text: str, runs: list[tuple[int, int, str]], lo: int, hi: int,
+                 ) -> list[Segment]:
+    """Segments of text[lo:hi] given the marked runs of the whole text."""
+    out: list[Segment] = []
+    i = bisect.bisect_right([r[0] for r in runs], lo) - 1 if runs else 0
+    for start, end, cls in runs[max(i, 0):]:
+        if start >= hi:
+            break
+        a, b = max(start, lo), min(end, hi)
+        if a < b:
+            out.extend(visible_segments(text[a:b], cls))
+    return out
+
+
+#: A run of non-blank characters longer than this may not fit an exhibit column.
+LONG_RUN = 24
+_LONG_RUN_RE = re.compile(rf"\S{{{LONG_RUN + 1},}}")
+
+
+def wrap_class(segments: Iterable[Segment]) -> str:
+    """``break-all`` for a column whose displayed text holds a run too long for it.
+
+    Ordinary text keeps its words whole; a long run (a hostile token, a URL) is broken at any
+    character. Plain ``overflow-wrap: anywhere`` is not enough in WeasyPrint 70: a word that
+    starts inside one inline box (a highlight) and continues in the next never wraps.
+    """
+    shown = "".join(s.text for s in segments)
+    return "break-all" if _LONG_RUN_RE.search(shown) else ""
+
+
+def _token_bounds(tokens: Any, i: int) -> tuple[int, int]:
+    return int(tokens.starts[i]), int(tokens.ends[i])
+
+
+def opcode_ranges(tokens: Any, spans: Sequence[SpanFinding], side: str,
+                   ) -> tuple[list[tuple[int, int, str]], bool]:
+    """Char ranges to mark from the spans' word opcodes on one side (``out`` or ``work``).
+
+    Returns (ranges, exact): when the recorded char offsets do not line up with the tokens
+    (another tokenizer version), falls back to marking each span's char range as a whole.
+    """
+    ranges: list[tuple[int, int, str]] = []
+    exact = True
+    n = len(tokens)
+    for s in spans:
+        w0, w1, c0, c1 = ((s.out_word_start, s.out_word_end, s.out_char_start, s.out_char_end)
+                          if side == "out" else
+                          (s.work_word_start, s.work_word_end, s.work_char_start,
+                           s.work_char_end))
+        aligned = (0 <= w0 < w1 <= n and _token_bounds(tokens, w0)[0] == c0
+                   and _token_bounds(tokens, w1 - 1)[1] == c1)
+        if not aligned:
+            exact = False
+            if c1 > c0:
+                ranges.append((c0, c1, MATCH))
+            continue
+        for tag, i1, i2, j1, j2 in s.opcodes:
+            a, b = (i1, i2) if side == "out" else (j1, j2)
+            if b <= a or b > n:
+                continue
+            cls = MATCH if tag == "equal" else SUBST if tag == "replace" else ""
+            if cls:
+                ranges.append((_token_bounds(tokens, a)[0], _token_bounds(tokens, b - 1)[1], cls))
+    return ranges, exact
+
+
+def supplied_ranges(text: str, quotes: Iterable[str]) -> list[tuple[int, int, str]]:
+    """Where the quoted work text occurs in a prompt: exactly, else with any whitespace."""
+    out: list[tuple[int, int, str]] = []
+    for q in quotes:
+        q = q.strip()
+        if not q:
+            continue
+        found = False
+        pos = text.find(q)
+        while pos >= 0:
+            found = True
+            out.append((pos, pos + len(q), SUPPLIED))
+            pos = text.find(q, pos + len(q))
+        if not found:
+            words = q.split()
+            pattern = re.compile(r"\s+".join(re.escape(w) for w in words))
+            for m in pattern.finditer(text):
+                out.append((m.start(), m.end(), SUPPLIED))
+    return out
+
+
+def ordered(d: dict[str, Any], known: Iterable[str]) -> list[str]:
+    """Keys of d: the known ones in their given order, then the rest sorted.
+
+    Never the dict's own order: findings.json is canonical JSON (keys sorted), findings built
+    in memory keep insertion order, and both must give the same report bytes.
+    """
+    first = [k for k in known if k in d]
+    return first + sorted(set(d) - set(first))
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def boot_text(b: BootstrapRate | None) -> str:
+    """A cluster-bootstrap interval and what it resampled, or why there is none."""
+    if b is None or b.lo is None or b.hi is None:
+        return C.NO_BOOTSTRAP
+    if b.clusters < 2:
+        return C.NO_BOOTSTRAP_ONE.format(unit=b.unit)
+    return C.BOOTSTRAP.format(lo=fmt_pct(b.lo), hi=fmt_pct(b.hi), clusters=f"{b.clusters:,}",
+                              article=_article(b.unit), unit=b.unit,
+                              resamples=f"{b.resamples:,}", seed=b.seed)
