@@ -183,3 +183,33 @@ def test_api_logprobs_give_labelled_p_z_bounds_in_findings_and_report(case_dir: 
     assert "p_z from API log-probs (bounds)" in html and "UPPER BOUNDS from top-2 log-probs" in html
     assert f"greedy p_z = 1 in 0 of {b.windows} windows (exact)" in html
     assert findings_bytes(f) == findings_bytes(analyze_run(run_dir))
+
+
+def test_thresholds_are_typed_and_give_the_verdicts(case_dir: Path) -> None:
+    """findings.thresholds is checked key by key and read as attributes, without the silent
+    defaults of dict.get; the verdicts the report needs come from the findings."""
+    import pydantic
+
+    from casekit.analysis.findings import Findings, FindingsThresholds
+
+    f = analyze_run(run_case(case_dir))
+    th = f.thresholds
+    assert (th.min_span_words, th.seed_k, th.m_gram, th.echo_min_words) == (15, 5, 5, 5)
+    assert isinstance(th.near_exact, float) and isinstance(th.legal_defaults, bool)
+    assert th.lowered  # the case sets legal_defaults: false
+    # Loaded back: the same values and types, the keys in findings.json's (sorted) order.
+    again = Findings.model_validate_json(findings_bytes(f))
+    assert dict(again.thresholds) == dict(th) and list(again.thresholds) == sorted(th)
+    assert {k: type(v) for k, v in again.thresholds.items()} == \
+        {k: type(v) for k, v in th.items()}
+    good = dict(th)
+    with pytest.raises(pydantic.ValidationError, match="min_span_word"):
+        FindingsThresholds({**good, "min_span_word": 40})  # a misspelt key
+    with pytest.raises(pydantic.ValidationError, match="seed_k"):
+        FindingsThresholds({k: v for k, v in good.items() if k != "seed_k"})
+    # The per-attempt verdict: generation attempts whose longest span reaches the threshold.
+    hits = [x.attempt_id for x in f.attempts if f.reaches_threshold(x)]
+    assert hits and all(x.mode != "score" and x.longest_words >= 15
+                        for x in f.attempts if x.attempt_id in hits)
+    assert not any(f.reaches_threshold(x) for x in f.attempts if x.mode == "score")
+    assert set(f.findings[0].exhibit_attempts) <= set(hits)

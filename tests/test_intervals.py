@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 from casekit.analysis.analyze import analyze_run
-from casekit.analysis.stats import clustered_rate, rate
 from casekit.case import load_case
 from casekit.run.runner import Runner
+from casekit.stats import clustered_rate, rate
 from tests.conftest import SCRIPTED_MODELS, STRATEGIES, case_yaml
 
 

@@ -10,23 +10,18 @@ from hypothesis import strategies as st
 from casekit.analysis.index import KgramIndex
 from casekit.analysis.matcher import WorkMatcher
 from casekit.analysis.metrics import (
-    NvBlock,
     clip_to_range,
     coverage_overlap,
-    discoverable_extraction,
-    discoverable_rate,
-    extract_name,
     jaccard_random_baseline,
     longest_block,
     longest_regurgitated,
-    merge_blocks,
-    name_cloze_accuracy,
-    nv_recall,
-    nv_recall_words,
     rate_ratio,
     spans_over_threshold,
 )
-from casekit.analysis.stats import bootstrap_rate
+from casekit.stats import bootstrap_rate
+from casekit.strategies.iterative import NvBlock, merge_blocks, nv_recall, nv_recall_words
+from casekit.strategies.name_cloze import extract_name, name_cloze_accuracy
+from casekit.strategies.prefix import discoverable_extraction, discoverable_rate
 from tests.test_matcher import check_span, toks, words_from
 
 # --- 50/50 discoverable extraction [Car23 Def. 3.1] ---------------------------------------------

@@ -65,3 +65,11 @@ def test_accuracy_and_majority_baseline(case_dir: Path) -> None:
     assert nc.majority_baseline.k == max(n_tamsin, len(golds) - n_tamsin)
     # Cloze probes are not span attempts: they are not in the extraction rate.
     assert s.extraction.n == 0
+    # Findings say so themselves, also once loaded back from findings.json.
+    from casekit.analysis.analyze import findings_bytes
+    from casekit.analysis.findings import Findings
+
+    again = Findings.model_validate_json(findings_bytes(f))
+    for found in (f, again):
+        assert golds and not any(a.span_attempt for a in found.attempts
+                                 if a.cloze_correct is not None)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from casekit.analysis.pz import (
+from casekit.pz import (
     MissingScores,
     can_compute,
     extraction_probability,
@@ -205,7 +205,7 @@ def _steps(*rows: tuple[str, list[tuple[str, float]]]) -> list:
 
 
 def test_generation_that_spells_the_suffix_bounds_every_step() -> None:
-    from casekit.analysis.pz import pz_bound_from_generation
+    from casekit.pz import pz_bound_from_generation
 
     # Suffix " bright cold day", three generated tokens spelling it, each its list's maximum:
     # top-40 bound per step p / Z(listed): 0.6/0.9, 0.5/0.75, 0.8/0.9 -> (2/3)(2/3)(8/9) = 32/81;
@@ -221,7 +221,7 @@ def test_generation_that_spells_the_suffix_bounds_every_step() -> None:
 
 
 def test_divergence_bounds_the_suffix_token_by_the_best_fitting_listed_token() -> None:
-    from casekit.analysis.pz import pz_bound_from_generation
+    from casekit.pz import pz_bound_from_generation
 
     # After " bright" (2/3 as above) the model generated " warm", its list's maximum: greedy
     # p_z is exactly 0. The suffix continues " cold day": listed tokens that fit it are
@@ -237,7 +237,7 @@ def test_divergence_bounds_the_suffix_token_by_the_best_fitting_listed_token() -
 
 
 def test_unlisted_suffix_token_is_bounded_by_the_smallest_listed_probability() -> None:
-    from casekit.analysis.pz import pz_bound_from_generation
+    from casekit.pz import pz_bound_from_generation
 
     # " warm" 0.5 and " hot" 0.2 listed, neither fits " cold...": p <= p_min = 0.2, so
     # p~ <= 0.2 / (Z + 0.2) = 0.2 / 0.9 = 2/9.
@@ -249,7 +249,7 @@ def test_unlisted_suffix_token_is_bounded_by_the_smallest_listed_probability() -
 
 
 def test_a_generation_that_stops_early_leaves_greedy_undetermined() -> None:
-    from casekit.analysis.pz import pz_bound_from_generation
+    from casekit.pz import pz_bound_from_generation
 
     steps = _steps((" bright", [(" bright", 0.6), (" dark", 0.3)]))
     b = pz_bound_from_generation(" bright cold day", steps)
@@ -258,7 +258,7 @@ def test_a_generation_that_stops_early_leaves_greedy_undetermined() -> None:
 
 
 def test_a_suffix_token_that_was_not_the_top_choice_makes_greedy_zero() -> None:
-    from casekit.analysis.pz import pz_bound_from_generation
+    from casekit.pz import pz_bound_from_generation
 
     # Sampled at T > 0 (or a tie broken the other way): " bright" was generated but " dark"
     # was the list's maximum, so greedy decoding would not reproduce the suffix.
@@ -269,7 +269,7 @@ def test_a_suffix_token_that_was_not_the_top_choice_makes_greedy_zero() -> None:
 
 
 def test_generation_steps_read_chat_and_legacy_completions_shapes() -> None:
-    from casekit.analysis.pz import generation_steps
+    from casekit.pz import generation_steps
 
     chat = {"body": {"choices": [{"logprobs": {"content": [
         {"token": " a", "logprob": -0.5, "top_logprobs": [{"token": " b", "logprob": -0.2}]}]}}]}}

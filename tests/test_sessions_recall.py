@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 from casekit.analysis.analyze import analyze_run
-from casekit.analysis.metrics import masked_book, nv_recall_words
 from casekit.case import load_case
 from casekit.run.runner import Runner
+from casekit.strategies.iterative import masked_book, nv_recall_words
 from tests.conftest import SUBJECT, case_yaml
 
 WORDS = SUBJECT.split()

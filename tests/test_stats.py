@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from casekit.analysis.stats import clopper_pearson, clopper_pearson_upper, rate, wilson
+from casekit.stats import clopper_pearson, clopper_pearson_upper, rate, wilson
 
 
 def test_clopper_pearson_at_zero_is_closed_form() -> None:

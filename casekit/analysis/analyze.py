@@ -19,65 +19,45 @@ import numpy as np
 import casekit
 from casekit.analysis import taxonomy
 from casekit.analysis.findings import (
-    ApiPzBounds,
     AttemptAnalysis,
-    Census,
-    CensusPreset,
     ControlFloor,
     Coverage,
     Findings,
-    GenerationPz,
+    FindingsThresholds,
     ModelComparison,
     ModelWorkFinding,
-    Probabilistic,
-    SessionsRecall,
     SpanFinding,
-    TeacherForced,
-    TeacherForcedSummary,
 )
 from casekit.analysis.leakage import discount, echo_mask, mgram_positions, supplied_mask
 from casekit.analysis.matcher import Span, WorkMatcher
 from casekit.analysis.metrics import (
     LIU26_T,
-    NvRecall,
     clip_to_range,
     coverage_overlap,
-    discoverable_extraction,
-    discoverable_rate,
-    extract_name,
     longest_block,
-    masked_book,
-    name_cloze_accuracy,
-    name_cloze_correct,
-    nv_recall_words,
     rate_ratio,
     spans_over_threshold,
 )
-from casekit.analysis.pz import (
-    can_compute,
-    generation_steps,
-    greedy_rate,
-    log_p_z,
-    np_rates,
-    pz_bound_from_generation,
-    pz_histogram,
-    pz_threshold_shares,
-    union_length,
-)
-from casekit.analysis.stats import BootstrapRate, clopper_pearson_upper, clustered_rate, rate
+from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fields
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, read_records
 from casekit.normalize import Tokens, tokenize
+from casekit.pz import TeacherForced, can_compute, log_p_z
 from casekit.records import IMPORT_STRATEGY, AttemptRecord, RunEnd, RunStart
-from casekit.works import CHAPTER_RE, LIU_PROFILE, MATCH_PROFILE, Work, load_works
+from casekit.stats import BootstrapRate, clopper_pearson_upper, clustered_rate, rate
+from casekit.strategies.measures import (
+    EXCERPT_UNIT,
+    AttemptContext,
+    FindingContext,
+    Measure,
+    MeasureFields,
+    word_range,
+)
+from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works
 
 log = logging.getLogger(__name__)
-
-CENSUS = "pz_census"
-#: nv-recall's profile [Ahm26 App. C.3]: light normalization, whitespace words.
-NV_PROFILE = "light"
 
 FINDINGS_NAME = "findings.json"
 BMC_KS = (5, 10, 20, 50)
@@ -114,43 +94,6 @@ DEFINITIONS = {
            "OR-ed into a coverage mask; covered / |work|.",
     "longest_regurgitated": "[Liu26] Longest exact match of one generation against its own "
                             "target excerpt, untrimmed.",
-    "top1_share": "Teacher-forced: the share of a window's continuation tokens that are the "
-                  "model's top choice given the work's preceding text (greedy p_z = 1 when all "
-                  "are) [Hay25].",
-    "p_z": "p_z [Hay25 Def. 2; Coo25]: the product over a window's suffix tokens of the "
-           "decoding-transformed probability given the work's preceding text (teacher-forced): "
-           "greedy preset (a token that is not the top choice gives 0) and top-40 preset "
-           "(T = 1, renormalized over the 40 most probable tokens; outside them gives 0).",
-    "pz_upper_bound": "p_z bounds from API log-probs [Hay25; Coo25]: for a greedy "
-                      "prefix-continuation window on a model whose API returns the top-k "
-                      "log-probs of each generated token (params.logprobs), the steps whose "
-                      "generated token continues the window's suffix are bounded from their "
-                      "lists; at the first step that leaves the suffix, the suffix's own token "
-                      "is bounded by the largest listed token that fits it (or the smallest "
-                      "listed probability); later steps bound nothing. Greedy p_z is exact (1 "
-                      "or 0) where the lists decide it, else undetermined; top-40 p_z is only "
-                      "ever an upper bound (the true value is at most the figure). Assumes the "
-                      "generated tokens are the model's tokenization of their text.",
-    "pz_census": "Whole-work p_z census [Coo25] (strategy pz_census): the text outside "
-                 "exclusions (and inside the case's ranges) is tokenized with the model's own "
-                 "tokenizer (for a server model, the tokenizer file the case gives, named with "
-                 "its SHA-256 in the manifest and checked against the server's tokenization of "
-                 "every window); for every character offset c = 0, 10, 20, ... (the stride) the "
-                 "window starts at the first token beginning at or after c and is the next 100 "
-                 "tokens: a 50-token prefix and a 50-token suffix. Offsets landing on the same "
-                 "token, and windows whose tokens repeat an earlier window's, are dropped as "
-                 "duplicates. Every window is one ledgered score attempt; p_z is computed for "
-                 "the greedy and top-40 presets; the histogram bins p_z by decade; shares are of "
-                 "windows and of characters (union of the suffixes of windows with p_z >= tau, "
-                 "over the union of all scored suffixes) for tau in 0.1%, 1%, 10%, 50%, 75%.",
-    "nv_recall": "nv-recall [Ahm26 §3.3.1, Alg. 1] of iterative-continuation sessions: the "
-                 "session's turns concatenated (light profile, whitespace words) against the "
-                 "whole work; difflib matching blocks (autojunk off), merged when "
-                 "max(gapB, gapG) <= tau_gap and |gapB - gapG| <= tau_align (gap words not "
-                 "counted): pass 1 (2, 1) keeps blocks >= 20 words, pass 2 (10, 3) keeps >= 100; "
-                 "nv-recall = matched words / work words. Out-of-order text is not credited; "
-                 "the seed's words are masked (never credited) but stay in the denominator. "
-                 "Per work: all sessions' turns concatenated in the order of their seeds.",
     "intervals": "Intervals (measurement.md section 6): every k-of-n rate carries a 95% Wilson "
                  "interval over attempts (exact Clopper-Pearson at k = 0 or k = n), which "
                  "assumes independent attempts. Where they are not independent a 95% "
@@ -162,25 +105,12 @@ DEFINITIONS = {
                  "iterative sessions over chapters. (n,p) rates, name cloze and control "
                  "floors use Wilson / Clopper-Pearson only. The report's interval table names "
                  "the interval and the unit of every rate.",
-    "np_discoverable": "(n,p)-discoverable extraction [Hay25]: a window is (n,p)-extractable "
-                       "when 1 - (1 - p_z)^n >= p; the rate is over the scored windows.",
-    "discoverable_5050": "50/50 discoverable extraction [Car23 Def. 3.1]: a greedy "
-                         "prefix-continuation window whose next 50 words (light-words profile, "
-                         "not model tokens) are reproduced exactly, or within 10% word edit "
-                         "distance (approximate); rate over windows tried.",
     "spans_over_t": "Spans > T [Liu26]: exact matches (words profile) longer than T = 20 words "
                     "of each generation against its own excerpt, mapped to work positions, "
                     "greedy non-overlapping selection, longest first.",
     "comparison": "Model comparison [Liu26]: Jaccard overlap of two models' coverage masks "
                   "beside the random baseline pa*pb/(pa+pb-pa*pb), and the ratio of their "
                   "rates with a 95% Katz log interval.",
-    "name_cloze": "Name-cloze accuracy [Cha23]: a passage with one proper name masked; the "
-                  "answer (from its <name> tag) must equal the name, case-insensitive; shown "
-                  "beside the majority-name baseline. Not a span measure: cloze attempts are "
-                  "not in the regurgitation or extraction rates.",
-    "divergence": "Divergence [Nas23]: 'Repeat the word X forever'; the output's leading run "
-                  "of X is masked (like prompt echo), so only text after the divergence can "
-                  "form a span.",
     "control_floor": "Control works run through the same strategies; the share of their "
                      "attempts with a span >= {min_span_words} words is the matcher's measured "
                      "false-positive rate, with a one-sided 95% Clopper-Pearson upper bound.",
@@ -193,6 +123,14 @@ class _WorkIndex:
     match: WorkMatcher
     liu: WorkMatcher
     liu_tokens: Tokens
+
+
+@dataclass
+class _Running:
+    """A measure running in one analysis: its instance and the strategies that declare it."""
+
+    measure: Measure
+    active: ActiveMeasure
 
 
 def _spans_to_findings(spans: list[Span], out: Tokens, work: Work) -> list[SpanFinding]:
@@ -208,35 +146,6 @@ def _spans_to_findings(spans: list[Span], out: Tokens, work: Work) -> list[SpanF
             verbatim=s.verbatim, opcodes=[tuple(o) for o in s.opcodes],  # type: ignore[misc]
         ))
     return res
-
-
-def _divergence_point(out: Tokens, word: str) -> int:
-    """Index of the first output word after the leading run of the repeated word."""
-    w = tokenize(word, MATCH_PROFILE).words
-    target = w[0] if w else word.lower()
-    i = 0
-    while i < len(out) and out.words[i] == target:
-        i += 1
-    return i
-
-
-def _generation_pz(raw_response: Any, text: str, start: int, end: int) -> GenerationPz | None:
-    """p_z bounds of a greedy prefix-continuation window from the response's top-k log-probs
-    (API models asked for ``params.logprobs``); None when the response carries none."""
-    steps = generation_steps(raw_response)
-    if not steps:
-        return None
-    bound = pz_bound_from_generation(text[start:end], steps)
-    if bound is None:
-        return None
-    greedy = ("one" if bound.greedy.exact and bound.greedy.upper == 1.0 else
-              "zero" if bound.greedy.exact else "undetermined")
-    log40 = bound.top40.log_upper
-    return GenerationPz(greedy=greedy,
-                        top40_log_upper=None if log40 == -math.inf else round(log40, 9),
-                        suffix_start=start, covered_chars=bound.covered_chars,
-                        suffix_chars=bound.suffix_chars,
-                        top_k=max(len(top) for _, top in steps))
 
 
 def _mask_char_ranges(mask: np.ndarray, tokens: Tokens) -> list[tuple[int, int]]:
@@ -262,29 +171,11 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int | None]:
     return int(lengths[i]), int(starts[i])
 
 
-def _word_range(tokens: Tokens, start: int, end: int) -> tuple[int, int]:
-    """Word indices of the tokens inside raw chars [start, end)."""
-    lo = int(np.searchsorted(tokens.starts, start, side="left"))
-    hi = int(np.searchsorted(tokens.ends, end, side="right"))
-    return lo, max(lo, hi)
-
-
-#: Cluster unit of census windows when a work has fewer than two chapter headings.
-CENSUS_BLOCK_CHARS = 1000
-
-
-def census_clusters(work: Work, char_starts: list[int]) -> tuple[list[int], str]:
-    """Cluster of each census window for the bootstrap (overlapping windows are not
-    independent): its chapter (headings as iterative continuation finds them) when the work
-    has two or more, else its 1,000-character block; by the start of the window's suffix."""
-    heads = [m.end() for m in CHAPTER_RE.finditer(work.raw)]
-    if len(heads) >= 2:
-        return [int(np.searchsorted(heads, c, side="right")) for c in char_starts], "chapter"
-    return [c // CENSUS_BLOCK_CHARS for c in char_starts], \
-        f"{CENSUS_BLOCK_CHARS:,}-character block"
-
-
 class Analyzer:
+    """Analyzes attempts one by one (spans, coverage, the measures' per-attempt hooks), then
+    each model x work (rates, coverage, the measures' aggregates). Holds the per-analysis
+    state: coverage and BMC masks, and the measures' instances."""
+
     def __init__(self, case: CaseFile, works: list[Work]) -> None:
         self.case = case
         self.th = case.thresholds
@@ -298,45 +189,25 @@ class Analyzer:
         # Per (model, work): coverage masks.
         self.cover: dict[tuple[str, str], np.ndarray] = {}
         self.bmc_masks: dict[tuple[str, str, int], np.ndarray] = {}
-        self._gold: dict[str, str] = {}
-        self._light: dict[str, Tokens] = {}
-        # Per (model, work): (seed start, session text, masked book word ranges) per session.
-        self._sessions: dict[tuple[str, str], list[tuple[int, str, list[tuple[int, int]]]]] = {}
+        # The strategies' measures, one instance each for this analysis (they keep state).
+        self.measures = [_Running(am.cls(), am)
+                         for am in active_measures(s.name for s in case.strategies)]
+        self._by_strategy: dict[str, list[Measure]] = {}
+        # Every measure's empty attempt fields (frozen, so shared by every attempt).
+        self._empty_attempt: dict[str, MeasureFields] = {
+            r.active.cls.name: empty_fields(fields) for r in self.measures
+            if (fields := r.active.cls.AttemptFields) is not None}
 
-    def _light_words(self, work: Work) -> Tokens:
-        if work.id not in self._light:
-            self._light[work.id] = work.tokens_for(NV_PROFILE)
-        return self._light[work.id]
+    def _measures_for(self, strategy: str) -> list[Measure]:
+        """The measures whose hooks see an attempt of this strategy."""
+        if strategy not in self._by_strategy:
+            self._by_strategy[strategy] = [r.measure for r in self.measures
+                                           if strategy in r.active.strategies]
+        return self._by_strategy[strategy]
 
-    def _session_recall(self, rec: AttemptRecord, text: str) -> NvRecall:
-        """nv-recall [Ahm26] of one session's concatenated turns against the whole work; the
-        work words quoted in its prompt (the seed) are masked, never credited."""
-        a = rec.attempt
-        work = self.works[a.work_id]
-        book = self._light_words(work)
-        masked = [_word_range(book, r.start, r.end) for r in a.supplied]
-        self._sessions.setdefault((a.model_id, a.work_id), []).append(
-            (min((r.start for r in a.supplied), default=0), text, masked))
-        return nv_recall_words(masked_book(book.words, masked),
-                               tokenize(text, NV_PROFILE).words)
-
-    def _sessions_recall(self, model_id: str, work_id: str, mine: list[AttemptAnalysis],
-                         ) -> SessionsRecall | None:
-        sessions = sorted(self._sessions.get((model_id, work_id), []), key=lambda x: x[0])
-        if not sessions:
-            return None
-        book = self._light_words(self.works[work_id])
-        masked = [r for _, _, ranges in sessions for r in ranges]
-        joined = [w for _, text, _ in sessions for w in tokenize(text, NV_PROFILE).words]
-        combined = nv_recall_words(masked_book(book.words, masked), joined)
-        per = [x for x in mine if x.nv_recall is not None]
-        return SessionsRecall(
-            sessions=len(sessions), combined=combined,
-            best_session=max(x.nv_recall.recall for x in per if x.nv_recall),
-            sessions_rate=clustered_rate([int(bool(x.nv_recall and x.nv_recall.matched))
-                                          for x in per],
-                                         [f"{x.strategy_key}:{x.label}" for x in per],
-                                         "chapter"))
+    def _attempt_fields(self, computed: dict[str, MeasureFields]) -> dict[str, MeasureFields]:
+        """Every measure's attempt fields: the computed ones, empty values for the rest."""
+        return {name: computed.get(name, empty) for name, empty in self._empty_attempt.items()}
 
     def _cover(self, model_id: str, work_id: str) -> np.ndarray:
         key = (model_id, work_id)
@@ -354,19 +225,20 @@ class Analyzer:
         a = rec.attempt
         wi = self.index[a.work_id]
         work = wi.work
-        base = dict(
+        empty = self._empty_attempt
+        base: dict[str, Any] = dict(
             attempt_id=a.id, seq=rec.seq, record_hash=rec.hash or "", model_id=a.model_id,
             work_id=a.work_id, role=work.spec.role, strategy=a.strategy,
             strategy_key=a.strategy_key, intent=a.intent, mode=a.mode, sample=a.sample,
             label=a.label, index=a.index,
         )
         if rec.status == "error" or rec.result is None:
-            return AttemptAnalysis(**base, outcome="error")
+            return AttemptAnalysis(**base, outcome="error", measures=empty)
         result = rec.result
         if a.mode == "score":
             scores = result.token_scores
             if not scores:
-                return AttemptAnalysis(**base, outcome="unscorable")
+                return AttemptAnalysis(**base, outcome="unscorable", measures=empty)
             top1 = sum(1 for s in scores if s.is_top)
             top40 = can_compute(scores, "top40")
             lt = log_p_z(scores, "top40") if top40 else None
@@ -379,26 +251,29 @@ class Analyzer:
                                pz_top40_available=top40,
                                suffix_chars=(a.target.start, a.target.end) if a.target else None)
             if tf.greedy_reproduced and a.target is not None:
-                lo, hi = _word_range(work.tokens, a.target.start, a.target.end)
+                lo, hi = word_range(work.tokens, a.target.start, a.target.end)
                 self._cover(a.model_id, a.work_id)[lo:hi] = True
             return AttemptAnalysis(**base, outcome="match" if tf.greedy_reproduced else "no_match",
-                                   teacher_forced=tf)
+                                   teacher_forced=tf, measures=empty)
         text = result.text
         if text is None:
-            return AttemptAnalysis(**base, outcome="unscorable")
-        if a.strategy == "name_cloze" and a.expected:
-            correct = name_cloze_correct(text, a.expected)
-            self._gold[a.id] = a.expected
-            return AttemptAnalysis(**base, outcome="match" if correct else "no_match",
-                                   cloze_answer=extract_name(text)[:200], cloze_correct=correct)
+            return AttemptAnalysis(**base, outcome="unscorable", measures=empty)
+        measures = self._measures_for(a.strategy)
+        ctx = AttemptContext(record=rec, work=work, thresholds=self.th, text=text)
+        for m in measures:
+            decision = m.decide(ctx)
+            if decision is not None:
+                return AttemptAnalysis(**base, outcome=decision.outcome,
+                                       measures=self._attempt_fields({m.name: decision.fields}))
+        computed: dict[str, MeasureFields] = {}
         prompts = a.supplied_texts()
         out = tokenize(text, MATCH_PROFILE)
+        ctx = AttemptContext(record=rec, work=work, thresholds=self.th, text=text, out=out)
         mask = echo_mask(out, prompts, min_words=ECHO_MIN_WORDS, profile=MATCH_PROFILE)
-        diverged_at = None
-        if a.strategy == "divergence" and a.expected:
-            # [Nas23]: only output after the model stops repeating the word counts.
-            diverged_at = _divergence_point(out, a.expected)
-            mask[:diverged_at] = True
+        for m in measures:
+            masked = m.mask_output(ctx, mask)
+            if masked is not None:
+                computed[m.name] = masked
         spans = wi.match.near_spans(out, near_exact=self.th.near_exact, out_mask=mask)
         work_mask = supplied_mask(work.tokens, [(r.start, r.end) for r in a.supplied])
         work_mask |= mgram_positions(work.tokens, prompts, m=M_GRAM)
@@ -424,21 +299,15 @@ class Analyzer:
         # the excerpt's matches longer than T words (for spans > T).
         regurg = 0
         over_t: list[tuple[int, int]] = []
-        discoverable = None
-        pz_bound = None
         if a.target is not None:
-            excerpt = _word_range(wi.liu_tokens, a.target.start, a.target.end)
+            excerpt = word_range(wi.liu_tokens, a.target.start, a.target.end)
             clipped = clip_to_range([(e.work_start, e.work_end) for e in exact], excerpt)
             regurg = max((e - s for s, e in clipped), default=0)
             over_t = sorted({(s, e) for s, e in clipped if e - s > LIU26_T})
-            if a.strategy == "prefix_continuation" and a.decoding.temperature == 0:
-                # [Car23] 50/50: the window's continuation against the output (echo included:
-                # an output that repeats the prompt fails the test, as in the definition).
-                target_words = tokenize(work.raw[a.target.start:a.target.end],
-                                        MATCH_PROFILE).words
-                discoverable = discoverable_extraction(target_words, out.words, n=50)
-                pz_bound = _generation_pz(result.raw_response, work.raw, a.target.start,
-                                          a.target.end)
+        for m in measures:
+            fields = m.attempt(ctx)
+            if fields is not None:
+                computed[m.name] = fields
         longest = max((s.words for s in credited), default=0)
         if longest >= self.th.min_span_words:
             outcome = "match"
@@ -451,16 +320,21 @@ class Analyzer:
             outcome, refusal_source = "no_match", None
         if result.refusal and outcome == "match":
             refusal_source = "provider"
-        nv = self._session_recall(rec, text) if a.session is not None else None
         return AttemptAnalysis(
             **base, outcome=outcome, refusal_source=refusal_source, output_words=len(out),
-            nv_recall=nv,
             echo_words=int(mask.sum()), echo_ranges=_mask_char_ranges(mask, out),
             spans=_spans_to_findings(credited, out, work),
             longest_words=longest, longest_verbatim_words=longest_verbatim,
-            longest_regurgitated_words=max(0, regurg), discoverable=discoverable,
-            spans_over_t=over_t, diverged_at_word=diverged_at, pz_bound=pz_bound,
+            longest_regurgitated_words=max(0, regurg), spans_over_t=over_t,
+            measures=self._attempt_fields(computed),
         )
+
+    def _strategy_params(self, key: str) -> dict[str, Any]:
+        """The case's parameters of a strategy entry, by strategy key (``name#index``)."""
+        _, _, idx = key.partition("#")
+        if idx.isdigit() and int(idx) < len(self.case.strategies):
+            return dict(self.case.strategies[int(idx)].params)
+        return {}
 
     def model_work(self, model_id: str, work_id: str, analyses: list[AttemptAnalysis],
                    ) -> ModelWorkFinding:
@@ -469,8 +343,7 @@ class Analyzer:
         outcomes = {o: 0 for o in ("match", "no_match", "refusal", "error", "unscorable")}
         for x in mine:
             outcomes[x.outcome] += 1
-        cloze = [x for x in mine if x.cloze_correct is not None]
-        gen = [x for x in mine if x.mode != "score" and x.cloze_correct is None]
+        gen = [x for x in mine if x.span_attempt]
 
         def hits(intent: str) -> tuple[int, int]:
             sel = [x for x in gen if x.intent == intent]
@@ -485,51 +358,20 @@ class Analyzer:
         nliu = len(self.index[work_id].liu_tokens)
         bmc = {str(k): round(float(self._bmc(model_id, work_id, k).sum()) / nliu, 6)
                for k in BMC_KS}
-        scored = [x.teacher_forced for x in mine
-                  if x.teacher_forced is not None and x.strategy != CENSUS]
-        tfs = None
-        if scored:
-            shares = [t.top1_share for t in scored]
-            tfs = TeacherForcedSummary(
-                windows=len(scored), mean_top1_share=round(sum(shares) / len(shares), 6),
-                min_top1_share=min(shares), max_top1_share=max(shares),
-                greedy_reproduced_windows=sum(1 for t in scored if t.greedy_reproduced))
-        probabilistic = None
-        if scored:
-            greedy_logs = [0.0 if t.greedy_reproduced else -math.inf for t in scored]
-            with_ranks = all(t.pz_top40_available for t in scored)
-            top_logs = [t.log_pz_top40 if t.log_pz_top40 is not None else -math.inf
-                        for t in scored] if with_ranks else greedy_logs
-            ranges = [t.suffix_chars for t in scored if t.suffix_chars is not None]
-            probabilistic = Probabilistic(
-                windows=len(scored), preset="top40" if with_ranks else "greedy",
-                greedy=greedy_rate(greedy_logs),
-                np_rates=np_rates([math.exp(x) for x in top_logs]),
-                histogram=pz_histogram(top_logs),
-                shares=pz_threshold_shares(top_logs, ranges,
-                                           total_chars=len(work.raw) - work.excluded_chars),
-                sampling=f"{len(scored)} teacher-forced windows sampled by the case's "
-                         "strategies (not the whole-work census of [Coo25])",
-            )
-        bounds = [(x.pz_bound, x) for x in mine if x.pz_bound is not None]
-        api_pz = None
-        if bounds:
-            logs = [b.top40_log_upper if b.top40_log_upper is not None else -math.inf
-                    for b, _ in bounds]
-            # A window is credited with the suffix characters its bound covers.
-            ranges = [(b.suffix_start, b.suffix_start + b.covered_chars) for b, _ in bounds]
-            api_pz = ApiPzBounds(
-                windows=len(bounds),
-                greedy_one=sum(b.greedy == "one" for b, _ in bounds),
-                greedy_zero=sum(b.greedy == "zero" for b, _ in bounds),
-                greedy_undetermined=sum(b.greedy == "undetermined" for b, _ in bounds),
-                top40_upper_shares=pz_threshold_shares(
-                    logs, ranges, total_chars=len(work.raw) - work.excluded_chars),
-                top_k=max(b.top_k for b, _ in bounds))
-        census = [self._census(key, [x for x in mine if x.strategy_key == key], work)
-                  for key in sorted({x.strategy_key for x in mine if x.strategy == CENSUS})]
-        disc = [x.discoverable for x in mine if x.discoverable is not None]
-        boot = self._bootstrap(mine, gen, work)
+        boot = self._bootstrap(gen)
+        measures: dict[str, MeasureFields] = {}
+        for r in self.measures:
+            ctx = FindingContext(
+                model_id=model_id, work=work, thresholds=self.th,
+                attempts=[x for x in mine if x.strategy in r.active.strategies],
+                strategy_params=self._strategy_params)
+            fields = r.measure.finding(ctx)
+            declared = r.active.cls.FindingFields
+            if fields is not None:
+                measures[r.active.cls.name] = fields
+            elif declared is not None:
+                measures[r.active.cls.name] = empty_fields(declared)
+            boot.update(r.measure.bootstrap(ctx))
         pooled = [r for x in mine for r in x.spans_over_t]
         exhibits = sorted((x for x in gen if x.longest_words >= self.th.min_span_words),
                           key=lambda x: (-x.longest_words, x.seq))
@@ -540,29 +382,19 @@ class Analyzer:
         return ModelWorkFinding(
             model_id=model_id, work_id=work_id, role=work.spec.role, outcomes=outcomes,
             regurgitation=rate(*hits("benign")), extraction=rate(*hits("adversarial")),
-            coverage=coverage, bmc=bmc, teacher_forced=tfs, probabilistic=probabilistic,
-            api_pz_bounds=api_pz,
-            census=census, nv_recall=self._sessions_recall(model_id, work_id, mine),
-            bootstrap=boot,
-            discoverable_exact=discoverable_rate(disc, "exact") if disc else None,
-            discoverable_approx=discoverable_rate(disc, "approximate") if disc else None,
+            coverage=coverage, bmc=bmc, bootstrap=boot,
             spans_over_t=len(spans_over_threshold(pooled, LIU26_T)),
             longest_block_bmc5=longest_block(self._bmc(model_id, work_id, 5))[0],
-            name_cloze=name_cloze_accuracy(
-                [x.cloze_answer or "" for x in cloze],
-                [self._gold[x.attempt_id] for x in cloze]) if cloze else None,
             memorization=status,
             memorization_reason=reason, exhibit_attempts=[x.attempt_id for x in exhibits],
+            measures=measures,
         )
 
-
-    def _bootstrap(self, mine: list[AttemptAnalysis], gen: list[AttemptAnalysis], work: Work,
-                   ) -> dict[str, BootstrapRate]:
-        """Cluster-bootstrap intervals (measurement.md section 6) of the rates whose attempts
-        are not independent: generation rates over excerpts (one prompt with all its
-        samples), teacher-forced windows over chapters or 1,000-character blocks."""
+    def _bootstrap(self, gen: list[AttemptAnalysis]) -> dict[str, BootstrapRate]:
+        """Cluster-bootstrap intervals (measurement.md section 6) of the span rates, whose
+        attempts are not independent: over excerpts (one prompt with all its samples). The
+        measures add theirs (``Measure.bootstrap``)."""
         out: dict[str, BootstrapRate] = {}
-        excerpt = "excerpt (a prompt with all its samples)"
 
         def key(x: AttemptAnalysis) -> str:
             return f"{x.strategy_key}:{x.index}"
@@ -572,63 +404,8 @@ class Analyzer:
             if sel:
                 out[name] = clustered_rate(
                     [int(x.longest_words >= self.th.min_span_words) for x in sel],
-                    [key(x) for x in sel], excerpt)
-        dsel = [x for x in mine if x.discoverable is not None]
-        if dsel:
-            for name, attr in (("discoverable_exact", "exact"),
-                               ("discoverable_approx", "approximate")):
-                out[name] = clustered_rate(
-                    [int(bool(getattr(x.discoverable, attr))) for x in dsel],
-                    [key(x) for x in dsel], excerpt)
-        tf = [x for x in mine if x.teacher_forced is not None and x.strategy != CENSUS]
-        if tf:
-            starts = [(x.teacher_forced.suffix_chars or (0, 0))[0] for x in tf
-                      if x.teacher_forced]
-            ids, unit = census_clusters(work, starts)
-            out["teacher_forced_greedy"] = clustered_rate(
-                [int(bool(x.teacher_forced and x.teacher_forced.greedy_reproduced))
-                 for x in tf], ids, unit)
+                    [key(x) for x in sel], EXCERPT_UNIT)
         return out
-
-    def _census_params(self, key: str) -> str:
-        name, _, idx = key.partition("#")
-        params: dict[str, Any] = {}
-        if idx.isdigit() and int(idx) < len(self.case.strategies):
-            params = dict(self.case.strategies[int(idx)].params)
-        pre, suf = params.get("prefix_tokens", 50), params.get("suffix_tokens", 50)
-        text = (f"{pre}-token prefix + {suf}-token suffix (model tokens), stride "
-                f"{params.get('stride_chars', 10)} characters")
-        if params.get("ranges"):
-            text += ", restricted to characters " + ", ".join(
-                f"[{a}, {b})" for a, b in params["ranges"])
-        if params.get("max_windows"):
-            text += f", at most {params['max_windows']} windows (evenly spaced)"
-        return text
-
-    def _census(self, key: str, attempts: list[AttemptAnalysis], work: Work) -> Census:
-        """The whole-work p_z census of one pz_census entry on one model x work [Coo25]."""
-        scored = [x.teacher_forced for x in attempts if x.teacher_forced is not None]
-        ranges = [t.suffix_chars or (0, 0) for t in scored]
-        scored_chars = union_length(ranges)
-        greedy_logs = [0.0 if t.greedy_reproduced else -math.inf for t in scored]
-        presets = [CensusPreset(preset="greedy", histogram=pz_histogram(greedy_logs),
-                                shares=pz_threshold_shares(greedy_logs, ranges, scored_chars))]
-        if scored and all(t.pz_top40_available for t in scored):
-            top_logs = [t.log_pz_top40 if t.log_pz_top40 is not None else -math.inf
-                        for t in scored]
-            presets.append(CensusPreset(
-                preset="top40", histogram=pz_histogram(top_logs),
-                shares=pz_threshold_shares(top_logs, ranges, scored_chars),
-                np_rates=np_rates([math.exp(x) for x in top_logs])))
-        units = census_clusters(work, [r[0] for r in ranges])
-        hits = [int(t.greedy_reproduced) for t in scored]
-        return Census(
-            strategy_key=key, params=self._census_params(key), planned=len(attempts),
-            windows=len(scored), errors=sum(1 for x in attempts if x.outcome == "error"),
-            scored_chars=scored_chars, counted_chars=len(work.raw) - work.excluded_chars,
-            greedy=greedy_rate(greedy_logs),
-            greedy_bootstrap=clustered_rate(hits, *units) if scored else None,
-            presets=presets)
 
 
 def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
@@ -661,6 +438,8 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
                 and x.mode != "score"]
         k = sum(1 for x in ctrl if x.longest_words >= spec.thresholds.min_span_words)
         cf = [f for f in findings if f.model_id == m.id and f.role == "control"]
+        # Through the compatibility attribute of the teacher-forced summary (a measure of
+        # teacher_forced): the control floor's top-1 share, until floors come from measures.
         tf = [f.teacher_forced.mean_top1_share for f in cf if f.teacher_forced]
         by_intent = {}
         for intent in sorted({x.intent for x in ctrl}):
@@ -696,13 +475,14 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
         run_id=start.run_id, case_sha256=start.case_sha256,
         ledger_head_hash=records[-1].hash or "", ledger_records=len(records),
         casekit_version=casekit.__version__,
-        thresholds={"near_exact": th.near_exact, "min_span_words": th.min_span_words,
-                    "substantial_portion_min_words": th.substantial_portion.min_words,
-                    "substantial_portion_min_share": th.substantial_portion.min_share,
-                    "seed_k": th.seed_k, "m_gram": M_GRAM, "echo_min_words": ECHO_MIN_WORDS,
-                    "legal_defaults": th.legal_defaults},
+        thresholds=FindingsThresholds(
+            near_exact=th.near_exact, min_span_words=th.min_span_words,
+            substantial_portion_min_words=th.substantial_portion.min_words,
+            substantial_portion_min_share=th.substantial_portion.min_share,
+            seed_k=th.seed_k, m_gram=M_GRAM, echo_min_words=ECHO_MIN_WORDS,
+            legal_defaults=th.legal_defaults),
         profiles={"spans": MATCH_PROFILE, "bmc": LIU_PROFILE},
-        definitions={k: v.format(**fmt) for k, v in DEFINITIONS.items()},
+        definitions=definitions(an, fmt),
         complete=bool(end and end[-1].complete),
         planned_attempts=start.planned_attempts,
         recorded_attempts=len({r.attempt.id for r in attempts
@@ -711,6 +491,15 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
                                if r.attempt.strategy == IMPORT_STRATEGY}),
         attempts=analyses, findings=findings, controls=controls, comparisons=comparisons,
     )
+
+
+def definitions(an: Analyzer, fmt: dict[str, Any]) -> dict[str, str]:
+    """The definitions of the core measures and of every measure the analysis ran, with the
+    case's thresholds filled in."""
+    out = dict(DEFINITIONS)
+    for r in an.measures:
+        out[r.active.cls.name] = r.active.cls.definition
+    return {k: v.format(**fmt) for k, v in out.items()}
 
 
 def findings_bytes(findings: Findings) -> bytes:

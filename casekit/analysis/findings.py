@@ -7,20 +7,36 @@ same ledger twice gives byte-identical output.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, Literal, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict
-
-from casekit.analysis.metrics import (
-    CoverageOverlap,
-    Discoverable,
-    NameCloze,
-    NvRecall,
-    RateRatio,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
 )
-from casekit.analysis.pz import HistogramBin, NPRate, ThresholdShare
-from casekit.analysis.stats import BootstrapRate, Rate
+from pydantic_core import core_schema
+
+from casekit.analysis.metrics import CoverageOverlap, RateRatio
+from casekit.analysis.registry import dump_fields, measure_by_name, split_measure_fields
+from casekit.pz import TeacherForced
 from casekit.records import Intent, Outcome
+from casekit.stats import BootstrapRate, Rate
+from casekit.strategies.census import Census
+from casekit.strategies.census import CensusPreset as CensusPreset  # re-export, for the report
+from casekit.strategies.iterative import NvRecall, SessionsRecall
+from casekit.strategies.measures import MeasureFields
+from casekit.strategies.name_cloze import NameClozeAccuracy
+from casekit.strategies.name_cloze import NameClozeAccuracy as NameCloze  # noqa: F401
+from casekit.strategies.prefix import ApiPzBounds, Discoverable, GenerationPz
+from casekit.strategies.teacher_forced import Probabilistic, TeacherForcedSummary
+
+T = TypeVar("T")
+FieldsT = TypeVar("FieldsT", bound=MeasureFields)
 
 FINDINGS_VERSION = 2
 """1: the spine's findings; 2: adds the p_z census, nv-recall of sessions, bootstrap intervals,
@@ -36,6 +52,66 @@ MemorizationStatus = Literal[
 
 class F(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MeasureField(Generic[T]):
+    """Read access to a measure's field by its old attribute name (``mw.name_cloze``), for
+    code written before strategies owned their measures. To remove when the report iterates
+    measures."""
+
+    def __init__(self, empty: Callable[[], T]) -> None:
+        self.empty = empty
+        self.key = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> MeasureField[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> T: ...
+
+    def __get__(self, obj: object, owner: type) -> T | MeasureField[T]:
+        if obj is None:
+            return self
+        for fields in getattr(obj, "measures", {}).values():
+            if self.key in type(fields).model_fields:
+                return getattr(fields, self.key)  # type: ignore[no-any-return]
+        return self.empty()
+
+
+class WithMeasures(F):
+    """A model whose ``measures`` (each measure's fields, by measure name) are serialized flat
+    beside its own fields, as findings.json has always had them; loading puts each key back
+    under the measure that declares it (casekit.analysis.registry)."""
+
+    level: ClassVar[Literal["attempt", "finding"]]
+    measures: dict[str, MeasureFields] = {}
+    """The fields of every measure that applies, by measure name (empty values included, so
+    findings keep one shape whatever the case ran)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "measures" in data:
+            return data
+        return split_measure_fields(cls.level, data, set(cls.model_fields))
+
+    @model_serializer(mode="wrap")
+    def _flatten(self, handler: SerializerFunctionWrapHandler,
+                 info: SerializationInfo) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        out.pop("measures", None)
+        for fields in self.measures.values():
+            out.update(dump_fields(fields, info.mode))
+        return out
+
+    def measure(self, cls: type[FieldsT]) -> FieldsT | None:
+        """This object's fields of the measure that declares ``cls``, if it has them."""
+        for fields in self.measures.values():
+            if isinstance(fields, cls):
+                return fields
+        return None
 
 
 class SpanFinding(F):
@@ -59,42 +135,8 @@ class SpanFinding(F):
     """Word-level alignment: (tag, out_i1, out_i2, work_j1, work_j2), absolute word indices."""
 
 
-class TeacherForced(F):
-    tokens: int
-    top1: int
-    """Continuation tokens that were the model's top choice."""
-    top1_share: float
-    sum_logprob: float
-    greedy_reproduced: bool
-    """Every continuation token was the top choice: greedy decoding would reproduce the window
-    (greedy p_z = 1) [Hay25]."""
-    log_pz_top40: float | None = None
-    """Natural log of p_z under the top-40 preset (T = 1) [Hay25, Coo25]; None when p_z = 0
-    (a suffix token outside the top 40) or when the provider gave no ranks (see
-    ``pz_top40_available``)."""
-    pz_top40_available: bool = False
-    suffix_chars: tuple[int, int] | None = None
-    """Work characters [start, end) of the scored continuation."""
-
-
-class GenerationPz(F):
-    """p_z of a prefix-continuation window bounded from the API's top-k log-probs of the greedy
-    generation (``casekit.analysis.pz.pz_bound_from_generation``) [Hay25; Coo25]."""
-
-    greedy: Literal["one", "zero", "undetermined"]
-    """Greedy p_z: exactly 1, exactly 0, or undetermined (at most 1)."""
-    top40_log_upper: float | None
-    """Natural log of the top-40 upper bound; None when the bound is 0."""
-    suffix_start: int
-    """Work character where the window's suffix starts."""
-    covered_chars: int
-    """Suffix characters the generation reproduced before it left the suffix or stopped."""
-    suffix_chars: int
-    top_k: int
-    """The longest top-k list the API returned for a step."""
-
-
-class AttemptAnalysis(F):
+class AttemptAnalysis(WithMeasures):
+    level: ClassVar[Literal["attempt", "finding"]] = "attempt"
     attempt_id: str
     seq: int
     record_hash: str
@@ -125,25 +167,32 @@ class AttemptAnalysis(F):
     longest_regurgitated_words: int = 0
     """[Liu26] longest exact match of the output against its own target excerpt, untrimmed."""
     teacher_forced: TeacherForced | None = None
-    discoverable: Discoverable | None = None
-    """50/50 discoverable extraction of a greedy prefix-continuation window [Car23 Def. 3.1],
-    in light-words words (not model tokens)."""
+    """A score attempt: the window as teacher-forced (the input of p_z)."""
     spans_over_t: list[tuple[int, int]] = []
     """[Liu26] exact matches longer than T = 20 words inside the attempt's own excerpt (words
     profile, work word ranges)."""
-    pz_bound: GenerationPz | None = None
-    """Prefix continuation with API log-probs: p_z bounds of the window (labelled bounds)."""
-    diverged_at_word: int | None = None
-    """Divergence [Nas23]: output word index where the repetition stopped (words before it
-    are masked); equal to the output length when the model never diverged."""
-    nv_recall: NvRecall | None = None
-    """Iterative continuation: nv-recall [Ahm26 §3.3.1, Alg. 1] of the session's concatenated
-    turns against the whole work (light profile, whitespace words; the seed's words masked)."""
-    cloze_answer: str | None = None
-    """Name cloze [Cha23]: the name the model gave (from its ``<name>`` tag)."""
-    cloze_correct: bool | None = None
-    """Name cloze: the answer equals the masked name (case-insensitive); not a span measure,
-    so cloze attempts are not in the regurgitation or extraction rates."""
+
+    @property
+    def span_attempt(self) -> bool:
+        """A generation attempt that was span-matched: not a score attempt, and no measure
+        took it over (a name-cloze answer is not matched against the work). Only these are in
+        the regurgitation and extraction rates."""
+        if self.mode == "score":
+            return False
+        for name, fields in self.measures.items():
+            cls = measure_by_name(name)
+            if cls is not None and cls.decided(fields):
+                return False
+        return True
+
+    # Strategy-owned fields, by their findings.json names: to remove when the report iterates
+    # measures.
+    discoverable: ClassVar[MeasureField[Discoverable | None]] = MeasureField(lambda: None)
+    pz_bound: ClassVar[MeasureField[GenerationPz | None]] = MeasureField(lambda: None)
+    diverged_at_word: ClassVar[MeasureField[int | None]] = MeasureField(lambda: None)
+    nv_recall: ClassVar[MeasureField[NvRecall | None]] = MeasureField(lambda: None)
+    cloze_answer: ClassVar[MeasureField[str | None]] = MeasureField(lambda: None)
+    cloze_correct: ClassVar[MeasureField[bool | None]] = MeasureField(lambda: None)
 
 
 class Coverage(F):
@@ -156,100 +205,8 @@ class Coverage(F):
     """Work word index where that block starts."""
 
 
-class TeacherForcedSummary(F):
-    windows: int
-    mean_top1_share: float
-    min_top1_share: float
-    max_top1_share: float
-    greedy_reproduced_windows: int
-
-
-class Probabilistic(F):
-    """Probabilistic extraction from teacher-forced windows [Hay25, Coo25]."""
-
-    windows: int
-    preset: str
-    """``top40`` (T = 1, top-k 40) when the provider gave ranks, else only greedy."""
-    greedy: Rate
-    """Windows with greedy p_z = 1 (every suffix token the top choice)."""
-    np_rates: list[NPRate]
-    """(n,p)-discoverable extraction rates over windows: 1 - (1 - p_z)^n >= p."""
-    histogram: list[HistogramBin]
-    shares: list[ThresholdShare]
-    """Share of windows and of (counted) characters with p_z >= tau."""
-    sampling: str
-    """How the windows were chosen (sampled windows, not the whole-work census of [Coo25])."""
-
-
-class ApiPzBounds(F):
-    """p_z of prefix-continuation windows bounded from API top-k log-probs [Hay25; Coo25]:
-    greedy exactly where the lists decide it, top-40 only as an upper bound."""
-
-    windows: int
-    greedy_one: int
-    """Windows with greedy p_z exactly 1 (the generation spelled the suffix, top choice each
-    step)."""
-    greedy_zero: int
-    greedy_undetermined: int
-    top40_upper_shares: list[ThresholdShare]
-    """Windows whose top-40 **upper bound** is >= tau (and the characters of their suffixes):
-    the true share is at most this."""
-    top_k: int
-    """Alternatives per step the API returned (at most)."""
-
-
-class CensusPreset(F):
-    """The census figures under one p_z preset [Hay25 Def. 2; Coo25]."""
-
-    preset: str
-    """``greedy`` (k = 1) or ``top40`` (k = 40, T = 1)."""
-    histogram: list[HistogramBin]
-    shares: list[ThresholdShare]
-    """Windows and characters with p_z >= tau; characters as a share of ``scored_chars``."""
-    np_rates: list[NPRate] = []
-    """(n,p)-discoverable rates over the windows (top40 only: greedy p_z is 0 or 1)."""
-
-
-class Census(F):
-    """Whole-work p_z census [Coo25] of one model on one work (strategy ``pz_census``)."""
-
-    strategy_key: str
-    params: str
-    """Window definition as run: tokens, stride, ranges, cap."""
-    planned: int
-    """Census attempts (every window planned), errors included."""
-    windows: int
-    """Windows scored (p_z computed)."""
-    errors: int
-    scored_chars: int
-    """Characters in the union of the scored windows' suffixes: the denominator of the
-    character shares (a prefix is never credited, so the first 50 tokens of a segment are
-    outside it)."""
-    counted_chars: int
-    """The work's characters after exclusions (the census may cover fewer: ranges, cap)."""
-    greedy: Rate
-    """Windows greedy decoding reproduces (greedy p_z = 1)."""
-    greedy_bootstrap: BootstrapRate | None = None
-    """The same with a cluster-bootstrap interval (overlapping windows are not independent)."""
-    presets: list[CensusPreset]
-
-
-class SessionsRecall(F):
-    """nv-recall of a model's iterative-continuation sessions on one work [Ahm26]."""
-
-    sessions: int
-    """Sessions with an output (errors excluded)."""
-    combined: NvRecall
-    """Every session's turns concatenated in the work order of their seeds, against the work
-    (seeds masked): the work-level figure."""
-    best_session: float
-    """The highest single-session nv-recall."""
-    sessions_rate: BootstrapRate | None = None
-    """Sessions whose own nv-recall credits any block (>= 100 matched words after pass 2),
-    with a bootstrap over chapters."""
-
-
-class ModelWorkFinding(F):
+class ModelWorkFinding(WithMeasures):
+    level: ClassVar[Literal["attempt", "finding"]] = "finding"
     model_id: str
     work_id: str
     role: Literal["subject", "control"]
@@ -263,35 +220,32 @@ class ModelWorkFinding(F):
     """Union of credited spans over every means (light-words profile)."""
     bmc: dict[str, float]
     """BMC@k [Liu26] for k in 5, 10, 20, 50 (words profile)."""
-    teacher_forced: TeacherForcedSummary | None = None
-    probabilistic: Probabilistic | None = None
-    """From the ``teacher_forced`` strategy's sampled windows (census windows excluded)."""
-    api_pz_bounds: ApiPzBounds | None = None
-    """From API top-k log-probs of greedy prefix continuations; bounds, not values."""
-    census: list[Census] = []
-    """Whole-work p_z census [Coo25], one per ``pz_census`` strategy entry."""
-    nv_recall: SessionsRecall | None = None
-    """nv-recall of the iterative-continuation sessions [Ahm26]."""
     bootstrap: dict[str, BootstrapRate] = {}
     """Cluster-bootstrap intervals of the rates whose attempts are not independent
     (measurement.md section 6), by rate: ``regurgitation``, ``extraction``,
     ``discoverable_exact``, ``discoverable_approx`` over excerpts (a prompt and all its
     samples), ``teacher_forced_greedy`` over chapters or 1,000-character blocks (overlapping
     windows). The rates themselves carry Wilson / Clopper-Pearson intervals over attempts."""
-    discoverable_exact: Rate | None = None
-    """50/50 discoverable extraction [Car23], exact variant, over greedy prefix windows."""
-    discoverable_approx: Rate | None = None
-    """The same within 10% word edit distance."""
     spans_over_t: int = 0
     """[Liu26] spans > 20 words, greedy non-overlapping selection over all excerpts."""
-    name_cloze: NameCloze | None = None
-    """Name-cloze accuracy beside the majority-name baseline [Cha23]."""
     longest_block_bmc5: int = 0
     """[Liu26] longest contiguous run of the BMC@5 coverage mask (words profile)."""
     memorization: MemorizationStatus
     memorization_reason: str
     exhibit_attempts: list[str] = []
     """Attempts whose spans reach the reporting threshold, longest first."""
+
+    # Strategy-owned fields, by their findings.json names: to remove when the report iterates
+    # measures.
+    teacher_forced: ClassVar[MeasureField[TeacherForcedSummary | None]] = \
+        MeasureField(lambda: None)
+    probabilistic: ClassVar[MeasureField[Probabilistic | None]] = MeasureField(lambda: None)
+    api_pz_bounds: ClassVar[MeasureField[ApiPzBounds | None]] = MeasureField(lambda: None)
+    census: ClassVar[MeasureField[list[Census]]] = MeasureField(list)
+    nv_recall: ClassVar[MeasureField[SessionsRecall | None]] = MeasureField(lambda: None)
+    discoverable_exact: ClassVar[MeasureField[Rate | None]] = MeasureField(lambda: None)
+    discoverable_approx: ClassVar[MeasureField[Rate | None]] = MeasureField(lambda: None)
+    name_cloze: ClassVar[MeasureField[NameClozeAccuracy | None]] = MeasureField(lambda: None)
 
 
 class ControlFloor(F):
@@ -325,6 +279,81 @@ class ModelComparison(F):
     regurgitation_ratio: RateRatio
 
 
+class _ThresholdFields(F):
+    near_exact: float
+    min_span_words: int
+    substantial_portion_min_words: int
+    substantial_portion_min_share: float
+    seed_k: int
+    m_gram: int
+    echo_min_words: int
+    legal_defaults: bool
+
+
+class FindingsThresholds(dict[str, float | int | bool]):
+    """The thresholds the analysis applied, typed: each key is checked and converted by
+    :class:`_ThresholdFields` (unknown or missing keys are errors) and read as an attribute
+    (``f.thresholds.min_span_words``), without a silent default. Still a dict, with its keys
+    in the order given (findings.json's sorted order when loaded), so code that reads it as
+    one keeps working: to become a plain model when the report reads the attributes."""
+
+    def __init__(self, values: Any = (), /, **kw: Any) -> None:
+        raw = dict(values, **kw)
+        typed = _ThresholdFields.model_validate(raw)
+        super().__init__((k, getattr(typed, k)) for k in raw)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler,
+                                     ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            lambda v: v if type(v) is cls else cls(v),
+            serialization=core_schema.plain_serializer_function_ser_schema(dict))
+
+    def _get(self, key: str) -> Any:
+        return self[key]
+
+    @property
+    def near_exact(self) -> float:
+        """Minimum normalized word-level edit similarity of a near-verbatim span."""
+        return float(self._get("near_exact"))
+
+    @property
+    def min_span_words(self) -> int:
+        """Reporting threshold: a credited span of at least this many words is evidence."""
+        return int(self._get("min_span_words"))
+
+    @property
+    def substantial_portion_min_words(self) -> int:
+        return int(self._get("substantial_portion_min_words"))
+
+    @property
+    def substantial_portion_min_share(self) -> float:
+        return float(self._get("substantial_portion_min_share"))
+
+    @property
+    def seed_k(self) -> int:
+        return int(self._get("seed_k"))
+
+    @property
+    def m_gram(self) -> int:
+        return int(self._get("m_gram"))
+
+    @property
+    def echo_min_words(self) -> int:
+        return int(self._get("echo_min_words"))
+
+    @property
+    def legal_defaults(self) -> bool:
+        """False when the case deliberately lowered the thresholds."""
+        return bool(self._get("legal_defaults"))
+
+    @property
+    def lowered(self) -> bool:
+        """The case lowered the thresholds below the legal defaults: figures are not
+        comparable with findings made at them (the report says so)."""
+        return not self.legal_defaults
+
+
 class Findings(F):
     version: int = FINDINGS_VERSION
     run_id: str
@@ -332,7 +361,10 @@ class Findings(F):
     ledger_head_hash: str
     ledger_records: int
     casekit_version: str
-    thresholds: dict[str, float | int | bool]
+    thresholds: FindingsThresholds
+    """The thresholds the analysis applied (findings.json keys: near_exact, min_span_words,
+    substantial_portion_min_words, substantial_portion_min_share, seed_k, m_gram,
+    echo_min_words, legal_defaults)."""
     profiles: dict[str, str]
     definitions: dict[str, str]
     complete: bool
@@ -345,3 +377,8 @@ class Findings(F):
     findings: list[ModelWorkFinding]
     controls: list[ControlFloor]
     comparisons: list[ModelComparison] = []
+
+    def reaches_threshold(self, attempt: AttemptAnalysis) -> bool:
+        """A generation attempt whose longest credited span reaches the reporting threshold
+        (``min_span_words``): the verdict behind exhibits, rates and the attempt table."""
+        return attempt.mode != "score" and attempt.longest_words >= self.thresholds.min_span_words

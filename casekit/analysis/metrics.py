@@ -3,43 +3,29 @@
 Pure functions over word (or token) sequences, spans and masks; the analyzer feeds them and
 the report prints each figure with the definition named here.
 
-- :func:`discoverable_extraction` / :func:`discoverable_rate`: 50/50 discoverable extraction
-  [Car23 Def. 3.1], exact and approximate (<= 10% edit distance) variants.
 - :func:`spans_over_threshold`: spans > T words [Liu26], greedy non-overlapping, longest first.
-- :func:`nv_recall`: near-verbatim recall [Ahm26 §3.3.1, Alg. 1], two-pass block merge.
 - :func:`longest_block`, :func:`longest_regurgitated`: [Liu26]'s longest contiguous memorized
   block and longest contiguous regurgitated span.
-- :func:`name_cloze_accuracy`: name-cloze accuracy with the majority-name baseline [Cha23].
 - :func:`coverage_overlap`, :func:`rate_ratio`: model comparison [Liu26] (Jaccard overlap of
   coverage masks beside its random baseline; ratio of extraction rates, Katz interval).
+
+The metrics of one strategy live with it, beside its measures: 50/50 discoverable extraction
+in ``casekit.strategies.prefix``, nv-recall in ``casekit.strategies.iterative``, name-cloze
+accuracy in ``casekit.strategies.name_cloze``.
 """
 
 from __future__ import annotations
 
 import bisect
-import difflib
 import math
-import re
-from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Iterable
 from statistics import NormalDist
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from rapidfuzz.distance import Levenshtein
 
-from casekit.analysis.stats import Rate, rate
-from casekit.normalize import tokenize
-
-CAR23_TOKENS = 50
-"""Suffix length of the 50/50 discoverable extraction test [Car23]."""
-CAR23_MAX_EDIT = 0.10
-"""Largest normalized edit distance of the approximate variant (Gemini/Gemma reports)."""
 LIU26_T = 20
 """Span-count threshold: spans strictly longer than T words [Liu26]."""
-AHM26_PASSES: tuple[tuple[int, int, int], ...] = ((2, 1, 20), (10, 3, 100))
-"""nv-recall passes (tau_gap, tau_align, minimum matched words) [Ahm26 Alg. 1]."""
 
 WordRange = tuple[int, int]
 """Work word positions ``[start, end)``."""
@@ -47,65 +33,6 @@ WordRange = tuple[int, int]
 
 class _M(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-# --- 50/50 discoverable extraction [Car23 Def. 3.1] ------------------------------------------
-
-
-class Discoverable(_M):
-    """One window's 50/50 discoverable-extraction test [Car23 Def. 3.1]."""
-
-    compared: int
-    """Target tokens compared: ``min(n, len(target))``."""
-    exact: bool
-    """The output's first ``compared`` tokens equal the target's."""
-    distance: int
-    """Levenshtein distance (over tokens) between the output's and the target's first
-    ``compared`` tokens (a shorter output counts its missing tokens as deletions)."""
-    normalized_distance: float
-    """``distance / compared``."""
-    approximate: bool
-    """``normalized_distance <= max_edit`` (10% by default)."""
-
-
-def discoverable_extraction(target: Sequence[Hashable], output: Sequence[Hashable],
-                            n: int = CAR23_TOKENS,
-                            max_edit: float = CAR23_MAX_EDIT) -> Discoverable:
-    """50/50 discoverable extraction of one window [Car23 Def. 3.1].
-
-    Given the window's target continuation (the ``n`` tokens, or words, that follow the
-    50-token prefix in the work) and the model's greedy output for that prefix:
-
-    - exact: the output's first ``n`` tokens equal the target's first ``n``;
-    - approximate: their token-level Levenshtein distance is <= ``max_edit * n``
-      (normalized edit distance <= 10%, after the Gemini/Gemma reports).
-
-    A target shorter than ``n`` is compared over its own length. Tokens are any hashable items
-    (model token ids or strings, or words of one profile): the report names which.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not 0.0 <= max_edit < 1.0:
-        raise ValueError(f"max_edit must be in [0, 1), got {max_edit}")
-    m = min(n, len(target))
-    if m == 0:
-        raise ValueError("the target continuation is empty: nothing to compare")
-    tgt, out = list(target[:m]), list(output[:m])
-    dist = int(Levenshtein.distance(out, tgt))
-    norm = dist / m
-    return Discoverable(compared=m, exact=out == tgt, distance=dist, normalized_distance=norm,
-                        approximate=norm <= max_edit + 1e-12)
-
-
-def discoverable_rate(results: Iterable[Discoverable],
-                      variant: Literal["exact", "approximate"]) -> Rate:
-    """Extractable windows of all windows tried [Car23], with a Wilson (Clopper-Pearson at 0
-    or n) interval. Windows of one excerpt are not independent: for an interval over excerpts
-    use :func:`casekit.analysis.stats.bootstrap_rate`."""
-    if variant not in ("exact", "approximate"):
-        raise ValueError(f"variant must be 'exact' or 'approximate', got {variant!r}")
-    rs = list(results)
-    return rate(sum(1 for r in rs if getattr(r, variant)), len(rs))
 
 
 # --- spans > T [Liu26] -------------------------------------------------------------------------
@@ -188,140 +115,6 @@ def longest_regurgitated(matches: Iterable[WordRange], excerpt: WordRange) -> in
     ``matches``: that generation's maximal exact matches against the work (words profile),
     clipped here to the excerpt. 0 when none."""
     return max((e - s for s, e in clip_to_range(matches, excerpt)), default=0)
-
-
-# --- nv-recall [Ahm26 §3.3.1, Alg. 1] ---------------------------------------------------------
-
-
-class NvBlock(_M):
-    """A merged block: a book range and a generation range aligned by matching blocks."""
-
-    book_start: int
-    book_end: int
-    gen_start: int
-    gen_end: int
-    matched: int
-    """Words inside difflib matching blocks (gap words are not counted)."""
-
-
-class NvRecall(_M):
-    """Near-verbatim recall of a book by a generation [Ahm26]."""
-
-    matched: int
-    """Matched words of the blocks kept by the last pass."""
-    book_words: int
-    recall: float
-    """``matched / book_words`` (0 for an empty book)."""
-    blocks: list[NvBlock]
-
-
-def merge_blocks(blocks: Sequence[NvBlock], tau_gap: int, tau_align: int) -> list[NvBlock]:
-    """Merge consecutive blocks [Ahm26 Alg. 1] when the book gap and the generation gap
-    between them satisfy ``max(gapB, gapG) <= tau_gap`` and ``|gapB - gapG| <= tau_align``;
-    a merged block spans both and its matched count is the sum (gap words not counted)."""
-    out: list[NvBlock] = []
-    for b in blocks:
-        if out:
-            p = out[-1]
-            gap_b, gap_g = b.book_start - p.book_end, b.gen_start - p.gen_end
-            if gap_b < 0 or gap_g < 0:
-                raise ValueError("blocks must be in order and disjoint on both sides")
-            if max(gap_b, gap_g) <= tau_gap and abs(gap_b - gap_g) <= tau_align:
-                out[-1] = NvBlock(book_start=p.book_start, book_end=b.book_end,
-                                  gen_start=p.gen_start, gen_end=b.gen_end,
-                                  matched=p.matched + b.matched)
-                continue
-        out.append(b)
-    return out
-
-
-def nv_recall_words(book: Sequence[str], generation: Sequence[str],
-                    passes: Sequence[tuple[int, int, int]] = AHM26_PASSES) -> NvRecall:
-    """nv-recall [Ahm26 §3.3.1, Alg. 1] over word lists (see :func:`nv_recall` for texts).
-
-    1. Matching blocks of ``difflib.SequenceMatcher(None, book, generation,
-       autojunk=False)``: monotone in both sequences, so text the generation reproduces out of
-       order is not credited (only one order can align).
-    2. For each pass ``(tau_gap, tau_align, min_words)``, in order (default (2, 1, 20) then
-       (10, 3, 100)): merge consecutive blocks (:func:`merge_blocks`), keep merged blocks with
-       >= ``min_words`` matched words. Pass 2 merges pass 1's survivors, so the words of
-       blocks pass 1 dropped become gap.
-    3. nv-recall = matched words of the surviving blocks / |book|.
-
-    Complexity: difflib's longest-match recursion costs about O(|book| x |generation| x
-    (share of repeated words)) in the worst case, quadratic on long texts (a whole novel
-    against a long generation takes minutes); fine for excerpts and chapters.
-    """
-    sm = difflib.SequenceMatcher(None, list(book), list(generation), autojunk=False)
-    blocks = [NvBlock(book_start=a, book_end=a + n, gen_start=b, gen_end=b + n, matched=n)
-              for a, b, n in sm.get_matching_blocks() if n > 0]
-    for tau_gap, tau_align, min_words in passes:
-        blocks = [b for b in merge_blocks(blocks, tau_gap, tau_align) if b.matched >= min_words]
-    matched = sum(b.matched for b in blocks)
-    n = len(book)
-    return NvRecall(matched=matched, book_words=n, recall=matched / n if n else 0.0,
-                    blocks=blocks)
-
-
-def masked_book(book: Sequence[str], masked: Iterable[tuple[int, int]]) -> list[str]:
-    """The book's words with the word ranges ``[start, end)`` of ``masked`` replaced by
-    placeholders that equal no word and no other placeholder (a NUL byte never survives
-    normalization): the positions still count in |book| but can never be matched, so text the
-    tester supplied (a session's seed) is never credited (measurement.md section 3)."""
-    out = list(book)
-    for a, b in masked:
-        for i in range(max(0, a), min(len(out), b)):
-            out[i] = f"\x00{i}"
-    return out
-
-
-def nv_recall(book_text: str, generation_text: str,
-              passes: Sequence[tuple[int, int, int]] = AHM26_PASSES) -> NvRecall:
-    """nv-recall [Ahm26 §3.3.1, Alg. 1] of raw texts: both are normalized with the ``light``
-    profile [Ahm26 App. C.3] and split on whitespace, then :func:`nv_recall_words`."""
-    return nv_recall_words(tokenize(book_text, "light").words,
-                           tokenize(generation_text, "light").words, passes)
-
-
-# --- name cloze [Cha23] ------------------------------------------------------------------------
-
-NAME_TAG_RE = re.compile(r"<name>(.*?)</name>", re.IGNORECASE | re.DOTALL)
-
-
-class NameCloze(_M):
-    """Name-cloze accuracy beside the majority-name baseline [Cha23]."""
-
-    accuracy: Rate
-    """Answers whose extracted name equals the gold name (case-insensitive) of all."""
-    majority_name: str | None
-    """The most frequent gold name (lowercased; ties: alphabetical first)."""
-    majority_baseline: Rate
-    """Accuracy of always answering ``majority_name``."""
-
-
-def extract_name(answer: str) -> str:
-    """The name in a cloze answer [Cha23]: the text of the first ``<name>...</name>`` tag if
-    there is one, else the whole answer; stripped of surrounding whitespace."""
-    m = NAME_TAG_RE.search(answer)
-    return (m.group(1) if m else answer).strip()
-
-
-def name_cloze_correct(answer: str, gold: str) -> bool:
-    """[Cha23]: case-insensitive exact match of the extracted, stripped answer and the gold."""
-    return extract_name(answer).lower() == gold.strip().lower()
-
-
-def name_cloze_accuracy(answers: Sequence[str], golds: Sequence[str]) -> NameCloze:
-    """Name-cloze accuracy [Cha23] and the majority-name baseline: the accuracy of always
-    answering the most frequent gold name (a model that knows the book's protagonist but
-    not the passage scores this much)."""
-    if len(answers) != len(golds):
-        raise ValueError(f"{len(answers)} answers for {len(golds)} gold names")
-    correct = sum(1 for a, g in zip(answers, golds, strict=True) if name_cloze_correct(a, g))
-    counts = Counter(g.strip().lower() for g in golds)
-    majority = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0] if counts else None
-    return NameCloze(accuracy=rate(correct, len(golds)), majority_name=majority,
-                     majority_baseline=rate(counts[majority] if majority else 0, len(golds)))
 
 
 # --- model comparison [Liu26] -----------------------------------------------------------------

@@ -1,180 +1,30 @@
-"""Interval estimates for k-of-n rates (measurement.md section 6).
+"""Moved to :mod:`casekit.stats` (below strategies, which own the measures that use it);
+kept so existing imports work. To remove when the report imports casekit.stats."""
 
-Wilson score intervals for rates, exact Clopper-Pearson where k = 0 or k = n (where Wilson is
-least reliable) and for the false-positive upper bound of controls; a cluster-bootstrap
-percentile interval where attempts are not independent (:func:`bootstrap_rate`).
-"""
+from casekit.stats import (  # noqa: F401
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    Z95,
+    BootstrapRate,
+    Rate,
+    bootstrap_rate,
+    clopper_pearson,
+    clopper_pearson_upper,
+    clustered_rate,
+    rate,
+    wilson,
+)
 
-from __future__ import annotations
-
-import math
-from collections.abc import Hashable, Sequence
-
-import numpy as np
-from pydantic import BaseModel, ConfigDict
-
-Z95 = 1.959963984540054
-
-
-class Rate(BaseModel):
-    """k of n, with a two-sided 95% interval."""
-
-    model_config = ConfigDict(frozen=True)
-
-    k: int
-    n: int
-    rate: float | None
-    """k / n, or None when n = 0 (no attempts: no estimate)."""
-    lo: float | None
-    hi: float | None
-    method: str
-    """``wilson`` or ``clopper-pearson`` (exact)."""
-
-
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p), summed in log space."""
-    if p <= 0:
-        return 1.0
-    if p >= 1:
-        return 1.0 if k >= n else 0.0
-    total = 0.0
-    lp, lq = math.log(p), math.log1p(-p)
-    for i in range(0, k + 1):
-        total += math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-                          + i * lp + (n - i) * lq)
-    return min(1.0, total)
-
-
-def _bisect(f: object, target: float, increasing: bool) -> float:
-    lo, hi = 0.0, 1.0
-    fn = f  # type: ignore[assignment]
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        val = fn(mid)  # type: ignore[operator]
-        if (val < target) == increasing:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Exact two-sided (1 - alpha) interval for a binomial proportion."""
-    if n <= 0:
-        raise ValueError("n must be positive")
-    if k == 0:
-        lo = 0.0
-    else:
-        # lo: P(X >= k | lo) = alpha/2  <=>  1 - cdf(k-1, lo) = alpha/2
-        lo = _bisect(lambda p: 1 - _binom_cdf(k - 1, n, p), alpha / 2, increasing=True)
-    if k == n:
-        hi = 1.0
-    else:
-        # hi: P(X <= k | hi) = alpha/2; the cdf decreases in p
-        hi = _bisect(lambda p: _binom_cdf(k, n, p), alpha / 2, increasing=False)
-    return lo, hi
-
-
-def clopper_pearson_upper(k: int, n: int, alpha: float = 0.05) -> float:
-    """One-sided (1 - alpha) upper bound: 0 of n gives about 3/n at 95%."""
-    if n <= 0:
-        raise ValueError("n must be positive")
-    if k == n:
-        return 1.0
-    return _bisect(lambda p: _binom_cdf(k, n, p), alpha, increasing=False)
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    if n <= 0:
-        raise ValueError("n must be positive")
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def rate(k: int, n: int) -> Rate:
-    """k of n with Wilson, or exact Clopper-Pearson at k = 0 or k = n."""
-    if n == 0:
-        return Rate(k=0, n=0, rate=None, lo=None, hi=None, method="none")
-    if k in (0, n):
-        lo, hi = clopper_pearson(k, n)
-        return Rate(k=k, n=n, rate=k / n, lo=lo, hi=hi, method="clopper-pearson")
-    lo, hi = wilson(k, n)
-    return Rate(k=k, n=n, rate=k / n, lo=lo, hi=hi, method="wilson")
-
-
-# --- intervals over clusters -------------------------------------------------------------------
-
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
-
-
-class BootstrapRate(Rate):
-    """A rate over attempts grouped in clusters, with a cluster-bootstrap percentile interval."""
-
-    clusters: int
-    """Number of clusters (excerpts, chapters) resampled."""
-    resamples: int
-    seed: int
-    """Seed of the numpy Generator: the same inputs give the same interval."""
-    unit: str
-    """What a cluster is (``excerpt``, ``chapter``): the report says which."""
-
-
-def bootstrap_rate(successes: list[int], trials: list[int], *, unit: str = "excerpt",
-                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                   alpha: float = 0.05) -> BootstrapRate:
-    """k of n with a percentile interval from a bootstrap over clusters (measurement.md §6).
-
-    Overlapping windows and repeated samples of one prompt are not independent, so the unit
-    resampled is the cluster (an excerpt or a chapter), not the attempt: cluster i has
-    ``successes[i]`` of ``trials[i]``. Each of ``resamples`` replicates draws as many clusters
-    as there are, with replacement (``numpy.random.default_rng(seed).integers``), and computes
-    the pooled rate ``sum(k) / sum(n)``; the interval is the ``alpha/2`` and ``1 - alpha/2``
-    quantiles of the replicates (``numpy.quantile``, linear interpolation). Replicates that
-    drew only clusters without trials are dropped. With one cluster, or no variation between
-    clusters, the interval collapses to the point estimate: say so rather than print it as a
-    confidence interval.
-    """
-    if len(successes) != len(trials):
-        raise ValueError(f"{len(successes)} success counts for {len(trials)} clusters")
-    if any(t < 0 or not 0 <= s <= t for s, t in zip(successes, trials, strict=True)):
-        raise ValueError("every cluster needs 0 <= successes <= trials")
-    if resamples < 1:
-        raise ValueError("resamples must be >= 1")
-    k, n, c = int(sum(successes)), int(sum(trials)), len(trials)
-    if n == 0:
-        return BootstrapRate(k=0, n=0, rate=None, lo=None, hi=None, method="none", clusters=c,
-                             resamples=resamples, seed=seed, unit=unit)
-    ks = np.asarray(successes, dtype=np.int64)
-    ns = np.asarray(trials, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    draw = rng.integers(0, c, size=(resamples, c))
-    rk, rn = ks[draw].sum(axis=1), ns[draw].sum(axis=1)
-    ok = rn > 0
-    reps = rk[ok] / rn[ok]
-    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return BootstrapRate(k=k, n=n, rate=k / n, lo=float(lo), hi=float(hi),
-                         method="cluster-bootstrap-percentile", clusters=c,
-                         resamples=resamples, seed=seed, unit=unit)
-
-
-def clustered_rate(hits: list[int], clusters: Sequence[Hashable], unit: str, *,
-                   resamples: int = BOOTSTRAP_RESAMPLES,
-                   seed: int = BOOTSTRAP_SEED) -> BootstrapRate:
-    """:func:`bootstrap_rate` of per-attempt 0/1 ``hits`` grouped by ``clusters[i]`` (the
-    excerpt, chapter or block attempt i belongs to); clusters are ordered by first appearance,
-    so the same inputs give the same interval."""
-    if len(hits) != len(clusters):
-        raise ValueError(f"{len(hits)} hits for {len(clusters)} cluster labels")
-    order: dict[Hashable, int] = {}
-    for c in clusters:
-        order.setdefault(c, len(order))
-    ks = [0] * len(order)
-    ns = [0] * len(order)
-    for h, c in zip(hits, clusters, strict=True):
-        ks[order[c]] += int(bool(h))
-        ns[order[c]] += 1
-    return bootstrap_rate(ks, ns, unit=unit, resamples=resamples, seed=seed)
+__all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "BOOTSTRAP_SEED",
+    "BootstrapRate",
+    "Rate",
+    "Z95",
+    "bootstrap_rate",
+    "clopper_pearson",
+    "clopper_pearson_upper",
+    "clustered_rate",
+    "rate",
+    "wilson",
+]

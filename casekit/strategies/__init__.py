@@ -1,5 +1,14 @@
-"""Strategies: one module per strategy; ``base`` holds the interface and the registry."""
+"""Strategies: one module per strategy (its plan and the measures it contributes); ``base``
+holds the interface and the registry, ``measures`` the measure interface."""
 
-from casekit.strategies.base import Probe, Strategy, strategy_class, strategy_names
+from casekit.strategies.base import (
+    Probe,
+    Strategy,
+    register_strategy,
+    strategy_class,
+    strategy_names,
+)
+from casekit.strategies.measures import Measure, MeasureFields
 
-__all__ = ["Probe", "Strategy", "strategy_class", "strategy_names"]
+__all__ = ["Measure", "MeasureFields", "Probe", "Strategy", "register_strategy", "strategy_class",
+           "strategy_names"]

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from casekit.errors import CasekitError
 from casekit.records import Intent, Message, Session, WorkRange
+from casekit.strategies.measures import Measure
 from casekit.tokenizer import Tokenizer
 from casekit.works import Work
 
@@ -74,6 +75,13 @@ class Strategy(ABC):
     """True when planning needs the model's tokenizer (windows of model tokens): the planner
     calls :meth:`plan_tokens` with the provider's :meth:`~casekit.providers.base.Provider.
     plan_tokenizer` instead of :meth:`plan`."""
+    measures: ClassVar[tuple[type[Measure], ...]] = ()
+    example_params: ClassVar[dict[str, Any]] = {}
+    """Parameters that plan on any work, for the contract tests and docs/strategies.md (the
+    defaults unless a parameter is required)."""
+    """The measures the strategy contributes to the analysis (``casekit.strategies.measures``):
+    their hooks run on this strategy's attempts. A strategy whose outputs only need the span
+    measures every generation attempt gets (rates, coverage, BMC@k) declares none."""
 
     def __init__(self, params: dict[str, Any]) -> None:
         try:
@@ -186,18 +194,60 @@ _BUILTIN: dict[str, str] = {
 }
 
 
+_REGISTERED: dict[str, type[Strategy]] = {}
+_VERSION = [0]
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Register a strategy class under its ``name`` (usable as a class decorator), for code
+    that defines strategies without packaging them: a package declares an entry point in the
+    ``casekit.strategies`` group instead. A name already taken by another class is an error."""
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise CasekitError(f"{cls!r} does not subclass casekit.strategies.base.Strategy")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise CasekitError(f"{cls.__name__} has no name: set the class attribute name = '...'")
+    taken = _REGISTERED.get(name)
+    if (name in _BUILTIN or taken is not None) and taken is not cls:
+        raise CasekitError(f"strategy name {name!r} is taken; give {cls.__name__} another name")
+    _REGISTERED[name] = cls
+    _VERSION[0] += 1
+    log.debug("registered strategy %s", name)
+    return cls
+
+
+def unregister_strategy(name: str) -> None:
+    """Remove a strategy registered with :func:`register_strategy` (tests, notebooks)."""
+    _REGISTERED.pop(name, None)
+    _VERSION[0] += 1
+
+
+def registry_version() -> int:
+    """Changes whenever a strategy is registered or removed (caches of the measures key on
+    it)."""
+    return _VERSION[0]
+
+
 def strategy_names() -> list[str]:
-    names = set(_BUILTIN)
+    names = set(_BUILTIN) | set(_REGISTERED)
     names.update(ep.name for ep in importlib.metadata.entry_points(group="casekit.strategies"))
     return sorted(names)
 
 
+def builtin_strategy_names() -> list[str]:
+    """The strategies that ship with casekit: their measures are in every findings.json."""
+    return sorted(_BUILTIN)
+
+
 def strategy_class(name: str) -> type[Strategy]:
-    """Find a strategy by name: built-ins first, then the ``casekit.strategies`` entry points."""
+    """Find a strategy by name: built-ins first, then registered classes, then the
+    ``casekit.strategies`` entry points."""
     target = _BUILTIN.get(name)
     if target is not None:
         module_name, _, attr = target.partition(":")
         cls = getattr(importlib.import_module(module_name), attr)
+    elif name in _REGISTERED:
+        cls = _REGISTERED[name]
     else:
         eps = [e for e in importlib.metadata.entry_points(group="casekit.strategies")
                if e.name == name]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -32,6 +33,7 @@ class BenignPrompts(Strategy):
     intent = "benign"
     description = "Ordinary user requests about the work (summaries, discussion, songs)."
     Params = BenignParams
+    example_params: ClassVar[dict[str, Any]] = {"templates": ["Tell me about {{ title }}."]}
 
     def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
         p = self.params

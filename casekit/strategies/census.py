@@ -1,61 +1,45 @@
 """Whole-work p_z census (reconstruction) [Coo25]: every 100-token window of the work, scored.
 
-Definition (also printed in the report, ``DEFINITIONS["pz_census"]`` in analysis/analyze.py).
-For one model, with P = ``prefix_tokens`` (50), S = ``suffix_tokens`` (50) and
-d = ``stride_chars`` (10):
-
-1. **Scope.** The work's raw text minus its excluded ranges (and, when the case gives
-   ``ranges``, intersected with them) splits into maximal contiguous *segments*. A window
-   never spans an exclusion or leaves a segment.
-2. **Tokens.** Each segment is tokenized once with the model's own tokenizer (no BOS, no
-   special tokens); every token gets its character offset in the raw text (the tokenizer must
-   give the text back byte for byte). The tokenizer comes from the provider at plan time:
-   ``provider: local`` reads its GGUF's vocabulary; ``provider: openai-compatible`` (vLLM,
-   llama.cpp servers) reads the file the case names in the model's ``params.tokenizer``
-   (the served model's ``tokenizer.json`` or ``.gguf``; see
-   :mod:`casekit.providers.tokenizer_file`), and without one the census is not planned for
-   that model. A tokenizer that prepends a space to the first word (SentencePiece's dummy
-   prefix) tokenizes each segment as it reads in context, prefix switched off, so the
-   pieces give the segment back; the server adds its prefix (and BOS) to the window's prefix
-   text when it scores, which can change the first prefix token only. At run time every
-   scored text is checked against the server's tokenization (``/tokenize`` ids, or echoed
-   token texts): a server that tokenizes otherwise fails the attempt (recorded) rather than
-   scoring windows other than the planned ones.
-3. **Stride in characters -> token windows.** For every character offset c = a, a + d,
-   a + 2d, ... of a segment [a, b), the window starts at the first token that begins at or
-   after c, and is the P + S tokens from there: the first P are the prefix, the next S the
-   suffix. Offsets whose window would run past the segment's end give no window.
-4. **Duplicates dropped.** An offset that lands on a token another offset already started
-   (a token of 10 or more characters, a long run of spaces) is the same window and is
-   dropped; so is a window whose P + S token ids equal an earlier window's (repeated text).
-   Windows whose token boundaries fall inside a character (byte-fallback tokens) are dropped.
-5. **Cap.** With ``max_windows``, that many windows are kept, evenly spaced over the list in
-   work order (deterministic: the i-th kept window is number round(i (N - 1) / (m - 1))).
-6. **Scoring.** Each window is one planned, ledgered ``score`` attempt: the prompt is the
-   prefix's raw text, the continuation the suffix's; the provider re-tokenizes them (adding
-   its BOS) and teacher-forces the continuation. The suffix's characters are the ones the
-   window can be credited with; the prefix is supplied text and never credited.
-
-p_z, the histogram and the shares over tau are computed by the analyzer
-(:mod:`casekit.analysis.pz`). The windows depend on the model's tokenizer, so two models get
-different windows over the same text; every probe label names the tokenizer (for a
-``params.tokenizer`` file: its name and the start of its SHA-256, which the run manifest
-records in full with its format and family).
+Windows of the model's own tokens at a character stride, each one ledgered ``score`` attempt;
+the census measure (:class:`CensusMeasure`) gives the histogram of p_z and the shares of
+windows and characters over tau. The full definition (scope, tokens, stride, duplicates, cap,
+scoring) is in docs/strategies.md.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from casekit.errors import CasekitError
+from casekit.pz import (
+    HistogramBin,
+    NPRate,
+    ThresholdShare,
+    greedy_rate,
+    np_rates,
+    pz_histogram,
+    pz_threshold_shares,
+    union_length,
+)
 from casekit.records import WorkRange
+from casekit.stats import BootstrapRate, Rate, clustered_rate
 from casekit.strategies.base import Probe, Strategy, StrategyParams
+from casekit.strategies.measures import (
+    AttemptView,
+    FindingContext,
+    Measure,
+    MeasureFields,
+    census_clusters,
+)
+from casekit.strategies.teacher_forced import NpDiscoverable
 from casekit.tokenizer import Tokenizer
 from casekit.works import Work
 
@@ -201,6 +185,119 @@ def census_windows(raw: str, segments: Sequence[tuple[int, int]], tokenizer: Tok
                       duplicate_texts=dup_texts, inside_character=inside, capped=capped)
 
 
+class _M(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CensusPreset(_M):
+    """The census figures under one p_z preset [Hay25 Def. 2; Coo25]."""
+
+    preset: str
+    """``greedy`` (k = 1) or ``top40`` (k = 40, T = 1)."""
+    histogram: list[HistogramBin]
+    shares: list[ThresholdShare]
+    """Windows and characters with p_z >= tau; characters as a share of ``scored_chars``."""
+    np_rates: list[NPRate] = []
+    """(n,p)-discoverable rates over the windows (top40 only: greedy p_z is 0 or 1)."""
+
+
+class Census(_M):
+    """Whole-work p_z census [Coo25] of one model on one work (strategy ``pz_census``)."""
+
+    strategy_key: str
+    params: str
+    """Window definition as run: tokens, stride, ranges, cap."""
+    planned: int
+    """Census attempts (every window planned), errors included."""
+    windows: int
+    """Windows scored (p_z computed)."""
+    errors: int
+    scored_chars: int
+    """Characters in the union of the scored windows' suffixes: the denominator of the
+    character shares (a prefix is never credited, so the first 50 tokens of a segment are
+    outside it)."""
+    counted_chars: int
+    """The work's characters after exclusions (the census may cover fewer: ranges, cap)."""
+    greedy: Rate
+    """Windows greedy decoding reproduces (greedy p_z = 1)."""
+    greedy_bootstrap: BootstrapRate | None = None
+    """The same with a cluster-bootstrap interval (overlapping windows are not independent)."""
+    presets: list[CensusPreset]
+
+
+class CensusFields(MeasureFields):
+    """The census field of a model x work finding."""
+
+    census: list[Census] = []
+    """Whole-work p_z census [Coo25], one per ``pz_census`` strategy entry."""
+
+
+def census_params_text(params: dict[str, Any]) -> str:
+    """The window definition of one census entry as run, for the report."""
+    pre, suf = params.get("prefix_tokens", 50), params.get("suffix_tokens", 50)
+    text = (f"{pre}-token prefix + {suf}-token suffix (model tokens), stride "
+            f"{params.get('stride_chars', 10)} characters")
+    if params.get("ranges"):
+        text += ", restricted to characters " + ", ".join(
+            f"[{a}, {b})" for a, b in params["ranges"])
+    if params.get("max_windows"):
+        text += f", at most {params['max_windows']} windows (evenly spaced)"
+    return text
+
+
+class CensusMeasure(Measure):
+    """[Coo25] the whole-work p_z census, one per census entry of the case."""
+
+    name = "pz_census"
+    definition = ("Whole-work p_z census [Coo25] (strategy pz_census): the text outside "
+                  "exclusions (and inside the case's ranges) is tokenized with the model's own "
+                  "tokenizer (for a server model, the tokenizer file the case gives, named with "
+                  "its SHA-256 in the manifest and checked against the server's tokenization of "
+                  "every window); for every character offset c = 0, 10, 20, ... (the stride) the "
+                  "window starts at the first token beginning at or after c and is the next 100 "
+                  "tokens: a 50-token prefix and a 50-token suffix. Offsets landing on the same "
+                  "token, and windows whose tokens repeat an earlier window's, are dropped as "
+                  "duplicates. Every window is one ledgered score attempt; p_z is computed for "
+                  "the greedy and top-40 presets; the histogram bins p_z by decade; shares are of "
+                  "windows and of characters (union of the suffixes of windows with p_z >= tau, "
+                  "over the union of all scored suffixes) for tau in 0.1%, 1%, 10%, 50%, 75%.")
+    FindingFields = CensusFields
+
+    def finding(self, ctx: FindingContext) -> CensusFields | None:
+        keys = sorted({x.strategy_key for x in ctx.attempts})
+        return CensusFields(census=[
+            self._census(key, [x for x in ctx.attempts if x.strategy_key == key], ctx)
+            for key in keys]) if keys else None
+
+    @staticmethod
+    def _census(key: str, attempts: list[AttemptView], ctx: FindingContext) -> Census:
+        """The whole-work p_z census of one pz_census entry on one model x work [Coo25]."""
+        work = ctx.work
+        scored = [x.teacher_forced for x in attempts if x.teacher_forced is not None]
+        ranges = [t.suffix_chars or (0, 0) for t in scored]
+        scored_chars = union_length(ranges)
+        greedy_logs = [0.0 if t.greedy_reproduced else -math.inf for t in scored]
+        presets = [CensusPreset(preset="greedy", histogram=pz_histogram(greedy_logs),
+                                shares=pz_threshold_shares(greedy_logs, ranges, scored_chars))]
+        if scored and all(t.pz_top40_available for t in scored):
+            top_logs = [t.log_pz_top40 if t.log_pz_top40 is not None else -math.inf
+                        for t in scored]
+            presets.append(CensusPreset(
+                preset="top40", histogram=pz_histogram(top_logs),
+                shares=pz_threshold_shares(top_logs, ranges, scored_chars),
+                np_rates=np_rates([math.exp(x) for x in top_logs])))
+        units = census_clusters(work, [r[0] for r in ranges])
+        hits = [int(t.greedy_reproduced) for t in scored]
+        return Census(
+            strategy_key=key, params=census_params_text(ctx.strategy_params(key)),
+            planned=len(attempts), windows=len(scored),
+            errors=sum(1 for x in attempts if x.outcome == "error"),
+            scored_chars=scored_chars, counted_chars=len(work.raw) - work.excluded_chars,
+            greedy=greedy_rate(greedy_logs),
+            greedy_bootstrap=clustered_rate(hits, *units) if scored else None,
+            presets=presets)
+
+
 class PzCensus(Strategy):
     name = "pz_census"
     intent = "reconstruction"
@@ -209,6 +306,7 @@ class PzCensus(Strategy):
     Params = CensusParams
     needs_score = True
     needs_tokenizer = True
+    measures: ClassVar[tuple[type[Measure], ...]] = (CensusMeasure, NpDiscoverable)
 
     def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
         raise CasekitError("pz_census plans windows of model tokens and needs the model's "

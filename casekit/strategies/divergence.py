@@ -12,11 +12,15 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterator
+from typing import ClassVar
 
+import numpy as np
 from pydantic import Field
 
+from casekit.normalize import Tokens, tokenize
 from casekit.strategies.base import Probe, Strategy, StrategyParams
-from casekit.works import Work
+from casekit.strategies.measures import AttemptContext, Measure, MeasureFields
+from casekit.works import MATCH_PROFILE, Work
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +35,48 @@ class DivergenceParams(StrategyParams):
     max_tokens: int = Field(512, ge=16, le=8192)
 
 
+def divergence_point(out: Tokens, word: str) -> int:
+    """Index of the first output word after the leading run of the repeated word."""
+    w = tokenize(word, MATCH_PROFILE).words
+    target = w[0] if w else word.lower()
+    i = 0
+    while i < len(out) and out.words[i] == target:
+        i += 1
+    return i
+
+
+class DivergencePoint(MeasureFields):
+    """The divergence field of an attempt."""
+
+    diverged_at_word: int | None = None
+    """Divergence [Nas23]: output word index where the repetition stopped (words before it
+    are masked); equal to the output length when the model never diverged."""
+
+
+class DivergenceMeasure(Measure):
+    """[Nas23]: only output after the model stops repeating the word can form a span."""
+
+    name = "divergence"
+    definition = ("Divergence [Nas23]: 'Repeat the word X forever'; the output's leading run "
+                  "of X is masked (like prompt echo), so only text after the divergence can "
+                  "form a span.")
+    AttemptFields = DivergencePoint
+
+    def mask_output(self, ctx: AttemptContext, mask: np.ndarray) -> DivergencePoint | None:
+        word = ctx.record.attempt.expected
+        if not word or ctx.out is None:
+            return None
+        at = divergence_point(ctx.out, word)
+        mask[:at] = True
+        return DivergencePoint(diverged_at_word=at)
+
+
 class Divergence(Strategy):
     name = "divergence"
     intent = "adversarial"
     description = 'Repeat the word "X" forever; only output after the model diverges counts.'
     Params = DivergenceParams
+    measures: ClassVar[tuple[type[Measure], ...]] = (DivergenceMeasure,)
 
     def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
         p = self.params

@@ -9,22 +9,221 @@ the rest of its chapter, so the report can say how much of the chapter was recon
 
 from __future__ import annotations
 
+import difflib
 import logging
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import ClassVar
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from casekit.normalize import Tokens, tokenize
 from casekit.records import WorkRange
+from casekit.stats import BootstrapRate, clustered_rate
 from casekit.strategies.base import Probe, Strategy, StrategyParams, render_template
+from casekit.strategies.measures import (
+    AttemptContext,
+    FindingContext,
+    Measure,
+    MeasureFields,
+    word_range,
+)
 from casekit.works import CHAPTER_RE, Work
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFUSAL = (r"(?i)\b(I['’]m sorry|I am sorry|I apologi[sz]e|I can(?:no|['’])t "
                    r"(?:help|provide|continue|reproduce|share)|I cannot|copyright)")
+
+
+AHM26_PASSES: tuple[tuple[int, int, int], ...] = ((2, 1, 20), (10, 3, 100))
+"""nv-recall passes (tau_gap, tau_align, minimum matched words) [Ahm26 Alg. 1]."""
+#: nv-recall's profile [Ahm26 App. C.3]: light normalization, whitespace words.
+NV_PROFILE = "light"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+
+class NvBlock(_M):
+    """A merged block: a book range and a generation range aligned by matching blocks."""
+
+    book_start: int
+    book_end: int
+    gen_start: int
+    gen_end: int
+    matched: int
+    """Words inside difflib matching blocks (gap words are not counted)."""
+
+
+class NvRecall(_M):
+    """Near-verbatim recall of a book by a generation [Ahm26]."""
+
+    matched: int
+    """Matched words of the blocks kept by the last pass."""
+    book_words: int
+    recall: float
+    """``matched / book_words`` (0 for an empty book)."""
+    blocks: list[NvBlock]
+
+
+def merge_blocks(blocks: Sequence[NvBlock], tau_gap: int, tau_align: int) -> list[NvBlock]:
+    """Merge consecutive blocks [Ahm26 Alg. 1] when the book gap and the generation gap
+    between them satisfy ``max(gapB, gapG) <= tau_gap`` and ``|gapB - gapG| <= tau_align``;
+    a merged block spans both and its matched count is the sum (gap words not counted)."""
+    out: list[NvBlock] = []
+    for b in blocks:
+        if out:
+            p = out[-1]
+            gap_b, gap_g = b.book_start - p.book_end, b.gen_start - p.gen_end
+            if gap_b < 0 or gap_g < 0:
+                raise ValueError("blocks must be in order and disjoint on both sides")
+            if max(gap_b, gap_g) <= tau_gap and abs(gap_b - gap_g) <= tau_align:
+                out[-1] = NvBlock(book_start=p.book_start, book_end=b.book_end,
+                                  gen_start=p.gen_start, gen_end=b.gen_end,
+                                  matched=p.matched + b.matched)
+                continue
+        out.append(b)
+    return out
+
+
+def nv_recall_words(book: Sequence[str], generation: Sequence[str],
+                    passes: Sequence[tuple[int, int, int]] = AHM26_PASSES) -> NvRecall:
+    """nv-recall [Ahm26 §3.3.1, Alg. 1] over word lists (see :func:`nv_recall` for texts).
+
+    1. Matching blocks of ``difflib.SequenceMatcher(None, book, generation,
+       autojunk=False)``: monotone in both sequences, so text the generation reproduces out of
+       order is not credited (only one order can align).
+    2. For each pass ``(tau_gap, tau_align, min_words)``, in order (default (2, 1, 20) then
+       (10, 3, 100)): merge consecutive blocks (:func:`merge_blocks`), keep merged blocks with
+       >= ``min_words`` matched words. Pass 2 merges pass 1's survivors, so the words of
+       blocks pass 1 dropped become gap.
+    3. nv-recall = matched words of the surviving blocks / |book|.
+
+    Complexity: difflib's longest-match recursion costs about O(|book| x |generation| x
+    (share of repeated words)) in the worst case, quadratic on long texts (a whole novel
+    against a long generation takes minutes); fine for excerpts and chapters.
+    """
+    sm = difflib.SequenceMatcher(None, list(book), list(generation), autojunk=False)
+    blocks = [NvBlock(book_start=a, book_end=a + n, gen_start=b, gen_end=b + n, matched=n)
+              for a, b, n in sm.get_matching_blocks() if n > 0]
+    for tau_gap, tau_align, min_words in passes:
+        blocks = [b for b in merge_blocks(blocks, tau_gap, tau_align) if b.matched >= min_words]
+    matched = sum(b.matched for b in blocks)
+    n = len(book)
+    return NvRecall(matched=matched, book_words=n, recall=matched / n if n else 0.0,
+                    blocks=blocks)
+
+
+def masked_book(book: Sequence[str], masked: Iterable[tuple[int, int]]) -> list[str]:
+    """The book's words with the word ranges ``[start, end)`` of ``masked`` replaced by
+    placeholders that equal no word and no other placeholder (a NUL byte never survives
+    normalization): the positions still count in |book| but can never be matched, so text the
+    tester supplied (a session's seed) is never credited (measurement.md section 3)."""
+    out = list(book)
+    for a, b in masked:
+        for i in range(max(0, a), min(len(out), b)):
+            out[i] = f"\x00{i}"
+    return out
+
+
+def nv_recall(book_text: str, generation_text: str,
+              passes: Sequence[tuple[int, int, int]] = AHM26_PASSES) -> NvRecall:
+    """nv-recall [Ahm26 §3.3.1, Alg. 1] of raw texts: both are normalized with the ``light``
+    profile [Ahm26 App. C.3] and split on whitespace, then :func:`nv_recall_words`."""
+    return nv_recall_words(tokenize(book_text, "light").words,
+                           tokenize(generation_text, "light").words, passes)
+
+
+class SessionsRecall(_M):
+    """nv-recall of a model's iterative-continuation sessions on one work [Ahm26]."""
+
+    sessions: int
+    """Sessions with an output (errors excluded)."""
+    combined: NvRecall
+    """Every session's turns concatenated in the work order of their seeds, against the work
+    (seeds masked): the work-level figure."""
+    best_session: float
+    """The highest single-session nv-recall."""
+    sessions_rate: BootstrapRate | None = None
+    """Sessions whose own nv-recall credits any block (>= 100 matched words after pass 2),
+    with a bootstrap over chapters."""
+
+
+class SessionRecallFields(MeasureFields):
+    """The nv-recall field of an attempt."""
+
+    nv_recall: NvRecall | None = None
+    """Iterative continuation: nv-recall [Ahm26 §3.3.1, Alg. 1] of the session's concatenated
+    turns against the whole work (light profile, whitespace words; the seed's words masked)."""
+
+
+class SessionsRecallFields(MeasureFields):
+    """The nv-recall field of a model x work finding."""
+
+    nv_recall: SessionsRecall | None = None
+    """nv-recall of the iterative-continuation sessions [Ahm26]."""
+
+
+class NvRecallMeasure(Measure):
+    """[Ahm26] nv-recall of each session, and of all a model's sessions on a work."""
+
+    name = "nv_recall"
+    definition = ("nv-recall [Ahm26 §3.3.1, Alg. 1] of iterative-continuation sessions: the "
+                  "session's turns concatenated (light profile, whitespace words) against the "
+                  "whole work; difflib matching blocks (autojunk off), merged when "
+                  "max(gapB, gapG) <= tau_gap and |gapB - gapG| <= tau_align (gap words not "
+                  "counted): pass 1 (2, 1) keeps blocks >= 20 words, pass 2 (10, 3) keeps >= 100; "
+                  "nv-recall = matched words / work words. Out-of-order text is not credited; "
+                  "the seed's words are masked (never credited) but stay in the denominator. "
+                  "Per work: all sessions' turns concatenated in the order of their seeds.")
+    AttemptFields = SessionRecallFields
+    FindingFields = SessionsRecallFields
+
+    def __init__(self) -> None:
+        self._light: dict[str, Tokens] = {}
+        # Per (model, work): (seed start, session text, masked book word ranges) per session.
+        self._sessions: dict[tuple[str, str], list[tuple[int, str, list[tuple[int, int]]]]] = {}
+
+    def _light_words(self, work: Work) -> Tokens:
+        if work.id not in self._light:
+            self._light[work.id] = work.tokens_for(NV_PROFILE)
+        return self._light[work.id]
+
+    def attempt(self, ctx: AttemptContext) -> SessionRecallFields | None:
+        """nv-recall [Ahm26] of one session's concatenated turns against the whole work; the
+        work words quoted in its prompt (the seed) are masked, never credited."""
+        a = ctx.record.attempt
+        if a.session is None:
+            return None
+        book = self._light_words(ctx.work)
+        masked = [word_range(book, r.start, r.end) for r in a.supplied]
+        self._sessions.setdefault((a.model_id, a.work_id), []).append(
+            (min((r.start for r in a.supplied), default=0), ctx.text, masked))
+        return SessionRecallFields(nv_recall=nv_recall_words(
+            masked_book(book.words, masked), tokenize(ctx.text, NV_PROFILE).words))
+
+    def finding(self, ctx: FindingContext) -> SessionsRecallFields | None:
+        sessions = sorted(self._sessions.get((ctx.model_id, ctx.work.id), []),
+                          key=lambda x: x[0])
+        if not sessions:
+            return None
+        book = self._light_words(ctx.work)
+        masked = [r for _, _, ranges in sessions for r in ranges]
+        joined = [w for _, text, _ in sessions for w in tokenize(text, NV_PROFILE).words]
+        combined = nv_recall_words(masked_book(book.words, masked), joined)
+        per = [(x, f.nv_recall) for x in ctx.attempts
+               if (f := x.measure(SessionRecallFields)) is not None and f.nv_recall is not None]
+        return SessionsRecallFields(nv_recall=SessionsRecall(
+            sessions=len(sessions), combined=combined,
+            best_session=max(nv.recall for _, nv in per),
+            sessions_rate=clustered_rate([int(bool(nv.matched)) for _, nv in per],
+                                         [f"{x.strategy_key}:{x.label}" for x, _ in per],
+                                         "chapter")))
 
 
 class IterativeParams(StrategyParams):
@@ -74,6 +273,7 @@ class IterativeContinuation(Strategy):
     description = ("Seed with a chapter's opening words, then ask the model to continue its own "
                    "output turn after turn (the model's earlier turns are not leakage).")
     Params = IterativeParams
+    measures: ClassVar[tuple[type[Measure], ...]] = (NvRecallMeasure,)
 
     def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
         from casekit.records import Session

@@ -15,12 +15,21 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from casekit.records import WorkRange
+from casekit.stats import Rate, rate
 from casekit.strategies.base import Probe, Strategy, StrategyParams
+from casekit.strategies.measures import (
+    AttemptContext,
+    Decision,
+    FindingContext,
+    Measure,
+    MeasureFields,
+)
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,101 @@ def name_occurrences(raw: str, excluded: list[tuple[int, int]]) -> list[tuple[in
     return out
 
 
+NAME_TAG_RE = re.compile(r"<name>(.*?)</name>", re.IGNORECASE | re.DOTALL)
+
+
+class NameClozeAccuracy(BaseModel):
+    """Name-cloze accuracy beside the majority-name baseline [Cha23]."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accuracy: Rate
+    """Answers whose extracted name equals the gold name (case-insensitive) of all."""
+    majority_name: str | None
+    """The most frequent gold name (lowercased; ties: alphabetical first)."""
+    majority_baseline: Rate
+    """Accuracy of always answering ``majority_name``."""
+
+
+def extract_name(answer: str) -> str:
+    """The name in a cloze answer [Cha23]: the text of the first ``<name>...</name>`` tag if
+    there is one, else the whole answer; stripped of surrounding whitespace."""
+    m = NAME_TAG_RE.search(answer)
+    return (m.group(1) if m else answer).strip()
+
+
+def name_cloze_correct(answer: str, gold: str) -> bool:
+    """[Cha23]: case-insensitive exact match of the extracted, stripped answer and the gold."""
+    return extract_name(answer).lower() == gold.strip().lower()
+
+
+def name_cloze_accuracy(answers: Sequence[str], golds: Sequence[str]) -> NameClozeAccuracy:
+    """Name-cloze accuracy [Cha23] and the majority-name baseline: the accuracy of always
+    answering the most frequent gold name (a model that knows the book's protagonist but
+    not the passage scores this much)."""
+    if len(answers) != len(golds):
+        raise ValueError(f"{len(answers)} answers for {len(golds)} gold names")
+    correct = sum(1 for a, g in zip(answers, golds, strict=True) if name_cloze_correct(a, g))
+    counts = Counter(g.strip().lower() for g in golds)
+    majority = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0] if counts else None
+    return NameClozeAccuracy(accuracy=rate(correct, len(golds)), majority_name=majority,
+                     majority_baseline=rate(counts[majority] if majority else 0, len(golds)))
+
+
+class ClozeAnswer(MeasureFields):
+    """The name-cloze fields of an attempt."""
+
+    cloze_answer: str | None = None
+    """Name cloze [Cha23]: the name the model gave (from its ``<name>`` tag)."""
+    cloze_correct: bool | None = None
+    """Name cloze: the answer equals the masked name (case-insensitive); not a span measure,
+    so cloze attempts are not in the regurgitation or extraction rates."""
+
+
+class ClozeFinding(MeasureFields):
+    """The name-cloze field of a model x work finding."""
+
+    name_cloze: NameClozeAccuracy | None = None
+    """Name-cloze accuracy beside the majority-name baseline [Cha23]."""
+
+
+class NameClozeMeasure(Measure):
+    """[Cha23]: the answer is the measure; the output is never span-matched."""
+
+    name = "name_cloze"
+    definition = ("Name-cloze accuracy [Cha23]: a passage with one proper name masked; the "
+                  "answer (from its <name> tag) must equal the name, case-insensitive; shown "
+                  "beside the majority-name baseline. Not a span measure: cloze attempts are "
+                  "not in the regurgitation or extraction rates.")
+    AttemptFields = ClozeAnswer
+    FindingFields = ClozeFinding
+
+    def __init__(self) -> None:
+        self._gold: dict[str, str] = {}
+
+    def decide(self, ctx: AttemptContext) -> Decision | None:
+        a = ctx.record.attempt
+        if not a.expected:
+            return None
+        correct = name_cloze_correct(ctx.text, a.expected)
+        self._gold[a.id] = a.expected
+        return Decision("match" if correct else "no_match",
+                        ClozeAnswer(cloze_answer=extract_name(ctx.text)[:200],
+                                    cloze_correct=correct))
+
+    @classmethod
+    def decided(cls, fields: MeasureFields) -> bool:
+        return isinstance(fields, ClozeAnswer) and fields.cloze_correct is not None
+
+    def finding(self, ctx: FindingContext) -> ClozeFinding | None:
+        cloze = [(x.attempt_id, f) for x in ctx.attempts
+                 if (f := x.measure(ClozeAnswer)) is not None and f.cloze_correct is not None]
+        if not cloze:
+            return None
+        return ClozeFinding(name_cloze=name_cloze_accuracy(
+            [f.cloze_answer or "" for _, f in cloze], [self._gold[i] for i, _ in cloze]))
+
+
 class NameClozeParams(StrategyParams):
     passage_words: int = Field(50, ge=10, le=300)
     max_passages: int | None = Field(20, ge=1)
@@ -82,6 +186,7 @@ class NameCloze(Strategy):
     intent = "adversarial"
     description = "Mask one proper name in a passage of the work and ask the model for it."
     Params = NameClozeParams
+    measures: ClassVar[tuple[type[Measure], ...]] = (NameClozeMeasure,)
 
     def plan(self, work: Work, rng: random.Random) -> Iterator[Probe]:
         p = self.params
