@@ -67,8 +67,9 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
         label = C.PROFILE_USE_LABELS.get(use, use)
         profiles.append(KV(label, prof, C.PROFILE_TEXT.get(prof, "")))
     thresholds = []
-    for key in ordered(f.thresholds, C.THRESHOLD_LABELS):
-        val = f.thresholds[key]
+    applied = f.thresholds.model_dump()
+    for key in ordered(applied, C.THRESHOLD_LABELS):
+        val = applied[key]
         label, note = C.THRESHOLD_LABELS.get(key, (key, ""))
         if key == "substantial_portion_min_share" and isinstance(val, float):
             shown = C.THRESHOLD_SHARE.format(share=fmt_pct(val))
@@ -111,9 +112,9 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
         "seed": str(case.seed),
     }
     decoding = [KV(label, values[key], note) for key, (label, note) in C.DECODING_ROWS.items()]
-    legal = bool(f.thresholds.get("legal_defaults", True))
+    legal = f.thresholds.legal_defaults
     legal_note = "" if legal else C.LEGAL_NOTE.format(
-        legal_defaults=C.LEGAL_DEFAULT_TEXT, min_span_words=f.thresholds.get("min_span_words"))
+        legal_defaults=C.LEGAL_DEFAULT_TEXT, min_span_words=f.thresholds.min_span_words)
     return Methods(profiles=profiles, thresholds=thresholds, definitions=definitions,
                    categories=categories, strategies=strategies, decoding=decoding,
                    legal_defaults=legal, legal_note=legal_note)

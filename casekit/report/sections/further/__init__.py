@@ -18,6 +18,8 @@ from casekit.report.sections.further.intervals import IntervalRow, build_interva
 from casekit.report.sections.further.measures import Measure, build_measures
 from casekit.report.sections.further.probabilistic import ProbView, prob_view
 from casekit.report.views import KV
+from casekit.strategies.census import CensusFields
+from casekit.strategies.teacher_forced import ProbabilisticFields
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,9 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
         ctrl = next((mw for mw in mine if mw.role == "control"), None)
         for mw in mine:
             c = ctrl if mw.role == "subject" else None
+            prob = mw.fields(ProbabilisticFields).probabilistic
+            cprob = c.fields(ProbabilisticFields).probabilistic if c is not None else None
+            ccensus = c.fields(CensusFields).census if c is not None else []
             rows.append(FurtherRow(
                 model_id=mid, work_id=mw.work_id, work_title=works[mw.work_id].spec.title,
                 role=mw.role,
@@ -67,14 +72,13 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
                                                         title=works[c.work_id].spec.title)
                                if c is not None else ""),
                 measures=build_measures(f, mw, c),
-                prob=(prob_view(mw.probabilistic, c.probabilistic if c else None)
-                      if mw.probabilistic is not None else None),
-                control_has_prob=c is not None and c.probabilistic is not None,
-                census=[census_view(cs, next((x for x in c.census
+                prob=(prob_view(prob, cprob) if prob is not None else None),
+                control_has_prob=cprob is not None,
+                census=[census_view(cs, next((x for x in ccensus
                                                if x.strategy_key == cs.strategy_key),
-                                              c.census[0] if c.census else None)
+                                              ccensus[0] if ccensus else None)
                                      if c is not None else None)
-                        for cs in mw.census],
+                        for cs in mw.fields(CensusFields).census],
                 intervals=build_intervals(mw),
                 coverage_map=build_coverage_map(f, mw, works[mw.work_id], ids),
             ))

@@ -12,13 +12,17 @@ from casekit.analysis.findings import (
     Findings,
     ModelWorkFinding,
 )
-from casekit.analysis.stats import Rate
 from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
     fmt_pct,
 )
 from casekit.report.views import rate_view
+from casekit.stats import Rate
+from casekit.strategies.iterative import SessionsRecallFields
+from casekit.strategies.name_cloze import ClozeFinding
+from casekit.strategies.prefix import DiscoverableRates, PzBoundSummary
+from casekit.strategies.teacher_forced import ProbabilisticFields
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ def _opt_rate(r: Rate | None) -> tuple[str, str]:
 
 def _has_generations(f: Findings, mw: ModelWorkFinding) -> bool:
     return any(x.model_id == mw.model_id and x.work_id == mw.work_id and x.mode != "score"
-               and x.cloze_correct is None for x in f.attempts)
+               and x.span_attempt for x in f.attempts)
 
 
 #: A measure's figure and note for one model x work (the subject's, or its control's).
@@ -54,16 +58,17 @@ Getter = Callable[[Findings, ModelWorkFinding], tuple[str, str]]
 
 
 def _greedy(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
-    if m.probabilistic is None:
+    prob = m.fields(ProbabilisticFields).probabilistic
+    if prob is None:
         return DASH, C.NO_SCORED_WINDOWS
-    v, note = _opt_rate(m.probabilistic.greedy)
-    return C.N_WINDOWS.format(n=v), C.PRESET_NOTE.format(preset=m.probabilistic.preset,
-                                                         note=note)
+    v, note = _opt_rate(prob.greedy)
+    return C.N_WINDOWS.format(n=v), C.PRESET_NOTE.format(preset=prob.preset, note=note)
 
 
 def _disc(exact: bool) -> Getter:
     def get(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
-        r = m.discoverable_exact if exact else m.discoverable_approx
+        rates = m.fields(DiscoverableRates)
+        r = rates.discoverable_exact if exact else rates.discoverable_approx
         v, note = _opt_rate(r)
         return (C.N_WINDOWS.format(n=v) if r is not None else v), note
     return get
@@ -85,7 +90,7 @@ def _blocks(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
 
 def _cloze(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
     """The name_cloze strategy's measure."""
-    nc = m.name_cloze
+    nc = m.fields(ClozeFinding).name_cloze
     if nc is None:
         return DASH, C.NO_CLOZE
     acc, acc_note = _opt_rate(nc.accuracy)
@@ -97,7 +102,7 @@ def _cloze(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
 
 def _nv(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
     """The iterative-continuation strategy's measure."""
-    r = m.nv_recall
+    r = m.fields(SessionsRecallFields).nv_recall
     if r is None:
         return DASH, C.NO_SESSIONS
     c = r.combined
@@ -110,7 +115,7 @@ def _nv(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
 
 def _api_pz(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
     """p_z bounds from API top-k log-probs."""
-    b = m.api_pz_bounds
+    b = m.fields(PzBoundSummary).api_pz_bounds
     if b is None:
         return DASH, C.NO_API_LOGPROBS
     at1 = next((x for x in b.top40_upper_shares if abs(x.tau - 0.01) < 1e-12), None)
