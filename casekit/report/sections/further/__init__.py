@@ -15,7 +15,7 @@ from casekit.report.sections.further.census import CensusView, census_view
 from casekit.report.sections.further.comparison import ComparisonRow, overlap_text, ratio_text
 from casekit.report.sections.further.coverage_map import CoverageMap, build_coverage_map
 from casekit.report.sections.further.intervals import IntervalRow, build_intervals
-from casekit.report.sections.further.measures import Measure, build_measures
+from casekit.report.sections.further.measures import Measure, build_measures, present_measures
 from casekit.report.sections.further.probabilistic import ProbView, prob_view
 from casekit.report.views import KV
 from casekit.strategies.census import CensusFields
@@ -25,9 +25,17 @@ from casekit.works import Work
 log = logging.getLogger(__name__)
 
 
-FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_upper_bound", "pz_census", "nv_recall",
-                           "np_discoverable", "discoverable_5050", "spans_over_t",
-                           "longest_block", "bmc", "name_cloze", "comparison", "coverage")
+def further_definitions(f: Findings) -> list[KV]:
+    """The definitions the further measures cite: the report's own and each present
+    measure's (at the place the measure gives, with its label)."""
+    keyed: list[tuple[int, str, str]] = [
+        (order, key, C.FURTHER_DEFINITION_LABELS[key])
+        for key, order in C.FURTHER_DEFINITION_ORDER.items()]
+    for cls in present_measures(f):
+        if cls.further_order is not None:
+            keyed.append((cls.further_order, cls.name, cls.title()))
+    return [KV(label, f.definitions[key], key)
+            for _, key, label in sorted(keyed, key=lambda x: x[0]) if key in f.definitions]
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,5 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
             bmc5_jaccard=bj, bmc5_baseline=bb, bmc5_detail=bd,
             extraction_ratio=er, extraction_note=en, regurgitation_ratio=rr,
             regurgitation_note=rn))
-    definitions = [KV(C.FURTHER_DEFINITION_LABELS[k], f.definitions[k], k)
-                   for k in FURTHER_DEFINITION_KEYS if k in f.definitions]
-    return Further(definitions=definitions, rows=rows, comparisons=comparisons)
+    return Further(definitions=further_definitions(f), rows=rows, comparisons=comparisons)
 

@@ -14,9 +14,9 @@ from casekit.report.text import (
 )
 from casekit.report.views import rate_view
 from casekit.stats import Rate
-from casekit.strategies.census import CensusFields
-from casekit.strategies.iterative import SessionsRecallFields
-from casekit.strategies.name_cloze import ClozeFinding
+from casekit.strategies.census import CensusFields, CensusMeasure
+from casekit.strategies.iterative import NvRecallMeasure, SessionsRecallFields
+from casekit.strategies.name_cloze import ClozeFinding, NameClozeMeasure
 from casekit.strategies.prefix import DiscoverableRates
 from casekit.strategies.teacher_forced import ProbabilisticFields
 
@@ -60,16 +60,17 @@ def build_intervals(mw: ModelWorkFinding) -> list[IntervalRow]:
                                C.WILSON_ONLY))
     for c in mw.fields(CensusFields).census:
         v = rate_view(c.greedy)
-        out.append(IntervalRow(label=C.INTERVAL_CENSUS.format(key=c.strategy_key),
+        out.append(IntervalRow(label=CensusMeasure.words["interval"].format(key=c.strategy_key),
                                k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
                                bootstrap=boot_text(c.greedy_bootstrap)))
     if nv is not None and nv.sessions_rate is not None:
         sr = nv.sessions_rate
-        out.append(IntervalRow(label=C.INTERVAL_NV,
+        out.append(IntervalRow(label=NvRecallMeasure.words["interval"],
                                k_of_n=f"{sr.k:,} of {sr.n:,} ({fmt_pct(sr.rate)})",
                                wilson=C.BOOTSTRAP_ONLY, bootstrap=boot_text(sr)))
     if cloze is not None and cloze.accuracy.n:
         v = rate_view(cloze.accuracy)
-        out.append(IntervalRow(label=C.INTERVAL_CLOZE, k_of_n=f"{v.k_of_n} ({v.pct})",
-                               wilson=v.ci, bootstrap=C.WILSON_ONLY_CLOZE))
+        out.append(IntervalRow(label=NameClozeMeasure.words["interval"],
+                               k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
+                               bootstrap=NameClozeMeasure.words["interval_note"]))
     return out
