@@ -6,9 +6,11 @@ census, p_z) is one module here and one block there.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from casekit.analysis.findings import Findings
+from casekit.analysis.findings import Findings, ModelWorkFinding
+from casekit.analysis.registry import empty_fields
 from casekit.report import catalogue as C
 from casekit.report import figures
 from casekit.report.sections.further.census import CensusView, census_view
@@ -17,8 +19,11 @@ from casekit.report.sections.further.coverage_map import CoverageMap, build_cove
 from casekit.report.sections.further.intervals import IntervalRow, build_intervals
 from casekit.report.sections.further.measures import Measure, build_measures, present_measures
 from casekit.report.sections.further.probabilistic import ProbView, prob_view
-from casekit.report.views import KV
+from casekit.report.text import boot_text, fmt_pct, fmt_value
+from casekit.report.views import KV, RateView, rate_view
 from casekit.strategies.census import CensusFields
+from casekit.strategies.measures import Measure as MeasureClass
+from casekit.strategies.measures import MeasureFields
 from casekit.strategies.teacher_forced import ProbabilisticFields
 from casekit.works import Work
 
@@ -39,6 +44,49 @@ def further_definitions(f: Findings) -> list[KV]:
 
 
 @dataclass(frozen=True)
+class Helpers:
+    """The formatting helpers a measure's partial gets (every number is formatted as in the
+    rest of the report)."""
+
+    fmt_pct: Callable[..., str] = fmt_pct
+    rate_view: Callable[..., RateView] = rate_view
+    boot_text: Callable[..., str] = boot_text
+    fmt_value: Callable[..., str] = fmt_value
+
+
+HELPERS = Helpers()
+
+
+@dataclass(frozen=True)
+class MeasurePartial:
+    """A measure's own block in a model x work: its partial and what it shows."""
+
+    template: str
+    measure: type[MeasureClass]
+    fields: MeasureFields
+    """The finding's fields of the measure (not empty)."""
+    control: MeasureFields | None
+    """The same fields of the model's control work, if this is a subject work."""
+    helpers: Helpers = HELPERS
+
+
+def measure_partials(f: Findings, mw: ModelWorkFinding, ctrl: ModelWorkFinding | None,
+                     ) -> list[MeasurePartial]:
+    """The partials of the present measures that declare one and have figures here."""
+    out = []
+    for cls in present_measures(f):
+        if cls.partial is None or cls.FindingFields is None:
+            continue
+        mine = mw.measure(cls.FindingFields)
+        if mine is None or mine == empty_fields(cls.FindingFields):
+            continue
+        out.append(MeasurePartial(
+            template=f"partials/{cls.partial}", measure=cls, fields=mine,
+            control=ctrl.measure(cls.FindingFields) if ctrl is not None else None))
+    return out
+
+
+@dataclass(frozen=True)
 class FurtherRow:
     model_id: str
     work_id: str
@@ -50,6 +98,8 @@ class FurtherRow:
     prob: ProbView | None
     control_has_prob: bool
     census: list[CensusView]
+    partials: list[MeasurePartial]
+    """The blocks of the measures that bring their own partial."""
     intervals: list[IntervalRow]
     coverage_map: CoverageMap
 
@@ -87,6 +137,7 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
                                               ccensus[0] if ccensus else None)
                                      if c is not None else None)
                         for cs in mw.fields(CensusFields).census],
+                partials=measure_partials(f, mw, c),
                 intervals=build_intervals(mw),
                 coverage_map=build_coverage_map(f, mw, works[mw.work_id], ids),
             ))
