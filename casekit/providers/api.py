@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
+from pydantic import Field
+
 from casekit.case import ModelSpec
 from casekit.errors import ProviderUnavailable
 from casekit.provenance import strip_credentials
@@ -46,9 +48,9 @@ DEFAULT_MAX_CONNECTIONS = 8
 class ApiParams(ProviderParams):
     """The params every hosted-API provider takes."""
 
-    timeout: Annotated[float, number_at_least(1.0)] = DEFAULT_TIMEOUT
+    timeout: Annotated[float, Field(ge=1.0), number_at_least(1.0)] = DEFAULT_TIMEOUT
     """Seconds before a request is abandoned (recorded as a transient failure, retried)."""
-    max_connections: Annotated[int, whole_at_least(1)] = DEFAULT_MAX_CONNECTIONS
+    max_connections: Annotated[int, Field(ge=1), whole_at_least(1)] = DEFAULT_MAX_CONNECTIONS
     """Requests in flight at once against this model."""
     allow_drop_unsupported: Annotated[bool, flag()] = False
     """When the model rejects a parameter with HTTP 400, send the request once more without

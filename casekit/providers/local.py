@@ -112,12 +112,12 @@ def _logprobs(value: Any) -> int:
 class LocalParams(ProviderParams):
     """``provider: local`` params."""
 
-    n_ctx: Annotated[int, whole_at_least(16)] = DEFAULT_N_CTX
+    n_ctx: Annotated[int, Field(ge=16), whole_at_least(16)] = DEFAULT_N_CTX
     """Context window in tokens (prompt plus output)."""
-    n_threads: Annotated[int, whole_at_least(1)] = Field(
+    n_threads: Annotated[int, Field(ge=1), whole_at_least(1)] = Field(
         default_factory=lambda: os.cpu_count() or 1)
     """CPU threads (default: the machine's CPU count)."""
-    logprobs: Annotated[int, BeforeValidator(_logprobs)] = 0
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), BeforeValidator(_logprobs)] = 0
     """Alternatives per generated token recorded with a targeted attempt's output (0-20)."""
 
 

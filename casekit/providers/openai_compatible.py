@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import WithJsonSchema
+from pydantic import Field, WithJsonSchema
 
 from casekit.case import ModelParamsError, ModelSpec
 from casekit.errors import CasekitError
@@ -65,7 +65,8 @@ class OpenAICompatibleParams(OpenAIParams):
     ] = "echo"
     """How continuations are scored: Completions with echo, or vLLM's prompt_logprobs."""
     prompt_logprobs: Annotated[
-        int, whole_between(1, 1000, "alternatives per prompt token")] = DEFAULT_PROMPT_LOGPROBS
+        int, Field(ge=1, le=1000),
+        whole_between(1, 1000, "alternatives per prompt token")] = DEFAULT_PROMPT_LOGPROBS
     """k of vLLM's prompt_logprobs; 40 or more makes the top-40 p_z preset exact."""
     tokenizer: Annotated[
         str | None,
@@ -81,6 +82,7 @@ class OpenAICompatibleParams(OpenAIParams):
         check(lambda v: v is None or (isinstance(v, str) and re.fullmatch(
             r"(sha256:)?[0-9a-f]{64}", v) is not None),
             "64 lower-case hex digits, optionally after sha256:"),
+        WithJsonSchema({"type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$"}),
     ] = None
     """Pins ``tokenizer`` to this SHA-256."""
 

@@ -25,7 +25,7 @@ P = TypeVar("P", bound="ProviderParams")
 class ProviderParams(BaseModel):
     """Base of every provider's params: user input, so unknown keys are rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def parse_params(cls: type[P], spec: ModelSpec, provider: str) -> P:
