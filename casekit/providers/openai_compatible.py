@@ -70,13 +70,12 @@ class OpenAICompatibleParams(OpenAIParams):
     """k of vLLM's prompt_logprobs; 40 or more makes the top-40 p_z preset exact."""
     tokenizer: Annotated[
         str | None,
-        check(lambda v: isinstance(v, str) and bool(v.strip()),
+        check(lambda v: v is None or (isinstance(v, str) and bool(v.strip())),
               "the path of the served model's tokenizer.json or .gguf, relative to the case "
               "file"),
-        WithJsonSchema({"type": "string"}),
     ] = None
     """The served model's tokenizer.json or .gguf, relative to the case file (the p_z
-    census plans its windows with it)."""
+    census plans its windows with it); null: none."""
     tokenizer_sha256: Annotated[
         str | None,
         check(lambda v: v is None or (isinstance(v, str) and re.fullmatch(
