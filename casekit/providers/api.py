@@ -14,7 +14,7 @@ import contextlib
 import importlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -291,8 +291,9 @@ class ApiProvider(Provider):
         """The provider's batch object."""
         raise NotImplementedError
 
-    def _batch_handle(self, data: dict[str, Any], attempts: list[PlannedAttempt] | Any,
+    def _batch_handle(self, data: dict[str, Any], attempts: Sequence[PlannedAttempt],
                       request_sha256: str, info: dict[str, Any]) -> BatchHandle:
+        """The handle of a created batch, its object and info cleaned of the key."""
         secrets = self.key.secrets()
         return BatchHandle(batch_id=str(data["id"]), custom_ids=[a.id for a in attempts],
                            request_sha256=request_sha256,

@@ -277,7 +277,7 @@ _LOAD_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _no_extra_buffer_types() -> Iterator[None]:
-    """Load weights without llama.cpp's extra buffer types (repack / AMX; see module doc).
+    """Load weights without llama.cpp's extra buffer types (repack / AMX; see docs/providers.md).
 
     ``Llama()`` does not expose ``use_extra_bufts``; it reads the defaults from
     ``llama_model_default_params()``, which is wrapped for the duration of the load.

@@ -494,8 +494,8 @@ class OpenAICompatibleProvider(OpenAIProvider):
         return scores, boundary
 
     async def check_alignment(self) -> dict[str, Any]:
-        """Check once per provider that the server's echo log-probs are aligned (see the
-        module doc). Returns the evidence; raises CapabilityError for a shifted server."""
+        """Check once per provider that the server's echo log-probs are aligned (see
+        docs/providers.md). Returns the evidence; raises CapabilityError for a shifted server."""
         if self._alignment_error is not None:
             raise self._alignment_error
         if self._alignment is not None:
