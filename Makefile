@@ -20,7 +20,8 @@ venv: $(BIN)/casekit
 demo: venv
 	$(BIN)/casekit demo cases/demo/case.yaml
 
-test: venv
+# Lint first: ruff and mypy must pass for the tests to pass (CI runs exactly `make test`).
+test: venv lint
 	$(BIN)/python -m pytest -q tests
 
 lint: venv

@@ -1,0 +1,337 @@
+"""End to end at a matter's size: run, analyze, report and verify a whole-novel case.
+
+    .venv/bin/python benchmarks/matter_bench.py                      # 5,000 and 50,000 attempts
+    .venv/bin/python benchmarks/matter_bench.py --sizes 5000         # one size
+    .venv/bin/python benchmarks/matter_bench.py --large              # adds 500,000 attempts
+
+A fast part inside a slow pipeline is a slow product, so this measures the pipeline as a user
+runs it: each stage is the `casekit` command in its own process, timed (wall) with its peak
+resident memory (the child's ru_maxrss). The model is benchmarks/memorized_server.py on
+127.0.0.1: an OpenAI-compatible server that answers a known share of prompts with the book's
+next words (one word in 15 replaced) and filler otherwise, so the recall of the planted
+continuations is checked against ground truth. Also printed: analysis cost per attempt on a
+2,000-word work against the whole novel (the ratio should be near 1: cost must not grow with
+the work). Targets are those of issue 14; every figure is printed with its target, none is
+asserted.
+
+The novel: --novel PATH, else ../shared/corpus/austen-emma.txt when that folder is there, else
+benchmarks/data/austen-emma.txt.gz (Project Gutenberg #158, public domain, shipped here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.memorized_server import Book, planted  # noqa: E402
+
+SHARED_NOVEL = REPO.parent / "shared" / "corpus" / "austen-emma.txt"
+SHIPPED_NOVEL = HERE / "data" / "austen-emma.txt.gz"
+MEMORIZER, FORGETTER = "memorizer", "forgetter"
+RECALL = {MEMORIZER: 0.3, FORGETTER: 0.0}
+"""Share of prompts each model answers from the book."""
+ANSWER_WORDS = 60
+SMALL_WORDS = 2000
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str
+    wall: float
+    rss_mb: float
+    rc: int
+    tail: str
+
+
+def novel_text(path: Path | None) -> tuple[str, str]:
+    """(text, where it came from)."""
+    if path is not None:
+        return path.read_text(encoding="utf-8"), str(path)
+    if SHARED_NOVEL.is_file():
+        return SHARED_NOVEL.read_text(encoding="utf-8"), str(SHARED_NOVEL)
+    return gzip.decompress(SHIPPED_NOVEL.read_bytes()).decode("utf-8"), str(SHIPPED_NOVEL)
+
+
+def control_text(vocabulary: list[str], words: int, seed: int = 7) -> str:
+    """An unseen text: seeded sentences of the novel's own words (same word frequencies, no
+    long shared runs), in paragraphs."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    sentence: list[str] = []
+    for _ in range(words):
+        sentence.append(rng.choice(vocabulary))
+        if len(sentence) >= rng.randint(8, 24):
+            out.append(" ".join(sentence).capitalize() + ".")
+            sentence = []
+            if rng.random() < 0.15:
+                out.append("\n\n")
+    return " ".join(out).replace(" \n\n ", "\n\n") + "\n"
+
+
+def write_case(folder: Path, subject: str, control: str, url: str, per_model: int,
+               models: list[str]) -> Path:
+    """A case with one subject and one control, ``models`` on the server, prefix continuation
+    with ``per_model`` windows of the subject and a matching share of the control."""
+    works = folder / "works"
+    works.mkdir(parents=True, exist_ok=True)
+    (works / "subject.txt").write_text(subject, encoding="utf-8")
+    (works / "control.txt").write_text(control, encoding="utf-8")
+    subj_words, ctrl_words = len(subject.split()), len(control.split())
+    ctrl_windows = max(1, round(per_model * ctrl_words / (subj_words + ctrl_words)))
+    subj_windows = max(1, per_model - ctrl_windows)
+    model_yaml = "".join(textwrap.dedent(f"""\
+          - id: {m}
+            provider: openai-compatible
+            model: {m}
+            base_url: {url}
+            params: {{max_connections: 64}}
+        """) for m in models)
+    (folder / "case.yaml").write_text(textwrap.dedent("""\
+        case:
+          id: matter-bench
+          title: "Matter benchmark: a whole novel"
+          matter: benchmark
+          examiner: benchmark
+          organization: casekit
+        works:
+          - id: novel
+            title: The Novel
+            author: Anon
+            path: works/subject.txt
+            role: subject
+            published: 1815-12-23
+          - id: control
+            title: The Control
+            author: casekit benchmark
+            path: works/control.txt
+            role: control
+            published: 2026-12-01
+        models:
+        """) + model_yaml + textwrap.dedent(f"""\
+        strategies:
+          - name: prefix_continuation
+            params: {{prefix_words: 50, suffix_words: 50, stride_words: 1,
+                      max_windows: {subj_windows}}}
+            works: [novel]
+          - name: prefix_continuation
+            params: {{prefix_words: 50, suffix_words: 50, stride_words: 1,
+                      max_windows: {ctrl_windows}}}
+            works: [control]
+        decoding: {{temperature: 0.0, max_tokens: 100}}
+        seed: 20261204
+        """), encoding="utf-8")
+    return folder / "case.yaml"
+
+
+def run_stage(name: str, args: list[str], log: Path, timeout: float) -> Stage:
+    """One `casekit` command in its own process: wall time and the child's peak RSS."""
+    t0 = time.perf_counter()
+    with log.open("ab") as out:
+        out.write(f"\n$ casekit {' '.join(args)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen([sys.executable, "-m", "casekit.cli", *args], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                status = -9
+                break
+            time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    rc = os.waitstatus_to_exitcode(status) if status != -9 else -9
+    proc.returncode = rc
+    tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+    return Stage(name, wall, usage.ru_maxrss / 1024, rc, tail[0][:200])
+
+
+def start_server(book: Path, models: list[str]) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, str(HERE / "memorized_server.py"), "--book", str(book),
+           "--words", str(ANSWER_WORDS)]
+    for m in models:
+        cmd += ["--recall", f"{m}={RECALL.get(m, 0.0)}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"listening on (\S+)", line)
+    if not m:
+        proc.kill()
+        raise SystemExit(f"the memorized server did not start: {line!r}")
+    return proc, m.group(1)
+
+
+def recall_of(run_dir: Path, book: Book) -> tuple[int, int, int]:
+    """(planted continuations, of them found as a match, matches on unplanted attempts) from
+    the ledger (prompts) and findings.json (outcomes). Planted: the server's own rule (the
+    hash, and a prompt it can place in the book)."""
+    findings = json.loads((run_dir / "findings.json").read_bytes())
+    outcome = {a["attempt_id"]: a["outcome"] for a in findings["attempts"]}
+    planted_n = found = spurious = 0
+    with (run_dir / "ledger.jsonl").open("rb") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if rec.get("record_type") != "attempt":
+                continue
+            att = rec["attempt"]
+            prompt = next((m["content"] for m in reversed(att["messages"])
+                           if m["role"] == "user"), "")
+            is_planted = (att["work_id"] == "novel"
+                          and planted(att["model_id"], prompt, RECALL.get(att["model_id"], 0))
+                          and book.after(prompt) is not None)
+            hit = outcome.get(att["id"]) == "match"
+            planted_n += is_planted
+            found += is_planted and hit
+            spurious += (not is_planted) and hit
+    return planted_n, found, spurious
+
+
+def pipeline(label: str, root: Path, subject: str, control: str, book: Path, per_model: int,
+             models: list[str], timeout: float, stages: tuple[str, ...]) -> dict[str, Stage]:
+    folder = root / label
+    case = write_case(folder, subject, control, "URL", per_model, models)
+    server, url = start_server(book, models)
+    try:
+        case.write_text(case.read_text().replace("URL", url))
+        run_dir = folder / "run"
+        log = folder / "casekit.log"
+        out: dict[str, Stage] = {}
+        plan = {"run": ["run", str(case), "--run-dir", str(run_dir)],
+                "analyze": ["analyze", str(run_dir)],
+                "report": ["report", str(run_dir)],
+                "verify": ["verify", str(run_dir / "report" / "report.pdf")]}
+        for name in stages:
+            st = run_stage(name, ["-q", *plan[name]], log, timeout)
+            out[name] = st
+            if st.rc != 0:
+                print(f"    {name}: exit {st.rc} after {st.wall:.1f} s ({st.tail}); see {log}")
+                break
+        return out
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def fmt_stage(s: Stage, attempts: int) -> str:
+    rate = f"{attempts / s.wall:,.0f} attempts/s" if s.wall > 0 else ""
+    state = "" if s.rc == 0 else f"  FAILED (exit {s.rc})"
+    return f"{s.name:8s} wall {s.wall:9.1f} s  peak RSS {s.rss_mb:8.0f} MB  {rate}{state}"
+
+
+def target(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="5000,50000",
+                    help="comma-separated attempt counts (default 5000,50000)")
+    ap.add_argument("--large", action="store_true", help="also 500,000 attempts (five models)")
+    ap.add_argument("--novel", type=Path, default=None)
+    ap.add_argument("--cost-attempts", type=int, default=2000,
+                    help="attempts of each run of the cost-per-attempt comparison (0: skip)")
+    ap.add_argument("--timeout", type=float, default=3 * 3600, help="seconds per stage")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = ap.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    if args.large:
+        sizes.append(500_000)
+
+    text, source = novel_text(args.novel)
+    import casekit
+
+    words = text.split()
+    vocab = sorted({w.strip('.,;:!?"\'()_-').lower() for w in words} - {""})
+    control = control_text(vocab, 40_000)
+    root = Path(tempfile.mkdtemp(prefix="casekit-matter-"))
+    book = root / "book.txt"
+    book.write_text(text, encoding="utf-8")
+    print(f"casekit {casekit.__version__} matter benchmark; python "
+          f"{sys.version.split()[0]}, {os.cpu_count()} CPUs; work folder {root}")
+    print(f"  novel: {source} ({len(words):,} words); control: {len(control.split()):,} words "
+          f"(seeded, unseen); planted recall: {RECALL}")
+    try:
+        for n in sizes:
+            models = [MEMORIZER, FORGETTER] if n < 500_000 else \
+                [MEMORIZER, FORGETTER, "model-c", "model-d", "model-e"]
+            per_model = n // len(models)
+            print(f"\n{n:,} attempts ({len(models)} models x {per_model:,} prefix windows):")
+            res = pipeline(f"n{n}", root, text, control, book, per_model, models,
+                           args.timeout, ("run", "analyze", "report", "verify"))
+            for st in res.values():
+                print("  " + fmt_stage(st, n))
+            if "analyze" in res and res["analyze"].rc == 0:
+                p, f, s = recall_of(root / f"n{n}" / "run", Book(text))
+                print(f"  recall of planted continuations: {f:,} of {p:,} "
+                      f"({f / p:.1%}); matches on unplanted attempts: {s:,}" if p else
+                      "  no planted continuation")
+                a = res["analyze"]
+                print(f"  analyze: {n / a.wall:,.0f} attempts/s (target >= 5,000: "
+                      f"{target(n / a.wall >= 5000)})")
+                if n >= 500_000:
+                    ok = a.wall <= 180 and a.rss_mb <= 2048
+                    print(f"  analyze <= 180 s and <= 2 GB: {target(ok)}")
+            if "report" in res and res["report"].rc == 0:
+                r = res["report"]
+                if n <= 5000:
+                    print(f"  report <= 20 s: {target(r.wall <= 20)}")
+                if n >= 500_000:
+                    ok = r.wall <= 120 and r.rss_mb <= 1024
+                    print(f"  report <= 120 s and <= 1 GB: {target(ok)}")
+                pdf = root / f"n{n}" / "run" / "report" / "report.pdf"
+                if pdf.exists():
+                    print(f"  report.pdf: {pdf.stat().st_size / 1e6:.1f} MB")
+            if {"analyze", "report", "verify"} <= set(res):
+                v = res["verify"].wall
+                ar = res["analyze"].wall + res["report"].wall
+                print(f"  verify / (analyze + report): {v / ar:.2f} "
+                      f"(target <= 1: {target(v <= ar)})")
+
+        if args.cost_attempts:
+            m = args.cost_attempts
+            small = " ".join(words[:SMALL_WORDS]) + "\n"
+            print(f"\nanalysis cost per attempt, {m:,} attempts each, one model:")
+            costs = {}
+            for label, subj in (("2k-word work", small), ("whole novel", text)):
+                res = pipeline(f"cost-{label.split()[0]}", root, subj, control_text(vocab, 2000),
+                               book, m, [MEMORIZER], args.timeout, ("run", "analyze"))
+                a = res.get("analyze")
+                if a is None or a.rc != 0:
+                    print(f"  {label}: analyze failed")
+                    continue
+                costs[label] = a.wall / m
+                print(f"  {label:13s} ({len(subj.split()):,} words): analyze {a.wall:.1f} s = "
+                      f"{1000 * a.wall / m:.2f} ms per attempt, peak RSS {a.rss_mb:.0f} MB")
+            if len(costs) == 2:
+                ratio = costs["whole novel"] / costs["2k-word work"]
+                print(f"  ratio whole novel / 2k-word work: {ratio:.2f} (target <= 1.3: "
+                      f"{target(ratio <= 1.3)})")
+    finally:
+        if args.keep:
+            print(f"\nkept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
