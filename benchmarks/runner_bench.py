@@ -222,7 +222,7 @@ class _Timers:
 def breakdown(case_path: Path, run_dir: Path, n: int) -> tuple[dict, list[str]]:
     """A run with timers on the known per-attempt costs (plain timers, not cProfile)."""
     import casekit.ledger as ledger_mod
-    import casekit.providers.openai_provider as op
+    import casekit.providers.api as op  # where the per-request records call sdk_version
     from casekit.run.runner import Runner
 
     timers = _Timers()
@@ -379,7 +379,7 @@ def main() -> int:
     import openai
 
     import casekit
-    import casekit.providers.openai_provider  # noqa: F401 - imports are not the run's cost
+    import casekit.providers.openai  # noqa: F401 - imports are not the run's cost
     from casekit.providers.http_transport import HttpTransport
 
     stub, url = start_stub(lat)

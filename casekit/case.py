@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from casekit.canonical import sha256_json
-from casekit.errors import CaseError
+from casekit.errors import CaseError, CasekitError
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,8 @@ class ModelSpec(UserModel):
     api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     """Name of the environment variable holding the key (never the key itself)."""
     params: dict[str, Any] = {}
-    """Provider-specific options (for ``local``: n_ctx, n_threads; for APIs: timeout,
-    max_connections...)."""
+    """Provider-specific options, as written (recorded as is in run_start): each provider
+    validates them with its ``Params`` class (``casekit schema`` lists them per provider)."""
     limits: RateLimits = RateLimits()
     """Rate limits and retries for this model."""
 
@@ -259,6 +259,21 @@ def _unique(ids: list[str], what: str) -> None:
             raise _LocatedError((i, "id"),
                                 f"duplicate {what} id {x!r}; give each {what} its own id")
         seen.add(x)
+
+
+class ModelParamsError(CasekitError):
+    """A provider's refusal of one key of a model's ``params``. ``loc`` is the key's path
+    inside ``params`` (pydantic's error ``loc``), so the case error can point at its line
+    without reading the message."""
+
+    def __init__(self, problem: str, *, model_id: str | None = None,
+                 loc: tuple[str | int, ...] = ()) -> None:
+        self.problem = problem
+        self.model_id = model_id
+        self.loc = loc
+        who = f"model {model_id!r}: " if model_id is not None else ""
+        where = f"params.{_dotted(loc)}: " if loc else ""
+        super().__init__(f"{who}{where}{problem}")
 
 
 class _LocatedError(ValueError):
@@ -466,13 +481,13 @@ class LoadedCase(BaseModel):
         return self.path.parent
 
     def model_error(self, index: int, exc: Exception) -> CaseError:
-        """A provider's refusal of ``models[index]`` (an unknown or invalid ``params`` key, a
-        missing key variable, model package or tokenizer file) as a CaseError at the
-        ``params`` key its message names, else at the model's entry."""
-        param = re.search(r"params\.(\w+)", str(exc))
-        where = (self.where("models", index, "params", param.group(1)) if param
-                 else self.where("models", index))
-        return CaseError(f"{where}: models[{index}]: {exc}")
+        """A provider's refusal of ``models[index]`` as a CaseError: at the ``params`` key a
+        :class:`ModelParamsError` names (an unknown or invalid key, a tokenizer file), else
+        at the model's entry (a missing key variable or model package)."""
+        if isinstance(exc, ModelParamsError) and exc.loc:
+            loc = ("models", index, "params", *exc.loc)
+            return CaseError(f"{self.where(*loc)}: {_dotted(loc)}: {exc.problem}")
+        return CaseError(f"{self.where('models', index)}: models[{index}]: {exc}")
 
     def where(self, *loc: str | int) -> str:
         """``file:line:col`` of a node, for errors found after validation."""

@@ -93,10 +93,10 @@ def validate(case_path: Path) -> None:
 
 @cli.command()
 def schema() -> None:
-    """Print the JSON Schema of case files (for editors)."""
-    from casekit.case import json_schema
+    """Print the JSON Schema of case files, each provider's params included (for editors)."""
+    from casekit.providers.schema import case_json_schema
 
-    click.echo(json.dumps(json_schema(), indent=2, sort_keys=True))
+    click.echo(json.dumps(case_json_schema(), indent=2, sort_keys=True))
 
 
 def _run(case_path: Path, run_dir: Path | None, batch: bool = False,

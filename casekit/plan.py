@@ -131,7 +131,7 @@ def build_plan(case: LoadedCase, works: list[Work]) -> Plan:
                 if tokenizer is None:
                     hint = (" (set the model's params.tokenizer to the served model's "
                             "tokenizer.json or .gguf)"
-                            if "tokenizer" in getattr(pcls, "allowed_params", ()) else "")
+                            if "tokenizer" in pcls.Params.model_fields else "")
                     _cannot_run(case, si, sspec, model, "provider gives no tokenizer"
                                 f"{hint}", "plans windows of model tokens and provider "
                                 f"{model.provider!r} gives no tokenizer{hint}")

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from casekit.case import ModelSpec
 from casekit.providers.base import Provider, RetryDecision, register_provider
+from casekit.providers.params import ProviderParams
 from casekit.records import ModelIdentity, PlannedAttempt, ProviderResult, TokenScore
 from casekit.tokenizer import WhitespaceTokenizer
 
@@ -41,8 +42,29 @@ class FatalError(RuntimeError):
     pass
 
 
+class ScriptedParams(ProviderParams):
+    """The script (see the module docstring); read raw from ``spec.params`` as before, and
+    validated here so that a misspelt key fails like a real provider's."""
+
+    outputs: dict[str, str] = {}
+    default: str = "I cannot say."
+    fail_first: int = 0
+    retry_after: float = 0.0
+    fail_always: list[str] = []
+    refuse: list[str] = []
+    sleep: float = 0.0
+    top1: float = 0.0
+    vary: bool = False
+    turns: dict[str, list[str]] = {}
+    logprobs: bool = False
+    ranks: bool = False
+
+
 class ScriptedProvider(Provider):
+    """A provider whose answers the case file scripts (tests only)."""
+
     name = "scripted"
+    Params = ScriptedParams
     default_interface = "chat"
     can_score = True
     max_connections = 2

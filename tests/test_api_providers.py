@@ -24,10 +24,11 @@ import respx
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
 from casekit.providers import api_common, keys
-from casekit.providers.anthropic_provider import AnthropicProvider
+from casekit.providers.anthropic import AnthropicProvider
 from casekit.providers.api_common import MalformedResponseError, UnsupportedParameter
 from casekit.providers.base import CapabilityError, RetryDecision
-from casekit.providers.openai_provider import OpenAICompatibleProvider, OpenAIProvider
+from casekit.providers.openai import OpenAIProvider
+from casekit.providers.openai_compatible import OpenAICompatibleProvider
 from casekit.records import Decoding, Message, PlannedAttempt, ProviderResult
 
 OPENAI = "https://api.openai.com/v1"
@@ -639,11 +640,11 @@ def test_compatible_server_needs_a_base_url() -> None:
 
 
 def test_unknown_params_are_rejected(openai_key: str, anthropic_key: str) -> None:
-    with pytest.raises(CasekitError, match=r"unknown openai provider params \['n_ctx'\]"):
+    with pytest.raises(CasekitError, match=r"params\.n_ctx: unknown openai provider param; "):
         OpenAIProvider(spec("openai", "gpt-4o", params={"n_ctx": 5}), Path("."))
     with pytest.raises(CasekitError, match="params.logprobs"):
         OpenAIProvider(spec("openai", "gpt-4o", params={"logprobs": 21}), Path("."))
-    with pytest.raises(CasekitError, match="unknown anthropic provider params"):
+    with pytest.raises(CasekitError, match=r"params\.extra_body: unknown anthropic provider param"):
         AnthropicProvider(spec("anthropic", "c", params={"extra_body": {}}), Path("."))
 
 

@@ -25,9 +25,10 @@ from casekit.analysis.analyze import analyze_run
 from casekit.case import ModelSpec, load_case
 from casekit.ledger import LEDGER_NAME, Ledger, read_records, verify_chain
 from casekit.plan import build_plan
-from casekit.providers.anthropic_provider import AnthropicProvider
+from casekit.providers.anthropic import AnthropicProvider
 from casekit.providers.base import CapabilityError, Provider
-from casekit.providers.openai_provider import OpenAICompatibleProvider, OpenAIProvider
+from casekit.providers.openai import OpenAIProvider
+from casekit.providers.openai_compatible import OpenAICompatibleProvider
 from casekit.records import AttemptRecord, Decoding, Message, Note, PlannedAttempt, RunEnd
 from casekit.run.batch import BatchError, BatchExecutor, BatchOutcome, requests_sha256
 from casekit.run.runner import Runner

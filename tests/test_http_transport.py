@@ -24,7 +24,8 @@ from aiohttp import web
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError
 from casekit.providers.base import RetryDecision
-from casekit.providers.openai_provider import OpenAICompatibleProvider, OpenAIProvider
+from casekit.providers.openai import OpenAIProvider
+from casekit.providers.openai_compatible import OpenAICompatibleProvider
 from casekit.records import Decoding, Message, PlannedAttempt
 from tests.local_http import serve
 
@@ -221,7 +222,7 @@ def test_refused_connection_is_a_transient_connection_error() -> None:
 def test_unknown_transport_is_a_clear_error() -> None:
     spec = ModelSpec(id="m", provider="openai-compatible", model="x",
                      base_url="http://127.0.0.1:9/v1", params={"transport": "curl"})
-    with pytest.raises(CasekitError, match="params.transport must be one of sdk, http"):
+    with pytest.raises(CasekitError, match="params.transport: must be one of sdk, http"):
         OpenAICompatibleProvider(spec, Path("."))
 
 

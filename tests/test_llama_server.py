@@ -36,7 +36,7 @@ import pytest
 
 from casekit.case import ModelSpec
 from casekit.providers.base import CapabilityError
-from casekit.providers.openai_provider import OpenAICompatibleProvider
+from casekit.providers.openai_compatible import OpenAICompatibleProvider
 from casekit.records import Decoding, Message, PlannedAttempt
 from casekit.strategies.census import CensusFields
 

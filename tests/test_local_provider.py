@@ -484,5 +484,5 @@ def test_output_logprobs_are_api_shaped_and_agree_with_scoring(cache: Path) -> N
         assert "casekit_logprobs" not in r2.raw_response
     finally:
         p.close()
-    with pytest.raises(CasekitError, match="params.logprobs must be 0-20"):
+    with pytest.raises(CasekitError, match="params.logprobs: must be 0-20"):
         LocalProvider(spec(GEMMA, params={"logprobs": 21}), Path("."), cache=cache)

@@ -65,7 +65,7 @@ def _no_key(result: Any, key: str) -> None:
 
 @pytest.mark.parametrize("transport", ["sdk", "http"])
 def test_openai_chat_records_the_identifying_fields(transport: str) -> None:
-    from casekit.providers.openai_provider import OpenAIProvider
+    from casekit.providers.openai import OpenAIProvider
 
     key = _need("OPENAI_API_KEY")
     p = OpenAIProvider(ModelSpec(id="m", provider="openai", model=OPENAI_MODEL,
@@ -82,7 +82,7 @@ def test_openai_chat_records_the_identifying_fields(transport: str) -> None:
 
 
 def test_anthropic_messages_record_the_identifying_fields() -> None:
-    from casekit.providers.anthropic_provider import AnthropicProvider
+    from casekit.providers.anthropic import AnthropicProvider
 
     key = _need("ANTHROPIC_API_KEY")
     p = AnthropicProvider(ModelSpec(id="m", provider="anthropic", model=ANTHROPIC_MODEL),

@@ -88,22 +88,10 @@ def test_the_mapping_check_sees_a_stray_module(tmp_path: Path) -> None:
     assert _section_names(tmp_path) - _partial_names() == {"appendix_z"}
 
 
-#: Files over the limit whose split is under way on another branch of issue 13 (item 4, the
-#: providers). Remove each entry when that branch lands: the test fails on an entry that is no
-#: longer over the limit, so this list cannot outlive the split.
-BEING_SPLIT = {
-    "casekit/providers/openai_provider.py": "issue 13 item 4: OpenAI and OpenAI-compatible",
-    "casekit/providers/local.py": "issue 13 item 4: the providers' split",
-}
-
-
 def test_no_file_in_the_package_exceeds_the_limit() -> None:
     long = {str(p.relative_to(REPO)): n for p in sorted(PACKAGE.rglob("*.py"))
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
-    over = {k: v for k, v in long.items() if k not in BEING_SPLIT}
-    assert not over, f"files over {MAX_LINES} lines (split them by what they serve): {over}"
-    done = sorted(set(BEING_SPLIT) - set(long))
-    assert not done, f"{done} are within {MAX_LINES} lines now: remove them from BEING_SPLIT"
+    assert not long, f"files over {MAX_LINES} lines (split them by what they serve): {long}"
 
 
 def _sentences(path: Path) -> list[str]:

@@ -248,8 +248,8 @@ def test_unknown_params_are_still_refused(case_dir: Path) -> None:
     byte_level(case_dir / "tok.json")
     path = _case(case_dir, "tokenizer: tok.json\ntokeniser_sha256: abc\n")
     res = CliRunner().invoke(cli, ["run", str(path)])
-    assert res.exit_code == 2 and "unknown openai-compatible provider params " \
-        "['tokeniser_sha256']" in res.output
+    assert res.exit_code == 2 and "models[0].params.tokeniser_sha256: unknown " \
+        "openai-compatible provider param; remove it" in res.output
 
 
 def test_echo_cross_check_compares_token_texts(tok_dir: Path) -> None:
@@ -258,7 +258,7 @@ def test_echo_cross_check_compares_token_texts(tok_dir: Path) -> None:
     empty or special leading token and before the one generated token."""
     from casekit.case import ModelSpec
     from casekit.providers.base import CapabilityError
-    from casekit.providers.openai_provider import OpenAICompatibleProvider
+    from casekit.providers.openai_compatible import OpenAICompatibleProvider
 
     spec = ModelSpec(id="srv", provider="openai-compatible", model="m", interface="completion",
                      base_url="http://127.0.0.1:9/v1", params={"tokenizer": "gemma.json"})

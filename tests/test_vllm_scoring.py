@@ -26,7 +26,7 @@ from aiohttp import web
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError
 from casekit.providers.base import CapabilityError
-from casekit.providers.openai_provider import OpenAICompatibleProvider
+from casekit.providers.openai_compatible import OpenAICompatibleProvider
 from casekit.pz import log_p_z
 from casekit.records import PlannedAttempt
 from casekit.strategies.census import CensusFields
@@ -198,9 +198,9 @@ def test_misaligned_prompt_logprobs_record_nothing(vllm: dict[str, Any]) -> None
 
 
 def test_score_method_and_k_are_validated() -> None:
-    with pytest.raises(CasekitError, match="score_method must be echo"):
+    with pytest.raises(CasekitError, match="score_method: must be echo"):
         provider("http://127.0.0.1:9/v1", score_method="logits")
-    with pytest.raises(CasekitError, match="prompt_logprobs must be a whole number"):
+    with pytest.raises(CasekitError, match="prompt_logprobs: must be a whole number"):
         provider("http://127.0.0.1:9/v1", prompt_logprobs=0)
     ident = provider("http://127.0.0.1:9/v1").identity().identity
     assert ident["score_method"] == "server prompt_logprobs (vLLM)"

@@ -3,7 +3,7 @@ of rejected parameters, SDK failure messages, and the snapshot-vs-alias check.
 
 Responses are recorded with a whitelist of HTTP headers (:data:`RECORDED_HEADERS`), so
 ``Authorization`` / ``x-api-key`` and cookies can never reach a record. Used by
-``openai_provider`` and ``anthropic_provider`` (which import their SDKs lazily) and by the
+``api`` and the ``openai`` and ``anthropic`` providers (which import their SDKs lazily) and by the
 aiohttp transport.
 """
 

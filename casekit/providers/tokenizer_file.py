@@ -54,6 +54,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from casekit.canonical import sha256_file
+from casekit.case import ModelParamsError
 from casekit.errors import CasekitError, ProviderUnavailable
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,9 @@ def _flatten(node: Any, key: str) -> list[dict[str, Any]]:
     return [node]
 
 
-class UnsupportedTokenizer(CasekitError):
-    """A tokenizer.json whose family casekit cannot map back to text byte for byte."""
+class UnsupportedTokenizer(ModelParamsError):
+    """A tokenizer.json whose family casekit cannot map back to text byte for byte (a
+    params error: :func:`load_case_tokenizer` places it at ``params.tokenizer``)."""
 
 
 def detect_family(data: dict[str, Any]) -> tuple[str, bool]:
@@ -289,19 +291,20 @@ def resolve_tokenizer_path(value: Any, base_dir: Path, model_id: str) -> Path:
     (checked on the path as written, so a symlink in the case folder may point elsewhere: the
     file is identified by its SHA-256 either way)."""
     if not isinstance(value, str) or not value.strip():
-        raise CasekitError(f"model {model_id!r}: params.tokenizer must be the path of the "
-                           "served model's tokenizer.json or .gguf, relative to the case file "
-                           f"(got {value!r})")
+        raise ModelParamsError("must be the path of the served model's tokenizer.json or "
+                               f".gguf, relative to the case file (got {value!r})",
+                               model_id=model_id, loc=("tokenizer",))
     rel = Path(value)
     if rel.is_absolute():
-        raise CasekitError(f"model {model_id!r}: params.tokenizer: absolute paths are not "
-                           "allowed; copy (or link) the tokenizer file into the case folder and "
-                           "give its path relative to the case file")
+        raise ModelParamsError("absolute paths are not allowed; copy (or link) the tokenizer "
+                               "file into the case folder and give its path relative to the "
+                               "case file", model_id=model_id, loc=("tokenizer",))
     base = Path(os.path.normpath(base_dir.absolute()))
     full = Path(os.path.normpath(base / rel))
     if not full.is_relative_to(base):
-        raise CasekitError(f"model {model_id!r}: params.tokenizer: {value!r} leaves the case "
-                           "folder; copy (or link) the tokenizer file into the case folder")
+        raise ModelParamsError(f"{value!r} leaves the case folder; copy (or link) the "
+                               "tokenizer file into the case folder", model_id=model_id,
+                               loc=("tokenizer",))
     return full
 
 
@@ -312,34 +315,37 @@ def load_case_tokenizer(value: Any, expected_sha256: Any, base_dir: Path, model_
     path = resolve_tokenizer_path(value, base_dir, model_id)
     if expected_sha256 is not None and not (isinstance(expected_sha256, str) and re.fullmatch(
             r"(sha256:)?[0-9a-f]{64}", expected_sha256)):
-        raise CasekitError(f"model {model_id!r}: params.tokenizer_sha256 must be 64 lower-case "
-                           f"hex digits, optionally after sha256: (got {expected_sha256!r})")
+        raise ModelParamsError("must be 64 lower-case hex digits, optionally after sha256: "
+                               f"(got {expected_sha256!r})", model_id=model_id,
+                               loc=("tokenizer_sha256",))
     try:
         st = path.stat()
         if not path.is_file():
             raise IsADirectoryError(f"{path} is a directory")
         if path.suffix.lower() == ".gguf":  # model files: hashed once per (size, mtime)
-            from casekit.providers.local import file_sha256
+            from casekit.providers.file_hash import file_sha256
 
             digest = file_sha256(path)
         else:
             digest = sha256_file(path)
     except OSError as exc:
-        raise CasekitError(
-            f"model {model_id!r}: params.tokenizer: cannot read {value!r} "
-            f"({exc.strerror or exc}); give the path of the served model's tokenizer.json "
-            "(or .gguf), relative to the case file") from None
+        raise ModelParamsError(
+            f"cannot read {value!r} ({exc.strerror or exc}); give the path of the served "
+            "model's tokenizer.json (or .gguf), relative to the case file", model_id=model_id,
+            loc=("tokenizer",)) from None
     if expected_sha256 is not None:
         want = expected_sha256 if expected_sha256.startswith("sha256:") else (
             "sha256:" + expected_sha256)
         if want != digest:
-            raise CasekitError(
-                f"model {model_id!r}: params.tokenizer_sha256: {value!r} has {digest}, not "
-                f"{want}; give the tokenizer file the case was written for, or correct the "
-                "hash")
+            raise ModelParamsError(
+                f"{value!r} has {digest}, not {want}; give the tokenizer file the case was "
+                "written for, or correct the hash", model_id=model_id,
+                loc=("tokenizer_sha256",))
     try:
         return _load(str(path), str(value), digest, st.st_size, st.st_mtime_ns, model_name)
-    except CasekitError as exc:
+    except ModelParamsError as exc:
+        raise type(exc)(exc.problem, model_id=model_id, loc=("tokenizer",)) from None
+    except CasekitError as exc:  # e.g. the tokenizers package missing: not the param's fault
         raise type(exc)(f"model {model_id!r}: params.tokenizer: {exc}") from None
 
 
