@@ -159,7 +159,8 @@ class Measure:
     partial: ClassVar[str | None] = None
     """A template partial (``partials/measures/<name>.html.j2``) the further-measures section
     includes per model x work where the measure's finding fields are not empty; it gets
-    ``fields`` (the finding's fields), ``control`` (the control work's, or None), ``measure``
+    ``fields`` (the finding's fields), ``control`` (the control work's, None when this is a
+    control or the control's are empty), ``measure``
     (this class) and the formatting helpers (``fmt_pct``, ``rate_view``, ``boot_text``)."""
 
     @classmethod

@@ -66,7 +66,8 @@ class MeasurePartial:
     fields: MeasureFields
     """The finding's fields of the measure (not empty)."""
     control: MeasureFields | None
-    """The same fields of the model's control work, if this is a subject work."""
+    """The same fields of the model's control work, if this is a subject work and they are
+    not empty."""
     helpers: Helpers = HELPERS
 
 
@@ -80,9 +81,11 @@ def measure_partials(f: Findings, mw: ModelWorkFinding, ctrl: ModelWorkFinding |
         mine = mw.measure(cls.FindingFields)
         if mine is None or mine == empty_fields(cls.FindingFields):
             continue
-        out.append(MeasurePartial(
-            template=f"partials/{cls.partial}", measure=cls, fields=mine,
-            control=ctrl.measure(cls.FindingFields) if ctrl is not None else None))
+        theirs = ctrl.measure(cls.FindingFields) if ctrl is not None else None
+        if theirs == empty_fields(cls.FindingFields):
+            theirs = None
+        out.append(MeasurePartial(template=f"partials/{cls.partial}", measure=cls,
+                                  fields=mine, control=theirs))
     return out
 
 
