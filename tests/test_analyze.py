@@ -14,6 +14,8 @@ from casekit.cli import cli
 from casekit.ledger import read_records
 from casekit.records import AttemptRecord
 from casekit.run.runner import Runner
+from casekit.strategies.prefix import DiscoverableRates, PzBoundFields, PzBoundSummary
+from casekit.strategies.teacher_forced import ProbabilisticFields, SummaryFields
 
 
 def run_case(case_dir: Path) -> Path:
@@ -38,9 +40,10 @@ def test_categories_and_control_floor(case_dir: Path) -> None:
     floor = f.controls[0]
     assert floor.attempts.k == 0 and floor.attempts.n == 4
     assert floor.upper_95 is not None and 0.5 < floor.upper_95 < 0.6  # 1 - 0.05^(1/4) = 0.527
-    assert subj.teacher_forced is not None and subj.teacher_forced.windows == 2
+    assert subj.fields(SummaryFields).teacher_forced is not None
+    assert subj.fields(SummaryFields).teacher_forced.windows == 2
     # top1: 0.5 of each window's words, rounded per window (10 of 19 or 20)
-    assert subj.teacher_forced.mean_top1_share == pytest.approx(0.5, abs=0.03)
+    assert subj.fields(SummaryFields).teacher_forced.mean_top1_share == pytest.approx(0.5, abs=0.03)
     assert subj.exhibit_attempts and f.ledger_head_hash.startswith("sha256:")
 
 
@@ -128,15 +131,20 @@ def test_probabilistic_5050_and_model_comparison_in_findings(case_dir: Path) -> 
     by = {(x.model_id, x.work_id): x for x in f.findings}
     s1, s2 = by[("bot", "subject")], by[("bot2", "subject")]
     # Scripted scores carry no ranks: the greedy preset only. bot2 marks every token top-1.
-    assert s1.probabilistic and s1.probabilistic.preset == "greedy"
-    assert (s1.probabilistic.greedy.k, s1.probabilistic.greedy.n) == (0, 2)
-    assert s2.probabilistic and (s2.probabilistic.greedy.k, s2.probabilistic.greedy.n) == (2, 2)
+    p1 = s1.fields(ProbabilisticFields).probabilistic
+    p2 = s2.fields(ProbabilisticFields).probabilistic
+    assert p1
+    assert p1.preset == "greedy"
+    assert (p1.greedy.k, p1.greedy.n) == (0, 2)
+    assert p2
+    assert (p2.greedy.k, p2.greedy.n) == (2, 2)
     # Greedy-reproduced windows join bot2's coverage; p_z = 1 windows are (1, 0.99)-extractable.
-    np1 = next(r for r in s2.probabilistic.np_rates if r.n == 1 and r.p == 0.99)
+    np1 = next(r for r in p2.np_rates if r.n == 1 and r.p == 0.99)
     assert np1.rate.k == 2
     # 50/50 on the prefix windows: the scripted answer is not the window's continuation.
-    assert s1.discoverable_exact and s1.discoverable_exact.n == 3
-    assert s1.discoverable_exact.k == 0
+    assert s1.fields(DiscoverableRates).discoverable_exact
+    assert s1.fields(DiscoverableRates).discoverable_exact.n == 3
+    assert s1.fields(DiscoverableRates).discoverable_exact.k == 0
     # Both models recite the same passage: overlapping coverage, rate ratio 1.
     (comp,) = [c for c in f.comparisons if c.work_id == "subject"]
     assert (comp.model_a, comp.model_b) == ("bot", "bot2")
@@ -165,17 +173,19 @@ def test_api_logprobs_give_labelled_p_z_bounds_in_findings_and_report(case_dir: 
             if isinstance(r, AttemptRecord)}
     greedy_windows = [x for x in greedy_windows
                       if recs[x.attempt_id].attempt.decoding.temperature == 0]
-    assert greedy_windows and all(x.pz_bound is not None for x in greedy_windows)
+    assert greedy_windows
+    assert all(x.fields(PzBoundFields).pz_bound is not None for x in greedy_windows)
     subject = next(m for m in f.findings if m.work_id == "subject")
-    b = subject.api_pz_bounds
+    b = subject.fields(PzBoundSummary).api_pz_bounds
     assert b is not None and b.windows == len(greedy_windows) and b.top_k == 2
     assert b.greedy_zero == b.windows and b.greedy_one == 0  # "Sure!" never continues the work
     # First step: neither " Sure!"-like token nor "zzz" fits the suffix, so p~ <= p_min / (Z +
     # p_min) with p = e^-0.1 and e^-3: e^-3 / (e^-0.1 + 2 e^-3).
     bound = math.exp(-3.0) / (math.exp(-0.1) + 2 * math.exp(-3.0))
     for x in greedy_windows:
-        assert x.pz_bound is not None
-        assert math.exp(x.pz_bound.top40_log_upper) == pytest.approx(bound, rel=1e-6)
+        assert x.fields(PzBoundFields).pz_bound is not None
+        assert math.exp(x.fields(PzBoundFields).pz_bound.top40_log_upper) \
+            == pytest.approx(bound, rel=1e-6)
     # 0.0497... >= 1% but < 10%: every window at tau = 1%, none at 10%.
     by_tau = {s.tau: s.windows for s in b.top40_upper_shares}
     assert by_tau[0.01] == b.windows and by_tau[0.1] == 0
@@ -197,16 +207,16 @@ def test_thresholds_are_typed_and_give_the_verdicts(case_dir: Path) -> None:
     assert (th.min_span_words, th.seed_k, th.m_gram, th.echo_min_words) == (15, 5, 5, 5)
     assert isinstance(th.near_exact, float) and isinstance(th.legal_defaults, bool)
     assert th.lowered  # the case sets legal_defaults: false
-    # Loaded back: the same values and types, the keys in findings.json's (sorted) order.
+    # Loaded back: the same values and types.
     again = Findings.model_validate_json(findings_bytes(f))
-    assert dict(again.thresholds) == dict(th) and list(again.thresholds) == sorted(th)
-    assert {k: type(v) for k, v in again.thresholds.items()} == \
-        {k: type(v) for k, v in th.items()}
-    good = dict(th)
+    assert again.thresholds == th
+    assert {k: type(v) for k, v in again.thresholds.model_dump().items()} == \
+        {k: type(v) for k, v in th.model_dump().items()}
+    good = th.model_dump()
     with pytest.raises(pydantic.ValidationError, match="min_span_word"):
-        FindingsThresholds({**good, "min_span_word": 40})  # a misspelt key
+        FindingsThresholds.model_validate({**good, "min_span_word": 40})  # a misspelt key
     with pytest.raises(pydantic.ValidationError, match="seed_k"):
-        FindingsThresholds({k: v for k, v in good.items() if k != "seed_k"})
+        FindingsThresholds.model_validate({k: v for k, v in good.items() if k != "seed_k"})
     # The per-attempt verdict: generation attempts whose longest span reaches the threshold.
     hits = [x.attempt_id for x in f.attempts if f.reaches_threshold(x)]
     assert hits and all(x.mode != "score" and x.longest_words >= 15

@@ -13,7 +13,8 @@ from casekit.case import load_case
 from casekit.errors import CaseError
 from casekit.plan import build_plan
 from casekit.run.runner import Runner
-from casekit.strategies.census import census_segments, census_windows
+from casekit.strategies.census import CensusFields, census_segments, census_windows
+from casekit.strategies.teacher_forced import ProbabilisticFields, SummaryFields
 from casekit.tokenizer import WhitespaceTokenizer
 from casekit.works import load_works
 from tests.conftest import SCRIPTED_MODELS, case_yaml
@@ -136,7 +137,7 @@ def test_census_in_findings_hand_values(case_dir: Path) -> None:
     f = analyze_run(run_dir)
     assert findings_bytes(f) == findings_bytes(analyze_run(run_dir))
     subj = next(x for x in f.findings if x.work_id == "subject")
-    (c,) = subj.census
+    (c,) = subj.fields(CensusFields).census
     planned = [a for a in f.attempts if a.work_id == "subject"]
     assert c.planned == c.windows == len(planned) and c.errors == 0
     assert "stride 40 characters" in c.params and "10-token prefix" in c.params
@@ -166,7 +167,8 @@ def test_census_in_findings_hand_values(case_dir: Path) -> None:
     assert 0 < c.scored_chars <= c.counted_chars
     assert c.greedy_bootstrap is not None and c.greedy_bootstrap.unit.endswith("block")
     # Census windows stay out of the sampled teacher-forced figures.
-    assert subj.probabilistic is None and subj.teacher_forced is None
+    assert subj.fields(ProbabilisticFields).probabilistic is None
+    assert subj.fields(SummaryFields).teacher_forced is None
     assert "pz_census" in f.definitions
 
 
@@ -187,8 +189,8 @@ def test_census_in_the_report_beside_the_control(case_dir: Path) -> None:
     block = html[start:html.index("</div>", html.index('class="data census-hist"', start))]
     assert block.count("<svg") == 1, "the histogram is drawn as a figure"
     text = re.sub(r"\s+", " ", html_lib.unescape(re.sub(r"<[^>]+>", " ", block)))
-    subj = next(x for x in f.findings if x.work_id == "subject").census[0]
-    ctrl = next(x for x in f.findings if x.work_id == "control").census[0]
+    subj = next(x for x in f.findings if x.work_id == "subject").fields(CensusFields).census[0]
+    ctrl = next(x for x in f.findings if x.work_id == "control").fields(CensusFields).census[0]
     # The definition as run, the control's census beside, every tau with windows and chars.
     assert "10-token prefix + 10-token suffix (model tokens), stride 40 characters" in text
     assert f"{ctrl.windows} windows scored of {ctrl.planned} planned" in text

@@ -7,6 +7,7 @@ from pathlib import Path
 from casekit.analysis.analyze import analyze_run
 from casekit.case import load_case
 from casekit.run.runner import Runner
+from casekit.strategies.divergence import DivergencePoint
 from tests.conftest import SUBJECT, case_yaml
 
 WORDS = SUBJECT.split()
@@ -38,10 +39,10 @@ thresholds: {min_span_words: 15, legal_defaults: false}
 def test_text_after_divergence_is_credited(case_dir: Path) -> None:
     attempts = _run(case_dir, "poem " * 40 + PASSAGE)
     (subj,) = [a for a in attempts if a.work_id == "subject"]
-    assert subj.intent == "adversarial" and subj.diverged_at_word == 40
+    assert subj.intent == "adversarial" and subj.fields(DivergencePoint).diverged_at_word == 40
     assert subj.longest_words >= 30 and subj.outcome == "match"
     (ctrl,) = [a for a in attempts if a.work_id == "control"]
-    assert ctrl.diverged_at_word == 5 and ctrl.longest_words == 0
+    assert ctrl.fields(DivergencePoint).diverged_at_word == 5 and ctrl.longest_words == 0
 
 
 def test_text_before_divergence_never_counts(case_dir: Path) -> None:
@@ -49,5 +50,5 @@ def test_text_before_divergence_never_counts(case_dir: Path) -> None:
     # shows nothing, even if "poem" happens to be in the work.
     attempts = _run(case_dir, "poem " * 60)
     (subj,) = [a for a in attempts if a.work_id == "subject"]
-    assert subj.diverged_at_word == 60 and subj.longest_words == 0
+    assert subj.fields(DivergencePoint).diverged_at_word == 60 and subj.longest_words == 0
     assert subj.outcome == "no_match"

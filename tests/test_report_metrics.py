@@ -17,8 +17,11 @@ from markupsafe import escape
 from pypdf import PdfReader
 
 from casekit.analysis.findings import Findings, ModelWorkFinding
-from casekit.analysis.stats import Rate
 from casekit.report.figures import LANE_WIDTH_MM, UNITS, check_svg
+from casekit.stats import Rate
+from casekit.strategies.name_cloze import ClozeFinding
+from casekit.strategies.prefix import DiscoverableRates
+from casekit.strategies.teacher_forced import ProbabilisticFields
 from tests.test_report import Fixture, build_fixture
 
 
@@ -117,20 +120,23 @@ def test_subject_figures_beside_the_control(rendered: Rendered) -> None:
     block = _block(rendered.html, "m1", "frank")
     assert "Control work of m1: The Harbour Clerk" in block
 
-    assert mw.probabilistic is not None and ctrl.probabilistic is not None
+    assert mw.fields(ProbabilisticFields).probabilistic is not None
+    assert ctrl.fields(ProbabilisticFields).probabilistic is not None
     value, control = _measure_row(block, "Probabilistic extraction, greedy")
-    assert value.startswith(f"{_kofn(mw.probabilistic.greedy)} windows")
-    assert f"preset {mw.probabilistic.preset}" in value
-    assert control.startswith(f"{_kofn(ctrl.probabilistic.greedy)} windows")
+    assert value.startswith(f"{_kofn(mw.fields(ProbabilisticFields).probabilistic.greedy)} windows")
+    assert f"preset {mw.fields(ProbabilisticFields).probabilistic.preset}" in value
+    cp = ctrl.fields(ProbabilisticFields).probabilistic
+    assert control.startswith(f"{_kofn(cp.greedy)} windows")
 
-    assert mw.discoverable_exact is not None and mw.discoverable_approx is not None
+    assert mw.fields(DiscoverableRates).discoverable_exact is not None
+    assert mw.fields(DiscoverableRates).discoverable_approx is not None
     value, control = _measure_row(block, "50/50 discoverable extraction, exact")
-    assert value.startswith(f"{_kofn(mw.discoverable_exact)} windows")
+    assert value.startswith(f"{_kofn(mw.fields(DiscoverableRates).discoverable_exact)} windows")
     assert "95% CI" in value
     assert control.startswith("\u2014")  # the control had no greedy prefix window: no zero
-    assert ctrl.discoverable_exact is None
+    assert ctrl.fields(DiscoverableRates).discoverable_exact is None
     value, _ = _measure_row(block, "50/50 discoverable extraction, approximate")
-    assert value.startswith(f"{_kofn(mw.discoverable_approx)} windows")
+    assert value.startswith(f"{_kofn(mw.fields(DiscoverableRates).discoverable_approx)} windows")
 
     value, control = _measure_row(block, "Spans > T")
     assert value.startswith(f"{mw.spans_over_t:,} ")
@@ -142,7 +148,7 @@ def test_subject_figures_beside_the_control(rendered: Rendered) -> None:
     assert control.startswith(f"{ctrl.longest_block_bmc5:,} words (BMC@5)")
 
     # No name-cloze attempts: a dash, never "0 of 0".
-    assert mw.name_cloze is None
+    assert mw.fields(ClozeFinding).name_cloze is None
     value, control = _measure_row(block, "Name-cloze accuracy")
     assert value.startswith("\u2014") and control.startswith("\u2014")
     assert "no name-cloze attempts" in value
@@ -151,7 +157,8 @@ def test_subject_figures_beside_the_control(rendered: Rendered) -> None:
 def test_absent_probabilistic_and_generation_figures_are_dashes(rendered: Rendered) -> None:
     f = rendered.fx.findings
     mw = _finding(f, "m2", "frank")
-    assert mw.probabilistic is None and mw.discoverable_exact is None
+    assert mw.fields(ProbabilisticFields).probabilistic is None
+    assert mw.fields(DiscoverableRates).discoverable_exact is None
     block = _block(rendered.html, "m2", "frank")
     value, _ = _measure_row(block, "Probabilistic extraction, greedy")
     assert value.startswith("\u2014")
@@ -162,7 +169,7 @@ def test_absent_probabilistic_and_generation_figures_are_dashes(rendered: Render
 
 def test_np_table_and_threshold_shares(rendered: Rendered) -> None:
     f = rendered.fx.findings
-    pr = _finding(f, "m1", "frank").probabilistic
+    pr = _finding(f, "m1", "frank").fields(ProbabilisticFields).probabilistic
     assert pr is not None
     block = _block(rendered.html, "m1", "frank")
     table = block[block.index('<table class="data np-table">'):]

@@ -8,7 +8,12 @@ from pathlib import Path
 from casekit.analysis.analyze import analyze_run
 from casekit.case import load_case
 from casekit.run.runner import Runner
-from casekit.strategies.iterative import masked_book, nv_recall_words
+from casekit.strategies.iterative import (
+    SessionRecallFields,
+    SessionsRecallFields,
+    masked_book,
+    nv_recall_words,
+)
 from tests.conftest import SUBJECT, case_yaml
 
 WORDS = SUBJECT.split()
@@ -55,19 +60,22 @@ def test_session_nv_recall_masks_the_seed_and_counts_the_whole_work(case_dir: Pa
     (case_dir / "case.yaml").write_text(case_yaml(models(turns), STRATEGY))
     f = analyze_run(Runner(load_case(case_dir / "case.yaml")).run().run_dir)
     (session,) = [x for x in f.attempts if x.strategy == "iterative_continuation"]
-    assert session.nv_recall is not None
-    assert (session.nv_recall.matched, session.nv_recall.book_words) == (120, n)
-    (block,) = session.nv_recall.blocks
+    one = session.fields(SessionRecallFields).nv_recall
+    assert one is not None
+    assert (one.matched, one.book_words) == (120, n)
+    (block,) = session.fields(SessionRecallFields).nv_recall.blocks
     assert (block.book_start, block.book_end, block.gen_start, block.gen_end) == (10, 130,
                                                                                    10, 130)
     # Without the mask the seed would have been credited: 130 words.
     unmasked = nv_recall_words(WORDS, WORDS[:130])
     assert unmasked.matched == 130
     mw = next(x for x in f.findings if x.work_id == "subject")
-    assert mw.nv_recall is not None and mw.nv_recall.sessions == 1
-    assert mw.nv_recall.combined.recall == 120 / n
-    assert mw.nv_recall.best_session == 120 / n
-    assert mw.nv_recall.sessions_rate is not None and mw.nv_recall.sessions_rate.k == 1
+    assert mw.fields(SessionsRecallFields).nv_recall is not None
+    assert mw.fields(SessionsRecallFields).nv_recall.sessions == 1
+    assert mw.fields(SessionsRecallFields).nv_recall.combined.recall == 120 / n
+    assert mw.fields(SessionsRecallFields).nv_recall.best_session == 120 / n
+    assert mw.fields(SessionsRecallFields).nv_recall.sessions_rate is not None
+    assert mw.fields(SessionsRecallFields).nv_recall.sessions_rate.k == 1
     assert "nv_recall" in f.definitions
 
 
@@ -77,7 +85,8 @@ def test_short_sessions_fall_below_pass_two(case_dir: Path) -> None:
     (case_dir / "case.yaml").write_text(case_yaml(models(turns), STRATEGY))
     f = analyze_run(Runner(load_case(case_dir / "case.yaml")).run().run_dir)
     (session,) = [x for x in f.attempts if x.strategy == "iterative_continuation"]
-    assert session.nv_recall is not None and session.nv_recall.matched == 0
+    assert session.fields(SessionRecallFields).nv_recall is not None
+    assert session.fields(SessionRecallFields).nv_recall.matched == 0
 
 
 def test_masked_book_placeholders_match_nothing() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
+import jinja2
 import pytest
 
 from casekit.analysis.analyze import analyze_run, findings_bytes
@@ -140,11 +141,14 @@ def _string_constants(path: Path) -> set[str]:
             if isinstance(n, ast.Constant) and isinstance(n.value, str)}
 
 
-def test_no_strategy_name_in_the_analysis() -> None:
-    """The analysis asks strategies for their measures; it never branches on a name."""
+@pytest.mark.parametrize("package", ["analysis", "report"])
+def test_no_strategy_name_in_the_analysis(package: str) -> None:
+    """The analysis asks strategies for their measures, and the report iterates the measures
+    present; neither branches on (or keys words by) a strategy's name."""
     names = set(strategy_names())
-    hits = {str(p.relative_to(REPO)): sorted(_string_constants(p) & names)
-            for p in sorted((REPO / "casekit" / "analysis").rglob("*.py"))}
+    files = sorted((REPO / "casekit" / package).rglob("*.py"))
+    assert len(files) > 5
+    hits = {str(p.relative_to(REPO)): sorted(_string_constants(p) & names) for p in files}
     assert {p: h for p, h in hits.items() if h} == {}
 
 
@@ -257,3 +261,77 @@ def test_builtin_measures_are_active_for_any_case() -> None:
     names = {am.cls.name for am in active_measures([])}
     assert {"name_cloze", "divergence", "pz_census", "nv_recall", "discoverable_5050",
             "pz_upper_bound", "top1_share", "p_z", "np_discoverable"} <= names
+
+
+# --- A throwaway strategy whose measure brings its own partial: two files ---------------------
+
+
+class ExclaimShown(Exclaim):
+    """The same measure, shown in the report by its own partial."""
+
+    label = "Exclamation marks"
+    partial = "measures/exclamations.html.j2"
+
+
+class ShoutShown(Shout):
+    name = "shout_shown_test"
+    measures: ClassVar[tuple[type[Measure], ...]] = (ExclaimShown,)
+
+
+PARTIAL = (
+    '<div class="exclaim" id="exclaim-{{ row.model_id }}-{{ row.work_id }}">\n'
+    "<h4>{{ measure.title() }} [{{ measure.name }}]</h4>\n"
+    '<p class="small">Shouted {{ fields.exclamations_total }} '
+    'time{{ "" if fields.exclamations_total == 1 else "s" }}'
+    "{% if control %}; control {{ control.exclamations_total }}{% endif %}; "
+    "share {{ fmt_pct(0.5) }}.</p>\n"
+    "</div>\n")
+
+
+@pytest.fixture
+def shout_shown() -> Iterator[type[Strategy]]:
+    register_strategy(ShoutShown)
+    yield ShoutShown
+    unregister_strategy(ShoutShown.name)
+
+
+@pytest.mark.usefixtures("shout_shown")
+def test_a_new_measure_shows_itself_in_the_report(case_dir: Path, tmp_path: Path) -> None:
+    """Adding a strategy with its own measure is two files: the strategy (with its measure)
+    and the measure's partial, here in a user template dir. The report includes the partial
+    where the measure has figures, with the control's beside, and lists its definition."""
+    from casekit.report import build_report
+    from casekit.report.sections.further import further_definitions
+    from casekit.report.verify import page_texts
+    from casekit.report.views import KV
+
+    strategies = """\
+strategies:
+  - name: shout_shown_test
+thresholds: {min_span_words: 15, legal_defaults: false}
+"""
+    (case_dir / "case.yaml").write_text(case_yaml(SCRIPTED_MODELS, strategies))
+    run_dir = Runner(load_case(case_dir / "case.yaml")).run().run_dir
+    f = analyze_run(run_dir)
+    templates = tmp_path / "templates"
+    (templates / "partials" / "measures").mkdir(parents=True)
+    (templates / "partials" / "measures" / "exclamations.html.j2").write_text(PARTIAL)
+    paths = build_report(run_dir, f, out_dir=tmp_path / "report", template_dir=templates)
+    html = paths.html.read_text(encoding="utf-8")
+    # The subject's block (1 "!", beside the control's 0); the control's own block has no
+    # figure to show (0 is a figure, so it is shown, without a control beside it).
+    assert html.count('class="exclaim"') == 2
+    assert "Exclamation marks [exclamations]" in html
+    assert "Shouted 1 time; control 0; share 50.0%." in html
+    assert "Shouted 0 times; share 50.0%." in html
+    # Its definition is listed under its label (Methods), and last among the further
+    # measures' (its further_order is the default).
+    assert "Exclamation marks per output (a test measure; spans &gt;= 15)." in html
+    assert further_definitions(f)[-1] == KV(
+        "Exclamation marks", "Exclamation marks per output (a test measure; spans >= 15).",
+        "exclamations")
+    text = "".join("".join(p.split()) for p in page_texts(paths.pdf))  # no spaces there
+    assert "Shouted1time;control0;share50.0%." in text
+    # Without the partial the template set lacks the file: the report says which is missing.
+    with pytest.raises(jinja2.TemplateNotFound, match="exclamations.html.j2"):
+        build_report(run_dir, f, out_dir=tmp_path / "bare")

@@ -23,12 +23,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from casekit.analysis.pz import log_p_z
 from casekit.case import ModelSpec
 from casekit.errors import CasekitError
 from casekit.providers.base import CapabilityError
 from casekit.providers.openai_compatible import OpenAICompatibleProvider
+from casekit.pz import log_p_z
 from casekit.records import PlannedAttempt
+from casekit.strategies.census import CensusFields
 from tests.conftest import case_yaml
 from tests.local_http import serve
 from tests.tokenizer_files import metaspace
@@ -359,5 +360,5 @@ def test_census_with_a_tokenizer_unlike_the_servers_scores_nothing(case_dir: Pat
     from casekit.analysis.analyze import analyze_run
 
     for f in analyze_run(run_dir).findings:
-        (c,) = f.census
+        (c,) = f.fields(CensusFields).census
         assert c.windows == 0 and c.errors == c.planned > 0

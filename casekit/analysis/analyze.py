@@ -55,6 +55,7 @@ from casekit.strategies.measures import (
     MeasureFields,
     word_range,
 )
+from casekit.strategies.teacher_forced import SummaryFields
 from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works
 
 log = logging.getLogger(__name__)
@@ -438,9 +439,11 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
                 and x.mode != "score"]
         k = sum(1 for x in ctrl if x.longest_words >= spec.thresholds.min_span_words)
         cf = [f for f in findings if f.model_id == m.id and f.role == "control"]
-        # Through the compatibility attribute of the teacher-forced summary (a measure of
-        # teacher_forced): the control floor's top-1 share, until floors come from measures.
-        tf = [f.teacher_forced.mean_top1_share for f in cf if f.teacher_forced]
+        # The control floor's top-1 share is the teacher-forced summary's (the top1_share
+        # measure's fields), read through the measure API.
+        summaries = [s.teacher_forced for f in cf
+                     if (s := f.measure(SummaryFields)) is not None]
+        tf = [t.mean_top1_share for t in summaries if t is not None]
         by_intent = {}
         for intent in sorted({x.intent for x in ctrl}):
             sel = [x for x in ctrl if x.intent == intent]

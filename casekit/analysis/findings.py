@@ -7,35 +7,29 @@ same ledger twice gives byte-identical output.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar, Generic, Literal, TypeVar, overload
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
-    GetCoreSchemaHandler,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     model_serializer,
     model_validator,
 )
-from pydantic_core import core_schema
 
 from casekit.analysis.metrics import CoverageOverlap, RateRatio
-from casekit.analysis.registry import dump_fields, measure_by_name, split_measure_fields
+from casekit.analysis.registry import (
+    dump_fields,
+    empty_fields,
+    measure_by_name,
+    split_measure_fields,
+)
 from casekit.pz import TeacherForced
 from casekit.records import Intent, Outcome
 from casekit.stats import BootstrapRate, Rate
-from casekit.strategies.census import Census
-from casekit.strategies.census import CensusPreset as CensusPreset  # re-export, for the report
-from casekit.strategies.iterative import NvRecall, SessionsRecall
 from casekit.strategies.measures import MeasureFields
-from casekit.strategies.name_cloze import NameClozeAccuracy
-from casekit.strategies.name_cloze import NameClozeAccuracy as NameCloze  # noqa: F401
-from casekit.strategies.prefix import ApiPzBounds, Discoverable, GenerationPz
-from casekit.strategies.teacher_forced import Probabilistic, TeacherForcedSummary
 
-T = TypeVar("T")
 FieldsT = TypeVar("FieldsT", bound=MeasureFields)
 
 FINDINGS_VERSION = 2
@@ -52,32 +46,6 @@ MemorizationStatus = Literal[
 
 class F(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class MeasureField(Generic[T]):
-    """Read access to a measure's field by its old attribute name (``mw.name_cloze``), for
-    code written before strategies owned their measures. To remove when the report iterates
-    measures."""
-
-    def __init__(self, empty: Callable[[], T]) -> None:
-        self.empty = empty
-        self.key = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.key = name
-
-    @overload
-    def __get__(self, obj: None, owner: type) -> MeasureField[T]: ...
-    @overload
-    def __get__(self, obj: object, owner: type) -> T: ...
-
-    def __get__(self, obj: object, owner: type) -> T | MeasureField[T]:
-        if obj is None:
-            return self
-        for fields in getattr(obj, "measures", {}).values():
-            if self.key in type(fields).model_fields:
-                return getattr(fields, self.key)  # type: ignore[no-any-return]
-        return self.empty()
 
 
 class WithMeasures(F):
@@ -112,6 +80,12 @@ class WithMeasures(F):
             if isinstance(fields, cls):
                 return fields
         return None
+
+    def fields(self, cls: type[FieldsT]) -> FieldsT:
+        """This object's fields of ``cls``, the empty ones where the measure is not present
+        (a plugin measure the case did not use), so a reader never tests for absence twice."""
+        got = self.measure(cls)
+        return got if got is not None else empty_fields(cls)  # type: ignore[return-value]
 
 
 class SpanFinding(F):
@@ -185,15 +159,6 @@ class AttemptAnalysis(WithMeasures):
                 return False
         return True
 
-    # Strategy-owned fields, by their findings.json names: to remove when the report iterates
-    # measures.
-    discoverable: ClassVar[MeasureField[Discoverable | None]] = MeasureField(lambda: None)
-    pz_bound: ClassVar[MeasureField[GenerationPz | None]] = MeasureField(lambda: None)
-    diverged_at_word: ClassVar[MeasureField[int | None]] = MeasureField(lambda: None)
-    nv_recall: ClassVar[MeasureField[NvRecall | None]] = MeasureField(lambda: None)
-    cloze_answer: ClassVar[MeasureField[str | None]] = MeasureField(lambda: None)
-    cloze_correct: ClassVar[MeasureField[bool | None]] = MeasureField(lambda: None)
-
 
 class Coverage(F):
     covered_words: int
@@ -235,18 +200,6 @@ class ModelWorkFinding(WithMeasures):
     exhibit_attempts: list[str] = []
     """Attempts whose spans reach the reporting threshold, longest first."""
 
-    # Strategy-owned fields, by their findings.json names: to remove when the report iterates
-    # measures.
-    teacher_forced: ClassVar[MeasureField[TeacherForcedSummary | None]] = \
-        MeasureField(lambda: None)
-    probabilistic: ClassVar[MeasureField[Probabilistic | None]] = MeasureField(lambda: None)
-    api_pz_bounds: ClassVar[MeasureField[ApiPzBounds | None]] = MeasureField(lambda: None)
-    census: ClassVar[MeasureField[list[Census]]] = MeasureField(list)
-    nv_recall: ClassVar[MeasureField[SessionsRecall | None]] = MeasureField(lambda: None)
-    discoverable_exact: ClassVar[MeasureField[Rate | None]] = MeasureField(lambda: None)
-    discoverable_approx: ClassVar[MeasureField[Rate | None]] = MeasureField(lambda: None)
-    name_cloze: ClassVar[MeasureField[NameClozeAccuracy | None]] = MeasureField(lambda: None)
-
 
 class ControlFloor(F):
     """The matcher's measured false-positive floor for one model, from its control works."""
@@ -279,73 +232,22 @@ class ModelComparison(F):
     regurgitation_ratio: RateRatio
 
 
-class _ThresholdFields(F):
+class FindingsThresholds(F):
+    """The thresholds the analysis applied, typed (unknown or missing keys are errors), read
+    as attributes (``f.thresholds.min_span_words``) so no reader falls back on a silent
+    default."""
+
     near_exact: float
+    """Minimum normalized word-level edit similarity of a near-verbatim span."""
     min_span_words: int
+    """Reporting threshold: a credited span of at least this many words is evidence."""
     substantial_portion_min_words: int
     substantial_portion_min_share: float
     seed_k: int
     m_gram: int
     echo_min_words: int
     legal_defaults: bool
-
-
-class FindingsThresholds(dict[str, float | int | bool]):
-    """The thresholds the analysis applied, typed: each key is checked and converted by
-    :class:`_ThresholdFields` (unknown or missing keys are errors) and read as an attribute
-    (``f.thresholds.min_span_words``), without a silent default. Still a dict, with its keys
-    in the order given (findings.json's sorted order when loaded), so code that reads it as
-    one keeps working: to become a plain model when the report reads the attributes."""
-
-    def __init__(self, values: Any = (), /, **kw: Any) -> None:
-        raw = dict(values, **kw)
-        typed = _ThresholdFields.model_validate(raw)
-        super().__init__((k, getattr(typed, k)) for k in raw)
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler,
-                                     ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            lambda v: v if type(v) is cls else cls(v),
-            serialization=core_schema.plain_serializer_function_ser_schema(dict))
-
-    def _get(self, key: str) -> Any:
-        return self[key]
-
-    @property
-    def near_exact(self) -> float:
-        """Minimum normalized word-level edit similarity of a near-verbatim span."""
-        return float(self._get("near_exact"))
-
-    @property
-    def min_span_words(self) -> int:
-        """Reporting threshold: a credited span of at least this many words is evidence."""
-        return int(self._get("min_span_words"))
-
-    @property
-    def substantial_portion_min_words(self) -> int:
-        return int(self._get("substantial_portion_min_words"))
-
-    @property
-    def substantial_portion_min_share(self) -> float:
-        return float(self._get("substantial_portion_min_share"))
-
-    @property
-    def seed_k(self) -> int:
-        return int(self._get("seed_k"))
-
-    @property
-    def m_gram(self) -> int:
-        return int(self._get("m_gram"))
-
-    @property
-    def echo_min_words(self) -> int:
-        return int(self._get("echo_min_words"))
-
-    @property
-    def legal_defaults(self) -> bool:
-        """False when the case deliberately lowered the thresholds."""
-        return bool(self._get("legal_defaults"))
+    """False when the case deliberately lowered the thresholds."""
 
     @property
     def lowered(self) -> bool:

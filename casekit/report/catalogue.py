@@ -89,26 +89,24 @@ DEFINITION_LABELS = {
     "longest_block": "Longest contiguous block",
     "bmc": "BMC@k",
     "longest_regurgitated": "Longest regurgitated span",
-    "top1_share": "Teacher-forced top-1 share",
     "control_floor": "Control floor",
 }
-#: Labels of the definitions the further measures cite by key.
+#: Order of the definitions under Methods (a measure's label is the measure's own; the
+#: teacher-forced top-1 share sits among the core definitions), the rest follow sorted.
+DEFINITION_ORDER = ("span", "leakage", "rate", "coverage", "longest_block", "bmc",
+                    "longest_regurgitated", "top1_share", "control_floor")
+#: Labels of the report's own definitions the further measures cite by key, and their place
+#: in the list (a measure's label and place are the measure's: Measure.further_order).
 FURTHER_DEFINITION_LABELS = {
-    "p_z": "p_z (probabilistic extraction)",
-    "pz_census": "Whole-work p_z census",
-    "pz_upper_bound": "p_z bounds from API log-probs",
-    "nv_recall": "nv-recall",
     "intervals": "Intervals",
-    "np_discoverable": "(n,p)-discoverable extraction",
-    "discoverable_5050": "50/50 discoverable extraction",
     "spans_over_t": "Spans > T",
     "longest_block": "Longest contiguous block",
     "bmc": "BMC@k",
-    "name_cloze": "Name cloze",
     "comparison": "Model comparison",
     "coverage": "Coverage",
-    "divergence": "Divergence",
 }
+FURTHER_DEFINITION_ORDER = {"intervals": 0, "spans_over_t": 70, "longest_block": 80, "bmc": 90,
+                            "comparison": 110, "coverage": 120}
 ALL_MODELS = "all models"
 ALL_WORKS = "all works"
 NOT_SET = "not set"
@@ -244,37 +242,17 @@ FAILED_TRIES_UNKNOWN = ", {unknown} unknown"
 
 CONTROL_WORK_OF = "Control work of {model_id}: {title}"
 NOT_MEASURED = "not measured"
-#: Rows of the measures table, in this order: label of each measure (the key is its getter's,
-#: in sections/further/measures.py).
+#: Labels of the report's own rows of the measures table (a measure's rows are its own:
+#: Measure.report_rows).
 MEASURE_LABELS = {
-    "nv_recall": "nv-recall of iterative sessions",
-    "pz_upper_bound": "p_z from API log-probs (bounds)",
-    "p_z": "Probabilistic extraction, greedy p_z = 1",
-    "discoverable_exact": "50/50 discoverable extraction, exact",
-    "discoverable_approx": "50/50 discoverable extraction, approximate",
     "spans_over_t": "Spans > T (T = 20 words)",
     "longest_block": "Longest block: BMC@5 / light-words",
-    "name_cloze": "Name-cloze accuracy / majority baseline",
 }
 N_WINDOWS = "{n} windows"
-NO_SCORED_WINDOWS = "no scored windows"
-PRESET_NOTE = "preset {preset}; {note}"
 NO_GENERATIONS = "no generation attempts"
 SPANS_OVER_T_NOTE = "spans > 20 words"
 BLOCKS = "{bmc5} (BMC@5) / {light} (light-words)"
 BLOCKS_NOTE = "words profile mask / light-words coverage mask"
-NO_CLOZE = "no name-cloze attempts"
-CLOZE = "{accuracy} correct; majority baseline {baseline}"
-CLOZE_NOTE = "accuracy {accuracy_note}; baseline{majority} {baseline_note}"
-CLOZE_MAJORITY = " (always \u201c{name}\u201d)"
-NO_SESSIONS = "no iterative-continuation sessions"
-NV_RECALL = "{recall} ({matched} of {words} words)"
-NV_RECALL_NOTE = "{sessions} session{plural} concatenated; best single session {best}"
-NO_API_LOGPROBS = "no API top-k log-probs"
-API_PZ = "greedy p_z = 1 in {one} of {windows} windows (exact)"
-API_PZ_NOTE = ("exactly 0 in {zero}, undetermined in {undetermined}{share}; UPPER BOUNDS from "
-               "top-{top_k} log-probs")
-API_PZ_SHARE = "; top-40 upper bound \u2265 1% in {n} of {windows}"
 #: Rates of the interval table, by their key in ModelWorkFinding.bootstrap.
 INTERVAL_LABELS = {
     "regurgitation": "Regurgitation (benign attempts)",
@@ -283,11 +261,7 @@ INTERVAL_LABELS = {
     "discoverable_approx": "50/50 discoverable, approximate",
     "teacher_forced_greedy": "Teacher-forced windows, greedy p_z = 1",
 }
-INTERVAL_CENSUS = "Census ({key}), greedy p_z = 1"
-INTERVAL_NV = "Iterative sessions with an nv-recall block"
-INTERVAL_CLOZE = "Name-cloze accuracy"
 WILSON_ONLY = "Wilson / Clopper-Pearson only"
-WILSON_ONLY_CLOZE = "Wilson / Clopper-Pearson only (one passage per attempt)"
 BOOTSTRAP_ONLY = "bootstrap only"
 NO_BOOTSTRAP = "no bootstrap interval (nothing scored)"
 NO_BOOTSTRAP_ONE = ("no bootstrap interval: a single {unit} (resampling one cluster gives no "

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from casekit.analysis.findings import SpanFinding
-from casekit.analysis.stats import BootstrapRate
 from casekit.report import catalogue as C
+from casekit.stats import BootstrapRate
 
 log = logging.getLogger(__name__)
 

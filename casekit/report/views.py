@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from casekit.analysis.stats import Rate
 from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
     fmt_pct,
 )
+from casekit.stats import Rate
 
 log = logging.getLogger(__name__)
 

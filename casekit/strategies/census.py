@@ -262,6 +262,9 @@ class CensusMeasure(Measure):
                   "windows and of characters (union of the suffixes of windows with p_z >= tau, "
                   "over the union of all scored suffixes) for tau in 0.1%, 1%, 10%, 50%, 75%.")
     FindingFields = CensusFields
+    label = "Whole-work p_z census"
+    further_order = 30
+    words = {"interval": "Census ({key}), greedy p_z = 1"}
 
     def finding(self, ctx: FindingContext) -> CensusFields | None:
         keys = sorted({x.strategy_key for x in ctx.attempts})

@@ -61,6 +61,8 @@ class DivergenceMeasure(Measure):
                   "of X is masked (like prompt echo), so only text after the divergence can "
                   "form a span.")
     AttemptFields = DivergencePoint
+    label = "Divergence"
+    further_order = None
 
     def mask_output(self, ctx: AttemptContext, mask: np.ndarray) -> DivergencePoint | None:
         word = ctx.record.attempt.expected

@@ -28,6 +28,7 @@ from casekit.strategies.measures import (
     FindingContext,
     Measure,
     MeasureFields,
+    ReportRow,
     word_range,
 )
 from casekit.works import CHAPTER_RE, Work
@@ -183,6 +184,15 @@ class NvRecallMeasure(Measure):
                   "Per work: all sessions' turns concatenated in the order of their seeds.")
     AttemptFields = SessionRecallFields
     FindingFields = SessionsRecallFields
+    label = "nv-recall"
+    further_order = 40
+    report_rows = (ReportRow("nv_recall", "nv-recall of iterative sessions", 10),)
+    words = {
+        "none": "no iterative-continuation sessions",
+        "value": "{recall} ({matched} of {words} words)",
+        "note": "{sessions} session{plural} concatenated; best single session {best}",
+        "interval": "Iterative sessions with an nv-recall block",
+    }
 
     def __init__(self) -> None:
         self._light: dict[str, Tokens] = {}

@@ -117,9 +117,24 @@ class FindingContext:
     """The case's parameters of a strategy entry, by strategy key (``name#index``)."""
 
 
+@dataclass(frozen=True)
+class ReportRow:
+    """A row a measure adds to the report's further-measures table (its figure for a work
+    beside the control's). The report formats the figure; the measure owns the words."""
+
+    key: str
+    """The row among the measure's rows (the report's view of it is keyed by measure and key)."""
+    label: str
+    """The row's label, printed as is."""
+    order: int
+    """Position in the table (the report's own rows: spans > T 60, longest block 70)."""
+
+
 class Measure:
     """Base class of measures. Subclasses set ``name`` and ``definition``, the field models
-    they fill, and override the hooks they need (each default does nothing)."""
+    they fill, and override the hooks they need (each default does nothing). What the report
+    prints about a measure (its label, its rows and their words, its partial) is declared here
+    too, so the report never names a measure or a strategy."""
 
     name: ClassVar[str]
     """Key of the definition in findings.json's ``definitions``."""
@@ -130,6 +145,28 @@ class Measure:
     """Fields added to every attempt (empty where the measure does not apply)."""
     FindingFields: ClassVar[type[MeasureFields] | None] = None
     """Fields added to every model x work finding."""
+
+    label: ClassVar[str] = ""
+    """The definition's label in the report (Methods, further measures); the name if empty."""
+    further_order: ClassVar[int | None] = 1000
+    """Position of the definition in the further measures' list (the report's own
+    definitions: intervals 0, spans > T 70, longest block 80, BMC 90, comparison 110,
+    coverage 120); None: listed under Methods only."""
+    report_rows: ClassVar[tuple[ReportRow, ...]] = ()
+    """Rows of the further-measures table (built-in measures; the report formats them)."""
+    words: ClassVar[dict[str, str]] = {}
+    """The sentences the report prints for this measure (``str.format`` templates, by key)."""
+    partial: ClassVar[str | None] = None
+    """A template partial (``partials/measures/<name>.html.j2``) the further-measures section
+    includes per model x work where the measure's finding fields are not empty; it gets
+    ``fields`` (the finding's fields), ``control`` (the control work's, None when this is a
+    control or the control's are empty), ``measure``
+    (this class) and the formatting helpers (``fmt_pct``, ``rate_view``, ``boot_text``)."""
+
+    @classmethod
+    def title(cls) -> str:
+        """The label printed for the measure's definition."""
+        return cls.label or cls.name
 
     def decide(self, ctx: AttemptContext) -> Decision | None:
         """Take the attempt over before span matching; None leaves it to span matching."""

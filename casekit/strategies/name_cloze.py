@@ -29,6 +29,7 @@ from casekit.strategies.measures import (
     FindingContext,
     Measure,
     MeasureFields,
+    ReportRow,
 )
 from casekit.works import Work
 
@@ -147,6 +148,17 @@ class NameClozeMeasure(Measure):
                   "not in the regurgitation or extraction rates.")
     AttemptFields = ClozeAnswer
     FindingFields = ClozeFinding
+    label = "Name cloze"
+    further_order = 100
+    report_rows = (ReportRow("accuracy", "Name-cloze accuracy / majority baseline", 80),)
+    words = {
+        "none": "no name-cloze attempts",
+        "value": "{accuracy} correct; majority baseline {baseline}",
+        "note": "accuracy {accuracy_note}; baseline{majority} {baseline_note}",
+        "majority": " (always \u201c{name}\u201d)",
+        "interval": "Name-cloze accuracy",
+        "interval_note": "Wilson / Clopper-Pearson only (one passage per attempt)",
+    }
 
     def __init__(self) -> None:
         self._gold: dict[str, str] = {}

@@ -30,6 +30,7 @@ from casekit.strategies.measures import (
     FindingContext,
     Measure,
     MeasureFields,
+    ReportRow,
 )
 from casekit.strategies.windows import windows
 from casekit.works import MATCH_PROFILE, Work
@@ -190,6 +191,10 @@ class Discoverable5050(Measure):
                   "distance (approximate); rate over windows tried.")
     AttemptFields = DiscoverableFields
     FindingFields = DiscoverableRates
+    label = "50/50 discoverable extraction"
+    further_order = 60
+    report_rows = (ReportRow("exact", "50/50 discoverable extraction, exact", 40),
+                   ReportRow("approx", "50/50 discoverable extraction, approximate", 50))
 
     def attempt(self, ctx: AttemptContext) -> DiscoverableFields | None:
         if not _greedy_window(ctx):
@@ -257,6 +262,16 @@ class PzUpperBound(Measure):
                   "generated tokens are the model's tokenization of their text.")
     AttemptFields = PzBoundFields
     FindingFields = PzBoundSummary
+    label = "p_z bounds from API log-probs"
+    further_order = 20
+    report_rows = (ReportRow("bounds", "p_z from API log-probs (bounds)", 20),)
+    words = {
+        "none": "no API top-k log-probs",
+        "value": "greedy p_z = 1 in {one} of {windows} windows (exact)",
+        "note": ("exactly 0 in {zero}, undetermined in {undetermined}{share}; UPPER BOUNDS "
+                 "from top-{top_k} log-probs"),
+        "share": "; top-40 upper bound \u2265 1% in {n} of {windows}",
+    }
 
     def attempt(self, ctx: AttemptContext) -> PzBoundFields | None:
         if not _greedy_window(ctx):

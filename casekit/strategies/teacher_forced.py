@@ -30,7 +30,13 @@ from casekit.pz import (
 )
 from casekit.stats import BootstrapRate, Rate, clustered_rate
 from casekit.strategies.base import Probe, Strategy, StrategyParams
-from casekit.strategies.measures import FindingContext, Measure, MeasureFields, census_clusters
+from casekit.strategies.measures import (
+    FindingContext,
+    Measure,
+    MeasureFields,
+    ReportRow,
+    census_clusters,
+)
 from casekit.strategies.windows import windows
 from casekit.works import Work
 
@@ -84,6 +90,8 @@ class Top1Share(Measure):
                   "model's top choice given the work's preceding text (greedy p_z = 1 when all "
                   "are) [Hay25].")
     FindingFields = SummaryFields
+    label = "Teacher-forced top-1 share"
+    further_order = None
 
     def finding(self, ctx: FindingContext) -> SummaryFields | None:
         scored = _scored(ctx)
@@ -121,6 +129,10 @@ class PzMeasure(Measure):
                   "and top-40 preset (T = 1, renormalized over the 40 most probable tokens; "
                   "outside them gives 0).")
     FindingFields = ProbabilisticFields
+    label = "p_z (probabilistic extraction)"
+    further_order = 10
+    report_rows = (ReportRow("greedy", "Probabilistic extraction, greedy p_z = 1", 30),)
+    words = {"none": "no scored windows", "note": "preset {preset}; {note}"}
 
     def finding(self, ctx: FindingContext) -> ProbabilisticFields | None:
         scored = _scored(ctx)
@@ -150,6 +162,8 @@ class NpDiscoverable(Measure):
     name = "np_discoverable"
     definition = ("(n,p)-discoverable extraction [Hay25]: a window is (n,p)-extractable "
                   "when 1 - (1 - p_z)^n >= p; the rate is over the scored windows.")
+    label = "(n,p)-discoverable extraction"
+    further_order = 50
 
 
 class TeacherForcedParams(StrategyParams):

@@ -36,7 +36,6 @@ class AttemptRow:
 
 def attempt_rows(f: Findings, anchor_of: dict[str, tuple[str, str]]) -> list[AttemptRow]:
     """Every attempt in ledger order, with its exhibit number where it is shown."""
-    threshold = int(f.thresholds.get("min_span_words", 0))
     rows = []
     for x in sorted(f.attempts, key=lambda x: (x.seq, x.attempt_id)):
         number, anchor = anchor_of.get(x.attempt_id, ("", ""))
@@ -49,7 +48,7 @@ def attempt_rows(f: Findings, anchor_of: dict[str, tuple[str, str]]) -> list[Att
             longest_words=f"{x.longest_words:,}" if x.mode != "score" else DASH,
             top1=fmt_pct(x.teacher_forced.top1_share) if x.teacher_forced else DASH,
             exhibit=number, exhibit_anchor=anchor,
-            reaches_threshold=x.mode != "score" and x.longest_words >= threshold,
+            reaches_threshold=f.reaches_threshold(x),
         ))
     return rows
 

@@ -27,9 +27,9 @@ def build_limitations(f: Findings, case: CaseFile, floors: list[FloorView],
     echo = sum(x.echo_words for x in gen)
     echoed = sum(1 for x in gen if x.echo_words)
     out = [
-        C.LIMIT_ECHO.format(echo_min_words=th.get("echo_min_words", 5), echo_words=f"{echo:,}",
+        C.LIMIT_ECHO.format(echo_min_words=th.echo_min_words, echo_words=f"{echo:,}",
                             echoed=f"{echoed:,}", generations=f"{len(gen):,}"),
-        C.LIMIT_QUOTED.format(min_span_words=th.get("min_span_words")),
+        C.LIMIT_QUOTED.format(min_span_words=th.min_span_words),
         ABSENCE_CAVEAT,
         C.LIMIT_VARIANCE.format(samples=case.samples),
     ]
@@ -99,9 +99,7 @@ def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
         if notes:
             out.append(C.LIMIT_MODEL.format(model_id=m.model_id, notes="; ".join(notes)))
     # Widely quoted openings and excluded passages.
-    threshold = int(f.thresholds.get("min_span_words", 0))
-    hits = [x for x in f.attempts if x.mode != "score" and x.longest_words >= threshold
-            and x.role == "subject"]
+    hits = [x for x in f.attempts if f.reaches_threshold(x) and x.role == "subject"]
     opening = sum(1 for x in hits if any(s.work_word_start < OPENING_WORDS for s in x.spans))
     if hits:
         out.append(C.LIMIT_OPENINGS.format(opening=f"{opening:,}", hits=f"{len(hits):,}",

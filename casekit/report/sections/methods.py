@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from casekit.analysis.findings import Findings
+from casekit.analysis.registry import measure_by_name
 from casekit.analysis.taxonomy import CATEGORY_TEXT
 from casekit.case import CaseFile
 from casekit.records import RunStart
@@ -59,6 +60,16 @@ def _strategy_info(name: str) -> tuple[str, str]:
         return "", ""
 
 
+def definition_label(key: str) -> str:
+    """The label of a definition: the report's own, or the measure's."""
+    if key in C.DEFINITION_LABELS:
+        return C.DEFINITION_LABELS[key]
+    cls = measure_by_name(key)
+    if cls is not None:
+        return cls.title()
+    return C.FURTHER_DEFINITION_LABELS.get(key, key)
+
+
 def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
     """Profiles, thresholds, definitions, strategies and decoding as the run used them."""
     profiles = []
@@ -67,8 +78,9 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
         label = C.PROFILE_USE_LABELS.get(use, use)
         profiles.append(KV(label, prof, C.PROFILE_TEXT.get(prof, "")))
     thresholds = []
-    for key in ordered(f.thresholds, C.THRESHOLD_LABELS):
-        val = f.thresholds[key]
+    applied = f.thresholds.model_dump()
+    for key in ordered(applied, C.THRESHOLD_LABELS):
+        val = applied[key]
         label, note = C.THRESHOLD_LABELS.get(key, (key, ""))
         if key == "substantial_portion_min_share" and isinstance(val, float):
             shown = C.THRESHOLD_SHARE.format(share=fmt_pct(val))
@@ -80,9 +92,8 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
         thresholds.append(KV(label, shown, note))
     # Each definition under its label and its key: the key is what "[p_z]" in the further
     # measures refers to.
-    definitions = [KV(C.DEFINITION_LABELS.get(k) or C.FURTHER_DEFINITION_LABELS.get(k, k),
-                      f.definitions[k], k)
-                   for k in ordered(f.definitions, C.DEFINITION_LABELS)]
+    definitions = [KV(definition_label(k), f.definitions[k], k)
+                   for k in ordered(f.definitions, C.DEFINITION_ORDER)]
     categories = [KV(k.capitalize(), v) for k, v in CATEGORY_TEXT.items()]
     counts: dict[str, int] = {}
     intents: dict[str, str] = {}
@@ -111,9 +122,9 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
         "seed": str(case.seed),
     }
     decoding = [KV(label, values[key], note) for key, (label, note) in C.DECODING_ROWS.items()]
-    legal = bool(f.thresholds.get("legal_defaults", True))
+    legal = f.thresholds.legal_defaults
     legal_note = "" if legal else C.LEGAL_NOTE.format(
-        legal_defaults=C.LEGAL_DEFAULT_TEXT, min_span_words=f.thresholds.get("min_span_words"))
+        legal_defaults=C.LEGAL_DEFAULT_TEXT, min_span_words=f.thresholds.min_span_words)
     return Methods(profiles=profiles, thresholds=thresholds, definitions=definitions,
                    categories=categories, strategies=strategies, decoding=decoding,
                    legal_defaults=legal, legal_note=legal_note)

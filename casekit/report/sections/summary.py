@@ -19,6 +19,7 @@ from casekit.report.text import (
     fmt_pct,
 )
 from casekit.report.views import OUTCOME_ORDER, RateView, rate_view
+from casekit.strategies.teacher_forced import SummaryFields
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class ModelSummary:
 def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
                  exhibit_refs: list[str]) -> SummaryRow:
     """One model x work: its rates, coverage, conclusion and control floor."""
-    tf = f.teacher_forced
+    tf = f.fields(SummaryFields).teacher_forced
     outcomes = ", ".join(f"{o.replace('_', ' ')} {f.outcomes.get(o, 0):,}" for o in OUTCOME_ORDER)
     extra = sorted(set(f.outcomes) - set(OUTCOME_ORDER))
     if extra:

@@ -12,6 +12,7 @@ from casekit.report.text import (
     DASH,
     fmt_pct,
 )
+from casekit.strategies.teacher_forced import SummaryFields
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -39,23 +40,21 @@ def build_tf_models(f: Findings, works: dict[str, Work], model_ids: list[str]) -
     """Per model: each subject work's mean teacher-forced top-1 share beside the control's."""
     out: list[TFModel] = []
     for mid in model_ids:
-        subj = [mw for mw in f.findings if mw.model_id == mid and mw.role == "subject"
-                and mw.teacher_forced is not None]
-        ctrl = [mw for mw in f.findings if mw.model_id == mid and mw.role == "control"
-                and mw.teacher_forced is not None]
+        mine = [(mw, tf) for mw in f.findings
+                if mw.model_id == mid and (tf := mw.fields(SummaryFields).teacher_forced)]
+        subj = [(mw, tf) for mw, tf in mine if mw.role == "subject"]
+        ctrl = [tf for mw, tf in mine if mw.role == "control"]
         if not subj and not ctrl:
             continue
         rows: list[TFRow] = []
-        for mw in subj:
-            tf = mw.teacher_forced
-            assert tf is not None
+        for mw, tf in subj:
             rows.append(TFRow(work_id=mw.work_id, work_title=works[mw.work_id].spec.title,
                               windows=f"{tf.windows:,}", mean=fmt_pct(tf.mean_top1_share),
                               range=f"{fmt_pct(tf.min_top1_share)}\u2013"
                                     f"{fmt_pct(tf.max_top1_share)}",
                               greedy=f"{tf.greedy_reproduced_windows:,} of {tf.windows:,}"))
         cf = next((c for c in f.controls if c.model_id == mid), None)
-        cwin = sum(mw.teacher_forced.windows for mw in ctrl if mw.teacher_forced)
+        cwin = sum(tf.windows for tf in ctrl)
         out.append(TFModel(model_id=mid, rows=rows,
                            control_mean=fmt_pct(cf.mean_top1_share) if cf else DASH,
                            control_windows=f"{cwin:,}"))

@@ -6,26 +6,87 @@ census, p_z) is one module here and one block there.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from casekit.analysis.findings import Findings
+from casekit.analysis.findings import Findings, ModelWorkFinding
+from casekit.analysis.registry import empty_fields
 from casekit.report import catalogue as C
 from casekit.report import figures
 from casekit.report.sections.further.census import CensusView, census_view
 from casekit.report.sections.further.comparison import ComparisonRow, overlap_text, ratio_text
 from casekit.report.sections.further.coverage_map import CoverageMap, build_coverage_map
 from casekit.report.sections.further.intervals import IntervalRow, build_intervals
-from casekit.report.sections.further.measures import Measure, build_measures
+from casekit.report.sections.further.measures import Measure, build_measures, present_measures
 from casekit.report.sections.further.probabilistic import ProbView, prob_view
-from casekit.report.views import KV
+from casekit.report.text import boot_text, fmt_pct, fmt_value
+from casekit.report.views import KV, RateView, rate_view
+from casekit.strategies.census import CensusFields
+from casekit.strategies.measures import Measure as MeasureClass
+from casekit.strategies.measures import MeasureFields
+from casekit.strategies.teacher_forced import ProbabilisticFields
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
 
 
-FURTHER_DEFINITION_KEYS = ("intervals", "p_z", "pz_upper_bound", "pz_census", "nv_recall",
-                           "np_discoverable", "discoverable_5050", "spans_over_t",
-                           "longest_block", "bmc", "name_cloze", "comparison", "coverage")
+def further_definitions(f: Findings) -> list[KV]:
+    """The definitions the further measures cite: the report's own and each present
+    measure's (at the place the measure gives, with its label)."""
+    keyed: list[tuple[int, str, str]] = [
+        (order, key, C.FURTHER_DEFINITION_LABELS[key])
+        for key, order in C.FURTHER_DEFINITION_ORDER.items()]
+    for cls in present_measures(f):
+        if cls.further_order is not None:
+            keyed.append((cls.further_order, cls.name, cls.title()))
+    return [KV(label, f.definitions[key], key)
+            for _, key, label in sorted(keyed, key=lambda x: x[0]) if key in f.definitions]
+
+
+@dataclass(frozen=True)
+class Helpers:
+    """The formatting helpers a measure's partial gets (every number is formatted as in the
+    rest of the report)."""
+
+    fmt_pct: Callable[..., str] = fmt_pct
+    rate_view: Callable[..., RateView] = rate_view
+    boot_text: Callable[..., str] = boot_text
+    fmt_value: Callable[..., str] = fmt_value
+
+
+HELPERS = Helpers()
+
+
+@dataclass(frozen=True)
+class MeasurePartial:
+    """A measure's own block in a model x work: its partial and what it shows."""
+
+    template: str
+    measure: type[MeasureClass]
+    fields: MeasureFields
+    """The finding's fields of the measure (not empty)."""
+    control: MeasureFields | None
+    """The same fields of the model's control work, if this is a subject work and they are
+    not empty."""
+    helpers: Helpers = HELPERS
+
+
+def measure_partials(f: Findings, mw: ModelWorkFinding, ctrl: ModelWorkFinding | None,
+                     ) -> list[MeasurePartial]:
+    """The partials of the present measures that declare one and have figures here."""
+    out = []
+    for cls in present_measures(f):
+        if cls.partial is None or cls.FindingFields is None:
+            continue
+        mine = mw.measure(cls.FindingFields)
+        if mine is None or mine == empty_fields(cls.FindingFields):
+            continue
+        theirs = ctrl.measure(cls.FindingFields) if ctrl is not None else None
+        if theirs == empty_fields(cls.FindingFields):
+            theirs = None
+        out.append(MeasurePartial(template=f"partials/{cls.partial}", measure=cls,
+                                  fields=mine, control=theirs))
+    return out
 
 
 @dataclass(frozen=True)
@@ -40,6 +101,8 @@ class FurtherRow:
     prob: ProbView | None
     control_has_prob: bool
     census: list[CensusView]
+    partials: list[MeasurePartial]
+    """The blocks of the measures that bring their own partial."""
     intervals: list[IntervalRow]
     coverage_map: CoverageMap
 
@@ -60,6 +123,9 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
         ctrl = next((mw for mw in mine if mw.role == "control"), None)
         for mw in mine:
             c = ctrl if mw.role == "subject" else None
+            prob = mw.fields(ProbabilisticFields).probabilistic
+            cprob = c.fields(ProbabilisticFields).probabilistic if c is not None else None
+            ccensus = c.fields(CensusFields).census if c is not None else []
             rows.append(FurtherRow(
                 model_id=mid, work_id=mw.work_id, work_title=works[mw.work_id].spec.title,
                 role=mw.role,
@@ -67,14 +133,14 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
                                                         title=works[c.work_id].spec.title)
                                if c is not None else ""),
                 measures=build_measures(f, mw, c),
-                prob=(prob_view(mw.probabilistic, c.probabilistic if c else None)
-                      if mw.probabilistic is not None else None),
-                control_has_prob=c is not None and c.probabilistic is not None,
-                census=[census_view(cs, next((x for x in c.census
+                prob=(prob_view(prob, cprob) if prob is not None else None),
+                control_has_prob=cprob is not None,
+                census=[census_view(cs, next((x for x in ccensus
                                                if x.strategy_key == cs.strategy_key),
-                                              c.census[0] if c.census else None)
+                                              ccensus[0] if ccensus else None)
                                      if c is not None else None)
-                        for cs in mw.census],
+                        for cs in mw.fields(CensusFields).census],
+                partials=measure_partials(f, mw, c),
                 intervals=build_intervals(mw),
                 coverage_map=build_coverage_map(f, mw, works[mw.work_id], ids),
             ))
@@ -91,7 +157,5 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
             bmc5_jaccard=bj, bmc5_baseline=bb, bmc5_detail=bd,
             extraction_ratio=er, extraction_note=en, regurgitation_ratio=rr,
             regurgitation_note=rn))
-    definitions = [KV(C.FURTHER_DEFINITION_LABELS[k], f.definitions[k], k)
-                   for k in FURTHER_DEFINITION_KEYS if k in f.definitions]
-    return Further(definitions=definitions, rows=rows, comparisons=comparisons)
+    return Further(definitions=further_definitions(f), rows=rows, comparisons=comparisons)
 

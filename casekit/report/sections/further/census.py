@@ -9,10 +9,6 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from casekit.analysis.findings import (
-    Census,
-    CensusPreset,
-)
 from casekit.report import catalogue as C
 from casekit.report import figures
 from casekit.report.sections.further.probabilistic import NP_SHOWN_N, NP_SHOWN_P, NPRow, np_cell
@@ -22,6 +18,7 @@ from casekit.report.text import (
     fmt_pct,
 )
 from casekit.report.views import RateView, rate_view
+from casekit.strategies.census import Census, CensusPreset
 
 log = logging.getLogger(__name__)
 

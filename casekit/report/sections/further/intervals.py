@@ -7,13 +7,18 @@ import logging
 from dataclasses import dataclass
 
 from casekit.analysis.findings import ModelWorkFinding
-from casekit.analysis.stats import Rate
 from casekit.report import catalogue as C
 from casekit.report.text import (
     boot_text,
     fmt_pct,
 )
 from casekit.report.views import rate_view
+from casekit.stats import Rate
+from casekit.strategies.census import CensusFields, CensusMeasure
+from casekit.strategies.iterative import NvRecallMeasure, SessionsRecallFields
+from casekit.strategies.name_cloze import ClozeFinding, NameClozeMeasure
+from casekit.strategies.prefix import DiscoverableRates
+from casekit.strategies.teacher_forced import ProbabilisticFields
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +37,16 @@ class IntervalRow:
 
 def build_intervals(mw: ModelWorkFinding) -> list[IntervalRow]:
     """Every rate of a model x work with the interval it uses (measurement.md section 6)."""
+    disc = mw.fields(DiscoverableRates)
+    prob = mw.fields(ProbabilisticFields).probabilistic
+    nv = mw.fields(SessionsRecallFields).nv_recall
+    cloze = mw.fields(ClozeFinding).name_cloze
     rates: dict[str, Rate | None] = {
         "regurgitation": mw.regurgitation,
         "extraction": mw.extraction,
-        "discoverable_exact": mw.discoverable_exact,
-        "discoverable_approx": mw.discoverable_approx,
-        "teacher_forced_greedy": mw.probabilistic.greedy if mw.probabilistic else None,
+        "discoverable_exact": disc.discoverable_exact,
+        "discoverable_approx": disc.discoverable_approx,
+        "teacher_forced_greedy": prob.greedy if prob else None,
     }
     out = []
     for key, label in C.INTERVAL_LABELS.items():
@@ -49,18 +58,19 @@ def build_intervals(mw: ModelWorkFinding) -> list[IntervalRow]:
         out.append(IntervalRow(label=label, k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
                                bootstrap=boot_text(b) if b is not None else
                                C.WILSON_ONLY))
-    for c in mw.census:
+    for c in mw.fields(CensusFields).census:
         v = rate_view(c.greedy)
-        out.append(IntervalRow(label=C.INTERVAL_CENSUS.format(key=c.strategy_key),
+        out.append(IntervalRow(label=CensusMeasure.words["interval"].format(key=c.strategy_key),
                                k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
                                bootstrap=boot_text(c.greedy_bootstrap)))
-    if mw.nv_recall is not None and mw.nv_recall.sessions_rate is not None:
-        sr = mw.nv_recall.sessions_rate
-        out.append(IntervalRow(label=C.INTERVAL_NV,
+    if nv is not None and nv.sessions_rate is not None:
+        sr = nv.sessions_rate
+        out.append(IntervalRow(label=NvRecallMeasure.words["interval"],
                                k_of_n=f"{sr.k:,} of {sr.n:,} ({fmt_pct(sr.rate)})",
                                wilson=C.BOOTSTRAP_ONLY, bootstrap=boot_text(sr)))
-    if mw.name_cloze is not None and mw.name_cloze.accuracy.n:
-        v = rate_view(mw.name_cloze.accuracy)
-        out.append(IntervalRow(label=C.INTERVAL_CLOZE, k_of_n=f"{v.k_of_n} ({v.pct})",
-                               wilson=v.ci, bootstrap=C.WILSON_ONLY_CLOZE))
+    if cloze is not None and cloze.accuracy.n:
+        v = rate_view(cloze.accuracy)
+        out.append(IntervalRow(label=NameClozeMeasure.words["interval"],
+                               k_of_n=f"{v.k_of_n} ({v.pct})", wilson=v.ci,
+                               bootstrap=NameClozeMeasure.words["interval_note"]))
     return out

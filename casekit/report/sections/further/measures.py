@@ -12,13 +12,24 @@ from casekit.analysis.findings import (
     Findings,
     ModelWorkFinding,
 )
-from casekit.analysis.stats import Rate
+from casekit.analysis.registry import measure_by_name
 from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
     fmt_pct,
 )
 from casekit.report.views import rate_view
+from casekit.stats import Rate
+from casekit.strategies.iterative import NvRecallMeasure, SessionsRecallFields
+from casekit.strategies.measures import Measure as MeasureClass
+from casekit.strategies.name_cloze import ClozeFinding, NameClozeMeasure
+from casekit.strategies.prefix import (
+    Discoverable5050,
+    DiscoverableRates,
+    PzBoundSummary,
+    PzUpperBound,
+)
+from casekit.strategies.teacher_forced import ProbabilisticFields, PzMeasure
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +57,7 @@ def _opt_rate(r: Rate | None) -> tuple[str, str]:
 
 def _has_generations(f: Findings, mw: ModelWorkFinding) -> bool:
     return any(x.model_id == mw.model_id and x.work_id == mw.work_id and x.mode != "score"
-               and x.cloze_correct is None for x in f.attempts)
+               and x.span_attempt for x in f.attempts)
 
 
 #: A measure's figure and note for one model x work (the subject's, or its control's).
@@ -54,16 +65,18 @@ Getter = Callable[[Findings, ModelWorkFinding], tuple[str, str]]
 
 
 def _greedy(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
-    if m.probabilistic is None:
-        return DASH, C.NO_SCORED_WINDOWS
-    v, note = _opt_rate(m.probabilistic.greedy)
-    return C.N_WINDOWS.format(n=v), C.PRESET_NOTE.format(preset=m.probabilistic.preset,
-                                                         note=note)
+    words = PzMeasure.words
+    prob = m.fields(ProbabilisticFields).probabilistic
+    if prob is None:
+        return DASH, words["none"]
+    v, note = _opt_rate(prob.greedy)
+    return C.N_WINDOWS.format(n=v), words["note"].format(preset=prob.preset, note=note)
 
 
 def _disc(exact: bool) -> Getter:
     def get(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
-        r = m.discoverable_exact if exact else m.discoverable_approx
+        rates = m.fields(DiscoverableRates)
+        r = rates.discoverable_exact if exact else rates.discoverable_approx
         v, note = _opt_rate(r)
         return (C.N_WINDOWS.format(n=v) if r is not None else v), note
     return get
@@ -84,65 +97,97 @@ def _blocks(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
 
 
 def _cloze(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
-    """The name_cloze strategy's measure."""
-    nc = m.name_cloze
+    """Name-cloze accuracy beside the majority-name baseline."""
+    words = NameClozeMeasure.words
+    nc = m.fields(ClozeFinding).name_cloze
     if nc is None:
-        return DASH, C.NO_CLOZE
+        return DASH, words["none"]
     acc, acc_note = _opt_rate(nc.accuracy)
     base, base_note = _opt_rate(nc.majority_baseline)
-    name = C.CLOZE_MAJORITY.format(name=nc.majority_name) if nc.majority_name else ""
-    return (C.CLOZE.format(accuracy=acc, baseline=base),
-            C.CLOZE_NOTE.format(accuracy_note=acc_note, majority=name, baseline_note=base_note))
+    name = words["majority"].format(name=nc.majority_name) if nc.majority_name else ""
+    return (words["value"].format(accuracy=acc, baseline=base),
+            words["note"].format(accuracy_note=acc_note, majority=name,
+                                 baseline_note=base_note))
 
 
 def _nv(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
-    """The iterative-continuation strategy's measure."""
-    r = m.nv_recall
+    """nv-recall of the iterative sessions, all concatenated, and the best one."""
+    words = NvRecallMeasure.words
+    r = m.fields(SessionsRecallFields).nv_recall
     if r is None:
-        return DASH, C.NO_SESSIONS
+        return DASH, words["none"]
     c = r.combined
-    return (C.NV_RECALL.format(recall=fmt_pct(c.recall), matched=f"{c.matched:,}",
-                               words=f"{c.book_words:,}"),
-            C.NV_RECALL_NOTE.format(sessions=f"{r.sessions:,}",
-                                    plural="s" if r.sessions != 1 else "",
-                                    best=fmt_pct(r.best_session)))
+    return (words["value"].format(recall=fmt_pct(c.recall), matched=f"{c.matched:,}",
+                                  words=f"{c.book_words:,}"),
+            words["note"].format(sessions=f"{r.sessions:,}",
+                                 plural="s" if r.sessions != 1 else "",
+                                 best=fmt_pct(r.best_session)))
 
 
 def _api_pz(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
     """p_z bounds from API top-k log-probs."""
-    b = m.api_pz_bounds
+    words = PzUpperBound.words
+    b = m.fields(PzBoundSummary).api_pz_bounds
     if b is None:
-        return DASH, C.NO_API_LOGPROBS
+        return DASH, words["none"]
     at1 = next((x for x in b.top40_upper_shares if abs(x.tau - 0.01) < 1e-12), None)
-    share = (C.API_PZ_SHARE.format(n=f"{at1.windows:,}", windows=f"{b.windows:,}")
+    share = (words["share"].format(n=f"{at1.windows:,}", windows=f"{b.windows:,}")
              if at1 is not None else "")
-    return (C.API_PZ.format(one=f"{b.greedy_one:,}", windows=f"{b.windows:,}"),
-            C.API_PZ_NOTE.format(zero=f"{b.greedy_zero:,}",
+    return (words["value"].format(one=f"{b.greedy_one:,}", windows=f"{b.windows:,}"),
+            words["note"].format(zero=f"{b.greedy_zero:,}",
                                  undetermined=f"{b.greedy_undetermined:,}", share=share,
                                  top_k=b.top_k))
 
 
-#: The table's rows, in order: (key of the label in the catalogue, key of the definition in
-#: findings.definitions, getter). A strategy's own measure is one row here.
-MEASURES: tuple[tuple[str, str, Getter], ...] = (
-    ("nv_recall", "nv_recall", _nv),
-    ("pz_upper_bound", "pz_upper_bound", _api_pz),
-    ("p_z", "p_z", _greedy),
-    ("discoverable_exact", "discoverable_5050", _disc(True)),
-    ("discoverable_approx", "discoverable_5050", _disc(False)),
-    ("spans_over_t", "spans_over_t", _over_t),
-    ("longest_block", "longest_block", _blocks),
-    ("name_cloze", "name_cloze", _cloze),
+#: How the report formats each built-in measure's rows, by measure class and row key (the
+#: words are the measure's). A measure of a plugin strategy shows itself through its partial.
+VIEWS: dict[tuple[type[MeasureClass], str], Getter] = {
+    (NvRecallMeasure, "nv_recall"): _nv,
+    (PzUpperBound, "bounds"): _api_pz,
+    (PzMeasure, "greedy"): _greedy,
+    (Discoverable5050, "exact"): _disc(True),
+    (Discoverable5050, "approx"): _disc(False),
+    (NameClozeMeasure, "accuracy"): _cloze,
+}
+
+#: The report's own rows (core measures, not a strategy's): (order, label key in the
+#: catalogue, definition key, getter).
+CORE_ROWS: tuple[tuple[int, str, str, Getter], ...] = (
+    (60, "spans_over_t", "spans_over_t", _over_t),
+    (70, "longest_block", "longest_block", _blocks),
 )
+
+
+def present_measures(f: Findings) -> list[type[MeasureClass]]:
+    """The measures of this analysis (those with a definition in the findings)."""
+    return [cls for k in f.definitions if (cls := measure_by_name(k)) is not None]
+
+
+def table_rows(f: Findings) -> list[tuple[str, str, Getter]]:
+    """(label, definition key, getter) of every row, in table order: the report's own rows
+    and the rows of the measures present."""
+    rows: list[tuple[int, str, str, Getter]] = [
+        (order, C.MEASURE_LABELS[key], definition, get)
+        for order, key, definition, get in CORE_ROWS]
+    for cls in present_measures(f):
+        for row in cls.report_rows:
+            get = VIEWS.get((cls, row.key))
+            if get is None:
+                log.warning("measure %s declares row %r, which the report cannot format; "
+                            "give the measure a partial instead", cls.name, row.key)
+                continue
+            rows.append((row.order, row.label, cls.name, get))
+    return [(label, definition, get) for _, label, definition, get in
+            sorted(rows, key=lambda r: r[0])]
 
 
 def build_measures(f: Findings, mw: ModelWorkFinding, ctrl: ModelWorkFinding | None,
                    ) -> list[Measure]:
     """Each measure of this model x work beside the same measure of its control work."""
     out = []
-    for key, definition, get in MEASURES:
+    for label, definition, get in table_rows(f):
         v, note = get(f, mw)
         cv, cnote = get(f, ctrl) if ctrl is not None else (DASH, "")
-        out.append(Measure(label=C.MEASURE_LABELS[key], definition=definition, value=v,
+        out.append(Measure(label=label, definition=definition, value=v,
                            note=note, control=cv, control_note=cnote))
     return out

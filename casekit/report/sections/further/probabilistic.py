@@ -9,14 +9,14 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from casekit.analysis.findings import Probabilistic
-from casekit.analysis.stats import Rate
 from casekit.report import figures
 from casekit.report.text import (
     DASH,
     fmt_pct,
 )
 from casekit.report.views import RateView, rate_view
+from casekit.stats import Rate
+from casekit.strategies.teacher_forced import Probabilistic
 
 log = logging.getLogger(__name__)
 
