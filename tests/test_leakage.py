@@ -7,7 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from casekit.analysis.leakage import discount, echo_mask, mgram_positions, supplied_mask
+from casekit.analysis.leakage import (
+    MgramTrim,
+    PositionMask,
+    discount,
+    echo_mask,
+    mgram_positions,
+    prompt_words,
+    supplied_mask,
+    supplied_positions,
+)
 from casekit.analysis.matcher import Span, WorkMatcher, opcodes_cost
 from casekit.normalize import tokenize
 
@@ -203,3 +212,99 @@ def test_property_discount_never_credits_masked_positions(seed: int,
         for tag, i1, i2, j1, j2 in s.opcodes:
             if tag == "equal":
                 assert ot.words[i1:i2] == wt.words[j1:j2]
+
+
+# --- the per-attempt (sparse) forms against their definitions -----------------------------------
+
+
+def _brute_mgram(work: list[str], prompts: list[list[str]], m: int) -> np.ndarray:
+    """Step 4 by its definition: a work word is trimmed when a work m-gram holding it occurs
+    contiguously in a prompt."""
+    grams = {tuple(p[i:i + m]) for p in prompts for i in range(len(p) - m + 1)}
+    hit = np.zeros(len(work), dtype=bool)
+    for i in range(len(work) - m + 1):
+        if tuple(work[i:i + m]) in grams:
+            hit[i:i + m] = True
+    return hit
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 7), n_prompts=st.integers(0, 4))
+def test_property_mgram_trim_looks_up_the_prompt_in_the_work(seed: int, m: int,
+                                                             n_prompts: int) -> None:
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(int(rng.integers(3, 30)))]  # small: many repeats
+    work = [vocab[i] for i in rng.integers(0, len(vocab), int(rng.integers(0, 300)))]
+    prompts: list[list[str]] = []
+    for _ in range(n_prompts):
+        if work and rng.random() < 0.7:  # a quoted stretch of the work, with noise around it
+            a = int(rng.integers(0, len(work)))
+            quoted = work[a:a + int(rng.integers(0, 20))]
+        else:
+            quoted = []
+        prompts.append(_random_words(rng, int(rng.integers(0, 6)), "p") + quoted
+                       + [vocab[i] for i in rng.integers(0, len(vocab), int(rng.integers(0, 8)))])
+    wt = tokenize(" ".join(work))
+    texts = [" ".join(p) for p in prompts]
+    expect = _brute_mgram(wt.words, prompt_words(texts, wt.profile), m)
+    if len(wt) >= m:
+        got = MgramTrim.for_tokens(wt, m).positions(prompt_words(texts, wt.profile))
+        assert np.array_equal(got.to_bool(len(wt)), expect)
+        assert len(got) == int(expect.sum())
+    assert np.array_equal(mgram_positions(wt, texts, m=m), expect)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_ranges=st.integers(0, 6))
+def test_property_supplied_positions_equal_the_dense_intersection(seed: int,
+                                                                  n_ranges: int) -> None:
+    rng = np.random.default_rng(seed)
+    text = " ".join(_random_words(rng, int(rng.integers(0, 80)), "x"))
+    text = text.replace("x1", "\u00bd x1")  # NFKC expansions: tokens that share a raw range
+    wt = tokenize(text)
+    ranges = [(int(a), int(a + rng.integers(-3, 40))) for a in
+              rng.integers(-5, len(text) + 5, n_ranges)]
+    got = supplied_positions(wt, ranges)
+    assert np.array_equal(got.to_bool(len(wt)), supplied_mask(wt, ranges))
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_property_position_mask_is_the_set_it_describes(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 120))
+    a = rng.random(n) < rng.random()
+    b = np.zeros(n, dtype=bool)
+    starts = rng.integers(0, n, int(rng.integers(0, 6)))
+    ends = starts + rng.integers(-2, 15, len(starts))
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        b[s:max(s, min(e, n))] = True
+    ma = PositionMask.from_bool(a)
+    mb = PositionMask.from_runs(starts, np.minimum(ends, n))
+    assert np.array_equal(ma.to_bool(n), a) and np.array_equal(mb.to_bool(n), b)
+    union = ma | mb
+    assert np.array_equal(union.to_bool(n), a | b)
+    assert len(union) == int((a | b).sum())
+    assert union == PositionMask.from_bool(a | b)  # canonical: merged, sorted, no adjacency
+    probe = np.arange(-3, n + 3)
+    inside = (probe >= 0) & (probe < n)
+    assert np.array_equal(union.contains(probe)[inside], (a | b)[probe[inside]])
+    assert not union.contains(probe)[~inside].any()
+    for lo in range(0, n, 7):
+        for hi in (lo, lo + 1, lo + 9):
+            assert union.any_in(lo, hi) == bool((a | b)[lo:hi].any())
+
+
+def test_discount_takes_the_sparse_mask_as_the_dense_one() -> None:
+    rng = np.random.default_rng(7)
+    work = _random_words(rng, 600, "w")
+    out = work[100:220] + ["o1", "o2"] + work[300:380]
+    wt, ot = tokenize(" ".join(work)), tokenize(" ".join(out))
+    spans = WorkMatcher(wt).near_spans(ot)
+    dense = np.zeros(len(wt), dtype=bool)
+    dense[150:160] = dense[330:333] = dense[379] = True
+    sparse = PositionMask.from_bool(dense)
+    assert discount(spans, sparse, k=5, work_words=len(wt)) == discount(spans, dense, k=5)
+    assert len(discount(spans, dense, k=5)) == 4  # each span cut once, the 379 cut trims one
+    with pytest.raises(ValueError, match="outside the work mask"):
+        discount(spans, sparse, work_words=200)

@@ -28,7 +28,14 @@ from casekit.analysis.findings import (
     ModelWorkFinding,
     SpanFinding,
 )
-from casekit.analysis.leakage import discount, echo_mask, mgram_positions, supplied_mask
+from casekit.analysis.index import KgramIndex
+from casekit.analysis.leakage import (
+    MgramTrim,
+    discount,
+    echo_mask,
+    prompt_words,
+    supplied_positions,
+)
 from casekit.analysis.matcher import Span, WorkMatcher
 from casekit.analysis.metrics import (
     LIU26_T,
@@ -120,10 +127,28 @@ DEFINITIONS = {
 
 @dataclass
 class _WorkIndex:
+    """What an analysis holds per work, built once: the matchers of both profiles and the
+    m-gram indexes in which each attempt's prompt m-grams are looked up (leakage step 4)."""
+
     work: Work
     match: WorkMatcher
     liu: WorkMatcher
     liu_tokens: Tokens
+    match_trim: MgramTrim
+    liu_trim: MgramTrim
+
+    @classmethod
+    def build(cls, work: Work, seed_k: int) -> _WorkIndex:
+        match = WorkMatcher.for_work(work, MATCH_PROFILE, seed_k)
+        liu = WorkMatcher.for_work(work, LIU_PROFILE, min(BMC_KS))
+        return cls(work, match, liu, work.liu_tokens, _trim(match), _trim(liu))
+
+
+def _trim(matcher: WorkMatcher) -> MgramTrim:
+    """The matcher's own index when its k is the m-gram length, else an m-gram index on the
+    same word ids."""
+    index = matcher.index if matcher.k == M_GRAM else KgramIndex(matcher.work_ids, M_GRAM)
+    return MgramTrim(matcher.vocab, index)
 
 
 @dataclass
@@ -172,6 +197,15 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int | None]:
     return int(lengths[i]), int(starts[i])
 
 
+def _longest_consecutive(pos: np.ndarray) -> int:
+    """The longest run of consecutive integers in increasing ``pos`` (its length)."""
+    if not len(pos):
+        return 0
+    breaks = np.flatnonzero(np.diff(pos) != 1)
+    bounds = np.concatenate(([0], breaks + 1, [len(pos)]))
+    return int(np.diff(bounds).max())
+
+
 class Analyzer:
     """Analyzes attempts one by one (spans, coverage, the measures' per-attempt hooks), then
     each model x work (rates, coverage, the measures' aggregates). Holds the per-analysis
@@ -184,9 +218,7 @@ class Analyzer:
         self.works = {w.id: w for w in works}
         self.index: dict[str, _WorkIndex] = {}
         for w in works:
-            self.index[w.id] = _WorkIndex(w, WorkMatcher.for_work(w, MATCH_PROFILE, self.k),
-                                          WorkMatcher.for_work(w, LIU_PROFILE, min(BMC_KS)),
-                                          w.liu_tokens)
+            self.index[w.id] = _WorkIndex.build(w, self.k)
         # Per (model, work): coverage masks.
         self.cover: dict[tuple[str, str], np.ndarray] = {}
         self.bmc_masks: dict[tuple[str, str, int], np.ndarray] = {}
@@ -270,31 +302,34 @@ class Analyzer:
         prompts = a.supplied_texts()
         out = tokenize(text, MATCH_PROFILE)
         ctx = AttemptContext(record=rec, work=work, thresholds=self.th, text=text, out=out)
-        mask = echo_mask(out, prompts, min_words=ECHO_MIN_WORDS, profile=MATCH_PROFILE)
+        # Each prompt text is tokenized once per profile; the work is never walked here.
+        match_prompts = prompt_words(prompts, MATCH_PROFILE)
+        mask = echo_mask(out, prompts, min_words=ECHO_MIN_WORDS, profile=MATCH_PROFILE,
+                         prompts=match_prompts)
         for m in measures:
             masked = m.mask_output(ctx, mask)
             if masked is not None:
                 computed[m.name] = masked
         spans = wi.match.near_spans(out, near_exact=self.th.near_exact, out_mask=mask)
-        work_mask = supplied_mask(work.tokens, [(r.start, r.end) for r in a.supplied])
-        work_mask |= mgram_positions(work.tokens, prompts, m=M_GRAM)
-        credited = [s for s in discount(spans, work_mask, k=self.k)
+        work_mask = (supplied_positions(work.tokens, [(r.start, r.end) for r in a.supplied])
+                     | wi.match_trim.positions(match_prompts))
+        credited = [s for s in discount(spans, work_mask, k=self.k,
+                                        work_words=len(work.tokens))
                     if s.similarity >= self.th.near_exact]
         cover = self._cover(a.model_id, a.work_id)
         longest_verbatim = 0
         for s in credited:
             pos = s.matched_work_positions()
             cover[pos] = True
-            run_mask = np.zeros(len(work.tokens), dtype=bool)
-            run_mask[pos] = True
-            longest_verbatim = max(longest_verbatim, _longest_run(run_mask)[0])
+            longest_verbatim = max(longest_verbatim, _longest_consecutive(pos))
         # BMC@k [Liu26]: words profile, exact spans, instruction m-grams trimmed.
         liu_out = tokenize(text, LIU_PROFILE)
         exact = wi.liu.exact_spans(liu_out)
-        liu_trim = mgram_positions(wi.liu_tokens, prompts, m=M_GRAM)
+        liu_trim = wi.liu_trim.positions(prompt_words(prompts, LIU_PROFILE))
         for k in BMC_KS:
             bmask = self._bmc(a.model_id, a.work_id, k)
-            for s in discount([e for e in exact if e.words >= k], liu_trim, k=k):
+            for s in discount([e for e in exact if e.words >= k], liu_trim, k=k,
+                              work_words=len(wi.liu_tokens)):
                 bmask[s.work_start:s.work_end] = True
         # [Liu26] longest regurgitated span against the attempt's own excerpt, untrimmed, and
         # the excerpt's matches longer than T words (for spans > T).

@@ -5,9 +5,9 @@ credited as the model's recall:
 
 - step 2, :func:`echo_mask`: output words inside a run of >= 5 words that also occurs in a
   prompt are masked before matching;
-- step 3, :func:`supplied_mask`: work words whose text was given in the prompt are never
+- step 3, :func:`supplied_positions`: work words whose text was given in the prompt are never
   credited;
-- step 4, :func:`mgram_positions` [Liu26 Alg. 1]: work words inside a work m-gram (m = 5) that
+- step 4, :class:`MgramTrim` [Liu26 Alg. 1]: work words inside a work m-gram (m = 5) that
   occurs in a prompt are never credited;
 - :func:`discount` removes the never-credited work positions from spans and keeps the
   remaining sub-spans of >= k work words, with their alignment, out range and similarity
@@ -15,12 +15,21 @@ credited as the model's recall:
 
 Step 5 (the model's own earlier turns are not leakage) is the caller's business: pass only
 tester-supplied texts here.
+
+Cost. An analysis calls these once per attempt, so none of them may walk the whole work: the
+never-credited positions are a :class:`PositionMask` (sorted runs, as many as the prompt has
+m-grams found in the work), the prompt's m-grams are looked up in an index of the work built
+once per work and profile (:class:`MgramTrim`), and supplied character ranges are located by
+binary search over the work's word offsets. Per attempt the cost grows with the prompt and the
+output, never with the work. :func:`mgram_positions` and :func:`supplied_mask` keep the dense
+(one bool per work word) forms for tests and one-off use.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,51 +40,216 @@ from casekit.normalize import Tokens, intersecting, tokenize
 log = logging.getLogger(__name__)
 
 _TAGS = ("equal", "replace", "delete", "insert")
+_I64 = np.int64
 
 
-def _prompt_hits(words: Sequence[str], prompt_texts: Sequence[str], m: int,
-                 profile: str) -> np.ndarray:
-    """Bool over ``words``: True where the word lies in an m-gram that occurs contiguously in
-    one of the prompt texts (tokenized with ``profile``)."""
-    n = len(words)
-    hit = np.zeros(n, dtype=bool)
-    if m < 1:
-        raise ValueError(f"run length must be >= 1, got {m}")
-    if n < m or not prompt_texts:
-        return hit
-    vocab = Vocab()
+class PositionMask:
+    """A set of work positions as sorted, disjoint, non-adjacent half-open runs
+    ``[starts[i], ends[i])``: the sparse form of a bool mask over a work's words."""
+
+    __slots__ = ("ends", "starts")
+
+    def __init__(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.starts = starts
+        self.ends = ends
+
+    @classmethod
+    def from_runs(cls, starts: Iterable[int] | np.ndarray,
+                  ends: Iterable[int] | np.ndarray) -> PositionMask:
+        """The union of runs ``[starts[i], ends[i])`` in any order, overlapping or not; empty
+        runs are dropped."""
+        s = np.asarray(list(starts) if not isinstance(starts, np.ndarray) else starts, dtype=_I64)
+        e = np.asarray(list(ends) if not isinstance(ends, np.ndarray) else ends, dtype=_I64)
+        if s.shape != e.shape:
+            raise ValueError("run starts and ends differ in length")
+        keep = e > s
+        s, e = s[keep], e[keep]
+        if len(s) == 0:
+            return cls(np.zeros(0, dtype=_I64), np.zeros(0, dtype=_I64))
+        order = np.argsort(s, kind="stable")
+        s, e = s[order], e[order]
+        reach = np.maximum.accumulate(e)
+        # A run starts a new merged run when it begins after everything before it ended.
+        new = np.concatenate(([True], s[1:] > reach[:-1]))
+        idx = np.flatnonzero(new)
+        ends_idx = np.concatenate((idx[1:], [len(s)])) - 1
+        return cls(s[idx], reach[ends_idx])
+
+    @classmethod
+    def from_bool(cls, mask: np.ndarray) -> PositionMask:
+        """The runs of True in a bool mask."""
+        d = np.diff(np.concatenate(([0], np.asarray(mask, dtype=np.int8), [0])))
+        return cls(np.flatnonzero(d == 1).astype(_I64), np.flatnonzero(d == -1).astype(_I64))
+
+    def __or__(self, other: PositionMask) -> PositionMask:
+        if not len(self.starts):
+            return other
+        if not len(other.starts):
+            return self
+        return PositionMask.from_runs(np.concatenate((self.starts, other.starts)),
+                                      np.concatenate((self.ends, other.ends)))
+
+    def __len__(self) -> int:
+        """How many positions the mask holds."""
+        return int((self.ends - self.starts).sum())
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, PositionMask) and np.array_equal(self.starts, other.starts)
+                and np.array_equal(self.ends, other.ends))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        runs = ", ".join(f"[{a}, {b})" for a, b in zip(self.starts.tolist()[:5],
+                                                       self.ends.tolist()[:5], strict=True))
+        more = ", ..." if len(self.starts) > 5 else ""
+        return f"PositionMask({runs}{more})"
+
+    def any_in(self, lo: int, hi: int) -> bool:
+        """True when some position in ``[lo, hi)`` is in the mask."""
+        if hi <= lo or not len(self.starts):
+            return False
+        i = int(np.searchsorted(self.ends, lo, side="right"))  # first run ending after lo
+        return i < len(self.starts) and int(self.starts[i]) < hi
+
+    def contains(self, positions: np.ndarray) -> np.ndarray:
+        """Bool per position: True where it is in the mask."""
+        p = np.asarray(positions, dtype=_I64)
+        if not len(self.starts):
+            return np.zeros(p.shape, dtype=bool)
+        i = np.searchsorted(self.starts, p, side="right") - 1
+        ok = i >= 0
+        out = np.zeros(p.shape, dtype=bool)
+        out[ok] = self.ends[i[ok]] > p[ok]
+        return out
+
+    def to_bool(self, n: int) -> np.ndarray:
+        """The dense mask over ``n`` positions."""
+        depth = np.zeros(n + 1, dtype=_I64)
+        s, e = np.minimum(self.starts, n), np.minimum(self.ends, n)
+        np.add.at(depth, s, 1)
+        np.add.at(depth, e, -1)
+        return np.cumsum(depth[:n]) > 0
+
+
+PositionMask.EMPTY = PositionMask(np.zeros(0, dtype=_I64),  # type: ignore[attr-defined]
+                                  np.zeros(0, dtype=_I64))
+
+
+def prompt_words(prompt_texts: Sequence[str], profile: str) -> list[list[str]]:
+    """The words of each non-empty prompt text under ``profile`` (tokenize once, use for every
+    step that needs them)."""
+    return [tokenize(t, profile).words for t in prompt_texts if t]
+
+
+def _joined_ids(vocab: Vocab, prompts: Sequence[Sequence[str]], *, add: bool) -> np.ndarray:
+    """The prompts' word ids, each prompt followed by -1 so that no k-gram spans two prompts
+    (k-grams holding a negative id never match)."""
     parts: list[np.ndarray] = []
-    for text in prompt_texts:
-        if text:
-            parts.append(vocab.ids(tokenize(text, profile).words, add=True))
-    sep = np.array([len(vocab)], dtype=np.int64)  # an id no word has: m-grams never span prompts
-    ids = np.concatenate([x for p in parts for x in (p, sep)]) if parts else sep
-    if len(ids) <= m:
-        return hit
-    index = KgramIndex(ids, m)
-    qpos, _ = index.lookup(vocab.ids(words, add=False))
-    if len(qpos):
-        qpos = np.unique(qpos)
-        depth = np.zeros(n + 1, dtype=np.int64)
-        np.add.at(depth, qpos, 1)
-        np.add.at(depth, qpos + m, -1)
+    for words in prompts:
+        parts.append(vocab.ids(words, add=add))
+        parts.append(np.full(1, -1, dtype=_I64))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=_I64)
+
+
+def _cover(starts: np.ndarray, m: int, n: int) -> np.ndarray:
+    """Bool over ``n`` positions: True inside some ``[s, s + m)``."""
+    hit = np.zeros(n, dtype=bool)
+    if len(starts):
+        depth = np.zeros(n + 1, dtype=_I64)
+        u = np.unique(starts)
+        np.add.at(depth, u, 1)
+        np.add.at(depth, np.minimum(u + m, n), -1)
         hit = np.cumsum(depth[:n]) > 0
     return hit
 
 
+def _echo_hits(words: Sequence[str], prompts: Sequence[Sequence[str]], m: int) -> np.ndarray:
+    """Bool over ``words``: True where the word lies in an m-gram occurring contiguously in
+    one of the prompts. Cost: the prompts plus ``words``."""
+    if m < 1:
+        raise ValueError(f"run length must be >= 1, got {m}")
+    n = len(words)
+    if n < m or not prompts:
+        return np.zeros(n, dtype=bool)
+    vocab = Vocab()
+    ids = _joined_ids(vocab, prompts, add=True)
+    if len(ids) <= m:
+        return np.zeros(n, dtype=bool)
+    qpos, _ = KgramIndex(ids, m).lookup(vocab.ids(words, add=False))
+    return _cover(qpos, m, n)
+
+
 def echo_mask(out: Tokens, prompt_texts: Sequence[str], min_words: int = 5,
-              profile: str = "light-words") -> np.ndarray:
+              profile: str = "light-words", *,
+              prompts: Sequence[Sequence[str]] | None = None) -> np.ndarray:
     """Bool over output words: True inside a run of >= ``min_words`` consecutive words that
-    also occurs contiguously in a prompt text (step 2, echo removal)."""
+    also occurs contiguously in a prompt text (step 2, echo removal). ``prompts``: the prompt
+    texts already tokenized with ``profile`` (:func:`prompt_words`), to tokenize them once."""
     if profile != out.profile:
         log.warning("echo_mask: output tokenized with %r, prompts with %r", out.profile, profile)
-    return _prompt_hits(out.words, prompt_texts, min_words, profile)
+    if prompts is None:
+        prompts = prompt_words(prompt_texts, profile)
+    return _echo_hits(out.words, prompts, min_words)
+
+
+@dataclass(frozen=True)
+class MgramTrim:
+    """Step 4 [Liu26 Alg. 1] for one work and profile: the work's m-gram index, built once, in
+    which each attempt's prompt m-grams are looked up. ``vocab`` maps the work's words to the
+    ids ``index`` was built on."""
+
+    vocab: Vocab
+    index: KgramIndex
+
+    @classmethod
+    def for_tokens(cls, work: Tokens, m: int = 5) -> MgramTrim:
+        """Build the vocabulary and the m-gram index of a work's tokens."""
+        vocab = Vocab()
+        return cls(vocab, KgramIndex(vocab.ids(work.words, add=True), m))
+
+    @property
+    def m(self) -> int:
+        return self.index.k
+
+    def positions(self, prompts: Sequence[Sequence[str]]) -> PositionMask:
+        """The work positions inside a work m-gram that occurs contiguously in one of the
+        prompts (already tokenized with the work's profile)."""
+        if not prompts:
+            return PositionMask.EMPTY  # type: ignore[attr-defined,no-any-return]
+        ids = _joined_ids(self.vocab, prompts, add=False)
+        _, wpos = self.index.lookup(ids)
+        if not len(wpos):
+            return PositionMask.EMPTY  # type: ignore[attr-defined,no-any-return]
+        wpos = np.unique(wpos)
+        return PositionMask.from_runs(wpos, wpos + self.m)
 
 
 def mgram_positions(work: Tokens, prompt_texts: Sequence[str], m: int = 5) -> np.ndarray:
     """Bool over work words: True where the word belongs to a work m-gram occurring in a prompt
-    text (step 4, [Liu26 Alg. 1]); prompts are tokenized with the work's profile."""
-    return _prompt_hits(work.words, prompt_texts, m, work.profile)
+    text (step 4, [Liu26 Alg. 1]); prompts are tokenized with the work's profile. Builds the
+    work's index on every call: an analysis holds a :class:`MgramTrim` instead."""
+    if m < 1:
+        raise ValueError(f"run length must be >= 1, got {m}")
+    if len(work) < m:
+        return np.zeros(len(work), dtype=bool)
+    trim = MgramTrim.for_tokens(work, m)
+    return trim.positions(prompt_words(prompt_texts, work.profile)).to_bool(len(work))
+
+
+def supplied_positions(work: Tokens, ranges: Sequence[tuple[int, int]]) -> PositionMask:
+    """The work words whose raw char range intersects any of the raw char ranges ``[start,
+    end)`` given in the prompt (step 3, position mask), found by binary search."""
+    rr = [(int(a), int(b)) for a, b in ranges if int(b) > int(a)]
+    if not rr or not len(work):
+        return PositionMask.EMPTY  # type: ignore[attr-defined,no-any-return]
+    a = np.array([x for x, _ in rr], dtype=_I64)
+    b = np.array([y for _, y in rr], dtype=_I64)
+    # Word i intersects [a, b) iff ends[i] > a and starts[i] < b; words are in text order, so
+    # both bounds are monotone in i.
+    lo = np.searchsorted(np.asarray(work.ends), a, side="right")
+    hi = np.searchsorted(np.asarray(work.starts), b, side="left")
+    return PositionMask.from_runs(lo, hi)
 
 
 def supplied_mask(work: Tokens, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -128,30 +302,36 @@ def _sub_span(o: np.ndarray, w: np.ndarray, tag: np.ndarray) -> Span:
                 cost == 0 and lo == lw, tuple(ops))
 
 
-def discount(spans: Sequence[Span], work_mask: np.ndarray, k: int = 5) -> list[Span]:
+def discount(spans: Sequence[Span], work_mask: np.ndarray | PositionMask, k: int = 5, *,
+             work_words: int | None = None) -> list[Span]:
     """Remove never-credited work positions from spans (steps 3-4).
 
-    ``work_mask``: bool over work words, True = never credit (the supplied-range position mask
-    united with :func:`mgram_positions`). Each span is cut at its masked work words (and the
-    output words aligned to them); each remaining piece is trimmed to start and end on matching
-    words and kept if it covers >= ``k`` work words. Pieces keep the original alignment: their
-    opcodes are its restriction, their similarity is recomputed from it
-    (``1 - edits / max(out_words, work_words)``). Spans untouched by the mask are returned as
-    they are (if >= ``k`` work words).
+    ``work_mask``: the never-credited work positions (the supplied-range positions united with
+    the prompt's m-gram positions), as a :class:`PositionMask` or a bool array over the work's
+    words; ``work_words``, the work's length, bounds the spans when the mask is sparse. Each
+    span is cut at its masked work words (and the output words aligned to them); each remaining
+    piece is trimmed to start and end on matching words and kept if it covers >= ``k`` work
+    words. Pieces keep the original alignment: their opcodes are its restriction, their
+    similarity is recomputed from it (``1 - edits / max(out_words, work_words)``). Spans
+    untouched by the mask are returned as they are (if >= ``k`` work words).
     """
-    mask = np.asarray(work_mask, dtype=bool)
+    if isinstance(work_mask, PositionMask):
+        sparse, limit = work_mask, work_words
+    else:
+        dense = np.asarray(work_mask, dtype=bool)
+        sparse, limit = PositionMask.from_bool(dense), len(dense)
     result: list[Span] = []
     for s in spans:
-        if s.work_start < 0 or s.work_end > len(mask) or s.out_start < 0:
-            raise ValueError(f"span outside the work mask ({len(mask)} words): {s}")
-        if not mask[s.work_start:s.work_end].any():
+        if s.work_start < 0 or (limit is not None and s.work_end > limit) or s.out_start < 0:
+            raise ValueError(f"span outside the work mask ({limit} words): {s}")
+        if not sparse.any_in(s.work_start, s.work_end):
             if s.words >= k:
                 result.append(s)
             continue
         o, w, tag = _columns(s)
         bad = np.zeros(len(w), dtype=bool)
         hw = w >= 0
-        bad[hw] = mask[w[hw]]
+        bad[hw] = sparse.contains(w[hw])
         d = np.diff(np.concatenate(([0], (~bad).astype(np.int8), [0])))
         for a, b in zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(),
                         strict=True):
