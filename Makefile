@@ -22,7 +22,7 @@ demo: venv
 
 # Lint first: ruff and mypy must pass for the tests to pass (CI runs exactly `make test`).
 test: venv lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: venv
 	$(BIN)/ruff check casekit tests benchmarks
