@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="attempts of each run of the cost-per-attempt comparison (0: skip)")
     ap.add_argument("--timeout", type=float, default=3 * 3600, help="seconds per stage")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--stages", default="run,analyze,report,verify",
+                    help="comma-separated stages of the sized runs (default: all four)")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     if args.large:
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             per_model = n // len(models)
             print(f"\n{n:,} attempts ({len(models)} models x {per_model:,} prefix windows):")
             res = pipeline(f"n{n}", root, text, control, book, per_model, models,
-                           args.timeout, ("run", "analyze", "report", "verify"))
+                           args.timeout, tuple(x for x in args.stages.split(",") if x))
             for st in res.values():
                 print("  " + fmt_stage(st, n))
             if "analyze" in res and res["analyze"].rc == 0:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import logging
 import os
 from collections import Counter, deque
@@ -45,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+import rfc8785
 from pydantic import TypeAdapter, ValidationError
 
 from casekit.canonical import Canonical, canonical_json, sha256_bytes
@@ -98,71 +99,114 @@ class VerifyResult:
     torn_tail: bool = False
 
 
+_READ_CHUNK = 1 << 20
+
+
 def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, bytes without newline, newline-terminated) for every line."""
-    data = path.read_bytes()
-    start = 0
-    n = 0
-    while start < len(data):
-        n += 1
-        end = data.find(b"\n", start)
-        if end < 0:
-            yield n, data[start:], False
-            return
-        yield n, data[start:end], True
-        start = end + 1
+    """(line number, bytes without newline, newline-terminated) for every line, read in 1 MiB
+    chunks (memory is one chunk and the longest line, whatever the ledger's size)."""
+    with open(path, "rb") as fh:
+        n = 0
+        rest = b""
+        while chunk := fh.read(_READ_CHUNK):
+            data = rest + chunk if rest else chunk
+            start = 0
+            while (end := data.find(b"\n", start)) >= 0:
+                n += 1
+                yield n, data[start:end], True
+                start = end + 1
+            rest = data[start:]
+        if rest:
+            yield n + 1, rest, False
 
 
-def verify_chain(path: Path) -> VerifyResult:
-    """Re-derive the hash chain; name the first bad record."""
+class ChainBroken(LedgerError):
+    """A ledger stops verifying at ``problem``: the records before it verified (``records`` of
+    them, the last with hash ``head_hash``)."""
+
+    def __init__(self, path: Path, problem: ChainProblem, records: int, head_hash: str | None,
+                 torn_tail: bool = False) -> None:
+        super().__init__(f"{path}: {problem}; the ledger does not verify, so nothing derived "
+                         "from it can be trusted (restore it from a copy)")
+        self.problem = problem
+        self.records = records
+        self.head_hash = head_hash
+        self.torn_tail = torn_tail
+
+
+def iter_records(path: Path) -> Iterator[LedgerRecord]:
+    """Every record of a ledger, verified as it is read, in one streaming pass: each line is
+    parsed once (orjson), canonicalized once (its hash and its canonical form come out of one
+    encoding) and validated once against the schema. Raises :class:`ChainBroken` at the first
+    record that does not verify, after yielding the ones before it: a caller that must not act
+    on a ledger that fails later either consumes it all first or can undo what it did.
+
+    The checks and their order are :func:`verify_chain`'s: JSON object, ``prev_hash`` link,
+    hash, canonical form, sequence number, schema."""
     if not path.exists():
         raise LedgerError(f"{path}: no ledger here; give the run folder that holds {LEDGER_NAME}")
     prev: str | None = None
     count = 0
+
+    def broken(lineno: int, seq: int | None, reason: str, torn: bool = False) -> ChainBroken:
+        return ChainBroken(path, ChainProblem(lineno, seq, reason), count, prev, torn)
+
+    validate = _ADAPTER.validate_python
     for lineno, raw, terminated in _iter_lines(path):
         try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             if not terminated:
-                return VerifyResult(False, count, prev, ChainProblem(
-                    lineno, None, "torn last line (incomplete write); `casekit run` moves it aside"
-                ), torn_tail=True)
-            return VerifyResult(False, count, prev, ChainProblem(lineno, None, "not valid JSON"))
+                raise broken(lineno, None, "torn last line (incomplete write); `casekit run` "
+                             "moves it aside", torn=True) from None
+            raise broken(lineno, None, "not valid JSON") from None
         if not isinstance(payload, dict):
-            return VerifyResult(False, count, prev, ChainProblem(lineno, None, "not a JSON object"))
+            raise broken(lineno, None, "not a JSON object")
         seq = payload.get("seq") if isinstance(payload.get("seq"), int) else None
         if payload.get("prev_hash") != prev:
-            return VerifyResult(False, count, prev, ChainProblem(
-                lineno, seq, f"prev_hash {payload.get('prev_hash')!r} does not match the previous "
-                f"record's hash {prev!r} (a record was removed, reordered or inserted)"))
-        expect = record_hash(payload)
-        if payload.get("hash") != expect:
-            return VerifyResult(False, count, prev, ChainProblem(
-                lineno, seq, f"hash mismatch: recorded {payload.get('hash')!r}, content hashes to "
-                f"{expect!r} (the record was edited)"))
-        if canonical_json(payload) != raw:
-            return VerifyResult(False, count, prev, ChainProblem(
-                lineno, seq, "line is not in canonical JSON form (the file was re-serialized)"))
-        if seq != count:
-            return VerifyResult(False, count, prev, ChainProblem(
-                lineno, seq, f"sequence number {seq} where {count} was expected"))
+            raise broken(lineno, seq, f"prev_hash {payload.get('prev_hash')!r} does not match "
+                         f"the previous record's hash {prev!r} (a record was removed, "
+                         "reordered or inserted)")
         try:
-            _ADAPTER.validate_python(payload)
+            expect, line = _canonical_with_hash({k: v for k, v in payload.items()
+                                                 if k != "hash"})
+        except (rfc8785.CanonicalizationError, rfc8785.IntegerDomainError) as exc:
+            raise broken(lineno, seq, f"not canonicalizable JSON ({exc})") from None
+        if payload.get("hash") != expect:
+            raise broken(lineno, seq, f"hash mismatch: recorded {payload.get('hash')!r}, "
+                         f"content hashes to {expect!r} (the record was edited)")
+        if line != raw:
+            raise broken(lineno, seq, "line is not in canonical JSON form (the file was "
+                         "re-serialized)")
+        if seq != count:
+            raise broken(lineno, seq, f"sequence number {seq} where {count} was expected")
+        try:
+            record = validate(payload)
         except ValidationError as exc:
-            return VerifyResult(False, count, prev, ChainProblem(
-                lineno, seq, f"record does not match the ledger schema: {exc.errors()[0]['msg']}"))
-        prev = payload["hash"]
+            raise broken(lineno, seq, "record does not match the ledger schema: "
+                         f"{exc.errors()[0]['msg']}") from None
+        prev = expect
         count += 1
-    return VerifyResult(True, count, prev)
+        yield record
+
+
+def verify_chain(path: Path) -> VerifyResult:
+    """Re-derive the hash chain; name the first bad record."""
+    count = 0
+    head: str | None = None
+    try:
+        for rec in iter_records(path):
+            count += 1
+            head = rec.hash
+    except ChainBroken as exc:
+        return VerifyResult(False, exc.records, exc.head_hash, exc.problem, exc.torn_tail)
+    return VerifyResult(True, count, head)
 
 
 def read_records(path: Path) -> list[LedgerRecord]:
-    """All records of a ledger whose chain verifies (raises LedgerError naming the bad record)."""
-    res = verify_chain(path)
-    if not res.ok:
-        raise LedgerError(f"{path}: {res.problem}; the ledger does not verify, so nothing derived "
-                          "from it can be trusted (restore it from a copy)")
-    return [_ADAPTER.validate_json(raw) for _, raw, _ in _iter_lines(path)]
+    """All records of a ledger whose chain verifies (raises LedgerError naming the bad record).
+    Holds every record: prefer :func:`iter_records` where one pass is enough."""
+    return list(iter_records(path))
 
 
 class Ledger:
@@ -217,19 +261,20 @@ class Ledger:
     def _open_locked(self) -> Ledger:
         torn: bytes | None = None
         if self.path.exists() and self.path.stat().st_size:
-            res = verify_chain(self.path)
-            if not res.ok and res.torn_tail and res.problem is not None:
-                torn = self._set_aside_tail(res.problem.line)
-                res = verify_chain(self.path)
-            if not res.ok:
-                raise LedgerError(
-                    f"{self.path}: {res.problem}; refusing to append to a ledger that does not "
-                    "verify (restore it from a copy, or start a new run folder)")
-            for _, raw, _ in _iter_lines(self.path):
-                rec = _ADAPTER.validate_json(raw)
-                self._index(rec, str(rec.hash))
-            self.seq = res.records
-            self.head = res.head_hash
+            # One pass: every line parsed, verified and indexed once.
+            try:
+                for rec in iter_records(self.path):
+                    self._index(rec, str(rec.hash))
+                    self.seq += 1
+                    self.head = rec.hash
+            except ChainBroken as exc:
+                if not exc.torn_tail:
+                    raise LedgerError(
+                        f"{self.path}: {exc.problem}; refusing to append to a ledger that does "
+                        "not verify (restore it from a copy, or start a new run folder)"
+                    ) from None
+                # Every record before the torn last line verified and is indexed.
+                torn = self._set_aside_tail(exc.problem.line)
         self._fh = open(self.path, "ab")  # noqa: SIM115 - held open for the run
         if torn is not None:
             self.append_note("torn_line", "a torn last line from an interrupted write was moved "
@@ -238,11 +283,23 @@ class Ledger:
         return self
 
     def _set_aside_tail(self, line: int) -> bytes:
-        data = self.path.read_bytes()
+        """Move the unterminated last line (line number ``line``) aside, reading only the
+        file's end."""
+        size = self.path.stat().st_size
         cut = 0
-        for _ in range(line - 1):
-            cut = data.index(b"\n", cut) + 1
-        tail = data[cut:]
+        with open(self.path, "rb") as fh:
+            pos = size
+            while pos > 0:
+                step = min(_READ_CHUNK, pos)
+                pos -= step
+                fh.seek(pos)
+                nl = fh.read(step).rfind(b"\n")
+                if nl >= 0:
+                    cut = pos + nl + 1
+                    break
+            fh.seek(cut)
+            tail = fh.read()
+        log.debug("torn line %d starts at byte %d", line, cut)
         n = 1
         while (self.run_dir / f"ledger.torn-{n}.bin").exists():
             n += 1

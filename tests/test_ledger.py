@@ -293,3 +293,96 @@ def test_a_failed_deferred_write_stops_the_run_and_keeps_the_chain(
     led.close()
     res = verify_chain(tmp_path / LEDGER_NAME)
     assert res.ok and res.records == 2
+
+
+# --- streaming: one pass, every line parsed once -----------------------------------------------
+
+
+def test_lines_are_split_the_same_across_read_chunks(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import casekit.ledger as ledger_mod
+
+    fill(tmp_path, 7).close()
+    path = tmp_path / LEDGER_NAME
+    with path.open("ab") as fh:
+        fh.write(b'{"torn":')  # an unterminated last line
+    whole = path.read_bytes()
+    expect = [(i + 1, line, i + 1 < len(whole.split(b"\n")))
+              for i, line in enumerate(whole.split(b"\n"))]
+    for chunk in (1, 2, 7, 64, 1 << 20):  # lines split across chunks, and the normal size
+        monkeypatch.setattr(ledger_mod, "_READ_CHUNK", chunk)
+        assert list(ledger_mod._iter_lines(path)) == expect
+
+
+def test_iter_records_yields_the_good_prefix_then_names_the_bad_line(tmp_path: Path) -> None:
+    from casekit.ledger import ChainBroken, iter_records
+
+    fill(tmp_path, 5).close()
+    path = tmp_path / LEDGER_NAME
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"output 2", b"output X")  # edit the third attempt
+    path.write_bytes(b"\n".join(lines))
+    seen: list[int] = []
+    with pytest.raises(ChainBroken) as info:
+        for rec in iter_records(path):
+            seen.append(rec.seq)
+    assert seen == [0, 1, 2]
+    assert info.value.problem.line == 4 and info.value.records == 3
+    assert "hash mismatch" in str(info.value) and "line 4 (record seq 3)" in str(info.value)
+    res = verify_chain(path)
+    assert (res.ok, res.records, res.problem) == (False, 3, info.value.problem)
+    assert res.head_hash == json.loads(lines[2])["hash"]
+
+
+def test_iter_records_streams_with_the_records_of_read_records(tmp_path: Path) -> None:
+    from casekit.ledger import iter_records
+
+    fill(tmp_path, 4).close()
+    path = tmp_path / LEDGER_NAME
+    it = iter_records(path)
+    first = next(it)  # a generator: nothing past the first line is read yet
+    assert isinstance(first, Note)
+    rest = list(it)
+    assert [first, *rest] == read_records(path)
+    assert all(r.hash == json.loads(line)["hash"]
+               for r, line in zip([first, *rest], path.read_bytes().splitlines(), strict=True))
+
+
+def test_open_parses_each_line_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import orjson
+
+    import casekit.ledger as ledger_mod
+
+    fill(tmp_path, 6).close()
+    calls = 0
+    real = orjson.loads
+
+    def counting(raw: bytes) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(raw)
+
+    monkeypatch.setattr(ledger_mod.orjson, "loads", counting)
+    led = Ledger(tmp_path).open()
+    try:
+        assert led.seq == 7 and len(led.recorded_attempt_ids()) == 6
+    finally:
+        led.close()
+    assert calls == 7
+
+
+def test_a_torn_tail_of_a_large_ledger_is_cut_at_the_last_newline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import casekit.ledger as ledger_mod
+
+    monkeypatch.setattr(ledger_mod, "_READ_CHUNK", 5)  # the backwards search crosses chunks
+    fill(tmp_path, 3).close()
+    path = tmp_path / LEDGER_NAME
+    good = path.read_bytes()
+    path.write_bytes(good + b'{"seq": 4, "a very long torn line' + b"x" * 50)
+    led = Ledger(tmp_path).open()
+    led.close()
+    assert path.read_bytes().startswith(good)
+    aside = (tmp_path / "ledger.torn-1.bin").read_bytes()
+    assert aside == b'{"seq": 4, "a very long torn line' + b"x" * 50
+    assert verify_chain(path).ok and verify_chain(path).records == 5

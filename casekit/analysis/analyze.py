@@ -49,7 +49,7 @@ from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fiel
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
-from casekit.ledger import LEDGER_NAME, read_records
+from casekit.ledger import LEDGER_NAME, iter_records
 from casekit.normalize import Tokens, tokenize
 from casekit.pz import TeacherForced, can_compute, log_p_z
 from casekit.records import IMPORT_STRATEGY, AttemptRecord, RunEnd, RunStart
@@ -444,12 +444,8 @@ class Analyzer:
         return out
 
 
-def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
-    """Analyze the ledger in run_dir against the works recorded in its run_start."""
-    records = read_records(run_dir / LEDGER_NAME)
-    start = next((r for r in records if isinstance(r, RunStart)), None)
-    if start is None:
-        raise CasekitError(f"{run_dir}: the ledger has no run_start record")
+def _analyzer_for(run_dir: Path, start: RunStart, case_path: Path | None) -> Analyzer:
+    """The analyzer of a run: its case as recorded, the works checked against their hashes."""
     spec = CaseFile.model_validate(start.case)
     cpath = case_path or Path(start.case_path)
     loaded = LoadedCase(spec=spec, path=cpath.resolve(), sha256=start.case_sha256)
@@ -459,9 +455,42 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
         if rec.sha256 != w.sha256:
             raise CasekitError(f"work {w.id!r} at {w.path} hashes to {w.sha256}, the run recorded "
                                f"{rec.sha256}; restore the original text to analyze this run")
-    an = Analyzer(spec, works)
-    attempts = [r for r in records if isinstance(r, AttemptRecord)]
-    analyses = [an.attempt(r) for r in attempts]
+    return Analyzer(spec, works)
+
+
+def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
+    """Analyze the ledger in run_dir against the works recorded in its run_start.
+
+    One streaming pass over the ledger: each record is verified, parsed and analyzed as it is
+    read, and only its analysis is kept (a ledger that stops verifying raises before any
+    finding exists)."""
+    start: RunStart | None = None
+    an: Analyzer | None = None
+    analyses: list[AttemptAnalysis] = []
+    run_ids: set[str] = set()
+    imported_ids: set[str] = set()
+    last_end: RunEnd | None = None
+    head = ""
+    n_records = 0
+    for rec in iter_records(run_dir / LEDGER_NAME):
+        n_records += 1
+        head = rec.hash or ""
+        if isinstance(rec, RunStart):
+            if start is None:
+                start = rec
+                an = _analyzer_for(run_dir, rec, case_path)
+        elif isinstance(rec, AttemptRecord):
+            if an is None:
+                raise CasekitError(f"{run_dir}: the ledger has an attempt (record seq {rec.seq}) "
+                                   "before its run_start record")
+            (imported_ids if rec.attempt.strategy == IMPORT_STRATEGY else run_ids).add(
+                rec.attempt.id)
+            analyses.append(an.attempt(rec))
+        elif isinstance(rec, RunEnd):
+            last_end = rec
+    if start is None or an is None:
+        raise CasekitError(f"{run_dir}: the ledger has no run_start record")
+    spec = an.case
     findings = []
     for m in spec.models:
         for ws in spec.works:
@@ -508,10 +537,9 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
             ))
     th = spec.thresholds
     fmt = {"k": th.seed_k, "near_exact": th.near_exact, "min_span_words": th.min_span_words}
-    end = [r for r in records if isinstance(r, RunEnd)]
     return Findings(
         run_id=start.run_id, case_sha256=start.case_sha256,
-        ledger_head_hash=records[-1].hash or "", ledger_records=len(records),
+        ledger_head_hash=head, ledger_records=n_records,
         casekit_version=casekit.__version__,
         thresholds=FindingsThresholds(
             near_exact=th.near_exact, min_span_words=th.min_span_words,
@@ -521,12 +549,9 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
             legal_defaults=th.legal_defaults),
         profiles={"spans": MATCH_PROFILE, "bmc": LIU_PROFILE},
         definitions=definitions(an, fmt),
-        complete=bool(end and end[-1].complete),
+        complete=bool(last_end and last_end.complete),
         planned_attempts=start.planned_attempts,
-        recorded_attempts=len({r.attempt.id for r in attempts
-                               if r.attempt.strategy != IMPORT_STRATEGY}),
-        imported_attempts=len({r.attempt.id for r in attempts
-                               if r.attempt.strategy == IMPORT_STRATEGY}),
+        recorded_attempts=len(run_ids), imported_attempts=len(imported_ids),
         attempts=analyses, findings=findings, controls=controls, comparisons=comparisons,
     )
 
