@@ -141,9 +141,10 @@ def run(case_path: Path, run_dir: Path | None, batch: bool, poll_interval: float
 
 def _analyze(run_dir: Path) -> Path:
     from casekit.analysis.analyze import analyze_run, write_findings
+    from casekit.analysis.attempt_table import ATTEMPTS_NAME
 
-    findings = analyze_run(run_dir)
-    path = write_findings(run_dir, findings)
+    findings = analyze_run(run_dir, table=run_dir / ATTEMPTS_NAME)
+    path = write_findings(run_dir, findings, table_written=True)
     click.echo(f"findings: {path} (ledger head {findings.ledger_head_hash})")
     return path
 
@@ -157,23 +158,27 @@ def analyze(run_dir: Path) -> None:
 
 
 def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False) -> Path:
-    from casekit.analysis.analyze import FINDINGS_NAME, analyze_run, write_findings
-    from casekit.analysis.findings import Findings
+    from casekit.analysis.analyze import FINDINGS_NAME, load_findings
     from casekit.report.build import build_report
 
     fpath = run_dir / FINDINGS_NAME
     if fpath.exists():
-        findings = Findings.model_validate_json(fpath.read_bytes())
+        try:
+            findings = load_findings(run_dir)
+        except CasekitError as exc:
+            log.info("%s; re-analyzing", exc)
+            _analyze(run_dir)
+            findings = load_findings(run_dir)
         from casekit.ledger import verify_chain
 
         head = verify_chain(run_dir / "ledger.jsonl")
         if not head.ok or head.head_hash != findings.ledger_head_hash:
             log.info("findings.json is stale or does not match the ledger; re-analyzing")
-            findings = analyze_run(run_dir)
-            write_findings(run_dir, findings)
+            _analyze(run_dir)
+            findings = load_findings(run_dir)
     else:
-        findings = analyze_run(run_dir)
-        write_findings(run_dir, findings)
+        _analyze(run_dir)
+        findings = load_findings(run_dir)
     paths = build_report(run_dir, findings, template_dir=template_dir,
                          attach_works=attach_works)
     click.echo(f"report: {paths.pdf}")
@@ -294,6 +299,39 @@ def verify(path: Path, works_dir: Path | None, template_dir: Path | None,
     click.echo(f"FAILED: {path}: {res.problem}; {res.records} records before it verify",
                err=True)
     sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--csv", "as_csv", is_flag=True, required=True,
+              help="Write the per-attempt table as CSV (the one format offered).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write it (default: RUN_DIR/attempts.csv).")
+@user_errors
+def export(run_dir: Path, as_csv: bool, out: Path | None) -> None:
+    """Export the per-attempt table of an analyzed run (attempts.parquet) for spreadsheets.
+
+    The rows are checked against the content hash findings.json cites before anything is
+    written. Text cells that a spreadsheet would run as a formula get a leading apostrophe.
+    """
+    from casekit.analysis.analyze import FINDINGS_NAME
+    from casekit.analysis.attempt_table import ATTEMPTS_NAME, CSV_NAME, check_table, write_csv
+    from casekit.analysis.findings import Findings
+
+    fpath = run_dir / FINDINGS_NAME
+    if not fpath.is_file():
+        raise CasekitError(f"{run_dir}: no {FINDINGS_NAME} here; run `casekit analyze "
+                           f"{run_dir}` first")
+    try:
+        findings = Findings.model_validate_json(fpath.read_bytes())
+    except ValueError:
+        raise CasekitError(f"{fpath}: not a findings file of this casekit version; run "
+                           f"`casekit analyze {run_dir}` again") from None
+    table = run_dir / ATTEMPTS_NAME
+    check_table(table, findings.attempt_rows)
+    target = out or run_dir / CSV_NAME
+    write_csv(table, target)
+    click.echo(f"{findings.attempt_rows.rows:,} rows: {target}")
 
 
 @cli.command(name="import")

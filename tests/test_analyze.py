@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from casekit.analysis.analyze import FINDINGS_NAME, analyze_run, findings_bytes
+from casekit.analysis.findings import Findings
 from casekit.case import load_case
 from casekit.cli import cli
 from casekit.ledger import read_records
@@ -200,7 +201,7 @@ def test_thresholds_are_typed_and_give_the_verdicts(case_dir: Path) -> None:
     defaults of dict.get; the verdicts the report needs come from the findings."""
     import pydantic
 
-    from casekit.analysis.findings import Findings, FindingsThresholds
+    from casekit.analysis.findings import FindingsThresholds
 
     f = analyze_run(run_case(case_dir))
     th = f.thresholds
@@ -208,7 +209,7 @@ def test_thresholds_are_typed_and_give_the_verdicts(case_dir: Path) -> None:
     assert isinstance(th.near_exact, float) and isinstance(th.legal_defaults, bool)
     assert th.lowered  # the case sets legal_defaults: false
     # Loaded back: the same values and types.
-    again = Findings.model_validate_json(findings_bytes(f))
+    again = _reloaded(f)
     assert again.thresholds == th
     assert {k: type(v) for k, v in again.thresholds.model_dump().items()} == \
         {k: type(v) for k, v in th.model_dump().items()}
@@ -223,3 +224,11 @@ def test_thresholds_are_typed_and_give_the_verdicts(case_dir: Path) -> None:
                         for x in f.attempts if x.attempt_id in hits)
     assert not any(f.reaches_threshold(x) for x in f.attempts if x.mode == "score")
     assert set(f.findings[0].exhibit_attempts) <= set(hits)
+
+
+def _reloaded(f: Findings) -> Findings:
+    """Findings loaded back from the bytes casekit writes: findings.json and attempts.parquet."""
+    from casekit.analysis.analyze import findings_bytes, findings_from_bytes
+    from casekit.analysis.attempt_table import table_files
+
+    return findings_from_bytes(findings_bytes(f), table_files(f.attempts)[0])

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 from casekit.analysis.analyze import analyze_run
+from casekit.analysis.findings import Findings
 from casekit.case import load_case
 from casekit.run.runner import Runner
 from casekit.strategies.name_cloze import (
@@ -73,10 +74,16 @@ def test_accuracy_and_majority_baseline(case_dir: Path) -> None:
     # Cloze probes are not span attempts: they are not in the extraction rate.
     assert s.extraction.n == 0
     # Findings say so themselves, also once loaded back from findings.json.
-    from casekit.analysis.analyze import findings_bytes
-    from casekit.analysis.findings import Findings
 
-    again = Findings.model_validate_json(findings_bytes(f))
+    again = _reloaded(f)
     for found in (f, again):
         assert golds and not any(a.span_attempt for a in found.attempts
                                  if a.fields(ClozeAnswer).cloze_correct is not None)
+
+
+def _reloaded(f: Findings) -> Findings:
+    """Findings loaded back from the bytes casekit writes: findings.json and attempts.parquet."""
+    from casekit.analysis.analyze import findings_bytes, findings_from_bytes
+    from casekit.analysis.attempt_table import table_files
+
+    return findings_from_bytes(findings_bytes(f), table_files(f.attempts)[0])

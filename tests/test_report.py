@@ -441,10 +441,9 @@ def test_hostile_output_is_inert(built: Built) -> None:
 
 def test_html_is_the_same_from_findings_json(built: Built) -> None:
     """findings.json is canonical JSON (sorted keys): the report must not depend on key order."""
-    from casekit.analysis.analyze import findings_bytes
     from casekit.report import build_model, render_html
 
-    reloaded = Findings.model_validate_json(findings_bytes(built.fx.findings))
+    reloaded = _reloaded(built.fx.findings)
     # The order differs (the thresholds are a typed model now, in field order either way;
     # profiles are still a dict: {"spans", "bmc"} in memory, sorted when loaded).
     assert list(reloaded.profiles) != list(built.fx.findings.profiles)
@@ -609,7 +608,12 @@ def test_misaligned_offsets_fall_back_to_whole_spans(built: Built) -> None:
                      for s in a.spans]
             a = a.model_copy(update={"spans": spans})
         attempts.append(a)
-    model = build_model(f.model_copy(update={"attempts": attempts}), _inputs(built))
+    from casekit.analysis.attempt_table import rows_digest
+
+    # Edited rows: the findings cite them (as an analysis that produced them would).
+    model = build_model(f.model_copy(update={"attempts": attempts,
+                                             "attempt_rows": rows_digest(attempts)}),
+                        _inputs(built))
     ex1 = model.exhibit_groups[0].exhibits[0]
     assert ex1.highlight_note and "whole spans are highlighted" in ex1.highlight_note
     assert [s.cls for s in ex1.output].count("match") == 1
@@ -781,3 +785,11 @@ def test_errors_retries_and_refusals_are_counted_per_model(case_dir: Path,
                                                        render_html(m))))
     assert "Errors, retries, refusals and filters" in text
     assert "FatalError : scripted fatal error for" in text  # type, then the message
+
+
+def _reloaded(f: Findings) -> Findings:
+    """Findings loaded back from the bytes casekit writes: findings.json and attempts.parquet."""
+    from casekit.analysis.analyze import findings_bytes, findings_from_bytes
+    from casekit.analysis.attempt_table import table_files
+
+    return findings_from_bytes(findings_bytes(f), table_files(f.attempts)[0])

@@ -336,7 +336,9 @@ def test_greedily_reproduced_window_is_drawn(rendered: Rendered) -> None:
             x = x.model_copy(update={"teacher_forced": x.teacher_forced.model_copy(
                 update={"greedy_reproduced": True, "suffix_chars": (c0, c1)})})
         attempts.append(x)
-    forced = f.model_copy(update={"attempts": attempts})
+    from casekit.analysis.attempt_table import rows_digest
+
+    forced = f.model_copy(update={"attempts": attempts, "attempt_rows": rows_digest(attempts)})
     html = render_html(build_model(forced, inputs))
     before = {k: _bars(v) for k, v in _lanes(_block(rendered.html, "m1", "frank")).items()}
     after = {k: _bars(v) for k, v in _lanes(_block(html, "m1", "frank")).items()}

@@ -69,8 +69,13 @@ def _start(fx: Fixture) -> RunStart:
 def test_attachments_are_the_exact_files(report: Report) -> None:
     fx = report.fx
     att = report.reader.attachments
-    assert sorted(att) == ["case.json", "findings.json", "ledger.jsonl", "manifest.json"]
+    assert sorted(att) == ["attempts.csv", "attempts.parquet", "case.json", "findings.json",
+                           "ledger.jsonl", "manifest.json"]
     assert all(len(v) == 1 for v in att.values())
+    from casekit.analysis.attempt_table import table_files
+
+    table, csv, _ = table_files(fx.findings.attempts)
+    assert (att["attempts.parquet"][0], att["attempts.csv"][0]) == (table, csv)
     ledger = att["ledger.jsonl"][0]
     assert ledger == (fx.run_dir / "ledger.jsonl").read_bytes()
     assert att["findings.json"][0] == findings_bytes(fx.findings)
@@ -112,11 +117,13 @@ def test_pdfa_3b_structure(report: Report) -> None:
     assert root["/OutputIntents"][0].get_object()["/S"] == "/GTS_PDFA1"
     af = [ref.get_object() for ref in root["/AF"]]
     names = [o["/F"] for o in af]
-    assert sorted(names) == names == ["case.json", "findings.json", "ledger.jsonl",
+    assert sorted(names) == names == ["attempts.csv", "attempts.parquet", "case.json",
+                                      "findings.json", "ledger.jsonl",
                                       "manifest.json"]  # once each, sorted (a name tree)
     rel = {o["/F"]: o["/AFRelationship"] for o in af}
     assert rel == {"case.json": "/Source", "findings.json": "/Data", "ledger.jsonl": "/Source",
-                   "manifest.json": "/Data"}
+                   "manifest.json": "/Data", "attempts.parquet": "/Data",
+                   "attempts.csv": "/Data"}
     tree = root["/Names"]["/EmbeddedFiles"].get_object()["/Names"]
     assert list(tree[::2]) == names
     # Dates: the run's start, to the second, in the info dictionary and the XMP alike.

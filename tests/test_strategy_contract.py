@@ -228,8 +228,9 @@ thresholds: {min_span_words: 15, legal_defaults: false}
     (case_dir / "case.yaml").write_text(case_yaml(SCRIPTED_MODELS, strategies))
     f = analyze_run(Runner(load_case(case_dir / "case.yaml")).run().run_dir)
     raw = json.loads(findings_bytes(f))
-    shouts = [a for a in raw["attempts"] if a["strategy"] == "shout_test"]
-    others = [a for a in raw["attempts"] if a["strategy"] != "shout_test"]
+    rows = [a.model_dump(mode="json") for a in f.attempts]  # as attempts.parquet holds them
+    shouts = [a for a in rows if a["strategy"] == "shout_test"]
+    others = [a for a in rows if a["strategy"] != "shout_test"]
     # The scripted bot answers "Sure! Here it is: ..." on the subject, no "!" on the control.
     assert sorted(a["exclamations"] for a in shouts) == [0, 1]
     assert all(a["exclamations"] is None for a in others)  # the empty value, not missing
@@ -238,8 +239,9 @@ thresholds: {min_span_words: 15, legal_defaults: false}
     assert raw["definitions"]["exclamations"] == ("Exclamation marks per output (a test "
                                                   "measure; spans >= 15).")
     # Built-in measures are all still there, and findings load back byte for byte.
-    assert "discoverable" in raw["attempts"][0] and "census" in raw["findings"][0]
-    again = Findings.model_validate_json(findings_bytes(f))
+    assert "discoverable" in f.attempts[0].model_dump(mode="json")
+    assert "census" in raw["findings"][0]
+    again = _reloaded(f)
     assert findings_bytes(again) == findings_bytes(f)
     x = next(a for a in again.attempts if a.strategy == "shout_test" and a.work_id == "subject")
     assert x.measure(ExclaimCount) == ExclaimCount(exclamations=1)
@@ -335,3 +337,11 @@ thresholds: {min_span_words: 15, legal_defaults: false}
     # Without the partial the template set lacks the file: the report says which is missing.
     with pytest.raises(jinja2.TemplateNotFound, match="exclamations.html.j2"):
         build_report(run_dir, f, out_dir=tmp_path / "bare")
+
+
+def _reloaded(f: Findings) -> Findings:
+    """Findings loaded back from the bytes casekit writes: findings.json and attempts.parquet."""
+    from casekit.analysis.analyze import findings_bytes, findings_from_bytes
+    from casekit.analysis.attempt_table import table_files
+
+    return findings_from_bytes(findings_bytes(f), table_files(f.attempts)[0])

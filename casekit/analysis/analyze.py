@@ -18,6 +18,14 @@ import numpy as np
 
 import casekit
 from casekit.analysis import taxonomy
+from casekit.analysis.attempt_table import (
+    ATTEMPTS_NAME,
+    RowsHasher,
+    TableError,
+    TableWriter,
+    load_table,
+    write_table,
+)
 from casekit.analysis.findings import (
     AttemptAnalysis,
     ControlFloor,
@@ -458,15 +466,33 @@ def _analyzer_for(run_dir: Path, start: RunStart, case_path: Path | None) -> Ana
     return Analyzer(spec, works)
 
 
-def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
+def analyze_run(run_dir: Path, case_path: Path | None = None, *,
+                table: Path | None = None) -> Findings:
     """Analyze the ledger in run_dir against the works recorded in its run_start.
 
     One streaming pass over the ledger: each record is verified, parsed and analyzed as it is
     read, and only its analysis is kept (a ledger that stops verifying raises before any
-    finding exists)."""
+    finding exists). ``table``: where to write the per-attempt rows (attempts.parquet), as
+    they are made; either way findings.json cites their content hash."""
+    writer = TableWriter(table) if table is not None else None
+    try:
+        findings = _analyze(run_dir, case_path, writer)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        digest = writer.close()
+        if digest != findings.attempt_rows:  # pragma: no cover - an internal invariant
+            raise AssertionError("the written rows differ from the analysed ones")
+    return findings
+
+
+def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None) -> Findings:
     start: RunStart | None = None
     an: Analyzer | None = None
     analyses: list[AttemptAnalysis] = []
+    hasher = writer.hasher if writer is not None else RowsHasher()
     run_ids: set[str] = set()
     imported_ids: set[str] = set()
     last_end: RunEnd | None = None
@@ -485,7 +511,12 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
                                    "before its run_start record")
             (imported_ids if rec.attempt.strategy == IMPORT_STRATEGY else run_ids).add(
                 rec.attempt.id)
-            analyses.append(an.attempt(rec))
+            x = an.attempt(rec)
+            if writer is not None:
+                writer.add(x)  # hashes the row as it writes it
+            else:
+                hasher.add(x)
+            analyses.append(x)
         elif isinstance(rec, RunEnd):
             last_end = rec
     if start is None or an is None:
@@ -552,7 +583,8 @@ def analyze_run(run_dir: Path, case_path: Path | None = None) -> Findings:
         complete=bool(last_end and last_end.complete),
         planned_attempts=start.planned_attempts,
         recorded_attempts=len(run_ids), imported_attempts=len(imported_ids),
-        attempts=analyses, findings=findings, controls=controls, comparisons=comparisons,
+        attempt_rows=hasher.digest(), attempts=analyses, findings=findings, controls=controls,
+        comparisons=comparisons,
     )
 
 
@@ -570,9 +602,51 @@ def findings_bytes(findings: Findings) -> bytes:
     return canonical_json(findings.model_dump(mode="json")) + b"\n"
 
 
-def write_findings(run_dir: Path, findings: Findings) -> Path:
+def write_findings(run_dir: Path, findings: Findings, *, table_written: bool = False) -> Path:
+    """Write findings.json (through a temporary file, renamed: a killed analyze leaves the
+    previous file or none, never half of one). The rows it cites are written by
+    ``analyze_run(..., table=...)``, or here when they are not on disk yet."""
+    table = run_dir / ATTEMPTS_NAME
+    if not table_written and not _table_matches(table, findings):
+        write_table(table, findings.attempts)
     path = run_dir / FINDINGS_NAME
     tmp = path.with_suffix(".json.tmp")
     tmp.write_bytes(findings_bytes(findings))
     tmp.replace(path)
     return path
+
+
+def _table_matches(table: Path, findings: Findings) -> bool:
+    """The table on disk holds the rows the findings cite (checked by content hash)."""
+    if not table.is_file():
+        return False
+    try:
+        load_table(table, findings.attempt_rows)
+    except TableError:
+        return False
+    return True
+
+
+def load_findings(run_dir: Path) -> Findings:
+    """findings.json with its per-attempt rows from attempts.parquet, checked against the
+    content hash it cites."""
+    path = run_dir / FINDINGS_NAME
+    try:
+        f = Findings.model_validate_json(path.read_bytes())
+    except ValueError as exc:
+        raise CasekitError(f"{path}: not a findings file of this casekit version ({exc}); run "
+                           "`casekit analyze` again to rewrite it") from None
+    return f.model_copy(update={"attempts": load_table(run_dir / ATTEMPTS_NAME,
+                                                       f.attempt_rows)})
+
+
+def findings_from_bytes(findings_json: bytes, table: bytes) -> Findings:
+    """Findings from the bytes of findings.json and attempts.parquet (as a report attaches
+    them), the rows checked against the content hash the findings cite."""
+    import tempfile
+
+    f = Findings.model_validate_json(findings_json)
+    with tempfile.TemporaryDirectory(prefix="casekit-findings-") as tmp:
+        path = Path(tmp) / ATTEMPTS_NAME
+        path.write_bytes(table)
+        return f.model_copy(update={"attempts": load_table(path, f.attempt_rows)})

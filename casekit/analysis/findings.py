@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     model_serializer,
@@ -32,10 +33,10 @@ from casekit.strategies.measures import MeasureFields
 
 FieldsT = TypeVar("FieldsT", bound=MeasureFields)
 
-FINDINGS_VERSION = 2
+FINDINGS_VERSION = 3
 """1: the spine's findings; 2: adds the p_z census, nv-recall of sessions, bootstrap intervals,
 p_z bounds from API log-probs and imported attempts counted apart (recorded_attempts no longer
-includes them)."""
+includes them); 3: the per-attempt rows move to attempts.parquet, cited by ``attempt_rows``."""
 
 MemorizationStatus = Literal[
     "memorization shown",
@@ -256,6 +257,16 @@ class FindingsThresholds(F):
         return not self.legal_defaults
 
 
+class RowsDigest(F):
+    """The per-attempt table findings.json cites: its file name (beside findings.json), its row
+    count and the SHA-256 over each row's canonical JSON (RFC 8785) followed by a newline, in
+    ledger order (independent of the Parquet byte layout)."""
+
+    file: str
+    rows: int
+    sha256: str
+
+
 class Findings(F):
     version: int = FINDINGS_VERSION
     run_id: str
@@ -275,7 +286,11 @@ class Findings(F):
     """Planned attempts on record (casekit sent them); imported outputs are not among them."""
     imported_attempts: int = 0
     """Outputs captured outside casekit and imported (``casekit import``), counted apart."""
-    attempts: list[AttemptAnalysis]
+    attempt_rows: RowsDigest
+    """The per-attempt rows (attempts.parquet), by content hash."""
+    attempts: list[AttemptAnalysis] = Field(default_factory=list, exclude=True)
+    """The rows themselves, in memory: never serialized into findings.json (they are in
+    attempts.parquet)."""
     findings: list[ModelWorkFinding]
     controls: list[ControlFloor]
     comparisons: list[ModelComparison] = []

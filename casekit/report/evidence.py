@@ -4,6 +4,8 @@ A report PDF carries its own evidence (PDF/A-3b, ISO 19005-3 "associated files")
 
 - ``ledger.jsonl`` (AFRelationship ``Source``): the run's ledger, byte for byte;
 - ``findings.json`` (``Data``): the analysis, canonical JSON (RFC 8785), as ``findings_bytes``;
+- ``attempts.parquet`` and ``attempts.csv`` (``Data``): every analyzed attempt, one row each;
+  findings.json cites the rows by content hash;
 - ``case.json`` (``Source``): the validated case as the run recorded it in its run_start record,
   canonical JSON; its SHA-256 is the case hash the ledger cites;
 - ``manifest.json`` (``Data``): the hashes of all of the above, of every work, of the template
@@ -36,11 +38,15 @@ LEDGER_ATTACHMENT = "ledger.jsonl"
 FINDINGS_ATTACHMENT = "findings.json"
 CASE_ATTACHMENT = "case.json"
 MANIFEST_ATTACHMENT = "manifest.json"
+ATTEMPTS_ATTACHMENT = "attempts.parquet"
+"""Every analyzed attempt, one row each (casekit analyze's per-attempt table)."""
+ATTEMPTS_CSV_ATTACHMENT = "attempts.csv"
+"""The same rows as CSV, for spreadsheets."""
 COMPARISON_ATTACHMENT = "comparison.json"
 """``casekit rerun``'s comparison of this run with the run it repeats, when there is one."""
 #: The attachments every casekit report holds (works are optional).
 REQUIRED_ATTACHMENTS = (MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT,
-                        CASE_ATTACHMENT)
+                        CASE_ATTACHMENT, ATTEMPTS_ATTACHMENT, ATTEMPTS_CSV_ATTACHMENT)
 
 
 def work_attachment_name(work_id: str, path: str) -> str:
@@ -117,6 +123,10 @@ class EvidenceFiles:
     case: bytes
     works: dict[str, bytes]
     """Work id -> file bytes (verified against the run's hashes)."""
+    attempts: bytes
+    """attempts.parquet: the per-attempt rows findings.json cites by content hash."""
+    attempts_csv: bytes
+    """attempts.csv: the same rows for spreadsheets."""
     comparison: bytes | None = None
     """comparison.json of a re-run (``casekit rerun``), embedded when the run has one."""
 
@@ -159,6 +169,10 @@ def build_manifest(*, start: Any, findings: Any, files: EvidenceFiles, templates
                    "records": findings.ledger_records, "head_hash": findings.ledger_head_hash},
         "findings": {**_file(FINDINGS_ATTACHMENT, files.findings),
                      "casekit_version": findings.casekit_version},
+        "attempts": {**_file(ATTEMPTS_ATTACHMENT, files.attempts),
+                     "rows": findings.attempt_rows.rows,
+                     "rows_sha256": findings.attempt_rows.sha256,
+                     "csv": _file(ATTEMPTS_CSV_ATTACHMENT, files.attempts_csv)},
         "works": works,
         **({"rerun": {**_file(COMPARISON_ATTACHMENT, files.comparison),
                       "rerun_of": start.rerun_of}} if files.comparison is not None else {}),
@@ -186,6 +200,11 @@ def attachments(manifest: dict[str, Any], files: EvidenceFiles) -> list[Attached
                  "the analysis of the ledger (casekit analyze), canonical JSON"),
         Attached(CASE_ATTACHMENT, files.case, "Source",
                  "the validated case file as the run recorded it, canonical JSON"),
+        Attached(ATTEMPTS_ATTACHMENT, files.attempts, "Data",
+                 "every analyzed attempt, one row each (Parquet); findings.json cites the rows "
+                 "by content hash"),
+        Attached(ATTEMPTS_CSV_ATTACHMENT, files.attempts_csv, "Data",
+                 "the same per-attempt rows as CSV (UTF-8), for spreadsheets"),
     ]
     if files.comparison is not None:
         out.append(Attached(COMPARISON_ATTACHMENT, files.comparison, "Data",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from casekit.analysis.analyze import findings_bytes
+from casekit.analysis.attempt_table import table_files
 from casekit.analysis.findings import Findings
 from casekit.canonical import canonical_json, sha256_bytes
 from casekit.case import CaseFile, LoadedCase
@@ -99,6 +100,14 @@ def _last_hash(ledger: bytes) -> str | None:
 
 def evidence_files(findings: Findings, inputs: Inputs) -> EvidenceFiles:
     """The bytes a report embeds or hashes: ledger, findings, case, works."""
+    table, csv, digest = table_files(findings.attempts)
+    if digest != findings.attempt_rows:
+        cited = findings.attempt_rows
+        raise CasekitError(f"the findings of run {findings.run_id!r} cite {cited.rows}"
+                           f" attempt rows hashing to {cited.sha256}, but hold "
+                           f"{digest.rows} hashing to {digest.sha256}; run `casekit analyze` "
+                           "again")
     return EvidenceFiles(ledger=inputs.ledger_bytes, findings=findings_bytes(findings),
+                         attempts=table, attempts_csv=csv,
                          case=canonical_json(inputs.start.case),
                          works=dict(inputs.work_bytes), comparison=inputs.comparison_bytes)

@@ -23,6 +23,8 @@ from casekit.canonical import canonical_json, sha256_bytes
 from casekit.errors import CasekitError
 from casekit.report.attachments import BadReport, DamagedReport, read_attachments
 from casekit.report.evidence import (
+    ATTEMPTS_ATTACHMENT,
+    ATTEMPTS_CSV_ATTACHMENT,
     CASE_ATTACHMENT,
     COMPARISON_ATTACHMENT,
     FINDINGS_ATTACHMENT,
@@ -127,7 +129,9 @@ def _manifest(res: ReportVerification, att: dict[str, bytes]) -> dict[str, Any] 
 def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
                   att: dict[str, bytes]) -> bool:
     problems = []
-    entries = [manifest.get(k) for k in ("ledger", "findings", "case")]
+    entries = [manifest.get(k) for k in ("ledger", "findings", "case", "attempts")]
+    attempts = manifest.get("attempts")
+    entries.append(attempts.get("csv") if isinstance(attempts, dict) else None)
     if manifest.get("rerun") is not None:
         entries.append(manifest["rerun"])
     entries += [w for w in manifest.get("works", []) if isinstance(w, dict)
@@ -155,6 +159,34 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
         f"{len(listed) - 1} attachments match the manifest's SHA-256 and sizes"
         + (f" (and {TOKEN_ATTACHMENT}, the timestamp of the manifest, which the manifest "
            "cannot list)" if token else "")))
+
+
+def _attempt_rows(res: ReportVerification, att: dict[str, bytes], cited: Any,
+                  tmp: Path) -> bool:
+    """The attached per-attempt table holds the rows the recomputed findings cite (content
+    hash, streamed), and the attached CSV is that table's CSV."""
+    from casekit.analysis.attempt_table import CSV_NAME, TableError, iter_table, rows_digest
+    from casekit.analysis.attempt_table import write_csv as table_csv
+
+    table = tmp / ATTEMPTS_ATTACHMENT
+    table.write_bytes(att[ATTEMPTS_ATTACHMENT])
+    try:
+        got = rows_digest(iter_table(table))
+    except (TableError, ValueError) as exc:
+        return res.add("attempt rows", False, f"{ATTEMPTS_ATTACHMENT} does not read: {exc}")
+    rows_ok = (got.rows, got.sha256) == (cited.rows, cited.sha256)
+    csv_path = tmp / CSV_NAME
+    table_csv(table, csv_path)
+    csv_ok = csv_path.read_bytes() == att[ATTEMPTS_CSV_ATTACHMENT]
+    if not rows_ok:
+        detail = (f"{ATTEMPTS_ATTACHMENT} holds {got.rows} rows hashing to {got.sha256}; the "
+                  f"recomputed findings cite {cited.rows} rows hashing to {cited.sha256}")
+    elif not csv_ok:
+        detail = f"{ATTEMPTS_CSV_ATTACHMENT} is not the CSV of {ATTEMPTS_ATTACHMENT}"
+    else:
+        detail = (f"{got.rows:,} rows of {ATTEMPTS_ATTACHMENT} are the recomputed ones "
+                  f"({got.sha256}); {ATTEMPTS_CSV_ATTACHMENT} is their CSV")
+    return res.add("attempt rows", rows_ok and csv_ok, detail)
 
 
 def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path,
@@ -227,6 +259,8 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
                   + (f" (made with casekit {made_with}, recomputed with {findings.casekit_version}"
                      ")" if made_with != findings.casekit_version else ""))
     if not res.add("findings recomputed", same, detail):
+        return
+    if not _attempt_rows(res, att, findings.attempt_rows, tmp):
         return
 
     # The templates and the re-rendered report.

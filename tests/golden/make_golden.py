@@ -24,17 +24,18 @@ def render(workdir: Path) -> tuple[bytes, list[str]]:
     reported in ``workdir`` exactly as `casekit analyze` and `casekit report` do."""
     from pypdf import PdfReader
 
-    from casekit.analysis.analyze import analyze_run, findings_bytes, write_findings
-    from casekit.analysis.findings import Findings
+    from casekit.analysis.analyze import analyze_run, findings_bytes, load_findings, write_findings
+    from casekit.analysis.attempt_table import ATTEMPTS_NAME
     from casekit.report.build import build_report
 
     run = workdir / "run"
     run.mkdir()
     (run / "ledger.jsonl").write_bytes((DEMO / "ledger.jsonl").read_bytes())
     case = DEMO / "case.yaml"
-    path = write_findings(run, analyze_run(run, case))
+    path = write_findings(run, analyze_run(run, case, table=run / ATTEMPTS_NAME),
+                          table_written=True)
     data = path.read_bytes()
-    findings = Findings.model_validate_json(data)
+    findings = load_findings(run)  # with the per-attempt rows of attempts.parquet
     assert findings_bytes(findings) == data, "findings.json does not round-trip"
     paths = build_report(run, findings, case_path=case)
     pages = [p.extract_text() for p in PdfReader(paths.pdf).pages]

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from casekit.canonical import sha256_bytes
 from casekit.report import catalogue as C
 from casekit.report.evidence import (
+    ATTEMPTS_ATTACHMENT,
+    ATTEMPTS_CSV_ATTACHMENT,
     CASE_ATTACHMENT,
     FINDINGS_ATTACHMENT,
     LEDGER_ATTACHMENT,
@@ -63,7 +65,15 @@ def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
                  if sha256_bytes(files.case) == st.case_sha256 else
                  C.CASE_HASH_OTHER.format(case_sha256=st.case_sha256)),
     ]
-    names = [MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT, CASE_ATTACHMENT]
+    rows += [
+        FileHash("Per-attempt table", ATTEMPTS_ATTACHMENT, sha256_bytes(files.attempts),
+                 f"{len(files.attempts):,} bytes", "attached (Data)"),
+        FileHash("Per-attempt table (CSV)", ATTEMPTS_CSV_ATTACHMENT,
+                 sha256_bytes(files.attempts_csv), f"{len(files.attempts_csv):,} bytes",
+                 "attached (Data)"),
+    ]
+    names = [MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT, CASE_ATTACHMENT,
+             ATTEMPTS_ATTACHMENT, ATTEMPTS_CSV_ATTACHMENT]
     for wm in st.works:
         data = files.works.get(wm.id, b"")
         if options.attach_works:

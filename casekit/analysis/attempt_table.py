@@ -1,0 +1,264 @@
+"""The per-attempt results of an analysis as a columnar file beside findings.json.
+
+``attempts.parquet`` holds one row per analyzed attempt, in ledger order: the attempt's scalar
+fields as typed columns (what a reader filters and counts on) and its structured fields (spans
+with their alignments, echo ranges, the measures' fields, the teacher-forced summary, spans
+over T) as canonical JSON text columns, so that every row turns back into exactly the
+:class:`AttemptAnalysis` it was written from. findings.json keeps the aggregates and cites the
+rows by a content hash (:class:`RowsDigest`): SHA-256 over each row's canonical JSON, one per
+line, in order. It does not depend on how Parquet lays the bytes out, so a reader with another
+pyarrow checks the same rows to the same hash.
+
+Row groups hold :data:`ROW_GROUP` rows whatever the analysis' worker count, so the same rows
+give the same file with one pyarrow. ``attempts.csv`` (:func:`write_csv`) is the same table for
+spreadsheets, with text cells that a spreadsheet would run as a formula defused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from casekit.analysis.findings import AttemptAnalysis, RowsDigest
+from casekit.canonical import canonical_json
+from casekit.errors import CasekitError
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS_NAME = "attempts.parquet"
+CSV_NAME = "attempts.csv"
+ROW_GROUP = 8192
+"""Rows per Parquet row group (and per write): fixed, so the file does not depend on how the
+rows were produced."""
+
+_INT = pa.int64()
+_STR = pa.string()
+SCALARS: tuple[tuple[str, pa.DataType], ...] = (
+    ("seq", _INT), ("attempt_id", _STR), ("record_hash", _STR), ("model_id", _STR),
+    ("work_id", _STR), ("role", _STR), ("strategy", _STR), ("strategy_key", _STR),
+    ("intent", _STR), ("mode", _STR), ("sample", _INT), ("label", _STR), ("index", _INT),
+    ("outcome", _STR), ("refusal_source", _STR), ("output_words", _INT), ("echo_words", _INT),
+    ("longest_words", _INT), ("longest_verbatim_words", _INT),
+    ("longest_regurgitated_words", _INT),
+)
+"""The typed columns: AttemptAnalysis fields that are a number or a string."""
+_OWN_STRUCTURED = tuple(n for n in AttemptAnalysis.model_fields
+                        if n not in {s for s, _ in SCALARS} and n != "measures")
+STRUCTURED = (*_OWN_STRUCTURED, "measures")
+"""AttemptAnalysis fields stored as canonical JSON text in a column ``<field>_json`` (every
+field that is not a typed column: spans, echo ranges, spans over T, the teacher-forced summary;
+``measures_json``: the measures' fields as findings.json writes them, flat, by field name)."""
+
+SCHEMA = pa.schema([pa.field(n, t, nullable=(n == "refusal_source")) for n, t in SCALARS]
+                   + [pa.field(f"{n}_json", _STR, nullable=False) for n in STRUCTURED],
+                   metadata={"casekit.table": "attempts", "casekit.table_version": "1"})
+
+
+class TableError(CasekitError):
+    """attempts.parquet is missing, damaged or does not match findings.json."""
+
+
+def _row(x: AttemptAnalysis) -> tuple[dict[str, Any], bytes]:
+    """The row of one analysis, and its canonical JSON (the line the content hash takes)."""
+    d = x.model_dump(mode="json")
+    line = canonical_json(d)
+    row = {n: d.pop(n) for n, _ in SCALARS}
+    for n in _OWN_STRUCTURED:
+        row[f"{n}_json"] = canonical_json(d.pop(n)).decode("utf-8")
+    # What is left are the measures' fields (serialized flat, beside the attempt's own).
+    row["measures_json"] = canonical_json(d).decode("utf-8")
+    return row, line
+
+
+class RowsHasher:
+    """The content hash of rows, fed in order."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.rows = 0
+
+    def add_line(self, line: bytes) -> None:
+        self._h.update(line)
+        self._h.update(b"\n")
+        self.rows += 1
+
+    def add(self, x: AttemptAnalysis) -> None:
+        self.add_line(canonical_json(x.model_dump(mode="json")))
+
+    def digest(self) -> RowsDigest:
+        return RowsDigest(file=ATTEMPTS_NAME, rows=self.rows,
+                          sha256="sha256:" + self._h.hexdigest())
+
+
+def rows_digest(rows: Iterable[AttemptAnalysis]) -> RowsDigest:
+    h = RowsHasher()
+    for x in rows:
+        h.add(x)
+    return h.digest()
+
+
+class TableWriter:
+    """Writes rows to ``attempts.parquet`` through a temporary file (renamed on :meth:`close`,
+    removed on :meth:`abort`), one row group per :data:`ROW_GROUP` rows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self._writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd",
+                                        use_dictionary=True, write_statistics=True)
+        self._buf: list[dict[str, Any]] = []
+        self.hasher = RowsHasher()
+
+    def add(self, x: AttemptAnalysis) -> None:
+        row, line = _row(x)
+        self.hasher.add_line(line)
+        self._buf.append(row)
+        if len(self._buf) >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._writer.write_table(pa.Table.from_pylist(self._buf, schema=SCHEMA),
+                                     row_group_size=ROW_GROUP)
+            self._buf = []
+
+    def close(self) -> RowsDigest:
+        self._flush()
+        self._writer.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        self.tmp.replace(self.path)
+        return self.hasher.digest()
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_table(path: Path, rows: Iterable[AttemptAnalysis]) -> RowsDigest:
+    """Write ``rows`` (in order) to ``path``; returns their content hash."""
+    w = TableWriter(path)
+    try:
+        for x in rows:
+            w.add(x)
+    except BaseException:
+        w.abort()
+        raise
+    return w.close()
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    if not path.is_file():
+        raise TableError(f"{path}: no per-attempt table here; run `casekit analyze` on the run "
+                         "folder to write it")
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(f"{path}: not a readable Parquet file ({exc}); run `casekit analyze` "
+                         "again to rewrite it") from None
+    if not pf.schema_arrow.equals(SCHEMA, check_metadata=False):
+        raise TableError(f"{path}: not a casekit attempts table (its columns differ); run "
+                         "`casekit analyze` again to rewrite it")
+    return pf
+
+
+def iter_table(path: Path, *, batch_rows: int = 4096) -> Iterator[AttemptAnalysis]:
+    """The rows of a table as analyses, streamed in order (one batch in memory)."""
+    pf = _open(path)
+    for batch in pf.iter_batches(batch_size=batch_rows):
+        for row in batch.to_pylist():
+            d = orjson.loads(row["measures_json"])
+            d.update((n, row[n]) for n, _ in SCALARS)
+            for n in _OWN_STRUCTURED:
+                d[n] = orjson.loads(row[f"{n}_json"])
+            yield AttemptAnalysis.model_validate(d)
+
+
+def check_table(path: Path, expect: RowsDigest) -> None:
+    """Raise TableError unless the table holds the rows findings.json cites (streamed)."""
+    got = rows_digest(iter_table(path))
+    if (got.rows, got.sha256) != (expect.rows, expect.sha256):
+        raise TableError(f"{path}: {got.rows} rows hashing to {got.sha256}, findings.json "
+                         f"cites {expect.rows} rows hashing to {expect.sha256}; run `casekit "
+                         "analyze` again to rewrite both")
+
+
+def load_table(path: Path, expect: RowsDigest) -> list[AttemptAnalysis]:
+    """Every row of a table, checked against the content hash findings.json cites."""
+    rows: list[AttemptAnalysis] = []
+    h = RowsHasher()
+    for x in iter_table(path):
+        h.add(x)
+        rows.append(x)
+    got = h.digest()
+    if (got.rows, got.sha256) != (expect.rows, expect.sha256):
+        raise TableError(f"{path}: {got.rows} rows hashing to {got.sha256}, findings.json "
+                         f"cites {expect.rows} rows hashing to {expect.sha256}; run `casekit "
+                         "analyze` again to rewrite both")
+    return rows
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defuse(value: str | None) -> str | None:
+    """A text cell a spreadsheet would evaluate (starts with = + - @ tab CR) gets a leading
+    apostrophe (OWASP's CSV-injection advice): model outputs and labels are hostile input."""
+    if value and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_csv(table_path: Path, out: Path) -> None:
+    """``attempts.csv``: the table's rows, every column, for spreadsheets (UTF-8, header row,
+    RFC 4180 quoting, text cells that would run as formulas defused)."""
+    pf = _open(table_path)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with pacsv.CSVWriter(str(tmp), SCHEMA) as w:
+            for batch in pf.iter_batches(batch_size=ROW_GROUP):
+                cols = []
+                for col in batch.columns:
+                    if pa.types.is_string(col.type):
+                        col = pa.array([_defuse(v) for v in col.to_pylist()], type=_STR)
+                    cols.append(col)
+                w.write_batch(pa.RecordBatch.from_arrays(cols, schema=SCHEMA))
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def table_files(rows: Iterable[AttemptAnalysis]) -> tuple[bytes, bytes, RowsDigest]:
+    """(attempts.parquet bytes, attempts.csv bytes, the rows' content hash) of ``rows``, made
+    in a temporary folder: what a report embeds. The same rows give the same bytes with the
+    same pyarrow."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="casekit-table-") as tmp:
+        table = Path(tmp) / ATTEMPTS_NAME
+        digest = write_table(table, rows)
+        csv = Path(tmp) / CSV_NAME
+        write_csv(table, csv)
+        return table.read_bytes(), csv.read_bytes(), digest
+
+
+def digest_of_bytes(data: bytes) -> RowsDigest:
+    """The content hash of the rows in a table's bytes (an attached attempts.parquet)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="casekit-table-") as tmp:
+        table = Path(tmp) / ATTEMPTS_NAME
+        table.write_bytes(data)
+        return rows_digest(iter_table(table))

@@ -1,0 +1,153 @@
+"""The per-attempt table (attempts.parquet) beside findings.json, and its CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from casekit.analysis.analyze import analyze_run, findings_bytes, load_findings, write_findings
+from casekit.analysis.attempt_table import (
+    ATTEMPTS_NAME,
+    SCALARS,
+    STRUCTURED,
+    TableError,
+    check_table,
+    iter_table,
+    rows_digest,
+    table_files,
+    write_csv,
+    write_table,
+)
+from casekit.analysis.findings import AttemptAnalysis
+from casekit.canonical import canonical_json
+from tests.golden.make_golden import DEMO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def analyzed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("table") / "run"
+    run.mkdir()
+    (run / "ledger.jsonl").write_bytes((DEMO / "ledger.jsonl").read_bytes())
+    write_findings(run, analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME),
+                   table_written=True)
+    return run
+
+
+def test_the_columns_are_every_field_of_an_attempt_analysis() -> None:
+    cols = [n for n, _ in SCALARS] + list(STRUCTURED)
+    assert sorted(cols) == sorted(AttemptAnalysis.model_fields)
+    assert len(set(cols)) == len(cols)
+
+
+def test_rows_equal_the_attempts_findings_json_held_before_the_table(analyzed: Path) -> None:
+    """The golden demo's findings before the table (version 2, every attempt embedded) against
+    findings.json + attempts.parquet now: the same attempts row for row, the same aggregates."""
+    old = json.loads((DEMO / "findings-v2.json").read_bytes())
+    new = json.loads((analyzed / "findings.json").read_bytes())
+    rows = [x.model_dump(mode="json") for x in iter_table(analyzed / ATTEMPTS_NAME)]
+    assert len(rows) == len(old["attempts"]) == new["attempt_rows"]["rows"] == 186
+    assert [canonical_json(r) for r in rows] == [canonical_json(a) for a in old["attempts"]]
+    assert "attempts" not in new
+    for key in set(old) | set(new):
+        if key not in ("attempts", "attempt_rows", "version"):
+            assert old[key] == new[key], key
+    assert (old["version"], new["version"]) == (2, 3)
+
+
+def test_findings_cite_the_rows_by_content_hash(analyzed: Path) -> None:
+    f = load_findings(analyzed)
+    assert rows_digest(f.attempts) == f.attempt_rows
+    assert findings_bytes(f) == (analyzed / "findings.json").read_bytes()
+    lines = b"".join(canonical_json(x.model_dump(mode="json")) + b"\n" for x in f.attempts)
+    import hashlib
+    assert f.attempt_rows.sha256 == "sha256:" + hashlib.sha256(lines).hexdigest()
+
+
+def test_the_same_rows_give_the_same_file_bytes(analyzed: Path, tmp_path: Path) -> None:
+    f = load_findings(analyzed)
+    a, csv_a, da = table_files(f.attempts)
+    b, csv_b, db = table_files(list(f.attempts))
+    assert (a, csv_a, da) == (b, csv_b, db)
+    assert a == (analyzed / ATTEMPTS_NAME).read_bytes()
+
+
+def test_typed_columns_are_queryable(analyzed: Path) -> None:
+    t = pq.read_table(analyzed / ATTEMPTS_NAME, columns=["seq", "outcome", "longest_words"])
+    assert t.schema.field("seq").type == "int64"
+    seqs = t.column("seq").to_pylist()
+    assert seqs == sorted(seqs)  # ledger order
+    assert set(t.column("outcome").to_pylist()) <= {"match", "no_match", "refusal", "error",
+                                                    "unscorable"}
+
+
+def test_a_changed_or_damaged_table_is_refused(analyzed: Path, tmp_path: Path) -> None:
+    f = load_findings(analyzed)
+    fewer = tmp_path / ATTEMPTS_NAME
+    write_table(fewer, f.attempts[:-1])
+    with pytest.raises(TableError, match="185 rows hashing to .* cites 186 rows"):
+        check_table(fewer, f.attempt_rows)
+    edited = [f.attempts[0].model_copy(update={"longest_words": 999}), *f.attempts[1:]]
+    write_table(fewer, edited)
+    with pytest.raises(TableError, match="run `casekit analyze` again"):
+        check_table(fewer, f.attempt_rows)
+    fewer.write_bytes(b"PAR1 not really")
+    with pytest.raises(TableError, match="not a readable Parquet file"):
+        list(iter_table(fewer))
+
+
+def test_csv_has_every_row_and_defuses_formulas(analyzed: Path, tmp_path: Path) -> None:
+    f = load_findings(analyzed)
+    hostile = f.attempts[0].model_copy(update={"label": "=HYPERLINK(\"http://x\",\"y\")",
+                                               "model_id": "@SUM(1)"})
+    table = tmp_path / ATTEMPTS_NAME
+    write_table(table, [hostile, *f.attempts[1:]])
+    out = tmp_path / "attempts.csv"
+    write_csv(table, out)
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert len(rows) == 186
+    assert rows[0]["label"] == "'=HYPERLINK(\"http://x\",\"y\")"
+    assert rows[0]["model_id"] == "'@SUM(1)"
+    assert rows[1]["attempt_id"] == f.attempts[1].attempt_id
+    assert json.loads(rows[1]["spans_json"]) == [
+        s.model_dump(mode="json") for s in f.attempts[1].spans]
+
+
+def test_export_cli_writes_the_csv_and_refuses_a_mismatched_table(analyzed: Path,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "x.csv"
+    cmd = [sys.executable, "-m", "casekit.cli", "-q", "export", str(analyzed), "--csv",
+           "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes().count(b"\n") >= 187 and "186 rows" in r.stdout
+    bad = tmp_path / "run"
+    bad.mkdir()
+    (bad / "findings.json").write_bytes((analyzed / "findings.json").read_bytes())
+    f = load_findings(analyzed)
+    write_table(bad / ATTEMPTS_NAME, f.attempts[:10])
+    r = subprocess.run([*cmd[:5], str(bad), "--csv"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "10 rows" in r.stderr and "casekit analyze" in r.stderr
+    assert not (bad / "attempts.csv").exists()
+
+
+def test_a_failed_analysis_leaves_no_table(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = (DEMO / "ledger.jsonl").read_bytes().split(b"\n")
+    lines[40] = lines[40].replace(b'"ok"', b'"OK"', 1)  # a record that no longer verifies
+    (run / "ledger.jsonl").write_bytes(b"\n".join(lines))
+    from casekit.errors import LedgerError
+    with pytest.raises(LedgerError, match="line 41"):
+        analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME)
+    assert sorted(p.name for p in run.iterdir()) == ["ledger.jsonl"]
