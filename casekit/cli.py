@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -139,22 +140,35 @@ def run(case_path: Path, run_dir: Path | None, batch: bool, poll_interval: float
     _run(case_path, run_dir, batch, poll_interval, max_wait)
 
 
-def _analyze(run_dir: Path) -> Path:
+def _analyze(run_dir: Path, workers: int | None = None) -> Path:
     from casekit.analysis.analyze import analyze_run, write_findings
     from casekit.analysis.attempt_table import ATTEMPTS_NAME
 
-    findings = analyze_run(run_dir, table=run_dir / ATTEMPTS_NAME)
+    findings = analyze_run(run_dir, table=run_dir / ATTEMPTS_NAME,
+                           workers=workers or default_workers())
     path = write_findings(run_dir, findings, table_written=True)
     click.echo(f"findings: {path} (ledger head {findings.ledger_head_hash})")
     return path
 
 
+def default_workers() -> int:
+    """One analysis worker per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes that analyze attempts (default: one per CPU). The output is the "
+                   "same bytes for any number.")
 @user_errors
-def analyze(run_dir: Path) -> None:
-    """Find spans and compute the metrics; write findings.json (no model is called)."""
-    _analyze(run_dir)
+def analyze(run_dir: Path, workers: int | None) -> None:
+    """Find spans and compute the metrics; write findings.json and attempts.parquet (no model
+    is called)."""
+    _analyze(run_dir, workers)
 
 
 def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False) -> Path:

@@ -135,7 +135,14 @@ class ChainBroken(LedgerError):
 
 
 def iter_records(path: Path) -> Iterator[LedgerRecord]:
-    """Every record of a ledger, verified as it is read, in one streaming pass: each line is
+    """Every record of a ledger, verified as it is read (see :func:`iter_verified_lines`)."""
+    for _, _, record in iter_verified_lines(path):
+        yield record
+
+
+def iter_verified_lines(path: Path) -> Iterator[tuple[int, bytes, LedgerRecord]]:
+    """(line number, the line's bytes, the record) of every record of a ledger, verified as it
+    is read, in one streaming pass: each line is
     parsed once (orjson), canonicalized once (its hash and its canonical form come out of one
     encoding) and validated once against the schema. Raises :class:`ChainBroken` at the first
     record that does not verify, after yielding the ones before it: a caller that must not act
@@ -187,7 +194,7 @@ def iter_records(path: Path) -> Iterator[LedgerRecord]:
                          f"{exc.errors()[0]['msg']}") from None
         prev = expect
         count += 1
-        yield record
+        yield lineno, raw, record
 
 
 def verify_chain(path: Path) -> VerifyResult:

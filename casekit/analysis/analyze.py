@@ -53,11 +53,12 @@ from casekit.analysis.metrics import (
     rate_ratio,
     spans_over_threshold,
 )
+from casekit.analysis.parallel import AttemptPool
 from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fields
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
-from casekit.ledger import LEDGER_NAME, iter_records
+from casekit.ledger import LEDGER_NAME, iter_verified_lines
 from casekit.normalize import Tokens, tokenize
 from casekit.pz import TeacherForced, can_compute, log_p_z
 from casekit.records import IMPORT_STRATEGY, AttemptRecord, RunEnd, RunStart
@@ -467,16 +468,20 @@ def _analyzer_for(run_dir: Path, start: RunStart, case_path: Path | None) -> Ana
 
 
 def analyze_run(run_dir: Path, case_path: Path | None = None, *,
-                table: Path | None = None) -> Findings:
+                table: Path | None = None, workers: int = 1) -> Findings:
     """Analyze the ledger in run_dir against the works recorded in its run_start.
 
     One streaming pass over the ledger: each record is verified, parsed and analyzed as it is
     read, and only its analysis is kept (a ledger that stops verifying raises before any
     finding exists). ``table``: where to write the per-attempt rows (attempts.parquet), as
-    they are made; either way findings.json cites their content hash."""
+    they are made; either way findings.json cites their content hash. ``workers``: processes
+    that analyze the attempts (casekit.analysis.parallel); the output is the same bytes for
+    any number."""
+    if workers < 1:
+        raise CasekitError(f"--workers must be at least 1, got {workers}")
     writer = TableWriter(table) if table is not None else None
     try:
-        findings = _analyze(run_dir, case_path, writer)
+        findings = _analyze(run_dir, case_path, writer, workers)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -488,7 +493,8 @@ def analyze_run(run_dir: Path, case_path: Path | None = None, *,
     return findings
 
 
-def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None) -> Findings:
+def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
+             workers: int) -> Findings:
     start: RunStart | None = None
     an: Analyzer | None = None
     analyses: list[AttemptAnalysis] = []
@@ -498,27 +504,50 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None) 
     last_end: RunEnd | None = None
     head = ""
     n_records = 0
-    for rec in iter_records(run_dir / LEDGER_NAME):
-        n_records += 1
-        head = rec.hash or ""
-        if isinstance(rec, RunStart):
-            if start is None:
-                start = rec
-                an = _analyzer_for(run_dir, rec, case_path)
-        elif isinstance(rec, AttemptRecord):
-            if an is None:
-                raise CasekitError(f"{run_dir}: the ledger has an attempt (record seq {rec.seq}) "
-                                   "before its run_start record")
-            (imported_ids if rec.attempt.strategy == IMPORT_STRATEGY else run_ids).add(
-                rec.attempt.id)
-            x = an.attempt(rec)
-            if writer is not None:
+    pool: AttemptPool | None = None
+
+    def take(x: AttemptAnalysis, row: dict[str, Any] | None, line: bytes | None) -> None:
+        if writer is not None:
+            if row is None or line is None:
                 writer.add(x)  # hashes the row as it writes it
             else:
-                hasher.add(x)
-            analyses.append(x)
-        elif isinstance(rec, RunEnd):
-            last_end = rec
+                writer.add_row(row, line)
+        elif line is None:
+            hasher.add(x)
+        else:
+            hasher.add_line(line)
+        analyses.append(x)
+
+    ledger = run_dir / LEDGER_NAME
+    try:
+        for lineno, raw, rec in iter_verified_lines(ledger):
+            n_records += 1
+            head = rec.hash or ""
+            if isinstance(rec, RunStart):
+                if start is None:
+                    start = rec
+                    an = _analyzer_for(run_dir, rec, case_path)
+            elif isinstance(rec, AttemptRecord):
+                if an is None:
+                    raise CasekitError(f"{run_dir}: the ledger has an attempt (record seq "
+                                       f"{rec.seq}) before its run_start record")
+                (imported_ids if rec.attempt.strategy == IMPORT_STRATEGY else run_ids).add(
+                    rec.attempt.id)
+                if workers == 1:
+                    take(an.attempt(rec), None, None)
+                    continue
+                if pool is None:
+                    pool = AttemptPool(an, str(ledger), workers)
+                for result in pool.put(lineno, raw):
+                    take(*result)
+            elif isinstance(rec, RunEnd):
+                last_end = rec
+        if pool is not None:
+            for result in pool.finish():
+                take(*result)
+    finally:
+        if pool is not None:
+            pool.close()
     if start is None or an is None:
         raise CasekitError(f"{run_dir}: the ledger has no run_start record")
     spec = an.case

@@ -67,6 +67,11 @@ class TableError(CasekitError):
     """attempts.parquet is missing, damaged or does not match findings.json."""
 
 
+def row_of(x: AttemptAnalysis) -> tuple[dict[str, Any], bytes]:
+    """The table row of one analysis and its canonical JSON line."""
+    return _row(x)
+
+
 def _row(x: AttemptAnalysis) -> tuple[dict[str, Any], bytes]:
     """The row of one analysis, and its canonical JSON (the line the content hash takes)."""
     d = x.model_dump(mode="json")
@@ -113,27 +118,37 @@ class TableWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.tmp = path.with_name(path.name + ".tmp")
-        self._writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd",
-                                        use_dictionary=True, write_statistics=True)
+        # Opened at the first write: pyarrow starts threads, and an analysis forks its workers
+        # first (casekit.analysis.parallel).
+        self._writer: pq.ParquetWriter | None = None
         self._buf: list[dict[str, Any]] = []
         self.hasher = RowsHasher()
 
     def add(self, x: AttemptAnalysis) -> None:
-        row, line = _row(x)
+        self.add_row(*_row(x))
+
+    def add_row(self, row: dict[str, Any], line: bytes) -> None:
+        """Add a row made by :func:`row_of` (in a worker process, say)."""
         self.hasher.add_line(line)
         self._buf.append(row)
         if len(self._buf) >= ROW_GROUP:
             self._flush()
 
+    def _open(self) -> pq.ParquetWriter:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd",
+                                            use_dictionary=True, write_statistics=True)
+        return self._writer
+
     def _flush(self) -> None:
         if self._buf:
-            self._writer.write_table(pa.Table.from_pylist(self._buf, schema=SCHEMA),
+            self._open().write_table(pa.Table.from_pylist(self._buf, schema=SCHEMA),
                                      row_group_size=ROW_GROUP)
             self._buf = []
 
     def close(self) -> RowsDigest:
         self._flush()
-        self._writer.close()
+        self._open().close()  # an empty table is still a table
         with open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
         self.tmp.replace(self.path)
@@ -141,7 +156,8 @@ class TableWriter:
 
     def abort(self) -> None:
         try:
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
         finally:
             self.tmp.unlink(missing_ok=True)
 

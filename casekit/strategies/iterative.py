@@ -196,8 +196,10 @@ class NvRecallMeasure(Measure):
 
     def __init__(self) -> None:
         self._light: dict[str, Tokens] = {}
-        # Per (model, work): (seed start, session text, masked book word ranges) per session.
-        self._sessions: dict[tuple[str, str], list[tuple[int, str, list[tuple[int, int]]]]] = {}
+        # Per (model, work): (seed start, ledger seq, session text, masked book word ranges)
+        # per session.
+        self._sessions: dict[tuple[str, str],
+                             list[tuple[int, int, str, list[tuple[int, int]]]]] = {}
 
     def _light_words(self, work: Work) -> Tokens:
         if work.id not in self._light:
@@ -213,18 +215,28 @@ class NvRecallMeasure(Measure):
         book = self._light_words(ctx.work)
         masked = [word_range(book, r.start, r.end) for r in a.supplied]
         self._sessions.setdefault((a.model_id, a.work_id), []).append(
-            (min((r.start for r in a.supplied), default=0), ctx.text, masked))
+            (min((r.start for r in a.supplied), default=0), ctx.record.seq, ctx.text, masked))
         return SessionRecallFields(nv_recall=nv_recall_words(
             masked_book(book.words, masked), tokenize(ctx.text, NV_PROFILE).words))
 
+    def state(self) -> dict[tuple[str, str], list[tuple[int, int, str, list[tuple[int, int]]]]]:
+        return self._sessions
+
+    def merge_state(self, state: dict[tuple[str, str],
+                                      list[tuple[int, int, str, list[tuple[int, int]]]]],
+                    ) -> None:
+        for key, sessions in state.items():
+            self._sessions.setdefault(key, []).extend(sessions)
+
     def finding(self, ctx: FindingContext) -> SessionsRecallFields | None:
+        # In the order of their seeds, then of the ledger (whoever analyzed them).
         sessions = sorted(self._sessions.get((ctx.model_id, ctx.work.id), []),
-                          key=lambda x: x[0])
+                          key=lambda x: (x[0], x[1]))
         if not sessions:
             return None
         book = self._light_words(ctx.work)
-        masked = [r for _, _, ranges in sessions for r in ranges]
-        joined = [w for _, text, _ in sessions for w in tokenize(text, NV_PROFILE).words]
+        masked = [r for _, _, _, ranges in sessions for r in ranges]
+        joined = [w for _, _, text, _ in sessions for w in tokenize(text, NV_PROFILE).words]
         combined = nv_recall_words(masked_book(book.words, masked), joined)
         per = [(x, f.nv_recall) for x in ctx.attempts
                if (f := x.measure(SessionRecallFields)) is not None and f.nv_recall is not None]

@@ -195,6 +195,17 @@ class Measure:
         """Cluster-bootstrap intervals the measure adds to the finding's ``bootstrap``."""
         return {}
 
+    def state(self) -> Any:
+        """What the per-attempt hooks of this instance gathered that ``finding`` needs (a
+        picklable value; None when the measure keeps nothing). An analysis in worker processes
+        runs the hooks in one instance per worker and hands each worker's state to the
+        instance that makes the findings (:meth:`merge_state`); the result must not depend on
+        how the attempts were split among the workers."""
+        return None
+
+    def merge_state(self, state: Any) -> None:
+        """Take in the :meth:`state` of another instance of this measure."""
+
 
 #: Cluster unit of census windows when a work has fewer than two chapter headings.
 CENSUS_BLOCK_CHARS = 1000

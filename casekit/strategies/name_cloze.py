@@ -177,6 +177,12 @@ class NameClozeMeasure(Measure):
     def decided(cls, fields: MeasureFields) -> bool:
         return isinstance(fields, ClozeAnswer) and fields.cloze_correct is not None
 
+    def state(self) -> dict[str, str]:
+        return dict(self._gold)
+
+    def merge_state(self, state: dict[str, str]) -> None:
+        self._gold.update(state)  # keyed by attempt id: the split does not matter
+
     def finding(self, ctx: FindingContext) -> ClozeFinding | None:
         cloze = [(x.attempt_id, f) for x in ctx.attempts
                  if (f := x.measure(ClozeAnswer)) is not None and f.cloze_correct is not None]

@@ -1,0 +1,194 @@
+"""Per-attempt analysis in worker processes, with output independent of the worker count.
+
+The parent reads and verifies the ledger (the hash chain is sequential) and hands the raw lines
+of attempt records, in batches, to workers forked after the analyzer was built: the works, their
+k-gram indexes and the measures are shared copy-on-write, never pickled per task. Each worker
+parses and analyzes its batches and returns, per attempt, the analysis and its table row.
+Results are consumed in ledger order whatever order the workers finish in.
+
+The analyzer also gathers per-analysis state while it analyzes attempts (coverage and BMC masks,
+measures' state such as name-cloze gold answers). Each worker gathers its own; at the end every
+worker sends its state and the parent merges it: masks by OR, measures by ``merge_state``. Both
+are independent of which worker saw which attempt, so findings.json and attempts.parquet are
+the same bytes with one worker or many (tests/test_parallel.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from casekit.analysis.attempt_table import row_of
+from casekit.analysis.findings import AttemptAnalysis
+from casekit.errors import CasekitError
+from casekit.records import AttemptRecord
+
+
+class Analyzer(Protocol):
+    """What the pool needs of casekit.analysis.analyze.Analyzer (which uses the pool)."""
+
+    cover: dict[Any, np.ndarray]
+    bmc_masks: dict[Any, np.ndarray]
+    measures: list[Any]
+
+    def attempt(self, rec: AttemptRecord) -> AttemptAnalysis: ...
+
+
+log = logging.getLogger(__name__)
+
+BATCH = 32
+"""Attempts per task: enough to amortize the queues, few enough to keep workers busy."""
+IN_FLIGHT = 4
+"""Batches in flight per worker: bounds memory whatever the ledger's size."""
+
+Result = tuple[AttemptAnalysis, dict[str, Any], bytes]
+"""An attempt's analysis, its table row and the row's canonical JSON line."""
+
+
+def _worker(an: Analyzer, index: int, tasks: Any, results: Any) -> None:
+    """A worker's loop: analyze batches until told to stop, then send this worker's state."""
+    validate = AttemptRecord.model_validate_json
+    while True:
+        task = tasks.get()
+        if task is None:
+            break
+        batch_no, lines = task
+        out: list[Result] = []
+        lineno = lines[0][0] if lines else 0
+        try:
+            for ln, raw in lines:
+                lineno = ln
+                x = an.attempt(validate(raw))
+                row, line = row_of(x)
+                out.append((x, row, line))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
+            results.put(("error", batch_no, lineno, f"{type(exc).__name__}: {exc}"))
+            return
+        results.put(("done", batch_no, out))
+    results.put(("state", index, an.cover, an.bmc_masks,
+                 [r.measure.state() for r in an.measures]))
+
+
+@dataclass
+class AttemptPool:
+    """Worker processes analyzing attempts for one analysis (see the module docstring)."""
+
+    an: Analyzer
+    ledger: str
+    workers: int
+    _ctx: Any = field(init=False)
+    _tasks: Any = field(init=False)
+    _results: Any = field(init=False)
+    _procs: list[Any] = field(init=False, default_factory=list)
+    _batch: list[tuple[int, bytes]] = field(init=False, default_factory=list)
+    _sent: deque[tuple[int, int, int]] = field(init=False, default_factory=deque)
+    """(batch number, first line, last line) of the batches sent and not yet consumed."""
+    _done: dict[int, list[Result]] = field(init=False, default_factory=dict)
+    _next_no: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        # fork: the children inherit the analyzer (indexes, works) without a copy per task.
+        self._ctx = mp.get_context("fork")
+        self._tasks = self._ctx.Queue()
+        self._results = self._ctx.Queue()
+        for i in range(self.workers):
+            p = self._ctx.Process(target=_worker, args=(self.an, i, self._tasks, self._results),
+                                  name=f"casekit-analyze-{i}", daemon=True)
+            p.start()
+            self._procs.append(p)
+        log.info("analyzing attempts in %d worker processes", self.workers)
+
+    def put(self, lineno: int, raw: bytes) -> Iterator[Result]:
+        """Queue one attempt record's line; yields the results now due, in ledger order."""
+        self._batch.append((lineno, raw))
+        if len(self._batch) >= BATCH:
+            self._send()
+            while len(self._sent) >= IN_FLIGHT * self.workers:
+                yield from self._next_batch()
+
+    def finish(self) -> Iterator[Result]:
+        """The remaining results, in order; then the workers' state is merged into the
+        analyzer and the workers are gone."""
+        self._send()
+        while self._sent:
+            yield from self._next_batch()
+        for _ in self._procs:
+            self._tasks.put(None)
+        states = [self._get("state")[1:] for _ in self._procs]
+        for _, cover, bmc, measures in sorted(states, key=lambda s: s[0]):
+            _merge_masks(self.an.cover, cover)
+            _merge_masks(self.an.bmc_masks, bmc)
+            for r, st in zip(self.an.measures, measures, strict=True):
+                if st is not None:
+                    r.measure.merge_state(st)
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers (at once when the analysis failed). Batches still queued for a
+        worker that is gone are dropped: waiting to flush them would hang the process."""
+        for p in self._procs:
+            if p.is_alive():
+                p.terminate()
+            p.join(5)
+        self._procs = []
+        for q in (self._tasks, self._results):
+            q.cancel_join_thread()
+            q.close()
+
+    def _send(self) -> None:
+        if not self._batch:
+            return
+        no = self._next_no
+        self._next_no += 1
+        self._tasks.put((no, self._batch))
+        self._sent.append((no, self._batch[0][0], self._batch[-1][0]))
+        self._batch = []
+
+    def _next_batch(self) -> Iterator[Result]:
+        no, _, _ = self._sent[0]
+        while no not in self._done:
+            msg = self._get("done")
+            self._done[msg[1]] = msg[2]
+        self._sent.popleft()
+        yield from self._done.pop(no)
+
+    def _get(self, kind: str) -> tuple[Any, ...]:
+        """The next message from the workers; a worker's error or death stops the analysis
+        with a one-line error naming the ledger line."""
+        while True:
+            try:
+                msg = self._results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in self._procs if not p.is_alive()]
+                if dead and kind != "state":
+                    first = self._sent[0][1] if self._sent else 0
+                    last = self._sent[-1][2] if self._sent else 0
+                    raise CasekitError(
+                        f"{self.ledger}: analysis worker {dead[0].name} stopped (exit code "
+                        f"{dead[0].exitcode}) while lines {first}-{last} were being analyzed; "
+                        "nothing was written. Run `casekit analyze --workers 1` to analyze in "
+                        "one process (it names the record if one is at fault), or free memory "
+                        "and run again") from None
+                continue
+            if msg[0] == "error":
+                raise CasekitError(f"{self.ledger}: line {msg[2]}: analyzing this attempt "
+                                   f"failed ({msg[3]}); nothing was written. Report this with "
+                                   "the ledger line to the casekit maintainers")
+            if msg[0] != kind:  # pragma: no cover - the protocol is fixed
+                raise AssertionError(f"unexpected message {msg[0]!r} from a worker")
+            return tuple(msg)
+
+
+def _merge_masks(into: dict[Any, np.ndarray], more: dict[Any, np.ndarray]) -> None:
+    for key, mask in more.items():
+        if key in into:
+            into[key] |= mask
+        else:
+            into[key] = mask.copy()

@@ -1,0 +1,90 @@
+"""Per-attempt analysis in worker processes: the same bytes with any number of workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from casekit.analysis import parallel
+from casekit.analysis.analyze import Analyzer, analyze_run, findings_bytes
+from casekit.analysis.attempt_table import ATTEMPTS_NAME
+from casekit.errors import CasekitError
+from tests.golden.make_golden import DEMO
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp: Path) -> Path:
+    run = tmp / "run"
+    run.mkdir(parents=True)
+    (run / "ledger.jsonl").write_bytes((DEMO / "ledger.jsonl").read_bytes())
+    return run
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_findings_and_table_are_the_same_bytes_with_n_workers(tmp_path: Path, workers: int,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              ) -> None:
+    # Small batches: 186 attempts make many tasks, finished out of order across workers.
+    monkeypatch.setattr(parallel, "BATCH", 5)
+    one = _run(tmp_path / "one")
+    f1 = analyze_run(one, DEMO / "case.yaml", table=one / ATTEMPTS_NAME, workers=1)
+    many = _run(tmp_path / "many")
+    fn = analyze_run(many, DEMO / "case.yaml", table=many / ATTEMPTS_NAME, workers=workers)
+    assert findings_bytes(fn) == findings_bytes(f1) == (DEMO / "findings.json").read_bytes()
+    assert (many / ATTEMPTS_NAME).read_bytes() == (one / ATTEMPTS_NAME).read_bytes()
+    assert fn.attempts == f1.attempts
+    # The name-cloze measure's state (gold answers) crossed from the workers: its accuracy
+    # is a finding, not an empty value.
+    from casekit.strategies.name_cloze import ClozeFinding
+
+    cloze = [c.name_cloze for f in fn.findings if (c := f.measure(ClozeFinding)) is not None]
+    assert any(c is not None for c in cloze)
+
+
+def test_a_worker_that_dies_stops_the_analysis_with_one_line(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             ) -> None:
+    real = Analyzer.attempt
+
+    def dying(self: Analyzer, rec):  # type: ignore[no-untyped-def]
+        if rec.seq == 60:
+            os._exit(7)  # a worker killed mid-task (the OOM killer, say)
+        return real(self, rec)
+
+    monkeypatch.setattr(Analyzer, "attempt", dying)
+    run = _run(tmp_path)
+    with pytest.raises(CasekitError) as info:
+        analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME, workers=2)
+    msg = str(info.value)
+    assert "\n" not in msg and "exit code 7" in msg and "--workers 1" in msg
+    assert "lines " in msg and "nothing was written" in msg
+    assert sorted(p.name for p in run.iterdir()) == ["ledger.jsonl"]
+
+
+def test_a_worker_error_names_the_ledger_line(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Analyzer.attempt
+
+    def failing(self: Analyzer, rec):  # type: ignore[no-untyped-def]
+        if rec.seq == 77:
+            raise ValueError("a record the analysis cannot take")
+        return real(self, rec)
+
+    monkeypatch.setattr(Analyzer, "attempt", failing)
+    run = _run(tmp_path)
+    with pytest.raises(CasekitError, match=r"line 78: analyzing this attempt failed "
+                       r"\(ValueError: a record the analysis cannot take\)"):
+        analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME, workers=2)
+    assert not (run / ATTEMPTS_NAME).exists()
+
+
+def test_analyze_cli_takes_workers_and_refuses_zero(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "casekit.cli", "-q", "analyze", str(run),
+                        "--workers", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--workers" in r.stderr and "Traceback" not in r.stderr
