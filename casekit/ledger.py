@@ -223,6 +223,9 @@ class Ledger:
         self._attempts: dict[str, tuple[str, str]] = {}
         """Attempt id -> (strategy, status) of every attempt record. Attempt records themselves
         are not kept: a long run's responses would otherwise all stay in memory."""
+        self._by_model: Counter[str] = Counter()
+        """Recorded attempts per model id (a resume skips a model that is done without
+        planning it)."""
         self._lock_fh: Any = None
         self._written = 0
         """Records written by this process (flushed to the OS)."""
@@ -344,7 +347,10 @@ class Ledger:
         """Remember a record in the chain: an attempt's id, strategy and status; a run record
         whole, with its hash."""
         if isinstance(record, AttemptRecord):
-            self._attempts[record.attempt.id] = (record.attempt.strategy, record.status)
+            a = record.attempt
+            if a.id not in self._attempts:
+                self._by_model[a.model_id] += 1
+            self._attempts[a.id] = (a.strategy, record.status)
         else:
             self.run_records.append(record if record.hash == digest
                                     else record.model_copy(update={"hash": digest}))
@@ -500,6 +506,10 @@ class Ledger:
     def recorded_attempt_ids(self) -> AbstractSet[str]:
         """The ids of the attempts recorded so far (a live view: copy it to keep it)."""
         return self._attempts.keys()
+
+    def recorded_by_model(self) -> Counter[str]:
+        """How many distinct attempts of each model are recorded (a copy)."""
+        return Counter(self._by_model)
 
     def attempt_counts(self, strategy: str | None = None) -> Counter[str]:
         """Recorded attempts by status (``ok``, ``refusal``, ``error``), of one strategy if
