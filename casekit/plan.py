@@ -17,7 +17,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import types
+import typing
 from collections.abc import Container, Iterable, Iterator, Sequence
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
 
 from casekit.canonical import HASH_PREFIX, canonical_json
 from casekit.case import LoadedCase, ModelSpec, StrategySpec
@@ -42,6 +48,118 @@ so running it does not plan it again and its hash can wait until a fresh run's f
 are in flight (casekit.run.runner); a larger plan is streamed."""
 
 
+_SAFE_INT = 2**53 - 1
+_Path = tuple[str, ...]
+
+
+def _numeric_paths(model: type[BaseModel], prefix: _Path = ()) -> tuple[list[_Path],
+                                                                          list[_Path]] | None:
+    """The paths of a model's int and float fields in its JSON dump (``*``: every item of a
+    list), or None when a field has a type :func:`attempt_json` does not handle exactly (a
+    dict, Any, a union of two types)."""
+    ints: list[_Path] = []
+    floats: list[_Path] = []
+    for name, field in model.model_fields.items():
+        ann: Any = field.annotation
+        path = (*prefix, name)
+        while True:
+            origin = typing.get_origin(ann)
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if origin in (typing.Union, types.UnionType):
+                if len(args) != 1:
+                    return None
+                ann = args[0]
+            elif origin is list:
+                ann, path = args[0], (*path, "*")
+            else:
+                break
+        if typing.get_origin(ann) is typing.Literal:
+            if not all(isinstance(a, str) for a in typing.get_args(ann)):
+                return None
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            sub = _numeric_paths(ann, path)
+            if sub is None:
+                return None
+            ints += sub[0]
+            floats += sub[1]
+        elif ann is int:
+            ints.append(path)
+        elif ann is float:
+            floats.append(path)
+        elif ann not in (str, bool):
+            return None
+    return ints, floats
+
+
+def _slots(value: Any, path: _Path) -> list[tuple[Any, Any]]:
+    """(container, key) of every value at ``path`` in a JSON dump (None on the way: none)."""
+    level = [value]
+    for seg in path[:-1]:
+        nxt: list[Any] = []
+        for v in level:
+            if v is not None:
+                if seg == "*":
+                    nxt.extend(v)
+                else:
+                    nxt.append(v[seg])
+        level = nxt
+    last = path[-1]
+    if last == "*":
+        return [(v, i) for v in level if v is not None for i in range(len(v))]
+    return [(v, last) for v in level if v is not None]
+
+
+_NUMERIC = _numeric_paths(PlannedAttempt)
+"""Where a PlannedAttempt's dump holds numbers (None: :func:`attempt_json` takes the slow
+path)."""
+
+
+def attempt_json(attempt: PlannedAttempt) -> bytes:
+    """The canonical JSON (RFC 8785) of a planned attempt's JSON dump: what
+    ``canonical_json(attempt.model_dump(mode="json"))`` gives, about 5x faster.
+
+    orjson with sorted keys writes RFC 8785's bytes for the ASCII keys, strings, None, booleans
+    and safe integers of a PlannedAttempt (tests/test_plan_stream.py checks its string escapes
+    against the canonical encoder's over every code point), and the paths that hold numbers are
+    known from the schema: an integral float is written as the integer ECMAScript prints, a
+    float in [1e-4, 1e16) as Python's ``repr`` (ECMAScript's shortest form there, as in
+    casekit.canonical); anything else (an unsafe integer, another float, a string orjson
+    refuses) goes to ``canonical_json``."""
+    d = attempt.model_dump(mode="json")
+    if _NUMERIC is None:
+        return canonical_json(d)
+    ints, floats = _NUMERIC
+    for path in ints:
+        for box, key in _slots(d, path):
+            v = box[key]
+            if v is not None and not -_SAFE_INT <= v <= _SAFE_INT:
+                return canonical_json(d)
+    # From here on ``d`` is changed in place: a fallback dumps the attempt again.
+    marks: list[tuple[bytes, bytes]] = []
+    for path in floats:
+        for box, key in _slots(d, path):
+            v = box[key]
+            if v is None:
+                continue
+            if type(v) is not float or not (v == 0.0 or 1e-4 <= abs(v) < 1e16):
+                return canonical_json(attempt.model_dump(mode="json"))
+            if v.is_integer():
+                box[key] = int(v)
+            else:
+                text = f"\x00casekit float {len(marks)}\x00"
+                box[key] = text
+                marks.append((orjson.dumps(text), repr(v).encode()))
+    try:
+        out = orjson.dumps(d, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return canonical_json(attempt.model_dump(mode="json"))
+    for mark, number in marks:
+        if out.count(mark) != 1:  # a string of the attempt holds the mark itself
+            return canonical_json(attempt.model_dump(mode="json"))
+        out = out.replace(mark, number)
+    return out
+
+
 class PlanHasher:
     """The plan's hash computed incrementally: SHA-256 of the canonical JSON (RFC 8785) of the
     list of planned attempts, in plan order, fed one attempt at a time. Canonical JSON of a list
@@ -59,7 +177,7 @@ class PlanHasher:
     def add(self, attempt: PlannedAttempt) -> None:
         if self.count:
             self._h.update(b",")
-        self._h.update(canonical_json(attempt.model_dump(mode="json")))
+        self._h.update(attempt_json(attempt))
         self.count += 1
 
     def sha256(self) -> str:
