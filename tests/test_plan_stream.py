@@ -318,4 +318,4 @@ def test_attempt_json_escapes_every_code_point_as_canonical_json() -> None:
                        work_id="w", intent="benign", index=0, mode="completion", prompt=text)
     assert attempt_json(a) == canonical_json(a.model_dump(mode="json"))
     # The fast path is the one taken (a schema change it does not know turns it off).
-    assert casekit.plan._NUMERIC is not None
+    assert casekit.plan._SHAPE is not None
