@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import time
 import types
 import typing
 from collections.abc import Container, Iterable, Iterator, Sequence
@@ -42,6 +43,8 @@ from casekit.works import Work
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY = 5.0
+"""Seconds between the log lines of a long planning pass."""
 KEEP_IN_MEMORY = 5_000
 """A plan of at most this many attempts keeps them after :func:`build_plan`'s pass (a few MB),
 so running it does not plan it again and its hash can wait until a fresh run's first requests
@@ -224,8 +227,12 @@ class Plan:
         kept: list[PlannedAttempt] | None = []
         hasher: PlanHasher | None = None
         counts = plan._counts
-        for a in planner.attempts(None, 0, None):
+        started = last = time.monotonic()
+        for n, a in enumerate(planner.attempts(None, 0, None), start=1):
             counts[a.model_id] = counts.get(a.model_id, 0) + 1
+            if not n % 4096 and (now := time.monotonic()) - last >= PROGRESS_EVERY:
+                last = now
+                log.info("planning: %d attempts so far (%.0f s)", n, now - started)
             if kept is not None:
                 kept.append(a)
                 if len(kept) > KEEP_IN_MEMORY:
@@ -239,6 +246,9 @@ class Plan:
         plan._kept = kept
         if hasher is not None:
             plan._sha256 = hasher.sha256()
+        if kept is None:
+            log.info("planned %d attempts in %.1f s (streamed%s)", len(plan),
+                     time.monotonic() - started, ", hashed" if hasher else "")
         planner.quiet = True  # what was skipped was logged on this pass
         return plan
 

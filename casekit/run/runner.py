@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import itertools
 import logging
 import random
 import signal
@@ -309,6 +310,16 @@ class Runner:
             spec = next(m for m in self.case.spec.models if m.id == model_id)
             limiter = Limiter(spec.limits.requests_per_minute, spec.limits.tokens_per_minute)
             max_tries = self.max_tries or spec.limits.max_tries
+            if recorded[model_id] and plan.streamed:
+                # Resuming a streamed plan: getting to the first attempt left plans past what
+                # is recorded (about 10 us an attempt, seconds for a model of 100,000), so it is
+                # done in a thread while the event loop keeps the other models' requests and
+                # the progress going. The workers take the rest here, one at a time (no other
+                # thread touches the iterator then).
+                first = await asyncio.to_thread(next, todo_model, None)
+                if first is None:
+                    return
+                todo_model = itertools.chain([first], todo_model)
 
             async def worker(i: int) -> None:
                 if i:  # spread the first requests (see START_SPACING)
