@@ -219,10 +219,9 @@ class Plan:
                 self._counts[a.model_id] = self._counts.get(a.model_id, 0) + 1
 
     @classmethod
-    def _scanned(cls, planner: _Planner, hash_large: bool = True) -> Plan:
+    def _scanned(cls, planner: _Planner) -> Plan:
         """Go through the plan once: count it per model and raise its planning errors; keep
-        the attempts if there are at most KEEP_IN_MEMORY of them, else hash them on the way
-        (unless ``hash_large`` is false: ``casekit validate`` does not need the hash)."""
+        the attempts if there are at most KEEP_IN_MEMORY of them, else hash them on the way."""
         plan = cls(planner=planner)
         kept: list[PlannedAttempt] | None = []
         hasher: PlanHasher | None = None
@@ -236,10 +235,9 @@ class Plan:
             if kept is not None:
                 kept.append(a)
                 if len(kept) > KEEP_IN_MEMORY:
-                    if hash_large:
-                        hasher = PlanHasher()
-                        for k in kept:
-                            hasher.add(k)
+                    hasher = PlanHasher()
+                    for k in kept:
+                        hasher.add(k)
                     kept = None
             elif hasher is not None:
                 hasher.add(a)
@@ -247,8 +245,8 @@ class Plan:
         if hasher is not None:
             plan._sha256 = hasher.sha256()
         if kept is None:
-            log.info("planned %d attempts in %.1f s (streamed%s)", len(plan),
-                     time.monotonic() - started, ", hashed" if hasher else "")
+            log.info("planned and hashed %d attempts in %.1f s", len(plan),
+                     time.monotonic() - started)
         planner.quiet = True  # what was skipped was logged on this pass
         return plan
 
@@ -376,14 +374,41 @@ class _Planner:
                  skip: Container[str] | None) -> Iterator[PlannedAttempt]:
         """The attempts of every model (``model_id`` None) or of one, numbered from
         ``ordinal``; those whose id is in ``skip`` are numbered but not rendered."""
-        counter = [ordinal]
-        for mi, model in enumerate(self.case.spec.models):
-            if model_id is None or model.id == model_id:
-                yield from self._model(mi, model, counter, skip)
+        case = self.case
+        for mi, model in enumerate(case.spec.models):
+            if model_id is not None and model.id != model_id:
+                continue
+            for interface, key, strat, work, index, probe, samples in self._probes(mi, model):
+                for sample in range(samples):
+                    aid = attempt_id(case.sha256, model.id, key, work.id, index, sample)
+                    if skip is None or aid not in skip:
+                        yield _render(case, model, interface, key, strat, work, index, sample,
+                                      probe, ordinal, aid)
+                    ordinal += 1
 
-    def _model(self, mi: int, model: ModelSpec, counter: list[int],
-               skip: Container[str] | None) -> Iterator[PlannedAttempt]:
-        """One model's attempts; ``counter[0]`` is the next ordinal (advanced as they come)."""
+    def count(self) -> dict[str, int]:
+        """Attempts per model id (models with none left out), from the strategies' probes
+        without rendering an attempt: what ``casekit validate`` needs."""
+        counts: dict[str, int] = {}
+        started = last = time.monotonic()
+        total = 0
+        for mi, model in enumerate(self.case.spec.models):
+            n = 0
+            for *_, samples in self._probes(mi, model):
+                n += samples
+                if not n % 4096 and (now := time.monotonic()) - last >= PROGRESS_EVERY:
+                    last = now
+                    log.info("planning: %d attempts so far (%.0f s)", total + n, now - started)
+            if n:
+                counts[model.id] = n
+            total += n
+        return counts
+
+    def _probes(self, mi: int, model: ModelSpec,
+                ) -> Iterator[tuple[str, str, Strategy, Work, int, Probe, int]]:
+        """(interface, strategy key, strategy, work, index, probe, samples) of every probe of
+        one model, in plan order; a planning error is a CaseError naming the case file's
+        line."""
         case, spec = self.case, self.case.spec
         try:
             pcls = provider_class(model.provider)
@@ -431,22 +456,24 @@ class _Planner:
                                         f"{exc}") from None
                     if probe is None:
                         break
-                    samples = 1 if probe.kind == "score" else spec.samples
-                    for sample in range(samples):
-                        aid = attempt_id(case.sha256, model.id, key, wid, index, sample)
-                        if skip is None or aid not in skip:
-                            yield _render(case, model, interface, key, strat, work, index,
-                                          sample, probe, counter[0], aid)
-                        counter[0] += 1
+                    yield (interface, key, strat, work, index, probe,
+                           1 if probe.kind == "score" else spec.samples)
                     index += 1
 
 
-def build_plan(case: LoadedCase, works: list[Work], *, hash_large: bool = True) -> Plan:
+def build_plan(case: LoadedCase, works: list[Work], *, render: bool = True) -> Plan:
     """Plan every attempt of the case, model-major so each model is loaded once: one pass that
     counts the attempts and raises any planning error (a CaseError naming the case file's
-    line), keeping the attempts only for a small plan (:class:`Plan`). ``hash_large``: hash a
-    large plan on this pass (a run needs its hash; ``casekit validate`` does not)."""
-    return Plan._scanned(_Planner(case, works), hash_large)
+    line), keeping the attempts of a small plan and hashing a large one on the way
+    (:class:`Plan`). ``render=False`` counts the strategies' probes without rendering the
+    attempts (``casekit validate``: the plan is checked, nothing is kept or hashed)."""
+    planner = _Planner(case, works)
+    if not render:
+        plan = Plan(planner=planner)
+        plan._counts = planner.count()
+        planner.quiet = True
+        return plan
+    return Plan._scanned(planner)
 
 
 def _render(case: LoadedCase, model: ModelSpec, interface: str, key: str, strat: Strategy,

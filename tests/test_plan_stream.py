@@ -118,6 +118,50 @@ def test_streamed_plan_yields_the_listed_attempts_and_hash(tmp_path: Path,
             assert list(kept.model_attempts(model_id, skip=skip)) == mine[1::2]
 
 
+def test_validate_counts_the_plan_without_rendering_it(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``casekit validate`` counts the strategies' probes (build_plan(render=False)): the same
+    counts as the rendered plan, no attempt rendered; the plan it returns still iterates to
+    the same attempts and hash."""
+    rendered: list[str] = []
+    original = casekit.plan._render
+
+    def spy(*a: object) -> PlannedAttempt:
+        rendered.append("x")
+        return original(*a)  # type: ignore[arg-type]
+
+    for path in _cases(tmp_path):
+        case = load_case(path)
+        works = load_works(case)
+        kept = build_plan(case, works)
+        monkeypatch.setattr(casekit.plan, "_render", spy)
+        counted = build_plan(case, works, render=False)
+        assert not rendered and counted.streamed
+        assert counted.counts == kept.counts and len(counted) == len(kept)
+        monkeypatch.undo()
+        assert list(counted) == kept.attempts and counted.sha256 == kept.sha256
+        result = CliRunner().invoke(cli, ["validate", str(path)])
+        assert result.exit_code == 0 and f"{len(kept)} planned attempts" in result.output
+
+
+def test_validate_still_raises_a_planning_error(tmp_path: Path) -> None:
+    """An error a strategy raises while planning (here: a census on a provider without a
+    tokenizer, named in the strategy's models) is a one-line error, exit 2."""
+    from casekit.providers.base import Provider
+    from tests.scripted import ScriptedProvider
+
+    path = _write(tmp_path / "case", SCRIPTED_MODELS, MANY)
+    original = ScriptedProvider.plan_tokenizer
+    try:
+        ScriptedProvider.plan_tokenizer = classmethod(  # type: ignore[method-assign]
+            Provider.plan_tokenizer.__func__)  # type: ignore[attr-defined]
+        result = CliRunner().invoke(cli, ["validate", str(path)])
+    finally:
+        ScriptedProvider.plan_tokenizer = original  # type: ignore[method-assign]
+    assert result.exit_code == 2
+    assert "gives no tokenizer; remove 'bot' from this list" in result.output
+
+
 def test_the_many_case_covers_what_the_fast_encoding_must_get_right(tmp_path: Path) -> None:
     """The second case has sampled attempts (non-integral floats), a large seed, two
     interfaces, score attempts, non-ASCII and control characters in prompts."""
