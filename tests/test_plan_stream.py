@@ -363,3 +363,26 @@ def test_attempt_json_escapes_every_code_point_as_canonical_json() -> None:
     assert attempt_json(a) == canonical_json(a.model_dump(mode="json"))
     # The fast path is the one taken (a schema change it does not know turns it off).
     assert casekit.plan._SHAPE is not None
+
+
+def test_the_ledger_index_counts_per_model_and_shares_its_pairs(tmp_path: Path) -> None:
+    """What a resume reads from the ledger instead of a pass over the plan: recorded attempts
+    per model; the index holds one (strategy, status) tuple per distinct pair, not per
+    attempt."""
+    from casekit.ledger import Ledger
+
+    path = _write(tmp_path / "case", TWO_MODELS, STRATEGIES)
+    out = Runner(load_case(path)).run()
+    recs = read_records(out.ledger_path)
+    by_model: dict[str, int] = {}
+    for r in recs:
+        if isinstance(r, AttemptRecord):
+            by_model[r.attempt.model_id] = by_model.get(r.attempt.model_id, 0) + 1
+    led = Ledger(out.run_dir).open()
+    try:
+        assert dict(led.recorded_by_model()) == by_model == build_plan(
+            load_case(path), load_works(load_case(path))).counts
+        pairs = list(led._attempts.values())
+        assert len({id(p) for p in pairs}) == len(set(pairs)) < len(pairs)
+    finally:
+        led.close()
