@@ -37,6 +37,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
@@ -230,6 +231,10 @@ class Ledger:
         self._attempts: dict[str, tuple[str, str]] = {}
         """Attempt id -> (strategy, status) of every attempt record. Attempt records themselves
         are not kept: a long run's responses would otherwise all stay in memory."""
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._by_model: Counter[str] = Counter()
+        """Recorded attempts per model id (a resume skips a model that is done without
+        planning it)."""
         self._lock_fh: Any = None
         self._written = 0
         """Records written by this process (flushed to the OS)."""
@@ -269,11 +274,16 @@ class Ledger:
         torn: bytes | None = None
         if self.path.exists() and self.path.stat().st_size:
             # One pass: every line parsed, verified and indexed once.
+            started = last = time.monotonic()
             try:
                 for rec in iter_records(self.path):
                     self._index(rec, str(rec.hash))
                     self.seq += 1
                     self.head = rec.hash
+                    if not self.seq % 4096 and (now := time.monotonic()) - last >= 5.0:
+                        last = now  # a long ledger (500,000 records: minutes) says where it is
+                        log.info("reading the ledger: %d records verified (%.0f s)", self.seq,
+                                 now - started)
             except ChainBroken as exc:
                 if not exc.torn_tail:
                     raise LedgerError(
@@ -351,7 +361,13 @@ class Ledger:
         """Remember a record in the chain: an attempt's id, strategy and status; a run record
         whole, with its hash."""
         if isinstance(record, AttemptRecord):
-            self._attempts[record.attempt.id] = (record.attempt.strategy, record.status)
+            a = record.attempt
+            if a.id not in self._attempts:
+                self._by_model[a.model_id] += 1
+            # One tuple per (strategy, status), shared: a parsed record's strings are its own,
+            # and 500,000 of them would take some 90 MB.
+            pair = (a.strategy, record.status)
+            self._attempts[a.id] = self._pairs.setdefault(pair, pair)
         else:
             self.run_records.append(record if record.hash == digest
                                     else record.model_copy(update={"hash": digest}))
@@ -507,6 +523,10 @@ class Ledger:
     def recorded_attempt_ids(self) -> AbstractSet[str]:
         """The ids of the attempts recorded so far (a live view: copy it to keep it)."""
         return self._attempts.keys()
+
+    def recorded_by_model(self) -> Counter[str]:
+        """How many distinct attempts of each model are recorded (a copy)."""
+        return Counter(self._by_model)
 
     def attempt_counts(self, strategy: str | None = None) -> Counter[str]:
         """Recorded attempts by status (``ok``, ``refusal``, ``error``), of one strategy if

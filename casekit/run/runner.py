@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import itertools
 import logging
 import random
 import signal
@@ -167,13 +168,15 @@ class Runner:
         try:
             fresh = self._start_or_resume(ledger, works, plan, started_at)
             done = ledger.recorded_attempt_ids()
-            todo = [a for a in plan.attempts if a.id not in done]
-            self.stats.skipped = len(plan) - len(todo)
+            # Every attempt recorded under this run_start was planned by this plan (its hash
+            # was checked), so the recorded ids are planned ids: no pass over the plan (nor a
+            # set of its ids) is needed to count them.
+            self.stats.skipped = len(done)
             if self.stats.skipped:
                 log.info("resuming: %d of %d attempts already recorded", self.stats.skipped,
                          len(plan))
-            interrupted = asyncio.run(self._execute(ledger, todo, fresh))
-            recorded = len(ledger.recorded_attempt_ids() & {a.id for a in plan.attempts})
+            interrupted = asyncio.run(self._execute(ledger, plan, fresh))
+            recorded = len(ledger.recorded_attempt_ids())
             complete = recorded == len(plan)
             if interrupted:
                 ledger.append_note("interrupted", "run stopped by the operator; run the same "
@@ -245,8 +248,7 @@ class Runner:
                                f"{', '.join(changed)}", {"models": changed})
         return False
 
-    async def _execute(self, ledger: Ledger, todo: list[PlannedAttempt],
-                       fresh: bool = False) -> bool:
+    async def _execute(self, ledger: Ledger, plan: Plan, fresh: bool = False) -> bool:
         loop = asyncio.get_running_loop()
         interrupted = False
         write_start: asyncio.TimerHandle | None = None
@@ -266,16 +268,19 @@ class Runner:
             loop.add_signal_handler(signal.SIGTERM, on_sigint)
         except (NotImplementedError, RuntimeError):
             pass
-        by_model: dict[str, list[PlannedAttempt]] = {}
-        for a in todo:
-            by_model.setdefault(a.model_id, []).append(a)
+        done = ledger.recorded_attempt_ids()
+        # What each model has left: recorded ids are planned ids (see _run), so a model whose
+        # count of recorded attempts reaches its planned count is done and is not planned again.
+        recorded = ledger.recorded_by_model()
+        left = {m: n - recorded[m] for m, n in plan.counts.items() if n > recorded[m]}
+        by_model = list(left)
         # Models of one exclusive group (e.g. embedded models sharing the CPU) run one after
         # the other; different groups (remote APIs) run at the same time.
         groups: dict[str, list[str]] = {}
         for model_id in by_model:
             provider = self.provider(model_id)
             groups.setdefault(provider.exclusive_group or f"model:{model_id}", []).append(model_id)
-        progress = Progress(len(todo), self.stats)
+        progress = Progress(len(plan) - len(done), self.stats)
         ticker = asyncio.ensure_future(progress.ticking())
         if fresh:
             # The deferred run_start is written once the first requests have left (after the
@@ -287,12 +292,17 @@ class Runner:
 
         async def run_model(model_id: str) -> None:
             provider = self.provider(model_id)
-            todo_model = by_model[model_id]
+            # The model's attempts not yet recorded, planned as the workers take them (a live
+            # view of the recorded ids: what this run records is never planned again).
+            todo_model: Iterator[PlannedAttempt] = plan.model_attempts(model_id, skip=done)
             if provider.supports_batch and (self.batch or has_open_batches(ledger, model_id)):
-                # Batch mode, or a resume of batches already submitted (never sent twice).
-                todo_model = await self._run_batches(ledger, provider, todo_model, progress)
-                if not todo_model or self.stop_requested:
+                # Batch mode, or a resume of batches already submitted (never sent twice). The
+                # batch executor takes its attempts as a list.
+                rest = await self._run_batches(ledger, provider, list(todo_model), progress)
+                if not rest or self.stop_requested:
                     return
+                todo_model = iter(rest)
+                left[model_id] = len(rest)
             elif self.batch:
                 ledger.append_note("warning", f"model {model_id}: provider {provider.name} has "
                                    "no batch API; its attempts run synchronously",
@@ -300,17 +310,24 @@ class Runner:
             spec = next(m for m in self.case.spec.models if m.id == model_id)
             limiter = Limiter(spec.limits.requests_per_minute, spec.limits.tokens_per_minute)
             max_tries = self.max_tries or spec.limits.max_tries
-            queue: asyncio.Queue[PlannedAttempt] = asyncio.Queue()
-            for a in todo_model:
-                queue.put_nowait(a)
+            if recorded[model_id] and plan.streamed:
+                # Resuming a streamed plan: getting to the first attempt left plans past what
+                # is recorded (about 10 us an attempt, seconds for a model of 100,000), so it is
+                # done in a thread while the event loop keeps the other models' requests and
+                # the progress going. The workers take the rest here, one at a time (no other
+                # thread touches the iterator then).
+                first = await asyncio.to_thread(next, todo_model, None)
+                if first is None:
+                    return
+                todo_model = itertools.chain([first], todo_model)
 
             async def worker(i: int) -> None:
                 if i:  # spread the first requests (see START_SPACING)
                     await asyncio.sleep(i * START_SPACING)
                 while not self.stop_requested:
-                    try:
-                        attempt = queue.get_nowait()
-                    except asyncio.QueueEmpty:
+                    # Plans the next attempt (synchronously: no other worker can be inside).
+                    attempt = next(todo_model, None)
+                    if attempt is None:
                         return
                     fields = await self._attempt(provider, attempt, limiter, max_tries)
                     # Written (in order, with seq and prev_hash) right after this worker's next
@@ -324,7 +341,7 @@ class Runner:
                         self.stats.error += 1
                     progress.update()
 
-            n = max(1, min(provider.max_connections, len(todo_model)))
+            n = max(1, min(provider.max_connections, left[model_id]))
             await asyncio.gather(*(worker(i) for i in range(n)))
 
         async def run_group(model_ids: list[str]) -> None:
