@@ -182,10 +182,13 @@ def start_server(book: Path, models: list[str]) -> tuple[subprocess.Popen[str], 
 
 def recall_of(run_dir: Path, book: Book) -> tuple[int, int, int]:
     """(planted continuations, of them found as a match, matches on unplanted attempts) from
-    the ledger (prompts) and findings.json (outcomes). Planted: the server's own rule (the
+    the ledger (prompts) and attempts.parquet (outcomes). Planted: the server's own rule (the
     hash, and a prompt it can place in the book)."""
-    findings = json.loads((run_dir / "findings.json").read_bytes())
-    outcome = {a["attempt_id"]: a["outcome"] for a in findings["attempts"]}
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run_dir / "attempts.parquet", columns=["attempt_id", "outcome"])
+    outcome = dict(zip(table.column("attempt_id").to_pylist(),
+                       table.column("outcome").to_pylist(), strict=True))
     planted_n = found = spurious = 0
     with (run_dir / "ledger.jsonl").open("rb") as fh:
         for line in fh:
