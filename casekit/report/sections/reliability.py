@@ -64,6 +64,20 @@ class Reliability:
     error_types: list[KV]
     """Failed tries by exception type (all of them)."""
 
+    @property
+    def errors_shown(self) -> str:
+        return f"{len(self.errors):,}"
+
+    @property
+    def errors_count(self) -> str:
+        """Attempts that ended in an error, all of them (formatted)."""
+        return f"{self.errors_total:,}"
+
+    @property
+    def errors_more(self) -> str:
+        """Attempts that ended in an error and are not listed (formatted)."""
+        return f"{self.errors_total - len(self.errors):,}"
+
 
 RELIABILITY_ERRORS_SHOWN = 50
 
