@@ -266,11 +266,14 @@ def test_the_pages_state_the_true_counts(large: Run) -> None:
                 f"({'benign' if s.startswith('benign') else 'adversarial'}) × "
                 f"{o.replace('_', ' ')}: {n:,} attempts, 5 shown")
         assert _compact(head) in text, head
-    # The complete listing is cited by the hash of the attachment that holds it.
+    # The complete listing is cited by the hashes of the attachments that hold it.
     att = PdfReader(large.pdf).attachments
-    assert _compact(f"The complete per-attempt listing, {total:,} attempts, is under the "
-                    "“attempts” key of findings.json, attached to this PDF, hash "
-                    f"{sha256_bytes(att['findings.json'][0])}") in text
+    assert _compact(f"The complete per-attempt listing, {total:,} rows (one per attempt), is "
+                    "attached to this PDF as attempts.parquet, hash "
+                    f"{sha256_bytes(att['attempts.parquet'][0])}, and as attempts.csv, hash "
+                    f"{sha256_bytes(att['attempts.csv'][0])}; findings.json cites its rows by "
+                    f"their content hash, {f.attempt_rows.sha256}.") in text
+    assert f.attempt_rows.rows == total
     # Exhibits: capped per model x work, with the true count of those not exhibited.
     for mw in f.findings:
         if not mw.exhibit_attempts:
@@ -296,48 +299,6 @@ def test_the_sample_is_the_same_on_every_render_and_verifies(large: Run) -> None
     assert again == large.html
     res = verify_report(large.pdf)
     assert res.ok, "\n".join(res.lines())
-
-
-def test_a_listing_attachment_is_cited_with_its_hashes(small: Run,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """When the analysis attaches attempts.parquet and attempts.csv (EvidenceFiles.listing),
-    the page cites them by hash instead of findings.json; a listing of another length than
-    the findings is refused."""
-    from casekit.errors import CasekitError
-    from casekit.report import build as build_mod
-    from casekit.report import build_model, render_html
-    from casekit.report.evidence import (
-        ATTEMPTS_CSV_ATTACHMENT,
-        ATTEMPTS_PARQUET_ATTACHMENT,
-        AttemptListing,
-        EvidenceFiles,
-        attempt_listing,
-    )
-    from casekit.report.inputs import Inputs, load_inputs
-
-    inputs = load_inputs(small.run_dir, small.findings)
-    total = len(small.findings.attempts)
-    listings = [attempt_listing(b"PAR1 fake parquet", b"attempt_id,seq\n", total)]
-    original = build_mod.evidence_files
-
-    def with_listing(f: Findings, inp: Inputs) -> EvidenceFiles:
-        files = original(f, inp)
-        files.listing = listings[-1]
-        return files
-
-    monkeypatch.setattr(build_mod, "evidence_files", with_listing)
-    listing: AttemptListing = listings[-1]
-    html = render_html(build_model(small.findings, inputs))
-    text = _compact(re.sub(r"<[^>]+>", "", html))
-    assert _compact(f"The complete per-attempt listing, {total:,} rows (one per attempt), "
-                    f"is attached to this PDF as {ATTEMPTS_PARQUET_ATTACHMENT}, hash "
-                    f"{listing.parquet_sha256}, and as {ATTEMPTS_CSV_ATTACHMENT}, hash "
-                    f"{listing.csv_sha256}.") in text
-    assert listing.parquet_sha256 == sha256_bytes(b"PAR1 fake parquet")
-    assert listing.csv_sha256 == sha256_bytes(b"attempt_id,seq\n")
-    listings.append(attempt_listing(b"x", b"y", total + 1))
-    with pytest.raises(CasekitError, match="re-run `casekit analyze`"):
-        build_model(small.findings, inputs)
 
 
 # --------------------------------------------------------------------------- the sampler
