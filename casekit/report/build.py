@@ -26,6 +26,7 @@ from casekit.records import RunEnd
 from casekit.report.evidence import (
     ATTEMPTS_PER_STRATUM,
     Attached,
+    EvidenceFiles,
     ReportOptions,
     attachments,
     build_manifest,
@@ -82,12 +83,15 @@ MANIFEST_NAME = "manifest.json"
 def build_model(findings: Findings, inputs: Inputs,
                 exhibits_per_finding: int = EXHIBITS_PER_FINDING, *,
                 template_dir: Path | None = None, attach_works: bool = False,
-                attempts_per_stratum: int = ATTEMPTS_PER_STRATUM) -> ReportModel:
+                attempts_per_stratum: int = ATTEMPTS_PER_STRATUM,
+                files: EvidenceFiles | None = None) -> ReportModel:
     """The report model from the findings, the verified ledger records and the works.
 
     ``template_dir`` and ``attach_works`` only change what the report says about itself (the
     template set's hash, whether the works travel inside the PDF); ``attempts_per_stratum``
     is how many attempts of each model x work x strategy x outcome the sample shows.
+    ``files``: the evidence files when the caller has them already (building the per-attempt
+    table's bytes costs a pass over every attempt).
     """
     f = findings
     st = inputs.start
@@ -98,7 +102,7 @@ def build_model(findings: Findings, inputs: Inputs,
     model_ids = [m.id for m in case.models]
     model_ids += sorted({x.model_id for x in f.findings} - set(model_ids))
     floors_by_model = build_floors(f, case, model_ids)
-    files = evidence_files(f, inputs)
+    files = files if files is not None else evidence_files(f, inputs)
     # Exhibits first: their numbers appear in the summary and the sample of attempts.
     ex = build_exhibits(f, inputs, requested, exhibits_per_finding)
     overview, summary = build_summary(f, works, model_ids, requested, floors_by_model,
@@ -158,11 +162,11 @@ class Rendered:
 def render_report(findings: Findings, inputs: Inputs, options: ReportOptions,
                   template_dir: Path | None = None) -> Rendered:
     """The report's HTML, manifest and attachments (``casekit verify`` calls this too)."""
+    files = evidence_files(findings, inputs)
     model = build_model(findings, inputs, options.exhibits_per_finding,
                         template_dir=template_dir, attach_works=options.attach_works,
-                        attempts_per_stratum=options.attempts_per_stratum)
+                        attempts_per_stratum=options.attempts_per_stratum, files=files)
     html = render_html(model, template_dir)
-    files = evidence_files(findings, inputs)
     manifest = build_manifest(
         start=inputs.start, findings=findings, files=files,
         templates=template_set(template_dirs(template_dir)),
