@@ -368,7 +368,7 @@ def test_pdf_shows_the_findings_with_their_control_floor(built: Built) -> None:
     assert built.outline[1:] == [
         "Summary of findings", "Teacher-forced top-choice agreement", "Methods",
         "Controls and the measured false-positive rate", "Errors, retries, refusals and filters",
-        "Exhibits", "Every attempt",
+        "Exhibits", "Attempts by stratum, with a sample",
         "Manifest", "Chain of custody", "Limitations", "References",
         "Certification (form, to be completed and signed)"]
     assert built.outline[0] == "Shelley v. Example Models"
@@ -394,7 +394,10 @@ def test_pdf_exhibit_shows_attempt_ids_hashes_and_matched_text(built: Built) -> 
     assert _compact("smollm2-135m-instruct-q8") in compact  # the returned model
     work_sha = next(w.sha256 for w in _works(fx))
     assert _compact(work_sha) in compact
-    # Every attempt is in the appendix table, errors and refusals included.
+    # Every attempt is counted by stratum, errors and refusals included; with at most one or
+    # two attempts per stratum here, every one of them is in the sample too.
+    assert _compact("By outcome: match 3, no match 6, refusal 1, error 1, unscorable 0") \
+        in compact
     for a in f.attempts:
         assert a.attempt_id in text
     # Manifest: works' hashes, model identity, case and plan hashes, git revision.
@@ -483,7 +486,7 @@ def test_user_template_overrides_one_partial(built: Built, tmp_path: Path) -> No
     html = render_html(model, override)
     assert "Limits (firm style)" in html
     assert "Widely quoted text" not in html  # the default partial is replaced...
-    assert "Every attempt" in html and "Exhibit E-1" in html  # ...and only that one
+    assert "Attempts by stratum" in html and "Exhibit E-1" in html  # ...and only that one
     # User templates are autoescaped too.
     assert "&lt;script&gt;" in html.split("Limits (firm style)")[1]
     assert html != built.html
@@ -499,9 +502,11 @@ def test_exhibits_are_capped_and_the_rest_counted(built: Built) -> None:
     assert "2 more attempt(s)" in group.more_text
     html = render_html(model)
     assert "2 more attempt(s) reached the reporting threshold" in html
-    # Those two are still in the table of every attempt, marked as reaching the threshold.
+    # Those two are still counted, and (their strata being small) in the sample of attempts,
+    # marked as reaching the threshold.
     assert html.count("≥ threshold") == 2
-    assert len(model.attempts) == len(built.fx.findings.attempts) == 11
+    assert model.attempts.total == "11" == f"{len(built.fx.findings.attempts)}"
+    assert model.attempts.shown == "11"
 
 
 def test_stale_findings_are_refused(built: Built) -> None:

@@ -211,7 +211,8 @@ def test_default_bates_and_page_headers(report: Report) -> None:
 def test_outline_has_every_section_and_exhibit(report: Report) -> None:
     outline = report.reader.outline
     titles = [o.title for o in outline if not isinstance(o, list)]
-    for section in ("Summary of findings", "Methods", "Exhibits", "Every attempt", "Manifest",
+    for section in ("Summary of findings", "Methods", "Exhibits",
+                    "Attempts by stratum, with a sample", "Manifest",
                     "Chain of custody", "Limitations", "References",
                     "Certification (form, to be completed and signed)"):
         assert section in titles
@@ -272,11 +273,11 @@ def test_limitations_are_read_off_the_data(report: Report) -> None:
 
 
 def test_attempt_table_and_definitions_read_whole(report: Report) -> None:
-    """Layout: in the table of every attempt, each attempt id, strategy key and work id sits on
-    one line (a column too narrow broke them mid-word); every definition under Methods shows
-    the key the further measures cite, e.g. [p_z]."""
+    """Layout: in the sample of attempts, each attempt id, and each stratum's strategy key and
+    work id, sits on one line (a column too narrow broke them mid-word); every definition
+    under Methods shows the key the further measures cite, e.g. [p_z]."""
     f = report.fx.findings
-    start = next(i for i, t in enumerate(report.texts) if "Every attempt" in t)
+    start = next(i for i, t in enumerate(report.texts) if "Attempts by stratum" in t)
     lines = {line.strip() for t in report.texts[start:] for line in t.splitlines()}
     words = {w for line in lines for w in line.split()}
     for x in f.attempts:

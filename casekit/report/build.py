@@ -4,7 +4,7 @@ Each section of the report is built in :mod:`casekit.report.sections` (one modul
 partial); the formatting helpers are in :mod:`casekit.report.text`, the reading of the run folder
 in :mod:`casekit.report.inputs`, the prose in :mod:`casekit.report.catalogue`. This module only
 puts them together, in the order the numbers depend on each other (exhibits first: their
-numbers appear in the summary and the attempts table).
+numbers appear in the summary and the sample of attempts).
 
 Nothing here reads the clock or iterates an unordered collection: the same inputs give the same
 model, hence the same HTML bytes. The date on the cover is the run's recorded start.
@@ -24,7 +24,9 @@ from casekit.analysis.taxonomy import ABSENCE_CAVEAT, CATEGORY_TEXT
 from casekit.canonical import sha256_bytes
 from casekit.records import RunEnd
 from casekit.report.evidence import (
+    ATTEMPTS_PER_STRATUM,
     Attached,
+    EvidenceFiles,
     ReportOptions,
     attachments,
     build_manifest,
@@ -35,7 +37,7 @@ from casekit.report.evidence import (
 from casekit.report.inputs import Inputs, evidence_files, load_inputs
 from casekit.report.model import ReportModel, ReportPaths
 from casekit.report.render import SafeFetcher, render_html, render_pdf, template_dirs
-from casekit.report.sections.attempts import attempt_counts, attempt_rows
+from casekit.report.sections.attempts import build_attempts
 from casekit.report.sections.certification import build_evidence
 from casekit.report.sections.controls import build_floors
 from casekit.report.sections.cover import (
@@ -59,6 +61,7 @@ from casekit.report.text import fmt_value
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "ATTEMPTS_PER_STRATUM",
     "CONTROL_OVERRIDE",
     "EXHIBITS_PER_FINDING",
     "Inputs",
@@ -79,11 +82,16 @@ MANIFEST_NAME = "manifest.json"
 
 def build_model(findings: Findings, inputs: Inputs,
                 exhibits_per_finding: int = EXHIBITS_PER_FINDING, *,
-                template_dir: Path | None = None, attach_works: bool = False) -> ReportModel:
+                template_dir: Path | None = None, attach_works: bool = False,
+                attempts_per_stratum: int = ATTEMPTS_PER_STRATUM,
+                files: EvidenceFiles | None = None) -> ReportModel:
     """The report model from the findings, the verified ledger records and the works.
 
     ``template_dir`` and ``attach_works`` only change what the report says about itself (the
-    template set's hash, whether the works travel inside the PDF).
+    template set's hash, whether the works travel inside the PDF); ``attempts_per_stratum``
+    is how many attempts of each model x work x strategy x outcome the sample shows.
+    ``files``: the evidence files when the caller has them already (building the per-attempt
+    table's bytes costs a pass over every attempt).
     """
     f = findings
     st = inputs.start
@@ -94,7 +102,8 @@ def build_model(findings: Findings, inputs: Inputs,
     model_ids = [m.id for m in case.models]
     model_ids += sorted({x.model_id for x in f.findings} - set(model_ids))
     floors_by_model = build_floors(f, case, model_ids)
-    # Exhibits first: their numbers appear in the summary and the attempts table.
+    files = files if files is not None else evidence_files(f, inputs)
+    # Exhibits first: their numbers appear in the summary and the sample of attempts.
     ex = build_exhibits(f, inputs, requested, exhibits_per_finding)
     overview, summary = build_summary(f, works, model_ids, requested, floors_by_model,
                                       ex.refs_of)
@@ -106,14 +115,14 @@ def build_model(findings: Findings, inputs: Inputs,
         methods=build_methods(f, case, st), controls=floors,
         control_works=[f"{w.id} ({w.title})" for w in case.works if w.role == "control"],
         exhibit_groups=ex.groups, exhibits_shown=ex.shown, exhibits_total=ex.total,
-        exhibits_per_finding=exhibits_per_finding, attempts=attempt_rows(f, ex.anchor_of),
-        attempt_counts=attempt_counts(f),
+        exhibits_per_finding=exhibits_per_finding,
+        attempts=build_attempts(f, case, model_ids, ex.anchor_of, files, attempts_per_stratum),
         manifest=build_manifest_view(f, inputs, end),
         limitations=build_limitations(f, case, floors, inputs),
         bates=build_bates(case),
-        evidence=build_evidence(evidence_files(f, inputs), inputs,
-                                template_set(template_dirs(template_dir)),
-                                ReportOptions(exhibits_per_finding, attach_works)),
+        evidence=build_evidence(files, inputs, template_set(template_dirs(template_dir)),
+                                ReportOptions(exhibits_per_finding, attach_works,
+                                              attempts_per_stratum)),
         custody=build_custody(inputs, case), long_texts=ex.longs,
         thresholds={k: fmt_value(v) for k, v in f.thresholds.model_dump().items()},
         further=build_further(f, works, model_ids),
@@ -153,10 +162,11 @@ class Rendered:
 def render_report(findings: Findings, inputs: Inputs, options: ReportOptions,
                   template_dir: Path | None = None) -> Rendered:
     """The report's HTML, manifest and attachments (``casekit verify`` calls this too)."""
-    model = build_model(findings, inputs, options.exhibits_per_finding,
-                        template_dir=template_dir, attach_works=options.attach_works)
-    html = render_html(model, template_dir)
     files = evidence_files(findings, inputs)
+    model = build_model(findings, inputs, options.exhibits_per_finding,
+                        template_dir=template_dir, attach_works=options.attach_works,
+                        attempts_per_stratum=options.attempts_per_stratum, files=files)
+    html = render_html(model, template_dir)
     manifest = build_manifest(
         start=inputs.start, findings=findings, files=files,
         templates=template_set(template_dirs(template_dir)),
@@ -177,20 +187,23 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def build_report(run_dir: Path, findings: Findings, out_dir: Path | None = None,
                  template_dir: Path | None = None, *, case_path: Path | None = None,
                  exhibits_per_finding: int = EXHIBITS_PER_FINDING,
-                 attach_works: bool = False) -> ReportPaths:
+                 attach_works: bool = False,
+                 attempts_per_stratum: int = ATTEMPTS_PER_STRATUM) -> ReportPaths:
     """Write report.html, report.pdf (PDF/A-3b, the data attached) and manifest.json for a run
     into out_dir (default run_dir/report).
 
     ``template_dir`` holds templates that override the defaults (same relative paths);
     ``case_path`` is where the case file is now if it moved since the run; ``attach_works``
-    embeds the works' texts too (off by default: they are usually the copyrighted texts).
+    embeds the works' texts too (off by default: they are usually the copyrighted texts);
+    ``attempts_per_stratum`` sizes the sample of attempts the pages show.
     """
     out = out_dir or run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     inputs = load_inputs(run_dir, findings, case_path)
-    rendered = render_report(findings, inputs, ReportOptions(exhibits_per_finding, attach_works),
-                             template_dir)
+    rendered = render_report(findings, inputs,
+                             ReportOptions(exhibits_per_finding, attach_works,
+                                           attempts_per_stratum), template_dir)
     html_path = out / HTML_NAME
     _write_atomic(html_path, rendered.html.encode("utf-8"))
     _write_atomic(out / MANIFEST_NAME, manifest_bytes(rendered.manifest))

@@ -137,9 +137,15 @@ IMPORTED = "IMPORTED: captured outside casekit; casekit sent no request"
 SPAN_DETAIL = "work chars {chars}, {words} words ({matched} exact), similarity {similarity}"
 LONG_TEXT_NOTE = "{what}, {chars} characters"
 MORE_EXHIBITS = ("{more} more attempt(s) reached the reporting threshold for this model and "
-                 "work; all of them are listed in the table of every attempt.")
+                 "work and are not exhibited: each counts in the rates above and is in the "
+                 "complete per-attempt listing attached to this PDF, with its longest span "
+                 "(see Attempts by stratum).")
 ALL_EXHIBITS = ("Every attempt that reached the reporting threshold for this model and work is "
                 "shown.")
+
+# --------------------------------------------------------------------------- attempts
+
+SAMPLE_LABEL = "{label}, sample {sample}"
 
 # --------------------------------------------------------------------------- manifest, custody
 
@@ -157,6 +163,8 @@ EVENT_FIRST_ATTEMPT = "first attempt recorded"
 EVENT_LAST_ATTEMPT = "last attempt recorded ({n} in all)"
 EVENT_NOTE = "note ({kind}): {message}"
 EVENT_RUN_ENDED = "run ended: {recorded} of {planned} attempts recorded{incomplete}"
+NOTES_NOT_SHOWN = ("{more} more note(s) in the ledger are not listed here ({kinds}); every note is "
+                   "a record of the attached ledger (ledger.jsonl).")
 
 # --------------------------------------------------------------------------- reproducibility
 
@@ -185,7 +193,8 @@ LIMIT_VARIANCE = (
     "independent.")
 LIMIT_FAILURES = (
     "Attempts that ended in an error: {errors}; in a refusal: {refusals}; that could not be "
-    "scored: {unscorable}. Each stays in every denominator and in the table of every attempt.")
+    "scored: {unscorable}. Each stays in every denominator, is counted in Attempts by stratum "
+    "and is in the complete per-attempt listing attached to this PDF.")
 LIMIT_INCOMPLETE = (
     "The run is incomplete: {recorded} of {planned} planned attempts were recorded. The "
     "figures cover the recorded attempts only.")
@@ -194,7 +203,8 @@ LIMIT_IMPORTED = (
     "and are counted in the figures with the intent their importer declared. casekit did not "
     "send those requests: their prompts, times and decoding parameters are as the capture "
     "states them and cannot be re-run or verified against the provider; each is labelled "
-    "IMPORTED in its exhibit and in the table of every attempt.")
+    "IMPORTED in its exhibit, and its strategy key begins with imported@ in Attempts by "
+    "stratum and in the complete per-attempt listing.")
 LIMIT_NO_FLOOR = (
     "No control generation attempts for {models}: no false-positive rate was measured for "
     "that model, and its figures stand without a floor.")

@@ -105,6 +105,11 @@ def template_set(dirs: Sequence[Path]) -> TemplateSet:
 # --------------------------------------------------------------------------- the manifest
 
 
+#: Attempts shown per stratum (model x work x strategy x outcome) in the report's sample of
+#: attempts; every attempt is in the attached attempts.parquet and attempts.csv.
+ATTEMPTS_PER_STRATUM = 5
+
+
 @dataclass(frozen=True)
 class ReportOptions:
     """The choices that shape a report besides its inputs (recorded in the manifest, so that
@@ -112,6 +117,9 @@ class ReportOptions:
 
     exhibits_per_finding: int
     attach_works: bool = False
+    attempts_per_stratum: int = ATTEMPTS_PER_STRATUM
+    """Attempts the sample of attempts shows per stratum (the rest are counted, and listed in
+    the attachment)."""
 
 
 @dataclass
@@ -181,6 +189,7 @@ def build_manifest(*, start: Any, findings: Any, files: EvidenceFiles, templates
                       "overridden": templates.overridden},
         "report": {"html_sha256": html_sha256, "pdf_variant": PDF_VARIANT,
                    "exhibits_per_finding": options.exhibits_per_finding,
+                   "attempts_per_stratum": options.attempts_per_stratum,
                    "attach_works": options.attach_works, "bates": bates},
     }
 

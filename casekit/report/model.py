@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from casekit.report.sections.attempts import AttemptRow
+from casekit.report.sections.attempts import AttemptSample
 from casekit.report.sections.certification import Evidence
 from casekit.report.sections.controls import FloorView
 from casekit.report.sections.cover import Bates, Cover
@@ -26,7 +26,6 @@ from casekit.report.sections.reproducibility import RerunView
 from casekit.report.sections.summary import ModelSummary, SummaryRow
 from casekit.report.sections.teacher_forced import TFModel
 from casekit.report.text import INLINE_MAX_CHARS
-from casekit.report.views import KV
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,8 @@ class ReportModel:
     exhibits_shown: int
     exhibits_total: int
     exhibits_per_finding: int
-    attempts: list[AttemptRow]
-    attempt_counts: list[KV]
+    attempts: AttemptSample
+    """Every attempt counted by stratum, a seeded sample shown, the full listing cited."""
     manifest: Manifest
     limitations: list[str]
     bates: Bates
@@ -66,6 +65,11 @@ class ReportModel:
     control_override: str = ""
     """Non-empty when the case overrode the control-work requirement (``allow_no_control``
     with no control work): printed on the cover and at the top of the summary."""
+
+    @property
+    def exhibits_count(self) -> str:
+        """``shown of total`` exhibits (formatted)."""
+        return f"{self.exhibits_shown:,} of {self.exhibits_total:,}"
 
 
 @dataclass(frozen=True)

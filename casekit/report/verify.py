@@ -25,6 +25,7 @@ from casekit.report.attachments import BadReport, DamagedReport, read_attachment
 from casekit.report.evidence import (
     ATTEMPTS_ATTACHMENT,
     ATTEMPTS_CSV_ATTACHMENT,
+    ATTEMPTS_PER_STRATUM,
     CASE_ATTACHMENT,
     COMPARISON_ATTACHMENT,
     FINDINGS_ATTACHMENT,
@@ -275,7 +276,9 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
         return
     rep = manifest.get("report", {})
     options = ReportOptions(exhibits_per_finding=int(rep.get("exhibits_per_finding", 3)),
-                            attach_works=bool(rep.get("attach_works", False)))
+                            attach_works=bool(rep.get("attach_works", False)),
+                            attempts_per_stratum=int(rep.get("attempts_per_stratum",
+                                                             ATTEMPTS_PER_STRATUM)))
     inputs = load_inputs(run_dir, findings, case_path)
     rendered = render_report(findings, inputs, options, template_dir)
     html_sha = sha256_bytes(rendered.html.encode("utf-8"))

@@ -1,10 +1,13 @@
-"""View types more than one section shows: a labelled value and a rate with its interval."""
+"""View types more than one section shows: a labelled value, a rate with its interval, and the
+cap on the ledger's notes that the manifest and the chain of custody list."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from casekit.records import Note
 from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
@@ -43,3 +46,21 @@ def rate_view(r: Rate) -> RateView:
 
 
 OUTCOME_ORDER = ("match", "no_match", "refusal", "error", "unscorable")
+
+
+#: Notes of the ledger listed in the manifest and the chain of custody (the first, in ledger
+#: order); the rest are counted by kind. A run's notes grow with its batches and resumptions.
+NOTES_SHOWN = 20
+
+
+def notes_shown(notes: Sequence[Note], limit: int = NOTES_SHOWN) -> tuple[list[Note], str]:
+    """The first ``limit`` notes, and the sentence that counts the others by kind ("" if
+    none is left out)."""
+    rest = notes[limit:]
+    if not rest:
+        return list(notes), ""
+    kinds: dict[str, int] = {}
+    for n in rest:
+        kinds[n.kind] = kinds.get(n.kind, 0) + 1
+    return list(notes[:limit]), C.NOTES_NOT_SHOWN.format(
+        more=f"{len(rest):,}", kinds=", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())))

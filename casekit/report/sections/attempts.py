@@ -1,13 +1,31 @@
-"""Every attempt (partials/attempts.html.j2): the table of all attempts in ledger order, the
-denominators of every rate.
+"""Attempts (partials/attempts.html.j2): every attempt counted by stratum, a stratified seeded
+sample of them shown, and the complete per-attempt listing (attempts.parquet and attempts.csv,
+attached) cited by hash.
+
+The pages follow the case's shape, not the number of attempts: a stratum is one model x work x
+strategy x outcome, and each shows at most ``per_stratum`` attempts. Which ones is decided by a
+hash of the attempt id and the case's seed (never by the attempt's result, and the same on
+every render: ``casekit verify`` re-renders the report and compares its bytes). The sampler
+streams: it holds the counts and at most ``2 * per_stratum`` attempts per stratum, whatever
+the number of attempts it is given.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from casekit.analysis.findings import Findings
+from casekit.analysis.findings import AttemptAnalysis, Findings
+from casekit.canonical import sha256_bytes
+from casekit.case import CaseFile
+from casekit.report import catalogue as C
+from casekit.report.evidence import (
+    ATTEMPTS_ATTACHMENT,
+    ATTEMPTS_CSV_ATTACHMENT,
+    EvidenceFiles,
+)
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -15,6 +33,9 @@ from casekit.report.text import (
 from casekit.report.views import KV, OUTCOME_ORDER
 
 log = logging.getLogger(__name__)
+
+StratumKey = tuple[str, str, str, str]
+"""(model id, work id, strategy key, outcome)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +47,9 @@ class AttemptRow:
     role: str
     strategy_key: str
     intent: str
+    label: str
+    """The prompt's label in its strategy's plan (e.g. where its window starts), with the
+    sample number when the prompt was sent more than once."""
     outcome: str
     longest_words: str
     top1: str
@@ -34,28 +58,151 @@ class AttemptRow:
     reaches_threshold: bool
 
 
-def attempt_rows(f: Findings, anchor_of: dict[str, tuple[str, str]]) -> list[AttemptRow]:
-    """Every attempt in ledger order, with its exhibit number where it is shown."""
-    rows = []
-    for x in sorted(f.attempts, key=lambda x: (x.seq, x.attempt_id)):
-        number, anchor = anchor_of.get(x.attempt_id, ("", ""))
-        outcome = x.outcome.replace("_", " ")
-        if x.refusal_source:
-            outcome += f" ({x.refusal_source})"
-        rows.append(AttemptRow(
-            attempt_id=x.attempt_id, seq=str(x.seq), model_id=x.model_id, work_id=x.work_id,
-            role=x.role, strategy_key=x.strategy_key, intent=x.intent, outcome=outcome,
-            longest_words=f"{x.longest_words:,}" if x.mode != "score" else DASH,
-            top1=fmt_pct(x.teacher_forced.top1_share) if x.teacher_forced else DASH,
-            exhibit=number, exhibit_anchor=anchor,
-            reaches_threshold=f.reaches_threshold(x),
-        ))
-    return rows
+@dataclass(frozen=True)
+class Stratum:
+    """One model x work x strategy x outcome: how many attempts it has, and those shown."""
+
+    model_id: str
+    work_id: str
+    role: str
+    strategy_key: str
+    intent: str
+    outcome: str
+    attempts: str
+    """Attempts in the stratum (all of them, formatted)."""
+    shown: str
+    rows: list[AttemptRow]
+    """The sample, in ledger order."""
 
 
-def attempt_counts(f: Findings) -> list[KV]:
+@dataclass(frozen=True)
+class AttemptSample:
+    """The attempts section: counts of every stratum, the sample, and where the rest are."""
+
+    total: str
+    """Attempts analyzed (every one is counted in a stratum)."""
+    shown: str
+    strata: list[Stratum]
+    per_stratum: int
+    seed: str
+    """The case's seed, which (with each attempt id) chooses the sample."""
+    counts: list[KV]
     """Attempts by outcome, the known outcomes first (every one, zero or not)."""
-    counts = {o: 0 for o in OUTCOME_ORDER}
-    for x in f.attempts:
-        counts[x.outcome] = counts.get(x.outcome, 0) + 1
-    return [KV(o.replace("_", " "), f"{n:,}") for o, n in counts.items()]
+    listing_rows: str
+    """Rows of the complete listing (one per attempt), as findings.json cites them."""
+    parquet_name: str
+    csv_name: str
+    parquet_sha256: str
+    """SHA-256 of attempts.parquet as attached."""
+    csv_sha256: str
+    """SHA-256 of attempts.csv as attached."""
+    rows_sha256: str
+    """The content hash of the rows findings.json cites (independent of Parquet's layout)."""
+
+
+def sample_key(seed: int, attempt_id: str) -> str:
+    """The attempt's place in the sampling order: SHA-256 of ``"<seed>:<attempt id>"`` (hex).
+    A stratum shows its attempts with the smallest keys."""
+    return hashlib.sha256(f"{seed}:{attempt_id}".encode()).hexdigest()
+
+
+def stratum_of(x: AttemptAnalysis) -> StratumKey:
+    return (x.model_id, x.work_id, x.strategy_key, x.outcome)
+
+
+def stratified_sample(attempts: Iterable[AttemptAnalysis], per_stratum: int, seed: int,
+                      ) -> tuple[dict[StratumKey, int], dict[StratumKey, list[AttemptAnalysis]]]:
+    """Counts per stratum, and per stratum the ``per_stratum`` attempts with the smallest
+    :func:`sample_key` (in ledger order). One pass; memory O(strata x per_stratum)."""
+    counts: dict[StratumKey, int] = {}
+    kept: dict[StratumKey, list[tuple[str, str, AttemptAnalysis]]] = {}
+    for x in attempts:
+        key = stratum_of(x)
+        counts[key] = counts.get(key, 0) + 1
+        if per_stratum <= 0:
+            continue
+        bucket = kept.setdefault(key, [])
+        bucket.append((sample_key(seed, x.attempt_id), x.attempt_id, x))
+        if len(bucket) >= 2 * per_stratum:
+            bucket.sort(key=lambda t: (t[0], t[1]))
+            del bucket[per_stratum:]
+    chosen: dict[StratumKey, list[AttemptAnalysis]] = {}
+    for key, bucket in kept.items():
+        bucket.sort(key=lambda t: (t[0], t[1]))
+        chosen[key] = sorted((t[2] for t in bucket[:per_stratum]),
+                             key=lambda x: (x.seq, x.attempt_id))
+    return counts, chosen
+
+
+OrderKey = tuple[int, str, int, str, int, str, int, str]
+
+
+def _order(case: CaseFile, model_ids: Sequence[str]) -> Callable[[StratumKey], OrderKey]:
+    """Sort key of a stratum: the case's order of models, works and strategies, then the
+    outcomes in their fixed order; anything the case does not name after, by name."""
+    models = {m: i for i, m in enumerate(model_ids)}
+    works = {w.id: i for i, w in enumerate(case.works)}
+    strategies = {f"{s.name}#{i}": i for i, s in enumerate(case.strategies)}
+    outcomes = {o: i for i, o in enumerate(OUTCOME_ORDER)}
+
+    def key(k: StratumKey) -> OrderKey:
+        m, w, s, o = k
+        big = 1 << 30
+        return (models.get(m, big), m, works.get(w, big), w, strategies.get(s, big), s,
+                outcomes.get(o, big), o)
+    return key
+
+
+def attempt_row(f: Findings, x: AttemptAnalysis, anchor_of: dict[str, tuple[str, str]],
+                ) -> AttemptRow:
+    number, anchor = anchor_of.get(x.attempt_id, ("", ""))
+    outcome = x.outcome.replace("_", " ")
+    if x.refusal_source:
+        outcome += f" ({x.refusal_source})"
+    label = x.label or DASH
+    if x.sample:
+        label = C.SAMPLE_LABEL.format(label=label, sample=x.sample)
+    return AttemptRow(
+        attempt_id=x.attempt_id, seq=str(x.seq), model_id=x.model_id, work_id=x.work_id,
+        role=x.role, strategy_key=x.strategy_key, intent=x.intent, label=label,
+        outcome=outcome,
+        longest_words=f"{x.longest_words:,}" if x.mode != "score" else DASH,
+        top1=fmt_pct(x.teacher_forced.top1_share) if x.teacher_forced else DASH,
+        exhibit=number, exhibit_anchor=anchor,
+        reaches_threshold=f.reaches_threshold(x),
+    )
+
+
+def build_attempts(f: Findings, case: CaseFile, model_ids: Sequence[str],
+                   anchor_of: dict[str, tuple[str, str]], files: EvidenceFiles,
+                   per_stratum: int) -> AttemptSample:
+    """Every attempt counted by stratum, the seeded sample shown, the full listing cited."""
+    counts, chosen = stratified_sample(f.attempts, per_stratum, case.seed)
+    total = sum(counts.values())
+    info = {stratum_of(x): x for xs in chosen.values() for x in xs[:1]}
+    if per_stratum <= 0:  # nothing sampled: the stratum's role and intent from any attempt
+        for x in f.attempts:
+            info.setdefault(stratum_of(x), x)
+            if len(info) == len(counts):
+                break
+    strata = []
+    for key in sorted(counts, key=_order(case, model_ids)):
+        rows = [attempt_row(f, x, anchor_of) for x in chosen.get(key, [])]
+        one = info[key]
+        strata.append(Stratum(
+            model_id=key[0], work_id=key[1], role=one.role, strategy_key=key[2],
+            intent=one.intent, outcome=key[3].replace("_", " "), attempts=f"{counts[key]:,}",
+            shown=f"{len(rows):,}", rows=rows))
+    by_outcome = {o: 0 for o in OUTCOME_ORDER}
+    for (_, _, _, o), n in counts.items():
+        by_outcome[o] = by_outcome.get(o, 0) + n
+    # evidence_files checked that these attempts are the rows findings.json cites.
+    cited = f.attempt_rows
+    return AttemptSample(
+        total=f"{total:,}", shown=f"{sum(len(s.rows) for s in strata):,}", strata=strata,
+        per_stratum=per_stratum, seed=str(case.seed),
+        counts=[KV(o.replace("_", " "), f"{n:,}") for o, n in by_outcome.items()],
+        listing_rows=f"{cited.rows:,}",
+        parquet_name=ATTEMPTS_ATTACHMENT, csv_name=ATTEMPTS_CSV_ATTACHMENT,
+        parquet_sha256=sha256_bytes(files.attempts), csv_sha256=sha256_bytes(files.attempts_csv),
+        rows_sha256=cited.sha256)

@@ -15,7 +15,7 @@ from casekit.records import (
 from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.text import DASH
-from casekit.report.views import KV
+from casekit.report.views import KV, notes_shown
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ class CustodyEvent:
 class Custody:
     operator: list[KV]
     events: list[CustodyEvent]
+    notes_more: str = ""
+    """The notes left out of ``events`` (beyond NOTES_SHOWN), counted by kind; "" if none."""
 
 
 def build_custody(inputs: Inputs, case: CaseFile) -> Custody:
@@ -59,16 +61,17 @@ def build_custody(inputs: Inputs, case: CaseFile) -> Custody:
         if last is not first:
             events.append(CustodyEvent(last.recorded_at, str(last.seq),
                                        C.EVENT_LAST_ATTEMPT.format(n=f"{len(attempts):,}")))
+    notes, notes_more = notes_shown([r for r in inputs.records if isinstance(r, Note)])
+    for n in notes:
+        events.append(CustodyEvent(n.recorded_at, str(n.seq), C.EVENT_NOTE.format(
+            kind=n.kind, message=n.message)))
     for r in inputs.records:
-        if isinstance(r, Note):
-            events.append(CustodyEvent(r.recorded_at, str(r.seq), C.EVENT_NOTE.format(
-                kind=r.kind, message=r.message)))
-        elif isinstance(r, RunEnd):
+        if isinstance(r, RunEnd):
             events.append(CustodyEvent(r.recorded_at, str(r.seq), C.EVENT_RUN_ENDED.format(
                 recorded=f"{r.attempts_recorded:,}", planned=f"{r.attempts_planned:,}",
                 incomplete="" if r.complete else " (incomplete)")))
     events.sort(key=lambda e: int(e.seq))
-    return Custody(operator=operator, events=events)
+    return Custody(operator=operator, events=events, notes_more=notes_more)
 
 
 # --------------------------------------------------------------------------- further measures

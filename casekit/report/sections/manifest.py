@@ -18,7 +18,7 @@ from casekit.report.text import (
     DASH,
     fmt_value,
 )
-from casekit.report.views import KV
+from casekit.report.views import KV, notes_shown
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ class Manifest:
     host: list[KV]
     argv: str
     notes: list[NoteRow]
+    notes_more: str = ""
+    """The notes left out of ``notes`` (beyond NOTES_SHOWN), counted by kind; "" if none."""
 
 
 def _identity_kv(identity: dict[str, Any]) -> list[KV]:
@@ -101,8 +103,8 @@ def build_manifest_view(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifes
     models = [ModelRow(model_id=m.model_id, provider=m.provider, model=m.model,
                        interface=m.interface, can_score="yes" if m.can_score else "no",
                        identity=_identity_kv(m.identity)) for m in st.models]
-    notes = [NoteRow(str(n.seq), n.recorded_at, n.kind, n.message)
-             for n in inp.records if isinstance(n, Note)]
+    shown, notes_more = notes_shown([n for n in inp.records if isinstance(n, Note)])
+    notes = [NoteRow(str(n.seq), n.recorded_at, n.kind, n.message) for n in shown]
     return Manifest(
         run_id=st.run_id, case_path=st.case_path, case_sha256=st.case_sha256,
         plan_sha256=st.plan_sha256, planned_attempts=f"{st.planned_attempts:,}",
@@ -115,5 +117,5 @@ def build_manifest_view(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifes
                   for k, v in sorted(st.versions.items())],
         git=[KV(k, fmt_value(v)) for k, v in sorted(st.git.items())],
         host=[KV(k, v) for k, v in sorted(st.host.items())],
-        argv=" ".join(st.argv), notes=notes,
+        argv=" ".join(st.argv), notes=notes, notes_more=notes_more,
     )

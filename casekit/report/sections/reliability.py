@@ -5,7 +5,7 @@ in the ledger.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from casekit.analysis.findings import Findings
 from casekit.records import (
@@ -59,18 +59,42 @@ class ReliabilityError:
 class Reliability:
     rows: list[ReliabilityRow]
     errors: list[ReliabilityError]
-    """Attempts that ended in an error, in ledger order (at most RELIABILITY_ERRORS_SHOWN)."""
+    """Attempts that ended in an error, in ledger order: each model's first
+    RELIABILITY_ERRORS_PER_MODEL."""
     errors_total: int
     error_types: list[KV]
     """Failed tries by exception type (all of them)."""
+    errors_by_model: list[KV] = field(default_factory=list)
+    """Per model with errors: ``shown of total`` (formatted)."""
+
+    @property
+    def per_model(self) -> str:
+        return f"{RELIABILITY_ERRORS_PER_MODEL:,}"
+
+    @property
+    def errors_shown(self) -> str:
+        return f"{len(self.errors):,}"
+
+    @property
+    def errors_count(self) -> str:
+        """Attempts that ended in an error, all of them (formatted)."""
+        return f"{self.errors_total:,}"
+
+    @property
+    def errors_more(self) -> str:
+        """Attempts that ended in an error and are not listed (formatted)."""
+        return f"{self.errors_total - len(self.errors):,}"
 
 
-RELIABILITY_ERRORS_SHOWN = 50
+#: Attempts that ended in an error listed per model (its first, in ledger order); the rest are
+#: counted per model and are in the complete listing and the ledger.
+RELIABILITY_ERRORS_PER_MODEL = 10
 
 
 def build_reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reliability:
     """Every try of every attempt, per model: the record a court asks for when a result is
-    challenged as the survivor of many failed attempts (nothing here is sampled)."""
+    challenged as the survivor of many failed attempts. The counts are of every attempt; the
+    list of failed attempts shows each model's first RELIABILITY_ERRORS_PER_MODEL."""
     by_model: dict[str, list[AttemptRecord]] = {m: [] for m in model_ids}
     for rec in inputs.attempts_by_seq.values():
         by_model.setdefault(rec.attempt.model_id, []).append(rec)
@@ -130,7 +154,16 @@ def build_reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reli
                              if kinds["unknown"] else "")),
             retry_after=f"{after:,}", most_tries=f"{most:,}", dropped=f"{dropped:,}"))
     errors.sort(key=lambda e: int(e.seq))
-    return Reliability(rows=rows, errors=errors[:RELIABILITY_ERRORS_SHOWN],
-                       errors_total=len(errors),
+    per_model: dict[str, int] = {}
+    shown: list[ReliabilityError] = []
+    for err in errors:
+        per_model[err.model_id] = per_model.get(err.model_id, 0) + 1
+        if per_model[err.model_id] <= RELIABILITY_ERRORS_PER_MODEL:
+            shown.append(err)
+    listed = [KV(mid, f"{min(n, RELIABILITY_ERRORS_PER_MODEL):,} of {n:,}")
+              for mid in model_ids + sorted(set(per_model) - set(model_ids))
+              if (n := per_model.get(mid, 0))]
+    return Reliability(rows=rows, errors=shown, errors_total=len(errors),
+                       errors_by_model=listed,
                        error_types=[KV(k, f"{v:,}") for k, v in sorted(
                            types.items(), key=lambda kv: (-kv[1], kv[0]))])

@@ -39,6 +39,20 @@ class RerunView:
     differing_total: int
     sha256: str
 
+    @property
+    def differing_shown(self) -> str:
+        return f"{len(self.differing):,}"
+
+    @property
+    def differing_count(self) -> str:
+        """Attempts whose outcome or spans differ, all of them (formatted)."""
+        return f"{self.differing_total:,}"
+
+    @property
+    def differing_more(self) -> str:
+        """Differing attempts that are not listed (formatted)."""
+        return f"{self.differing_total - len(self.differing):,}"
+
 
 RERUN_DIFFS_SHOWN = 40
 
