@@ -198,6 +198,7 @@ def _compact(text: str) -> str:
 
 
 def _strata(f: Findings) -> Counter[tuple[str, str, str, str]]:
+    """(model, work, strategy key, outcome): a strategy here has one intent."""
     return Counter((x.model_id, x.work_id, x.strategy_key, x.outcome) for x in f.attempts)
 
 
@@ -304,11 +305,13 @@ def test_the_sample_is_the_same_on_every_render_and_verifies(large: Run) -> None
 # --------------------------------------------------------------------------- the sampler
 
 
-def _analysis(i: int, model: str, work: str, strategy: str, outcome: str) -> AttemptAnalysis:
+def _analysis(i: int, model: str, work: str, strategy: str, outcome: str,
+              intent: str = "benign") -> AttemptAnalysis:
     return AttemptAnalysis(
         attempt_id=f"x-{i:08d}", seq=i + 1, record_hash="sha256:" + "0" * 64, model_id=model,
-        work_id=work, role="subject", strategy=strategy.split("#")[0], strategy_key=strategy,
-        intent="benign", mode="chat", sample=0, label="", outcome=outcome)
+        work_id=work, role="subject", strategy=strategy.split("#")[0].split("@")[0],
+        strategy_key=strategy, intent=intent, mode="chat", sample=0, label="",
+        outcome=outcome)
 
 
 def test_sampler_is_seeded_stratified_and_order_free() -> None:
@@ -319,12 +322,18 @@ def test_sampler_is_seeded_stratified_and_order_free() -> None:
                     rng.choice(["s#0", "s#1"]), rng.choice(["match", "no_match", "error"]))
           for i in range(3000)]
     xs.append(_analysis(5000, "c", "w9", "s#0", "refusal"))  # a stratum of one
+    # Imported attempts of one strategy key with the intents their importer declared: one
+    # stratum per intent, so a stratum's heading never misstates an attempt's intent.
+    xs += [_analysis(6000 + i, "a", "w1", "imported@0123456789ab", "match",
+                     intent="adversarial" if i % 2 else "benign") for i in range(4)]
     counts, chosen = stratified_sample(xs, 5, seed=42)
-    strata = Counter((x.model_id, x.work_id, x.strategy_key, x.outcome) for x in xs)
+    strata = Counter((x.model_id, x.work_id, x.strategy_key, x.intent, x.outcome) for x in xs)
     assert counts == dict(strata)
     assert set(chosen) == set(strata)  # every stratum represented
+    assert {k[3] for k in chosen if k[2].startswith("imported@")} == {"adversarial", "benign"}
     for key, rows in chosen.items():
-        mine = [x for x in xs if (x.model_id, x.work_id, x.strategy_key, x.outcome) == key]
+        mine = [x for x in xs
+                if (x.model_id, x.work_id, x.strategy_key, x.intent, x.outcome) == key]
         want = sorted(mine, key=lambda x: sample_key(42, x.attempt_id))[:5]
         assert [x.attempt_id for x in rows] == [x.attempt_id for x in
                                                 sorted(want, key=lambda x: x.seq)]

@@ -34,8 +34,9 @@ from casekit.report.views import KV, OUTCOME_ORDER
 
 log = logging.getLogger(__name__)
 
-StratumKey = tuple[str, str, str, str]
-"""(model id, work id, strategy key, outcome)."""
+StratumKey = tuple[str, str, str, str, str]
+"""(model id, work id, strategy key, intent, outcome). A planned strategy has one intent, so
+the intent splits only imported attempts, whose importer declares each one's."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def sample_key(seed: int, attempt_id: str) -> str:
 
 
 def stratum_of(x: AttemptAnalysis) -> StratumKey:
-    return (x.model_id, x.work_id, x.strategy_key, x.outcome)
+    return (x.model_id, x.work_id, x.strategy_key, x.intent, x.outcome)
 
 
 def stratified_sample(attempts: Iterable[AttemptAnalysis], per_stratum: int, seed: int,
@@ -134,7 +135,7 @@ def stratified_sample(attempts: Iterable[AttemptAnalysis], per_stratum: int, see
     return counts, chosen
 
 
-OrderKey = tuple[int, str, int, str, int, str, int, str]
+OrderKey = tuple[int, str, int, str, int, str, str, int, str]
 
 
 def _order(case: CaseFile, model_ids: Sequence[str]) -> Callable[[StratumKey], OrderKey]:
@@ -146,9 +147,9 @@ def _order(case: CaseFile, model_ids: Sequence[str]) -> Callable[[StratumKey], O
     outcomes = {o: i for i, o in enumerate(OUTCOME_ORDER)}
 
     def key(k: StratumKey) -> OrderKey:
-        m, w, s, o = k
+        m, w, s, i, o = k
         big = 1 << 30
-        return (models.get(m, big), m, works.get(w, big), w, strategies.get(s, big), s,
+        return (models.get(m, big), m, works.get(w, big), w, strategies.get(s, big), s, i,
                 outcomes.get(o, big), o)
     return key
 
@@ -179,23 +180,18 @@ def build_attempts(f: Findings, case: CaseFile, model_ids: Sequence[str],
     """Every attempt counted by stratum, the seeded sample shown, the full listing cited."""
     counts, chosen = stratified_sample(f.attempts, per_stratum, case.seed)
     total = sum(counts.values())
-    info = {stratum_of(x): x for xs in chosen.values() for x in xs[:1]}
-    if per_stratum <= 0:  # nothing sampled: the stratum's role and intent from any attempt
-        for x in f.attempts:
-            info.setdefault(stratum_of(x), x)
-            if len(info) == len(counts):
-                break
+    roles = {w.id: w.role for w in case.works}
     strata = []
     for key in sorted(counts, key=_order(case, model_ids)):
         rows = [attempt_row(f, x, anchor_of) for x in chosen.get(key, [])]
-        one = info[key]
+        model_id, work_id, strategy_key, intent, outcome = key
         strata.append(Stratum(
-            model_id=key[0], work_id=key[1], role=one.role, strategy_key=key[2],
-            intent=one.intent, outcome=key[3].replace("_", " "), attempts=f"{counts[key]:,}",
-            shown=f"{len(rows):,}", rows=rows))
+            model_id=model_id, work_id=work_id, role=roles.get(work_id, ""),
+            strategy_key=strategy_key, intent=intent, outcome=outcome.replace("_", " "),
+            attempts=f"{counts[key]:,}", shown=f"{len(rows):,}", rows=rows))
     by_outcome = {o: 0 for o in OUTCOME_ORDER}
-    for (_, _, _, o), n in counts.items():
-        by_outcome[o] = by_outcome.get(o, 0) + n
+    for key, n in counts.items():
+        by_outcome[key[-1]] = by_outcome.get(key[-1], 0) + n
     # evidence_files checked that these attempts are the rows findings.json cites.
     cited = f.attempt_rows
     return AttemptSample(
