@@ -52,7 +52,7 @@ from pydantic import TypeAdapter, ValidationError
 from casekit.canonical import Canonical, canonical_json, sha256_bytes
 from casekit.errors import LedgerError
 from casekit.provenance import iso_utc
-from casekit.records import AttemptRecord, LedgerRecord, Note, RunEnd, RunStart
+from casekit.records import IMPORT_STRATEGY, AttemptRecord, LedgerRecord, Note, RunEnd, RunStart
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,8 @@ class Ledger:
         are not kept: a long run's responses would otherwise all stay in memory."""
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self._by_model: Counter[str] = Counter()
+        self._imported = 0
+        """Distinct imported attempts (`casekit import`): in the ledger, not in the plan."""
         """Recorded attempts per model id (a resume skips a model that is done without
         planning it)."""
         self._lock_fh: Any = None
@@ -363,7 +365,10 @@ class Ledger:
         if isinstance(record, AttemptRecord):
             a = record.attempt
             if a.id not in self._attempts:
-                self._by_model[a.model_id] += 1
+                if a.strategy == IMPORT_STRATEGY:
+                    self._imported += 1  # not planned: never counts toward the plan
+                else:
+                    self._by_model[a.model_id] += 1
             # One tuple per (strategy, status), shared: a parsed record's strings are its own,
             # and 500,000 of them would take some 90 MB.
             pair = (a.strategy, record.status)
@@ -525,8 +530,13 @@ class Ledger:
         return self._attempts.keys()
 
     def recorded_by_model(self) -> Counter[str]:
-        """How many distinct attempts of each model are recorded (a copy)."""
+        """How many distinct planned attempts of each model are recorded (a copy; imported
+        outputs are not among them)."""
         return Counter(self._by_model)
+
+    def recorded_planned(self) -> int:
+        """How many distinct planned attempts are recorded (imported outputs excluded)."""
+        return len(self._attempts) - self._imported
 
     def attempt_counts(self, strategy: str | None = None) -> Counter[str]:
         """Recorded attempts by status (``ok``, ``refusal``, ``error``), of one strategy if

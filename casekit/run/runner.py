@@ -167,16 +167,15 @@ class Runner:
         ledger.open()
         try:
             fresh = self._start_or_resume(ledger, works, plan, started_at)
-            done = ledger.recorded_attempt_ids()
             # Every attempt recorded under this run_start was planned by this plan (its hash
-            # was checked), so the recorded ids are planned ids: no pass over the plan (nor a
-            # set of its ids) is needed to count them.
-            self.stats.skipped = len(done)
+            # was checked), or imported (`casekit import`, never planned and not counted), so
+            # no pass over the plan (nor a set of its ids) is needed to count them.
+            self.stats.skipped = ledger.recorded_planned()
             if self.stats.skipped:
                 log.info("resuming: %d of %d attempts already recorded", self.stats.skipped,
                          len(plan))
             interrupted = asyncio.run(self._execute(ledger, plan, fresh))
-            recorded = len(ledger.recorded_attempt_ids())
+            recorded = ledger.recorded_planned()
             complete = recorded == len(plan)
             if interrupted:
                 ledger.append_note("interrupted", "run stopped by the operator; run the same "
