@@ -121,6 +121,11 @@ class WorkSpec(UserModel):
     """Expected SHA-256 of the file; the run refuses to start if the file differs."""
     exclude: list[Exclusion] = []
     """Parts of the text never counted (e.g. Project Gutenberg header and licence)."""
+    boilerplate: Literal["exclude", "keep"] = "exclude"
+    """Distribution boilerplate detected on ingestion (a Project Gutenberg header, footer and
+    licence): ``exclude`` (the default) never counts it, and the report lists the exclusion;
+    ``keep`` counts it as the work's text, and the report warns when a work's matches fall
+    mostly inside it."""
 
 
 class RateLimits(UserModel):

@@ -26,6 +26,25 @@ CHAPTER_RE = re.compile(r"^[ \t]*(?:CHAPTER|Chapter|LETTER|Letter|BOOK|Book|PART
 """A chapter heading line (iterative continuation seeds from chapter openings; the census
 clusters its windows by chapter)."""
 
+#: The last line of a Project Gutenberg header: the header is the text from its start through
+#: this line (the modern "*** START OF THE PROJECT GUTENBERG EBOOK ... ***" line, or the end of
+#: the 1990s "Small Print!" licence that opened the early etexts).
+GUTENBERG_HEADER_END = re.compile(
+    r"^[ \t]*\*{3}[ \t]*START OF (?:THE|THIS) PROJECT GUTENBERG E-?(?:BOOK|TEXT)[^\n]*$"
+    r"|^[ \t]*\*END\*[ \t]*THE SMALL PRINT![^\n]*$",
+    re.IGNORECASE | re.MULTILINE)
+#: The first line of a Project Gutenberg footer, which runs to the end of the text (the end
+#: marker, then usually the full licence).
+GUTENBERG_FOOTER_START = re.compile(
+    r"^[ \t]*\*{3}[ \t]*END OF (?:THE|THIS) PROJECT GUTENBERG E-?(?:BOOK|TEXT)"
+    r"|^[ \t]*End of (?:the |this )?Project Gutenberg(?:'s)? (?:E-?book|E-?text)"
+    r"|^[ \t]*\*{3}[ \t]*START: FULL LICENSE",
+    re.IGNORECASE | re.MULTILINE)
+#: A header marker is only taken in the first, a footer marker only in the second half of the
+#: text: a novel that mentions Project Gutenberg in its body loses nothing.
+BOILERPLATE_HEADER_REASON = "Project Gutenberg header (detected on ingestion)"
+BOILERPLATE_FOOTER_REASON = "Project Gutenberg footer and licence (detected on ingestion)"
+
 SUPPORTED_SUFFIXES = (".txt", ".md")
 #: The profile span finding and word thresholds use (measurement.md section 1).
 MATCH_PROFILE = "light-words"
@@ -49,6 +68,14 @@ class Work:
     raw: str
     sha256: str
     excluded: list[Excluded] = field(default_factory=list)
+    boilerplate: list[Excluded] = field(default_factory=list)
+    """Distribution boilerplate detected on ingestion (:func:`detect_boilerplate`), in
+    ``excluded`` too unless the case keeps it (``boilerplate: keep``)."""
+
+    @property
+    def boilerplate_kept(self) -> bool:
+        """Detected boilerplate that the case counts as the work's text."""
+        return bool(self.boilerplate) and self.spec.boilerplate == "keep"
 
     @property
     def id(self) -> str:
@@ -95,6 +122,25 @@ def _merge(ranges: list[Excluded]) -> list[Excluded]:
             out[-1] = Excluded(last.start, max(last.end, r.end), last.reason)
         else:
             out.append(r)
+    return out
+
+
+def detect_boilerplate(raw: str) -> list[Excluded]:
+    """A Project Gutenberg header (from the start of the text through its last header line)
+    and footer (from the end marker, or the full licence, to the end of the text), when the
+    text has them; nothing otherwise."""
+    out: list[Excluded] = []
+    half = len(raw) // 2
+    header_end = 0
+    for m in GUTENBERG_HEADER_END.finditer(raw, 0, half):
+        header_end = m.end()
+    if header_end:
+        nl = raw.find("\n", header_end)
+        header_end = len(raw) if nl < 0 else nl + 1
+        out.append(Excluded(0, header_end, BOILERPLATE_HEADER_REASON))
+    footer = GUTENBERG_FOOTER_START.search(raw, max(half, header_end))
+    if footer is not None:
+        out.append(Excluded(footer.start(), len(raw), BOILERPLATE_FOOTER_REASON))
     return out
 
 
@@ -175,7 +221,14 @@ def load_work(case: LoadedCase, index: int) -> Work:
                                     f"{path.name}; copy the marker exactly from the text")
                 end = pos + len(m.to_marker)
             excluded.append(Excluded(start, end, m.reason if m.reason else ex.reason))
-    work = Work(spec=spec, path=path, raw=raw, sha256=digest, excluded=_merge(excluded))
+    boilerplate = detect_boilerplate(raw)
+    if boilerplate:
+        log.info("work %s: Project Gutenberg boilerplate detected (%s)", spec.id,
+                 "kept, as the case asks" if spec.boilerplate == "keep" else "excluded")
+        if spec.boilerplate == "exclude":
+            excluded += boilerplate
+    work = Work(spec=spec, path=path, raw=raw, sha256=digest, excluded=_merge(excluded),
+                boilerplate=boilerplate)
     if len(work.tokens) == 0:
         raise WorkError(f"{where}: works[{index}]: the text has no countable words after "
                         "exclusions; check the file and the exclude: entries")

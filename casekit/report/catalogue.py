@@ -231,6 +231,15 @@ LIMIT_OPENINGS = (
     "quoted on its own; matches deeper in a work are harder to explain by quotation.")
 LIMIT_EXCLUDED = "Excluded passages (never counted): {passages}."
 EXCLUDED_PASSAGE = "{work}: characters {start}\u2013{end} ({reason})"
+LIMIT_BOILERPLATE_KEPT = (
+    "Detected boilerplate counted as the work's text (the case file sets boilerplate: keep for "
+    "{work}): {passages}.")
+WARN_BOILERPLATE = (
+    "Warning: {inside} of the {total} work words matched by {model}'s attempts on {work} that "
+    "reached the reporting threshold ({share}) lie inside detected Project Gutenberg "
+    "boilerplate, which the case counts as the work's text. Those matches reproduce the "
+    "distributor's notice or licence, not the work; do not rely on them as evidence about the "
+    "work.")
 LIMIT_NONE_EXCLUDED = (
     "No passage of any work was excluded: quotations of third-party or public-domain text "
     "inside a work, if any, count as the work's own text.")

@@ -8,6 +8,8 @@ import json
 import logging
 import re
 
+import numpy as np
+
 from casekit.analysis.findings import Findings
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT
 from casekit.case import CaseFile
@@ -15,6 +17,7 @@ from casekit.records import AttemptRecord
 from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.sections.controls import FloorView
+from casekit.works import Work
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,7 @@ def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
             for wid, e in excluded[:12]) + ("; ..." if len(excluded) > 12 else "")))
     else:
         out.append(C.LIMIT_NONE_EXCLUDED)
+    out += boilerplate_warnings(f, inputs)
     # Filters and refusals by source.
     filtered = sum(1 for r in attempts if r.result and r.result.finish_reason in (
         "content_filter", "refusal"))
@@ -130,4 +134,49 @@ def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
     if small:
         out.append(C.LIMIT_SMALL.format(
             findings=", ".join(small[:8]) + ("..." if len(small) > 8 else "")))
+    return out
+
+
+#: A model x work's matches "fall mostly inside" boilerplate above this share of matched words.
+BOILERPLATE_WARN_SHARE = 0.5
+
+
+def boilerplate_share(f: Findings, work: Work, model_id: str) -> tuple[int, int]:
+    """(matched work words inside the work's detected boilerplate, all matched work words) of
+    the model's attempts on the work that reached the reporting threshold."""
+    if not work.boilerplate:
+        return 0, 0
+    starts = np.asarray(work.tokens.starts)
+    inside = np.zeros(len(starts), dtype=bool)
+    for b in work.boilerplate:
+        inside |= (starts >= b.start) & (starts < b.end)
+    hit = np.zeros(len(starts), dtype=bool)
+    for x in f.attempts:
+        if x.model_id == model_id and x.work_id == work.id and f.reaches_threshold(x):
+            for s in x.spans:
+                hit[s.work_word_start:s.work_word_end] = True
+    return int((hit & inside).sum()), int(hit.sum())
+
+
+def boilerplate_warnings(f: Findings, inputs: Inputs) -> list[str]:
+    """Detected boilerplate the case keeps as text, and a warning per model x subject work
+    whose matches fall mostly inside it (they reproduce the distributor's notice, not the
+    work)."""
+    out: list[str] = []
+    for w in inputs.works.values():
+        if not w.boilerplate_kept:
+            continue
+        out.append(C.LIMIT_BOILERPLATE_KEPT.format(work=w.id, passages="; ".join(
+            C.EXCLUDED_PASSAGE.format(work=w.id, start=f"{b.start:,}", end=f"{b.end:,}",
+                                      reason=b.reason) for b in w.boilerplate)))
+        if w.role != "subject":
+            continue
+        for mw in f.findings:
+            if mw.work_id != w.id:
+                continue
+            inside, total = boilerplate_share(f, w, mw.model_id)
+            if total and inside / total > BOILERPLATE_WARN_SHARE:
+                out.append(C.WARN_BOILERPLATE.format(
+                    model=mw.model_id, work=w.id, inside=f"{inside:,}", total=f"{total:,}",
+                    share=f"{inside / total:.0%}"))
     return out
