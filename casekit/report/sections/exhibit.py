@@ -78,6 +78,8 @@ class PromptPart:
 class ExcerptView:
     work_chars: str
     work_words: str
+    location: str
+    """Chapter, paragraph or page of an EPUB, DOCX or PDF work ("" for plain text)."""
     words: str
     matched_words: str
     similarity: str
@@ -200,6 +202,7 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         excerpts.append(ExcerptView(
             work_chars=f"{s.work_char_start:,}\u2013{s.work_char_end:,}",
             work_words=f"{s.work_word_start:,}\u2013{s.work_word_end:,}",
+            location=work.location(s.work_char_start, s.work_char_end),
             words=f"{s.words:,}", matched_words=f"{s.matched_words:,}",
             similarity=fmt_num(s.similarity), verbatim="verbatim" if s.verbatim else
             "near-verbatim",

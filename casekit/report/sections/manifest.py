@@ -37,6 +37,10 @@ class WorkRow:
     chars: str
     words: str
     excluded_chars: str
+    extractor: str = ""
+    """For an EPUB, DOCX or PDF work: the extractor and version ("" for plain text)."""
+    text_sha256: str = ""
+    """For an EPUB, DOCX or PDF work: the SHA-256 of the extracted text."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,8 @@ def build_manifest_view(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifes
             registration=(spec.registration if spec and spec.registration else DASH),
             published=(spec.published.isoformat() if spec and spec.published else DASH),
             path=wm.path, sha256=wm.sha256, chars=f"{wm.chars:,}", words=f"{wm.words:,}",
-            excluded_chars=f"{wm.excluded_chars:,}",
+            excluded_chars=f"{wm.excluded_chars:,}", extractor=wm.extractor or "",
+            text_sha256=wm.text_sha256 or "",
         ))
     models = [ModelRow(model_id=m.model_id, provider=m.provider, model=m.model,
                        interface=m.interface, can_score="yes" if m.can_score else "no",
