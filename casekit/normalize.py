@@ -421,6 +421,7 @@ def _has_alnum_lower(c: str) -> bool:
     return _ALNUM_RE.search(c.lower()) is not None
 
 
+_ASCII_ALNUM = np.array([chr(c).isascii() and chr(c).isalnum() for c in range(128)], dtype=bool)
 _ASCII_ALNUM_LOWER = np.array([_has_alnum_lower(chr(c)) for c in range(128)], dtype=bool)
 
 
@@ -449,6 +450,81 @@ def _wordpunct_runs(cps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts[keep], ends[keep]
 
 
+# --- the short-text fast path ------------------------------------------------------------------
+#
+# An output or a prompt is mostly ASCII words and punctuation (curly quotes and dashes at most).
+# For such a text both Liu-filtered profiles reduce to one regex: a kept token is a run of word
+# characters holding an ASCII letter or digit, and every punctuation token is dropped, so only
+# the word runs matter; light normalization changes word runs only through NFKC of non-ASCII
+# characters, ``_x_`` italics, lowercasing and the joining of a word hyphenated across a line
+# break. A text free of those takes the fast path; any other goes the general way. The fast
+# path's equality with the general one is property-tested (tests/test_normalize.py).
+
+_NONASCII_RE = re.compile(r"[^\x00-\x7f]")
+#: Verdicts per non-ASCII character: can it stand next to ASCII words without changing them?
+_INERT: dict[str, bool] = {}
+
+
+def _inert(c: str) -> bool:
+    """True for a non-ASCII character that no profile turns into, or joins to, a word char:
+    not a word char itself; under light normalization (NFKC, then the quote and dash maps) it
+    yields no word char, no hyphen (which could join a line-broken word) and no underscore,
+    and does not compose with a letter on either side."""
+    v = _INERT.get(c)
+    if v is None:
+        mapped = unicodedata.normalize("NFKC", c).translate(_CHAR_TABLE)
+        v = (not _is_word_char(c) and not any(_is_word_char(x) for x in mapped)
+             and "-" not in mapped
+             and unicodedata.normalize("NFKC", "e" + c + "e") == "e" + unicodedata.normalize(
+                 "NFKC", c) + "e")
+        _INERT[c] = v
+    return v
+
+
+_FAST_WORDS = np.array([chr(c).isalnum() or chr(c) == "_" for c in range(128)], dtype=bool)
+_FAST_ALNUM = np.array([chr(c).isalnum() for c in range(128)], dtype=bool)
+
+
+def _fast_word_runs(raw: str, profile: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The kept tokens' raw spans (starts, ends) under ``words`` or ``light-words`` when the
+    fast path applies (see above), else None."""
+    if raw.isascii():
+        cps = np.frombuffer(raw.encode("ascii"), dtype=np.uint8)
+    else:
+        odd = set(_NONASCII_RE.findall(raw))
+        if profile == "words":
+            # Raw-text profile: only non-ASCII word characters matter.
+            if any(_is_word_char(c) for c in odd):
+                return None
+        elif not all(_inert(c) for c in odd):
+            return None
+        cps = _codepoints(raw)
+    if profile == "light-words" and ("_" in raw or ("\n" in raw and _HYPHEN_BREAK_RE.search(raw))):
+        return None
+    ascii_ = cps < 128
+    low = np.minimum(cps, 127)
+    alnum = _FAST_ALNUM[low] & ascii_
+    word = (_FAST_WORDS[low] & ascii_) if profile == "words" else alnum
+    d = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1)
+    if profile == "words" and "_" in raw:
+        cs = np.concatenate(([0], np.cumsum(alnum, dtype=np.int64)))
+        keep = cs[ends] > cs[starts]  # a run of underscores alone is dropped
+        starts, ends = starts[keep], ends[keep]
+    return starts.astype(np.int64, copy=False), ends.astype(np.int64, copy=False)
+
+
+def _fast_tokens(raw: str, profile: str, runs: tuple[np.ndarray, np.ndarray],
+                 exclude: Sequence[tuple[int, int]]) -> Tokens:
+    starts, ends = runs
+    if len(exclude):
+        ok = ~intersecting(starts, ends, exclude)
+        starts, ends = starts[ok], ends[ok]
+    words = [raw[a:b].lower() for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    return Tokens(words=words, starts=starts, ends=ends, profile=profile)
+
+
 def tokenize(raw: str, profile: str = "light-words",
              exclude: Sequence[tuple[int, int]] = ()) -> Tokens:
     """Tokenize ``raw`` under a word profile; every token keeps its raw character range.
@@ -462,6 +538,15 @@ def tokenize(raw: str, profile: str = "light-words",
 
     ``exclude``: raw char ranges ``[start, end)``; tokens intersecting any of them are dropped.
     """
+    if profile in ("words", "light-words"):
+        fast = _fast_word_runs(raw, profile)
+        if fast is not None:
+            return _fast_tokens(raw, profile, fast, exclude)
+    return _tokenize_general(raw, profile, exclude)
+
+
+def _tokenize_general(raw: str, profile: str, exclude: Sequence[tuple[int, int]]) -> Tokens:
+    """:func:`tokenize` for any text (the fast path's reference)."""
     norm: Normalized | None = None
     if profile in ("words", "raw"):
         text, cps = raw, _codepoints(raw)
@@ -475,7 +560,14 @@ def tokenize(raw: str, profile: str = "light-words",
             ns, ne = _wordpunct_runs(cps)
     else:
         raise ValueError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
-    if profile in ("words", "light-words"):
+    if profile == "words":
+        # [Liu26]'s reference tests ``[A-Za-z0-9]`` on the token as written (before
+        # lowercasing), so a lone KELVIN SIGN or dotted capital I is dropped, not kept.
+        flag = _ASCII_ALNUM[np.minimum(cps, 127)] & (cps < 128)
+        cs = np.concatenate(([0], np.cumsum(flag, dtype=np.int64)))
+        keep = (cs[ne] - cs[ns]) > 0
+        ns, ne = ns[keep], ne[keep]
+    elif profile == "light-words":
         keep = _liu_keep(cps, ns, ne)
         ns, ne = ns[keep], ne[keep]
     if norm is not None:

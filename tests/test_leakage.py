@@ -16,9 +16,10 @@ from casekit.analysis.leakage import (
     prompt_words,
     supplied_mask,
     supplied_positions,
+    trim_inside,
 )
 from casekit.analysis.matcher import Span, WorkMatcher, opcodes_cost
-from casekit.normalize import tokenize
+from casekit.normalize import Tokens, tokenize
 
 WORK = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was "
@@ -308,3 +309,68 @@ def test_discount_takes_the_sparse_mask_as_the_dense_one() -> None:
     assert len(discount(spans, dense, k=5)) == 4  # each span cut once, the 379 cut trims one
     with pytest.raises(ValueError, match="outside the work mask"):
         discount(spans, sparse, work_words=200)
+
+
+# --- [Liu26] instruction trimming as the reference script does it (issue 17, defect 1) ---------
+
+
+def _reference_trim(book: list[str], instr: list[str], intervals: list[tuple[int, int]],
+                    k: int, m: int) -> set[int]:
+    """Positions covered after trimming, written from the reference's description: per matched
+    interval, remove each book m-gram lying wholly inside it that occurs in the instruction,
+    keep the pieces of >= k words."""
+    grams = {tuple(instr[i:i + m]) for i in range(len(instr) - m + 1)}
+    covered: set[int] = set()
+    for s, e in intervals:
+        removed = [False] * (e - s)
+        for i in range(s, e - m + 1):
+            if tuple(book[i:i + m]) in grams:
+                for t in range(i, i + m):
+                    removed[t - s] = True
+        run: list[int] = []
+        for t in range(s, e + 1):
+            if t < e and not removed[t - s]:
+                run.append(t)
+                continue
+            if len(run) >= k:
+                covered.update(run)
+            run = []
+    return covered
+
+
+def test_liu_trim_removes_only_instruction_mgrams_wholly_inside_the_span() -> None:
+    # The issue's synthetic case: a 100-word book, the instruction holds words 8-12, the
+    # generation words 10-40. The instruction's m-gram straddles the span's start, so the
+    # reference removes nothing: 31 of 100 words (casekit's old trim gave 28).
+    book = [f"w{i}" for i in range(100)]
+    trim = MgramTrim.for_tokens(Tokens(book, np.arange(100), np.arange(100) + 1, "words"), 5)
+    starts = trim.starts([book[8:13]])
+    assert starts.tolist() == [8]
+    pieces = trim_inside([(10, 41)], starts, 5, 5)
+    assert sum(e - s for s, e in pieces) == 31
+    # At the edge: an instruction m-gram wholly inside the span, flush with its start.
+    pieces = trim_inside([(8, 41)], starts, 5, 5)
+    assert pieces == [(13, 41)]
+    # Flush with its end; and a piece shorter than k dropped.
+    assert trim_inside([(0, 13)], starts, 5, 5) == [(0, 8)]
+    assert trim_inside([(4, 13)], starts, 5, 5) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 6), st.integers(1, 12))
+def test_property_liu_trim_equals_the_reference(seed: int, vocab: int, k: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = 5
+    book = [f"v{x}" for x in rng.integers(0, vocab, 120)]
+    lo = int(rng.integers(0, 100))
+    instr = book[lo:lo + int(rng.integers(0, 20))] + [f"v{x}" for x in rng.integers(0, vocab, 8)]
+    intervals = []
+    for _ in range(int(rng.integers(1, 4))):
+        s = int(rng.integers(0, 110))
+        intervals.append((s, min(120, s + int(rng.integers(1, 40)))))
+    trim = MgramTrim.for_tokens(Tokens(book, np.arange(120), np.arange(120) + 1, "words"), m)
+    got: set[int] = set()
+    for s, e in trim_inside(intervals, trim.starts([instr]), m, k):
+        assert e - s >= k
+        got.update(range(s, e))
+    assert got == _reference_trim(book, instr, intervals, k, m)

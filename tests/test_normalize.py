@@ -9,14 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from casekit.normalize import PROFILES, Tokens, normalize_text, tokenize
+from casekit.normalize import PROFILES, Tokens, _tokenize_general, normalize_text, tokenize
 
 LIU_RE = re.compile(r"\w+|[^\w\s]+")
 
 
 def liu_reference(text: str) -> list[str]:
-    """[Liu26] words: wordpunct tokens, lowercased, keeping those containing [a-z0-9]."""
-    return [t for t in (m.lower() for m in LIU_RE.findall(text)) if re.search("[a-z0-9]", t)]
+    """[Liu26] words as the reference script makes them: wordpunct tokens holding
+    ``[A-Za-z0-9]`` as written, lowercased."""
+    return [t.lower() for t in LIU_RE.findall(text) if re.search("[A-Za-z0-9]", t)]
 
 
 def roundtrip_ok(raw: str, toks: Tokens) -> None:
@@ -201,7 +202,9 @@ def test_offsets_monotone_and_in_bounds(raw: str) -> None:
 @given(st.text(alphabet=st.one_of(st.characters(), st.sampled_from(SPECIALS)), max_size=80))
 def test_words_profiles_equal_the_reference_regex(raw: str) -> None:
     assert tokenize(raw, "words").words == liu_reference(raw)
-    assert tokenize(raw, "light-words").words == liu_reference(normalize_text(raw, "light").text)
+    light = normalize_text(raw, "light").text
+    assert tokenize(raw, "light-words").words == [
+        t for t in LIU_RE.findall(light) if re.search("[a-z0-9]", t.lower())]
 
 
 ROUNDTRIP_ALPHABET = "abcXYZ019 \n\t-.,;'\"\u201c\u201d\u2019\u2013\u2014\u2026\ufb01"
@@ -212,3 +215,48 @@ ROUNDTRIP_ALPHABET = "abcXYZ019 \n\t-.,;'\"\u201c\u201d\u2019\u2013\u2014\u2026\
 def test_light_words_roundtrip_property(raw: str) -> None:
     roundtrip_ok(raw, tokenize(raw, "light-words"))
     roundtrip_ok(raw, tokenize(raw, "words"))
+
+
+def test_words_filter_tests_the_token_as_written() -> None:
+    # Issue 17, defect 2: the reference keeps a token holding [A-Za-z0-9] as written; a lone
+    # KELVIN SIGN or dotted capital I lowercases to an ASCII letter but is dropped.
+    raw = "\u212a \u0130 ok \u212aelvin"
+    assert tokenize(raw, "words").words == ["ok", "\u212aelvin".lower()]
+    assert _tokenize_general(raw, "words", ()).words == ["ok", "\u212aelvin".lower()]
+
+
+# --- the short-text fast path equals the general tokenizer ---------------------------------------
+
+FAST_ALPHABET = ("abcXYZ019 \n\t\r-_.,;:!?'\"()\u201c\u201d\u2018\u2019\u2013\u2014\u2010"
+                 "\u2011\u2026\u00a0\u00a8\u00ab\u00bb\u2022\u00e9\u0301\ufb01\u2460"
+                 "\uff3f\uff0d\u212a\u0130\u4e2d")
+
+
+def _same(a: Tokens, b: Tokens) -> None:
+    assert a.words == b.words
+    assert a.starts.tolist() == b.starts.tolist()
+    assert a.ends.tolist() == b.ends.tolist()
+    assert a.starts.dtype == b.starts.dtype == np.int64
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(alphabet=FAST_ALPHABET, max_size=80),
+       st.lists(st.tuples(st.integers(0, 80), st.integers(0, 20)), max_size=2))
+def test_property_fast_path_equals_general_tokenizer(raw: str,
+                                                     excl: list[tuple[int, int]]) -> None:
+    exclude = [(a, a + n) for a, n in excl]
+    for profile in ("words", "light-words"):
+        _same(tokenize(raw, profile, exclude), _tokenize_general(raw, profile, exclude))
+
+
+def test_fast_path_equals_general_tokenizer_on_a_novel() -> None:
+    import gzip
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "data" / "austen-emma.txt.gz"
+    text = gzip.decompress(path.read_bytes()).decode("utf-8")
+    rng = np.random.default_rng(7)
+    for start in rng.integers(0, len(text) - 600, 400).tolist():
+        chunk = text[start:start + int(rng.integers(1, 600))]
+        for profile in ("words", "light-words"):
+            _same(tokenize(chunk, profile), _tokenize_general(chunk, profile, ()))

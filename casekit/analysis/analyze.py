@@ -43,6 +43,7 @@ from casekit.analysis.leakage import (
     echo_mask,
     prompt_words,
     supplied_positions,
+    trim_inside,
 )
 from casekit.analysis.matcher import Span, WorkMatcher
 from casekit.analysis.metrics import (
@@ -334,12 +335,12 @@ class Analyzer:
         # BMC@k [Liu26]: words profile, exact spans, instruction m-grams trimmed.
         liu_out = tokenize(text, LIU_PROFILE)
         exact = wi.liu.exact_spans(liu_out)
-        liu_trim = wi.liu_trim.positions(prompt_words(prompts, LIU_PROFILE))
+        liu_starts = wi.liu_trim.starts(prompt_words(prompts, LIU_PROFILE))
         for k in BMC_KS:
             bmask = self._bmc(a.model_id, a.work_id, k)
-            for s in discount([e for e in exact if e.words >= k], liu_trim, k=k,
-                              work_words=len(wi.liu_tokens)):
-                bmask[s.work_start:s.work_end] = True
+            for s0, e0 in trim_inside([(e.work_start, e.work_end) for e in exact if e.words >= k],
+                                      liu_starts, wi.liu_trim.m, k):
+                bmask[s0:e0] = True
         # [Liu26] longest regurgitated span against the attempt's own excerpt, untrimmed, and
         # the excerpt's matches longer than T words (for spans > T).
         regurg = 0

@@ -212,17 +212,44 @@ class MgramTrim:
     def m(self) -> int:
         return self.index.k
 
+    def starts(self, prompts: Sequence[Sequence[str]]) -> np.ndarray:
+        """Sorted unique work positions where a work m-gram starts that occurs contiguously in
+        one of the prompts (already tokenized with the work's profile)."""
+        if not prompts:
+            return np.zeros(0, dtype=_I64)
+        ids = _joined_ids(self.vocab, prompts, add=False)
+        _, wpos = self.index.lookup(ids)
+        return np.unique(wpos).astype(_I64, copy=False)
+
     def positions(self, prompts: Sequence[Sequence[str]]) -> PositionMask:
         """The work positions inside a work m-gram that occurs contiguously in one of the
         prompts (already tokenized with the work's profile)."""
-        if not prompts:
-            return PositionMask.EMPTY  # type: ignore[attr-defined,no-any-return]
-        ids = _joined_ids(self.vocab, prompts, add=False)
-        _, wpos = self.index.lookup(ids)
+        wpos = self.starts(prompts)
         if not len(wpos):
             return PositionMask.EMPTY  # type: ignore[attr-defined,no-any-return]
-        wpos = np.unique(wpos)
         return PositionMask.from_runs(wpos, wpos + self.m)
+
+
+def trim_inside(intervals: Iterable[tuple[int, int]], mgram_starts: np.ndarray, m: int,
+                k: int) -> list[tuple[int, int]]:
+    """[Liu26 Alg. 1, lines 7-9] as the reference script does it: from each matched work
+    interval ``[s, e)`` remove the work m-grams (starting at ``mgram_starts``, sorted) that lie
+    wholly inside it and occur in the instruction, and keep the remaining pieces of >= ``k``
+    words. An instruction m-gram that straddles the interval's edge removes nothing (unlike
+    :func:`discount` with :meth:`MgramTrim.positions`, casekit's stricter default, which never
+    credits a work word that any prompt m-gram touches)."""
+    out: list[tuple[int, int]] = []
+    for s, e in intervals:
+        lo = int(np.searchsorted(mgram_starts, s, side="left"))
+        hi = int(np.searchsorted(mgram_starts, e - m, side="right"))
+        cur = s
+        for p in mgram_starts[lo:hi].tolist():
+            if p - cur >= k:
+                out.append((cur, p))
+            cur = max(cur, p + m)
+        if e - cur >= k:
+            out.append((cur, e))
+    return out
 
 
 def mgram_positions(work: Tokens, prompt_texts: Sequence[str], m: int = 5) -> np.ndarray:
