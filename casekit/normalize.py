@@ -19,6 +19,7 @@ passes over the (sparse) places that change plus numpy, never a per-character Py
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import unicodedata
@@ -538,6 +539,26 @@ def tokenize(raw: str, profile: str = "light-words",
 
     ``exclude``: raw char ranges ``[start, end)``; tokens intersecting any of them are dropped.
     """
+    if not len(exclude) and len(raw) <= _CACHE_MAX_CHARS:
+        return _tokenize_cached(raw, profile)
+    return _tokenize_uncached(raw, profile, exclude)
+
+
+#: Short texts (prompts, outputs, targets) recur across an analysis: the same prompt is sent to
+#: every model and its window is every model's target. Their tokens are kept in a small LRU
+#: cache (arrays read-only, so a cached result cannot be changed by a caller).
+_CACHE_MAX_CHARS = 20_000
+
+
+@functools.lru_cache(maxsize=2048)
+def _tokenize_cached(raw: str, profile: str) -> Tokens:
+    t = _tokenize_uncached(raw, profile, ())
+    t.starts.setflags(write=False)
+    t.ends.setflags(write=False)
+    return t
+
+
+def _tokenize_uncached(raw: str, profile: str, exclude: Sequence[tuple[int, int]]) -> Tokens:
     if profile in ("words", "light-words"):
         fast = _fast_word_runs(raw, profile)
         if fast is not None:

@@ -10,6 +10,7 @@ import itertools
 import logging
 import math
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from casekit.analysis.findings import (
 from casekit.analysis.index import KgramIndex
 from casekit.analysis.leakage import (
     MgramTrim,
+    PositionMask,
     discount,
     echo_mask,
     prompt_words,
@@ -79,6 +81,8 @@ log = logging.getLogger(__name__)
 
 FINDINGS_NAME = "findings.json"
 BMC_KS = (5, 10, 20, 50)
+_TRIM_CACHE = 512
+"""Prompts whose trims :meth:`Analyzer._prompt_trims` keeps."""
 M_GRAM = 5
 ECHO_MIN_WORDS = 5
 
@@ -236,6 +240,8 @@ class Analyzer:
         self.measures = [_Running(am.cls(), am)
                          for am in active_measures(s.name for s in case.strategies)]
         self._by_strategy: dict[str, list[Measure]] = {}
+        self._trims: OrderedDict[tuple[str, tuple[str, ...]],
+                                 tuple[PositionMask, np.ndarray]] = OrderedDict()
         # Every measure's empty attempt fields (frozen, so shared by every attempt).
         self._empty_attempt: dict[str, MeasureFields] = {
             r.active.cls.name: empty_fields(fields) for r in self.measures
@@ -263,6 +269,23 @@ class Analyzer:
         if key not in self.bmc_masks:
             self.bmc_masks[key] = np.zeros(len(self.index[work_id].liu_tokens), dtype=bool)
         return self.bmc_masks[key]
+
+    def _prompt_trims(self, wi: _WorkIndex, prompts: tuple[str, ...],
+                      match_prompts: list[list[str]]) -> tuple[PositionMask, np.ndarray]:
+        """The work positions the prompts' m-grams never let be credited (default profile)
+        and the work m-gram starts the [Liu26] trim removes. Every model is sent the same
+        prompts, so they are kept in a small LRU cache per work."""
+        key = (wi.work.id, prompts)
+        hit = self._trims.get(key)
+        if hit is not None:
+            self._trims.move_to_end(key)
+            return hit
+        got = (wi.match_trim.positions(match_prompts),
+               wi.liu_trim.starts(prompt_words(prompts, LIU_PROFILE)))
+        self._trims[key] = got
+        if len(self._trims) > _TRIM_CACHE:
+            self._trims.popitem(last=False)
+        return got
 
     def attempt(self, rec: AttemptRecord) -> AttemptAnalysis:
         a = rec.attempt
@@ -321,8 +344,9 @@ class Analyzer:
             if masked is not None:
                 computed[m.name] = masked
         spans = wi.match.near_spans(out, near_exact=self.th.near_exact, out_mask=mask)
+        match_trim, liu_starts = self._prompt_trims(wi, tuple(prompts), match_prompts)
         work_mask = (supplied_positions(work.tokens, [(r.start, r.end) for r in a.supplied])
-                     | wi.match_trim.positions(match_prompts))
+                     | match_trim)
         credited = [s for s in discount(spans, work_mask, k=self.k,
                                         work_words=len(work.tokens))
                     if s.similarity >= self.th.near_exact]
@@ -335,7 +359,6 @@ class Analyzer:
         # BMC@k [Liu26]: words profile, exact spans, instruction m-grams trimmed.
         liu_out = tokenize(text, LIU_PROFILE)
         exact = wi.liu.exact_spans(liu_out)
-        liu_starts = wi.liu_trim.starts(prompt_words(prompts, LIU_PROFILE))
         for k in BMC_KS:
             bmask = self._bmc(a.model_id, a.work_id, k)
             for s0, e0 in trim_inside([(e.work_start, e.work_end) for e in exact if e.words >= k],

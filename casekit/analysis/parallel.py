@@ -43,7 +43,7 @@ class Analyzer(Protocol):
 
 log = logging.getLogger(__name__)
 
-BATCH = 32
+BATCH = 128
 """Attempts per task: enough to amortize the queues, few enough to keep workers busy."""
 IN_FLIGHT = 4
 """Batches in flight per worker: bounds memory whatever the ledger's size."""
