@@ -31,9 +31,11 @@ def cache_dir() -> Path:
 
 
 def _normalizer_digest() -> str:
-    from casekit import normalize
+    from casekit import cjk, normalize
 
-    return hashlib.sha256(Path(normalize.__file__).read_bytes()).hexdigest()[:16]
+    h = hashlib.sha256(Path(normalize.__file__).read_bytes())
+    h.update(Path(cjk.__file__).read_bytes())  # the CJK profiles' splitting rules
+    return h.hexdigest()[:16]
 
 
 def token_cache_path(work_sha256: str, profile: str, exclude: list[tuple[int, int]]) -> Path:

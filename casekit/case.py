@@ -126,6 +126,15 @@ class WorkSpec(UserModel):
     licence): ``exclude`` (the default) never counts it, and the report lists the exclusion;
     ``keep`` counts it as the work's text, and the report warns when a work's matches fall
     mostly inside it."""
+    language: str | None = Field(None, pattern=r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$",
+                                 exclude_if=lambda v: v is None)
+    """BCP 47 tag of the work's language (``en``, ``de``, ``zh``, ``zh-Hant``, ``ja``, ``ko``).
+    ``zh``, ``ja`` and ``ko`` select the CJK profile (Han and Kana counted per character,
+    thresholds in characters: casekit.cjk); unset: detected from the text."""
+    kind: Literal["prose", "poem", "lyrics"] = Field("prose", exclude_if=lambda v: v == "prose")
+    """``poem`` or ``lyrics``: a short work, whose lines and stanzas are kept, whose repeated
+    refrain counts once, whose headline measure is the share of the work reproduced and whose
+    reporting threshold scales with its length (casekit.shortworks)."""
 
 
 class RateLimits(UserModel):

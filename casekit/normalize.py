@@ -29,6 +29,8 @@ from typing import Literal
 
 import numpy as np
 
+from casekit import cjk
+
 log = logging.getLogger(__name__)
 
 PROFILES = ("raw", "light", "words", "light-words")
@@ -537,6 +539,9 @@ def tokenize(raw: str, profile: str = "light-words",
     - ``light``: light normalization, whitespace-separated words [Ahm26 nv-recall].
     - ``raw``: ``\\w+|[^\\w\\s]+`` on the raw text, no lowercasing, no filter.
 
+    - ``light-words-cjk`` / ``words-cjk``: the same, with every Han and Kana character one token
+      and tokens holding Han, Kana or Hangul kept (casekit.cjk).
+
     ``exclude``: raw char ranges ``[start, end)``; tokens intersecting any of them are dropped.
     """
     if not len(exclude) and len(raw) <= _CACHE_MAX_CHARS:
@@ -567,7 +572,10 @@ def _tokenize_uncached(raw: str, profile: str, exclude: Sequence[tuple[int, int]
 
 
 def _tokenize_general(raw: str, profile: str, exclude: Sequence[tuple[int, int]]) -> Tokens:
-    """:func:`tokenize` for any text (the fast path's reference)."""
+    """:func:`tokenize` for any text (the fast path's reference), and the CJK profiles."""
+    cjk_profile = cjk.is_cjk_profile(profile)
+    if cjk_profile:
+        profile = cjk.base_profile(profile)
     norm: Normalized | None = None
     if profile in ("words", "raw"):
         text, cps = raw, _codepoints(raw)
@@ -581,15 +589,22 @@ def _tokenize_general(raw: str, profile: str, exclude: Sequence[tuple[int, int]]
             ns, ne = _wordpunct_runs(cps)
     else:
         raise ValueError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
+    if cjk_profile:
+        ns, ne = cjk.split_runs(cps, ns, ne)
+    cjk_keep = cjk.keep_cjk(cps, ns, ne) if cjk_profile else None
     if profile == "words":
         # [Liu26]'s reference tests ``[A-Za-z0-9]`` on the token as written (before
         # lowercasing), so a lone KELVIN SIGN or dotted capital I is dropped, not kept.
         flag = _ASCII_ALNUM[np.minimum(cps, 127)] & (cps < 128)
         cs = np.concatenate(([0], np.cumsum(flag, dtype=np.int64)))
         keep = (cs[ne] - cs[ns]) > 0
+        if cjk_keep is not None:
+            keep |= cjk_keep
         ns, ne = ns[keep], ne[keep]
     elif profile == "light-words":
         keep = _liu_keep(cps, ns, ne)
+        if cjk_keep is not None:
+            keep |= cjk_keep
         ns, ne = ns[keep], ne[keep]
     if norm is not None:
         starts, ends = norm.offsets[ns], norm.ends[ne - 1]
@@ -602,4 +617,5 @@ def _tokenize_general(raw: str, profile: str, exclude: Sequence[tuple[int, int]]
     if profile == "words":
         words = [w.lower() for w in words]
     return Tokens(words=words, starts=np.asarray(starts, dtype=np.int64),
-                  ends=np.asarray(ends, dtype=np.int64), profile=profile)
+                  ends=np.asarray(ends, dtype=np.int64),
+                  profile=cjk.cjk_profile(profile) if cjk_profile else profile)

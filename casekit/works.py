@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from casekit import cjk
 from casekit.canonical import sha256_bytes
-from casekit.case import LoadedCase, WorkSpec
+from casekit.case import LoadedCase, SubstantialPortion, Thresholds, WorkSpec
 from casekit.errors import WorkError
 from casekit.extract import EXTRACTED_SUFFIXES, Unit, extract
 from casekit.normalize import Tokens, tokenize
@@ -52,6 +53,13 @@ SUPPORTED_SUFFIXES = (".txt", ".md", *EXTRACTED_SUFFIXES)
 MATCH_PROFILE = "light-words"
 #: The profile of BMC@k and the other [Liu26] metrics.
 LIU_PROFILE = "words"
+
+
+#: A CJK work's word thresholds in characters: this many characters per word of the case's
+#: thresholds. Modern Chinese words average about 1.5 characters and Japanese text runs at
+#: about 1.5-2 characters per English word in translation; 2 keeps a CJK threshold at least
+#: as long as the word threshold it stands for (a longer span is stronger evidence).
+CJK_CHARS_PER_WORD = 2
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,28 @@ class Work:
     def role(self) -> str:
         return self.spec.role
 
+    @cached_property
+    def cjk(self) -> bool:
+        """Tokenized with the CJK profile: the case says ``language: zh | ja | ko``, or, with
+        no language stated, the text is mostly Han, Kana or Hangul (casekit.cjk.detect)."""
+        stated = cjk.language_is_cjk(self.spec.language)
+        return stated if stated is not None else cjk.detect(self.raw)
+
+    @property
+    def match_profile(self) -> str:
+        """The profile of span finding and thresholds for this work (its outputs too)."""
+        return cjk.cjk_profile(MATCH_PROFILE) if self.cjk else MATCH_PROFILE
+
+    @property
+    def liu_profile(self) -> str:
+        """The profile of BMC@k and the other [Liu26] metrics for this work."""
+        return cjk.cjk_profile(LIU_PROFILE) if self.cjk else LIU_PROFILE
+
+    @property
+    def unit(self) -> str:
+        """What one token of this work is, in the report: ``characters`` (CJK) or ``words``."""
+        return "characters" if self.cjk else "words"
+
     def tokens_for(self, profile: str) -> Tokens:
         """The work's counted tokens under a profile, from the token cache when possible."""
         from casekit.cache import load_tokens, save_tokens, token_cache_path
@@ -111,13 +141,15 @@ class Work:
 
     @cached_property
     def tokens(self) -> Tokens:
-        """Counted words under the matching profile (light-words), exclusions removed."""
-        return self.tokens_for(MATCH_PROFILE)
+        """Counted words under the matching profile (light-words, or its CJK variant),
+        exclusions removed."""
+        return self.tokens_for(self.match_profile)
 
     @cached_property
     def liu_tokens(self) -> Tokens:
-        """Counted words under the [Liu26] words profile, exclusions removed."""
-        return self.tokens_for(LIU_PROFILE)
+        """Counted words under the [Liu26] words profile (or its CJK variant), exclusions
+        removed."""
+        return self.tokens_for(self.liu_profile)
 
     def location(self, start: int, end: int) -> str:
         """Where raw characters ``[start, end)`` are in the original file: the chapter,
@@ -265,6 +297,10 @@ def load_work(case: LoadedCase, index: int) -> Work:
         work.extractor = extracted.extractor
         work.units = extracted.units
     if len(work.tokens) == 0:
+        if not work.cjk and cjk.detect(raw):
+            raise WorkError(f"{where}: works[{index}]: the text is Chinese, Japanese or Korean "
+                            f"but the case says language: {spec.language}; set language: zh, "
+                            "ja or ko (or remove it) so that characters are counted")
         raise WorkError(f"{where}: works[{index}]: the text has no countable words after "
                         "exclusions; check the file and the exclude: entries")
     return work
@@ -272,3 +308,20 @@ def load_work(case: LoadedCase, index: int) -> Work:
 
 def load_works(case: LoadedCase) -> list[Work]:
     return [load_work(case, i) for i in range(len(case.spec.works))]
+
+
+def work_thresholds(th: Thresholds, work: Work) -> tuple[Thresholds, str]:
+    """The case's thresholds as they apply to one work, and the rule that changed them (""
+    when they apply unchanged). A CJK work counts characters, so its span and block
+    thresholds are CJK_CHARS_PER_WORD times the case's word thresholds."""
+    if not work.cjk:
+        return th, ""
+    out = th.model_copy(update={
+        "min_span_words": th.min_span_words * CJK_CHARS_PER_WORD,
+        "substantial_portion": SubstantialPortion(
+            min_words=th.substantial_portion.min_words * CJK_CHARS_PER_WORD,
+            min_share=th.substantial_portion.min_share)})
+    rule = (f"Chinese/Japanese/Korean text, counted in characters (Han and Kana one token "
+            f"each): thresholds are {CJK_CHARS_PER_WORD} characters per word of the case's "
+            f"({th.min_span_words} words -> {out.min_span_words} characters)")
+    return out, rule

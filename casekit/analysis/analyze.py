@@ -36,6 +36,7 @@ from casekit.analysis.findings import (
     ModelComparison,
     ModelWorkFinding,
     SpanFinding,
+    WorkBasis,
 )
 from casekit.analysis.index import KgramIndex
 from casekit.analysis.leakage import (
@@ -59,7 +60,7 @@ from casekit.analysis.metrics import (
 from casekit.analysis.parallel import AttemptPool
 from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fields
 from casekit.canonical import canonical_json
-from casekit.case import CaseFile, LoadedCase
+from casekit.case import CaseFile, LoadedCase, Thresholds
 from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, iter_verified_lines
 from casekit.normalize import Tokens, tokenize
@@ -75,7 +76,7 @@ from casekit.strategies.measures import (
     word_range,
 )
 from casekit.strategies.teacher_forced import SummaryFields
-from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works
+from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works, work_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,8 @@ class _WorkIndex:
 
     @classmethod
     def build(cls, work: Work, seed_k: int) -> _WorkIndex:
-        match = WorkMatcher.for_work(work, MATCH_PROFILE, seed_k)
-        liu = WorkMatcher.for_work(work, LIU_PROFILE, min(BMC_KS))
+        match = WorkMatcher.for_work(work, work.match_profile, seed_k)
+        liu = WorkMatcher.for_work(work, work.liu_profile, min(BMC_KS))
         return cls(work, match, liu, work.liu_tokens, _trim(match), _trim(liu))
 
 
@@ -230,6 +231,9 @@ class Analyzer:
         self.th = case.thresholds
         self.k = self.th.seed_k
         self.works = {w.id: w for w in works}
+        # Each work's thresholds (a CJK work's in characters, a short work's scaled to it).
+        self.bases = {w.id: work_thresholds(self.th, w) for w in works}
+        self.th_of = {wid: b[0] for wid, b in self.bases.items()}
         self.index: dict[str, _WorkIndex] = {}
         for w in works:
             self.index[w.id] = _WorkIndex.build(w, self.k)
@@ -281,7 +285,7 @@ class Analyzer:
             self._trims.move_to_end(key)
             return hit
         got = (wi.match_trim.positions(match_prompts),
-               wi.liu_trim.starts(prompt_words(prompts, LIU_PROFILE)))
+               wi.liu_trim.starts(prompt_words(prompts, wi.work.liu_profile)))
         self._trims[key] = got
         if len(self._trims) > _TRIM_CACHE:
             self._trims.popitem(last=False)
@@ -291,6 +295,7 @@ class Analyzer:
         a = rec.attempt
         wi = self.index[a.work_id]
         work = wi.work
+        th = self.th_of[a.work_id]
         empty = self._empty_attempt
         base: dict[str, Any] = dict(
             attempt_id=a.id, seq=rec.seq, record_hash=rec.hash or "", model_id=a.model_id,
@@ -325,7 +330,7 @@ class Analyzer:
         if text is None:
             return AttemptAnalysis(**base, outcome="unscorable", measures=empty)
         measures = self._measures_for(a.strategy)
-        ctx = AttemptContext(record=rec, work=work, thresholds=self.th, text=text)
+        ctx = AttemptContext(record=rec, work=work, thresholds=th, text=text)
         for m in measures:
             decision = m.decide(ctx)
             if decision is not None:
@@ -333,23 +338,23 @@ class Analyzer:
                                        measures=self._attempt_fields({m.name: decision.fields}))
         computed: dict[str, MeasureFields] = {}
         prompts = a.supplied_texts()
-        out = tokenize(text, MATCH_PROFILE)
-        ctx = AttemptContext(record=rec, work=work, thresholds=self.th, text=text, out=out)
+        out = tokenize(text, work.match_profile)
+        ctx = AttemptContext(record=rec, work=work, thresholds=th, text=text, out=out)
         # Each prompt text is tokenized once per profile; the work is never walked here.
-        match_prompts = prompt_words(prompts, MATCH_PROFILE)
-        mask = echo_mask(out, prompts, min_words=ECHO_MIN_WORDS, profile=MATCH_PROFILE,
+        match_prompts = prompt_words(prompts, work.match_profile)
+        mask = echo_mask(out, prompts, min_words=ECHO_MIN_WORDS, profile=work.match_profile,
                          prompts=match_prompts)
         for m in measures:
             masked = m.mask_output(ctx, mask)
             if masked is not None:
                 computed[m.name] = masked
-        spans = wi.match.near_spans(out, near_exact=self.th.near_exact, out_mask=mask)
+        spans = wi.match.near_spans(out, near_exact=th.near_exact, out_mask=mask)
         match_trim, liu_starts = self._prompt_trims(wi, tuple(prompts), match_prompts)
         work_mask = (supplied_positions(work.tokens, [(r.start, r.end) for r in a.supplied])
                      | match_trim)
         credited = [s for s in discount(spans, work_mask, k=self.k,
                                         work_words=len(work.tokens))
-                    if s.similarity >= self.th.near_exact]
+                    if s.similarity >= th.near_exact]
         cover = self._cover(a.model_id, a.work_id)
         longest_verbatim = 0
         for s in credited:
@@ -357,7 +362,7 @@ class Analyzer:
             cover[pos] = True
             longest_verbatim = max(longest_verbatim, _longest_consecutive(pos))
         # BMC@k [Liu26]: words profile, exact spans, instruction m-grams trimmed.
-        liu_out = tokenize(text, LIU_PROFILE)
+        liu_out = tokenize(text, work.liu_profile)
         exact = wi.liu.exact_spans(liu_out)
         for k in BMC_KS:
             bmask = self._bmc(a.model_id, a.work_id, k)
@@ -378,7 +383,7 @@ class Analyzer:
             if fields is not None:
                 computed[m.name] = fields
         longest = max((s.words for s in credited), default=0)
-        if longest >= self.th.min_span_words:
+        if longest >= th.min_span_words:
             outcome = "match"
             refusal_source = None
         elif result.refusal:
@@ -408,6 +413,7 @@ class Analyzer:
     def model_work(self, model_id: str, work_id: str, analyses: list[AttemptAnalysis],
                    ) -> ModelWorkFinding:
         work = self.works[work_id]
+        th = self.th_of[work_id]
         mine = [x for x in analyses if x.model_id == model_id and x.work_id == work_id]
         outcomes = {o: 0 for o in ("match", "no_match", "refusal", "error", "unscorable")}
         for x in mine:
@@ -416,7 +422,7 @@ class Analyzer:
 
         def hits(intent: str) -> tuple[int, int]:
             sel = [x for x in gen if x.intent == intent]
-            return sum(1 for x in sel if x.longest_words >= self.th.min_span_words), len(sel)
+            return sum(1 for x in sel if x.longest_words >= th.min_span_words), len(sel)
 
         cover = self._cover(model_id, work_id)
         block, block_start = _longest_run(cover)
@@ -427,11 +433,11 @@ class Analyzer:
         nliu = len(self.index[work_id].liu_tokens)
         bmc = {str(k): round(float(self._bmc(model_id, work_id, k).sum()) / nliu, 6)
                for k in BMC_KS}
-        boot = self._bootstrap(gen)
+        boot = self._bootstrap(gen, th)
         measures: dict[str, MeasureFields] = {}
         for r in self.measures:
             ctx = FindingContext(
-                model_id=model_id, work=work, thresholds=self.th,
+                model_id=model_id, work=work, thresholds=th,
                 attempts=[x for x in mine if x.strategy in r.active.strategies],
                 strategy_params=self._strategy_params)
             fields = r.measure.finding(ctx)
@@ -442,11 +448,11 @@ class Analyzer:
                 measures[r.active.cls.name] = empty_fields(declared)
             boot.update(r.measure.bootstrap(ctx))
         pooled = [r for x in mine for r in x.spans_over_t]
-        exhibits = sorted((x for x in gen if x.longest_words >= self.th.min_span_words),
+        exhibits = sorted((x for x in gen if x.longest_words >= th.min_span_words),
                           key=lambda x: (-x.longest_words, x.seq))
         status, reason = taxonomy.memorization_status(
             coverage=coverage, longest_span=max((x.longest_words for x in mine), default=0),
-            thresholds=self.th, role=work.spec.role,
+            thresholds=th, role=work.spec.role, unit=work.unit,
         )
         return ModelWorkFinding(
             model_id=model_id, work_id=work_id, role=work.spec.role, outcomes=outcomes,
@@ -459,7 +465,7 @@ class Analyzer:
             measures=measures,
         )
 
-    def _bootstrap(self, gen: list[AttemptAnalysis]) -> dict[str, BootstrapRate]:
+    def _bootstrap(self, gen: list[AttemptAnalysis], th: Thresholds) -> dict[str, BootstrapRate]:
         """Cluster-bootstrap intervals (measurement.md section 6) of the span rates, whose
         attempts are not independent: over excerpts (one prompt with all its samples). The
         measures add theirs (``Measure.bootstrap``)."""
@@ -472,7 +478,7 @@ class Analyzer:
             sel = [x for x in gen if x.intent == intent]
             if sel:
                 out[name] = clustered_rate(
-                    [int(x.longest_words >= self.th.min_span_words) for x in sel],
+                    [int(x.longest_words >= th.min_span_words) for x in sel],
                     [key(x) for x in sel], EXCERPT_UNIT)
         return out
 
@@ -585,7 +591,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
     for m in spec.models:
         ctrl = [x for x in analyses if x.model_id == m.id and x.role == "control"
                 and x.mode != "score"]
-        k = sum(1 for x in ctrl if x.longest_words >= spec.thresholds.min_span_words)
+        k = sum(1 for x in ctrl if x.longest_words >= an.th_of[x.work_id].min_span_words)
         cf = [f for f in findings if f.model_id == m.id and f.role == "control"]
         # The control floor's top-1 share is the teacher-forced summary's (the top1_share
         # measure's fields), read through the measure API.
@@ -596,7 +602,8 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
         for intent in sorted({x.intent for x in ctrl}):
             sel = [x for x in ctrl if x.intent == intent]
             by_intent[intent] = rate(
-                sum(1 for x in sel if x.longest_words >= spec.thresholds.min_span_words), len(sel))
+                sum(1 for x in sel if x.longest_words >= an.th_of[x.work_id].min_span_words),
+                len(sel))
         controls.append(ControlFloor(
             model_id=m.id, attempts=rate(k, len(ctrl)), by_intent=by_intent,
             upper_95=round(clopper_pearson_upper(k, len(ctrl)), 6) if ctrl else None,
@@ -637,8 +644,23 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
         planned_attempts=start.planned_attempts,
         recorded_attempts=len(run_ids), imported_attempts=len(imported_ids),
         attempt_rows=hasher.digest(), attempts=analyses, findings=findings, controls=controls,
-        comparisons=comparisons,
+        comparisons=comparisons, works=work_bases(an),
     )
+
+
+def work_bases(an: Analyzer) -> dict[str, WorkBasis]:
+    """The works measured on their own basis (CJK, short works), for findings.json."""
+    out = {}
+    for wid, (th, rule) in an.bases.items():
+        work = an.works[wid]
+        if not rule:
+            continue
+        out[wid] = WorkBasis(
+            kind=work.spec.kind, unit="characters" if work.cjk else "words",
+            profiles={"spans": work.match_profile, "bmc": work.liu_profile},
+            min_span=th.min_span_words,
+            substantial_portion_min_words=th.substantial_portion.min_words, rule=rule)
+    return out
 
 
 def definitions(an: Analyzer, fmt: dict[str, Any]) -> dict[str, str]:

@@ -257,6 +257,24 @@ class FindingsThresholds(F):
         return not self.legal_defaults
 
 
+class WorkBasis(F):
+    """How one work is measured where that differs from the case's defaults: a CJK work
+    counted in characters, a short work (poem, lyrics) with its own reporting threshold.
+    Only such works are listed (findings.json ``works``)."""
+
+    kind: Literal["prose", "poem", "lyrics"] = "prose"
+    unit: Literal["words", "characters"] = "words"
+    """What one counted token is: a word, or a Han/Kana character (CJK profile)."""
+    profiles: dict[str, str]
+    """The profiles of span finding (``spans``) and of BMC@k (``bmc``) for this work."""
+    min_span: int
+    """The work's reporting threshold, in ``unit``."""
+    substantial_portion_min_words: int
+    """The work's contiguous-block threshold of a memorization finding, in ``unit``."""
+    rule: str
+    """The rule that set the work's thresholds, stated for the report."""
+
+
 class RowsDigest(F):
     """The per-attempt table findings.json cites: its file name (beside findings.json), its row
     count and the SHA-256 over each row's canonical JSON (RFC 8785) followed by a newline, in
@@ -294,8 +312,21 @@ class Findings(F):
     findings: list[ModelWorkFinding]
     controls: list[ControlFloor]
     comparisons: list[ModelComparison] = []
+    works: dict[str, WorkBasis] = Field(default_factory=dict, exclude_if=lambda v: not v)
+    """Works measured on their own basis (CJK, short works), by work id; absent when none."""
+
+    def min_span(self, work_id: str) -> int:
+        """The reporting threshold that applies to a work (its own, else the case's)."""
+        basis = self.works.get(work_id)
+        return basis.min_span if basis is not None else self.thresholds.min_span_words
+
+    def unit(self, work_id: str) -> str:
+        """``words``, or ``characters`` for a CJK work."""
+        basis = self.works.get(work_id)
+        return basis.unit if basis is not None else "words"
 
     def reaches_threshold(self, attempt: AttemptAnalysis) -> bool:
         """A generation attempt whose longest credited span reaches the reporting threshold
         (``min_span_words``): the verdict behind exhibits, rates and the attempt table."""
-        return attempt.mode != "score" and attempt.longest_words >= self.thresholds.min_span_words
+        return attempt.mode != "score" and attempt.longest_words >= self.min_span(
+            attempt.work_id)

@@ -35,21 +35,23 @@ def reached(coverage: Coverage, th: Thresholds) -> bool:
 
 
 def memorization_status(*, coverage: Coverage, longest_span: int, thresholds: Thresholds,
-                        role: str) -> tuple[MemorizationStatus, str]:
+                        role: str, unit: str = "words") -> tuple[MemorizationStatus, str]:
+    """The conclusion for one model x work; ``unit``: what the work's counts are (words, or
+    characters for a CJK work)."""
     sp = thresholds.substantial_portion
     if reached(coverage, thresholds):
         return SHOWN, (
             f"reconstruction reached the case's threshold: longest contiguous block "
-            f"{coverage.longest_block_words} words (threshold {sp.min_words}), coverage "
+            f"{coverage.longest_block_words} {unit} (threshold {sp.min_words}), coverage "
             f"{coverage.share:.1%} (threshold {sp.min_share:.0%})")
     longest = max(longest_span, coverage.longest_block_words)
     if longest >= thresholds.min_span_words:
         return BELOW, (
-            f"near-exact spans were found (longest {longest} words, reporting threshold "
+            f"near-exact spans were found (longest {longest} {unit}, reporting threshold "
             f"{thresholds.min_span_words}) but reconstruction fell short of a substantial "
-            f"portion ({sp.min_words} contiguous words or {sp.min_share:.0%} of the work)")
+            f"portion ({sp.min_words} contiguous {unit} or {sp.min_share:.0%} of the work)")
     return NOT_OBSERVED, (
-        f"no credited span reached {thresholds.min_span_words} words; " + ABSENCE_CAVEAT)
+        f"no credited span reached {thresholds.min_span_words} {unit}; " + ABSENCE_CAVEAT)
 
 
 def apply_controls(findings: list[ModelWorkFinding]) -> list[ModelWorkFinding]:

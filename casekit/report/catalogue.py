@@ -134,7 +134,7 @@ NOT_REPORTED_BY_PROVIDER = "not reported by the provider"
 NOT_REPORTED = "not reported"
 DECODING_IMPORTED = "unknown: the request was sent outside casekit (imported output)"
 IMPORTED = "IMPORTED: captured outside casekit; casekit sent no request"
-SPAN_DETAIL = "work chars {chars}, {words} words ({matched} exact), similarity {similarity}"
+SPAN_DETAIL = "work chars {chars}, {words} {unit} ({matched} exact), similarity {similarity}"
 LONG_TEXT_NOTE = "{what}, {chars} characters"
 MORE_EXHIBITS = ("{more} more attempt(s) reached the reporting threshold for this model and "
                  "work and are not exhibited: each counts in the rates above and is in the "
@@ -271,6 +271,9 @@ N_WINDOWS = "{n} windows"
 NO_GENERATIONS = "no generation attempts"
 SPANS_OVER_T_NOTE = "spans > 20 words"
 BLOCKS = "{bmc5} (BMC@5) / {light} (light-words)"
+#: A work measured on its own basis (methods): its unit, thresholds and profiles.
+WORK_BASIS_NOTE = ("reporting threshold {min_span} {unit}; substantial portion {block} "
+                   "contiguous {unit}; profiles {spans} (spans), {bmc} (BMC@k)")
 BLOCKS_NOTE = "words profile mask / light-words coverage mask"
 #: Rates of the interval table, by their key in ModelWorkFinding.bootstrap.
 INTERVAL_LABELS = {

@@ -33,7 +33,7 @@ from casekit.strategies.measures import (
     ReportRow,
 )
 from casekit.strategies.windows import windows
-from casekit.works import MATCH_PROFILE, Work
+from casekit.works import Work
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class Discoverable5050(Measure):
         # The window's continuation against the output (echo included: an output that
         # repeats the prompt fails the test, as in the definition).
         target_words = tokenize(ctx.work.raw[a.target.start:a.target.end],
-                                MATCH_PROFILE).words
+                                ctx.work.match_profile).words
         return DiscoverableFields(
             discoverable=discoverable_extraction(target_words, ctx.out.words, n=50))
 

@@ -35,7 +35,7 @@ from casekit.report.text import (
     wrap_class,
 )
 from casekit.report.views import KV
-from casekit.works import MATCH_PROFILE, Work
+from casekit.works import Work
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ class Exhibit:
     highlight_note: str
     long_texts: list[KV]
     """Texts of this exhibit shown whole in the appendix: (ref, anchor, description)."""
+    unit: str
+    """What the work's counts are: ``words``, or ``characters`` for a CJK work."""
     imported: bool
     """Captured outside casekit (``casekit import``): labelled so, decoding unknown."""
     wrap: dict[str, str]
@@ -187,7 +189,7 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
             what=C.PROMPT_PART.format(role=role), exhibit=ex, longs=longs)))
     text = (result.text if result else None) or ""
     spans = sorted(analysis.spans, key=lambda s: (s.out_char_start, s.work_char_start))
-    out_tokens = tokenize(text, MATCH_PROFILE)
+    out_tokens = tokenize(text, work.match_profile)
     out_ranges, out_exact = opcode_ranges(out_tokens, spans, "out")
     # Echo: output text the model repeated from the prompt; marked like prompt-supplied text.
     output = column(text, out_ranges + [(s, e, SUPPLIED) for s, e in analysis.echo_ranges],
@@ -242,7 +244,8 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         KV("Work", f"{work.id}, {work.sha256}"),
         KV("Spans", "; ".join(
             C.SPAN_DETAIL.format(chars=e.work_chars, words=e.words, matched=e.matched_words,
-                                 similarity=e.similarity) for e in excerpts) or DASH),
+                                 similarity=e.similarity, unit=work.unit)
+            for e in excerpts) or DASH),
     ]
     return Exhibit(
         number=f"E-{number}", anchor=f"exhibit-{number}", attempt_id=a.id,
@@ -253,7 +256,7 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         returned_model=(result.returned_model if result and result.returned_model
                         else C.NOT_REPORTED),
         details=details, decoding=decoding, work_sha256=work.sha256,
-        imported=imported is not None,
+        imported=imported is not None, unit=work.unit,
         longest_words=f"{analysis.longest_words:,}", prompt=prompt,
         output=output, excerpts=excerpts, highlight_note=note,
         long_texts=[KV(x.ref, x.anchor, C.LONG_TEXT_NOTE.format(what=x.what, chars=x.chars))

@@ -41,6 +41,8 @@ class WorkRow:
     """For an EPUB, DOCX or PDF work: the extractor and version ("" for plain text)."""
     text_sha256: str = ""
     """For an EPUB, DOCX or PDF work: the SHA-256 of the extracted text."""
+    unit: str = "words"
+    """What ``words`` counts: words, or characters for a CJK work."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def build_manifest_view(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifes
             published=(spec.published.isoformat() if spec and spec.published else DASH),
             path=wm.path, sha256=wm.sha256, chars=f"{wm.chars:,}", words=f"{wm.words:,}",
             excluded_chars=f"{wm.excluded_chars:,}", extractor=wm.extractor or "",
-            text_sha256=wm.text_sha256 or "",
+            text_sha256=wm.text_sha256 or "", unit=f.unit(wm.id),
         ))
     models = [ModelRow(model_id=m.model_id, provider=m.provider, model=m.model,
                        interface=m.interface, can_score="yes" if m.can_score else "no",

@@ -5,7 +5,7 @@ decoding, as the findings and the case file state them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from casekit.analysis.findings import Findings
 from casekit.analysis.registry import measure_by_name
@@ -46,6 +46,8 @@ class Methods:
     decoding: list[KV]
     legal_defaults: bool
     legal_note: str
+    work_bases: list[KV] = field(default_factory=list)
+    """Works measured on their own basis (CJK in characters, short works): work, rule."""
 
 
 def _strategy_info(name: str) -> tuple[str, str]:
@@ -125,6 +127,10 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
     legal = f.thresholds.legal_defaults
     legal_note = "" if legal else C.LEGAL_NOTE.format(
         legal_defaults=C.LEGAL_DEFAULT_TEXT, min_span_words=f.thresholds.min_span_words)
+    work_bases = [KV(wid, b.rule, C.WORK_BASIS_NOTE.format(
+        unit=b.unit, min_span=f"{b.min_span:,}", block=f"{b.substantial_portion_min_words:,}",
+        spans=b.profiles.get("spans", DASH), bmc=b.profiles.get("bmc", DASH)))
+        for wid, b in sorted(f.works.items())]
     return Methods(profiles=profiles, thresholds=thresholds, definitions=definitions,
                    categories=categories, strategies=strategies, decoding=decoding,
-                   legal_defaults=legal, legal_note=legal_note)
+                   legal_defaults=legal, legal_note=legal_note, work_bases=work_bases)

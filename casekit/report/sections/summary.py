@@ -50,6 +50,8 @@ class SummaryRow:
     outcomes: str
     exhibits: str
     floor: FloorView | None
+    min_span: str = ""
+    """The work's reporting threshold with its unit (``40 words``, ``80 characters``)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class ModelSummary:
 
 
 def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
-                 exhibit_refs: list[str]) -> SummaryRow:
+                 exhibit_refs: list[str], min_span: int = 0) -> SummaryRow:
     """One model x work: its rates, coverage, conclusion and control floor."""
     tf = f.fields(SummaryFields).teacher_forced
     outcomes = ", ".join(f"{o.replace('_', ' ')} {f.outcomes.get(o, 0):,}" for o in OUTCOME_ORDER)
@@ -73,8 +75,8 @@ def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
         work_author=work.spec.author, role=f.role,
         regurgitation=rate_view(f.regurgitation), extraction=rate_view(f.extraction),
         coverage=fmt_pct(f.coverage.share),
-        covered_words=f"{f.coverage.covered_words:,} of {f.coverage.total_words:,} words",
-        longest_block=f"{f.coverage.longest_block_words:,} words",
+        covered_words=f"{f.coverage.covered_words:,} of {f.coverage.total_words:,} {work.unit}",
+        longest_block=f"{f.coverage.longest_block_words:,} {work.unit}",
         bmc5=fmt_pct(f.bmc.get("5")),
         bmc_all=", ".join(f"@{k} {fmt_pct(v)}" for k, v in
                           sorted(f.bmc.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit()
@@ -86,7 +88,7 @@ def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
         status=f.memorization, status_class=STATUS_CLASS.get(f.memorization, ""),
         reason=f.memorization_reason, outcomes=outcomes,
         exhibits=", ".join(exhibit_refs) if exhibit_refs else DASH,
-        floor=floor,
+        floor=floor, min_span=f"{min_span:,} {work.unit}",
     )
 
 
@@ -100,7 +102,7 @@ def build_summary(f: Findings, works: dict[str, Work], model_ids: list[str],
     for mid in model_ids:
         rows = [summary_row(mw, works[mw.work_id],
                             floors_by_model[mid] if mw.role == "subject" else None,
-                            refs_of.get((mid, mw.work_id), []))
+                            refs_of.get((mid, mw.work_id), []), f.min_span(mw.work_id))
                 for mw in f.findings if mw.model_id == mid]
         overview += rows
         if rows:
