@@ -37,6 +37,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -77,6 +78,40 @@ def _canonical_with_hash(body: dict[str, Any]) -> tuple[str, bytes]:
 
     _, line = Canonical(body).encode_with_member("hash", hash_of)
     return digest[0], line
+
+
+# A line is checked for canonical form by re-encoding it. The reference encoder
+# (casekit.canonical, RFC 8785) walks the record in Python; orjson with sorted keys writes the
+# same bytes for the same value except where their number and key-order rules differ: integral
+# floats ("1.0" for RFC 8785's "1"), exponents, integers beyond 2**53, and keys outside the
+# Basic Multilingual Plane (RFC 8785 sorts by UTF-16 code units). A line equal to orjson's
+# sorted encoding of its own parse that holds no number token of those forms and no character
+# outside the BMP is therefore in canonical form, and its hash is that of orjson's encoding
+# without the ``hash`` member. Any other line takes the reference path (tests/test_ledger.py
+# checks both agree). Negative exponents are written alike by both; a positive one ("1e+16")
+# only where they differ. The patterns also match text inside strings that merely looks like
+# such a number: that only sends the line the reference way.
+_INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]")
+#: A token of 16 or more digits (beyond 2**53), after each of the characters a value follows
+#: (three patterns with a literal first character: the regex engine scans for it quickly).
+_LONG_INTEGER = tuple(re.compile(p + rb"-?[0-9]{16}") for p in (rb":", rb",", rb"\["))
+_ASTRAL_UTF8 = re.compile(rb"[\xf0-\xf4]")
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def _fast_hash(payload: dict[str, Any], raw: bytes) -> str | None:
+    """The record's hash when ``raw`` is provably its canonical line by the cheap route above,
+    else None (the caller then takes the reference path)."""
+    try:
+        if orjson.dumps(payload, option=_SORTED) != raw:
+            return None
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    if ((not raw.isascii() and _ASTRAL_UTF8.search(raw)) or b"e+" in raw or b"E+" in raw
+            or _INTEGRAL_FLOAT.search(raw) or any(r.search(raw) for r in _LONG_INTEGER)):
+        return None
+    body = orjson.dumps({k: v for k, v in payload.items() if k != "hash"}, option=_SORTED)
+    return sha256_bytes(body)
 
 
 @dataclass(frozen=True)
@@ -175,11 +210,15 @@ def iter_verified_lines(path: Path) -> Iterator[tuple[int, bytes, LedgerRecord]]
             raise broken(lineno, seq, f"prev_hash {payload.get('prev_hash')!r} does not match "
                          f"the previous record's hash {prev!r} (a record was removed, "
                          "reordered or inserted)")
-        try:
-            expect, line = _canonical_with_hash({k: v for k, v in payload.items()
-                                                 if k != "hash"})
-        except (rfc8785.CanonicalizationError, rfc8785.IntegerDomainError) as exc:
-            raise broken(lineno, seq, f"not canonicalizable JSON ({exc})") from None
+        fast = _fast_hash(payload, raw)
+        if fast is not None:
+            expect, line = fast, raw
+        else:
+            try:
+                expect, line = _canonical_with_hash({k: v for k, v in payload.items()
+                                                     if k != "hash"})
+            except (rfc8785.CanonicalizationError, rfc8785.IntegerDomainError) as exc:
+                raise broken(lineno, seq, f"not canonicalizable JSON ({exc})") from None
         if payload.get("hash") != expect:
             raise broken(lineno, seq, f"hash mismatch: recorded {payload.get('hash')!r}, "
                          f"content hashes to {expect!r} (the record was edited)")

@@ -386,3 +386,55 @@ def test_a_torn_tail_of_a_large_ledger_is_cut_at_the_last_newline(
     aside = (tmp_path / "ledger.torn-1.bin").read_bytes()
     assert aside == b'{"seq": 4, "a very long torn line' + b"x" * 50
     assert verify_chain(path).ok and verify_chain(path).records == 5
+
+
+# --- the cheap canonical-form check equals the reference one ------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from casekit.ledger import _canonical_with_hash, _fast_hash  # noqa: E402
+
+_KEYS = st.text(alphabet=st.sampled_from("abhsz_\u00e9\uff21\U0001f600"), min_size=1, max_size=4)
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**60), 2**60),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 1.0, 1e16, 1e21, 1e-7, 5e-324, 0.1, 2.5, 123456.75]),
+    st.text(alphabet=st.sampled_from('ab"\\\x00\x1f\x7f\u2028:.0e1 \U0001f600'), max_size=8))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(_KEYS, _VALUES, max_size=5))
+def test_property_cheap_canonical_check_agrees_with_the_reference(body: dict) -> None:
+    import orjson
+    import rfc8785
+
+    body = {k: v for k, v in body.items() if k != "hash"}
+    try:
+        expect, line = _canonical_with_hash(body)
+    except (rfc8785.CanonicalizationError, rfc8785.IntegerDomainError):
+        return
+    payload = orjson.loads(line)
+    # The line casekit writes: the cheap route either declines or gives the same hash.
+    got = _fast_hash(payload, line)
+    assert got in (None, expect)
+    # A line re-serialized another way (orjson's own number forms) is never taken as canonical.
+    try:
+        other = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return
+    if other != line:
+        assert _fast_hash(payload, other) is None
+
+
+def test_cheap_check_takes_ordinary_records_and_declines_integral_floats() -> None:
+    import orjson
+
+    expect, line = _canonical_with_hash({"seq": 3, "text": "at 10:30.0 sha256:5e1f", "p": 0.25})
+    assert _fast_hash(orjson.loads(line), line) == expect
+    # Re-serialized lines in orjson's own forms where RFC 8785 writes otherwise: declined.
+    for form in (b"1.0", b"-0.0", b"1e+16", b"12345678901234567"):
+        forged = line.replace(b'"p":0.25', b'"p":' + form)
+        assert _fast_hash(orjson.loads(forged), forged) is None, form
