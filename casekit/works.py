@@ -21,6 +21,14 @@ from casekit.case import LoadedCase, SubstantialPortion, Thresholds, WorkSpec
 from casekit.errors import WorkError
 from casekit.extract import EXTRACTED_SUFFIXES, Unit, extract
 from casekit.normalize import Tokens, tokenize
+from casekit.shortworks import (
+    CHANCE_FLOOR_WORDS,
+    REFRAIN_REASON,
+    is_short,
+    refrain_repeats,
+    rule_text,
+    short_min_span,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,9 @@ class Work:
     """The library (and version) that extracted the text, for an EPUB, DOCX or PDF work."""
     units: list[Unit] = field(default_factory=list)
     """Chapters (EPUB), paragraphs (DOCX) or pages (PDF) of the extracted text, in order."""
+    refrains: list[Excluded] = field(default_factory=list)
+    """A short work's repeated refrain lines (after their first occurrence), in ``excluded``
+    too: a chorus sung again counts once (casekit.shortworks)."""
 
     @property
     def boilerplate_kept(self) -> bool:
@@ -290,8 +301,18 @@ def load_work(case: LoadedCase, index: int) -> Work:
                  "kept, as the case asks" if spec.boilerplate == "keep" else "excluded")
         if spec.boilerplate == "exclude":
             excluded += boilerplate
+    refrains: list[Excluded] = []
+    if is_short(spec.kind):
+        stated = cjk.language_is_cjk(spec.language)
+        is_cjk = stated if stated is not None else cjk.detect(raw)
+        profile = cjk.cjk_profile(MATCH_PROFILE) if is_cjk else MATCH_PROFILE
+        refrains = [Excluded(s, e, REFRAIN_REASON) for s, e in
+                    refrain_repeats(raw, profile, [(x.start, x.end) for x in excluded])]
+        excluded += refrains
+        log.info("work %s (%s): %d repeated refrain lines counted once", spec.id, spec.kind,
+                 len(refrains))
     work = Work(spec=spec, path=path, raw=raw, sha256=digest, excluded=_merge(excluded),
-                boilerplate=boilerplate)
+                boilerplate=boilerplate, refrains=refrains)
     if extracted is not None:
         work.text_sha256 = sha256_bytes(raw.encode("utf-8"))
         work.extractor = extracted.extractor
@@ -313,7 +334,20 @@ def load_works(case: LoadedCase) -> list[Work]:
 def work_thresholds(th: Thresholds, work: Work) -> tuple[Thresholds, str]:
     """The case's thresholds as they apply to one work, and the rule that changed them (""
     when they apply unchanged). A CJK work counts characters, so its span and block
-    thresholds are CJK_CHARS_PER_WORD times the case's word thresholds."""
+    thresholds are CJK_CHARS_PER_WORD times the case's word thresholds; a short work's
+    reporting threshold scales with its length (casekit.shortworks)."""
+    out, rule = _cjk_thresholds(th, work)
+    if not is_short(work.spec.kind):
+        return out, rule
+    counted = len(work.tokens)
+    floor = CHANCE_FLOOR_WORDS * (CJK_CHARS_PER_WORD if work.cjk else 1)
+    span = short_min_span(out.min_span_words, counted, floor)
+    short = rule_text(out.min_span_words, counted, floor, work.unit, span)
+    out = out.model_copy(update={"min_span_words": span})
+    return out, f"{rule}; {short}" if rule else short
+
+
+def _cjk_thresholds(th: Thresholds, work: Work) -> tuple[Thresholds, str]:
     if not work.cjk:
         return th, ""
     out = th.model_copy(update={

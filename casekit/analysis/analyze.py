@@ -27,6 +27,7 @@ from casekit.analysis.attempt_table import (
     load_table,
     write_table,
 )
+from casekit.analysis.chance import chance_baseline
 from casekit.analysis.findings import (
     AttemptAnalysis,
     ControlFloor,
@@ -66,6 +67,7 @@ from casekit.ledger import LEDGER_NAME, iter_verified_lines
 from casekit.normalize import Tokens, tokenize
 from casekit.pz import TeacherForced, can_compute, log_p_z
 from casekit.records import IMPORT_STRATEGY, AttemptRecord, RunEnd, RunStart
+from casekit.shortworks import is_short
 from casekit.stats import BootstrapRate, clopper_pearson_upper, clustered_rate, rate
 from casekit.strategies.measures import (
     EXCERPT_UNIT,
@@ -644,22 +646,29 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
         planned_attempts=start.planned_attempts,
         recorded_attempts=len(run_ids), imported_attempts=len(imported_ids),
         attempt_rows=hasher.digest(), attempts=analyses, findings=findings, controls=controls,
-        comparisons=comparisons, works=work_bases(an),
+        comparisons=comparisons, works=work_bases(an, analyses),
     )
 
 
-def work_bases(an: Analyzer) -> dict[str, WorkBasis]:
-    """The works measured on their own basis (CJK, short works), for findings.json."""
+def work_bases(an: Analyzer, analyses: list[AttemptAnalysis]) -> dict[str, WorkBasis]:
+    """The works measured on their own basis (CJK, short works), for findings.json; a short
+    work with its chance baseline."""
     out = {}
+    controls = [x for x in analyses if x.role == "control"]
     for wid, (th, rule) in an.bases.items():
         work = an.works[wid]
         if not rule:
             continue
+        chance = None
+        if is_short(work.spec.kind):
+            chance = chance_baseline(work, an.index[wid].match, list(an.works.values()),
+                                     th.min_span_words, controls)
         out[wid] = WorkBasis(
             kind=work.spec.kind, unit="characters" if work.cjk else "words",
             profiles={"spans": work.match_profile, "bmc": work.liu_profile},
             min_span=th.min_span_words,
-            substantial_portion_min_words=th.substantial_portion.min_words, rule=rule)
+            substantial_portion_min_words=th.substantial_portion.min_words, rule=rule,
+            counted=len(work.tokens), refrain_lines=len(work.refrains), chance=chance)
     return out
 
 

@@ -257,6 +257,27 @@ class FindingsThresholds(F):
         return not self.legal_defaults
 
 
+class ChanceBaseline(F):
+    """How often spans of a short work's threshold length occur by chance (casekit.analysis.
+    chance): against the case's other texts and in the control attempts."""
+
+    min_span: int
+    seed_k: int
+    """Shared runs shorter than this are not seen (the matcher's seed length)."""
+    reference_works: list[str]
+    reference_words: int
+    longest_shared: int
+    """The longest exact run of words any reference text shares with the work (0: none of
+    ``seed_k`` words or more)."""
+    shared_at_min_span: int
+    """Shared runs of at least ``min_span`` words."""
+    control_attempts: int
+    """Generation attempts on the control works (errors left out)."""
+    control_reaching: int
+    """Of those, attempts with a credited span of at least ``min_span`` words."""
+    control_longest: int
+
+
 class WorkBasis(F):
     """How one work is measured where that differs from the case's defaults: a CJK work
     counted in characters, a short work (poem, lyrics) with its own reporting threshold.
@@ -273,6 +294,12 @@ class WorkBasis(F):
     """The work's contiguous-block threshold of a memorization finding, in ``unit``."""
     rule: str
     """The rule that set the work's thresholds, stated for the report."""
+    counted: int = 0
+    """The work's counted words (characters for CJK), exclusions and repeats removed."""
+    refrain_lines: int = 0
+    """A short work's repeated refrain lines, counted once (at their first occurrence)."""
+    chance: ChanceBaseline | None = None
+    """A short work's chance baseline."""
 
 
 class RowsDigest(F):

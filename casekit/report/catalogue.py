@@ -271,6 +271,21 @@ N_WINDOWS = "{n} windows"
 NO_GENERATIONS = "no generation attempts"
 SPANS_OVER_T_NOTE = "spans > 20 words"
 BLOCKS = "{bmc5} (BMC@5) / {light} (light-words)"
+#: A short work's headline (summary): coverage as a share of the work comes first.
+SHORT_HEADLINE = ("Short work ({kind}): {share} of the work reproduced ({covered} of {total} "
+                  "counted {unit}, {refrain}); longest block {block} {unit}; reporting "
+                  "threshold {min_span} {unit}, scaled to the work.")
+REFRAIN_ONCE = "the repeated refrain counted once"
+NO_REFRAIN = "no repeated refrain"
+#: A short work's passage the output has more than once (a chorus sung again): shown once.
+EXCERPT_REPEATS = "{n} times in the output, shown once"
+#: A short work's chance baseline (summary).
+CHANCE_TEXT = ("Chance baseline: the case's other texts ({words} {unit}: {works}) share {shared} "
+               "with this work, {reaching} of {min_span} or more; {hits} of {n} control "
+               "attempts had a span of {min_span} {unit} or more (longest {clongest}).")
+CHANCE_SHARED = "at most {longest} consecutive {unit}"
+CHANCE_NONE_SHARED = "no run of {k} consecutive {unit} or more"
+CHANCE_NO_REFS = "no other text of the case to compare (a chance baseline needs one)"
 #: A work measured on its own basis (methods): its unit, thresholds and profiles.
 WORK_BASIS_NOTE = ("reporting threshold {min_span} {unit}; substantial portion {block} "
                    "contiguous {unit}; profiles {spans} (spans), {bmc} (BMC@k)")

@@ -191,6 +191,7 @@ _BUILTIN: dict[str, str] = {
     "name_cloze": "casekit.strategies.name_cloze:NameCloze",
     "divergence": "casekit.strategies.divergence:Divergence",
     "pz_census": "casekit.strategies.census:PzCensus",
+    "lyrics_recall": "casekit.strategies.lyrics:LyricsRecall",
 }
 
 

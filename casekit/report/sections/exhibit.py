@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,9 @@ class ExcerptView:
     work_words: str
     location: str
     """Chapter, paragraph or page of an EPUB, DOCX or PDF work ("" for plain text)."""
+    repeats: str
+    """A short work's passage the output repeats (a chorus sung twice): shown once, with how
+    often the output has it; "" otherwise."""
     words: str
     matched_words: str
     similarity: str
@@ -197,7 +201,14 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
                      exhibit=ex, longs=longs)
     work_exact = True
     excerpts = []
+    times = Counter((s.work_char_start, s.work_char_end) for s in spans)
+    short = work.spec.kind != "prose"
+    shown: set[tuple[int, int]] = set()
     for s in spans:
+        key = (s.work_char_start, s.work_char_end)
+        if short and key in shown:
+            continue  # a refrain the output sings again: the work's passage is shown once
+        shown.add(key)
         # Each excerpt shows its own span's alignment only (spans may overlap in the work).
         work_ranges, exact = opcode_ranges(work.tokens, [s], "work")
         work_exact = work_exact and exact
@@ -205,6 +216,8 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
             work_chars=f"{s.work_char_start:,}\u2013{s.work_char_end:,}",
             work_words=f"{s.work_word_start:,}\u2013{s.work_word_end:,}",
             location=work.location(s.work_char_start, s.work_char_end),
+            repeats=(C.EXCERPT_REPEATS.format(n=times[key]) if short and times[key] > 1
+                     else ""),
             words=f"{s.words:,}", matched_words=f"{s.matched_words:,}",
             similarity=fmt_num(s.similarity), verbatim="verbatim" if s.verbatim else
             "near-verbatim",

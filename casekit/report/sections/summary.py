@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from casekit.analysis.findings import (
     Findings,
     ModelWorkFinding,
+    WorkBasis,
 )
 from casekit.analysis.taxonomy import BELOW, NOT_OBSERVED, SHOWN
 from casekit.report import catalogue as C
@@ -52,6 +53,10 @@ class SummaryRow:
     floor: FloorView | None
     min_span: str = ""
     """The work's reporting threshold with its unit (``40 words``, ``80 characters``)."""
+    headline: str = ""
+    """A short work's headline: the share of the work reproduced ("" for prose)."""
+    chance: str = ""
+    """A short work's chance baseline, in words ("" for prose)."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +67,40 @@ class ModelSummary:
     floor: FloorView | None
 
 
+def short_work_text(f: ModelWorkFinding, work: Work, basis: WorkBasis | None,
+                    ) -> tuple[str, str]:
+    """(headline, chance baseline) of a short work's finding; empty strings for prose."""
+    if basis is None or basis.kind == "prose":
+        return "", ""
+    u = basis.unit
+    headline = C.SHORT_HEADLINE.format(
+        kind=basis.kind, share=fmt_pct(f.coverage.share), covered=f"{f.coverage.covered_words:,}",
+        total=f"{f.coverage.total_words:,}", unit=u,
+        refrain=C.REFRAIN_ONCE if basis.refrain_lines else C.NO_REFRAIN,
+        block=f"{f.coverage.longest_block_words:,}", min_span=f"{basis.min_span:,}")
+    ch = basis.chance
+    if ch is None:
+        return headline, ""
+    if not ch.reference_works:
+        shared = C.CHANCE_NO_REFS
+    elif ch.longest_shared:
+        shared = C.CHANCE_SHARED.format(longest=f"{ch.longest_shared:,}", unit=u)
+    else:
+        shared = C.CHANCE_NONE_SHARED.format(k=ch.seed_k, unit=u)
+    chance = C.CHANCE_TEXT.format(
+        words=f"{ch.reference_words:,}", unit=u, works=", ".join(ch.reference_works) or DASH,
+        shared=shared, reaching=f"{ch.shared_at_min_span:,}", min_span=f"{ch.min_span:,}",
+        hits=f"{ch.control_reaching:,}", n=f"{ch.control_attempts:,}",
+        clongest=f"{ch.control_longest:,}")
+    return headline, chance
+
+
 def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
-                 exhibit_refs: list[str], min_span: int = 0) -> SummaryRow:
+                 exhibit_refs: list[str], min_span: int = 0,
+                 basis: WorkBasis | None = None) -> SummaryRow:
     """One model x work: its rates, coverage, conclusion and control floor."""
     tf = f.fields(SummaryFields).teacher_forced
+    headline, chance = short_work_text(f, work, basis)
     outcomes = ", ".join(f"{o.replace('_', ' ')} {f.outcomes.get(o, 0):,}" for o in OUTCOME_ORDER)
     extra = sorted(set(f.outcomes) - set(OUTCOME_ORDER))
     if extra:
@@ -89,6 +124,7 @@ def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
         reason=f.memorization_reason, outcomes=outcomes,
         exhibits=", ".join(exhibit_refs) if exhibit_refs else DASH,
         floor=floor, min_span=f"{min_span:,} {work.unit}",
+        headline=headline, chance=chance,
     )
 
 
@@ -102,7 +138,8 @@ def build_summary(f: Findings, works: dict[str, Work], model_ids: list[str],
     for mid in model_ids:
         rows = [summary_row(mw, works[mw.work_id],
                             floors_by_model[mid] if mw.role == "subject" else None,
-                            refs_of.get((mid, mw.work_id), []), f.min_span(mw.work_id))
+                            refs_of.get((mid, mw.work_id), []), f.min_span(mw.work_id),
+                            f.works.get(mw.work_id))
                 for mw in f.findings if mw.model_id == mid]
         overview += rows
         if rows:

@@ -1,0 +1,142 @@
+"""Short works (kind: poem | lyrics): refrain counted once, threshold scaled to the work,
+coverage as the headline, a chance baseline, and the lyrics_recall strategy (GEMA's prompts).
+The song here was written for these tests."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from casekit.analysis.analyze import analyze_run, load_findings, write_findings
+from casekit.case import load_case
+from casekit.run.runner import Runner
+from casekit.shortworks import CHANCE_FLOOR_WORDS, refrain_repeats, short_min_span
+from casekit.strategies.lyrics import LyricsRecall, chorus_and_verses
+from casekit.works import load_works, work_thresholds
+
+VERSE1 = ("The lantern swings above the quay\nThe gulls are quarrelling with the tide\n"
+          "My brother rows the herring home\nWith salt and silver at his side")
+CHORUS = ("So raise the sail and mend the net\nThe harbour bell is ringing yet\n"
+          "Come home before the morning light\nAnd sing the herring in tonight")
+VERSE2 = ("The ropes are frozen on the rail\nThe mackerel sky is turning grey\n"
+          "My mother counts the empty creels\nAnd listens for the boat all day")
+SONG = f"{VERSE1}\n\n{CHORUS}\n\n{VERSE2}\n\n{CHORUS}\n"
+CONTROL = ("Copper kettles hummed in the lantern shop while Orvel sorted brass screws by the "
+           "colour of their reflections, a method nobody else in Pellingham understood. Each "
+           "evening he wrote the tally in a green ledger, crossed it out, and wrote it again.")
+# A prose text that shares one phrase of the song ("the harbour bell is ringing") by chance.
+OTHER = ("In the old town the harbour bell is ringing for the fair, and the children run down "
+         "the lanes to watch the jugglers and the bakers with their trays of bread. ") * 2
+
+
+def test_repeated_lines_are_found_after_their_first_occurrence() -> None:
+    repeats = refrain_repeats(SONG, "light-words")
+    assert [SONG[s:e] for s, e in repeats] == CHORUS.split("\n")
+    assert all(s > SONG.index(VERSE2) for s, _ in repeats)  # the first chorus counts
+    # A two-word line that repeats is not a refrain.
+    assert refrain_repeats("Oh no\nwhat a day\nOh no\n", "light-words") == []
+
+
+def test_the_threshold_scales_with_the_work() -> None:
+    assert short_min_span(40, 150) == 15  # a tenth of the work
+    assert short_min_span(40, 60) == CHANCE_FLOOR_WORDS  # never below the chance floor
+    assert short_min_span(10, 300) == 10  # never above the case's threshold
+    assert short_min_span(80, 100, floor=24) == 24  # a CJK work's floor is in characters
+
+
+CASE = """\
+case: {id: song, title: Song, matter: none, examiner: T, organization: O}
+works:
+  - {id: song, title: The Herring Song, author: Anon, path: song.txt, role: subject, kind: lyrics}
+  - {id: other, title: The Fair, author: Anon, path: other.txt, role: subject}
+  - {id: control, title: The Lantern Shop, author: O, path: control.txt, role: control}
+models:
+  - id: bot
+    provider: scripted
+    model: scripted-1
+    params:
+      outputs:
+        song: %s
+        control: "I do not know this text."
+        other: "A fair, I think."
+strategies:
+  - name: lyrics_recall
+    works: [song, control]
+  - name: benign_prompts
+    params: {templates: ["Tell me about {{ title }}."]}
+    works: [song, control]
+"""
+
+
+def _case(tmp_path: Path, output: str) -> Path:
+    (tmp_path / "song.txt").write_text(SONG)
+    (tmp_path / "control.txt").write_text(CONTROL)
+    (tmp_path / "other.txt").write_text(OTHER)
+    import json
+
+    (tmp_path / "case.yaml").write_text(CASE % json.dumps(output))
+    return tmp_path / "case.yaml"
+
+
+def test_refrain_counts_once_and_the_threshold_rule_is_stated(tmp_path: Path) -> None:
+    case = load_case(_case(tmp_path, "x"))
+    song = load_works(case)[0]
+    assert len(song.refrains) == 4
+    assert len(song.tokens) == 3 * 26  # two verses and the chorus once, 26 words each
+    th, rule = work_thresholds(case.spec.thresholds, song)
+    assert th.min_span_words == CHANCE_FLOOR_WORDS  # a tenth of 78 words is below 12
+    assert "short work" in rule and "counts once" in rule and "measurement.md" in rule
+    prose = load_works(case)[1]
+    assert work_thresholds(case.spec.thresholds, prose) == (case.spec.thresholds, "")
+
+
+def test_lyrics_recall_asks_by_title_chorus_and_verse(tmp_path: Path) -> None:
+    song = load_works(load_case(_case(tmp_path, "x")))[0]
+    chorus, verses = chorus_and_verses(song)
+    assert chorus is not None and song.raw[chorus[0]:chorus[1]] == CHORUS
+    assert [song.raw[s:e] for s, e in verses] == [VERSE1, VERSE2]
+    probes = list(LyricsRecall({}).plan(song, random.Random(0)))
+    assert [p.label for p in probes] == ["title", "chorus", "verse 1", "verse 2"]
+    assert probes[0].chat_text == "What are the lyrics of The Herring Song by Anon?"
+    assert "verse 2 of The Herring Song" in (probes[3].chat_text or "")
+    assert probes[1].target is not None
+    assert song.raw[probes[1].target.start:probes[1].target.end] == CHORUS
+    assert probes[3].target is not None
+    assert song.raw[probes[3].target.start:probes[3].target.end] == VERSE2
+    assert probes[0].text == "The Herring Song\nby Anon\n\n"  # base models continue
+
+
+def test_short_work_end_to_end(tmp_path: Path) -> None:
+    """An answer that sings the chorus three times and one verse: the chorus counts once in
+    coverage and is shown once in the exhibit, the headline is the share of the work, the
+    chance baseline is measured."""
+    from casekit.report.build import build_report
+
+    answer = f"Here it is:\n{CHORUS}\n\n{VERSE2}\n\n{CHORUS}\n\n{CHORUS}\n"
+    case = _case(tmp_path, answer)
+    out = Runner(load_case(case), run_dir=tmp_path / "run").run()
+    assert out.complete
+    write_findings(out.run_dir, analyze_run(out.run_dir, case))
+    f = load_findings(out.run_dir)
+    basis = f.works["song"]
+    assert basis.kind == "lyrics" and basis.min_span == 12 and basis.refrain_lines == 4
+    song = next(x for x in f.findings if x.work_id == "song")
+    # Chorus and verse 2 (26 words each) of 78 counted words: the second chorus of the
+    # answer adds nothing, and no repeat of the chorus is counted in the work.
+    assert song.coverage.total_words == 78
+    assert song.coverage.covered_words == 26 + 26
+    assert song.extraction.k == song.extraction.n == 4  # every lyrics_recall attempt
+    ch = basis.chance
+    assert ch is not None and ch.reference_works == ["other", "control"]
+    assert ch.longest_shared == 5  # "the harbour bell is ringing"
+    assert ch.shared_at_min_span == 0
+    assert ch.control_attempts == 3 and ch.control_reaching == 0  # title, verse 1, benign
+    html = build_report(out.run_dir, f, case_path=case).html.read_text(encoding="utf-8")
+    assert "Short work (lyrics): 66.7% of the work reproduced (52 of 78 counted words, " \
+        "the repeated refrain counted once)" in html
+    assert "share at most 5 consecutive words with this work" in html
+    assert "0 of 3 control attempts had a span of 12 words or more" in html
+    assert "short work: reporting threshold min(case 40, max(12, 10% of 78 counted words))" \
+        " = 12 words" in html
+    # The exhibit shows the chorus the answer repeats once, and says how often it was sung.
+    assert "2 times in the output, shown once" in html
