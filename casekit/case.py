@@ -34,6 +34,38 @@ class UserModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ADDED_LATER: dict[str, Any] = {"added_later": True}
+"""``json_schema_extra`` of a case field added after cases were first recorded: while it holds
+its default it is left out of the case's hash (:func:`case_hash_form`), so a case written
+before the field existed keeps its hash, its attempts keep their ids, and its runs resume."""
+
+
+def case_hash_form(spec: BaseModel) -> dict[str, Any]:
+    """The case as it is hashed: its JSON form without the fields :data:`ADDED_LATER` that
+    hold their defaults."""
+    data: dict[str, Any] = json.loads(spec.model_dump_json())
+    _drop_later_defaults(spec, data)
+    return data
+
+
+def _drop_later_defaults(model: BaseModel, data: dict[str, Any]) -> None:
+    for name, info in type(model).model_fields.items():
+        if name not in data:
+            continue
+        value = getattr(model, name)
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("added_later") and value == info.get_default(
+                call_default_factory=True):
+            del data[name]
+            continue
+        if isinstance(value, BaseModel) and isinstance(data[name], dict):
+            _drop_later_defaults(value, data[name])
+        elif isinstance(value, (list, tuple)) and isinstance(data[name], list):
+            for v, d in zip(value, data[name], strict=False):
+                if isinstance(v, BaseModel) and isinstance(d, dict):
+                    _drop_later_defaults(v, d)
+
+
 class BatesSpec(UserModel):
     prefix: str = Field("CASEKIT", pattern=r"^[A-Z0-9_-]{1,20}$")
     """Bates prefix stamped on every report page."""
@@ -121,7 +153,7 @@ class WorkSpec(UserModel):
     """Expected SHA-256 of the file; the run refuses to start if the file differs."""
     exclude: list[Exclusion] = []
     """Parts of the text never counted (e.g. Project Gutenberg header and licence)."""
-    boilerplate: Literal["exclude", "keep"] = "exclude"
+    boilerplate: Literal["exclude", "keep"] = Field("exclude", json_schema_extra=ADDED_LATER)
     """Distribution boilerplate detected on ingestion (a Project Gutenberg header, footer and
     licence): ``exclude`` (the default) never counts it, and the report lists the exclusion;
     ``keep`` counts it as the work's text, and the report warns when a work's matches fall
@@ -539,7 +571,7 @@ def load_case(path: str | Path) -> LoadedCase:
         spec = CaseFile.model_validate(data)
     except ValidationError as exc:
         raise CaseError(format_validation_error(exc, located, file)) from None
-    canonical = json.loads(spec.model_dump_json())
+    canonical = case_hash_form(spec)
     positions = {_dotted(k): v for k, v in located.positions.items()}
     for k, v in located.key_positions.items():
         positions.setdefault(_dotted(k), v)

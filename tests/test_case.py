@@ -162,3 +162,25 @@ def test_jinja_templates_are_sandboxed(tmp_path: Path) -> None:
     ).replace("prefix_continuation", "benign_prompts")
     msg = error_of(tmp_path, text)
     assert "template" in msg
+
+
+def test_a_field_added_later_leaves_the_hash_of_older_cases_unchanged(tmp_path: Path) -> None:
+    """A case written before `works[].boilerplate` existed keeps its hash (and so its attempt
+    ids, and its runs resume); setting the field away from its default changes it."""
+    from casekit.case import case_hash_form, load_case
+
+    work = tmp_path / "w.txt"
+    work.write_text("one two three four five six seven eight nine ten")
+    base = ("case: {id: c, title: T, matter: M, examiner: E, organization: O}\n"
+            "allow_no_control: true\n"
+            "works:\n- {id: w, title: W, author: A, path: w.txt, role: subject,"
+            " published: 2000-01-01%s}\n"
+            "models:\n- {id: m, provider: openai-compatible, model: m,"
+            " base_url: 'http://127.0.0.1:9/v1'}\n"
+            "strategies:\n- {name: prefix_continuation}\n")
+    (tmp_path / "a.yaml").write_text(base % "")
+    (tmp_path / "b.yaml").write_text(base % ", boilerplate: keep")
+    a, b = load_case(tmp_path / "a.yaml"), load_case(tmp_path / "b.yaml")
+    assert "boilerplate" not in case_hash_form(a.spec)["works"][0]
+    assert case_hash_form(b.spec)["works"][0]["boilerplate"] == "keep"
+    assert a.sha256 != b.sha256

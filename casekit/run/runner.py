@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casekit.case import LoadedCase
+from casekit.case import LoadedCase, case_hash_form
 from casekit.errors import CaseError, CasekitError, LedgerError
 from casekit.ledger import Ledger
 from casekit.plan import Plan, build_plan, interface_of
@@ -210,7 +210,7 @@ class Runner:
                 "run_id": self.run_dir.name,
                 "case_path": str(self.case.path),
                 "case_sha256": self.case.sha256,
-                "case": self.case.spec.model_dump(mode="json"),
+                "case": case_hash_form(self.case.spec),
                 "works": [work_manifest(self.case, w) for w in works],
                 "models": self.identities(),
                 "planned_attempts": len(plan),
