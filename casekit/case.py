@@ -257,6 +257,10 @@ class CaseFile(UserModel):
     samples: int = Field(1, ge=1, le=1000)
     """Samples per prompt; sample 0 is greedy, the others use ``decoding.temperature``."""
     allow_no_control: bool = False
+    reference_texts: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
+    """Other texts (paths relative to the case file: .txt, .md, .epub, .docx, .pdf) that the
+    chance baseline of a short work (``kind: poem | lyrics``) compares it with, besides the
+    case's other works: how long a run of its words unrelated texts share by chance."""
     """Run without a control work (the report states that no false-positive rate exists)."""
 
     @field_validator("works")

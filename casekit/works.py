@@ -327,8 +327,56 @@ def load_work(case: LoadedCase, index: int) -> Work:
     return work
 
 
+@dataclass(frozen=True)
+class ReferenceText:
+    """A text of the case's ``reference_texts``: compared with short works for their chance
+    baseline, never probed."""
+
+    path: str
+    """As the case file gives it."""
+    sha256: str
+    raw: str
+
+    def tokens_for(self, profile: str) -> Tokens:
+        return tokenize(self.raw, profile)
+
+
+def load_reference_texts(case: LoadedCase) -> list[ReferenceText]:
+    """The case's reference texts, read (or extracted) like works, inside the case folder."""
+    out = []
+    base = case.base_dir.resolve()
+    for i, rel in enumerate(case.spec.reference_texts):
+        where = case.where("reference_texts", i)
+        full = (base / rel).resolve()
+        if Path(rel).is_absolute() or not full.is_relative_to(base):
+            raise WorkError(f"{where}: reference_texts[{i}]: {rel!r} is not inside the case "
+                            "folder; copy the text into it and give a relative path")
+        try:
+            data = full.read_bytes()
+        except OSError as exc:
+            raise WorkError(f"{where}: reference_texts[{i}]: cannot read {full} "
+                            f"({exc.strerror}); check the path (relative to the case file)") \
+                from None
+        if full.suffix.lower() in EXTRACTED_SUFFIXES:
+            raw = extract(full, data, where).text
+        elif full.suffix.lower() in (".txt", ".md"):
+            try:
+                raw = data.decode("utf-8").removeprefix("\ufeff")
+            except UnicodeDecodeError:
+                raise WorkError(f"{where}: reference_texts[{i}]: {full.name} is not UTF-8; "
+                                "re-save it as UTF-8") from None
+        else:
+            raise WorkError(f"{where}: reference_texts[{i}]: {full.name!r} is not a .txt, .md, "
+                            ".epub, .docx or .pdf file; convert it to UTF-8 plain text")
+        out.append(ReferenceText(path=rel, sha256=sha256_bytes(data), raw=raw))
+    return out
+
+
 def load_works(case: LoadedCase) -> list[Work]:
-    return [load_work(case, i) for i in range(len(case.spec.works))]
+    works = [load_work(case, i) for i in range(len(case.spec.works))]
+    if case.spec.reference_texts:
+        load_reference_texts(case)  # a bad one stops here, before a run records anything
+    return works
 
 
 def work_thresholds(th: Thresholds, work: Work) -> tuple[Thresholds, str]:

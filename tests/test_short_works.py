@@ -28,6 +28,9 @@ CONTROL = ("Copper kettles hummed in the lantern shop while Orvel sorted brass s
 OTHER = ("In the old town the harbour bell is ringing for the fair, and the children run down "
          "the lanes to watch the jugglers and the bakers with their trays of bread. ") * 2
 
+# A reference text (reference_texts:) sharing eight words of the song by chance.
+REFERENCE = "They left before the morning light and sing the herring songs at noon. " * 3
+
 
 def test_repeated_lines_are_found_after_their_first_occurrence() -> None:
     repeats = refrain_repeats(SONG, "light-words")
@@ -59,6 +62,7 @@ models:
         song: %s
         control: "I do not know this text."
         other: "A fair, I think."
+reference_texts: [ref.txt]
 strategies:
   - name: lyrics_recall
     works: [song, control]
@@ -72,6 +76,7 @@ def _case(tmp_path: Path, output: str) -> Path:
     (tmp_path / "song.txt").write_text(SONG)
     (tmp_path / "control.txt").write_text(CONTROL)
     (tmp_path / "other.txt").write_text(OTHER)
+    (tmp_path / "ref.txt").write_text(REFERENCE)
     import json
 
     (tmp_path / "case.yaml").write_text(CASE % json.dumps(output))
@@ -128,15 +133,31 @@ def test_short_work_end_to_end(tmp_path: Path) -> None:
     assert song.extraction.k == song.extraction.n == 4  # every lyrics_recall attempt
     ch = basis.chance
     assert ch is not None and ch.reference_works == ["other", "control"]
-    assert ch.longest_shared == 5  # "the harbour bell is ringing"
+    assert ch.longest_shared == 8  # "before the morning light and sing the herring" (ref.txt)
+    assert list(ch.reference_files) == ["ref.txt"]
+    assert ch.reference_files["ref.txt"].startswith("sha256:")
     assert ch.shared_at_min_span == 0
     assert ch.control_attempts == 3 and ch.control_reaching == 0  # title, verse 1, benign
     html = build_report(out.run_dir, f, case_path=case).html.read_text(encoding="utf-8")
     assert "Short work (lyrics): 66.7% of the work reproduced (52 of 78 counted words, " \
         "the repeated refrain counted once)" in html
-    assert "share at most 5 consecutive words with this work" in html
+    assert "share at most 8 consecutive words with this work (0 runs of 12 words or more)" in html
     assert "0 of 3 control attempts had a span of 12 words or more" in html
     assert "short work: reporting threshold min(case 40, max(12, 10% of 78 counted words))" \
         " = 12 words" in html
     # The exhibit shows the chorus the answer repeats once, and says how often it was sung.
     assert "2 times in the output, shown once" in html
+
+
+def test_a_missing_reference_text_stops_before_anything_is_recorded(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from casekit.cli import cli
+
+    case = _case(tmp_path, "x")
+    (tmp_path / "ref.txt").unlink()
+    res = CliRunner().invoke(cli, ["run", str(case)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "reference_texts[0]: cannot read" in errors[0]
+    assert not (tmp_path / "runs").exists()

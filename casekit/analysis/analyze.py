@@ -78,7 +78,15 @@ from casekit.strategies.measures import (
     word_range,
 )
 from casekit.strategies.teacher_forced import SummaryFields
-from casekit.works import LIU_PROFILE, MATCH_PROFILE, Work, load_works, work_thresholds
+from casekit.works import (
+    LIU_PROFILE,
+    MATCH_PROFILE,
+    ReferenceText,
+    Work,
+    load_reference_texts,
+    load_works,
+    work_thresholds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +244,8 @@ class Analyzer:
         # Each work's thresholds (a CJK work's in characters, a short work's scaled to it).
         self.bases = {w.id: work_thresholds(self.th, w) for w in works}
         self.th_of = {wid: b[0] for wid, b in self.bases.items()}
+        # The case's reference texts (a short work's chance baseline), loaded on demand.
+        self.references: list[ReferenceText] = []
         self.index: dict[str, _WorkIndex] = {}
         for w in works:
             self.index[w.id] = _WorkIndex.build(w, self.k)
@@ -496,7 +506,10 @@ def _analyzer_for(run_dir: Path, start: RunStart, case_path: Path | None) -> Ana
         if rec.sha256 != w.sha256:
             raise CasekitError(f"work {w.id!r} at {w.path} hashes to {w.sha256}, the run recorded "
                                f"{rec.sha256}; restore the original text to analyze this run")
-    return Analyzer(spec, works)
+    an = Analyzer(spec, works)
+    if any(is_short(w.spec.kind) for w in works):
+        an.references = load_reference_texts(loaded)
+    return an
 
 
 def analyze_run(run_dir: Path, case_path: Path | None = None, *,
@@ -662,7 +675,7 @@ def work_bases(an: Analyzer, analyses: list[AttemptAnalysis]) -> dict[str, WorkB
         chance = None
         if is_short(work.spec.kind):
             chance = chance_baseline(work, an.index[wid].match, list(an.works.values()),
-                                     th.min_span_words, controls)
+                                     th.min_span_words, controls, an.references)
         out[wid] = WorkBasis(
             kind=work.spec.kind, unit="characters" if work.cjk else "words",
             profiles={"spans": work.match_profile, "bmc": work.liu_profile},

@@ -19,20 +19,22 @@ from collections.abc import Sequence
 
 from casekit.analysis.findings import AttemptAnalysis, ChanceBaseline
 from casekit.analysis.matcher import WorkMatcher
-from casekit.works import Work
+from casekit.works import ReferenceText, Work
 
 log = logging.getLogger(__name__)
 
 
 def chance_baseline(work: Work, matcher: WorkMatcher, others: Sequence[Work], min_span: int,
-                    control_attempts: Sequence[AttemptAnalysis]) -> ChanceBaseline:
-    """The chance baseline of ``work`` (``matcher``: its matcher under its match profile)."""
+                    control_attempts: Sequence[AttemptAnalysis],
+                    references: Sequence[ReferenceText] = ()) -> ChanceBaseline:
+    """The chance baseline of ``work`` (``matcher``: its matcher under its match profile)
+    against the case's other works and its ``reference_texts``."""
     refs = [o for o in others if o.id != work.id and o.match_profile == work.match_profile]
+    texts = [o.tokens for o in refs] + [r.tokens_for(work.match_profile) for r in references]
     longest = 0
     reaching = 0
     words = 0
-    for other in refs:
-        toks = other.tokens
+    for toks in texts:
         words += len(toks)
         for s in matcher.exact_spans(toks):
             longest = max(longest, s.words)
@@ -40,6 +42,7 @@ def chance_baseline(work: Work, matcher: WorkMatcher, others: Sequence[Work], mi
     gen = [x for x in control_attempts if x.mode != "score" and x.outcome != "error"]
     return ChanceBaseline(
         min_span=min_span, seed_k=matcher.k, reference_works=[o.id for o in refs],
+        reference_files={r.path: r.sha256 for r in references},
         reference_words=words, longest_shared=longest, shared_at_min_span=reaching,
         control_attempts=len(gen),
         control_reaching=sum(1 for x in gen if x.longest_words >= min_span),

@@ -265,6 +265,8 @@ class ChanceBaseline(F):
     seed_k: int
     """Shared runs shorter than this are not seen (the matcher's seed length)."""
     reference_works: list[str]
+    reference_files: dict[str, str] = {}
+    """The case's ``reference_texts`` compared, path -> SHA-256 of the file."""
     reference_words: int
     longest_shared: int
     """The longest exact run of words any reference text shares with the work (0: none of

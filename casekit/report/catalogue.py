@@ -281,8 +281,8 @@ NO_REFRAIN = "no repeated refrain"
 EXCERPT_REPEATS = "{n} times in the output, shown once"
 #: A short work's chance baseline (summary).
 CHANCE_TEXT = ("Chance baseline: the case's other texts ({words} {unit}: {works}) share {shared} "
-               "with this work, {reaching} of {min_span} or more; {hits} of {n} control "
-               "attempts had a span of {min_span} {unit} or more (longest {clongest}).")
+               "with this work ({reaching} runs of {min_span} {unit} or more); {hits} of {n} "
+               "control attempts had a span of {min_span} {unit} or more (longest {clongest}).")
 CHANCE_SHARED = "at most {longest} consecutive {unit}"
 CHANCE_NONE_SHARED = "no run of {k} consecutive {unit} or more"
 CHANCE_NO_REFS = "no other text of the case to compare (a chance baseline needs one)"

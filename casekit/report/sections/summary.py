@@ -81,14 +81,15 @@ def short_work_text(f: ModelWorkFinding, work: Work, basis: WorkBasis | None,
     ch = basis.chance
     if ch is None:
         return headline, ""
-    if not ch.reference_works:
+    if not ch.reference_works and not ch.reference_files:
         shared = C.CHANCE_NO_REFS
     elif ch.longest_shared:
         shared = C.CHANCE_SHARED.format(longest=f"{ch.longest_shared:,}", unit=u)
     else:
         shared = C.CHANCE_NONE_SHARED.format(k=ch.seed_k, unit=u)
     chance = C.CHANCE_TEXT.format(
-        words=f"{ch.reference_words:,}", unit=u, works=", ".join(ch.reference_works) or DASH,
+        words=f"{ch.reference_words:,}", unit=u,
+        works=", ".join([*ch.reference_works, *ch.reference_files]) or DASH,
         shared=shared, reaching=f"{ch.shared_at_min_span:,}", min_span=f"{ch.min_span:,}",
         hits=f"{ch.control_reaching:,}", n=f"{ch.control_attempts:,}",
         clongest=f"{ch.control_longest:,}")
