@@ -101,15 +101,30 @@ def schema() -> None:
     click.echo(json.dumps(case_json_schema(), indent=2, sort_keys=True))
 
 
+def _timestamper(url: str, timeout: float = 30.0) -> Callable[[bytes], bytes]:
+    """RFC 3161 tokens from the TSA at ``url`` (casekit.report.sign)."""
+    from casekit.report.sign import request_timestamp
+
+    def stamp(data: bytes) -> bytes:
+        return request_timestamp(data, url, timeout=timeout).response
+
+    return stamp
+
+
 def _run(case_path: Path, run_dir: Path | None, batch: bool = False,
-         poll_interval: float = 60.0, max_wait: float | None = None) -> Path:
+         poll_interval: float = 60.0, max_wait: float | None = None,
+         anchoring: dict[str, Any] | None = None) -> Path:
     from casekit.case import load_case
     from casekit.run.batch import DEFAULT_MAX_WAIT
     from casekit.run.runner import Runner
 
     case = load_case(case_path)
+    anchoring = dict(anchoring or {})
+    if anchoring.get("tsa_url"):
+        anchoring["timestamper"] = _timestamper(anchoring["tsa_url"])
     outcome = Runner(case, run_dir, batch=batch, batch_poll_interval=poll_interval,
-                     batch_max_wait=DEFAULT_MAX_WAIT if max_wait is None else max_wait).run()
+                     batch_max_wait=DEFAULT_MAX_WAIT if max_wait is None else max_wait,
+                     **anchoring).run()
     s = outcome.stats
     state = "complete" if outcome.complete else ("interrupted" if outcome.interrupted else
                                                  "incomplete")
@@ -134,11 +149,30 @@ def _run(case_path: Path, run_dir: Path | None, batch: bool = False,
 @click.option("--max-wait", type=click.FloatRange(min=0.0), default=None,
               help="Seconds to wait for batches before leaving them for a later run "
                    "(default 26 h; 0 submits and returns at once).")
+@click.option("--examiner-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="KEY.pem", help="The examiner's Ed25519 signing key, made on first use "
+              "(default: $CASEKIT_EXAMINER_KEY, else $CASEKIT_HOME or ~/.config/casekit/"
+              "examiner_ed25519.pem). It signs the ledger's checkpoints; keep it out of the "
+              "run folder.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000,
+              show_default=True, help="Records between signed checkpoints (one is also "
+              "written when the run stops).")
+@click.option("--tsa", "tsa_url", default=None, metavar="URL", envvar="CASEKIT_TSA",
+              help="RFC 3161 timestamp authority: timestamp every checkpoint during the run "
+                   "(default: $CASEKIT_TSA).")
+@click.option("--retry-failed", is_flag=True, default=False,
+              help="Also send again the attempts whose last try failed with a transient error "
+                   "(server down, timeout, rate limit); the failures stay on record and the "
+                   "analysis uses the last try.")
 @user_errors
 def run(case_path: Path, run_dir: Path | None, batch: bool, poll_interval: float,
-        max_wait: float | None) -> None:
-    """Run (or resume) a case: every attempt goes to the run's hash-chained ledger."""
-    _run(case_path, run_dir, batch, poll_interval, max_wait)
+        max_wait: float | None, examiner_key: Path | None, checkpoint_every: int,
+        tsa_url: str | None, retry_failed: bool) -> None:
+    """Run (or resume) a case: every attempt goes to the run's hash-chained ledger, anchored
+    by checkpoints the examiner key signs (docs/anchoring.md)."""
+    _run(case_path, run_dir, batch, poll_interval, max_wait,
+         {"examiner_key": examiner_key, "checkpoint_every": checkpoint_every,
+          "tsa_url": tsa_url, "retry_failed": retry_failed})
 
 
 def _analyze(run_dir: Path, workers: int | None = None) -> Path:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import rfc8785
@@ -53,7 +53,37 @@ from pydantic import TypeAdapter, ValidationError
 from casekit.canonical import Canonical, canonical_json, sha256_bytes
 from casekit.errors import LedgerError
 from casekit.provenance import iso_utc
-from casekit.records import IMPORT_STRATEGY, AttemptRecord, LedgerRecord, Note, RunEnd, RunStart
+from casekit.records import (
+    IMPORT_STRATEGY,
+    OMIT_IF_NONE,
+    AttemptRecord,
+    Checkpoint,
+    LedgerRecord,
+    Note,
+    RunEnd,
+    RunStart,
+)
+
+
+class CheckpointSigner(Protocol):
+    """What the ledger needs of its anchor (casekit.anchor.Anchor)."""
+
+    @property
+    def every(self) -> int:
+        """Records between checkpoints."""
+        ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def key_path(self) -> Path: ...
+
+    def key_note(self) -> dict[str, Any]:
+        """The data of the note that names the key in a ledger whose run_start does not."""
+        ...
+
+    def checkpoint(self, base: dict[str, Any], final: bool) -> Checkpoint: ...
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +289,16 @@ def read_records(path: Path) -> list[LedgerRecord]:
 class Ledger:
     """Appends records to a run's ledger, continuing an existing chain on resume."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, anchor: CheckpointSigner | None = None) -> None:
         self.run_dir = run_dir
+        self.anchor = anchor
+        """Signs a checkpoint every ``anchor.every`` records and on closing (casekit.anchor);
+        None writes no checkpoints (tests of the chain alone)."""
+        self._since_checkpoint = 0
+        """Records after the last checkpoint (or since the start)."""
+        self._checkpointing = False
+        self._key_fingerprint: str | None = None
+        """The examiner key the ledger names (run_start, or an examiner_key note)."""
         self.path = run_dir / LEDGER_NAME
         self._fh: Any = None
         self.seq = 0
@@ -333,6 +371,12 @@ class Ledger:
                     ) from None
                 # Every record before the torn last line verified and is indexed.
                 torn = self._set_aside_tail(exc.problem.line)
+        if self.anchor is not None and self._key_fingerprint not in (
+                None, self.anchor.fingerprint):
+            raise LedgerError(f"{self.path}: this run is signed by the examiner key "
+                              f"{self._key_fingerprint}, and the key at {self.anchor.key_path} "
+                              f"is {self.anchor.fingerprint}; give the key that started the "
+                              "run with --examiner-key (or $CASEKIT_EXAMINER_KEY)")
         self._fh = open(self.path, "ab")  # noqa: SIM115 - held open for the run
         if torn is not None:
             self.append_note("torn_line", "a torn last line from an interrupted write was moved "
@@ -375,10 +419,12 @@ class Ledger:
         return tail
 
     def close(self) -> None:
-        """Write what is still pending (completed attempts are never dropped), fsync, close."""
+        """Write what is still pending (completed attempts are never dropped), a closing
+        checkpoint (with an anchor), fsync, close."""
         if self._fh is not None:
             if self._failure is None:
                 try:
+                    self.seal()
                     self.flush()
                 except (OSError, LedgerError) as exc:  # closing must not hide the cause
                     log.error("could not write the last records of %s: %s", self.path, exc)
@@ -401,6 +447,14 @@ class Ledger:
     def _index(self, record: LedgerRecord, digest: str) -> None:
         """Remember a record in the chain: an attempt's id, strategy and status; a run record
         whole, with its hash."""
+        if isinstance(record, Checkpoint):
+            self._since_checkpoint = 0
+            return  # not kept: the runner never consults them
+        self._since_checkpoint += 1
+        if isinstance(record, RunStart) and record.examiner_key is not None:
+            self._key_fingerprint = self._key_fingerprint or record.examiner_key.fingerprint
+        elif isinstance(record, Note) and record.kind == "examiner_key":
+            self._key_fingerprint = self._key_fingerprint or record.data.get("fingerprint")
         if isinstance(record, AttemptRecord):
             a = record.attempt
             if a.id not in self._attempts:
@@ -425,6 +479,9 @@ class Ledger:
             raise LedgerError("internal: record built against a stale ledger head")
         payload = record.model_dump(mode="json")
         payload.pop("hash", None)
+        for k in OMIT_IF_NONE.intersection(payload):
+            if payload[k] is None:
+                del payload[k]
         digest, line = _canonical_with_hash(payload)
         self._fh.write(line + b"\n")
         if flush:
@@ -433,7 +490,37 @@ class Ledger:
         self.head = digest
         self.seq += 1
         self._written += 1
+        if (self.anchor is not None and self._since_checkpoint >= self.anchor.every
+                and not self._checkpointing):
+            self._checkpoint(final=False, flush=flush)
         return digest
+
+    def seal(self) -> None:
+        """Write what is pending and, with an anchor, a closing checkpoint over it, unless
+        this process wrote nothing (a refused resume leaves the ledger as it was) or the last
+        record is a checkpoint already. Closing seals; call it earlier to know the final
+        head."""
+        self._raise_failure()
+        self._drain_pending()
+        if self.anchor is not None and self._written and self._since_checkpoint:
+            self._checkpoint(final=True)
+
+    def _checkpoint(self, final: bool, flush: bool = True) -> None:
+        """Sign the chain head into a checkpoint record (casekit.anchor). A ledger that names
+        no examiner key yet (one begun before anchoring) names it in a note first."""
+        assert self.anchor is not None
+        if self.seq == 0:
+            return  # nothing to commit to
+        self._checkpointing = True
+        try:
+            if self._key_fingerprint is None:
+                self._write(Note(**self.base_fields(), kind="examiner_key",
+                                 message="the examiner key that signs this ledger's checkpoints "
+                                         "from here on", data=self.anchor.key_note()),
+                            flush=flush)
+            self._write(self.anchor.checkpoint(self.base_fields(), final), flush=flush)
+        finally:
+            self._checkpointing = False
 
     def append(self, record: LedgerRecord) -> LedgerRecord:
         """Write, flush and fsync one record, built from the current :meth:`base_fields`.
@@ -446,9 +533,10 @@ class Ledger:
             record = record.model_copy(update=self.base_fields())
         digest = self._write(record)
         self._fsync_all()
-        if isinstance(record, AttemptRecord):
+        if isinstance(record, AttemptRecord | Checkpoint):
             return record.model_copy(update={"hash": digest})
-        return self.run_records[-1]  # the record as indexed, with its hash
+        # The record as indexed, with its hash (a checkpoint's note may follow it).
+        return next(r for r in reversed(self.run_records) if r.seq == record.seq)
 
     def submit(self, build: Callable[[dict[str, Any]], LedgerRecord], *,
                defer: bool = False) -> None:

@@ -207,6 +207,17 @@ class WorkManifest(Frozen):
     """The library and version that extracted the text (EPUB, DOCX, PDF works)."""
 
 
+class ExaminerKey(Frozen):
+    """The public half of the examiner's signing key, which signs the ledger's checkpoints
+    (casekit.anchor). Its private half stays outside the run folder."""
+
+    algorithm: Literal["ed25519"] = "ed25519"
+    public_key: str
+    """The raw 32-byte Ed25519 public key, base64."""
+    fingerprint: str
+    """``sha256:`` + hex SHA-256 of the raw public key: what the examiner discloses."""
+
+
 class RunStart(RecordBase):
     record_type: Literal["run_start"] = "run_start"
     run_id: str
@@ -230,6 +241,9 @@ class RunStart(RecordBase):
     rerun_of: dict[str, str] | None = None
     """For ``casekit rerun``: the run whose planned attempts this run repeats (run id, run
     folder, ledger head hash)."""
+    examiner_key: ExaminerKey | None = None
+    """The key that signs this ledger's checkpoints. Absent in ledgers of casekit before
+    anchoring (a later session names its key in an ``examiner_key`` note)."""
 
     @property
     def began_at(self) -> str:
@@ -246,10 +260,38 @@ class AttemptRecord(RecordBase):
     started_at: str
     completed_at: str
     tries: list[TryRecord] = Field(default_factory=list)
+    retry_of: int | None = None
+    """``casekit run --retry-failed``: the seq of the failed record of this attempt that this
+    one supersedes (the failure stays on record; analysis uses the last). Omitted from the
+    ledger when None (see ``OMIT_IF_NONE``)."""
 
 
+OMIT_IF_NONE = frozenset({"retry_of", "examiner_key"})
+"""Fields added after records without them were written: left out of a record's JSON when
+None, so that records of the kinds written before are byte-for-byte what they were."""
 
 
+class Checkpoint(RecordBase):
+    """A signed commitment to the chain head (casekit.anchor): every ``every`` records and when
+    the ledger is closed. ``signature`` is Ed25519 over :func:`casekit.anchor.statement`
+    (``covers_seq``, ``head_hash``, ``final``); ``timestamp`` an RFC 3161 token over the same
+    bytes when a TSA was configured."""
+
+    record_type: Literal["checkpoint"] = "checkpoint"
+    covers_seq: int
+    """The seq of the last record this checkpoint commits to (the one just before it)."""
+    head_hash: str
+    """That record's hash: it commits to every record up to it."""
+    final: bool
+    """Written when the ledger was closed: nothing followed it in that session."""
+    key_fingerprint: str
+    signature: str
+    """Base64 Ed25519 signature over the statement."""
+    tsa: str | None = None
+    timestamp: str | None = None
+    """Base64 DER TimeStampResp over the statement (with a TSA)."""
+    timestamp_error: str | None = None
+    """Why the TSA gave no token (the run went on; the checkpoint is still signed)."""
 class Note(RecordBase):
     record_type: Literal["note"] = "note"
     kind: str
@@ -266,4 +308,4 @@ class RunEnd(RecordBase):
     counts: dict[str, int] = Field(default_factory=dict)
 
 
-LedgerRecord = RunStart | AttemptRecord | Note | RunEnd
+LedgerRecord = RunStart | AttemptRecord | Note | RunEnd | Checkpoint

@@ -106,3 +106,22 @@ def fetches_recorded() -> Iterator[list[str]]:
         yield fetched
     finally:
         mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _examiner_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The examiner signing key of every run in the tests lives in a temporary CASEKIT_HOME,
+    never in the user's ~/.config (casekit.anchor)."""
+    import os
+
+    old = {k: os.environ.get(k) for k in ("CASEKIT_HOME", "CASEKIT_EXAMINER_KEY")}
+    os.environ["CASEKIT_HOME"] = str(tmp_path_factory.mktemp("casekit-home"))
+    os.environ.pop("CASEKIT_EXAMINER_KEY", None)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

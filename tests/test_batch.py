@@ -29,7 +29,15 @@ from casekit.providers.anthropic import AnthropicProvider
 from casekit.providers.base import CapabilityError, Provider
 from casekit.providers.openai import OpenAIProvider
 from casekit.providers.openai_compatible import OpenAICompatibleProvider
-from casekit.records import AttemptRecord, Decoding, Message, Note, PlannedAttempt, RunEnd
+from casekit.records import (
+    AttemptRecord,
+    Checkpoint,
+    Decoding,
+    Message,
+    Note,
+    PlannedAttempt,
+    RunEnd,
+)
 from casekit.run.batch import BatchError, BatchExecutor, BatchOutcome, requests_sha256
 from casekit.run.runner import Runner
 from casekit.works import load_works
@@ -776,7 +784,7 @@ def test_runner_batch_mode_resumes_without_resubmitting(keys_env: str, tmp_path:
     assert all(r.status == "ok" and r.result is not None
                and r.result.raw_request["batch_id"] == "batch_0000" for r in gpt)
     assert len({r.attempt.id for r in recs}) == len(recs)
-    assert isinstance(records(run_dir)[-1], RunEnd)
+    assert isinstance([r for r in records(run_dir) if not isinstance(r, Checkpoint)][-1], RunEnd)
     findings = analyze_run(run_dir)
     assert findings.ledger_head_hash == verify_chain(run_dir / LEDGER_NAME).head_hash
     assert_sound(run_dir)

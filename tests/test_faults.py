@@ -32,7 +32,7 @@ import pytest
 import casekit.run.runner
 from casekit.case import load_case
 from casekit.ledger import read_records, verify_chain
-from casekit.records import AttemptRecord, RunEnd
+from casekit.records import AttemptRecord, Checkpoint, RunEnd
 from casekit.run.runner import Runner
 from tests.conftest import REPO
 from tests.kill_trial import (
@@ -144,7 +144,9 @@ def test_a_run_at_30_percent_faults_completes_with_every_fault_on_record(
     planned = planned_ids(case_path)
     assert len(planned) == 60
     assert sorted(a.attempt.id for a in attempts) == sorted(planned), "each exactly once"
-    assert isinstance(records[-1], RunEnd) and records[-1].complete
+    # The run's end, then the checkpoint that signs the chain up to it (casekit.anchor).
+    assert isinstance(records[-2], RunEnd) and records[-2].complete
+    assert isinstance(records[-1], Checkpoint) and records[-1].final
 
     served = [e for e in log if e["path"] == "/v1/chat/completions"]
     faults = [e for e in served if e["fault"]]

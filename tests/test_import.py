@@ -13,7 +13,7 @@ import pytest
 from casekit.analysis.analyze import analyze_run
 from casekit.case import load_case
 from casekit.ledger import LEDGER_NAME, read_records, verify_chain
-from casekit.records import IMPORT_STRATEGY, AttemptRecord, Note
+from casekit.records import IMPORT_STRATEGY, AttemptRecord, Checkpoint, Note
 from casekit.run.importer import ImportFileError, import_outputs
 from casekit.run.runner import Runner
 from tests.conftest import SUBJECT
@@ -121,7 +121,8 @@ def test_csv_import_records_every_row_with_its_provenance(run_dir: Path,
     assert SUBJECT[third.attempt.target.start:third.attempt.target.end] == EXCERPT
     assert third.attempt.label == "road passage"
     assert second.attempt.label == "imported from captures.csv line 3"
-    note = after[-1]
+    assert isinstance(after[-1], Checkpoint) and after[-1].final  # the import is signed
+    note = after[-2]
     assert isinstance(note, Note) and note.kind == "import"
     assert note.data["sha256"] == res.source_sha256
     assert (note.data["rows"], note.data["imported"], note.data["skipped"]) == (3, 3, 0)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from casekit.case import load_case
 from casekit.ledger import LEDGER_NAME, Ledger, read_records, verify_chain
 from casekit.plan import build_plan
-from casekit.records import AttemptRecord, Note, RunEnd, RunStart
+from casekit.records import AttemptRecord, Checkpoint, Note, RunEnd, RunStart
 from casekit.run.runner import Runner
 from casekit.works import load_works
 from tests.conftest import REPO, SCRIPTED_MODELS, STRATEGIES, case_yaml
@@ -74,7 +74,9 @@ def test_run_records_every_attempt_once(case_dir: Path) -> None:
     out = Runner(case).run()
     assert out.complete
     recs = read_records(out.ledger_path)
-    assert isinstance(recs[0], RunStart) and isinstance(recs[-1], RunEnd)
+    assert isinstance(recs[0], RunStart) and isinstance(recs[-2], RunEnd)
+    assert isinstance(recs[-1], Checkpoint) and recs[-1].final  # signs the chain (anchor.py)
+    recs = recs[:-1]
     start = recs[0]
     assert {w.id for w in start.works} == {"subject", "control"}
     assert all(w.sha256.startswith("sha256:") for w in start.works)

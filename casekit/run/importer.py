@@ -436,7 +436,9 @@ def import_outputs(target: Path, source: Path, *, model_id: str | None = None) -
                         _attempt_id(fields, occurrence)))
     all_ids = [aid for _, _, aid in planned]
 
-    ledger = Ledger(run_dir).open()
+    from casekit.anchor import Anchor, load_or_create_key
+
+    ledger = Ledger(run_dir, anchor=Anchor(load_or_create_key())).open()
     try:
         done = ledger.recorded_attempt_ids()
         todo = [p for p in planned if p[2] not in done]
@@ -462,6 +464,7 @@ def import_outputs(target: Path, source: Path, *, model_id: str | None = None) -
                                "screenshots": sum(1 for _, f, _ in todo if f["screenshot"]),
                                "strategy_key": strategy_key, "imported_at": imported_at,
                                "casekit_version": casekit.__version__, "host": host_info()})
+        ledger.seal()
         return ImportResult(run_dir, ledger.path, source, file_sha, fmt, len(rows), len(todo),
                             skipped, all_ids, new_ids, ledger.head)
     finally:

@@ -23,6 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from casekit.anchor import (
+    DEFAULT_CHECKPOINT_EVERY,
+    Anchor,
+    AnchorError,
+    Timestamper,
+    load_or_create_key,
+)
 from casekit.case import LoadedCase, case_hash_form
 from casekit.errors import CaseError, CasekitError, LedgerError
 from casekit.ledger import Ledger
@@ -109,8 +116,22 @@ class Runner:
                  max_tries: int | None = None, argv: list[str] | None = None,
                  plan: Plan | None = None, rerun_of: dict[str, str] | None = None,
                  batch: bool = False, batch_poll_interval: float = DEFAULT_POLL_INTERVAL,
-                 batch_max_wait: float | None = DEFAULT_MAX_WAIT) -> None:
+                 batch_max_wait: float | None = DEFAULT_MAX_WAIT, *,
+                 anchor: Anchor | None = None, examiner_key: Path | None = None,
+                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+                 tsa_url: str | None = None, timestamper: Timestamper | None = None,
+                 retry_failed: bool = False) -> None:
         self.case = case
+        self.anchor = anchor
+        """Signs the ledger's checkpoints; by default the examiner key at ``examiner_key``
+        (else casekit.anchor.default_key_path()), made on first use."""
+        self.examiner_key = examiner_key
+        self.checkpoint_every = checkpoint_every
+        self.tsa_url = tsa_url
+        self.timestamper = timestamper
+        """Timestamps each checkpoint (the command line makes it from ``--tsa``)."""
+        self.retry_failed = retry_failed
+        """Also resend the attempts whose last try failed with a transient error."""
         self.batch = batch
         """Send chat/completion attempts through the provider's batch API (casekit.run.batch)."""
         self.batch_poll_interval = batch_poll_interval
@@ -147,6 +168,22 @@ class Runner:
                 raise self.case.model_error(i, exc) from None
         return self._providers[model_id]
 
+    def make_anchor(self) -> Anchor:
+        """The run's anchor (casekit.anchor): the examiner key, never kept in the run folder."""
+        if self.anchor is None:
+            if self.checkpoint_every < 1:
+                raise AnchorError(f"checkpoint interval {self.checkpoint_every}: give at least 1")
+            key = load_or_create_key(self.examiner_key)
+            if key.path.resolve().is_relative_to(self.run_dir.resolve()):
+                raise AnchorError(f"{key.path}: the examiner key is inside the run folder, which "
+                                  "is handed over with the ledger; keep it elsewhere "
+                                  "(--examiner-key, $CASEKIT_EXAMINER_KEY)")
+            if self.tsa_url and self.timestamper is None:
+                raise AnchorError(f"--tsa {self.tsa_url}: no timestamper given (internal)")
+            self.anchor = Anchor(key=key, every=self.checkpoint_every, tsa_url=self.tsa_url,
+                                 timestamper=self.timestamper)
+        return self.anchor
+
     def identities(self) -> list[ModelIdentity]:
         out = []
         for m in self.case.spec.models:
@@ -165,7 +202,7 @@ class Runner:
         self.stats.planned = len(plan)
         for m in self.case.spec.models:  # a model its provider refuses stops the run here,
             self.provider(m.id)          # before a run folder or a ledger exists
-        ledger = Ledger(self.run_dir)
+        ledger = Ledger(self.run_dir, anchor=self.make_anchor())
         ledger.open()
         try:
             fresh = self._start_or_resume(ledger, works, plan, started_at)
@@ -218,6 +255,7 @@ class Runner:
                 "argv": self.argv,
                 "started_at": started_at,
                 "rerun_of": self.rerun_of,
+                "examiner_key": self.make_anchor().key.identity(),
             }
 
             def build(base: dict[str, Any]) -> RunStart:
