@@ -116,8 +116,13 @@ def test_works_choose_the_profile_by_language_or_detection(tmp_path: Path) -> No
         load_case(tmp_path / "case.yaml")
 
 
-def test_cjk_case_runs_analyzes_and_reports_in_characters(tmp_path: Path) -> None:
+def test_cjk_case_runs_analyzes_and_reports_in_characters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from casekit.report.build import build_report
+    from casekit.report.sections import limitations
+
+    # Rendered where no CJK font is installed, the report says its CJK text may be boxes.
+    monkeypatch.setattr(limitations, "cjk_font_missing", lambda: True)
 
     case = _case(tmp_path)
     out = Runner(load_case(case), run_dir=tmp_path / "run").run()
@@ -138,6 +143,10 @@ def test_cjk_case_runs_analyzes_and_reports_in_characters(tmp_path: Path) -> Non
     assert "span \u2265 30 characters" in html
     assert f"longest span {benign[0].longest_words} characters" in html
     assert "thresholds are 2 characters per word" in html
+    assert "No font with Chinese or Japanese glyphs was installed" in html
+    monkeypatch.setattr(limitations, "cjk_font_missing", lambda: False)
+    html = build_report(out.run_dir, f, case_path=case).html.read_text(encoding="utf-8")
+    assert "No font with Chinese or Japanese glyphs" not in html
 
 
 def test_an_output_below_the_character_threshold_is_no_match(tmp_path: Path) -> None:

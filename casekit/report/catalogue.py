@@ -277,6 +277,11 @@ SHORT_HEADLINE = ("Short work ({kind}): {share} of the work reproduced ({covered
                   "threshold {min_span} {unit}, scaled to the work.")
 REFRAIN_ONCE = "the repeated refrain counted once"
 NO_REFRAIN = "no repeated refrain"
+#: Limitation: a CJK work rendered without a CJK font.
+LIMIT_NO_CJK_FONT = ("No font with Chinese or Japanese glyphs was installed when this PDF was "
+                     "rendered: the text of {works} may show as empty boxes here (the HTML "
+                     "report, findings.json and the ledger hold it exactly). Install such a "
+                     "font (e.g. Noto CJK) and render the report again.")
 #: A short work's passage the output has more than once (a chorus sung again): shown once.
 EXCERPT_REPEATS = "{n} times in the output, shown once"
 #: A short work's chance baseline (summary).

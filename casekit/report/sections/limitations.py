@@ -50,7 +50,32 @@ def build_limitations(f: Findings, case: CaseFile, floors: list[FloorView],
     missing = [fv.model_id for fv in floors if not fv.available]
     if missing:
         out.append(C.LIMIT_NO_FLOOR.format(models=", ".join(missing)))
+    cjk = sorted(wid for wid, b in f.works.items() if b.unit == "characters")
+    if cjk and cjk_font_missing():
+        out.append(C.LIMIT_NO_CJK_FONT.format(works=", ".join(cjk)))
     return out + (_data_limitations(f, inputs) if inputs is not None else [])
+
+
+def cjk_font_missing() -> bool:
+    """True when fontconfig (which WeasyPrint renders with) knows no font with Chinese or
+    Japanese glyphs: the PDF would show CJK characters as empty boxes. False when it has one,
+    or when fontconfig's ``fc-list`` is not there to ask."""
+    import shutil
+    import subprocess
+
+    fc = shutil.which("fc-list")
+    if fc is None:
+        return False
+    try:
+        found = [subprocess.run([fc, f":lang={lang}", "family"], capture_output=True, text=True,
+                                timeout=10, check=False).stdout.strip() for lang in ("zh", "ja")]
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if not all(found):
+        log.warning("no font with Chinese/Japanese glyphs is installed: CJK text in the PDF "
+                    "will show as empty boxes; install one (e.g. fonts-noto-cjk) and re-render")
+        return True
+    return False
 
 
 #: Request fields that give a model tools or retrieval; response markers of their use.
