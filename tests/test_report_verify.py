@@ -254,3 +254,30 @@ def test_bytes_overwritten_anywhere_fail_cleanly(built: Built, tmp_path: Path) -
     bad_ones = [v for v in verdicts if not (v[1] in (1, 2) and v[2])]
     assert not bad_ones, bad_ones
 
+
+
+def test_attachments_inflate_to_a_limit_scaled_to_the_pdf(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          ) -> None:
+    """A large matter's ledger inflates beyond pypdf's default 75 MB guard; the limit is scaled
+    to the file (INFLATE_RATIO x its size), so a genuine attachment reads and a decompression
+    bomb (a stream inflating far beyond its file) is refused as damage, not a traceback."""
+    from casekit.report import attachments
+
+    monkeypatch.setattr(attachments, "INFLATE_FLOOR", 1_000)  # scaled down from 75 MB
+
+    def pdf_with(name: str, data: bytes) -> Path:
+        from weasyprint import HTML, Attachment
+
+        path = tmp_path / f"{name}.pdf"  # embedded compressed, as casekit's reports are
+        HTML(string="<p>x</p>").write_pdf(path, attachments=[Attachment(string=data, name=name)])
+        return path
+
+    ledger = b"".join(b'{"seq":%d,"text":"a line of the ledger"}\n' % i for i in range(3000))
+    ok = pdf_with("ledger.jsonl", ledger)
+    assert len(ledger) > attachments.INFLATE_FLOOR  # beyond the (scaled) default guard
+    assert attachments.read_attachments(ok)["ledger.jsonl"] == ledger
+    bomb = pdf_with("bomb.bin", bytes(20_000_000))  # 20 MB of zeros in a ~20 KB file
+    assert bomb.stat().st_size * attachments.INFLATE_RATIO < 20_000_000
+    with pytest.raises(attachments.DamagedReport, match="cannot be read"):
+        attachments.read_attachments(bomb)

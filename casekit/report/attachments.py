@@ -19,9 +19,17 @@ class DamagedReport(Exception):
     """A PDF whose attachments cannot be read: a damaged or altered report (exit code 1)."""
 
 
+#: pypdf refuses, by default, to inflate any stream beyond 75 MB (a guard against decompression
+#: bombs). A large matter's ledger is bigger than that (50,000 attempts: about 200 MB), so the
+#: limit is scaled to the file instead: a stream may inflate to at most INFLATE_RATIO times the
+#: PDF's size (the JSON ledger compresses about 10:1), never less than the default.
+INFLATE_RATIO = 100
+INFLATE_FLOOR = 75_000_000
+
+
 def read_attachments(pdf: Path) -> dict[str, bytes]:
     """The PDF's embedded files by name. Raises BadReport if the file is not a PDF."""
-    from pypdf import PdfReader
+    from pypdf import PdfReader, apply_configuration
 
     try:
         head = pdf.open("rb").read(1024)
@@ -31,15 +39,20 @@ def read_attachments(pdf: Path) -> dict[str, bytes]:
     if b"%PDF-" not in head:
         raise BadReport(f"{pdf}: not a PDF file; give the report.pdf that `casekit report` "
                         "wrote")
+    size = pdf.stat().st_size
+    limit = max(INFLATE_FLOOR, INFLATE_RATIO * size)
     try:
-        reader = PdfReader(pdf)
-        found = reader.attachments
-        out: dict[str, bytes] = {}
-        for name in found:
-            data = found[name]
-            if len(data) != 1:
-                raise DamagedReport(f"attachment {name!r} appears {len(data)} times")
-            out[name] = data[0]
+        with apply_configuration(zlib_maximum_output_length=limit,
+                                 stream_decoding_work_maximum_length=limit,
+                                 maximum_declared_stream_length=max(INFLATE_FLOOR, size)):
+            reader = PdfReader(pdf)
+            found = reader.attachments
+            out: dict[str, bytes] = {}
+            for name in found:
+                data = found[name]
+                if len(data) != 1:
+                    raise DamagedReport(f"attachment {name!r} appears {len(data)} times")
+                out[name] = data[0]
     except DamagedReport:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure of untrusted input
