@@ -89,6 +89,81 @@ def kgram_valid(ids: np.ndarray, k: int) -> np.ndarray:
     return (bad[k:k + n] - bad[:n]) == 0
 
 
+def kgram_groups(ids: np.ndarray, k: int) -> np.ndarray:
+    """Per k-gram of ``ids``, a group number shared exactly by the equal k-grams (compared on
+    the ids, so a hash collision never joins two different k-grams); -1 for k-grams holding a
+    negative id. Group numbers are dense from 0 (in hash order, not text order).
+
+    Cost O(n log n) time and O(n) memory whatever the repetition: one sort of the hashes, one
+    column-wise check of the neighbours with equal hashes, and (only when two different
+    k-grams share a 64-bit hash) a lexicographic sort on the ids.
+    """
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    n = len(ids) - k + 1
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    h = kgram_hashes(ids, k)
+    pos = np.flatnonzero(kgram_valid(ids, k))
+    group = np.full(n, -1, dtype=np.int64)
+    if not len(pos):
+        return group
+    order = pos[np.argsort(h[pos], kind="stable")]
+    sh = h[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = sh[1:] != sh[:-1]
+    same = np.flatnonzero(~new)  # rows whose hash equals the previous row's
+    if len(same):
+        a, b = order[same - 1], order[same]
+        differ = np.zeros(len(same), dtype=bool)
+        for t in range(k):  # column by column: no (pairs x k) temporary
+            differ |= ids[a + t] != ids[b + t]
+        if differ.any():
+            log.debug("k-gram groups: %d hash collisions, sorting on the ids",
+                      int(differ.sum()))
+            # Sort on (hash, ids): equal k-grams become neighbours even when a colliding one
+            # sat between them in hash order.
+            keys = [ids[pos + t] for t in range(k - 1, -1, -1)]
+            order = pos[np.lexsort((*keys, h[pos]))]
+            new = np.ones(len(order), dtype=bool)
+            eq = h[order[1:]] == h[order[:-1]]
+            for t in range(k):
+                eq &= ids[order[1:] + t] == ids[order[:-1] + t]
+            new[1:] = ~eq
+    group[order] = np.cumsum(new) - 1
+    return group
+
+
+def kgram_first(ids: np.ndarray, k: int) -> np.ndarray:
+    """Start positions of the first occurrence of each distinct valid k-gram of ``ids``
+    (increasing). O(n log n), exact (see :func:`kgram_groups`)."""
+    group = kgram_groups(ids, k)
+    valid = np.flatnonzero(group >= 0)
+    if not len(valid):
+        return valid.astype(np.int64)
+    _, first = np.unique(group[valid], return_index=True)
+    return np.sort(valid[first]).astype(np.int64)
+
+
+def kgram_in(query_ids: np.ndarray, source_ids: np.ndarray, k: int) -> np.ndarray:
+    """Bool per k-gram of ``query_ids``: True where an equal k-gram occurs in ``source_ids``
+    (k-grams holding a negative id never occur). Linear in memory and O(n log n) in time in
+    the two lengths, however often either repeats a k-gram: unlike a pair lookup, it never
+    enumerates the (query, source) pairs."""
+    q = np.asarray(query_ids, dtype=np.int64)
+    src = np.asarray(source_ids, dtype=np.int64)
+    nq = len(q) - k + 1
+    if nq <= 0:
+        return np.zeros(0, dtype=bool)
+    if len(src) < k:
+        return np.zeros(nq, dtype=bool)
+    # One sequence: source, a -1 (no k-gram spans the join), query.
+    group = kgram_groups(np.concatenate((src, np.full(1, -1, dtype=np.int64), q)), k)
+    gs, gq = group[:len(src) - k + 1], group[len(src) + 1:]
+    seen = np.zeros(int(group.max()) + 2, dtype=bool)
+    seen[gs[gs >= 0]] = True
+    return (gq >= 0) & seen[gq]
+
+
 class KgramIndex:
     """Every k-gram of a work's word ids, sorted by hash, for vectorized exact lookups.
 
@@ -199,17 +274,25 @@ class KgramIndex:
             out[qpos] = cnt
         return out
 
-    def lookup(self, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(self, query_ids: np.ndarray, *, distinct: bool = False,
+               ) -> tuple[np.ndarray, np.ndarray]:
         """All ``(query_pos, work_pos)`` pairs whose k-grams are equal.
 
         Sorted by query position, then work position. k-grams containing a negative id
-        (unknown to the vocabulary, or masked) never match.
+        (unknown to the vocabulary, or masked) never match. With ``distinct=True`` only the
+        first occurrence of each distinct query k-gram is looked up: the set of work positions
+        found is the same, and a query repeating a k-gram costs no more than one holding it
+        once (the pairs are then at most the work's k-grams, not query x work).
         """
         q = np.ascontiguousarray(query_ids, dtype=np.int64)
         if len(q) < self.k or len(self.positions) == 0:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty.copy()
-        return self.pairs(q, *self.candidates(q))
+        qpos, lo, cnt, qh = self.candidates(q)
+        if distinct:
+            keep = np.isin(qpos, kgram_first(q, self.k), assume_unique=True)
+            qpos, lo, cnt = qpos[keep], lo[keep], cnt[keep]
+        return self.pairs(q, qpos, lo, cnt, qh)
 
     def pairs(self, q: np.ndarray, qpos: np.ndarray, lo: np.ndarray, cnt: np.ndarray,
               qh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from casekit.analysis.index import KgramIndex, Vocab
+from casekit.analysis.index import KgramIndex, Vocab, kgram_in
 from casekit.analysis.matcher import Opcode, Span, similarity_from_cost
 from casekit.normalize import Tokens, intersecting, tokenize
 
@@ -166,7 +166,8 @@ def _cover(starts: np.ndarray, m: int, n: int) -> np.ndarray:
 
 def _echo_hits(words: Sequence[str], prompts: Sequence[Sequence[str]], m: int) -> np.ndarray:
     """Bool over ``words``: True where the word lies in an m-gram occurring contiguously in
-    one of the prompts. Cost: the prompts plus ``words``."""
+    one of the prompts. Cost: O(n log n) time and O(n) memory in the prompts plus ``words``,
+    whatever their repetition."""
     if m < 1:
         raise ValueError(f"run length must be >= 1, got {m}")
     n = len(words)
@@ -176,8 +177,10 @@ def _echo_hits(words: Sequence[str], prompts: Sequence[Sequence[str]], m: int) -
     ids = _joined_ids(vocab, prompts, add=True)
     if len(ids) <= m:
         return np.zeros(n, dtype=bool)
-    qpos, _ = KgramIndex(ids, m).lookup(vocab.ids(words, add=False))
-    return _cover(qpos, m, n)
+    # A membership test, not a pair lookup: a prompt and an output repeating one sentence
+    # would otherwise make (output k-grams x prompt occurrences) pairs.
+    hit = kgram_in(vocab.ids(words, add=False), ids, m)
+    return _cover(np.flatnonzero(hit), m, n)
 
 
 def echo_mask(out: Tokens, prompt_texts: Sequence[str], min_words: int = 5,
@@ -218,7 +221,8 @@ class MgramTrim:
         if not prompts:
             return np.zeros(0, dtype=_I64)
         ids = _joined_ids(self.vocab, prompts, add=False)
-        _, wpos = self.index.lookup(ids)
+        # Each distinct prompt m-gram once: a prompt repeating a passage costs no more pairs.
+        _, wpos = self.index.lookup(ids, distinct=True)
         return np.unique(wpos).astype(_I64, copy=False)
 
     def positions(self, prompts: Sequence[Sequence[str]]) -> PositionMask:
