@@ -282,11 +282,9 @@ def _spaced_ellipsis(text: str, ss: np.ndarray, se: np.ndarray) -> _Mapped:
     return _apply_edits(text, ss, se, a, b, [""] * len(a))
 
 
-def _italics(text: str, ss: np.ndarray, se: np.ndarray) -> _Mapped:
-    if "_" not in text:
-        return text, ss, se
-    a: list[int] = []
-    b: list[int] = []
+def _italic_markers(text: str) -> list[int]:
+    """Positions of the underscores that open and close ``_x_`` italics, in order."""
+    out: list[int] = []
     pos = 0
     while True:
         m = _ITALICS_RE.search(text, pos)
@@ -296,10 +294,16 @@ def _italics(text: str, ss: np.ndarray, se: np.ndarray) -> _Mapped:
         if s > 0 and _is_word_char(text[s - 1]):
             pos = s + 1  # "snake_case": not an italics marker; the next "_" may open one
             continue
-        a += [s, m.end() - 1]
-        b += [s + 1, m.end()]
+        out += [s, m.end() - 1]
         pos = m.end()
-    return _apply_edits(text, ss, se, a, b, [""] * len(a))
+    return out
+
+
+def _italics(text: str, ss: np.ndarray, se: np.ndarray) -> _Mapped:
+    if "_" not in text:
+        return text, ss, se
+    a = _italic_markers(text)
+    return _apply_edits(text, ss, se, a, [x + 1 for x in a], [""] * len(a))
 
 
 def _lowercase(text: str, ss: np.ndarray, se: np.ndarray) -> _Mapped:
@@ -487,10 +491,15 @@ def _inert(c: str) -> bool:
 _FAST_WORDS = np.array([chr(c).isalnum() or chr(c) == "_" for c in range(128)], dtype=bool)
 _FAST_ALNUM = np.array([chr(c).isalnum() for c in range(128)], dtype=bool)
 
+_FastRuns = tuple[np.ndarray, np.ndarray, dict[int, str]]
+"""Kept tokens' raw starts and ends, and the words of tokens joined across a line break."""
 
-def _fast_word_runs(raw: str, profile: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The kept tokens' raw spans (starts, ends) under ``words`` or ``light-words`` when the
-    fast path applies (see above), else None."""
+
+def _fast_word_runs(raw: str, profile: str) -> _FastRuns | None:
+    """The kept tokens under ``words`` or ``light-words`` when the fast path applies (see
+    above), else None. Light normalization's italics become non-word characters (removing them
+    joins nothing: an italics underscore has a non-word character or the text's edge outside
+    it) and a word hyphenated across a line break becomes one token over both halves."""
     if raw.isascii():
         cps = np.frombuffer(raw.encode("ascii"), dtype=np.uint8)
     else:
@@ -502,29 +511,68 @@ def _fast_word_runs(raw: str, profile: str) -> tuple[np.ndarray, np.ndarray] | N
         elif not all(_inert(c) for c in odd):
             return None
         cps = _codepoints(raw)
-    if profile == "light-words" and ("_" in raw or ("\n" in raw and _HYPHEN_BREAK_RE.search(raw))):
-        return None
     ascii_ = cps < 128
     low = np.minimum(cps, 127)
     alnum = _FAST_ALNUM[low] & ascii_
-    word = (_FAST_WORDS[low] & ascii_) if profile == "words" else alnum
+    word = _FAST_WORDS[low] & ascii_
+    joins: list[tuple[int, int]] = []
+    if profile == "light-words":
+        if "\n" in raw and "-" in raw:
+            n = len(raw)
+            joins = [(m.start(), m.end()) for m in _HYPHEN_BREAK_RE.finditer(raw)
+                     if m.start() > 0 and m.end() < n and word[m.start() - 1] and word[m.end()]]
+        if "_" in raw:
+            if joins:
+                return None  # an italics marker may border a join: the general path decides
+            markers = _italic_markers(raw)
+            if markers:
+                word = word.copy()
+                word[markers] = False
     d = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
     starts = np.flatnonzero(d == 1)
     ends = np.flatnonzero(d == -1)
-    if profile == "words" and "_" in raw:
+    joined: dict[int, str] = {}
+    if joins:
+        # Merge the run ending where a join starts with the run starting where it ends.
+        by_end = {int(e): i for i, e in enumerate(ends.tolist())}
+        by_start = {int(s0): i for i, s0 in enumerate(starts.tolist())}
+        nxt: dict[int, int] = {}
+        for a, b in joins:
+            i, j = by_end.get(a), by_start.get(b)
+            if i is not None and j is not None:
+                nxt[i] = j
+        drop = set(nxt.values())
+        keep_runs = [i for i in range(len(starts)) if i not in drop]
+        new_ends = []
+        for k, i in enumerate(keep_runs):
+            parts = [i]
+            while parts[-1] in nxt:
+                parts.append(nxt[parts[-1]])
+            new_ends.append(ends[parts[-1]])
+            if len(parts) > 1:
+                joined[k] = "".join(raw[starts[p]:ends[p]] for p in parts)
+        starts = starts[keep_runs]
+        ends = np.asarray(new_ends, dtype=np.int64)
+    if "_" in raw:
         cs = np.concatenate(([0], np.cumsum(alnum, dtype=np.int64)))
         keep = cs[ends] > cs[starts]  # a run of underscores alone is dropped
-        starts, ends = starts[keep], ends[keep]
-    return starts.astype(np.int64, copy=False), ends.astype(np.int64, copy=False)
+        if not keep.all():
+            if joined:
+                idx = np.flatnonzero(keep).tolist()
+                joined = {n: joined[o] for n, o in enumerate(idx) if o in joined}
+            starts, ends = starts[keep], ends[keep]
+    return starts.astype(np.int64, copy=False), ends.astype(np.int64, copy=False), joined
 
 
-def _fast_tokens(raw: str, profile: str, runs: tuple[np.ndarray, np.ndarray],
+def _fast_tokens(raw: str, profile: str, runs: _FastRuns,
                  exclude: Sequence[tuple[int, int]]) -> Tokens:
-    starts, ends = runs
+    starts, ends, joined = runs
+    words = [joined[i].lower() if i in joined else raw[a:b].lower()
+             for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True))]
     if len(exclude):
         ok = ~intersecting(starts, ends, exclude)
         starts, ends = starts[ok], ends[ok]
-    words = [raw[a:b].lower() for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+        words = [w for w, k in zip(words, ok.tolist(), strict=True) if k]
     return Tokens(words=words, starts=starts, ends=ends, profile=profile)
 
 

@@ -249,6 +249,29 @@ def test_property_fast_path_equals_general_tokenizer(raw: str,
         _same(tokenize(raw, profile, exclude), _tokenize_general(raw, profile, exclude))
 
 
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="aB1_-\n \t.,\u2014\u2019", max_size=40))
+def test_property_fast_path_handles_italics_and_line_broken_words(raw: str) -> None:
+    # Dense in what the fast path rewrites: _italics_ and words hyphenated across a line break.
+    for profile in ("words", "light-words"):
+        _same(tokenize(raw, profile), _tokenize_general(raw, profile, ()))
+
+
+def test_fast_path_examples_of_italics_and_joins() -> None:
+    from casekit.normalize import _fast_word_runs
+
+    for raw, words in (("An _italic_ word and snake_case.", ["an", "italic", "word", "and",
+                                                             "snake_case"]),
+                       ("A well-\n  known word.", ["a", "wellknown", "word"])):
+        assert _fast_word_runs(raw, "light-words") is not None  # taken, not declined
+        t = tokenize(raw, "light-words")
+        assert t.words == words
+        _same(t, _tokenize_general(raw, "light-words", ()))
+    assert "well-\n  known" in [raw[a:b] for a, b in zip(t.starts, t.ends, strict=True)]
+    # Both in one text: declined (an italics marker could border a join).
+    assert _fast_word_runs("_a_ b-\nc", "light-words") is None
+
+
 def test_fast_path_equals_general_tokenizer_on_a_novel() -> None:
     import gzip
     from pathlib import Path
