@@ -144,6 +144,7 @@ def test_cjk_case_runs_analyzes_and_reports_in_characters(
     assert f"longest span {benign[0].longest_words} characters" in html
     assert "thresholds are 2 characters per word" in html
     assert "No font with Chinese or Japanese glyphs was installed" in html
+    assert "(in characters for the Chinese, Japanese or Korean works control, subject)" in html
     monkeypatch.setattr(limitations, "cjk_font_missing", lambda: False)
     html = build_report(out.run_dir, f, case_path=case).html.read_text(encoding="utf-8")
     assert "No font with Chinese or Japanese glyphs" not in html

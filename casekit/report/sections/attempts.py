@@ -99,6 +99,8 @@ class AttemptSample:
     """SHA-256 of attempts.csv as attached."""
     rows_sha256: str
     """The content hash of the rows findings.json cites (independent of Parquet's layout)."""
+    units_note: str = ""
+    """Which works count characters, not words (CJK), for "Longest span"; "" if none."""
 
 
 def sample_key(seed: int, attempt_id: str) -> str:
@@ -201,4 +203,5 @@ def build_attempts(f: Findings, case: CaseFile, model_ids: Sequence[str],
         listing_rows=f"{cited.rows:,}",
         parquet_name=ATTEMPTS_ATTACHMENT, csv_name=ATTEMPTS_CSV_ATTACHMENT,
         parquet_sha256=sha256_bytes(files.attempts), csv_sha256=sha256_bytes(files.attempts_csv),
-        rows_sha256=cited.sha256)
+        rows_sha256=cited.sha256,
+        units_note=", ".join(sorted(w for w, b in f.works.items() if b.unit == "characters")))
