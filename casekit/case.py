@@ -247,8 +247,10 @@ class CaseFile(UserModel):
 
     case: CaseMeta
     works: list[WorkSpec] = Field(min_length=1)
-    models: list[ModelSpec] = Field(min_length=1)
-    strategies: list[StrategySpec] = Field(min_length=1)
+    models: list[ModelSpec] = Field(default_factory=list)
+    """Empty (with no strategies) for an evidence-only case: outputs captured elsewhere,
+    added with ``casekit import CASE FILE``."""
+    strategies: list[StrategySpec] = Field(default_factory=list)
     thresholds: Thresholds = Thresholds()
     decoding: DecodingSpec = DecodingSpec()
     """Default decoding for generation; greedy (temperature 0) unless set."""
@@ -279,6 +281,11 @@ class CaseFile(UserModel):
     def _cross_refs(self) -> CaseFile:
         work_ids = {w.id for w in self.works}
         model_ids = {m.id for m in self.models}
+        if bool(self.models) != bool(self.strategies):
+            have, lack = ("models", "strategies") if self.models else ("strategies", "models")
+            raise _LocatedError(
+                (have,), f"{have} without {lack}: add {lack} to run the case, or remove "
+                f"{have} for an evidence-only case (outputs added with `casekit import`)")
         for i, s in enumerate(self.strategies):
             for mid in s.models or []:
                 if mid not in model_ids:

@@ -40,7 +40,7 @@ import os
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +54,6 @@ from casekit.canonical import Canonical, canonical_json, sha256_bytes
 from casekit.errors import LedgerError
 from casekit.provenance import iso_utc
 from casekit.records import (
-    IMPORT_STRATEGY,
     OMIT_IF_NONE,
     AttemptRecord,
     Checkpoint,
@@ -62,6 +61,7 @@ from casekit.records import (
     Note,
     RunEnd,
     RunStart,
+    is_imported,
 )
 
 
@@ -458,7 +458,7 @@ class Ledger:
         if isinstance(record, AttemptRecord):
             a = record.attempt
             if a.id not in self._attempts:
-                if a.strategy == IMPORT_STRATEGY:
+                if is_imported(a.strategy, a.strategy_key):
                     self._imported += 1  # not planned: never counts toward the plan
                 else:
                     self._by_model[a.model_id] += 1
@@ -537,6 +537,27 @@ class Ledger:
             return record.model_copy(update={"hash": digest})
         # The record as indexed, with its hash (a checkpoint's note may follow it).
         return next(r for r in reversed(self.run_records) if r.seq == record.seq)
+
+    def append_batch(self, builds: Iterable[Callable[[dict[str, Any]], LedgerRecord]], *,
+                     batch: int = 10_000) -> int:
+        """Write many records (``casekit import``), fsyncing once per ``batch`` records and
+        once at the end, not once per record. Each ``build`` gets the base fields at the moment
+        of writing. A crash leaves a prefix of them in the chain (whole records: a torn last
+        line is moved aside on the next open), so writing them again skips what is recorded.
+        Returns how many were written."""
+        self._raise_failure()
+        self._drain_pending()
+        assert self._fh is not None
+        n = 0
+        for build in builds:
+            self._write(build(self.base_fields()), flush=False)
+            n += 1
+            if not n % batch:
+                self._fh.flush()
+                self._fsync_all()
+        self._fh.flush()
+        self._fsync_all()
+        return n
 
     def submit(self, build: Callable[[dict[str, Any]], LedgerRecord], *,
                defer: bool = False) -> None:
@@ -664,6 +685,10 @@ class Ledger:
     def recorded_planned(self) -> int:
         """How many distinct planned attempts are recorded (imported outputs excluded)."""
         return len(self._attempts) - self._imported
+
+    def imported_count(self) -> int:
+        """How many distinct imported attempts are recorded."""
+        return self._imported
 
     def attempt_counts(self, strategy: str | None = None) -> Counter[str]:
         """Recorded attempts by status (``ok``, ``refusal``, ``error``), of one strategy if

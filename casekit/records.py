@@ -16,6 +16,13 @@ IMPORT_STRATEGY = "imported"
 """The strategy name of attempts imported from elsewhere (``casekit import``), not planned."""
 
 Intent = Literal["benign", "adversarial", "reconstruction"]
+
+
+def is_imported(strategy: str, strategy_key: str) -> bool:
+    """An attempt captured outside casekit (``casekit import``), not planned. Its strategy is
+    the kind the importer stated (``name_cloze``, ...) or ``imported`` (free-form); its key
+    always begins with ``imported@``."""
+    return strategy == IMPORT_STRATEGY or strategy_key.startswith(IMPORT_STRATEGY + "@")
 Mode = Literal["chat", "completion", "score"]
 Outcome = Literal["match", "no_match", "refusal", "error", "unscorable"]
 

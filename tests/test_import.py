@@ -220,9 +220,9 @@ def test_row_errors_name_line_column_and_fix(run_dir: Path, import_dir: Path,
 
 
 def test_file_level_errors(run_dir: Path, import_dir: Path) -> None:
-    rows = [{k: v for k, v in r.items() if k != "intent"} for r in ROWS]
+    rows = [{k: v for k, v in r.items() if k != "output"} for r in ROWS]
     _fails(run_dir, write_csv(import_dir / "c.csv", rows),
-           f"{import_dir / 'c.csv'}:1: intent: required column is missing")
+           f"{import_dir / 'c.csv'}:1: output: required column is missing")
     bad = import_dir / "c.jsonl"
     bad.write_text(json.dumps(ROWS[0]) + "\n{not json\n")
     _fails(run_dir, bad, f"{bad}:2: not valid JSON")

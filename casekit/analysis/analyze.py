@@ -66,7 +66,7 @@ from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, iter_verified_lines
 from casekit.normalize import Tokens, tokenize
 from casekit.pz import TeacherForced, can_compute, log_p_z
-from casekit.records import IMPORT_STRATEGY, AttemptRecord, RunEnd, RunStart
+from casekit.records import AttemptRecord, RunEnd, RunStart, is_imported
 from casekit.shortworks import is_short
 from casekit.stats import BootstrapRate, clopper_pearson_upper, clustered_rate, rate
 from casekit.strategies.measures import (
@@ -576,8 +576,9 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
                 if an is None:
                     raise CasekitError(f"{run_dir}: the ledger has an attempt (record seq "
                                        f"{rec.seq}) before its run_start record")
-                (imported_ids if rec.attempt.strategy == IMPORT_STRATEGY else run_ids).add(
-                    rec.attempt.id)
+                ra = rec.attempt
+                (imported_ids if is_imported(ra.strategy, ra.strategy_key) else run_ids).add(
+                    ra.id)
                 if workers == 1:
                     take(an.attempt(rec), None, None)
                     continue
@@ -596,18 +597,22 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
     if start is None or an is None:
         raise CasekitError(f"{run_dir}: the ledger has no run_start record")
     spec = an.case
+    # The case's models, then those only imported outputs name (an evidence-only case has
+    # no models of its own).
+    model_ids = [m.id for m in spec.models]
+    model_ids += sorted({x.model_id for x in analyses} - set(model_ids))
     findings = []
-    for m in spec.models:
+    for mid in model_ids:
         for ws in spec.works:
-            if any(x.model_id == m.id and x.work_id == ws.id for x in analyses):
-                findings.append(an.model_work(m.id, ws.id, analyses))
+            if any(x.model_id == mid and x.work_id == ws.id for x in analyses):
+                findings.append(an.model_work(mid, ws.id, analyses))
     findings = taxonomy.apply_controls(findings)
     controls = []
-    for m in spec.models:
-        ctrl = [x for x in analyses if x.model_id == m.id and x.role == "control"
+    for mid in model_ids:
+        ctrl = [x for x in analyses if x.model_id == mid and x.role == "control"
                 and x.mode != "score"]
         k = sum(1 for x in ctrl if x.longest_words >= an.th_of[x.work_id].min_span_words)
-        cf = [f for f in findings if f.model_id == m.id and f.role == "control"]
+        cf = [f for f in findings if f.model_id == mid and f.role == "control"]
         # The control floor's top-1 share is the teacher-forced summary's (the top1_share
         # measure's fields), read through the measure API.
         summaries = [s.teacher_forced for f in cf
@@ -620,7 +625,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
                 sum(1 for x in sel if x.longest_words >= an.th_of[x.work_id].min_span_words),
                 len(sel))
         controls.append(ControlFloor(
-            model_id=m.id, attempts=rate(k, len(ctrl)), by_intent=by_intent,
+            model_id=mid, attempts=rate(k, len(ctrl)), by_intent=by_intent,
             upper_95=round(clopper_pearson_upper(k, len(ctrl)), 6) if ctrl else None,
             max_coverage=max((f.coverage.share for f in cf), default=0.0),
             max_bmc5=max((f.bmc["5"] for f in cf), default=0.0),
@@ -629,7 +634,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
     comparisons = []
     by_key = {(f.model_id, f.work_id): f for f in findings}
     for ws in spec.works:
-        models = [m.id for m in spec.models if (m.id, ws.id) in by_key]
+        models = [mid for mid in model_ids if (mid, ws.id) in by_key]
         for ma, mb in itertools.combinations(models, 2):
             fa, fb = by_key[(ma, ws.id)], by_key[(mb, ws.id)]
             comparisons.append(ModelComparison(

@@ -49,6 +49,7 @@ from casekit.report.sections.cover import (
 from casekit.report.sections.custody import build_custody
 from casekit.report.sections.exhibits import EXHIBITS_PER_FINDING, build_exhibits
 from casekit.report.sections.further import build_further
+from casekit.report.sections.imported import build_imported
 from casekit.report.sections.limitations import build_limitations
 from casekit.report.sections.manifest import build_manifest_view
 from casekit.report.sections.methods import build_methods
@@ -112,7 +113,7 @@ def build_model(findings: Findings, inputs: Inputs,
         cover=build_cover(f, case, st, end), overview=overview, summary=summary,
         absence_caveat=ABSENCE_CAVEAT,
         category_text=dict(CATEGORY_TEXT), tf_models=build_tf_models(f, works, model_ids),
-        methods=build_methods(f, case, st), controls=floors,
+        methods=build_methods(f, case, st, build_imported(inputs.records)), controls=floors,
         control_works=[f"{w.id} ({w.title})" for w in case.works if w.role == "control"],
         exhibit_groups=ex.groups, exhibits_shown=ex.shown, exhibits_total=ex.total,
         exhibits_per_finding=exhibits_per_finding,

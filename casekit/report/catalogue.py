@@ -132,6 +132,8 @@ HIGHLIGHT_FALLBACK = ("The recorded word offsets do not line up with this caseki
                       "tokenizer; whole spans are highlighted instead of word by word.")
 NOT_REPORTED_BY_PROVIDER = "not reported by the provider"
 NOT_REPORTED = "not reported"
+NOT_RECORDED = "not recorded"
+IMPORTED_PROMPT_GIVEN = " (the prompt below is the passage or prefix the source says was given)"
 DECODING_IMPORTED = "unknown: the request was sent outside casekit (imported output)"
 IMPORTED = "IMPORTED: captured outside casekit; casekit sent no request"
 SPAN_DETAIL = "work chars {chars}, {words} {unit} ({matched} exact), similarity {similarity}"
@@ -198,9 +200,26 @@ LIMIT_FAILURES = (
 LIMIT_INCOMPLETE = (
     "The run is incomplete: {recorded} of {planned} planned attempts were recorded. The "
     "figures cover the recorded attempts only.")
+IMPORTED_KIND = "{kind} (analyzed as casekit's {strategy} attempts)"
+IMPORTED_UNSTATED = "no kind stated (analyzed as free-form: span matching by declared intent)"
+IMPORTED_FILES = "{n} output(s) from {files}"
+IMPORTED_SOURCES = "sources as recorded: {sources}"
+IMPORTED_FIELD = "{what} recorded for {k} of {n}"
+IMPORTED_DECODING = "decoding stated for {k} of {n} (otherwise unknown)"
+IMPORTED_MISSING = "{what} not recorded for {k} of {n}"
+IMPORTED_INTRO = (
+    "Outputs captured outside casekit (casekit import): casekit sent none of these requests. "
+    "What the sources recorded of how each was obtained, by the kind of attempt the importer "
+    "stated; a field the source lacks is printed \u201cnot recorded\u201d, never filled in.")
+LIMIT_IMPORTED_UNSTATED = (
+    " {unstated} of them stated no kind of attempt and are analyzed as free-form (span "
+    "matching by their declared intent): a name-cloze answer or a prefix continuation among "
+    "them is not measured as one.")
+LIMIT_IMPORTED_MISSING = " The sources did not record everything: {missing}."
 LIMIT_IMPORTED = (
     "Imported outputs: {imported} attempt(s) were captured outside casekit (casekit import) "
-    "and are counted in the figures with the intent their importer declared. casekit did not "
+    "and are counted in the figures as the kind of attempt their importer stated, with its "
+    "intent (Methods, Imported outputs). casekit did not "
     "send those requests: their prompts, times and decoding parameters are as the capture "
     "states them and cannot be re-run or verified against the provider; each is labelled "
     "IMPORTED in its exhibit, and its strategy key begins with imported@ in Attempts by "

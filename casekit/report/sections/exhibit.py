@@ -139,21 +139,42 @@ def _imported_provenance(rec: AttemptRecord) -> list[KV] | None:
     file_info = prov.get("file")
     file: dict[str, Any] = file_info if isinstance(file_info, dict) else {}
     shot = prov.get("screenshot")
+    def known(key: str) -> str:
+        value = prov.get(key)
+        return C.NOT_RECORDED if value is None else str(value)
+
+    captured = (f"{prov.get('captured_at')} (UTC {prov.get('captured_at_utc')})"
+                if prov.get("captured_at") is not None else C.NOT_RECORDED)
+    kind = (str(prov.get("kind")) if prov.get("kind_stated")
+            else C.IMPORTED_UNSTATED if "kind_stated" in prov else None)
     rows = [
         KV("Imported", C.IMPORTED),
-        KV("Captured at", f"{prov.get('captured_at')} (UTC {prov.get('captured_at_utc')})"),
-        KV("Captured by", str(prov.get("captured_by"))),
-        KV("Source", str(prov.get("source"))),
-        KV("Model as captured", str(prov.get("model"))),
+        KV("Captured at", captured),
+        KV("Captured by", known("captured_by")),
+        KV("Source", known("source")),
+        KV("Model as captured", known("model")),
         KV("Import file", f"{file.get('name')}, line {file.get('line')}, {file.get('sha256')}"),
         KV("Imported at (UTC)", str(prov.get("imported_at"))),
     ]
+    if kind is not None:
+        rows.append(KV("Kind of attempt", kind))
+    if prov.get("prompt_recorded") is False:
+        rows.append(KV("Prompt", C.NOT_RECORDED + C.IMPORTED_PROMPT_GIVEN))
     if isinstance(shot, dict):
         rows.append(KV("Screenshot", f"{shot.get('path', shot.get('name'))}, "
                                      f"{shot.get('sha256')}"))
     elif shot:
         rows.append(KV("Screenshot", str(shot)))
     return rows
+
+
+def _captured_utc(rec: AttemptRecord) -> str:
+    """An imported attempt's capture time in UTC, or "not recorded" (its record's times are
+    then the import's)."""
+    raw = rec.result.raw_response if rec.result else None
+    prov = raw.get("imported") if isinstance(raw, dict) else None
+    when = prov.get("captured_at_utc") if isinstance(prov, dict) else None
+    return str(when) if when else C.NOT_RECORDED
 
 
 def _decoding_text(a: PlannedAttempt) -> str:
@@ -234,7 +255,7 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
     details = [
         KV("Attempt", a.id),
         KV("Ledger record", f"seq {rec.seq}, {rec.hash}"),
-        KV("Completed (UTC)", rec.completed_at),
+        KV("Completed (UTC)", rec.completed_at if imported is None else _captured_utc(rec)),
         KV("Requested model", requested),
         KV("Returned model", (result.returned_model if result and result.returned_model
                               else C.NOT_REPORTED_BY_PROVIDER)),

@@ -17,6 +17,7 @@ from casekit.records import AttemptRecord
 from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.sections.controls import FloorView
+from casekit.report.sections.imported import build_imported
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,14 @@ def build_limitations(f: Findings, case: CaseFile, floors: list[FloorView],
         out.append(C.LIMIT_INCOMPLETE.format(recorded=f"{f.recorded_attempts:,}",
                                              planned=f"{f.planned_attempts:,}"))
     if f.imported_attempts:
-        out.append(C.LIMIT_IMPORTED.format(imported=f"{f.imported_attempts:,}"))
+        text = C.LIMIT_IMPORTED.format(imported=f"{f.imported_attempts:,}")
+        if inputs is not None:
+            summary = build_imported(inputs.records)
+            if summary.unstated:
+                text += C.LIMIT_IMPORTED_UNSTATED.format(unstated=f"{summary.unstated:,}")
+            if summary.missing:
+                text += C.LIMIT_IMPORTED_MISSING.format(missing="; ".join(summary.missing))
+        out.append(text)
     missing = [fv.model_id for fv in floors if not fv.available]
     if missing:
         out.append(C.LIMIT_NO_FLOOR.format(models=", ".join(missing)))

@@ -13,6 +13,7 @@ from casekit.analysis.taxonomy import CATEGORY_TEXT
 from casekit.case import CaseFile
 from casekit.records import RunStart
 from casekit.report import catalogue as C
+from casekit.report.sections.imported import ImportedSummary
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -48,6 +49,9 @@ class Methods:
     legal_note: str
     work_bases: list[KV] = field(default_factory=list)
     """Works measured on their own basis (CJK in characters, short works): work, rule."""
+    imported: list[KV] = field(default_factory=list)
+    """What is known of how imported outputs were obtained, per kind (empty: none)."""
+    imported_intro: str = ""
 
 
 def _strategy_info(name: str) -> tuple[str, str]:
@@ -72,8 +76,10 @@ def definition_label(key: str) -> str:
     return C.FURTHER_DEFINITION_LABELS.get(key, key)
 
 
-def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
-    """Profiles, thresholds, definitions, strategies and decoding as the run used them."""
+def build_methods(f: Findings, case: CaseFile, start: RunStart,
+                  imported: ImportedSummary | None = None) -> Methods:
+    """Profiles, thresholds, definitions, strategies and decoding as the run used them, and
+    what is known of how imported outputs were obtained."""
     profiles = []
     for use in ordered(f.profiles, ("spans", "bmc")):
         prof = f.profiles[use]
@@ -133,4 +139,6 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart) -> Methods:
         for wid, b in sorted(f.works.items())]
     return Methods(profiles=profiles, thresholds=thresholds, definitions=definitions,
                    categories=categories, strategies=strategies, decoding=decoding,
-                   legal_defaults=legal, legal_note=legal_note, work_bases=work_bases)
+                   legal_defaults=legal, legal_note=legal_note, work_bases=work_bases,
+                   imported=imported.rows if imported else [],
+                   imported_intro=C.IMPORTED_INTRO if imported and imported.rows else "")

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from casekit.analysis.findings import Findings
 from casekit.records import (
-    IMPORT_STRATEGY,
     AttemptRecord,
+    is_imported,
 )
 from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
@@ -145,7 +145,7 @@ def build_reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reli
                 f"{k} {v:,}" for k, v in sorted(refused.items())) + ")" if ref_total else ""),
             filtered=f"{filtered:,}", failed=f"{failed:,}",
             tries=f"{tries:,}" + (C.IMPORTED_NO_TRIES if any(
-                r.attempt.strategy == IMPORT_STRATEGY for r in recs) else ""),
+                is_imported(r.attempt.strategy, r.attempt.strategy_key) for r in recs) else ""),
             retried=f"{retried:,}",
             failed_tries=(C.FAILED_TRIES.format(transient=f"{kinds['transient']:,}",
                                                 rate_limit=f"{kinds['rate_limit']:,}",
