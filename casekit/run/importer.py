@@ -86,7 +86,7 @@ from typing import Any, get_args
 
 import casekit
 from casekit.canonical import canonical_json, sha256_bytes, sha256_file
-from casekit.case import CaseFile, LoadedCase
+from casekit.case import CaseFile, LoadedCase, case_hash_form
 from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, Ledger, iter_records
 from casekit.provenance import host_info, iso_utc
@@ -559,7 +559,7 @@ def evidence_run_start(case: LoadedCase, run_dir: Path, base: dict[str, Any]) ->
     works = load_works(case)
     return RunStart(
         **base, run_id=run_dir.name, case_path=str(case.path), case_sha256=case.sha256,
-        case=case.spec.model_dump(mode="json"), works=[work_manifest(case, w) for w in works],
+        case=case_hash_form(case.spec), works=[work_manifest(case, w) for w in works],
         models=[], plan_sha256=plan_sha256([]), planned_attempts=0, versions=versions(),
         git=git_state(Path(__file__).resolve().parent), host=host_info(), argv=list(sys.argv),
         started_at=base["recorded_at"])
@@ -619,10 +619,12 @@ def import_outputs(target: Path, source: Path, *, model_id: str | None = None) -
 
     from casekit.anchor import Anchor, load_or_create_key
 
-    ledger = Ledger(run_dir, anchor=Anchor(load_or_create_key())).open()
+    anchor = Anchor(load_or_create_key())
+    ledger = Ledger(run_dir, anchor=anchor).open()
     try:
         if new_case is not None and ledger.empty:  # the evidence-only case's run begins
-            ledger.append(start.model_copy(update=ledger.base_fields()))
+            ledger.append(start.model_copy(update={**ledger.base_fields(),
+                                                   "examiner_key": anchor.key.identity()}))
             ledger.append(RunEnd(**ledger.base_fields(), attempts_recorded=0,
                                  attempts_planned=0, complete=True,
                                  counts={"ok": 0, "refusal": 0, "error": 0}))
