@@ -16,6 +16,17 @@ asserted.
 
 The novel: --novel PATH, else ../shared/corpus/austen-emma.txt when that folder is there, else
 benchmarks/data/austen-emma.txt.gz (Project Gutenberg #158, public domain, shipped here).
+
+With ``--wam-reference PATH`` (Liu et al.'s evaluation/memorization_eval_metrics.py from
+cauchy221/Alignment-Whack-a-Mole-Code, kept outside this repository) it also compares casekit
+with that script on a Whack-a-Mole-format workload built from the whole novel
+(benchmarks/wam_workload.py): the script runs in its own interpreter with nltk and tqdm
+(``--wam-python``, else $WAM_PYTHON, else /tmp/wam-venv/bin/python), casekit analyzes the same
+generations imported into a run, and the four numbers of both are printed side by side with
+the time ratio. The exit status is 1 when they differ.
+
+    .venv/bin/python benchmarks/matter_bench.py --sizes "" --cost-attempts 0 \
+        --wam-reference /path/to/memorization_eval_metrics.py
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.memorized_server import Book, planted  # noqa: E402
+from benchmarks.wam_workload import Workload, make_workload  # noqa: E402
 
 SHARED_NOVEL = REPO.parent / "shared" / "corpus" / "austen-emma.txt"
 SHIPPED_NOVEL = HERE / "data" / "austen-emma.txt.gz"
@@ -141,12 +153,18 @@ def write_case(folder: Path, subject: str, control: str, url: str, per_model: in
 
 def run_stage(name: str, args: list[str], log: Path, timeout: float) -> Stage:
     """One `casekit` command in its own process: wall time and the child's peak RSS."""
+    return run_timed(name, [sys.executable, "-m", "casekit.cli", *args], log, timeout,
+                     f"casekit {' '.join(args)}")
+
+
+def run_timed(name: str, cmd: list[str], log: Path, timeout: float, shown: str) -> Stage:
+    """A command in its own process, output appended to ``log``: wall time and the child's
+    peak RSS."""
     t0 = time.perf_counter()
     with log.open("ab") as out:
-        out.write(f"\n$ casekit {' '.join(args)}\n".encode())
+        out.write(f"\n$ {shown}\n".encode())
         out.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "casekit.cli", *args], stdout=out,
-                                stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = t0 + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -244,6 +262,217 @@ def target(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+# --- the Whack-a-Mole reference comparison ------------------------------------------------------
+
+WAM_VENV = "/tmp/wam-venv/bin/python"
+WAM_HOWTO = "python -m venv /tmp/wam-venv && /tmp/wam-venv/bin/pip install nltk tqdm"
+WAM_MODEL, WAM_WORK = "wam", "novel"
+WAM_ARGS = ["--k", "5", "--trim_k", "5", "--span_threshold", "20"]
+WAM_KEYS = ("bmc_score", "longest_memorized_block", "longest_regurgitated_span",
+            "num_regurgitated_spans")
+# Runs the reference script as __main__, unchanged, with its own command line, then writes the
+# `results` its main block computed (exact, where it prints BMC@k rounded to 0.01 %).
+WAM_RUN = """
+import json, runpy, sys
+out, sys.argv = sys.argv[1], sys.argv[2:]
+results = runpy.run_path(sys.argv[0], run_name="__main__")["results"]
+with open(out, "w") as fh:
+    json.dump(results, fh)
+"""
+# The reference's book words (its own tokenizer and excerpt order), for the equality check.
+WAM_WORDS = """
+import json, runpy, sys
+ref = runpy.run_path(sys.argv[1], run_name="wam_reference")
+with open(sys.argv[2], encoding="utf-8") as fh:
+    index, _ = ref["_build_book_index"](json.load(fh))
+with open(sys.argv[3], "w") as fh:
+    json.dump(index.words, fh)
+"""
+_WAM_PRINTED = {
+    "bmc_score": r"BMC@\d+:\s+([\d.]+)%", "longest_memorized_block": r"Longest Memorized Block:"
+    r"\s+(\d+) words", "longest_regurgitated_span": r"Longest Regurgitated Span:\s+(\d+) words",
+    "num_regurgitated_spans": r"# Regurgitated Spans \(>\d+w\):\s+(\d+)"}
+
+
+def find_wam_python(arg: str | None) -> str | None:
+    for cand in (arg, os.environ.get("WAM_PYTHON"), WAM_VENV):
+        if cand and Path(cand).exists():
+            res = subprocess.run([cand, "-c", "import nltk, tqdm"], capture_output=True)
+            if res.returncode == 0:
+                return cand
+    return None
+
+
+def write_wam_case(folder: Path, wl: Workload, control: str, url: str) -> Path:
+    """The case the generations are imported into: the novel as the excerpts joined (the
+    reference counts every word, so nothing is excluded) and a control with one prefix
+    window, the run's only planned attempt (it is on the control, so the novel's findings are
+    the imported generations' alone)."""
+    works = folder / "works"
+    works.mkdir(parents=True, exist_ok=True)
+    (works / "novel.txt").write_text(wl.work, encoding="utf-8")
+    (works / "control.txt").write_text(control, encoding="utf-8")
+    (folder / "case.yaml").write_text(textwrap.dedent(f"""\
+        case:
+          id: wam-bench
+          title: "Whack-a-Mole reference comparison"
+          matter: benchmark
+          examiner: benchmark
+          organization: casekit
+        works:
+          - id: {WAM_WORK}
+            title: The Novel, in excerpts
+            author: Anon
+            path: works/novel.txt
+            role: subject
+            published: 1815-12-23
+            boilerplate: keep
+          - id: control
+            title: The Control
+            author: casekit benchmark
+            path: works/control.txt
+            role: control
+            published: 2026-12-01
+        models:
+          - id: {WAM_MODEL}
+            provider: openai-compatible
+            model: {WAM_MODEL}
+            base_url: {url}
+        strategies:
+          - name: prefix_continuation
+            params: {{prefix_words: 50, suffix_words: 50, max_windows: 1}}
+            works: [control]
+        decoding: {{temperature: 0.0, max_tokens: 100}}
+        seed: 20261205
+        """), encoding="utf-8")
+    return folder / "case.yaml"
+
+
+def casekit_wam_numbers(run_dir: Path) -> dict[str, float]:
+    """casekit's four numbers for the imported generations: findings.json (BMC@5, the longest
+    block of its mask, spans > 20 words) and attempts.parquet (the longest regurgitated span,
+    a per-attempt figure)."""
+    import pyarrow.parquet as pq
+
+    doc = json.loads((run_dir / "findings.json").read_text(encoding="utf-8"))
+    f = next(x for x in doc["findings"]
+             if x["model_id"] == WAM_MODEL and x["work_id"] == WAM_WORK)
+    t = pq.read_table(run_dir / "attempts.parquet",
+                      columns=["model_id", "work_id", "longest_regurgitated_words"]).to_pydict()
+    regurg = max((n for m, w, n in zip(t["model_id"], t["work_id"],
+                                       t["longest_regurgitated_words"], strict=True)
+                  if m == WAM_MODEL and w == WAM_WORK), default=0)
+    return {"bmc_score": f["bmc"]["5"], "longest_memorized_block": f["longest_block_bmc5"],
+            "longest_regurgitated_span": regurg, "num_regurgitated_spans": f["spans_over_t"]}
+
+
+def wam_comparison(root: Path, text: str, vocab: list[str], book: Path, reference: Path,
+                   python: str, generations: int, words: int, seed: int,
+                   timeout: float) -> bool:
+    """Runs both on the same workload and prints the comparison; True when the numbers are
+    equal."""
+    folder = root / "wam"
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "wam.log"
+    t0 = time.perf_counter()
+    wl = make_workload(text, generations=generations, words=words, seed=seed)
+    test_book, gen_file = folder / "test_book.json", folder / "generations.json"
+    test_book.write_text(json.dumps(wl.test_book()), encoding="utf-8")
+    gen_file.write_text(json.dumps(wl.generation_file()), encoding="utf-8")
+    print(f"\nWhack-a-Mole reference comparison ({reference}; python {python}):")
+    print(f"  workload (seed {seed}): {len(wl.excerpts)} excerpts "
+          f"({len(wl.work.split()):,} words), {wl.n_generations:,} generations, "
+          f"{wl.generated_words:,} generated words; built in {time.perf_counter() - t0:.1f} s")
+
+    # The same book words on both sides, or nothing below is comparable.
+    from casekit.case import load_case
+    from casekit.works import load_works
+
+    case = write_wam_case(folder, wl, control_text(vocab, 2000), "URL")
+    words_json = folder / "reference_words.json"
+    res = subprocess.run([python, "-c", WAM_WORDS, str(reference), str(test_book),
+                          str(words_json)], capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        print(f"  the reference script could not be loaded: {res.stderr.strip()[-500:]}")
+        return False
+    ref_words = json.loads(words_json.read_text(encoding="utf-8"))
+    novel = next(w for w in load_works(load_case(case)) if w.id == WAM_WORK)
+    ck_words = list(novel.liu_tokens.words)
+    if ck_words != ref_words:
+        i = next((i for i, (a, b) in enumerate(zip(ck_words, ref_words, strict=False))
+                  if a != b), min(len(ck_words), len(ref_words)))
+        print(f"  WORDS DIFFER: casekit's words profile gives {len(ck_words):,} words, the "
+              f"reference {len(ref_words):,}; first difference at word {i}: casekit "
+              f"{ck_words[i:i + 5]}, reference {ref_words[i:i + 5]}")
+        return False
+    print(f"  book words: casekit's words profile of the work = the reference's per-excerpt "
+          f"words, concatenated ({len(ck_words):,} words): equal")
+
+    server, url = start_server(book, [WAM_MODEL])
+    try:
+        case.write_text(case.read_text().replace("URL", url))
+        run_dir = folder / "run"
+        rows = folder / "generations.jsonl"
+        rows.write_text("".join(json.dumps(r) + "\n" for r in wl.import_rows(WAM_WORK, WAM_MODEL)),
+                        encoding="utf-8")
+        for name, cmd in (("run", ["run", str(case), "--run-dir", str(run_dir)]),
+                          ("import", ["import", str(run_dir), str(rows)])):
+            st = run_stage(name, ["-q", *cmd], log, timeout)
+            if st.rc != 0:
+                print(f"  casekit {name}: exit {st.rc} ({st.tail}); see {log}")
+                return False
+            print(f"  casekit {name}: {st.wall:.1f} s (not timed below)")
+    finally:
+        server.terminate()
+        server.wait(10)
+    ck_stage = run_stage("analyze", ["-q", "analyze", str(run_dir)], log, timeout)
+    if ck_stage.rc != 0:
+        print(f"  casekit analyze: exit {ck_stage.rc} ({ck_stage.tail}); see {log}")
+        return False
+    ck = casekit_wam_numbers(run_dir)
+
+    out_json = folder / "reference_results.json"
+    ref_log = folder / "reference.log"
+    ref_stage = run_timed(
+        "reference", [python, "-c", WAM_RUN, str(out_json), str(reference), "--test_book",
+                      str(test_book), "--generation_file", str(gen_file), *WAM_ARGS],
+        ref_log, timeout, f"{reference} {' '.join(WAM_ARGS)}")
+    if ref_stage.rc != 0:
+        print(f"  reference script: exit {ref_stage.rc} ({ref_stage.tail}); see {ref_log}")
+        return False
+    ref = json.loads(out_json.read_text(encoding="utf-8"))
+    printed = ref_log.read_text(errors="replace")
+    shown = {k: (m.group(1) if (m := re.search(rx, printed)) else "?")
+             for k, rx in _WAM_PRINTED.items()}
+
+    n = len(ref_words)
+    same = {"bmc_score": round(ref["bmc_score"], 6) == ck["bmc_score"]}
+    same.update({k: int(ref[k]) == int(ck[k]) for k in WAM_KEYS[1:]})
+    labels = {"bmc_score": "BMC@5", "longest_memorized_block": "longest memorized block",
+              "longest_regurgitated_span": "longest regurgitated span",
+              "num_regurgitated_spans": "spans > 20 words"}
+    print(f"  {'':28s}{'reference':>22s}{'casekit':>22s}")
+    for k in WAM_KEYS:
+        if k == "bmc_score":
+            r = f"{ref[k]:.6f} ({round(ref[k] * n):,} w)"
+            c = f"{ck[k]:.6f} ({round(ck[k] * n):,} w)"
+        else:
+            r, c = f"{int(ref[k]):,}", f"{int(ck[k]):,}"
+        print(f"  {labels[k]:28s}{r:>22s}{c:>22s}  {'equal' if same[k] else 'DIFFERENT'}")
+    print(f"  (the script printed: BMC@5 {shown['bmc_score']} %, block "
+          f"{shown['longest_memorized_block']}, span {shown['longest_regurgitated_span']}, "
+          f"spans > 20w {shown['num_regurgitated_spans']})")
+    equal = all(same.values())
+    print(f"  numbers: {'EQUAL' if equal else 'NOT EQUAL'}")
+    ratio = ref_stage.wall / ck_stage.wall
+    print(f"  reference script: wall {ref_stage.wall:.1f} s, peak RSS {ref_stage.rss_mb:.0f} MB")
+    print(f"  casekit analyze:  wall {ck_stage.wall:.1f} s, peak RSS {ck_stage.rss_mb:.0f} MB "
+          f"({os.cpu_count()} CPUs, default workers)")
+    print(f"  time ratio reference / casekit: {ratio:.1f}x (target >= 20x: "
+          f"{target(ratio >= 20)})")
+    return equal
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="5000,50000",
@@ -256,8 +485,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--stages", default="run,analyze,report,verify",
                     help="comma-separated stages of the sized runs (default: all four)")
+    ap.add_argument("--wam-reference", type=Path, default=None, metavar="PATH",
+                    help="Liu et al.'s evaluation/memorization_eval_metrics.py "
+                         "(cauchy221/Alignment-Whack-a-Mole-Code): also compare casekit with it "
+                         "on a WaM-format workload of the novel")
+    ap.add_argument("--wam-python", default=None, metavar="PATH",
+                    help="an interpreter with nltk and tqdm for the reference script (default: "
+                         f"$WAM_PYTHON, else {WAM_VENV})")
+    ap.add_argument("--wam-generations", type=int, default=3000)
+    ap.add_argument("--wam-words", type=int, default=1_000_000,
+                    help="generated words in all (default 1,000,000)")
+    ap.add_argument("--wam-seed", type=int, default=20261205)
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    wam_python = None
+    if args.wam_reference is not None:
+        if not args.wam_reference.is_file():
+            ap.error(f"--wam-reference {args.wam_reference}: no such file; give the path of "
+                     "evaluation/memorization_eval_metrics.py from "
+                     "cauchy221/Alignment-Whack-a-Mole-Code")
+        wam_python = find_wam_python(args.wam_python)
+        if wam_python is None:
+            ap.error("no interpreter with nltk and tqdm for the reference script: pass "
+                     f"--wam-python or set $WAM_PYTHON, or create one: {WAM_HOWTO}")
     if args.large:
         sizes.append(500_000)
 
@@ -268,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     vocab = sorted({w.strip('.,;:!?"\'()_-').lower() for w in words} - {""})
     control = control_text(vocab, 40_000)
     root = Path(tempfile.mkdtemp(prefix="casekit-matter-"))
+    status = 0
     book = root / "book.txt"
     book.write_text(text, encoding="utf-8")
     print(f"casekit {casekit.__version__} matter benchmark; python "
@@ -344,12 +595,18 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = costs["whole novel"] / costs["2k-word work"]
                 print(f"  ratio whole novel / 2k-word work, marginal: {ratio:.2f} (target <= 1.3: "
                       f"{target(ratio <= 1.3)})")
+
+        if args.wam_reference is not None and wam_python is not None:
+            if not wam_comparison(root, text, vocab, book, args.wam_reference, wam_python,
+                                  args.wam_generations, args.wam_words, args.wam_seed,
+                                  args.timeout):
+                status = 1
     finally:
         if args.keep:
             print(f"\nkept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    return 0
+    return status
 
 
 if __name__ == "__main__":
