@@ -245,3 +245,12 @@ def test_pdf_work_runs_and_exhibits_name_the_page(tmp_path: Path) -> None:
     html = paths.html.read_text(encoding="utf-8")
     assert "page 1 \u00b7 chars" in html or "page 2 \u00b7 chars" in html
     assert f"text extracted by {wm.extractor}" in html and wm.text_sha256 in html
+
+
+def test_epub_line_breaks_are_kept_for_poems(tmp_path: Path) -> None:
+    """A poem in an EPUB sets its lines with <br/>: they stay lines (short works keep them),
+    while a source line break inside a paragraph is a space, as a browser shows it."""
+    make_epub(tmp_path / "poem.epub",
+              [("Song", "Line one of the verse<br/>line two of\nthe verse<br/>line three")])
+    work = _load(_case(tmp_path, "poem.epub"))
+    assert "Line one of the verse\nline two of the verse\nline three" in work.raw
