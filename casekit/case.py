@@ -9,16 +9,30 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import re
+import stat
+import urllib.parse
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from casekit.canonical import sha256_json
 from casekit.errors import CaseError, CasekitError
+from casekit.visible import visible
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +42,36 @@ Identifier = Annotated[
 ]
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes true/false as such (bool, Any, or a union holding one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(a) for a in getattr(annotation, "__args__", ()) or ()
+               if not isinstance(a, (str, int, float)) or isinstance(a, bool))
+
+
+def refuse_bool_and_nan(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A field's value before pydantic reads it: true/false refused where a number is meant
+    (pydantic would read true as 1), NaN and infinity refused by name."""
+    field = model.model_fields.get(info.field_name or "")
+    if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
+        raise ValueError(f"{'true' if value else 'false'} is not a number; write a number "
+                         "(without quotes) or remove the field")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{'NaN' if math.isnan(value) else 'infinity'} is not allowed here; "
+                         "write a finite number")
+    return value
+
+
 class UserModel(BaseModel):
-    """Base for user-written input: frozen, unknown fields rejected."""
+    """Base for user-written input: frozen, unknown fields rejected, no true for 1."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_values(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_and_nan(cls, value, info)
 
 
 ADDED_LATER: dict[str, Any] = {"added_later": True}
@@ -97,7 +137,8 @@ class CharRange(UserModel):
     @model_validator(mode="after")
     def _ordered(self) -> CharRange:
         if self.end <= self.start:
-            raise ValueError("end must be greater than start")
+            raise ValueError(f"end ({self.end}) must be greater than start ({self.start}); "
+                             "give the offset just past the last excluded character as end")
         return self
 
 
@@ -191,7 +232,8 @@ class ModelSpec(UserModel):
     interface: Literal["chat", "completion"] | None = None
     """How prompts are sent: chat messages or plain continuation. Default: the provider's."""
     base_url: str | None = None
-    """Endpoint for ``openai-compatible`` servers."""
+    """Endpoint for ``openai-compatible`` servers: an http:// or https:// URL without a user
+    name or password (credentials go in the variable named by ``api_key_env``)."""
     api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     """Name of the environment variable holding the key (never the key itself)."""
     params: dict[str, Any] = {}
@@ -199,6 +241,38 @@ class ModelSpec(UserModel):
     validates them with its ``Params`` class (``casekit schema`` lists them per provider)."""
     limits: RateLimits = RateLimits()
     """Rate limits and retries for this model."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_base_url(v)
+        return v
+
+
+def check_base_url(url: str) -> None:
+    """Refuse an endpoint that is not plain http(s) or that carries credentials (a password in
+    a URL would be recorded in run_start and printed in the report). The message never repeats
+    the URL (it may hold a secret)."""
+    example = "e.g. http://127.0.0.1:8000/v1"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("must not contain spaces or control characters; write the server's "
+                         f"address, {example}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"is not a valid URL; write the server's address, {example}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        scheme = visible(parts.scheme[:20]) if parts.scheme else "none"
+        raise ValueError(f"must be an http:// or https:// URL (scheme here: {scheme}); write "
+                         f"the server's address, {example}")
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        raise ValueError("must not hold a user name or password (user:pass@ is recorded "
+                         "with the URL); remove it and put the key in the environment "
+                         "variable named by api_key_env")
+    if not parts.hostname:
+        raise ValueError(f"names no host; write the server's address, {example}")
 
 
 class StrategySpec(UserModel):
@@ -355,42 +429,175 @@ class _Located:
         self.key_positions: dict[tuple[str | int, ...], Pos] = {}
 
 
-def _construct(node: yaml.Node, path: tuple[str | int, ...], loc: _Located, file: str) -> Any:
-    loc.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise CaseError(
-                    f"{file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: "
-                    "mapping keys must be plain names; write `name: value`"
-                )
-            key = key_node.value
-            if key == "<<":
-                raise CaseError(
-                    f"{file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: "
-                    "YAML merge keys (<<) are not supported in case files; write the fields out"
-                )
-            if key in out:
-                raise CaseError(
-                    f"{file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: "
-                    f"{_dotted(path + (key,))}: duplicate key; keep one"
-                )
-            loc.key_positions[path + (key,)] = (
-                key_node.start_mark.line + 1,
-                key_node.start_mark.column + 1,
-            )
-            out[key] = _construct(value_node, path + (key,), loc, file)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, path + (i,), loc, file) for i, v in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
-    # Resolve the scalar with the safe loader's implicit resolvers (int, float, bool, null, date).
-    loader = yaml.SafeLoader("")
+#: A case file is at most this many bytes (a case is a page or two of YAML).
+CASE_MAX_BYTES = 1 << 20
+#: YAML nesting deeper than this is refused (a case file nests five or six levels).
+YAML_MAX_DEPTH = 64
+#: At most this many aliases (``*name``) in a case file...
+YAML_MAX_ALIASES = 100
+#: ...and at most this many values once aliases are expanded ("billion laughs" expand
+#: exponentially: nine aliases of nine aliases... are 387 million values).
+YAML_MAX_NODES = 100_000
+#: A number written with more digits than this is refused before Python reads it.
+YAML_MAX_DIGITS = 40
+#: The tags a case file may use: YAML's safe core (what plain values resolve to).
+SAFE_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in
+                      ("str", "int", "float", "bool", "null", "timestamp", "seq", "map"))
+
+
+def read_regular_file(path: Path, limit: int, fail: Callable[[str], CasekitError]) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes; anything else
+    (a FIFO, a device such as /dev/zero, a directory, a larger file) is refused with
+    ``fail(problem-and-fix)`` without blocking: the file is opened non-blocking and checked
+    with fstat before a byte is read, and never more than ``limit`` + 1 bytes are read."""
     try:
-        return loader.construct_object(node, deep=True)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise fail(f"cannot open it ({exc.strerror}); check the path and its permissions") \
+            from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)"
+                    if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                    or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                    else "not a regular file")
+            raise fail(f"is {kind}, not a regular file; give the path of a regular file")
+        if st.st_size > limit:
+            raise fail(f"is {st.st_size:,} bytes, over the limit of {limit:,} bytes; give a "
+                       "smaller file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise fail(f"grew past the limit of {limit:,} bytes while being read; give a "
+                       "smaller file that does not change")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise fail(f"cannot read it ({exc.strerror}); check the file") from None
     finally:
-        loader.dispose()
+        os.close(fd)
+
+
+class _LimitError(Exception):
+    """A YAML document over one of the loader's limits, at ``mark``."""
+
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
+class _CaseLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a nesting-depth and an alias-count limit while composing (its
+    composer recurses once per level: 20,000 nested ``[`` would exhaust Python's stack)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > YAML_MAX_ALIASES:
+                raise _LimitError(self.peek_event().start_mark,
+                                  f"more than {YAML_MAX_ALIASES} aliases (*name); write the "
+                                  "values out")
+        self._depth += 1
+        try:
+            if self._depth > YAML_MAX_DEPTH:
+                raise _LimitError(self.peek_event().start_mark,
+                                  f"nested more than {YAML_MAX_DEPTH} levels deep; remove the "
+                                  "extra brackets (a case file needs a few levels)")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _Builder:
+    """Plain values from composed YAML nodes, recording every node's position; aliases are
+    expanded, so the number of values built and their depth are bounded again here."""
+
+    def __init__(self, file: str, loc: _Located) -> None:
+        self.file = file
+        self.loc = loc
+        self.nodes = 0
+
+    def where(self, node: yaml.Node) -> str:
+        return f"{self.file}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+
+    def tag(self, node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        if node.tag not in SAFE_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!", 1)
+            raise CaseError(f"{self.where(node)}: {visible(_dotted(path))}: the tag "
+                            f"{visible(tag[:60])} is not allowed in a case file (only "
+                            "plain YAML values); remove the tag")
+
+    def build(self, node: yaml.Node, path: tuple[str | int, ...], depth: int = 0) -> Any:
+        self.nodes += 1
+        if self.nodes > YAML_MAX_NODES or depth > YAML_MAX_DEPTH:
+            what = (f"more than {YAML_MAX_NODES:,} values once its aliases (*name) are "
+                    "expanded" if self.nodes > YAML_MAX_NODES else
+                    f"nested more than {YAML_MAX_DEPTH} levels deep once its aliases are expanded")
+            raise CaseError(f"{self.where(node)}: the case file holds {what}; write the values "
+                            "out without aliases")
+        loc = self.loc
+        loc.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self.tag(node, path)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise CaseError(f"{self.where(key_node)}: mapping keys must be plain names; "
+                                    "write `name: value`")
+                key = key_node.value
+                if key == "<<":
+                    raise CaseError(f"{self.where(key_node)}: YAML merge keys (<<) are not "
+                                    "supported in case files; write the fields out")
+                self.tag(key_node, path + (key,))
+                if key in out:
+                    raise CaseError(f"{self.where(key_node)}: {visible(_dotted(path + (key,)))}: "
+                                    "duplicate key; keep one")
+                loc.key_positions[path + (key,)] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
+                out[key] = self.build(value_node, path + (key,), depth + 1)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(v, path + (i,), depth + 1) for i, v in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        return self.scalar(node, path)
+
+    def scalar(self, node: yaml.ScalarNode, path: tuple[str | int, ...]) -> Any:
+        """The scalar resolved with the safe loader's implicit resolvers (int, float, bool,
+        null, date); a value they cannot read is a located error."""
+        kind = node.tag.rsplit(":", 1)[-1]
+        field = visible(_dotted(path))
+        if kind == "int" and sum(c.isdigit() for c in node.value) > YAML_MAX_DIGITS:
+            raise CaseError(f"{self.where(node)}: {field}: a number of "
+                            f"{sum(c.isdigit() for c in node.value):,} digits is too long; write "
+                            f"a number of at most {YAML_MAX_DIGITS} digits")
+        loader = yaml.SafeLoader("")
+        try:
+            return loader.construct_object(node, deep=True)
+        except Exception as exc:  # noqa: BLE001 - any failure is the user's value, located
+            shown = visible(node.value[:40])
+            if kind == "timestamp":
+                fix = f"{shown!r} is not a real date ({exc}); write a date as YYYY-MM-DD"
+            else:
+                fix = f"cannot read {shown!r} as {kind} ({exc}); quote it to keep it as text"
+            raise CaseError(f"{self.where(node)}: {field}: {visible(fix)}") from None
+        finally:
+            loader.dispose()
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:
@@ -407,38 +614,97 @@ def parse_yaml(text: str, file: str) -> tuple[Any, _Located]:
     """Parse YAML into plain values, keeping every node's position."""
     loc = _Located()
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=_CaseLoader))
+    except _LimitError as exc:
+        raise CaseError(f"{file}:{exc.mark.line + 1}:{exc.mark.column + 1}: the case file is "
+                        f"{exc.message}") from None
+    except RecursionError:
+        raise CaseError(f"{file}: the case file is nested too deeply; a case file needs a few "
+                        "levels: remove the extra brackets") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = visible(exc.problem or exc.context or "invalid YAML")
         raise CaseError(f"{where}: invalid YAML: {problem}; fix the syntax there") from None
     except yaml.YAMLError as exc:
-        raise CaseError(f"{file}: invalid YAML: {exc}; fix the syntax") from None
+        raise CaseError(f"{file}: invalid YAML: {visible(str(exc))}; fix the syntax") from None
     if len(nodes) != 1 or nodes[0] is None:
         raise CaseError(f"{file}:1:1: a case file holds exactly one YAML document with case:, "
                         "works:, models: and strategies:")
-    return _construct(nodes[0], (), loc, file), loc
+    return _Builder(file, loc).build(nodes[0], ()), loc
 
 
 _HINTS = {
     "missing": "add it",
     "int_parsing": "write a whole number",
     "int_type": "write a whole number",
+    "int_from_float": "write a whole number",
     "float_parsing": "write a number",
     "float_type": "write a number",
+    "finite_number": "write a finite number",
     "string_type": "write text (quote it if YAML reads it as something else)",
     "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
     "date_from_datetime_parsing": "write a date as YYYY-MM-DD",
+    "date_from_datetime_inexact": "write a date as YYYY-MM-DD",
     "date_parsing": "write a date as YYYY-MM-DD",
     "date_type": "write a date as YYYY-MM-DD",
     "list_type": "write a list (lines starting with '- ')",
     "dict_type": "write a mapping of `field: value` lines",
     "model_type": "write a mapping of `field: value` lines",
     "model_attributes_type": "write a mapping of `field: value` lines",
-    "string_pattern_mismatch": "use only the allowed characters",
     "too_short": "add at least one entry",
+    "literal_error": "write one of these",
+    "enum": "write one of these",
 }
+
+#: What each pattern of the case file allows, in words (pydantic would print the regex).
+_PATTERN_WORDS = {
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$": "letters, digits, _ . and - only, starting with a "
+                                        "letter or digit, at most 64 characters",
+    r"^[A-Z0-9_-]{1,20}$": "capital letters, digits, _ and - only, 1 to 20 characters",
+    r"^(sha256:)?[0-9a-f]{64}$": "64 lowercase hexadecimal digits, optionally after sha256:",
+    r"^[A-Z_][A-Z0-9_]*$": "the name of an environment variable (capital letters, digits "
+                           "and _, not starting with a digit), never the key itself",
+}
+
+
+def _shown(value: Any) -> str:
+    """A user's value as an error message shows it: short, NaN as NaN, control characters
+    visible."""
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    text = repr(value)
+    return visible(text if len(text) <= 60 else text[:57] + "...")
+
+
+def constraint_message(etype: str, ctx: dict[str, Any], value: Any) -> str | None:
+    """The message of a broken constraint, with the fix, or None to keep pydantic's."""
+    got = f" (got {_shown(value)})"
+    if etype == "greater_than":
+        return f"must be greater than {ctx['gt']}{got}; write a larger number"
+    if etype == "greater_than_equal":
+        return f"must be at least {ctx['ge']}{got}; write {ctx['ge']} or more"
+    if etype == "less_than":
+        return f"must be less than {ctx['lt']}{got}; write a smaller number"
+    if etype == "less_than_equal":
+        return f"must be at most {ctx['le']}{got}; write {ctx['le']} or less"
+    if etype == "string_pattern_mismatch":
+        words = _PATTERN_WORDS.get(str(ctx.get("pattern")))
+        allowed = words or f"text matching {ctx.get('pattern')}"
+        return f"{_shown(value)} is not allowed here; write {allowed}"
+    if etype == "string_too_short":
+        return f"must not be empty{got}; write at least {ctx.get('min_length', 1)} character(s)"
+    if etype == "string_too_long":
+        return f"is too long{got}; write at most {ctx.get('max_length')} characters"
+    if etype == "too_long":
+        return f"has too many entries; keep at most {ctx.get('max_length')}"
+    if etype.startswith("date_"):
+        return f"is not a date{got}; write a date as YYYY-MM-DD"
+    if etype in ("int_type", "float_type", "int_parsing", "float_parsing"):
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{_shown(value)} is not allowed here; write a finite number"
+    return None
 
 
 def _position(loc: tuple[str | int, ...], located: _Located, *, key: bool) -> Pos:
@@ -494,24 +760,31 @@ def format_validation_error(
             full = loc + ctx_err.loc if ctx_err.loc and isinstance(ctx_err.loc[0], int) else (
                 ctx_err.loc or loc)
             line, col = _position(full, located, key=False)
-            lines.append(f"{file}:{line}:{col}: {_dotted(full)}: {ctx_err.message}")
+            lines.append(f"{file}:{line}:{col}: {visible(_dotted(full))}: "
+                         f"{visible(ctx_err.message)}")
             continue
         if etype == "extra_forbidden":
             line, col = _position(loc, located, key=True)
             allowed = _allowed_fields(model, loc)
             fix = f"remove it or correct its spelling (allowed here: {', '.join(allowed)})" if (
                 allowed) else "remove it or correct its spelling"
-            lines.append(f"{file}:{line}:{col}: {_dotted(loc)}: unknown field; {fix}")
+            lines.append(f"{file}:{line}:{col}: {visible(_dotted(loc))}: unknown field; {fix}")
             continue
         line, col = _position(loc, located, key=etype == "missing")
-        msg = err["msg"]
+        msg = str(err["msg"])
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         hint = _HINTS.get(etype)
         if etype == "missing":
             msg = "required field is missing"
-        text = f"{file}:{line}:{col}: {_dotted(loc)}: {msg}"
-        if hint and hint not in msg:
+        else:
+            msg = constraint_message(etype, dict(err.get("ctx") or {}), err.get("input")) or msg
+        if etype in ("int_type", "float_type", "string_type", "bool_type", "date_type",
+                     "list_type", "dict_type", "model_type", "model_attributes_type",
+                     "literal_error") and "(got" not in msg:
+            msg += f" (got {_shown(err.get('input'))})"
+        text = f"{file}:{line}:{col}: {visible(_dotted(loc))}: {visible(msg)}"
+        if hint and hint not in msg and "; " not in msg:
             text += f"; {hint}"
         lines.append(text)
     return lines[0] if lines else f"{file}: invalid case file"
@@ -561,14 +834,12 @@ class LoadedCase(BaseModel):
 def load_case(path: str | Path) -> LoadedCase:
     """Read and validate a case file; raise CaseError with ``file:line:col`` on any problem."""
     p = Path(path)
-    file = str(path)
+    file = visible(str(path))
     try:
-        raw = p.read_bytes()
+        raw = read_regular_file(p, CASE_MAX_BYTES,
+                                lambda problem: CaseError(f"{file}: the case file {problem}"))
     except FileNotFoundError:
         raise CaseError(f"{file}: no such case file; check the path") from None
-    except OSError as exc:
-        raise CaseError(f"{file}: cannot read the case file ({exc.strerror}); check permissions") \
-            from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

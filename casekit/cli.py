@@ -40,7 +40,11 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except CasekitError as exc:
-            click.echo(f"error: {exc}", err=True)
+            # Messages may quote the case, a work or a server: escape control characters so
+            # that nothing in them acts on the terminal (and the error stays one line).
+            from casekit.visible import visible
+
+            click.echo(f"error: {visible(str(exc))}", err=True)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]

@@ -30,6 +30,7 @@ from casekit.canonical import HASH_PREFIX, canonical_json
 from casekit.case import LoadedCase, ModelSpec, StrategySpec
 from casekit.errors import CaseError, CasekitError
 from casekit.providers.base import Provider, provider_class
+from casekit.providers.params import parse_params
 from casekit.records import Decoding, Message, PlannedAttempt
 from casekit.strategies.base import (
     Probe,
@@ -415,6 +416,10 @@ class _Planner:
         except CasekitError as exc:
             raise CaseError(f"{case.where('models', mi, 'provider')}: models[{mi}].provider: "
                             f"{exc}") from None
+        try:  # the provider's typed params, checked without loading the model
+            parse_params(pcls.Params, model, pcls.name)
+        except CasekitError as exc:
+            raise case.model_error(mi, exc) from None
         interface = model.interface or pcls.default_interface_for(model)
         for si, (sspec, strat) in enumerate(zip(spec.strategies, self.strategies, strict=True)):
             if sspec.models is not None and model.id not in sspec.models:

@@ -17,7 +17,7 @@ import numpy as np
 
 from casekit import cjk
 from casekit.canonical import sha256_bytes
-from casekit.case import LoadedCase, SubstantialPortion, Thresholds, WorkSpec
+from casekit.case import LoadedCase, SubstantialPortion, Thresholds, WorkSpec, read_regular_file
 from casekit.errors import WorkError
 from casekit.extract import EXTRACTED_SUFFIXES, Unit, extract
 from casekit.normalize import Tokens, tokenize
@@ -29,6 +29,7 @@ from casekit.shortworks import (
     rule_text,
     short_min_span,
 )
+from casekit.visible import visible
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ BOILERPLATE_HEADER_REASON = "Project Gutenberg header (detected on ingestion)"
 BOILERPLATE_FOOTER_REASON = "Project Gutenberg footer and licence (detected on ingestion)"
 
 SUPPORTED_SUFFIXES = (".txt", ".md", *EXTRACTED_SUFFIXES)
+#: A work's file is at most this many bytes (the longest novels are a few megabytes).
+WORK_MAX_BYTES = 256 << 20
 #: The profile span finding and word thresholds use (measurement.md section 1).
 MATCH_PROFILE = "light-words"
 #: The profile of BMC@k and the other [Liu26] metrics.
@@ -236,13 +239,11 @@ def load_work(case: LoadedCase, index: int) -> Work:
         raise WorkError(f"{where}: works[{index}].path: {path.name!r} is not a .txt, .md, "
                         ".epub, .docx or .pdf file; convert the work to UTF-8 plain text first")
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, WORK_MAX_BYTES, lambda problem: WorkError(
+            f"{where}: works[{index}].path: {visible(str(path))} {problem}"))
     except FileNotFoundError:
-        raise WorkError(f"{where}: works[{index}].path: no file at {path}; check the path "
-                        "(relative to the case file)") from None
-    except OSError as exc:
-        raise WorkError(f"{where}: works[{index}].path: cannot read {path} ({exc.strerror})") \
-            from None
+        raise WorkError(f"{where}: works[{index}].path: no file at {visible(str(path))}; check "
+                        "the path (relative to the case file)") from None
     extracted = None
     if path.suffix.lower() in EXTRACTED_SUFFIXES:
         extracted = extract(path, data, where)
@@ -352,11 +353,11 @@ def load_reference_texts(case: LoadedCase) -> list[ReferenceText]:
             raise WorkError(f"{where}: reference_texts[{i}]: {rel!r} is not inside the case "
                             "folder; copy the text into it and give a relative path")
         try:
-            data = full.read_bytes()
-        except OSError as exc:
-            raise WorkError(f"{where}: reference_texts[{i}]: cannot read {full} "
-                            f"({exc.strerror}); check the path (relative to the case file)") \
-                from None
+            data = read_regular_file(full, WORK_MAX_BYTES, lambda problem, i=i: WorkError(
+                f"{where}: reference_texts[{i}]: {visible(str(full))} {problem}"))
+        except FileNotFoundError:
+            raise WorkError(f"{where}: reference_texts[{i}]: no file at {visible(str(full))}; "
+                            "check the path (relative to the case file)") from None
         if full.suffix.lower() in EXTRACTED_SUFFIXES:
             raw = extract(full, data, where).text
         elif full.suffix.lower() in (".txt", ".md"):

@@ -674,7 +674,7 @@ def test_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SERVER_KEY", "srv-key-123")
     monkeypatch.setenv("OPENAI_ORG_ID", "org-casekit")
     p = OpenAICompatibleProvider(
-        spec("openai-compatible", "smol", base_url="http://user:tok@10.0.0.5:8000/v1/",
+        spec("openai-compatible", "smol", base_url="http://10.0.0.5:8000/v1/",
              api_key_env="SERVER_KEY", params={"timeout": 30, "max_connections": 3}), Path("."))
     ident = p.identity()
     assert ident.provider == "openai-compatible" and ident.model == "smol"

@@ -84,7 +84,7 @@ MALFORMED = [
     ("no control", GOOD.replace("role: control", "role: subject"), 8,
      ["no control work", "allow_no_control"]),
     ("threshold out of range", GOOD + "thresholds: {near_exact: 1.5}\n", 25,
-     ["thresholds.near_exact", "less than or equal"]),
+     ["thresholds.near_exact", "at most 1.0", "got 1.5"]),
     ("samples not an int", GOOD + "samples: many\n", 25, ["samples", "whole number"]),
     ("bad date", GOOD.replace("role: subject", "role: subject\n    published: someday"), 13,
      ["published", "YYYY-MM-DD"]),

@@ -20,7 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import Field, WithJsonSchema
 
-from casekit.case import ModelParamsError, ModelSpec
+from casekit.case import ModelParamsError, ModelSpec, check_base_url
 from casekit.errors import CasekitError
 from casekit.provenance import strip_credentials
 from casekit.providers.api_common import body_sha256, decode_body
@@ -157,6 +157,10 @@ class OpenAICompatibleProvider(OpenAIProvider):
                 f"model {self.spec.id!r}: provider openai-compatible needs base_url (the server's "
                 "OpenAI-style root, e.g. http://127.0.0.1:8000/v1)"
             )
+        try:  # validated with the case; checked again for specs built in code
+            check_base_url(self.spec.base_url)
+        except ValueError as exc:
+            raise CasekitError(f"model {self.spec.id!r}: base_url {exc}") from None
         return self.spec.base_url.rstrip("/")
 
     def _extra_body(self) -> dict[str, Any]:

@@ -9,11 +9,9 @@ concatenating markup with model output. Long texts are cut into blocks here too.
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 from casekit.analysis.findings import SpanFinding
 from casekit.report import catalogue as C
 from casekit.stats import BootstrapRate
+from casekit.visible import code_point, code_re
 
 log = logging.getLogger(__name__)
 
@@ -90,34 +89,6 @@ class Segment:
     cls: str = ""
 
 
-#: Unicode categories shown by code point: Cc control, Cf format (bidi overrides, zero-width),
-#: Cs lone surrogates, Zl/Zp line and paragraph separators. Newline and tab stay as they are.
-SHOWN_AS_CODE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-
-
-@functools.cache
-def _code_re() -> re.Pattern[str]:
-    """A character class of every code point shown by its code point (built once).
-
-    Only planes 0, 1 and 14 hold characters of those categories (surrogates, C0/C1 controls
-    and format characters); scanning them takes a few hundredths of a second.
-    """
-    ranges: list[tuple[int, int]] = []
-    for lo, hi in ((0, 0x20000), (0xE0000, 0xF0000)):
-        start: int | None = None
-        for cp in range(lo, hi):
-            hit = unicodedata.category(chr(cp)) in SHOWN_AS_CODE and cp not in (9, 10)
-            if hit and start is None:
-                start = cp
-            elif not hit and start is not None:
-                ranges.append((start, cp - 1))
-                start = None
-        if start is not None:
-            ranges.append((start, hi - 1))
-    body = "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
-    return re.compile(f"[{body}]")
-
-
 def visible_segments(text: str, cls: str = "") -> list[Segment]:
     """Split text so that control/invisible characters become their own ``ctl`` segments
     showing the code point (display only; the ledger keeps the raw text). CRLF is shown as
@@ -126,7 +97,7 @@ def visible_segments(text: str, cls: str = "") -> list[Segment]:
     buf: list[str] = []
     pos = 0
     ctl = f"{cls} {CTL}".strip()
-    for m in _code_re().finditer(text):
+    for m in code_re().finditer(text):
         i = m.start()
         if i > pos:
             buf.append(text[pos:i])
@@ -137,7 +108,7 @@ def visible_segments(text: str, cls: str = "") -> list[Segment]:
         if buf:
             out.append(Segment("".join(buf), cls))
             buf = []
-        out.append(Segment(f"U+{ord(ch):04X}", ctl))
+        out.append(Segment(code_point(ch), ctl))
     if pos < len(text):
         buf.append(text[pos:])
     if buf:
