@@ -7,6 +7,7 @@ casekit records refers to that raw text, so exhibits quote it exactly.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -342,6 +343,10 @@ class ReferenceText:
         return tokenize(self.raw, profile)
 
 
+def _located_work_error(prefix: str, problem: str) -> WorkError:
+    return WorkError(f"{prefix} {problem}")
+
+
 def load_reference_texts(case: LoadedCase) -> list[ReferenceText]:
     """The case's reference texts, read (or extracted) like works, inside the case folder."""
     out = []
@@ -353,11 +358,12 @@ def load_reference_texts(case: LoadedCase) -> list[ReferenceText]:
             raise WorkError(f"{where}: reference_texts[{i}]: {rel!r} is not inside the case "
                             "folder; copy the text into it and give a relative path")
         try:
-            data = read_regular_file(full, WORK_MAX_BYTES, lambda problem, i=i: WorkError(
-                f"{where}: reference_texts[{i}]: {visible(str(full))} {problem}"))
+            data = read_regular_file(full, WORK_MAX_BYTES, functools.partial(
+                _located_work_error, f"{where}: reference_texts[{i}]: {visible(str(full))}"))
         except FileNotFoundError:
-            raise WorkError(f"{where}: reference_texts[{i}]: no file at {visible(str(full))}; "
-                            "check the path (relative to the case file)") from None
+            raise WorkError(f"{where}: reference_texts[{i}]: cannot read {visible(str(full))} "
+                            "(no such file); check the path (relative to the case file)") \
+                from None
         if full.suffix.lower() in EXTRACTED_SUFFIXES:
             raw = extract(full, data, where).text
         elif full.suffix.lower() in (".txt", ".md"):
