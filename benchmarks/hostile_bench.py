@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import shutil
 import subprocess
@@ -90,6 +91,9 @@ def main() -> None:
                     help="times the prompt repeats the sentence (1000)")
     ap.add_argument("--unechoed", action="store_true",
                     help="the prompt does not hold the sentence (nothing is masked)")
+    ap.add_argument("--refrain", type=int, default=0,
+                    help="also put the sentence this many times in the subject work, each "
+                         "after a different verse (a chorus): the matcher's worst case")
     ap.add_argument("--limit-gb", type=float, default=8.0, help="address-space limit (8)")
     ap.add_argument("--keep", type=Path, help="build the case here and keep it")
     a = ap.parse_args()
@@ -98,7 +102,13 @@ def main() -> None:
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    (root / "subject.txt").write_text(SUBJECT)
+    work = SUBJECT
+    if a.refrain:
+        rng = random.Random(15)
+        words = CONTROL.split()
+        work += "".join(" ".join(rng.sample(words, 40)) + ". " + SENTENCE
+                        for _ in range(a.refrain))
+    (root / "subject.txt").write_text(work)
     (root / "control.txt").write_text(CONTROL)
     (root / "case.yaml").write_text(CASE)
     env = {**os.environ, "CASEKIT_PLUGINS": "tests.scripted", "PYTHONPATH": str(REPO)}
@@ -117,7 +127,8 @@ def main() -> None:
     src = root / "hostile.jsonl"
     src.write_text(json.dumps(row) + "\n")
     print(f"output {len(output) / 1e6:.1f} MB ({len(output.split())} words), prompt "
-          f"{len(prompt.split())} words, {'un' if a.unechoed else ''}echoed; "
+          f"{len(prompt.split())} words, {'un' if a.unechoed else ''}echoed, work holds the "
+          f"sentence {2 + a.refrain} times; "
           f"address-space limit {a.limit_gb} GB")
     rc = subprocess.run([*CASEKIT, "import", str(run_dir), str(src)],
                         env=env, cwd=REPO, capture_output=True, text=True)

@@ -155,6 +155,23 @@ def test_mgram_trim_finds_the_same_work_positions_with_distinct_lookup(
     assert got.to_bool(len(work)).tolist() == _cover(expect, 5, len(work)).tolist()
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(WORDS[:4]), min_size=5, max_size=120),
+       st.lists(st.sampled_from(WORDS[:4]), max_size=40), st.integers(0, 30))
+def test_exact_spans_distinct_work_keeps_every_work_range_once(
+        work: list[str], phrase: list[str], repeats: int) -> None:
+    from casekit.analysis.matcher import WorkMatcher
+
+    matcher = WorkMatcher(tokenize(" ".join(work)), 5)
+    out = tokenize(" ".join(phrase + work[:12] * repeats + phrase))
+    every = matcher.exact_spans(out)
+    once = matcher.exact_spans(out, distinct_work=True)
+    ranges = [(s.work_start, s.work_end) for s in once]
+    assert len(ranges) == len(set(ranges))
+    assert set(ranges) == {(s.work_start, s.work_end) for s in every}
+    assert set(once) <= set(every)
+
+
 # --- bounded memory on a 10 MB repeated output ---------------------------------------------------
 
 _CASE = textwrap.dedent("""\
@@ -214,3 +231,43 @@ def test_a_10mb_repeated_output_analyzes_in_bounded_memory(tmp_path: Path) -> No
     # Linear, not quadratic: about 100 bytes per output character, most of it tokenizing the
     # output under two profiles (the pair lookup asked for 13.8 GiB at this size).
     assert peak_mb < 1536, f"peak RSS {peak_mb:.0f} MB"
+
+
+def _hostile_run(tmp_path: Path, output: str, prompt: str) -> Path:
+    from casekit.case import load_case
+    from casekit.run.importer import import_outputs
+    from casekit.run.runner import Runner
+    from tests.conftest import SUBJECT
+
+    (tmp_path / "subject.txt").write_text(SUBJECT)
+    (tmp_path / "case.yaml").write_text(_CASE)
+    run_dir = Runner(load_case(tmp_path / "case.yaml")).run().run_dir
+    row = {"prompt": prompt, "output": output, "model": "web UI",
+           "captured_at": "2025-06-03T14:05:00Z", "captured_by": "A. Tester",
+           "source": "hostile", "intent": "benign", "work_id": "subject"}
+    src = tmp_path / "hostile.jsonl"
+    src.write_text(json.dumps(row) + "\n")
+    import_outputs(run_dir, src)
+    return run_dir
+
+
+def test_an_output_repeating_a_passage_shows_a_bounded_number_of_excerpts(
+        tmp_path: Path) -> None:
+    """Each repetition of a work sentence is a span; the exhibit shows EXCERPTS_MAX of them
+    and says how many more there are (60,000 excerpts made the report run out of memory)."""
+    from casekit.analysis.analyze import analyze_run
+    from casekit.report.build import render_report
+    from casekit.report.evidence import ReportOptions
+    from casekit.report.inputs import load_inputs
+    from casekit.report.text import EXCERPTS_MAX
+
+    run_dir = _hostile_run(tmp_path, SENTENCE * 300, "Tell me about The Mill.")
+    findings = analyze_run(run_dir)
+    (hostile,) = [a for a in findings.attempts if a.output_words > 1000]
+    assert len(hostile.spans) >= 300  # every repetition is credited
+    html = render_report(findings, load_inputs(run_dir, findings), ReportOptions(3)).html
+    i = html.index(hostile.attempt_id)
+    exhibit = html[i:html.index("</section>", i)]
+    assert exhibit.count('<div class="role">') - exhibit.count("col-prompt") <= EXCERPTS_MAX + 2
+    assert (f"{EXCERPTS_MAX} of {len(hostile.spans):,} spans are shown and listed; the other "
+            f"{len(hostile.spans) - EXCERPTS_MAX:,} are in the run") in exhibit

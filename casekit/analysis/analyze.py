@@ -375,7 +375,7 @@ class Analyzer:
             longest_verbatim = max(longest_verbatim, _longest_consecutive(pos))
         # BMC@k [Liu26]: words profile, exact spans, instruction m-grams trimmed.
         liu_out = tokenize(text, work.liu_profile)
-        exact = wi.liu.exact_spans(liu_out)
+        exact = wi.liu.exact_spans(liu_out, distinct_work=True)  # only work ranges are read
         for k in BMC_KS:
             bmask = self._bmc(a.model_id, a.work_id, k)
             for s0, e0 in trim_inside([(e.work_start, e.work_end) for e in exact if e.words >= k],

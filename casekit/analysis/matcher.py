@@ -269,16 +269,24 @@ class WorkMatcher:
         return mems[np.lexsort((mems[:, 2], mems[:, 0]))]
 
     def exact_spans(self, out: Tokens, out_mask: np.ndarray | None = None, *,
-                    select: bool = False) -> list[Span]:
+                    select: bool = False, distinct_work: bool = False) -> list[Span]:
         """Maximal exact matches of >= k words, sorted by (out_start, work_start).
 
         Every alignment is returned: when the work repeats a passage, an output copy of it
         gives one span per copy. With ``select=True`` only a longest-first selection that does
         not overlap on the output side is returned (overlapping ones clipped, kept if >= k).
         ``out_mask``: True for output words that may not be used; they break matches.
+        ``distinct_work=True`` (with ``select=False``): one span per distinct work range, the
+        first in output order, for callers that read only the work side; an output repeating
+        a passage the work holds R times would otherwise make R spans per repetition.
         """
         q = self.query_ids(out, out_mask)
-        blocks: list[Block] = [tuple(r) for r in self._mems(q).tolist()]  # type: ignore[misc]
+        mems = self._mems(q)
+        if distinct_work and not select and len(mems):
+            key = mems[:, 2] * (len(self.work_ids) + 1) + mems[:, 3]
+            _, first = np.unique(key, return_index=True)
+            mems = mems[np.sort(first)]
+        blocks: list[Block] = [tuple(r) for r in mems.tolist()]  # type: ignore[misc]
         if select:
             chosen = self._select([_Cand([b], []) for b in blocks], q, 1.0, len(q))
             blocks = sorted(c.blocks[0] for c in chosen)

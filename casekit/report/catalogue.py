@@ -125,6 +125,8 @@ DECODING_ROWS = {
 
 COLUMN_CUT = ("[casekit: this column shows characters {first}\u2013{last} of {total}; the whole "
               "text is Appendix {ref}]")
+MORE_SPANS = ("{shown} of {total} spans are shown and listed; the other {more} are in the "
+              "run's analysis (attempts.parquet) and count in every measure.")
 PROMPT_PART = "prompt ({role})"
 MODEL_OUTPUT = "model output"
 WORK_EXCERPT = "original text, work chars {start}\u2013{end}"

@@ -165,6 +165,9 @@ output: the class and the words are casekit's)."""
 #: An exhibit column shows at most this many characters of one text; a longer text is shown
 #: whole in the appendix of long texts, and the column says which part it shows.
 INLINE_MAX_CHARS = 6000
+#: An exhibit shows at most this many work excerpts (and lists as many spans); an output
+#: repeating a passage thousands of times makes as many spans.
+EXCERPTS_MAX = 50
 #: Characters shown before the first highlighted passage when a column shows part of a text.
 INLINE_CONTEXT_CHARS = 300
 #: The appendix splits a long text into blocks of about this size (at a line break or a blank
@@ -193,10 +196,14 @@ def chunk_bounds(text: str, size: int = APPENDIX_CHUNK_CHARS) -> list[tuple[int,
 
 
 def segments_in(text: str, runs: list[tuple[int, int, str]], lo: int, hi: int,
-                 ) -> list[Segment]:
-    """Segments of text[lo:hi] given the marked runs of the whole text."""
+                 starts: list[int] | None = None) -> list[Segment]:
+    """Segments of text[lo:hi] given the marked runs of the whole text (``starts``: the runs'
+    starts, passed by a caller cutting one text into many blocks so that each cut costs a
+    binary search, not a walk over every run)."""
     out: list[Segment] = []
-    i = bisect.bisect_right([r[0] for r in runs], lo) - 1 if runs else 0
+    if starts is None:
+        starts = [r[0] for r in runs]
+    i = bisect.bisect_right(starts, lo) - 1 if runs else 0
     for start, end, cls in runs[max(i, 0):]:
         if start >= hi:
             break

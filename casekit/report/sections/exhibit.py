@@ -22,6 +22,7 @@ from casekit.report.sections.long_texts import LongText
 from casekit.report.text import (
     DASH,
     ELIDED,
+    EXCERPTS_MAX,
     INLINE_CONTEXT_CHARS,
     INLINE_MAX_CHARS,
     SUPPLIED,
@@ -50,20 +51,21 @@ def column(text: str, ranges: list[tuple[int, int, str]], *, offset: int = 0, fo
     if n <= INLINE_MAX_CHARS:
         return paint(text, ranges, offset)
     runs = marks(n, ranges, offset)
+    starts = [r[0] for r in runs]
     number = len(longs) + 1
     ref = f"L-{number}"
     longs.append(LongText(
         ref=ref, anchor=f"long-{number}", exhibit=exhibit[0], exhibit_anchor=exhibit[1],
         attempt_id=exhibit[2], what=what, chars=f"{n:,}",
         sha256=sha256_bytes(text.encode("utf-8", "surrogatepass")),
-        chunks=[segments_in(text, runs, lo, hi) for lo, hi in chunk_bounds(text)]))
+        chunks=[segments_in(text, runs, lo, hi, starts) for lo, hi in chunk_bounds(text)]))
     w0 = max(0, min(focus - INLINE_CONTEXT_CHARS, n - INLINE_MAX_CHARS))
     w1 = min(n, w0 + INLINE_MAX_CHARS)
     shown = C.COLUMN_CUT.format(first=f"{w0 + 1:,}", last=f"{w1:,}", total=f"{n:,}", ref=ref)
     out: list[Segment] = []
     if w0 > 0:
         out.append(Segment(shown + "\n", ELIDED))
-    out += segments_in(text, runs, w0, w1)
+    out += segments_in(text, runs, w0, w1, starts)
     if w1 < n:
         out.append(Segment("\n" + shown, ELIDED))
     return out
@@ -221,14 +223,18 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
                      focus=spans[0].out_char_start if spans else 0, what=C.MODEL_OUTPUT,
                      exhibit=ex, longs=longs)
     work_exact = True
-    excerpts = []
+    excerpts: list[ExcerptView] = []
     times = Counter((s.work_char_start, s.work_char_end) for s in spans)
     short = work.spec.kind != "prose"
     shown: set[tuple[int, int]] = set()
+    hidden = 0
     for s in spans:
         key = (s.work_char_start, s.work_char_end)
         if short and key in shown:
             continue  # a refrain the output sings again: the work's passage is shown once
+        if len(excerpts) >= EXCERPTS_MAX:
+            hidden += 1  # a hostile output repeating a passage: bounded report
+            continue
         shown.add(key)
         # Each excerpt shows its own span's alignment only (spans may overlap in the work).
         work_ranges, exact = opcode_ranges(work.tokens, [s], "work")
@@ -251,6 +257,10 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
     note = ""
     if not (out_exact and work_exact):
         note = C.HIGHLIGHT_FALLBACK
+    if hidden:
+        more = C.MORE_SPANS.format(shown=len(excerpts), total=f"{len(excerpts) + hidden:,}",
+                                   more=f"{hidden:,}")
+        note = f"{note} {more}" if note else more
     imported = _imported_provenance(rec)
     details = [
         KV("Attempt", a.id),
