@@ -139,16 +139,18 @@ class Workload:
                 for i, t in enumerate(self.excerpts)]
 
     def import_rows(self, work_id: str, model: str) -> list[dict[str, Any]]:
-        """``casekit import`` rows (JSONL): one per generation, the instruction as the prompt,
-        the excerpt's characters in the work as the target."""
+        """``casekit import`` rows (JSONL): one per generation, of kind ``instruction_recall``
+        (adversarial, no measure of its own), the instruction as the prompt, the excerpt's
+        characters in the work as the target."""
         rows = []
         for i, gens in enumerate(self.generations):
             start, end = self.ranges[i]
             for j, g in enumerate(gens):
-                rows.append({"prompt": self.instructions[i], "output": g, "model": model,
+                rows.append({"kind": "instruction_recall", "prompt": self.instructions[i],
+                             "output": g, "model": model,
                              "captured_at": "2026-12-01T00:00:00Z",
                              "captured_by": "benchmarks/matter_bench.py",
-                             "source": "WaM-format workload (seeded)", "intent": "adversarial",
+                             "source": "WaM-format workload (seeded)",
                              "work_id": work_id, "target_start": start, "target_end": end,
                              "label": f"{self.excerpt_id(i)} generation {j}"})
         return rows

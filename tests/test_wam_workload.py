@@ -74,3 +74,38 @@ def test_excerpts_are_slices_of_the_body(novel: str) -> None:
     parts = split_excerpts(body, 300)
     assert all(len(p.split()) <= 390 for p in parts)
     assert [w for p in parts for w in p.split()] == body.split()
+
+
+def test_rows_import_into_an_evidence_only_case(novel: str, tmp_path: Path) -> None:
+    import json
+
+    from casekit.case import load_case
+    from casekit.ledger import LEDGER_NAME, read_records
+    from casekit.records import AttemptRecord
+    from casekit.run.importer import import_outputs
+    from casekit.run.runner import default_run_dir
+
+    wl = make_workload(novel, generations=12, words=2000, seed=9)
+    (tmp_path / "novel.txt").write_text(wl.work, encoding="utf-8")
+    (tmp_path / "case.yaml").write_text(
+        "case: {id: wam, title: t, matter: m, examiner: e, organization: o}\n"
+        "works:\n  - {id: novel, title: N, author: A, path: novel.txt, role: subject,\n"
+        "     published: 1815-12-23, boilerplate: keep}\n"
+        "models: []\nstrategies: []\nallow_no_control: true\n", encoding="utf-8")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in wl.import_rows("novel", "wam")),
+                    encoding="utf-8")
+    res = import_outputs(tmp_path / "case.yaml", rows)
+    assert res.imported == 12
+    run_dir = default_run_dir(load_case(tmp_path / "case.yaml"))
+    recs = [r for r in read_records(run_dir / LEDGER_NAME) if isinstance(r, AttemptRecord)]
+    by_excerpt = {wl.excerpts[i]: (wl.instructions[i], set(g))
+                  for i, g in enumerate(wl.generations) if g}
+    assert len(recs) == 12
+    for r in recs:
+        a = r.attempt
+        assert a.strategy == "instruction_recall" and a.intent == "adversarial"
+        assert a.target is not None and r.result is not None
+        instruction, outputs = by_excerpt[wl.work[a.target.start:a.target.end]]
+        assert a.supplied_texts() == [instruction]
+        assert r.result.text in outputs
