@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from casekit.records import TokenScore
 from casekit.stats import Rate, rate
 
 Preset = Literal["greedy", "top40"]
+PzState = Literal["positive", "zero", "not_available"]
 PRESETS: dict[str, dict[str, float | int]] = {
     "greedy": {"top_k": 1, "temperature": 1.0},
     "top40": {"top_k": 40, "temperature": 1.0},
@@ -110,11 +111,24 @@ class TeacherForced(_M):
     greedy_reproduced: bool
     """Every continuation token was the top choice: greedy decoding would reproduce the window
     (greedy p_z = 1) [Hay25]."""
+    pz_top40: PzState = "not_available"
+    """What top-40 p_z is, stated explicitly: ``positive`` (its log is ``log_pz_top40``),
+    ``zero`` (a suffix token outside the top 40: log p_z = -inf, which JSON cannot hold) or
+    ``not_available`` (the provider gave no ranks)."""
     log_pz_top40: float | None = None
-    """Natural log of p_z under the top-40 preset (T = 1) [Hay25, Coo25]; None when p_z = 0
-    (a suffix token outside the top 40) or when the provider gave no ranks (see
-    ``pz_top40_available``)."""
+    """Natural log of p_z under the top-40 preset (T = 1) [Hay25, Coo25]; set exactly when
+    ``pz_top40`` is ``positive`` (null for ``zero`` and ``not_available``)."""
     pz_top40_available: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _state(cls, data: Any) -> Any:
+        """Rows written before ``pz_top40`` existed: derive it from the two fields."""
+        if isinstance(data, dict) and "pz_top40" not in data:
+            data = {**data, "pz_top40": (
+                "not_available" if not data.get("pz_top40_available") else
+                "zero" if data.get("log_pz_top40") is None else "positive")}
+        return data
     suffix_chars: tuple[int, int] | None = None
     """Work characters [start, end) of the scored continuation."""
 

@@ -329,6 +329,8 @@ class Analyzer:
                                top1_share=round(top1 / len(scores), 6),
                                sum_logprob=round(float(sum(s.logprob for s in scores)), 6),
                                greedy_reproduced=top1 == len(scores),
+                               pz_top40=("not_available" if lt is None else "positive"
+                                         if math.isfinite(lt) else "zero"),
                                log_pz_top40=round(lt, 6) if lt is not None and math.isfinite(lt)
                                else None,
                                pz_top40_available=top40,
@@ -460,6 +462,7 @@ class Analyzer:
                 measures[r.active.cls.name] = empty_fields(declared)
             boot.update(r.measure.bootstrap(ctx))
         pooled = [r for x in mine for r in x.spans_over_t]
+        regurg = max(mine, key=lambda x: (x.longest_regurgitated_words, -x.seq), default=None)
         exhibits = sorted((x for x in gen if x.longest_words >= th.min_span_words),
                           key=lambda x: (-x.longest_words, x.seq))
         status, reason = taxonomy.memorization_status(
@@ -472,6 +475,9 @@ class Analyzer:
             coverage=coverage, bmc=bmc, bootstrap=boot,
             spans_over_t=len(spans_over_threshold(pooled, LIU26_T)),
             longest_block_bmc5=longest_block(self._bmc(model_id, work_id, 5))[0],
+            longest_regurgitated_words=regurg.longest_regurgitated_words if regurg else 0,
+            longest_regurgitated_attempt=(regurg.attempt_id if regurg is not None
+                                          and regurg.longest_regurgitated_words else None),
             memorization=status,
             memorization_reason=reason, exhibit_attempts=[x.attempt_id for x in exhibits],
             measures=measures,
@@ -609,8 +615,10 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
     findings = taxonomy.apply_controls(findings)
     controls = []
     for mid in model_ids:
+        # Failed attempts (an error, no output to match) measure nothing: not in the
+        # floor's denominator.
         ctrl = [x for x in analyses if x.model_id == mid and x.role == "control"
-                and x.mode != "score"]
+                and x.mode != "score" and x.outcome not in ("error", "unscorable")]
         k = sum(1 for x in ctrl if x.longest_words >= an.th_of[x.work_id].min_span_words)
         cf = [f for f in findings if f.model_id == mid and f.role == "control"]
         # The control floor's top-1 share is the teacher-forced summary's (the top1_share

@@ -196,6 +196,11 @@ class ModelWorkFinding(WithMeasures):
     """[Liu26] spans > 20 words, greedy non-overlapping selection over all excerpts."""
     longest_block_bmc5: int = 0
     """[Liu26] longest contiguous run of the BMC@5 coverage mask (words profile)."""
+    longest_regurgitated_words: int = 0
+    """[Liu26] longest regurgitated span: the longest exact match (words profile, untrimmed) of
+    one generation against its own target excerpt, over this model's attempts on the work."""
+    longest_regurgitated_attempt: str | None = None
+    """The attempt that gave it (the first in ledger order); None when no span was found."""
     memorization: MemorizationStatus
     memorization_reason: str
     exhibit_attempts: list[str] = []
@@ -207,7 +212,8 @@ class ControlFloor(F):
 
     model_id: str
     attempts: Rate
-    """Control generation attempts with a span >= min_span_words."""
+    """Control generation attempts with a span >= min_span_words, of those that produced output
+    (failed attempts, errors or no output, measure nothing and are not in n)."""
     by_intent: dict[str, Rate] = {}
     """The same, per intent of the strategies (benign floor beside regurgitation, adversarial
     floor beside extraction)."""

@@ -287,7 +287,11 @@ NOT_MEASURED = "not measured"
 MEASURE_LABELS = {
     "spans_over_t": "Spans > T (T = 20 words)",
     "longest_block": "Longest block: BMC@5 / light-words",
+    "longest_regurgitated": "Longest regurgitated span [Liu26]",
 }
+WORDS_N = "{n} words"
+REGURGITATED_NOTE = "one generation against its own target excerpt, untrimmed ({attempt})"
+REGURGITATED_NONE = "no generation matched its own target excerpt"
 N_WINDOWS = "{n} windows"
 NO_GENERATIONS = "no generation attempts"
 SPANS_OVER_T_NOTE = "spans > 20 words"

@@ -282,8 +282,9 @@ class CensusMeasure(Measure):
         greedy_logs = [0.0 if t.greedy_reproduced else -math.inf for t in scored]
         presets = [CensusPreset(preset="greedy", histogram=pz_histogram(greedy_logs),
                                 shares=pz_threshold_shares(greedy_logs, ranges, scored_chars))]
-        if scored and all(t.pz_top40_available for t in scored):
-            top_logs = [t.log_pz_top40 if t.log_pz_top40 is not None else -math.inf
+        if scored and all(t.pz_top40 != "not_available" for t in scored):
+            top_logs = [t.log_pz_top40 if t.pz_top40 == "positive" and t.log_pz_top40 is not None
+                    else -math.inf
                         for t in scored]
             presets.append(CensusPreset(
                 preset="top40", histogram=pz_histogram(top_logs),

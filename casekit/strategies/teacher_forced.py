@@ -140,8 +140,9 @@ class PzMeasure(Measure):
             return None
         work = ctx.work
         greedy_logs = [0.0 if t.greedy_reproduced else -math.inf for t in scored]
-        with_ranks = all(t.pz_top40_available for t in scored)
-        top_logs = [t.log_pz_top40 if t.log_pz_top40 is not None else -math.inf
+        with_ranks = all(t.pz_top40 != "not_available" for t in scored)
+        top_logs = [t.log_pz_top40 if t.pz_top40 == "positive" and t.log_pz_top40 is not None
+                    else -math.inf
                     for t in scored] if with_ranks else greedy_logs
         ranges = [t.suffix_chars for t in scored if t.suffix_chars is not None]
         return ProbabilisticFields(probabilistic=Probabilistic(

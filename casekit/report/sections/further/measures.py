@@ -88,6 +88,16 @@ def _over_t(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
     return f"{m.spans_over_t:,}", C.SPANS_OVER_T_NOTE
 
 
+def _regurgitated(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+    """[Liu26] longest regurgitated span of one generation against its own excerpt."""
+    if not _has_generations(f, m):
+        return DASH, C.NO_GENERATIONS
+    if m.longest_regurgitated_attempt is None:
+        return C.WORDS_N.format(n=0), C.REGURGITATED_NONE
+    return (C.WORDS_N.format(n=f"{m.longest_regurgitated_words:,}"),
+            C.REGURGITATED_NOTE.format(attempt=m.longest_regurgitated_attempt))
+
+
 def _blocks(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
     light = f"{m.coverage.longest_block_words:,} words"
     if not _has_generations(f, m):
@@ -154,6 +164,7 @@ VIEWS: dict[tuple[type[MeasureClass], str], Getter] = {
 #: catalogue, definition key, getter).
 CORE_ROWS: tuple[tuple[int, str, str, Getter], ...] = (
     (60, "spans_over_t", "spans_over_t", _over_t),
+    (65, "longest_regurgitated", "longest_regurgitated", _regurgitated),
     (70, "longest_block", "longest_block", _blocks),
 )
 

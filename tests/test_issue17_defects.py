@@ -1,0 +1,102 @@
+"""Measurement defects of issue 17: the longest regurgitated span per model x work (3), the
+control floor's denominator (4), p_z = 0 told apart from p_z not available (7)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from casekit.analysis.analyze import analyze_run
+from casekit.case import load_case
+from casekit.pz import TeacherForced
+from casekit.run.runner import Runner
+from tests.conftest import SCRIPTED_MODELS, STRATEGIES, case_yaml
+
+
+def _run(case_dir: Path, models: str = SCRIPTED_MODELS) -> Path:
+    (case_dir / "case.yaml").write_text(case_yaml(models, STRATEGIES))
+    return Runner(load_case(case_dir / "case.yaml")).run().run_dir
+
+
+def test_longest_regurgitated_span_is_reported_per_model_and_work(case_dir: Path) -> None:
+    from casekit.report import build_model, render_html
+    from casekit.report.build import load_inputs
+
+    run_dir = _run(case_dir)
+    f = analyze_run(run_dir)
+    for fw in f.findings:
+        mine = [x for x in f.attempts if (x.model_id, x.work_id) == (fw.model_id, fw.work_id)]
+        best = max(x.longest_regurgitated_words for x in mine)
+        assert fw.longest_regurgitated_words == best
+        if best:
+            top = next(x for x in mine if x.longest_regurgitated_words == best)
+            assert fw.longest_regurgitated_attempt == top.attempt_id
+        else:
+            assert fw.longest_regurgitated_attempt is None
+    subject = next(x for x in f.findings if (x.model_id, x.work_id) == ("bot", "subject"))
+    assert subject.longest_regurgitated_words > 0
+    html = render_html(build_model(f, load_inputs(run_dir, f)))
+    assert "Longest regurgitated span [Liu26]" in html
+    assert f"{subject.longest_regurgitated_words} words" in html
+    assert subject.longest_regurgitated_attempt in html
+
+
+def test_failed_control_attempts_are_not_in_the_floor(case_dir: Path) -> None:
+    models = SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      "
+                                     "fail_always: [control]")
+    f = analyze_run(_run(case_dir, models))
+    ctrl = [x for x in f.attempts if x.role == "control" and x.mode != "score"]
+    assert ctrl and all(x.outcome == "error" for x in ctrl)
+    floor = f.controls[0]
+    # Before: "0 of 4 control attempts, <= 52.7%" from four errors.
+    assert (floor.attempts.k, floor.attempts.n) == (0, 0)
+    assert floor.upper_95 is None
+    assert all(r.n == 0 for r in floor.by_intent.values())
+
+
+def test_control_floor_counts_the_attempts_that_produced_output(case_dir: Path) -> None:
+    f = analyze_run(_run(case_dir))
+    ctrl = [x for x in f.attempts if x.role == "control" and x.mode != "score"
+            and x.outcome not in ("error", "unscorable")]
+    assert f.controls[0].attempts.n == len(ctrl) == 4
+
+
+def _tf(f: object) -> list[TeacherForced]:
+    return [x.teacher_forced for x in f.attempts  # type: ignore[attr-defined]
+            if x.teacher_forced is not None]
+
+
+def test_pz_top40_states_zero_and_not_available_explicitly(
+        case_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import casekit.analysis.analyze as analyze
+
+    # No ranks from the provider: not available.
+    run_dir = _run(case_dir)
+    tf = _tf(analyze_run(run_dir))
+    assert tf and {t.pz_top40 for t in tf} == {"not_available"}
+    assert all(t.log_pz_top40 is None for t in tf)
+    # Ranks: a value.
+    ranked = SCRIPTED_MODELS.replace("      top1: 0.5", "      top1: 0.5\n      ranks: true")
+    run_dir = _run(case_dir, ranked)
+    tf = _tf(analyze_run(run_dir))
+    assert {t.pz_top40 for t in tf} == {"positive"}
+    assert all(t.log_pz_top40 is not None and t.log_pz_top40 < 0 for t in tf)
+    # A suffix token outside the top 40: p_z = 0, said so (log p_z = -inf has no JSON form).
+    monkeypatch.setattr(analyze, "log_p_z", lambda scores, preset: -math.inf)
+    f = analyze_run(run_dir)
+    tf = _tf(f)
+    assert {t.pz_top40 for t in tf} == {"zero"} and all(t.log_pz_top40 is None for t in tf)
+    row = f.attempts[[i for i, x in enumerate(f.attempts) if x.teacher_forced][0]]
+    assert '"pz_top40":"zero"' in row.model_dump_json()
+
+
+@pytest.mark.parametrize("available, log, state", [
+    (False, None, "not_available"), (True, None, "zero"), (True, -3.5, "positive")])
+def test_rows_written_before_the_state_field_read_back_explicit(available: bool,
+                                                                log: float | None,
+                                                                state: str) -> None:
+    row = {"tokens": 3, "top1": 1, "top1_share": 0.3, "sum_logprob": -2.0,
+           "greedy_reproduced": False, "log_pz_top40": log, "pz_top40_available": available}
+    assert TeacherForced.model_validate(row).pz_top40 == state
