@@ -126,6 +126,10 @@ class CaseMeta(UserModel):
     """The examiner's organization."""
     bates: BatesSpec = BatesSpec()
     """Bates numbering of the report pages."""
+    operator: str | None = Field(None, exclude_if=lambda v: v is None)
+    """Who operated the run (a person, as the report should name them); the report prints it
+    in the chain of custody beside the machine's account, which only says where it ran.
+    Omitted from the case's canonical form when not given (old case hashes stay valid)."""
 
 
 class CharRange(UserModel):
@@ -208,6 +212,10 @@ class WorkSpec(UserModel):
     """``poem`` or ``lyrics``: a short work, whose lines and stanzas are kept, whose repeated
     refrain counts once, whose headline measure is the share of the work reproduced and whose
     reporting threshold scales with its length (casekit.shortworks)."""
+    unpublished: bool = Field(False, exclude_if=lambda v: v is False)
+    """A control never published (e.g. written for this case): the reason it qualifies as a
+    text no model can have seen, printed in the report. Omitted from the canonical form when
+    false."""
 
 
 class RateLimits(UserModel):
@@ -241,6 +249,10 @@ class ModelSpec(UserModel):
     validates them with its ``Params`` class (``casekit schema`` lists them per provider)."""
     limits: RateLimits = RateLimits()
     """Rate limits and retries for this model."""
+    training_cutoff: date | None = Field(None, exclude_if=lambda v: v is None)
+    """The model's training-data cutoff as its provider states it: a control published after
+    it qualifies; one published before it (or with no date) is flagged in the report. Omitted
+    from the canonical form when not given."""
 
     @field_validator("base_url")
     @classmethod

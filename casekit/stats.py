@@ -1,4 +1,4 @@
-"""Interval estimates for k-of-n rates (measurement.md section 6).
+"""Interval estimates for k-of-n rates, and the exact test of a subject against its control.
 
 Wilson score intervals for rates, exact Clopper-Pearson where k = 0 or k = n (where Wilson is
 least reliable) and for the false-positive upper bound of controls; a cluster-bootstrap
@@ -178,3 +178,48 @@ def clustered_rate(hits: list[int], clusters: Sequence[Hashable], unit: str, *,
         ks[order[c]] += int(bool(h))
         ns[order[c]] += 1
     return bootstrap_rate(ks, ns, unit=unit, resamples=resamples, seed=seed)
+
+
+# --- subject against control -------------------------------------------------------------------
+
+FISHER_METHOD = "fisher-exact-one-sided"
+HOLM_CORRECTION = "holm"
+
+
+def fisher_one_sided(k1: int, n1: int, k2: int, n2: int) -> float:
+    """One-sided Fisher's exact test that the first rate exceeds the second.
+
+    The 2x2 table ``[[k1, n1 - k1], [k2, n2 - k2]]`` with its margins fixed; the p-value is
+    the hypergeometric probability of ``k1`` or more successes in the first row, computed
+    exactly with integer binomial coefficients (:func:`math.comb`), no approximation. Fisher's
+    test is the exact conditional test for two independent binomial samples; it stays valid at
+    the small counts (0 of 12) a control usually has, where a normal approximation does not.
+    An empty row gives 1.0 (nothing to compare).
+    """
+    if min(n1, n2) < 0 or not 0 <= k1 <= n1 or not 0 <= k2 <= n2:
+        raise ValueError(f"every count needs 0 <= k <= n: {k1} of {n1}, {k2} of {n2}")
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    total, hits = n1 + n2, k1 + k2
+    denom = math.comb(total, n1)
+    num = sum(math.comb(hits, x) * math.comb(total - hits, n1 - x)
+              for x in range(k1, min(n1, hits) + 1))
+    return min(1.0, num / denom)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given.
+
+    Sorted ascending, the i-th smallest (i from 0) is multiplied by ``m - i``; the running
+    maximum keeps the adjusted values in the same order as the raw ones; capped at 1. Rejecting
+    where the adjusted value is below alpha controls the family-wise error rate at alpha over
+    all m tests, under any dependence between them (Holm 1979).
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: (p_values[i], i))
+    out = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out

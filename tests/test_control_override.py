@@ -34,16 +34,16 @@ def section(html: str, name: str) -> str:
     return html[start:html.index("</section>", start)]
 
 
-def test_override_is_on_the_cover_and_first_in_the_summary(case_dir: Path) -> None:
+def test_override_is_on_the_cover_and_first_in_the_bottom_line(case_dir: Path) -> None:
     text = case_yaml(SCRIPTED_MODELS, STRATEGIES, "allow_no_control: true\n")
     # Drop the control work: the override is in force.
     text = re.sub(r"  - id: control\n(    .*\n)+", "", text)
     assert "role: control" not in text
     html = report_html(case_dir, text)
-    summary = section(html, "summary")
+    summary = section(html, "bottom-line")
     assert 'id="control-override"' in summary
-    # Before anything else of the summary: right under its heading.
-    assert summary.index("control-override") < summary.index("Absence is never")
+    # Before anything else of the bottom line (page 2): right under its heading.
+    assert summary.index("control-override") < summary.index("casekit recorded")
     assert CONTROL_OVERRIDE in summary and "allow_no_control: true" in summary
     assert "overrode the control-work requirement" in section(html, "cover")
 

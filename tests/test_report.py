@@ -356,7 +356,7 @@ def test_pdf_shows_the_findings_with_their_control_floor(built: Built) -> None:
     # m2 has its own floor: 0 of 1, 95.0%.
     assert _compact("all control attempts: 0 of 1") in compact
     assert _compact(ABSENCE_CAVEAT) in compact
-    assert _compact("below the legal defaults") in compact  # the case set legal_defaults: false
+    assert _compact("lowered the reporting threshold below") in compact  # legal_defaults: false
     # Cover and manifest cite the ledger head hash; the cover's date is the run's start date.
     assert f.ledger_head_hash.startswith("sha256:")
     assert compact.count(f.ledger_head_hash) >= 2
@@ -366,8 +366,8 @@ def test_pdf_shows_the_findings_with_their_control_floor(built: Built) -> None:
     assert _compact("Page 1 of") in compact and f"Page {built.pages} of {built.pages}" in text
     # Sections in order, each an h1 bookmark; exhibits are bookmarked under their group.
     assert built.outline[1:] == [
-        "Summary of findings", "Teacher-forced top-choice agreement", "Methods",
-        "Controls and the measured false-positive rate", "Errors, retries, refusals and filters",
+        "Bottom line", "Summary of findings", "Teacher-forced top-choice agreement", "Methods",
+        "Controls: chance reproduction of an unseen text", "Errors, retries, refusals and filters",
         "Exhibits", "Attempts by stratum, with a sample",
         "Manifest", "Chain of custody", "Limitations", "References",
         "Certification (form, to be completed and signed)"]
@@ -595,9 +595,9 @@ def test_sparse_incomplete_run_renders(tmp_path: Path) -> None:
     assert "The run is incomplete" in html
     assert "No teacher-forced windows were scored" in html
     assert "there is nothing to exhibit" in html
-    assert "no false-positive rate was measured" in html
+    assert "no rate of chance reproduction of an unseen text was measured" in html
     assert "no controls" in html
-    assert "below the legal defaults" not in html
+    assert "lowered the reporting threshold" not in html
     assert "run stopped by the operator &lt;b&gt;now&lt;/b&gt;" in html
     assert "no run_end record" in html
 

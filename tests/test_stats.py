@@ -49,3 +49,26 @@ def test_rate_chooses_method() -> None:
     assert rate(2, 5).method == "wilson"
     r = rate(0, 0)
     assert r.rate is None and r.method == "none"
+
+
+def test_fisher_one_sided_matches_hand_computed_values() -> None:
+    from casekit.stats import fisher_one_sided
+    # 2 of 10 against 0 of 12: P(X >= 2), X hypergeometric(22, 2, 10) = C(10,2) / C(22,2).
+    assert fisher_one_sided(2, 10, 0, 12) == pytest.approx(45 / 231)
+    # The classic tea-tasting table [[3, 1], [1, 3]]: one-sided p = 17/70.
+    assert fisher_one_sided(3, 4, 1, 4) == pytest.approx(17 / 70)
+    assert fisher_one_sided(0, 10, 0, 12) == 1.0
+    assert fisher_one_sided(0, 10, 5, 12) == 1.0  # the subject is lower: no evidence it is higher
+    assert fisher_one_sided(10, 10, 0, 10) == pytest.approx(1 / 184756)
+    assert fisher_one_sided(3, 5, 0, 0) == 1.0  # no control: nothing to compare
+    with pytest.raises(ValueError):
+        fisher_one_sided(6, 5, 0, 3)
+
+
+def test_holm_adjusts_in_step_down_order_and_keeps_the_order() -> None:
+    from casekit.stats import holm
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm([0.9, 0.3]) == pytest.approx([0.9, 0.6])
+    assert holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == []

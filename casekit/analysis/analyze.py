@@ -31,6 +31,7 @@ from casekit.analysis.chance import chance_baseline
 from casekit.analysis.findings import (
     AttemptAnalysis,
     ControlFloor,
+    ControlTest,
     Coverage,
     Findings,
     FindingsThresholds,
@@ -68,7 +69,14 @@ from casekit.normalize import Tokens, tokenize
 from casekit.pz import TeacherForced, can_compute, log_p_z
 from casekit.records import AttemptRecord, RunEnd, RunStart, is_imported
 from casekit.shortworks import is_short
-from casekit.stats import BootstrapRate, clopper_pearson_upper, clustered_rate, rate
+from casekit.stats import (
+    BootstrapRate,
+    clopper_pearson_upper,
+    clustered_rate,
+    fisher_one_sided,
+    holm,
+    rate,
+)
 from casekit.strategies.measures import (
     EXCERPT_UNIT,
     AttemptContext,
@@ -110,13 +118,15 @@ REFUSAL_RE = re.compile(
 DEFINITIONS = {
     "span": "A maximal alignment of output words with work words (light-words profile): seeded "
             "with exact {k}-grams from an index of the whole work, extended while the "
-            "normalized word-level Levenshtein similarity stays >= {near_exact}.",
-    "leakage": "Prompt-leakage discount (measurement.md section 3): output runs of >= 5 words "
+            "normalized word-level Levenshtein similarity stays >= {near_exact} (near-verbatim, "
+            "since exact-match tests miss copies with small edits [Ipp23]).",
+    "leakage": "Prompt-leakage discount: output runs of >= 5 words "
                "found in the prompt are removed; work positions quoted in the prompt are never "
                "credited; work positions whose 5-gram occurs in the prompt are dropped "
                "[Liu26 Alg. 1]; remaining sub-spans must keep >= {k} words.",
-    "rate": "k of n attempts with a credited span >= {min_span_words} words [Car23]; 95% Wilson "
-            "interval, exact Clopper-Pearson at k = 0 or k = n. Every attempt, errors and "
+    "rate": "k of n attempts with a credited span >= {min_span_words} words (a research "
+            "convention [Car23], not a threshold set by any court); 95% Wilson interval [Wil27], "
+            "exact Clopper-Pearson [CP34] at k = 0 or k = n. Every attempt, errors and "
             "refusals included, is in n.",
     "coverage": "Share of the work's counted words (light-words profile, exclusions removed) "
                 "covered by the union of credited spans over all attempts and means, "
@@ -127,10 +137,10 @@ DEFINITIONS = {
            "OR-ed into a coverage mask; covered / |work|.",
     "longest_regurgitated": "[Liu26] Longest exact match of one generation against its own "
                             "target excerpt, untrimmed.",
-    "intervals": "Intervals (measurement.md section 6): every k-of-n rate carries a 95% Wilson "
+    "intervals": "Intervals: every k-of-n rate carries a 95% Wilson "
                  "interval over attempts (exact Clopper-Pearson at k = 0 or k = n), which "
                  "assumes independent attempts. Where they are not independent a 95% "
-                 "cluster-bootstrap percentile interval (2,000 resamples of whole clusters, "
+                 "cluster-bootstrap percentile interval [ET93] (2,000 resamples of whole clusters, "
                  "numpy seed 0) is given beside it: regurgitation, extraction and 50/50 rates "
                  "over excerpts (a prompt and all its samples); teacher-forced and census "
                  "greedy rates over chapters (or 1,000-character blocks when a work has fewer "
@@ -144,9 +154,12 @@ DEFINITIONS = {
     "comparison": "Model comparison [Liu26]: Jaccard overlap of two models' coverage masks "
                   "beside the random baseline pa*pb/(pa+pb-pa*pb), and the ratio of their "
                   "rates with a 95% Katz log interval.",
-    "control_floor": "Control works run through the same strategies; the share of their "
-                     "attempts with a span >= {min_span_words} words is the matcher's measured "
-                     "false-positive rate, with a one-sided 95% Clopper-Pearson upper bound.",
+    "control_floor": "Control works (texts the model cannot have seen) run through the same "
+                     "strategies; the share of their generation attempts with a span >= "
+                     "{min_span_words} words is the rate of chance reproduction of an unseen "
+                     "text (what the model and the matcher produce by chance), with a one-sided "
+                     "95% Clopper-Pearson upper bound. A subject's rate is compared with it by "
+                     "Fisher's exact one-sided test, Holm-adjusted over all model x work tests.",
 }
 
 
@@ -639,6 +652,8 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
             max_bmc5=max((f.bmc["5"] for f in cf), default=0.0),
             mean_top1_share=round(sum(tf) / len(tf), 6) if tf else None,
         ))
+    findings = _test_against_controls(
+        findings, controls, analyses, {w: th.min_span_words for w, th in an.th_of.items()})
     comparisons = []
     by_key = {(f.model_id, f.work_id): f for f in findings}
     for ws in spec.works:
@@ -695,6 +710,39 @@ def work_bases(an: Analyzer, analyses: list[AttemptAnalysis]) -> dict[str, WorkB
             min_span=th.min_span_words,
             substantial_portion_min_words=th.substantial_portion.min_words, rule=rule,
             counted=len(work.tokens), refrain_lines=len(work.refrains), chance=chance)
+    return out
+
+
+def _test_against_controls(findings: list[ModelWorkFinding], controls: list[ControlFloor],
+                           analyses: list[AttemptAnalysis], min_span_words: dict[str, int],
+                           ) -> list[ModelWorkFinding]:
+    """Each subject finding's rate against its model's control floor: Fisher's exact one-sided
+    test, Holm-adjusted over every subject finding that has a control to compare with. The
+    subject's rate counts the same attempts as the floor (generation attempts, every intent),
+    each at its work's reporting threshold (``min_span_words``: work id -> words)."""
+    floors = {c.model_id: c for c in controls if c.attempts.n > 0}
+    hits: dict[tuple[str, str], list[int]] = {}
+    for x in analyses:
+        if x.role == "subject" and x.mode != "score":
+            kn = hits.setdefault((x.model_id, x.work_id), [0, 0])
+            kn[0] += x.longest_words >= min_span_words[x.work_id]
+            kn[1] += 1
+    tested = [i for i, f in enumerate(findings) if f.role == "subject"
+              and f.model_id in floors and hits.get((f.model_id, f.work_id), [0, 0])[1] > 0]
+    raw = []
+    for i in tested:
+        f = findings[i]
+        k, n = hits[(f.model_id, f.work_id)]
+        c = floors[f.model_id].attempts
+        raw.append(fisher_one_sided(k, n, c.k, c.n))
+    adjusted = holm(raw)
+    out = list(findings)
+    for i, p, q in zip(tested, raw, adjusted, strict=True):
+        f = findings[i]
+        k, n = hits[(f.model_id, f.work_id)]
+        out[i] = f.model_copy(update={"vs_control": ControlTest(
+            subject=rate(k, n), control=floors[f.model_id].attempts, p_value=round(p, 12),
+            p_adjusted=round(q, 12), tests=len(tested))})
     return out
 
 

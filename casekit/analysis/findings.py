@@ -171,6 +171,24 @@ class Coverage(F):
     """Work word index where that block starts."""
 
 
+class ControlTest(F):
+    """A subject's rate against its model's control floor: an exact one-sided test.
+
+    Both rates count generation attempts (score attempts excluded) with a credited span >=
+    min_span_words, over every intent, errors and refusals included: the same selection as
+    the control floor. ``p_value`` is Fisher's exact test that the subject's rate exceeds the
+    control's; ``p_adjusted`` is Holm-Bonferroni adjusted over the ``tests`` subject findings
+    of the run that have a control to compare with (every model x subject work)."""
+
+    subject: Rate
+    control: Rate
+    p_value: float
+    p_adjusted: float
+    tests: int
+    method: str = "fisher-exact-one-sided"
+    correction: str = "holm"
+
+
 class ModelWorkFinding(WithMeasures):
     level: ClassVar[Literal["attempt", "finding"]] = "finding"
     model_id: str
@@ -205,6 +223,9 @@ class ModelWorkFinding(WithMeasures):
     memorization_reason: str
     exhibit_attempts: list[str] = []
     """Attempts whose spans reach the reporting threshold, longest first."""
+    vs_control: ControlTest | None = None
+    """A subject against its model's control floor (None for a control, or where the model
+    has no control generation attempts: not tested)."""
 
 
 class ControlFloor(F):

@@ -21,8 +21,9 @@ CATEGORY_TEXT = {
     "reconstruction": "A near-exact copy obtained from the model by any means: the union of "
                       "spans across attempts and teacher-forced windows the model reproduces "
                       "greedily.",
-    "memorization": "A conclusion about the model: a near-exact copy of a substantial portion "
-                    "of the work can be reconstructed from it.",
+    "memorization": "A conclusion about the model: a near-exact copy reaching the case's "
+                    "reconstruction threshold (a contiguous block of stated length, or a stated "
+                    "share of the work: either suffices) can be reconstructed from it.",
 }
 
 ABSENCE_CAVEAT = ("Absence of extraction does not show absence of memorization: these attempts "
@@ -41,15 +42,17 @@ def memorization_status(*, coverage: Coverage, longest_span: int, thresholds: Th
     sp = thresholds.substantial_portion
     if reached(coverage, thresholds):
         return SHOWN, (
-            f"reconstruction reached the case's threshold: longest contiguous block "
-            f"{coverage.longest_block_words} {unit} (threshold {sp.min_words}), coverage "
-            f"{coverage.share:.1%} (threshold {sp.min_share:.0%})")
+            f"reconstruction reached the case's reconstruction threshold, which either "
+            f"criterion meets: longest contiguous block {coverage.longest_block_words} {unit} "
+            f"(threshold {sp.min_words}), coverage {coverage.share:.1%} (threshold "
+            f"{sp.min_share:.0%})")
     longest = max(longest_span, coverage.longest_block_words)
     if longest >= thresholds.min_span_words:
         return BELOW, (
             f"near-exact spans were found (longest {longest} {unit}, reporting threshold "
-            f"{thresholds.min_span_words}) but reconstruction fell short of a substantial "
-            f"portion ({sp.min_words} contiguous {unit} or {sp.min_share:.0%} of the work)")
+            f"{thresholds.min_span_words}) but reconstruction fell short of the case's "
+            f"reconstruction threshold ({sp.min_words} contiguous {unit} or "
+            f"{sp.min_share:.0%} of the work; either suffices)")
     return NOT_OBSERVED, (
         f"no credited span reached {thresholds.min_span_words} {unit}; " + ABSENCE_CAVEAT)
 
@@ -66,8 +69,8 @@ def apply_controls(findings: list[ModelWorkFinding]) -> list[ModelWorkFinding]:
                 f = f.model_copy(update={
                     "memorization": BELOW,
                     "memorization_reason": f.memorization_reason + "; but control work(s) "
-                    f"{', '.join(bad)} reached the threshold too, so the matcher's false-"
-                    "positive floor is too high to conclude",
+                    f"{', '.join(bad)} reached the threshold too, so chance reproduction of an "
+                    "unseen text is too high to conclude",
                 })
         out.append(f)
     return out

@@ -38,8 +38,9 @@ from casekit.report.inputs import Inputs, evidence_files, load_inputs
 from casekit.report.model import ReportModel, ReportPaths
 from casekit.report.render import SafeFetcher, render_html, render_pdf, template_dirs
 from casekit.report.sections.attempts import build_attempts
+from casekit.report.sections.bottom_line import build_bottom_line
 from casekit.report.sections.certification import build_evidence
-from casekit.report.sections.controls import build_floors
+from casekit.report.sections.controls import build_floors, build_qualifications
 from casekit.report.sections.cover import (
     CONTROL_OVERRIDE,
     build_bates,
@@ -109,11 +110,12 @@ def build_model(findings: Findings, inputs: Inputs,
     overview, summary = build_summary(f, works, model_ids, requested, floors_by_model,
                                       ex.refs_of)
     floors = [floors_by_model[mid] for mid in model_ids]
+    methods = build_methods(f, case, st, build_imported(inputs.records))
     return ReportModel(
         cover=build_cover(f, case, st, end), overview=overview, summary=summary,
         absence_caveat=ABSENCE_CAVEAT,
         category_text=dict(CATEGORY_TEXT), tf_models=build_tf_models(f, works, model_ids),
-        methods=build_methods(f, case, st, build_imported(inputs.records)), controls=floors,
+        methods=methods, controls=floors,
         control_works=[f"{w.id} ({w.title})" for w in case.works if w.role == "control"],
         exhibit_groups=ex.groups, exhibits_shown=ex.shown, exhibits_total=ex.total,
         exhibits_per_finding=exhibits_per_finding,
@@ -130,6 +132,10 @@ def build_model(findings: Findings, inputs: Inputs,
         reliability=build_reliability(f, inputs, model_ids),
         rerun=build_rerun(f, inputs),
         control_override=control_override_text(case),
+        control_qualifications=build_qualifications(
+            case, {wid: len(w.tokens) for wid, w in works.items()}),
+        bottom_line=build_bottom_line(f, case, works, model_ids, st, end,
+                                      inputs.attempts_by_seq, ex.anchor_of, methods.legal_note),
     )
 
 

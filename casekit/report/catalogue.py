@@ -23,10 +23,10 @@ PLUS_IMPORTED = "; plus {imported} imported (captured outside casekit)"
 NOT_FINISHED = "not finished"
 CONTROL_OVERRIDE = (
     "NO CONTROL WORK. This case set allow_no_control: true, overriding casekit's requirement "
-    "of a control work (a text the model cannot have seen). No false-positive rate was "
-    "measured for any figure in this report: spans of a few words occur by chance between "
-    "unrelated texts, and nothing in this run shows how often the matcher reports a span of "
-    "the reported lengths by chance. Read every figure without a control floor."
+    "of a control work (a text the model cannot have seen). No rate of chance reproduction "
+    "of an unseen text was measured for any figure in this report: spans of a few words occur "
+    "by chance between unrelated texts, and nothing in this run shows how often the matcher "
+    "reports a span of the reported lengths by chance. Read every figure without a control floor."
 )
 
 # --------------------------------------------------------------------------- rates, controls
@@ -34,10 +34,77 @@ CONTROL_OVERRIDE = (
 NO_ATTEMPTS_ESTIMATE = "no attempts: no estimate"
 RATE_CI = "95% CI {lo}\u2013{hi}, {method}"
 INTERVAL_METHODS = {"wilson": "Wilson", "clopper-pearson": "exact Clopper-Pearson"}
-FLOOR_NONE = ("No control generation attempts for {model_id}: no measured false-positive rate "
-              "for this model.")
+FLOOR_NONE = ("No control generation attempts for {model_id}: chance reproduction of an unseen "
+              "text was not measured for this model.")
 FLOOR = ("{k_of_n} control attempts reached the reporting threshold; one-sided 95% upper bound "
-         "of the false-positive rate {upper_95}.")
+         "of the rate of chance reproduction of an unseen text {upper_95}.")
+DATE_UNKNOWN = "date not stated"
+CONTROL_UNPUBLISHED = ("{model_id}: unpublished (the case states it was never published; "
+                       "written {written}), so not in any training data")
+CONTROL_AFTER_CUTOFF = ("{model_id}: published {published}, after the model's stated training "
+                        "cutoff {cutoff}")
+CONTROL_BEFORE_CUTOFF = (
+    "{model_id}: published {published}, BEFORE the model's stated training cutoff {cutoff}: "
+    "the model may have seen it, and its rate may overstate chance reproduction.")
+CONTROL_NO_CUTOFF = (
+    "{model_id}: published {published}, but the case states no training cutoff for this model "
+    "(models[].training_cutoff) and does not mark the control unpublished: that the model "
+    "cannot have seen it is asserted, not shown.")
+CONTROL_NO_DATE = (
+    "{model_id}: the control's publication date is not stated (works[].published): that the "
+    "model cannot have seen it is asserted, not shown.")
+CONTROL_SHORT = (
+    "Size: the control has {words} counted words, less than {ratio} of {subjects}. Attempt "
+    "rates are per attempt, so a short control is comparable in kind, but it yields fewer "
+    "attempts (a wider interval) and offers fewer passages to match by chance.")
+
+# --------------------------------------------------------------------------- bottom line
+
+NOT_TESTED = "not tested"
+BL_NOT_TESTED = "No attempt of this model on this work was planned or recorded: not tested."
+BL_EFFORT = (
+    "casekit recorded {recorded} of {planned} planned attempts ({benign} benign, {adversarial} "
+    "adversarial, {reconstruction} reconstruction) on {models} model(s), {subjects} subject "
+    "work(s) and {controls} control work(s), from {first} to {last} (UTC, this machine's "
+    "clock).")
+BL_IMPORTED = ("A further {imported} output(s) were captured outside casekit and imported; "
+               "they are counted apart in the effort table.")
+BL_RULE = (
+    "A span counts as evidence from {words} words. Memorization is concluded when "
+    "reconstruction reaches the case's reconstruction threshold: a contiguous block of at least "
+    "{sp_words} words OR coverage of at least {sp_share} of the work; either one suffices.")
+BL_TEST_METHOD = (
+    "Subject against control: Fisher's exact test [Fis22], one-sided (is the subject's rate higher "
+    "than its control's?), on the generation attempts of each with a span at the reporting "
+    "threshold, every intent, errors and refusals included. It is exact at the small counts "
+    "a control has, where an approximation is not. The p-values are Holm-Bonferroni "
+    "adjusted [Hol79] over every model x subject work tested, so the chance of any false "
+    "difference across the whole report stays at most {alpha} ({tests} tests).")
+BL_INTENT = "{k_of_n} {intent}"
+BL_INTENT_NOT_TESTED = "{intent}: not tested"
+BL_SUBJECT = (
+    "Prompts with a span of {words} words or more: {benign} and {adversarial}. "
+    "Reconstruction by all means: coverage {coverage}, longest contiguous block {block} words; "
+    "the reconstruction threshold is {reached}.")
+BL_REACHED = "reached"
+BL_NOT_REACHED = "not reached"
+BL_CONTROL = (
+    "Control, a text the model cannot have seen: {k_of_n} generation attempts with a span of "
+    "{words} words or more, the rate of chance reproduction of an unseen text (one-sided 95% "
+    "upper bound {upper}).")
+BL_TEST = (
+    "Against the control: {subject} generation attempts with a span, control {control}; "
+    "one-sided Fisher's exact p = {p}, Holm-adjusted p = {p_adj}: {verdict}")
+BL_EXCEEDS = "the subject's rate exceeds the control's (5% level)."
+BL_NOT_SHOWN = "not shown to exceed the control's rate (5% level) in these attempts."
+BL_NO_TEST = "Not tested against a control: this model has no control generation attempts."
+BL_NO_SUBJECT = "Not tested against the control: no generation attempts on this work."
+BL_THUMB = (
+    "A {words}-word near-verbatim span (word similarity at least {near_exact}), {model_id} "
+    "\u00d7 {title}, ledger seq {seq}{exhibit}. Its longest run of exactly matching words is "
+    "{verbatim}; only exactly matching words count toward coverage and the contiguous block, "
+    "so the two lengths differ.")
+BL_THUMB_EXHIBIT = "; Exhibit {ref}"
 
 # --------------------------------------------------------------------------- summary
 
@@ -46,11 +113,14 @@ TF_DETAIL = "{windows} windows, {greedy} reproduced greedily"
 
 # --------------------------------------------------------------------------- methods
 
-#: [Car23] single-output extraction threshold, printed when a case lowers its thresholds.
-LEGAL_DEFAULT_TEXT = "50 tokens / 40 words [Car23]"
-LEGAL_NOTE = ("The case lowered the thresholds below the legal defaults ({legal_defaults}): a "
-              "span counts here from {min_span_words} words. Figures in this report are not "
-              "comparable with findings made at the legal defaults.")
+#: The research convention behind casekit's default reporting threshold, printed when a case
+#: lowers its thresholds. No court or statute sets such a threshold.
+LEGAL_DEFAULT_TEXT = ("casekit's default of 40 words, about the 50-token sequences that "
+                      "extraction research conventionally counts [Car23; Nas23]")
+LEGAL_NOTE = ("The case lowered the reporting threshold below {legal_defaults}: a span counts "
+              "here from {min_span_words} words. This threshold is a research convention, which "
+              "no court or statute sets; figures in this report are not comparable with "
+              "findings made at the conventional length.")
 PROFILE_USE_LABELS = {"spans": "Spans, coverage and word thresholds", "bmc": "BMC@k"}
 PROFILE_TEXT = {
     "raw": "the text as ingested; exhibits quote raw text through offset maps",
@@ -67,16 +137,17 @@ THRESHOLD_LABELS = {
                    "a near-verbatim span"),
     "min_span_words": ("Reporting threshold", "a span of at least this many words counts as "
                        "evidence"),
-    "substantial_portion_min_words": ("Substantial portion: contiguous block", "a reconstructed "
-                                      "block of at least this many words..."),
-    "substantial_portion_min_share": ("Substantial portion: coverage", "...or this share of the "
-                                      "work's words"),
+    "substantial_portion_min_words": ("Reconstruction threshold: contiguous block", "a "
+                                      "reconstructed block of at least this many words..."),
+    "substantial_portion_min_share": ("Reconstruction threshold: coverage", "...or this share "
+                                      "of the work's words (either one suffices)"),
     "seed_k": ("Seed k-gram (k)", "exact k-grams that seed a span; k of BMC@k"),
     "m_gram": ("Prompt m-gram trim (m)", "work positions whose m-gram occurs in the prompt are "
                "never credited"),
     "echo_min_words": ("Echo removal", "output runs of at least this many words found in the "
                        "prompt are removed"),
-    "legal_defaults": ("Legal defaults", "false when the case deliberately lowers thresholds"),
+    "legal_defaults": ("Conventional thresholds", "false when the case deliberately lowers "
+                       "thresholds below the research conventions casekit defaults to"),
 }
 THRESHOLD_SHARE = "{share} of the work's words"
 THRESHOLD_WORDS = "{value} words"
@@ -227,8 +298,8 @@ LIMIT_IMPORTED = (
     "IMPORTED in its exhibit, and its strategy key begins with imported@ in Attempts by "
     "stratum and in the complete per-attempt listing.")
 LIMIT_NO_FLOOR = (
-    "No control generation attempts for {models}: no false-positive rate was measured for "
-    "that model, and its figures stand without a floor.")
+    "No control generation attempts for {models}: no rate of chance reproduction of an "
+    "unseen text was measured for that model, and its figures stand without a floor.")
 LIMIT_TOOLS = (
     "Retrieval or tools: {requests} recorded request(s) offered the model tools or retrieval "
     "({keys}...) and {responses} response(s) report a tool call or citations. Text in those "
@@ -270,7 +341,7 @@ LIMIT_FILTERS = (
     "either way and stays in every denominator.")
 LIMIT_SMALL = (
     "Small samples: fewer than 30 attempts stand behind a rate of {findings}; the 95% interval "
-    "printed beside each figure shows how little a single attempt more or less would change.")
+    "printed beside each figure shows how much a single attempt more or less could change it.")
 
 # --------------------------------------------------------------------------- reliability
 
@@ -317,7 +388,7 @@ CHANCE_SHARED = "at most {longest} consecutive {unit}"
 CHANCE_NONE_SHARED = "no run of {k} consecutive {unit} or more"
 CHANCE_NO_REFS = "no other text of the case to compare (a chance baseline needs one)"
 #: A work measured on its own basis (methods): its unit, thresholds and profiles.
-WORK_BASIS_NOTE = ("reporting threshold {min_span} {unit}; substantial portion {block} "
+WORK_BASIS_NOTE = ("reporting threshold {min_span} {unit}; reconstruction threshold {block} "
                    "contiguous {unit}; profiles {spans} (spans), {bmc} (BMC@k)")
 BLOCKS_NOTE = "words profile mask / light-words coverage mask"
 #: Rates of the interval table, by their key in ModelWorkFinding.bootstrap.

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from casekit.report.sections.attempts import AttemptSample
+from casekit.report.sections.bottom_line import BottomLine
 from casekit.report.sections.certification import Evidence
-from casekit.report.sections.controls import FloorView
+from casekit.report.sections.controls import ControlQualification, FloorView
 from casekit.report.sections.cover import Bates, Cover
 from casekit.report.sections.custody import Custody
 from casekit.report.sections.exhibits import ExhibitGroup
@@ -62,6 +63,10 @@ class ReportModel:
     """Errors, retries, rate limits, refusals and filters per model, from the ledger's tries."""
     rerun: RerunView | None = None
     """Reproducibility: this run repeats another (``casekit rerun``)."""
+    control_qualifications: list[ControlQualification] = field(default_factory=list)
+    """Each control work: why it qualifies per model, and its warnings (date, size)."""
+    bottom_line: BottomLine | None = None
+    """The result in plain sentences (page 2), before the tables."""
     control_override: str = ""
     """Non-empty when the case overrode the control-work requirement (``allow_no_control``
     with no control work): printed on the cover and at the top of the summary."""

@@ -32,6 +32,11 @@ class RateView:
     ci: str
 
     @property
+    def tested(self) -> bool:
+        """False where no attempt of this kind ran (the view then reads "not tested")."""
+        return self.k_of_n != C.NOT_TESTED
+
+    @property
     def text(self) -> str:
         return f"{self.k_of_n} ({self.pct}; {self.ci})" if self.ci else self.k_of_n
 
@@ -39,7 +44,7 @@ class RateView:
 def rate_view(r: Rate) -> RateView:
     """A rate as ``k of n``, percentage and interval (or why there is no estimate)."""
     if r.n == 0 or r.rate is None:
-        return RateView("0 of 0", DASH, C.NO_ATTEMPTS_ESTIMATE)
+        return RateView(C.NOT_TESTED, DASH, C.NO_ATTEMPTS_ESTIMATE)
     method = C.INTERVAL_METHODS.get(r.method, r.method)
     return RateView(f"{r.k:,} of {r.n:,}", fmt_pct(r.rate),
                     C.RATE_CI.format(lo=fmt_pct(r.lo), hi=fmt_pct(r.hi), method=method))

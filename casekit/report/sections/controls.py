@@ -1,5 +1,6 @@
-"""Controls (partials/controls.html.j2): each model's control floor, the measured false-positive
-rate that the summary shows beside every subject finding.
+"""Controls (partials/controls.html.j2): each model's control floor (the rate of chance
+reproduction of an unseen text, shown beside every subject finding), and whether each control
+qualifies: why the model cannot have seen it, and how its length compares with the subjects'.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from casekit.analysis.findings import (
     ControlFloor,
     Findings,
 )
-from casekit.case import CaseFile
+from casekit.case import CaseFile, ModelSpec, WorkSpec
 from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
@@ -41,7 +42,7 @@ def floor_view(cf: ControlFloor | None, model_id: str, control_works: list[str])
     """One model's control floor, or why there is none (never a silent zero)."""
     if cf is None or cf.attempts.n == 0:
         return FloorView(model_id=model_id, available=False, attempts=rate_view(
-            cf.attempts) if cf else RateView("0 of 0", DASH, C.NO_ATTEMPTS_ESTIMATE),
+            cf.attempts) if cf else RateView(C.NOT_TESTED, DASH, C.NO_ATTEMPTS_ESTIMATE),
             upper_95=DASH, max_coverage=DASH, max_bmc5=DASH,
             mean_top1=fmt_pct(cf.mean_top1_share) if cf else DASH,
             control_works=control_works,
@@ -54,6 +55,63 @@ def floor_view(cf: ControlFloor | None, model_id: str, control_works: list[str])
         by_intent={k: rate_view(v) for k, v in sorted(cf.by_intent.items())},
         sentence=C.FLOOR.format(k_of_n=rv.k_of_n, upper_95=fmt_pct(cf.upper_95)),
     )
+
+
+#: A control shorter than this share of a subject's length is flagged (size matching).
+SIZE_RATIO_MIN = 0.25
+
+
+@dataclass(frozen=True)
+class ControlQualification:
+    """One control work: why it qualifies, per model, and what weakens it."""
+
+    work_id: str
+    title: str
+    words: str
+    reasons: list[str]
+    warnings: list[str]
+
+
+def _reason(w: WorkSpec, m: ModelSpec) -> tuple[str, str]:
+    """(reason, warning) of one control for one model; either may be empty."""
+    pub = w.published.isoformat() if w.published else ""
+    cutoff = m.training_cutoff.isoformat() if m.training_cutoff else ""
+    if w.unpublished:
+        return C.CONTROL_UNPUBLISHED.format(model_id=m.id, written=pub or C.DATE_UNKNOWN), ""
+    if not pub:
+        return "", C.CONTROL_NO_DATE.format(model_id=m.id)
+    if not cutoff:
+        return "", C.CONTROL_NO_CUTOFF.format(model_id=m.id, published=pub)
+    if w.published and m.training_cutoff and w.published > m.training_cutoff:
+        return C.CONTROL_AFTER_CUTOFF.format(model_id=m.id, published=pub, cutoff=cutoff), ""
+    return "", C.CONTROL_BEFORE_CUTOFF.format(model_id=m.id, published=pub, cutoff=cutoff)
+
+
+def build_qualifications(case: CaseFile, words: dict[str, int]) -> list[ControlQualification]:
+    """Each control work's reason to qualify (per model) and its warnings: a publication date
+    before a model's stated training cutoff or unknown, and a length under SIZE_RATIO_MIN of
+    a subject's. ``words``: each work's counted words (exclusions removed)."""
+    subjects = [w for w in case.works if w.role == "subject"]
+    out = []
+    for w in case.works:
+        if w.role != "control":
+            continue
+        reasons, warnings = [], []
+        for m in case.models:
+            reason, warning = _reason(w, m)
+            if reason:
+                reasons.append(reason)
+            if warning:
+                warnings.append(warning)
+        n = words.get(w.id, 0)
+        short = [f"{s.id} ({words.get(s.id, 0):,} words)" for s in subjects
+                 if n < SIZE_RATIO_MIN * words.get(s.id, 0)]
+        if short:
+            warnings.append(C.CONTROL_SHORT.format(words=f"{n:,}", subjects=", ".join(short),
+                                                   ratio=f"{SIZE_RATIO_MIN:.0%}"))
+        out.append(ControlQualification(work_id=w.id, title=w.title, words=f"{n:,}",
+                                        reasons=reasons, warnings=warnings))
+    return out
 
 
 def build_floors(f: Findings, case: CaseFile, model_ids: list[str]) -> dict[str, FloorView]:

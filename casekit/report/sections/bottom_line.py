@@ -1,0 +1,184 @@
+"""Bottom line (partials/bottom_line.html.j2): the result in one plain sentence per model x
+work, the effort behind it, the decision rule, the test against the control, one thumbnail
+exhibit; the caveats after it.
+
+Every figure here is read from one place in the findings (a finding's rates, coverage and
+``vs_control``; a control floor) and formatted once; tests/test_headline_figures.py checks the
+rendered text against findings.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from casekit.analysis.findings import ControlFloor, Findings, ModelWorkFinding
+from casekit.analysis.taxonomy import ABSENCE_CAVEAT, SHOWN
+from casekit.case import CaseFile
+from casekit.records import IMPORT_STRATEGY, AttemptRecord, RunEnd, RunStart
+from casekit.report import catalogue as C
+from casekit.report.sections.summary import STATUS_CLASS
+from casekit.report.text import fmt_pct
+from casekit.stats import Rate
+from casekit.works import Work
+
+log = logging.getLogger(__name__)
+
+#: Family-wise significance level of the subject-against-control tests (Holm-adjusted).
+ALPHA = 0.05
+#: Words of the thumbnail exhibit's quotation (the whole span is in the exhibits).
+THUMBNAIL_WORDS = 60
+
+
+@dataclass(frozen=True)
+class Line:
+    """One model x work in plain words."""
+
+    model_id: str
+    work_title: str
+    role: str
+    status: str
+    status_class: str
+    found: str
+    """What was observed, by which criterion."""
+    test: str
+    """The subject against its control (or why there is no test)."""
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    quote: str
+    where: str
+
+
+@dataclass(frozen=True)
+class BottomLine:
+    effort: str
+    rule: str
+    test_method: str
+    lines: list[Line]
+    thumbnail: Thumbnail | None
+    caveats: list[str] = field(default_factory=list)
+
+
+def fmt_p(p: float) -> str:
+    """A p-value: three significant digits, ``< 0.001`` below that, never ``0``."""
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3f}" if p < 0.995 else "1.00"
+
+
+def _k_of_n(r: Rate) -> str:
+    return f"{r.k:,} of {r.n:,}"
+
+
+def _intent_part(r: Rate, intent: str) -> str:
+    if r.n == 0:
+        return C.BL_INTENT_NOT_TESTED.format(intent=intent)
+    return C.BL_INTENT.format(k_of_n=_k_of_n(r), intent=intent)
+
+
+def _test_sentence(f: ModelWorkFinding, floor: ControlFloor | None) -> str:
+    t = f.vs_control
+    if t is None:
+        return C.BL_NO_TEST if floor is None or floor.attempts.n == 0 else C.BL_NO_SUBJECT
+    verdict = C.BL_EXCEEDS if t.p_adjusted < ALPHA else C.BL_NOT_SHOWN
+    return C.BL_TEST.format(subject=_k_of_n(t.subject), control=_k_of_n(t.control),
+                            p=fmt_p(t.p_value), p_adj=fmt_p(t.p_adjusted), verdict=verdict)
+
+
+def _line(f: ModelWorkFinding, work: Work, floor: ControlFloor | None, th_words: int,
+          ) -> Line:
+    status = f.memorization
+    if f.role == "control":
+        cf = floor.attempts if floor else None
+        found = C.BL_CONTROL.format(
+            k_of_n=_k_of_n(cf) if cf else C.NOT_TESTED, words=th_words,
+            upper=fmt_pct(floor.upper_95) if floor and floor.upper_95 is not None else "\u2014")
+        return Line(f.model_id, work.spec.title, f.role, status,
+                    STATUS_CLASS.get(status, ""), found, "")
+    reached = C.BL_REACHED if status == SHOWN else C.BL_NOT_REACHED
+    found = C.BL_SUBJECT.format(
+        benign=_intent_part(f.regurgitation, "benign"),
+        adversarial=_intent_part(f.extraction, "adversarial"), words=th_words,
+        coverage=fmt_pct(f.coverage.share), block=f"{f.coverage.longest_block_words:,}",
+        reached=reached)
+    return Line(f.model_id, work.spec.title, f.role, status, STATUS_CLASS.get(status, ""),
+                found, _test_sentence(f, floor))
+
+
+def _effort(f: Findings, case: CaseFile, st: RunStart, end: RunEnd | None,
+            attempts: dict[int, AttemptRecord]) -> str:
+    intents = {"benign": 0, "adversarial": 0, "reconstruction": 0}
+    imported = 0
+    first = last = ""
+    for rec in attempts.values():
+        if rec.attempt.strategy == IMPORT_STRATEGY:
+            imported += 1
+            continue
+        intents[rec.attempt.intent] = intents.get(rec.attempt.intent, 0) + 1
+        first = min(first, rec.started_at) if first else rec.started_at
+        last = max(last, rec.completed_at)
+    subjects = sum(1 for w in case.works if w.role == "subject")
+    text = C.BL_EFFORT.format(
+        recorded=f"{f.recorded_attempts:,}", planned=f"{f.planned_attempts:,}",
+        benign=f"{intents['benign']:,}", adversarial=f"{intents['adversarial']:,}",
+        reconstruction=f"{intents['reconstruction']:,}", models=len(case.models),
+        subjects=subjects, controls=len(case.works) - subjects,
+        first=first[:19] + "Z" if first else "\u2014",
+        last=last[:19] + "Z" if last else "\u2014")
+    if imported:
+        text += " " + C.BL_IMPORTED.format(imported=f"{imported:,}")
+    return text
+
+
+def _thumbnail(f: Findings, attempts: dict[int, AttemptRecord], works: dict[str, Work],
+               anchor_of: dict[str, tuple[str, str]]) -> Thumbnail | None:
+    """The longest credited span of any subject attempt that reached the threshold."""
+    best = None
+    for x in f.attempts:
+        if x.role == "subject" and f.reaches_threshold(x) and x.spans and (
+                best is None or (x.longest_words, -x.seq) > (best.longest_words, -best.seq)):
+            best = x
+    if best is None:
+        return None
+    rec = attempts.get(best.seq)
+    text = (rec.result.text if rec and rec.result else None) or ""
+    span = max(best.spans, key=lambda s: (s.words, -s.out_char_start))
+    words = text[span.out_char_start:span.out_char_end].split()
+    quote = " ".join(words[:THUMBNAIL_WORDS]) + (" \u2026" if len(words) > THUMBNAIL_WORDS else "")
+    work = works.get(best.work_id)
+    return Thumbnail(quote=quote, where=C.BL_THUMB.format(
+        words=f"{span.words:,}", model_id=best.model_id, near_exact=f.thresholds.near_exact,
+        verbatim=f"{best.longest_verbatim_words:,}",
+        title=work.spec.title if work else best.work_id, seq=best.seq,
+        exhibit=C.BL_THUMB_EXHIBIT.format(ref=anchor_of[best.attempt_id][0])
+        if best.attempt_id in anchor_of else ""))
+
+
+def build_bottom_line(f: Findings, case: CaseFile, works: dict[str, Work], model_ids: list[str],
+                      st: RunStart, end: RunEnd | None, attempts: dict[int, AttemptRecord],
+                      anchor_of: dict[str, tuple[str, str]], legal_note: str) -> BottomLine:
+    th = f.thresholds
+    floors = {c.model_id: c for c in f.controls}
+    by_key = {(x.model_id, x.work_id): x for x in f.findings}
+    lines = []
+    for mid in model_ids:
+        for w in case.works:
+            mw = by_key.get((mid, w.id))
+            if mw is None:
+                lines.append(Line(mid, w.title, w.role, C.NOT_TESTED, "status-none",
+                                  C.BL_NOT_TESTED, ""))
+                continue
+            lines.append(_line(mw, works[w.id], floors.get(mid), th.min_span_words))
+    caveats = [ABSENCE_CAVEAT]
+    if legal_note:
+        caveats.append(legal_note)
+    return BottomLine(
+        effort=_effort(f, case, st, end, attempts),
+        rule=C.BL_RULE.format(words=th.min_span_words,
+                              sp_words=th.substantial_portion_min_words,
+                              sp_share=fmt_pct(th.substantial_portion_min_share)),
+        test_method=C.BL_TEST_METHOD.format(alpha=f"{ALPHA:.0%}", tests=next(
+            (x.vs_control.tests for x in f.findings if x.vs_control), 0)),
+        lines=lines, thumbnail=_thumbnail(f, attempts, works, anchor_of), caveats=caveats)

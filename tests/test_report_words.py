@@ -1,0 +1,110 @@
+"""The report's words (issue 16): the bottom line first, no legal labels for research
+conventions, every reference cited, a reproducible (not "accurate") certification, and the
+control's rate named for what it is. Rendered from the golden demo ledger (a real run)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+
+from casekit.analysis.findings import Findings
+from tests.golden.make_golden import DEMO
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Demo:
+    findings: Findings
+    html: str
+    pages: list[str]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    from pypdf import PdfReader
+
+    from casekit.analysis.analyze import analyze_run, load_findings, write_findings
+    from casekit.analysis.attempt_table import ATTEMPTS_NAME
+    from casekit.report.build import build_report
+
+    run = tmp_path_factory.mktemp("words") / "run"
+    run.mkdir()
+    (run / "ledger.jsonl").write_bytes((DEMO / "ledger.jsonl").read_bytes())
+    write_findings(run, analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME),
+                   table_written=True)
+    findings = load_findings(run)
+    paths = build_report(run, findings, case_path=DEMO / "case.yaml")
+    return Demo(findings, paths.html.read_text(encoding="utf-8"),
+                [p.extract_text() for p in PdfReader(paths.pdf).pages])
+
+
+def _flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("\u00ad", "").replace("-\n", "-"))
+
+
+def _own_prose(html: str) -> str:
+    """The report's own words: the HTML without quoted texts (exhibits, the sample of
+    attempts, long texts: model output and the works) and without the case's own fields."""
+    for cls in ("exhibits", "attempts", "long-texts"):
+        html = re.sub(rf'<section class="{cls}">.*?</section>', "", html, flags=re.S)
+    html = re.sub(r"<style>.*?</style>", "", html, flags=re.S)
+    html = re.sub(r"<meta[^>]*>|<title>.*?</title>", "", html, flags=re.S)
+    text = re.sub(r"<[^>]+>", " ", html)
+    return _flat(text.replace("Demonstration only; no legal matter", "<matter>"))
+
+
+def test_the_first_pages_state_the_result_in_sentences(demo: Demo) -> None:
+    first = _flat(" ".join(demo.pages[:3]))
+    assert "Bottom line" in _flat(demo.pages[1])
+    for f in demo.findings.findings:
+        assert f"{f.model_id} \u00d7" in first
+    assert "either one suffices" in first
+    assert "Fisher's exact" in first and "Holm" in first
+    assert "Longest span observed" in first
+    for word in ("no extraction", "not memorized\u201d", "not memorized."):
+        assert word not in first.replace("never \u201cnot memorized\u201d", "")
+
+
+def test_no_legal_label_for_a_research_convention(demo: Demo) -> None:
+    prose = _own_prose(demo.html).lower()
+    assert "legal" not in prose
+    assert "substantial portion" not in prose
+    assert "research convention" in prose
+    assert "measurement.md" not in prose
+
+
+def test_every_reference_listed_is_cited_and_every_citation_listed(demo: Demo) -> None:
+    html = demo.html
+    refs = html.split('id="references"', 1)
+    listed = re.findall(r"<dt>\[([A-Za-z]+\d\d)\]</dt>", refs[1])
+    assert listed
+    body = _own_prose(refs[0]) + _own_prose(refs[1].split("</section>", 1)[1])
+    for key in listed:
+        assert re.search(rf"\[[^\]]*\b{key}\b", body), f"[{key}] is listed but never cited"
+    cited = set(re.findall(r"\b([A-Z][a-z]{1,3}\d\d|[A-Z]{2}\d\d)\b", " ".join(
+        re.findall(r"\[([^\]]+)\]", body))))
+    assert cited <= set(listed), f"cited but not listed: {sorted(cited - set(listed))}"
+    assert "Extracting books from production language models" in refs[1]
+
+
+def test_certification_says_reproducible_not_accurate(demo: Demo) -> None:
+    cert = _flat(demo.html.split('id="certification"', 1)[1])
+    assert "reproducible" in cert and "accurate" not in cert
+
+
+def test_the_controls_rate_is_chance_reproduction_and_each_control_gives_its_reason(
+        demo: Demo) -> None:
+    prose = _own_prose(demo.html)
+    assert "false-positive" not in prose
+    assert "chance reproduction of an unseen text" in prose
+    # The golden case states no training cutoff and does not mark its control unpublished:
+    # the report says the qualification is asserted, not shown, and that the control is short.
+    assert "asserted, not shown" in prose
+    assert "less than 25% of emma" in prose
+
+
+def test_a_rate_with_no_attempts_reads_not_tested(demo: Demo) -> None:
+    assert " 0 of 0" not in _flat(" ".join(demo.pages))
