@@ -28,10 +28,10 @@ from casekit.analysis.attempt_table import (
     write_table,
 )
 from casekit.analysis.chance import chance_baseline
+from casekit.analysis.control_test import compare_with_controls
 from casekit.analysis.findings import (
     AttemptAnalysis,
     ControlFloor,
-    ControlTest,
     Coverage,
     Findings,
     FindingsThresholds,
@@ -73,8 +73,6 @@ from casekit.stats import (
     BootstrapRate,
     clopper_pearson_upper,
     clustered_rate,
-    fisher_one_sided,
-    holm,
     rate,
 )
 from casekit.strategies.measures import (
@@ -652,7 +650,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
             max_bmc5=max((f.bmc["5"] for f in cf), default=0.0),
             mean_top1_share=round(sum(tf) / len(tf), 6) if tf else None,
         ))
-    findings = _test_against_controls(
+    findings = compare_with_controls(
         findings, controls, analyses, {w: th.min_span_words for w, th in an.th_of.items()})
     comparisons = []
     by_key = {(f.model_id, f.work_id): f for f in findings}
@@ -710,39 +708,6 @@ def work_bases(an: Analyzer, analyses: list[AttemptAnalysis]) -> dict[str, WorkB
             min_span=th.min_span_words,
             substantial_portion_min_words=th.substantial_portion.min_words, rule=rule,
             counted=len(work.tokens), refrain_lines=len(work.refrains), chance=chance)
-    return out
-
-
-def _test_against_controls(findings: list[ModelWorkFinding], controls: list[ControlFloor],
-                           analyses: list[AttemptAnalysis], min_span_words: dict[str, int],
-                           ) -> list[ModelWorkFinding]:
-    """Each subject finding's rate against its model's control floor: Fisher's exact one-sided
-    test, Holm-adjusted over every subject finding that has a control to compare with. The
-    subject's rate counts the same attempts as the floor (generation attempts, every intent),
-    each at its work's reporting threshold (``min_span_words``: work id -> words)."""
-    floors = {c.model_id: c for c in controls if c.attempts.n > 0}
-    hits: dict[tuple[str, str], list[int]] = {}
-    for x in analyses:
-        if x.role == "subject" and x.mode != "score":
-            kn = hits.setdefault((x.model_id, x.work_id), [0, 0])
-            kn[0] += x.longest_words >= min_span_words[x.work_id]
-            kn[1] += 1
-    tested = [i for i, f in enumerate(findings) if f.role == "subject"
-              and f.model_id in floors and hits.get((f.model_id, f.work_id), [0, 0])[1] > 0]
-    raw = []
-    for i in tested:
-        f = findings[i]
-        k, n = hits[(f.model_id, f.work_id)]
-        c = floors[f.model_id].attempts
-        raw.append(fisher_one_sided(k, n, c.k, c.n))
-    adjusted = holm(raw)
-    out = list(findings)
-    for i, p, q in zip(tested, raw, adjusted, strict=True):
-        f = findings[i]
-        k, n = hits[(f.model_id, f.work_id)]
-        out[i] = f.model_copy(update={"vs_control": ControlTest(
-            subject=rate(k, n), control=floors[f.model_id].attempts, p_value=round(p, 12),
-            p_adjusted=round(q, 12), tests=len(tested))})
     return out
 
 

@@ -174,9 +174,9 @@ class Coverage(F):
 class ControlTest(F):
     """A subject's rate against its model's control floor: an exact one-sided test.
 
-    Both rates count generation attempts (score attempts excluded) with a credited span >=
-    min_span_words, over every intent, errors and refusals included: the same selection as
-    the control floor. ``p_value`` is Fisher's exact test that the subject's rate exceeds the
+    Both rates count generation attempts (score attempts, failed and unscorable attempts
+    excluded) with a credited span >= min_span_words, over every intent, refusals included:
+    the same selection as the control floor. ``p_value`` is Fisher's exact test that the subject's rate exceeds the
     control's; ``p_adjusted`` is Holm-Bonferroni adjusted over the ``tests`` subject findings
     of the run that have a control to compare with (every model x subject work)."""
 

@@ -74,12 +74,13 @@ BL_RULE = (
     "reconstruction reaches the case's reconstruction threshold: a contiguous block of at least "
     "{sp_words} words OR coverage of at least {sp_share} of the work; either one suffices.")
 BL_TEST_METHOD = (
-    "Subject against control: Fisher's exact test [Fis22], one-sided (is the subject's rate higher "
-    "than its control's?), on the generation attempts of each with a span at the reporting "
-    "threshold, every intent, errors and refusals included. It is exact at the small counts "
-    "a control has, where an approximation is not. The p-values are Holm-Bonferroni "
-    "adjusted [Hol79] over every model x subject work tested, so the chance of any false "
-    "difference across the whole report stays at most {alpha} ({tests} tests).")
+    "Subject against control: Fisher's exact test [Fis22], one-sided (is the subject's rate "
+    "higher than its control's?), on the generation attempts of each with a span at the "
+    "reporting threshold, every intent, refusals included, attempts that failed or could not "
+    "be scored left out on both sides. It is exact at the small counts a control has, where "
+    "an approximation is not. The p-values are Holm-Bonferroni adjusted [Hol79] over every "
+    "model x subject work tested, so the chance of any false difference across the whole "
+    "report stays at most {alpha} ({tests} tests).")
 BL_INTENT = "{k_of_n} {intent}"
 BL_INTENT_NOT_TESTED = "{intent}: not tested"
 BL_SUBJECT = (
