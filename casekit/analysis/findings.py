@@ -176,9 +176,10 @@ class ControlTest(F):
 
     Both rates count generation attempts (score attempts, failed and unscorable attempts
     excluded) with a credited span >= min_span_words, over every intent, refusals included:
-    the same selection as the control floor. ``p_value`` is Fisher's exact test that the subject's rate exceeds the
-    control's; ``p_adjusted`` is Holm-Bonferroni adjusted over the ``tests`` subject findings
-    of the run that have a control to compare with (every model x subject work)."""
+    the same selection as the control floor. ``p_value`` is Fisher's exact test that the
+    subject's rate exceeds the control's; ``p_adjusted`` is Holm-Bonferroni adjusted over the
+    ``tests`` subject findings of the run that have a control to compare with (every model x
+    subject work)."""
 
     subject: Rate
     control: Rate
