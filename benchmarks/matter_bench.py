@@ -336,9 +336,10 @@ def write_wam_case(folder: Path, wl: Workload) -> Path:
 
 
 def casekit_wam_numbers(run_dir: Path) -> dict[str, float]:
-    """casekit's four numbers for the imported generations: findings.json (BMC@5, the longest
-    block of its mask, spans > 20 words) and attempts.parquet (the longest regurgitated span,
-    a per-attempt figure)."""
+    """casekit's four numbers for the imported generations, from findings.json: BMC@5, the
+    longest block of its mask, the longest regurgitated span and spans > 20 words. The longest
+    regurgitated span is checked against attempts.parquet's per-attempt figures (their
+    maximum), which older findings.json files do not summarize."""
     import pyarrow.parquet as pq
 
     doc = json.loads((run_dir / "findings.json").read_text(encoding="utf-8"))
@@ -349,6 +350,10 @@ def casekit_wam_numbers(run_dir: Path) -> dict[str, float]:
     regurg = max((n for m, w, n in zip(t["model_id"], t["work_id"],
                                        t["longest_regurgitated_words"], strict=True)
                   if m == WAM_MODEL and w == WAM_WORK), default=0)
+    if "longest_regurgitated_words" in f and f["longest_regurgitated_words"] != regurg:
+        print(f"  findings.json's longest regurgitated span ({f['longest_regurgitated_words']}) "
+              f"is not the largest in attempts.parquet ({regurg})")
+        regurg = -1
     return {"bmc_score": f["bmc"]["5"], "longest_memorized_block": f["longest_block_bmc5"],
             "longest_regurgitated_span": regurg, "num_regurgitated_spans": f["spans_over_t"]}
 
