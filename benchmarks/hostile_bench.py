@@ -75,8 +75,9 @@ def child(args: list[str], limit_gb: float, env: dict[str, str]) -> tuple[int, f
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _WRAP, *args], env=env, cwd=REPO,
-                          preexec_fn=cap, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _WRAP, *args], env=env,
+                          cwd=env["CASEKIT_BENCH_CODE"], preexec_fn=cap, capture_output=True,
+                          text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         print(f"  {args[0]} failed ({proc.returncode}): "
@@ -95,6 +96,11 @@ def main() -> None:
                     help="also put the sentence this many times in the subject work, each "
                          "after a different verse (a chorus): the matcher's worst case")
     ap.add_argument("--limit-gb", type=float, default=8.0, help="address-space limit (8)")
+    ap.add_argument("--stages", default="analyze,report",
+                    help="which of analyze,report to run (analyze,report)")
+    ap.add_argument("--code", type=Path, default=REPO,
+                    help="run casekit from this checkout (e.g. an export of an older commit, "
+                         "to measure before a change); tests/ is always this one's")
     ap.add_argument("--keep", type=Path, help="build the case here and keep it")
     a = ap.parse_args()
 
@@ -111,9 +117,11 @@ def main() -> None:
     (root / "subject.txt").write_text(work)
     (root / "control.txt").write_text(CONTROL)
     (root / "case.yaml").write_text(CASE)
-    env = {**os.environ, "CASEKIT_PLUGINS": "tests.scripted", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "CASEKIT_PLUGINS": "tests.scripted",
+           "PYTHONPATH": f"{a.code.resolve()}{os.pathsep}{REPO}",
+           "CASEKIT_BENCH_CODE": str(a.code.resolve())}  # the cwd: ahead of PYTHONPATH
     rc = subprocess.run([*CASEKIT, "run", str(root / "case.yaml")],
-                        env=env, cwd=REPO, capture_output=True, text=True)
+                        env=env, cwd=env["CASEKIT_BENCH_CODE"], capture_output=True, text=True)
     if rc.returncode:
         sys.exit(f"run failed: {rc.stderr}")
     run_dir = next(p for p in (root / "runs").iterdir() if p.is_dir())
@@ -131,12 +139,14 @@ def main() -> None:
           f"sentence {2 + a.refrain} times; "
           f"address-space limit {a.limit_gb} GB")
     rc = subprocess.run([*CASEKIT, "import", str(run_dir), str(src)],
-                        env=env, cwd=REPO, capture_output=True, text=True)
+                        env=env, cwd=env["CASEKIT_BENCH_CODE"], capture_output=True, text=True)
     if rc.returncode:
         sys.exit(f"import failed: {rc.stderr}")
 
     for name, args in (("analyze", ["analyze", str(run_dir)]),
                        ("report", ["report", str(run_dir)])):
+        if name not in a.stages.split(","):
+            continue
         code, wall, peak = child(args, a.limit_gb, env)
         print(f"  {name:8s} exit {code}  {wall:7.1f} s  peak RSS {peak:7.0f} MB")
     if not a.keep:

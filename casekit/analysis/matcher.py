@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 GLOBAL_ALIGN_MAX_WORDS = 20_000
 #: Seed pairs (output k-gram, work k-gram) materialized at once; bounds memory on degenerate
 #: outputs.
-SEED_PAIR_CHUNK = 4_000_000
+SEED_PAIR_CHUNK = 1_000_000
 _EPS = 1e-9
 
 Block = tuple[int, int, int, int]
