@@ -280,8 +280,8 @@ def check_base_url(url: str) -> None:
         raise ValueError(f"must be an http:// or https:// URL (scheme here: {scheme}); write "
                          f"the server's address, {example}")
     if "@" in parts.netloc or parts.username is not None or parts.password is not None:
-        raise ValueError("must not hold a user name or password (user:pass@ is recorded "
-                         "with the URL); remove it and put the key in the environment "
+        raise ValueError("must not hold a user name or password (they would be recorded "
+                         "with the URL); remove them and put the key in the environment "
                          "variable named by api_key_env")
     if not parts.hostname:
         raise ValueError(f"names no host; write the server's address, {example}")

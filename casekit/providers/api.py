@@ -35,7 +35,14 @@ from casekit.providers.api_common import (
     unsupported_parameter,
 )
 from casekit.providers.base import BatchHandle, BatchStatus, Provider, RetryDecision
-from casekit.providers.keys import ApiKey, load_key, protect_logs, redact, redact_error_text
+from casekit.providers.keys import (
+    ApiKey,
+    load_key,
+    protect_logs,
+    redact,
+    redact_error_text,
+    redact_result,
+)
 from casekit.providers.params import ProviderParams, flag, number_at_least, whole_at_least
 from casekit.records import AttemptError, PlannedAttempt, ProviderResult
 
@@ -272,18 +279,18 @@ class ApiProvider(Provider):
                          server_date: str | None, request: dict[str, Any],
                          response: dict[str, Any], **fields: Any) -> ProviderResult:
         """A ProviderResult with the key removed from everything recorded."""
-        secrets = self.key.secrets()
         usage = data.get("usage")
-        return ProviderResult(
-            text=redact(text, secrets),
-            returned_model=data.get("model"),
+        model = data.get("model")
+        return redact_result(ProviderResult(
+            text=text,
+            returned_model=model if isinstance(model, str) or model is None else str(model),
             request_id=request_id,
             server_date=server_date,
-            usage=redact(usage, secrets) if isinstance(usage, dict) else {},
-            raw_request=redact(request, secrets),
-            raw_response=redact(response, secrets),
+            usage=usage if isinstance(usage, dict) else {},
+            raw_request=request,
+            raw_response=response,
             **fields,
-        )
+        ), self.key.secrets())
 
     # ----------------------------------------------------------------- batches
 

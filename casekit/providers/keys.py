@@ -21,7 +21,9 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from casekit.errors import ProviderUnavailable
 
@@ -130,6 +132,24 @@ def _redact(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, (list, tuple)):
         return [_redact(v, secrets) for v in value]
     return value
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def redact_result(result: R, secrets: Iterable[str]) -> R:
+    """A recorded object (a :class:`~casekit.records.ProviderResult`, an error) with every exact
+    occurrence of a secret replaced in every field: the text, the returned model id, the
+    system fingerprint, request ids, headers, the raw request and response, token texts. A
+    server that echoes the key anywhere in a response cannot get it into the ledger."""
+    secrets = [s for s in secrets if s and s != NO_KEY_PLACEHOLDER]
+    if not secrets:
+        return result
+    data = result.model_dump(mode="python")
+    cleaned = _redact(data, secrets)
+    if cleaned == data:
+        return result
+    return type(result).model_validate(cleaned)
 
 
 class RedactingFilter(logging.Filter):

@@ -25,7 +25,7 @@ from casekit.errors import CasekitError
 from casekit.provenance import strip_credentials
 from casekit.providers.api_common import body_sha256, decode_body
 from casekit.providers.base import CapabilityError
-from casekit.providers.keys import redact
+from casekit.providers.keys import redact_result
 from casekit.providers.openai import OpenAIParams, OpenAIProvider
 from casekit.providers.params import (
     ProviderParams,
@@ -289,18 +289,17 @@ class OpenAICompatibleProvider(OpenAIProvider):
 
     def _score_result(self, data: dict[str, Any], http: Any, request: dict[str, Any],
                       response: dict[str, Any], scores: list[TokenScore]) -> ProviderResult:
-        secrets = self.key.secrets()
         usage = data.get("usage")
-        return ProviderResult(
+        return redact_result(ProviderResult(
             returned_model=data.get("model"),
             request_id=http.headers.get("x-request-id"),
             system_fingerprint=data.get("system_fingerprint"),
             server_date=http.headers.get("date"),
-            usage=redact(usage, secrets) if isinstance(usage, dict) else {},
-            raw_request=redact(request, secrets),
-            raw_response=redact(response, secrets),
+            usage=usage if isinstance(usage, dict) else {},
+            raw_request=request,
+            raw_response=response,
             token_scores=scores,
-        )
+        ), self.key.secrets())
 
     # -- vLLM prompt_logprobs ------------------------------------------------------------------
 

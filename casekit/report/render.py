@@ -31,6 +31,7 @@ from markupsafe import Markup
 
 import casekit
 from casekit.errors import CasekitError
+from casekit.visible import visible
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,24 @@ class SafeFetcher(_FetcherBase):  # type: ignore[misc,valid-type]
         return self.fetch(url)
 
 
+def shown(value: Any) -> Any:
+    """Every value a template prints (``finalize``): text shows its control, format and bidi
+    characters by code point (``⟨U+202E⟩``), as outputs do (:func:`casekit.visible.visible`),
+    so that no field from a model, a server or an import (returned model id, fingerprint,
+    label, provenance...) can reorder, hide or inject text in the report. Markup (casekit's own
+    segments, figures) passes as it is: its text went through the same function already."""
+    if type(value) is str:
+        return visible(value, keep="\t\n")
+    return value
+
+
 def make_environment(dirs: Sequence[Path]) -> Environment:
-    """Jinja2 environment: autoescape on for every template, undefined names are errors."""
+    """Jinja2 environment: autoescape on for every template, undefined names are errors, every
+    printed value through :func:`shown`."""
     return Environment(
         loader=FileSystemLoader([str(d) for d in dirs]),
         autoescape=True,
+        finalize=shown,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
