@@ -21,10 +21,20 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _VisibleFormatter(logging.Formatter):
+    """Log lines may quote a case, a work, a model or a server: their control and bidi
+    characters are shown by code point, never sent to the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from casekit.visible import visible
+
+        return visible(super().format(record), keep="\t\n")
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+    handler.setFormatter(_VisibleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                            "%H:%M:%S"))
     root = logging.getLogger("casekit")
     root.handlers[:] = [handler]

@@ -128,3 +128,41 @@ def test_an_echoed_key_reaches_no_ledger_pdf_or_attachment(case_dir: Path,
     for blobs in reader.attachments.values():
         for blob in blobs:
             assert KEY.encode() not in blob
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_openai_and_anthropic_redact_an_echoed_key_in_every_field(
+        monkeypatch: pytest.MonkeyPatch, provider: str) -> None:
+    import respx
+
+    from casekit.providers.anthropic import AnthropicProvider
+    from casekit.providers.openai import OpenAIProvider
+    from tests.test_api_providers import (
+        ANTHROPIC,
+        OPENAI,
+        anthropic_json,
+        chat_json,
+        client_for,
+    )
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    headers = {"date": "Tue, 03 Jun 2025 12:00:00 GMT", "x-request-id": KEY, "request-id": KEY,
+               "openai-organization": KEY, "openai-model": KEY}
+    if provider == "openai":
+        router = respx.Router(base_url=OPENAI)
+        body = {**chat_json(), "model": KEY, "system_fingerprint": KEY, "id": KEY}
+        router.post("/chat/completions").respond(200, json=body, headers=headers)
+        p: Any = OpenAIProvider(ModelSpec(id="m1", provider="openai", model="gpt-4o-2024-08-06"),
+                                Path("."), http_client=client_for(router))
+    else:
+        router = respx.Router(base_url=ANTHROPIC)
+        body = {**anthropic_json(), "model": KEY, "id": KEY}
+        router.post("/v1/messages").respond(200, json=body, headers=headers)
+        p = AnthropicProvider(ModelSpec(id="m1", provider="anthropic",
+                                        model="claude-3-5-sonnet-20241022"),
+                              Path("."), http_client=client_for(router))
+    result = asyncio.run(p.run(_attempt("chat")))
+    recorded = json.dumps(result.model_dump(mode="json"))
+    assert result.text and KEY not in recorded
+    assert result.returned_model == "[redacted]"

@@ -145,3 +145,21 @@ def test_a_case_file_that_is_not_a_small_regular_file_is_refused(tmp_path: Path,
     expected = {"dev_zero": "a device", "fifo": "FIFO",
                 "oversized": "over the limit of 1,048,576 bytes"}[kind]
     assert expected in line, line
+
+
+def test_log_lines_show_control_characters_by_code_point() -> None:
+    import logging
+
+    from casekit.cli import _setup_logging
+
+    logger = logging.getLogger("casekit")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    try:
+        _setup_logging(0, False)
+        handler = logger.handlers[0]
+        record = logging.LogRecord("casekit.x", logging.INFO, __file__, 1,
+                                   "model said %s", ("\x1b[2J\u202eevil",), None)
+        line = handler.format(record)
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    assert "⟨U+001B⟩[2J⟨U+202E⟩evil" in line and not RAW_CONTROL.search(line)
