@@ -319,13 +319,14 @@ def verify(path: Path, works_dir: Path | None, template_dir: Path | None,
     token against the manifest and, with --tsa-root, the authority's certificate chain).
     Exit 0 if all checks pass, 1 if one fails, 2 for unusable input."""
     from casekit.ledger import LEDGER_NAME, verify_chain
+    from casekit.visible import visible
 
     if path.suffix.lower() == ".tsr":
         from casekit.report.verify import verify_timestamp
 
         result = verify_timestamp(path, manifest_path, tsa_roots)
         for line in result.lines():
-            click.echo(line)
+            click.echo(visible(line))  # the lines quote the ledger and the manifest
         if result.ledger_head_hash:
             click.echo(f"ledger head named by the manifest: {result.ledger_head_hash}")
         sys.exit(0 if result.ok else 1)
@@ -349,7 +350,7 @@ def verify(path: Path, works_dir: Path | None, template_dir: Path | None,
 
             verify_extras(result, path, tsa_roots=tsa_roots, sign_roots=sign_roots)
         for line in result.lines():
-            click.echo(line)
+            click.echo(visible(line))  # the lines quote the ledger and the manifest
         if result.ledger_head_hash:
             click.echo(f"ledger head: {result.ledger_head_hash} (compare it with the head "
                        "hash you were given or that was timestamped)")

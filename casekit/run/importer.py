@@ -86,7 +86,7 @@ from typing import Any, get_args
 
 import casekit
 from casekit.canonical import canonical_json, sha256_bytes, sha256_file
-from casekit.case import CaseFile, LoadedCase, case_hash_form
+from casekit.case import CaseFile, LoadedCase, case_hash_form, read_regular_file
 from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, Ledger, iter_records
 from casekit.provenance import host_info, iso_utc
@@ -106,6 +106,9 @@ from casekit.records import (
 from casekit.strategies.base import strategy_class
 
 log = logging.getLogger(__name__)
+
+#: An import file is at most this many bytes (read whole: split a larger production).
+IMPORT_MAX_BYTES = 4 << 30
 
 NOTE_KIND = "import"
 REQUIRED_COLUMNS = ("output", "model", "work_id")
@@ -580,12 +583,10 @@ def import_outputs(target: Path, source: Path, *, model_id: str | None = None) -
         raise ImportFileError(f"{source}: unsupported file type {source.suffix!r}; give a .csv "
                               "(with a header row) or a .jsonl file (one JSON object per line)")
     try:
-        data = source.read_bytes()
+        data = read_regular_file(source, IMPORT_MAX_BYTES,
+                                 lambda problem: ImportFileError(f"{source}: {problem}"))
     except FileNotFoundError:
         raise ImportFileError(f"{source}: no such file; check the path") from None
-    except OSError as exc:
-        raise ImportFileError(f"{source}: cannot read it ({exc.strerror}); check permissions") \
-            from None
     file_sha = sha256_bytes(data)
     rows = _read_rows(source, data, fmt)
     run_dir, new_case = _resolve_run_dir(target)

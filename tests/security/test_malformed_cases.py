@@ -40,10 +40,11 @@ def _address_space() -> int:
     return 0
 
 
-def validate(case: Path) -> tuple[int, str]:
-    """`casekit validate CASE` in a forked child (imports already warm, so each case costs
-    milliseconds, not an interpreter start) under a memory limit and an alarm: (exit code,
-    output). A traceback, a kill or a timeout in the child comes back as output to assert on."""
+def validate(case: Path, *command: str) -> tuple[int, str]:
+    """`casekit validate CASE` (or ``command`` with CASE last) in a forked child (imports
+    already warm, so each case costs milliseconds, not an interpreter start) under a memory
+    limit and an alarm: (exit code, output). A traceback, a kill or a timeout in the child
+    comes back as output to assert on."""
     from click.testing import CliRunner
 
     from casekit.cli import cli
@@ -56,7 +57,7 @@ def validate(case: Path) -> tuple[int, str]:
             limit = _address_space() + MEMORY_LIMIT
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             signal.alarm(TIMEOUT_S)
-            res = CliRunner().invoke(cli, ["validate", str(case)])
+            res = CliRunner().invoke(cli, [*(command or ("validate",)), str(case)])
             out = res.output
             if res.exception is not None and not isinstance(res.exception, SystemExit):
                 out += "\nTraceback: " + "".join(traceback.format_exception(res.exception))
@@ -163,3 +164,12 @@ def test_log_lines_show_control_characters_by_code_point() -> None:
     finally:
         logger.handlers[:], logger.level, logger.propagate = saved
     assert "⟨U+001B⟩[2J⟨U+202E⟩evil" in line and not RAW_CONTROL.search(line)
+
+
+def test_an_import_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    case = _case_dir(tmp_path)
+    fifo = tmp_path / "outputs.jsonl"
+    os.mkfifo(fifo)
+    rc, out = validate(fifo, "import", str(case))
+    assert "Traceback" not in out and rc == 2, out
+    assert re.match(r"error: " + re.escape(str(fifo)) + r": is a FIFO", out), out
