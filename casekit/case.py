@@ -452,6 +452,8 @@ YAML_MAX_ALIASES = 100
 YAML_MAX_NODES = 100_000
 #: A number written with more digits than this is refused before Python reads it.
 YAML_MAX_DIGITS = 40
+#: Whole numbers the record holds exactly (RFC 8785 canonical JSON: IEEE doubles' safe range).
+JSON_MAX_INT = 2**53 - 1
 #: The tags a case file may use: YAML's safe core (what plain values resolve to).
 SAFE_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in
                       ("str", "int", "float", "bool", "null", "timestamp", "seq", "map"))
@@ -600,7 +602,15 @@ class _Builder:
                             f"a number of at most {YAML_MAX_DIGITS} digits")
         loader = yaml.SafeLoader("")
         try:
-            return loader.construct_object(node, deep=True)
+            value = loader.construct_object(node, deep=True)
+            if (isinstance(value, int) and not isinstance(value, bool)
+                    and abs(value) > JSON_MAX_INT):
+                raise CaseError(f"{self.where(node)}: {field}: {value} is beyond "
+                                f"±{JSON_MAX_INT:,}, the largest whole number the record holds "
+                                "exactly; write a smaller number (or quote it as text)")
+            return value
+        except CaseError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure is the user's value, located
             shown = visible(node.value[:40])
             if kind == "timestamp":
