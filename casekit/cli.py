@@ -143,7 +143,9 @@ def _run(case_path: Path, run_dir: Path | None, batch: bool = False,
     state = "complete" if outcome.complete else ("interrupted" if outcome.interrupted else
                                                  "incomplete")
     click.echo(f"run {state}: {s.done} attempts now ({s.ok} ok, {s.refusal} refused, {s.error} "
-               f"failed), {s.skipped} already recorded, {s.planned} planned")
+               f"failed), {s.skipped} already recorded, {s.planned} planned"
+               + (f"; {s.retried} failed attempts sent again (--retry-failed)" if s.retried
+                  else ""))
     click.echo(f"ledger: {outcome.ledger_path}")
     if outcome.interrupted:
         sys.exit(130)
@@ -309,10 +311,14 @@ def report(run_dir: Path, template_dir: Path | None, attach_works: bool, tsa_url
 @click.option("--sign-root", "sign_roots", multiple=True,
               type=click.Path(dir_okay=False, path_type=Path), metavar="CERT.pem",
               help="REPORT.pdf only: trust root for the PDF's signature (repeatable).")
+@click.option("--expect-key", default=None, metavar="FINGERPRINT",
+              help="RUN_DIR, ledger.jsonl or REPORT.pdf: the examiner key fingerprint "
+                   "(sha256:...) the examiner disclosed; fail if the ledger is signed by "
+                   "another key.")
 @user_errors
 def verify(path: Path, works_dir: Path | None, template_dir: Path | None,
            tsa_roots: tuple[Path, ...], manifest_path: Path | None,
-           sign_roots: tuple[Path, ...]) -> None:
+           sign_roots: tuple[Path, ...], expect_key: str | None) -> None:
     """Verify a run's ledger (RUN_DIR or ledger.jsonl: re-derive the hash chain, name the first
     bad record), a report (REPORT.pdf: check its attachments, the chain, the works, the
     recomputed findings and every number printed) or a report's timestamp (manifest.tsr: the
@@ -344,25 +350,39 @@ def verify(path: Path, works_dir: Path | None, template_dir: Path | None,
         if not path.is_file():
             click.echo(f"error: {path}: no such file; give the report's PDF", err=True)
             sys.exit(2)
-        result = verify_report(path, works_dir=works_dir, template_dir=template_dir)
+        result = verify_report(path, works_dir=works_dir, template_dir=template_dir,
+                               expect_key=expect_key, tsa_roots=tsa_roots)
         if result.checks:
             from casekit.report.verify import verify_extras
 
             verify_extras(result, path, tsa_roots=tsa_roots, sign_roots=sign_roots)
         for line in result.lines():
             click.echo(visible(line))  # the lines quote the ledger and the manifest
+        if result.anchor is not None and result.anchor.key is not None:
+            click.echo(f"examiner key fingerprint: {result.anchor.key.fingerprint} (compare "
+                       "it with the one the examiner disclosed, or give --expect-key)")
         if result.ledger_head_hash:
             click.echo(f"ledger head: {result.ledger_head_hash} (compare it with the head "
                        "hash you were given or that was timestamped)")
         sys.exit(0 if result.ok else 1)
+    from casekit.report.verify import anchor_check
+
     path = path / LEDGER_NAME if path.is_dir() else path
+    # The anchor first, plainly: what the ledger proves, or the one reason it does not.
+    anchor = anchor_check(path, expect_key, tsa_roots)
+    if anchor.ok:
+        click.echo(f"ok: {anchor.summary()}")
+    else:
+        click.echo(visible(f"NOT verified: {path}: {anchor.reason}"))
+    for line in anchor.lines()[1:]:
+        click.echo(visible(line))
     res = verify_chain(path)
     if res.ok:
         click.echo(f"ok: {res.records} records, chain verifies; head {res.head_hash}")
-        return
-    click.echo(f"FAILED: {path}: {res.problem}; {res.records} records before it verify",
-               err=True)
-    sys.exit(1)
+    else:
+        click.echo(f"FAILED: {path}: {res.problem}; {res.records} records before it verify",
+                   err=True)
+    sys.exit(0 if anchor.ok and res.ok else 1)
 
 
 @cli.command()

@@ -280,6 +280,31 @@ def verify_chain(path: Path) -> VerifyResult:
     return VerifyResult(True, count, head)
 
 
+_RETRY_OF = b'"retry_of":'
+
+
+def superseded_seqs(path: Path) -> dict[int, int]:
+    """Seq of each failed attempt record that a later ``--retry-failed`` record supersedes ->
+    the seq of that later record (analysis uses the last try). One scan of the bytes: only
+    lines holding the member name are parsed (inside a JSON string the quotes would be
+    escaped, so an output cannot fake one; a nested key is not the record's own). Not
+    verified: the caller reads the ledger through :func:`iter_verified_lines` too."""
+    out: dict[int, int] = {}
+    if not path.is_file():
+        return out
+    for _, raw, _ in _iter_lines(path):
+        if _RETRY_OF not in raw:
+            continue
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(payload, dict) and payload.get("record_type") == "attempt" and \
+                isinstance(payload.get("retry_of"), int) and isinstance(payload.get("seq"), int):
+            out[payload["retry_of"]] = payload["seq"]
+    return out
+
+
 def read_records(path: Path) -> list[LedgerRecord]:
     """All records of a ledger whose chain verifies (raises LedgerError naming the bad record).
     Holds every record: prefer :func:`iter_records` where one pass is enough."""
@@ -308,6 +333,9 @@ class Ledger:
         self._attempts: dict[str, tuple[str, str]] = {}
         """Attempt id -> (strategy, status) of every attempt record. Attempt records themselves
         are not kept: a long run's responses would otherwise all stay in memory."""
+        self._failed: dict[str, tuple[int, str]] = {}
+        """Attempt id -> (seq, error kind) of the attempts whose last record is a failure
+        (``casekit run --retry-failed`` sends the transient ones again)."""
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self._by_model: Counter[str] = Counter()
         self._imported = 0
@@ -466,6 +494,11 @@ class Ledger:
             # and 500,000 of them would take some 90 MB.
             pair = (a.strategy, record.status)
             self._attempts[a.id] = self._pairs.setdefault(pair, pair)
+            if record.status == "error":
+                self._failed[a.id] = (record.seq,
+                                      record.error.kind if record.error else "unknown")
+            else:
+                self._failed.pop(a.id, None)
         else:
             self.run_records.append(record if record.hash == digest
                                     else record.model_copy(update={"hash": digest}))
@@ -695,6 +728,11 @@ class Ledger:
         given."""
         return Counter(status for strat, status in self._attempts.values()
                        if strategy is None or strat == strategy)
+
+    def failed_attempts(self, kinds: AbstractSet[str]) -> dict[int, str]:
+        """Seq -> attempt id of the attempts whose last record failed with an error of one of
+        ``kinds`` (``transient``, ``rate_limit``, ...)."""
+        return {seq: aid for aid, (seq, kind) in self._failed.items() if kind in kinds}
 
     def is_complete(self) -> bool:
         return any(isinstance(r, RunEnd) and r.complete for r in self.run_records)

@@ -19,7 +19,7 @@ from pypdf import PdfReader
 
 from casekit.analysis.findings import Findings
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT
-from casekit.case import load_case
+from casekit.case import case_hash_form, load_case
 from casekit.errors import CasekitError
 from casekit.ledger import Ledger
 from casekit.records import (
@@ -175,7 +175,10 @@ def build_fixture(root: Path, case_yaml: str = CASE_YAML) -> Fixture:
                               chars=len(w.raw), words=len(w.tokens),
                               excluded_chars=w.excluded_chars) for w in works]
     run_dir = case_dir / "runs" / "demo-case-000000000000"
-    led = Ledger(run_dir).open()
+    from casekit.anchor import Anchor, load_or_create_key  # noqa: PLC0415
+
+    key = load_or_create_key()  # the tests' examiner key (conftest: CASEKIT_HOME)
+    led = Ledger(run_dir, anchor=Anchor(key)).open()
     planned: list[PlannedAttempt] = []
 
     def plan(model: str, strategy: str, idx: int, work: str, intent: str, mode: str,
@@ -227,7 +230,7 @@ def build_fixture(root: Path, case_yaml: str = CASE_YAML) -> Fixture:
 
     led.append(RunStart(
         **led.base_fields(), run_id=run_dir.name, case_path=str(case_path),
-        case_sha256=loaded.sha256, case=loaded.spec.model_dump(mode="json"), works=manifests,
+        case_sha256=loaded.sha256, case=case_hash_form(loaded.spec), works=manifests,
         models=[ModelIdentity(model_id="m1", provider="local", model="smollm2-135m-instruct",
                               interface="chat", can_score=True,
                               identity={"gguf_sha256": "sha256:" + "ab" * 32,
@@ -237,6 +240,7 @@ def build_fixture(root: Path, case_yaml: str = CASE_YAML) -> Fixture:
                               identity={"endpoint": "https://api.example.invalid/v1",
                                         "key_fingerprint": "sha256:1234abcd"})],
         plan_sha256="sha256:" + "cd" * 32, planned_attempts=len(planned),
+        examiner_key=key.identity(),
         versions={"casekit": "0.1.0", "python": "3.11.0", "weasyprint": "70.0"},
         git={"revision": "0123456789abcdef0123456789abcdef01234567", "dirty": False,
              "remote": None},
@@ -573,7 +577,7 @@ def test_sparse_incomplete_run_renders(tmp_path: Path) -> None:
     led = Ledger(run_dir).open()
     led.append(RunStart(
         **led.base_fields(), run_id="sparse", case_path=str(case_dir / "case.yaml"),
-        case_sha256=loaded.sha256, case=loaded.spec.model_dump(mode="json"),
+        case_sha256=loaded.sha256, case=case_hash_form(loaded.spec),
         works=[WorkManifest(id=w.id, title=w.spec.title, author=w.spec.author, role=w.spec.role,
                             path=w.spec.path, sha256=w.sha256, chars=len(w.raw),
                             words=len(w.tokens), excluded_chars=0) for w in works],

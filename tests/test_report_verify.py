@@ -60,7 +60,10 @@ def test_fresh_report_verifies(built: Built) -> None:
 
 def test_ledger_and_run_dir_keep_todays_behaviour(built: Built) -> None:
     code, out = _verify(str(built.fx.run_dir))
-    assert code == 0 and out.startswith("ok: 13 records, chain verifies")
+    # The anchor first (casekit.anchor), then the chain as before (13 records and the closing
+    # checkpoint).
+    assert code == 0 and out.startswith("ok: anchored: records 0-12 of 14 signed by")
+    assert "ok: 14 records, chain verifies" in out
     code, out = _verify(str(built.fx.run_dir / "ledger.jsonl"))
     assert code == 0 and "chain verifies" in out
 

@@ -64,7 +64,7 @@ from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fiel
 from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase, Thresholds
 from casekit.errors import CasekitError
-from casekit.ledger import LEDGER_NAME, iter_verified_lines
+from casekit.ledger import LEDGER_NAME, iter_verified_lines, superseded_seqs
 from casekit.normalize import Tokens, tokenize
 from casekit.pz import TeacherForced, can_compute, log_p_z
 from casekit.records import AttemptRecord, RunEnd, RunStart, is_imported
@@ -581,6 +581,9 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
         analyses.append(x)
 
     ledger = run_dir / LEDGER_NAME
+    # Failed attempts sent again by `casekit run --retry-failed`: the last try is analyzed.
+    superseded = superseded_seqs(ledger)
+    retried_by: dict[int, str] = {}
     try:
         for lineno, raw, rec in iter_verified_lines(ledger):
             n_records += 1
@@ -596,6 +599,17 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
                 ra = rec.attempt
                 (imported_ids if is_imported(ra.strategy, ra.strategy_key) else run_ids).add(
                     ra.id)
+                if rec.seq in superseded:
+                    if rec.status != "error":
+                        raise CasekitError(f"{ledger}: record seq {rec.seq} is retried by "
+                                           f"record seq {superseded[rec.seq]}, but it did not "
+                                           "fail; the ledger was not written by casekit")
+                    retried_by[superseded[rec.seq]] = rec.attempt.id
+                    continue
+                if rec.retry_of is not None and retried_by.pop(rec.seq, None) != rec.attempt.id:
+                    raise CasekitError(f"{ledger}: record seq {rec.seq} retries record seq "
+                                       f"{rec.retry_of}, which is not a failure of the same "
+                                       "attempt; the ledger was not written by casekit")
                 if workers == 1:
                     take(an.attempt(rec), None, None)
                     continue

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from casekit.anchor import AnchorReport
 from casekit.canonical import canonical_json, sha256_bytes
 from casekit.errors import CasekitError
 from casekit.report.attachments import BadReport, DamagedReport, read_attachments
@@ -62,6 +63,7 @@ class ReportVerification:
     pdf: Path
     checks: list[Check] = field(default_factory=list)
     ledger_head_hash: str | None = None
+    anchor: AnchorReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -93,8 +95,11 @@ def page_texts(pdf: Path) -> list[str]:
 def verify_report(pdf: Path, works_dir: Path | None = None, template_dir: Path | None = None,
                   *, compare_pages: bool = True,
                   page_texts_of: Callable[[Path], list[str]] = page_texts,
+                  expect_key: str | None = None, tsa_roots: Sequence[Path] = (),
                   ) -> ReportVerification:
-    """Run every check; never raises for a failed check (BadReport for bad input only)."""
+    """Run every check; never raises for a failed check (BadReport for bad input only). The
+    anchor of the attached ledger (casekit.anchor: the examiner key that signed it, and
+    ``expect_key``, the fingerprint the examiner disclosed) is the first check listed."""
     res = ReportVerification(pdf=pdf)
     try:
         att = read_attachments(pdf)
@@ -112,8 +117,22 @@ def verify_report(pdf: Path, works_dir: Path | None = None, template_dir: Path |
         return res
     with tempfile.TemporaryDirectory(prefix="casekit-verify-") as tmp:
         _verify(res, att, Path(tmp), pdf, works_dir, template_dir, compare_pages,
-                page_texts_of)
+                page_texts_of, expect_key, tsa_roots)
     return res
+
+
+def anchor_check(ledger: Path, expect_key: str | None,
+                 tsa_roots: Sequence[Path] = ()) -> AnchorReport:
+    """The anchor of a ledger (casekit.anchor), its timestamp tokens checked against
+    ``tsa_roots`` (without roots: intact, the TSA not trusted)."""
+    from casekit.anchor import verify_anchoring
+
+    roots = load_certs(tsa_roots)
+
+    def token_check(token: bytes, data: bytes) -> TokenCheck:
+        return check_token(token, data, roots)
+
+    return verify_anchoring(ledger, expect_key=expect_key, check_token=token_check)
 
 
 def _manifest(res: ReportVerification, att: dict[str, bytes]) -> dict[str, Any] | None:
@@ -193,7 +212,8 @@ def _attempt_rows(res: ReportVerification, att: dict[str, bytes], cited: Any,
 
 def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path,
             works_dir: Path | None, template_dir: Path | None, compare_pages: bool,
-            page_texts_of: Callable[[Path], list[str]]) -> None:
+            page_texts_of: Callable[[Path], list[str]], expect_key: str | None = None,
+            tsa_roots: Sequence[Path] = ()) -> None:
     from casekit.analysis.analyze import analyze_run, findings_bytes
     from casekit.ledger import LEDGER_NAME, iter_records, verify_chain
     from casekit.records import RunStart
@@ -213,6 +233,11 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
         (run_dir / COMPARISON_ATTACHMENT).write_bytes(att[COMPARISON_ATTACHMENT])
     chain = verify_chain(run_dir / LEDGER_NAME)
     res.ledger_head_hash = chain.head_hash if chain.ok else None
+    anchor = anchor_check(run_dir / LEDGER_NAME, expect_key, tsa_roots)
+    res.anchor = anchor
+    # First, and plainly: who anchors the ledger, up to where (or why nothing does).
+    res.checks.insert(0, Check("anchor", anchor.ok, anchor.summary().removeprefix(
+        "NOT anchored: ") + (f"; examiner key {anchor.key.fingerprint}" if anchor.key else "")))
     cited = manifest["ledger"].get("head_hash")
     findings_head = _json_field(att[FINDINGS_ATTACHMENT], "ledger_head_hash")
     if not chain.ok:

@@ -68,6 +68,9 @@ has been handled, the bunching repeats every round (with equal latencies, as aga
 server, for the whole run); spaced by about one attempt's processing time, they stay spread.
 Measured (benchmarks/runner_bench.py): wall ratio 1.12-1.15 started together, 1.09-1.11 with
 this spacing. It also spares a provider a burst of simultaneous first requests."""
+RETRYABLE = frozenset({"transient", "rate_limit"})
+"""Error kinds ``--retry-failed`` sends again (a refused request, ``no_retry``, would fail the
+same way)."""
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 
@@ -85,6 +88,8 @@ class RunStats:
     error: int = 0
     retries: int = 0
     retrying: int = 0
+    retried: int = 0
+    """Failed attempts sent again (``--retry-failed``)."""
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -214,13 +219,17 @@ class Runner:
                 log.info("resuming: %d of %d attempts already recorded", self.stats.skipped,
                          len(plan))
             interrupted = asyncio.run(self._execute(ledger, plan, fresh))
+            retried = 0
+            if self.retry_failed and not interrupted and not self.stop_requested:
+                retried, interrupted = self._retry_failed(ledger)
             recorded = ledger.recorded_planned()
             complete = recorded == len(plan)
             if interrupted:
                 ledger.append_note("interrupted", "run stopped by the operator; run the same "
                                    "case again to resume", {"recorded": recorded,
                                                             "planned": len(plan)})
-            if complete and not ledger.is_complete():
+            if complete and (not ledger.is_complete() or retried):
+                # After retries, a new run_end with the counts as they now stand.
                 counts = {"ok": 0, "refusal": 0, "error": 0, **ledger.attempt_counts()}
                 ledger.append(RunEnd(**ledger.base_fields(), attempts_recorded=recorded,
                                      attempts_planned=len(plan), complete=True, counts=counts))
@@ -286,6 +295,88 @@ class Runner:
             ledger.append_note("warning", f"model identity changed since the run started: "
                                f"{', '.join(changed)}", {"models": changed})
         return False
+
+    def _retry_failed(self, ledger: Ledger) -> tuple[int, bool]:
+        """``--retry-failed``: send again every attempt whose last record failed with a
+        transient error (or a rate limit), recording each new record with ``retry_of`` naming
+        the failure it supersedes; the failures stay on record. Returns (attempts retried,
+        interrupted)."""
+        from casekit.ledger import iter_records
+
+        failed = ledger.failed_attempts(RETRYABLE)
+        if not failed:
+            log.info("--retry-failed: no attempt's last try failed with a transient error")
+            return 0, False
+        todo: list[tuple[PlannedAttempt, int]] = []
+        for rec in iter_records(ledger.path):
+            if isinstance(rec, AttemptRecord) and failed.get(rec.seq) == rec.attempt.id:
+                todo.append((rec.attempt, rec.seq))
+        log.info("--retry-failed: sending %d failed attempts again", len(todo))
+        ledger.append_note("retry_failed", f"sending again {len(todo)} attempts whose last try "
+                           "failed with a transient error", {
+                               "attempts": len(todo), "argv": self.argv})
+        self.stats.retried = len(todo)
+        interrupted = asyncio.run(self._execute_retries(ledger, todo))
+        return len(todo), interrupted
+
+    async def _execute_retries(self, ledger: Ledger,
+                               todo: list[tuple[PlannedAttempt, int]]) -> bool:
+        loop = asyncio.get_running_loop()
+        interrupted = False
+
+        def on_sigint() -> None:
+            nonlocal interrupted
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            interrupted = self.stop_requested = True
+            log.warning("interrupt: finishing the retries in flight, then stopping")
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        by_model: dict[str, list[tuple[PlannedAttempt, int]]] = {}
+        for a, seq in todo:
+            by_model.setdefault(a.model_id, []).append((a, seq))
+        progress = Progress(len(todo), self.stats)
+
+        async def run_model(model_id: str, items: list[tuple[PlannedAttempt, int]]) -> None:
+            provider = self.provider(model_id)
+            spec = next(m for m in self.case.spec.models if m.id == model_id)
+            limiter = Limiter(spec.limits.requests_per_minute, spec.limits.tokens_per_minute)
+            max_tries = self.max_tries or spec.limits.max_tries
+            queue = iter(items)
+
+            async def worker() -> None:
+                while not self.stop_requested:
+                    item = next(queue, None)
+                    if item is None:
+                        return
+                    attempt, seq = item
+                    fields = await self._attempt(provider, attempt, limiter, max_tries)
+                    fields["retry_of"] = seq
+                    ledger.submit(functools.partial(_attempt_record, fields))
+                    status = fields["status"]
+                    setattr(self.stats, status, getattr(self.stats, status) + 1)
+                    progress.update()
+
+            n = max(1, min(provider.max_connections, len(items)))
+            await asyncio.gather(*(worker() for _ in range(n)))
+
+        try:
+            await asyncio.gather(*(run_model(m, items) for m, items in by_model.items()))
+        finally:
+            progress.close()
+            try:
+                await ledger.settle()
+            except LedgerError as exc:
+                log.error("%s", exc)
+            for provider in list(self._providers.values()):
+                try:
+                    await provider.aclose()
+                except Exception as exc:  # closing must not hide the run's own outcome
+                    log.warning("closing provider %s: %s", provider.name, exc)
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+        return interrupted
 
     async def _execute(self, ledger: Ledger, plan: Plan, fresh: bool = False) -> bool:
         loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from casekit.canonical import sha256_bytes
+from casekit.records import Checkpoint, Note
 from casekit.report import catalogue as C
 from casekit.report.evidence import (
     ATTEMPTS_ATTACHMENT,
@@ -49,6 +50,10 @@ class Evidence:
     pdf_variant: str
     attach_works: bool
     attachment_names: list[str]
+    examiner_key: str = ""
+    """The fingerprint of the examiner key that signs the ledger's checkpoints, or why none."""
+    anchored: str = ""
+    """How far the signed checkpoints reach (casekit.anchor)."""
 
 
 def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
@@ -89,6 +94,28 @@ def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
                          C.TEMPLATES_SHIPPED if not templates.overridden
                          else C.TEMPLATES_OVERRIDDEN.format(
                              names=", ".join(templates.overridden))))
+    key, anchored = _anchor_rows(inputs)
     return Evidence(files=rows, templates_sha256=templates.sha256,
                     template_overrides=templates.overridden, pdf_variant=PDF_VARIANT,
-                    attach_works=options.attach_works, attachment_names=names)
+                    attach_works=options.attach_works, attachment_names=names,
+                    examiner_key=key, anchored=anchored)
+
+
+def _anchor_rows(inputs: Inputs) -> tuple[str, str]:
+    """(the examiner key's fingerprint, how far its checkpoints reach), as the certification
+    page states them (checked by `casekit verify`)."""
+    key = inputs.start.examiner_key
+    fp = key.fingerprint if key is not None else next(
+        (str(r.data.get("fingerprint")) for r in inputs.records
+         if isinstance(r, Note) and r.kind == "examiner_key"), None)
+    if fp is None:
+        return (C.ANCHOR_NO_KEY, C.ANCHOR_NONE)
+    last = next((r for r in reversed(inputs.records) if isinstance(r, Checkpoint)), None)
+    if last is None:
+        return (fp, C.ANCHOR_NONE)
+    n = len(inputs.records)
+    stamped = any(isinstance(r, Checkpoint) and r.timestamp for r in inputs.records)
+    return (fp, C.ANCHOR_TO.format(
+        covers=f"{last.covers_seq:,}", records=f"{n:,}",
+        closing=C.ANCHOR_CLOSING if last.final and last.seq == n - 1 else C.ANCHOR_OPEN,
+        tsa=C.ANCHOR_TSA.format(tsa=last.tsa or "") if stamped else ""))

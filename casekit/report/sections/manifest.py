@@ -9,6 +9,7 @@ from typing import Any
 
 from casekit.analysis.findings import Findings
 from casekit.records import (
+    AttemptRecord,
     Note,
     RunEnd,
 )
@@ -73,6 +74,9 @@ class Manifest:
     recorded_attempts: str
     imported_attempts: str
     """Outputs captured outside casekit, counted apart from the planned attempts."""
+    retried_attempts: str
+    """Failed attempts sent again by ``casekit run --retry-failed`` (the failures stay in the
+    ledger; the analysis uses the last try)."""
     ledger_head_hash: str
     ledger_records: str
     started_at: str
@@ -117,6 +121,7 @@ def build_manifest_view(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifes
         plan_sha256=st.plan_sha256, planned_attempts=f"{st.planned_attempts:,}",
         recorded_attempts=f"{f.recorded_attempts:,}",
         imported_attempts=f"{f.imported_attempts:,}", ledger_head_hash=f.ledger_head_hash,
+        retried_attempts=f"{_retried(inp):,}",
         ledger_records=f"{f.ledger_records:,}", started_at=st.began_at,
         ended_at=end.recorded_at if end else C.RUN_NOT_ENDED,
         works=works, models=models,
@@ -126,3 +131,8 @@ def build_manifest_view(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifes
         host=[KV(k, v) for k, v in sorted(st.host.items())],
         argv=" ".join(st.argv), notes=notes, notes_more=notes_more,
     )
+
+
+def _retried(inp: Inputs) -> int:
+    """Records of attempts sent again after a transient failure (``--retry-failed``)."""
+    return sum(1 for r in inp.records if isinstance(r, AttemptRecord) and r.retry_of is not None)
