@@ -100,3 +100,66 @@ def test_rows_written_before_the_state_field_read_back_explicit(available: bool,
     row = {"tokens": 3, "top1": 1, "top1_share": 0.3, "sum_logprob": -2.0,
            "greedy_reproduced": False, "log_pz_top40": log, "pz_top40_available": available}
     assert TeacherForced.model_validate(row).pz_top40 == state
+
+
+# -- defect 6: the decoding recorded is the decoding applied -------------------------------
+
+
+def _compatible_request(params: dict[str, object], decoding: object = None,
+                        mode: str = "chat") -> tuple[dict[str, object], dict[str, object]]:
+    """(the JSON body a llama.cpp-style server received, the body the record states)."""
+    import json
+
+    import respx
+
+    from casekit.providers.openai_compatible import OpenAICompatibleProvider
+    from casekit.records import Decoding
+    from tests.test_api_providers import (
+        HEADERS,
+        SERVER,
+        attempt,
+        chat_json,
+        client_for,
+        run,
+        spec,
+    )
+
+    router = respx.Router(base_url=SERVER)
+    path = "/chat/completions" if mode == "chat" else "/completions"
+    payload = chat_json() if mode == "chat" else {
+        "id": "c", "object": "text_completion", "model": "gguf",
+        "choices": [{"index": 0, "text": " and on", "finish_reason": "length"}]}
+    route = router.post(path).respond(200, json=payload, headers=HEADERS)
+    p = OpenAICompatibleProvider(spec("openai-compatible", "gguf", base_url=SERVER,
+                                      params=params), Path("."), http_client=client_for(router))
+    res = run(p.generate(attempt(mode, decoding=decoding or Decoding())))
+    sent = json.loads(route.calls[0].request.content)
+    return sent, res.raw_request["body"]
+
+
+@pytest.mark.parametrize("mode", ["chat", "completion"])
+def test_greedy_requests_to_a_compatible_server_neutralize_its_sampling_defaults(
+        mode: str) -> None:
+    """A llama-cpp-python server applies repeat_penalty 1.1 (and top_p 0.95, top_k 40, min_p
+    0.05) unless told otherwise: every request says so, and the record shows it. (Both
+    transports post the body the one builder makes.)"""
+    sent, recorded = _compatible_request({}, mode=mode)
+    for body in (sent, recorded):
+        assert body["temperature"] == 0.0
+        assert body["repeat_penalty"] == 1.0 and body["repetition_penalty"] == 1.0
+        assert body["frequency_penalty"] == 0.0 and body["presence_penalty"] == 0.0
+        assert body["min_p"] == 0.0 and body["top_p"] == 1.0 and body["top_k"] == 0
+    assert {k: v for k, v in sent.items() if k != "stream"} == \
+        {k: v for k, v in recorded.items() if k != "stream"}
+
+
+def test_the_case_and_extra_body_win_over_the_neutral_values() -> None:
+    from casekit.records import Decoding
+
+    sent, recorded = _compatible_request(
+        {"extra_body": {"repeat_penalty": 1.3}},
+        Decoding(temperature=0.7, top_p=0.9, top_k=50, max_tokens=48))
+    assert sent["repeat_penalty"] == recorded["repeat_penalty"] == 1.3
+    assert (sent["top_p"], sent["top_k"], sent["max_tokens"]) == (0.9, 50, 48)
+    sent, _ = _compatible_request({"server_defaults": "server"})
+    assert not {"repeat_penalty", "min_p", "top_k", "frequency_penalty"} & set(sent)

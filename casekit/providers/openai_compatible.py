@@ -26,7 +26,7 @@ from casekit.provenance import strip_credentials
 from casekit.providers.api_common import body_sha256, decode_body
 from casekit.providers.base import CapabilityError
 from casekit.providers.keys import redact_result
-from casekit.providers.openai import OpenAIParams, OpenAIProvider
+from casekit.providers.openai import Api, OpenAIParams, OpenAIProvider
 from casekit.providers.params import (
     ProviderParams,
     check,
@@ -45,6 +45,21 @@ DEFAULT_PROMPT_LOGPROBS = 20
 """vLLM's default ``--max-logprobs``; 40 or more gives the exact top-40 preset."""
 
 
+NEUTRAL_SAMPLING: dict[str, float] = {
+    "repeat_penalty": 1.0,       # llama.cpp / llama-cpp-python (its server's default is 1.1)
+    "repetition_penalty": 1.0,   # vLLM (else the model's generation_config.json may set it)
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "min_p": 0.0,                # llama.cpp's default is 0.05
+}
+"""Sampling modifiers a server applies unless told otherwise, sent neutral with every
+generation request (``params.server_defaults: neutral``) so that the decoding is the one the
+record states: a llama-cpp-python server applies repeat_penalty 1.1 even to greedy requests
+(2 of 4 greedy outputs differed from the embedded provider's on the same model file without
+it). Also sent: ``top_p`` 1.0 and ``top_k`` 0 (all tokens, as llama.cpp reads k <= 0)
+when the decoding sets neither (llama-cpp-python defaults to 0.95 and 40)."""
+
+
 class OpenAICompatibleParams(OpenAIParams):
     """``provider: openai-compatible`` params: OpenAI's, plus the server's extras and scoring."""
 
@@ -54,6 +69,12 @@ class OpenAICompatibleParams(OpenAIParams):
               "a mapping of field: value"),
     ] = {}
     """Fields merged into every request body (e.g. ``{repeat_penalty: 1.0}``)."""
+    server_defaults: Annotated[Literal["neutral", "server"],
+                               one_of(("neutral", "server"), "neutral or server")] = "neutral"
+    """``neutral``: send the sampling modifiers a server would otherwise apply with neutral
+    values (NEUTRAL_SAMPLING; top_p 1.0 and top_k 0 when the decoding sets neither), so
+    the recorded request states the whole decoding; ``server``: send only the case's decoding
+    (for a server that rejects those fields; its own defaults then apply, unrecorded)."""
     score_alignment: Annotated[Literal["verify", "trust"],
                                one_of(("verify", "trust"), "verify or trust")] = "verify"
     """``verify``: check once that the server's echo log-probs are not shifted; ``trust``:
@@ -113,6 +134,7 @@ class OpenAICompatibleProvider(OpenAIProvider):
     default_key_env: ClassVar[str | None] = None
     key_required: ClassVar[bool] = False
     supports_batch: ClassVar[bool] = False
+    droppable: ClassVar[tuple[str, ...]] = (*OpenAIProvider.droppable, *NEUTRAL_SAMPLING)
     """Compatible servers rarely implement the Batch API (vLLM batches offline, by CLI)."""
     batch_max_requests: ClassVar[int] = 0
     batch_max_bytes: ClassVar[int] = 0
@@ -165,6 +187,28 @@ class OpenAICompatibleProvider(OpenAIProvider):
 
     def _extra_body(self) -> dict[str, Any]:
         return self.extra_body
+
+    def _unsupported_message(self, param: str, exc: BaseException) -> str:
+        if param in NEUTRAL_SAMPLING:
+            return (f"server {self.base_url!r} rejected {param!r}, which casekit sends neutral "
+                    f"so that the record states the whole decoding ({exc}); set "
+                    "params.server_defaults: server (its own defaults then apply, unrecorded)")
+        return super()._unsupported_message(param, exc)
+
+    def _request(self, attempt: PlannedAttempt) -> tuple[Api, dict[str, Any], dict[str, Any],
+                                                        list[str]]:
+        """The OpenAI request, with the server's own sampling modifiers sent neutral
+        (``params.server_defaults``); ``extra_body`` still wins over them."""
+        api, body, not_sent, notes = super()._request(attempt)
+        if self.params.server_defaults == "neutral":
+            neutral: dict[str, Any] = dict(NEUTRAL_SAMPLING)
+            if "top_p" not in body:
+                neutral["top_p"] = 1.0
+            if "top_k" not in body:
+                neutral["top_k"] = 0
+            body = {**body, **{k: v for k, v in neutral.items()
+                               if k not in body and k not in self.extra_body}}
+        return api, body, not_sent, notes
 
     def _top_k(self, body: dict[str, Any], top_k: int | None) -> dict[str, Any]:
         if top_k is not None:
