@@ -14,6 +14,10 @@ Behaviour comes from the case file's ``params``, so it also works in subprocesse
 - ``logprobs``: generation responses carry Chat-Completions-shaped per-token log-probs
   (``body.choices[0].logprobs.content``): each space-led word of the output is a token with
   log-prob -0.1 and top list [(token, -0.1), ("zzz", -3.0)]
+- ``continue_words``: {work_id: N}: a generation attempt that supplied work text answers with
+  the N whitespace-separated words of the work that follow the last supplied passage (a model
+  that continues any passage it is given, N words at a time); the work's file is read from
+  ``continue_paths`` {work_id: path relative to the case folder}
 - ``ranks``: scored tokens carry ``rank`` (0 for top choices, 1 otherwise) and
   ``top40_logsumexp`` = logaddexp(-0.1, -5.0), so the top-40 p_z preset can be computed
 
@@ -58,6 +62,8 @@ class ScriptedParams(ProviderParams):
     turns: dict[str, list[str]] = {}
     logprobs: bool = False
     ranks: bool = False
+    continue_words: dict[str, int] = {}
+    continue_paths: dict[str, str] = {}
 
 
 class ScriptedProvider(Provider):
@@ -102,6 +108,10 @@ class ScriptedProvider(Provider):
         await self._maybe_fail(attempt)
         outputs = self.p("outputs", {})
         text = outputs.get(attempt.work_id, self.p("default", "I cannot say."))
+        n_next = self.p("continue_words", {}).get(attempt.work_id)
+        if n_next and attempt.supplied:
+            raw = (self.base_dir / self.p("continue_paths", {})[attempt.work_id]).read_text()
+            text = " ".join(raw[attempt.supplied[-1].end:].split()[:int(n_next)])
         turns = self.p("turns", {}).get(attempt.work_id)
         if turns is not None:
             i = sum(1 for m in attempt.messages if m.role == "assistant")

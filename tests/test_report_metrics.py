@@ -263,7 +263,7 @@ def test_coverage_map_draws_each_category_at_its_words(rendered: Rendered) -> No
     ranges = coverage_ranges(f, mw, inputs.works["frank"])
     for key, drawn in bars.items():
         runs = merge_ranges(ranges[key], total)
-        assert drawn == passage_rects(runs, total), key
+        assert drawn == [(x, w) for x, w, _ in passage_rects(runs, total)], key
     mine = [x for x in f.attempts if x.model_id == "m1" and x.work_id == "frank"]
     adv = next(s for x in mine if x.intent == "adversarial" for s in x.spans)
     ben = next(s for x in mine if x.intent == "benign" for s in x.spans)
@@ -312,10 +312,31 @@ def test_a_one_word_passage_stays_visible() -> None:
 
     assert merge_ranges([(5, 9), (0, 2), (9, 12), (50, 40), (-3, 1)], total=20) == [
         (0, 2), (5, 12)]
-    (x, w), = passage_rects([(99_999, 100_000)], total=100_000)
-    assert w == MIN_PASSAGE and x + w <= LANE_WIDTH_MM * UNITS
-    (x, w), = passage_rects([(0, 1)], total=100_000)
-    assert x == 0 and w == MIN_PASSAGE
+    (x, w, share), = passage_rects([(99_999, 100_000)], total=100_000)
+    assert w == MIN_PASSAGE and x + w <= LANE_WIDTH_MM * UNITS and 0 < share < 0.01
+    (x, w, share), = passage_rects([(0, 1)], total=100_000)
+    assert x == 0 and w == MIN_PASSAGE and share < 0.01
+    # Drawn: a bar at least 0.1 mm high, so a lone passage is seen.
+    from casekit.report.figures import FigureIds, coverage_lane
+    lane = ET.fromstring(str(coverage_lane(FigureIds(), "regurgitation", [(0, 1)], 100_000)))
+    (bar,) = [r for g in lane.findall(f"{SVG}g") for r in g.findall(f"{SVG}rect")]
+    assert float(bar.get("height", "0")) >= 1.0
+
+
+def test_coverage_map_ink_is_the_share_covered() -> None:
+    """Many short passages (one word in ten of a 100,000-word work: 10% coverage) are drawn
+    at their true width: the lane's ink is about 10%, not solid black (each passage widened
+    to 0.3 mm, as before, covered the whole lane)."""
+    from casekit.report.figures import passage_rects
+
+    total = 100_000
+    runs = [(i, i + 1) for i in range(0, total, 10)]
+    width = LANE_WIDTH_MM * UNITS
+    ink = sum(w * share for _, w, share in passage_rects(runs, total)) / width
+    assert abs(ink - 0.10) < 0.01, ink
+    # A long passage is drawn exactly, at full height.
+    (x, w, share), = passage_rects([(25_000, 50_000)], total)
+    assert (x, w, share) == (width / 4, width / 4, 1.0)
 
 
 def test_greedily_reproduced_window_is_drawn(rendered: Rendered) -> None:

@@ -22,7 +22,7 @@ from pypdf import PdfReader
 
 from casekit.analysis.findings import AttemptAnalysis, Findings
 from casekit.canonical import sha256_bytes
-from casekit.case import load_case
+from casekit.case import case_hash_form, load_case
 from casekit.ledger import Ledger
 from casekit.records import (
     AttemptError,
@@ -145,7 +145,7 @@ def make_run(root: Path, per_cell: int) -> tuple[Path, Path, Findings]:
                         **kw), j))
     led.append(RunStart(
         **led.base_fields(), run_id=run_dir.name, case_path=str(case_path),
-        case_sha256=loaded.sha256, case=loaded.spec.model_dump(mode="json"),
+        case_sha256=loaded.sha256, case=case_hash_form(loaded.spec),
         works=[WorkManifest(id=x.id, title=x.spec.title, author=x.spec.author,
                             role=x.spec.role, path=x.spec.path, sha256=x.sha256,
                             chars=len(x.raw), words=len(x.tokens),

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from casekit.case import load_case
+from casekit.case import case_hash_form, load_case
 from casekit.ledger import Ledger
 from casekit.records import (
     Decoding,
@@ -175,7 +175,7 @@ thresholds:
         messages=[Message(role="user", content="Tell me about The Harbour Clerk.")]))
     led.append(RunStart(
         **led.base_fields(), run_id="hostile-run", case_path=str(case_path),
-        case_sha256=loaded.sha256, case=loaded.spec.model_dump(mode="json"),
+        case_sha256=loaded.sha256, case=case_hash_form(loaded.spec),
         works=[WorkManifest(id=w.id, title=w.spec.title, author=w.spec.author, role=w.spec.role,
                             path=w.spec.path, sha256=w.sha256, chars=len(w.raw),
                             words=len(w.tokens), excluded_chars=0) for w in works],

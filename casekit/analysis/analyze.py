@@ -242,6 +242,36 @@ def _longest_consecutive(pos: np.ndarray) -> int:
     return int(np.diff(bounds).max())
 
 
+def covered_positions(x: AttemptAnalysis, tokens: Tokens) -> np.ndarray:
+    """The work words (light-words positions) an attempt put in its model x work's coverage:
+    its credited spans' exactly aligned words, or a greedily reproduced teacher-forced
+    window's words. Increasing, without repeats."""
+    if x.teacher_forced is not None:
+        tf = x.teacher_forced
+        if not tf.greedy_reproduced or tf.suffix_chars is None:
+            return np.zeros(0, dtype=np.int64)
+        lo, hi = word_range(tokens, *tf.suffix_chars)
+        return np.arange(lo, hi, dtype=np.int64)
+    parts = [np.arange(j1, j2, dtype=np.int64) for s in x.spans
+             for tag, _i1, _i2, j1, j2 in s.opcodes if tag == "equal"]
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+
+def block_contributors(attempts: list[AttemptAnalysis], tokens: Tokens, start: int | None,
+                       words: int) -> list[str]:
+    """The attempts that cover words of the block ``[start, start + words)``, ordered by
+    their first word in it (then ledger order)."""
+    if start is None or words <= 0:
+        return []
+    found: list[tuple[int, int, str]] = []
+    for x in attempts:
+        pos = covered_positions(x, tokens)
+        inside = pos[(pos >= start) & (pos < start + words)]
+        if len(inside):
+            found.append((int(inside[0]), x.seq, x.attempt_id))
+    return [aid for _, _, aid in sorted(found)]
+
+
 class Analyzer:
     """Analyzes attempts one by one (spans, coverage, the measures' per-attempt hooks), then
     each model x work (rates, coverage, the measures' aggregates). Holds the per-analysis
@@ -454,7 +484,9 @@ class Analyzer:
         total = len(work.tokens)
         coverage = Coverage(covered_words=int(cover.sum()), total_words=total,
                             share=round(float(cover.sum()) / total, 6) if total else 0.0,
-                            longest_block_words=block, longest_block_start=block_start)
+                            longest_block_words=block, longest_block_start=block_start,
+                            longest_block_attempts=block_contributors(
+                                mine, work.tokens, block_start, block))
         nliu = len(self.index[work_id].liu_tokens)
         bmc = {str(k): round(float(self._bmc(model_id, work_id, k).sum()) / nliu, 6)
                for k in BMC_KS}

@@ -169,6 +169,10 @@ class Coverage(F):
     """Longest contiguous run of covered work words (across attempts)."""
     longest_block_start: int | None = None
     """Work word index where that block starts."""
+    longest_block_attempts: list[str] = []
+    """Attempts whose credited spans (or greedily reproduced teacher-forced windows) cover
+    words of that block, in work order of their first word in it: more than one when the
+    block is stitched from several outputs (the report exhibits it whole)."""
 
 
 class ControlTest(F):

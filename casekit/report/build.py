@@ -108,7 +108,7 @@ def build_model(findings: Findings, inputs: Inputs,
     # Exhibits first: their numbers appear in the summary and the sample of attempts.
     ex = build_exhibits(f, inputs, requested, exhibits_per_finding)
     overview, summary = build_summary(f, works, model_ids, requested, floors_by_model,
-                                      ex.refs_of)
+                                      ex.refs_of, ex.stitching)
     floors = [floors_by_model[mid] for mid in model_ids]
     methods = build_methods(f, case, st, build_imported(inputs.records))
     return ReportModel(

@@ -435,3 +435,41 @@ NO_INTERVAL = "no interval"
 RATIO_METHODS = {"katz-log": "Katz log"}
 ZERO_CORRECTED = "; 0.5 added to every cell (a zero count)"
 OVERLAP_DETAIL = "both {both} / either {either} of {total} positions (A {a}, B {b})"
+
+# --- reconstruction exhibits (sections/reconstruction.py) ------------------------------------
+BLOCK_KIND_OUTPUT = "model output"
+BLOCK_KIND_TF = "teacher-forced window"
+BLOCK_TF_OUTPUT = ("A teacher-forced window: no text was generated; the model's top choice was "
+                   "the work's next token at every token of the window, so its words count as "
+                   "reproduced.")
+BLOCK_SAME_OUTPUT = "The same output text as {tag} (shown there once, not repeated)."
+BLOCK_SUPPLIED = "characters {chars} ({words} words)"
+BLOCK_SUPPLIED_INSIDE = ", partly inside the block (marked)"
+BLOCK_SUPPLIED_OUTSIDE = ", outside the block"
+BLOCK_NOTHING_SUPPLIED = "none"
+BLOCK_SUPPLIED_TAG = "[prompt of {tags}]"
+BLOCK_START_MARK = "[block starts]"
+BLOCK_END_MARK = "[block ends]"
+BLOCK_DECIDES = (
+    "This block decides the memorization finding: it is {words} contiguous words, the case's "
+    "reconstruction threshold is {threshold}, and it is stitched from the outputs of {k} "
+    "attempts. No single output covers more than {single} contiguous words of it: the "
+    "conclusion rests on stitching.")
+BLOCK_REACHES_NOT_DECIDING = (
+    "This block is {words} contiguous words (the case's reconstruction threshold is "
+    "{threshold}); the finding is \u201c{status}\u201d.")
+BLOCK_BELOW = (
+    "This block is {words} contiguous words, below the case's reconstruction threshold of "
+    "{threshold}: it does not decide the memorization finding and is shown because it is the "
+    "longest block reported.")
+BLOCK_LONGEST_SINGLE = "{words} contiguous words, from attempt {tag} (ledger seq {seq})"
+STITCHED_NOTE = (
+    "This conclusion rests on stitching: the {words}-word block is assembled from {k} "
+    "attempts' outputs, and no single output covers more than {single} contiguous words of it "
+    "(Exhibit {ref}).")
+SPAN_START_MARK = "[match starts]"
+SPAN_END_MARK = "[match ends]"
+SHORT_SPANS_NOTE = ("{n} shorter alignment(s) of this output with the work (under {min_words} "
+                    "{unit}, the reporting threshold) are not shown or marked as matches.")
+SAME_OUTPUT_NOTE = ("The output of attempt {attempt} (ledger seq {seq}, {strategy}) is the same "
+                    "text as this one or a part of it; it is not exhibited twice.")

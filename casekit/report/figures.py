@@ -56,7 +56,8 @@ LANE_WIDTH_MM = 136
 LANE_HEIGHT_MM = 6
 #: Drawing units per millimetre (the viewBox is in tenths of a millimetre).
 UNITS = 10
-#: Narrowest drawn passage, in drawing units (0.3 mm).
+#: The bin of the coverage map, in drawing units (0.3 mm, about a printed dot of a 100 dpi
+#: rendering): a passage narrower than a bin is drawn as the share of the bin it covers.
 MIN_PASSAGE = 3
 HIST_WIDTH_MM = 140
 HIST_HEIGHT_MM = 32
@@ -175,30 +176,53 @@ def merge_ranges(ranges: Iterable[tuple[int, int]], total: int) -> list[tuple[in
 
 
 def passage_rects(runs: Sequence[tuple[int, int]], total: int,
-                  width: float = LANE_WIDTH_MM * UNITS) -> list[tuple[float, float]]:
-    """(x, width) in drawing units of each run of covered words: exact position, widened to
-    MIN_PASSAGE when narrower (centred, kept inside the lane)."""
-    out = []
+                  width: float = LANE_WIDTH_MM * UNITS) -> list[tuple[float, float, float]]:
+    """(x, width, share) in drawing units of what to draw for the covered words, at their
+    true width: a run at least one bin (MIN_PASSAGE) wide is drawn exactly (share 1); runs
+    narrower than a bin are summed per bin and the bin is drawn with ``share`` = the part
+    of it they cover (the bar's height is that share of the lane), so that many short
+    passages never look like solid coverage."""
+    out: list[tuple[float, float, float]] = []
+    partial: dict[int, float] = {}
     for lo, hi in runs:
         x0, x1 = lo / total * width, hi / total * width
-        if x1 - x0 < MIN_PASSAGE:
-            mid = (x0 + x1) / 2
-            x0 = min(max(0.0, mid - MIN_PASSAGE / 2), width - MIN_PASSAGE)
-            x1 = x0 + MIN_PASSAGE
-        out.append((round(x0, 2), round(x1 - x0, 2)))
-    return out
+        if x1 - x0 >= MIN_PASSAGE:
+            out.append((round(x0, 2), round(x1 - x0, 2), 1.0))
+            continue
+        b = int(x0 // MIN_PASSAGE)
+        while x0 < x1:
+            end = min(x1, (b + 1) * MIN_PASSAGE)
+            partial[b] = partial.get(b, 0.0) + end - x0
+            x0, b = end, b + 1
+    for b in sorted(partial):
+        x = min(b * MIN_PASSAGE, width - MIN_PASSAGE)
+        out.append((round(x, 2), float(MIN_PASSAGE), round(min(1.0, partial[b] / MIN_PASSAGE), 4)))
+    return sorted(out)
+
+
+#: The lowest bar drawn for a bin with a little coverage (0.1 mm): visible, nearly no ink.
+MIN_BAR_HEIGHT = 1.0
 
 
 def coverage_lane(ids: FigureIds, category: str, runs: Sequence[tuple[int, int]],
                   total: int) -> Markup:
-    """One lane of the coverage map: the work as a frame, each covered run a filled bar."""
+    """One lane of the coverage map: the work as a frame, each covered run a filled bar at
+    its true width (a bin partly covered by short passages: a bar as high as the share)."""
     w, h = LANE_WIDTH_MM * UNITS, LANE_HEIGHT_MM * UNITS
     defs, fill = _hatch(ids, CATEGORY_PAINT[category])
     body = list(defs)
     body.append(_el("rect", x=0.5, y=0.5, width=w - 1, height=h - 1, fill="#ffffff",
                     stroke="#000000", stroke_width=1))
-    bars = [_el("rect", x=x, y=6, width=bw, height=h - 12, fill=fill, stroke="#000000",
-                stroke_width=0.8) for x, bw in (passage_rects(runs, total) if total else [])]
+    inner = h - 12
+    bars = []
+    for x, bw, share in (passage_rects(runs, total) if total else []):
+        if share >= 1.0:
+            bars.append(_el("rect", x=x, y=6, width=bw, height=inner, fill=fill,
+                            stroke="#000000", stroke_width=0.8))
+        else:
+            bh = max(MIN_BAR_HEIGHT, round(inner * share, 2))
+            bars.append(_el("rect", x=x, y=round(6 + inner - bh, 2), width=bw, height=bh,
+                            fill="#000000" if category != "reconstruction" else fill))
     if bars:
         body.append(_el("g", bars))
     return _svg(LANE_WIDTH_MM, LANE_HEIGHT_MM, body)

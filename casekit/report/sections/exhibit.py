@@ -19,6 +19,7 @@ from casekit.records import (
 )
 from casekit.report import catalogue as C
 from casekit.report.sections.long_texts import LongText
+from casekit.report.sections.reconstruction import BOUNDARY, CONTEXT, context_bounds
 from casekit.report.text import (
     DASH,
     ELIDED,
@@ -34,6 +35,7 @@ from casekit.report.text import (
     paint,
     segments_in,
     supplied_ranges,
+    visible_segments,
     wrap_class,
 )
 from casekit.report.views import KV
@@ -127,6 +129,9 @@ class Exhibit:
     """What the work's counts are: ``words``, or ``characters`` for a CJK work."""
     imported: bool
     """Captured outside casekit (``casekit import``): labelled so, decoding unknown."""
+    notes: list[str]
+    """casekit's notes on this exhibit: shorter alignments not shown as matches, the same
+    output recorded as another attempt."""
     wrap: dict[str, str]
     """CSS class per column (``prompt``, ``output``, ``work``): ``break-all`` where a run of
     non-blank characters is too long for the column, else ""."""
@@ -196,9 +201,14 @@ def _decoding_text(a: PlannedAttempt) -> str:
 
 
 def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, work: Work,
-             requested: str, longs: list[LongText] | None = None) -> Exhibit:
-    """One exhibit: the attempt's prompt, output and matched work text side by side,
-    with the ledger record's identity and the decoding it was sent with."""
+             requested: str, longs: list[LongText] | None = None, *, min_words: int = 0,
+             same_output: list[AttemptRecord] | None = None) -> Exhibit:
+    """One exhibit: the attempt's prompt, then its output and the matched work text (with
+    context before and after) side by side, with the ledger record's identity and the
+    decoding it was sent with. Only spans of at least ``min_words`` words (the reporting
+    threshold) are shown and marked as matches; shorter alignments are counted in a note.
+    ``same_output``: other attempts whose output text is inside this one's (named, not
+    exhibited again)."""
     a = rec.attempt
     result = rec.result
     longs = [] if longs is None else longs
@@ -215,7 +225,9 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
             content, ranges, focus=min((r[0] for r in ranges), default=0),
             what=C.PROMPT_PART.format(role=role), exhibit=ex, longs=longs)))
     text = (result.text if result else None) or ""
-    spans = sorted(analysis.spans, key=lambda s: (s.out_char_start, s.work_char_start))
+    spans = sorted((s for s in analysis.spans if s.words >= min_words),
+                   key=lambda s: (s.out_char_start, s.work_char_start))
+    n_short = len(analysis.spans) - len(spans)
     out_tokens = tokenize(text, work.match_profile)
     out_ranges, out_exact = opcode_ranges(out_tokens, spans, "out")
     # Echo: output text the model repeated from the prompt; marked like prompt-supplied text.
@@ -239,6 +251,7 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         # Each excerpt shows its own span's alignment only (spans may overlap in the work).
         work_ranges, exact = opcode_ranges(work.tokens, [s], "work")
         work_exact = work_exact and exact
+        lo, hi = context_bounds(work.raw, s.work_char_start, s.work_char_end)
         excerpts.append(ExcerptView(
             work_chars=f"{s.work_char_start:,}\u2013{s.work_char_end:,}",
             work_words=f"{s.work_word_start:,}\u2013{s.work_word_end:,}",
@@ -249,10 +262,14 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
             similarity=fmt_num(s.similarity), verbatim="verbatim" if s.verbatim else
             "near-verbatim",
             out_chars=f"{s.out_char_start:,}\u2013{s.out_char_end:,}",
-            segments=column(work.raw[s.work_char_start:s.work_char_end], work_ranges,
-                             offset=s.work_char_start, exhibit=ex, longs=longs,
-                             what=C.WORK_EXCERPT.format(start=f"{s.work_char_start:,}",
-                                                        end=f"{s.work_char_end:,}")),
+            segments=visible_segments(work.raw[lo:s.work_char_start], CONTEXT)
+            + [Segment(C.SPAN_START_MARK, BOUNDARY)]
+            + column(work.raw[s.work_char_start:s.work_char_end], work_ranges,
+                     offset=s.work_char_start, exhibit=ex, longs=longs,
+                     what=C.WORK_EXCERPT.format(start=f"{s.work_char_start:,}",
+                                                end=f"{s.work_char_end:,}"))
+            + [Segment(C.SPAN_END_MARK, BOUNDARY)]
+            + visible_segments(work.raw[s.work_char_end:hi], CONTEXT),
         ))
     note = ""
     if not (out_exact and work_exact):
@@ -261,6 +278,13 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         more = C.MORE_SPANS.format(shown=len(excerpts), total=f"{len(excerpts) + hidden:,}",
                                    more=f"{hidden:,}")
         note = f"{note} {more}" if note else more
+    notes = []
+    if n_short:
+        notes.append(C.SHORT_SPANS_NOTE.format(n=f"{n_short:,}", min_words=min_words,
+                                               unit=work.unit))
+    for d in same_output or []:
+        notes.append(C.SAME_OUTPUT_NOTE.format(attempt=d.attempt.id, seq=d.seq,
+                                               strategy=d.attempt.strategy_key))
     imported = _imported_provenance(rec)
     details = [
         KV("Attempt", a.id),
@@ -305,6 +329,7 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         output=output, excerpts=excerpts, highlight_note=note,
         long_texts=[KV(x.ref, x.anchor, C.LONG_TEXT_NOTE.format(what=x.what, chars=x.chars))
                     for x in longs[first_long:]],
+        notes=notes,
         wrap={"prompt": wrap_class(s for p in prompt for s in p.segments),
               "output": wrap_class(output),
               "work": wrap_class(s for x in excerpts for s in x.segments)},

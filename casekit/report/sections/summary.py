@@ -57,6 +57,9 @@ class SummaryRow:
     """A short work's headline: the share of the work reproduced ("" for prose)."""
     chance: str = ""
     """A short work's chance baseline, in words ("" for prose)."""
+    stitching: str = ""
+    """Says so when the memorization finding rests on a block stitched from several attempts
+    (sections/reconstruction.py)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ def short_work_text(f: ModelWorkFinding, work: Work, basis: WorkBasis | None,
 
 def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
                  exhibit_refs: list[str], min_span: int = 0,
-                 basis: WorkBasis | None = None) -> SummaryRow:
+                 basis: WorkBasis | None = None, stitching: str = "") -> SummaryRow:
     """One model x work: its rates, coverage, conclusion and control floor."""
     tf = f.fields(SummaryFields).teacher_forced
     headline, chance = short_work_text(f, work, basis)
@@ -125,13 +128,14 @@ def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
         reason=f.memorization_reason, outcomes=outcomes,
         exhibits=", ".join(exhibit_refs) if exhibit_refs else DASH,
         floor=floor, min_span=f"{min_span:,} {work.unit}",
-        headline=headline, chance=chance,
+        headline=headline, chance=chance, stitching=stitching,
     )
 
 
 def build_summary(f: Findings, works: dict[str, Work], model_ids: list[str],
                   requested: dict[str, str], floors_by_model: dict[str, FloorView],
                   refs_of: dict[tuple[str, str], list[str]],
+                  stitching: dict[tuple[str, str], str] | None = None,
                   ) -> tuple[list[SummaryRow], list[ModelSummary]]:
     """The overview table (every model x work) and the same rows grouped per model."""
     overview: list[SummaryRow] = []
@@ -140,7 +144,7 @@ def build_summary(f: Findings, works: dict[str, Work], model_ids: list[str],
         rows = [summary_row(mw, works[mw.work_id],
                             floors_by_model[mid] if mw.role == "subject" else None,
                             refs_of.get((mid, mw.work_id), []), f.min_span(mw.work_id),
-                            f.works.get(mw.work_id))
+                            f.works.get(mw.work_id), (stitching or {}).get((mid, mw.work_id), ""))
                 for mw in f.findings if mw.model_id == mid]
         overview += rows
         if rows:

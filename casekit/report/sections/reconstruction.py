@@ -1,0 +1,302 @@
+"""Reconstruction exhibits (partials/reconstruction.html.j2): the longest contiguous block of a
+model x work, when several attempts' outputs were stitched to make it, exhibited whole.
+
+The memorization finding's block criterion counts the longest run of covered work words
+across attempts, so a block can pass the case's threshold although no single output comes
+near it. The judge must then see the block itself, which attempt covers which words, the work
+text each attempt's prompt supplied (never credited to that attempt, but possibly covered by
+another's output), and beside it the longest span any single output has in the block.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from casekit.analysis.analyze import covered_positions
+from casekit.analysis.findings import AttemptAnalysis, Findings, ModelWorkFinding
+from casekit.errors import CasekitError
+from casekit.normalize import tokenize
+from casekit.records import AttemptRecord
+from casekit.report import catalogue as C
+from casekit.report.sections.long_texts import LongText
+from casekit.report.text import (
+    MATCH,
+    SUPPLIED,
+    Segment,
+    opcode_ranges,
+    paint,
+    visible_segments,
+    wrap_class,
+)
+from casekit.works import Work
+
+log = logging.getLogger(__name__)
+
+#: Characters of the work shown before and after a block (or a matched passage): where the
+#: copying starts and stops is part of the evidence.
+CONTEXT_CHARS = 300
+#: CSS classes of the reconstruction exhibit's own marks (casekit's words, never model text).
+CONTRIB_TAG = "ctag"
+BOUNDARY = "bmark"
+CONTEXT = "context"
+
+
+def context_bounds(raw: str, start: int, end: int, chars: int = CONTEXT_CHARS,
+                   ) -> tuple[int, int]:
+    """About ``chars`` characters before ``start`` and after ``end``, cut at a blank so that
+    no word is shown in part."""
+    lo = max(0, start - chars)
+    if lo > 0:
+        blank = raw.find(" ", lo, start)
+        nl = raw.find("\n", lo, start)
+        cuts = [c for c in (blank, nl) if c >= 0]
+        lo = min(cuts) + 1 if cuts else start
+    hi = min(len(raw), end + chars)
+    if hi < len(raw):
+        blank = raw.rfind(" ", end, hi)
+        nl = raw.rfind("\n", end, hi)
+        cut = max(blank, nl)
+        hi = cut if cut >= 0 else end
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class Contributor:
+    n: int
+    tag: str
+    attempt_id: str
+    seq: str
+    record_hash: str
+    strategy: str
+    kind: str
+    covers: str
+    """Work words of the block this attempt covers."""
+    block_words: int
+    longest_in_block: int
+    """Its longest contiguous run of block words (what one output shows on its own)."""
+    longest_span: str
+    below_threshold: bool
+    supplied: str
+    exhibit: str
+    exhibit_anchor: str
+    output: list[Segment]
+    output_note: str
+    wrap: str
+
+
+@dataclass(frozen=True)
+class BlockExhibit:
+    number: str
+    anchor: str
+    model_id: str
+    work_id: str
+    work_title: str
+    role: str
+    words: str
+    work_words: str
+    chars: str
+    decides: bool
+    verdict: str
+    longest_single: str
+    contributors: list[Contributor]
+    original: list[Segment]
+    original_wrap: str
+
+
+def _runs(pos: np.ndarray) -> list[tuple[int, int]]:
+    """Runs [lo, hi) of consecutive integers in increasing ``pos``."""
+    if not len(pos):
+        return []
+    breaks = np.flatnonzero(np.diff(pos) != 1)
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks + 1, [len(pos)]))
+    return [(int(pos[a]), int(pos[b - 1]) + 1) for a, b in zip(starts, ends, strict=True)]
+
+
+def _longest_run(pos: np.ndarray) -> int:
+    return max((hi - lo for lo, hi in _runs(pos)), default=0)
+
+
+def rests_on_stitching(mw: ModelWorkFinding, f: Findings, single: int) -> bool:
+    """The memorization finding holds by the block criterion, and no single attempt covers
+    the threshold's number of contiguous words of the block (``single``: the most any one
+    covers): without stitching the block would not reach it."""
+    th = f.thresholds
+    return (mw.memorization == "memorization shown"
+            and mw.coverage.longest_block_words >= th.substantial_portion_min_words
+            and single < th.substantial_portion_min_words)
+
+
+def _stitched(mw: ModelWorkFinding, analyses: dict[str, AttemptAnalysis], work: Work) -> bool:
+    """The longest block needs more than one attempt: none covers all of it."""
+    cov = mw.coverage
+    if cov.longest_block_start is None or len(cov.longest_block_attempts) < 2:
+        return False
+    b0, b1 = cov.longest_block_start, cov.longest_block_start + cov.longest_block_words
+    for aid in cov.longest_block_attempts:
+        x = analyses.get(aid)
+        if x is None:
+            continue
+        pos = covered_positions(x, work.tokens)
+        if len(pos[(pos >= b0) & (pos < b1)]) == b1 - b0:
+            return False
+    return True
+
+
+def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
+                        analyses: dict[str, AttemptAnalysis],
+                        records: dict[int, AttemptRecord], work: Work,
+                        anchor_of: dict[str, tuple[str, str]], longs: list[LongText],
+                        ) -> BlockExhibit:
+    """The block of ``mw`` exhibited whole: the work text with context, each contributing
+    attempt's words tagged, the prompt-supplied text marked, and every contributing output."""
+    th = f.thresholds
+    cov = mw.coverage
+    assert cov.longest_block_start is not None
+    b0, b1 = cov.longest_block_start, cov.longest_block_start + cov.longest_block_words
+    toks = work.tokens
+    c0, c1 = toks.char_span(b0, b1)
+    lo, hi = context_bounds(work.raw, c0, c1)
+    # Per contributor: block words covered, and the work chars its prompt supplied.
+    contributors: list[Contributor] = []
+    covers: list[list[tuple[int, int]]] = []
+    supplied: list[list[tuple[int, int]]] = []
+    shown_outputs: list[tuple[str, str]] = []
+    for n, aid in enumerate(cov.longest_block_attempts, start=1):
+        x = analyses.get(aid)
+        rec = records.get(x.seq) if x is not None else None
+        if x is None or rec is None or rec.attempt.id != aid or rec.hash != x.record_hash:
+            raise CasekitError(f"block attempt {aid} is not in the ledger as the findings "
+                               "record it; re-run `casekit analyze`")
+        pos = covered_positions(x, toks)
+        inside = pos[(pos >= b0) & (pos < b1)]
+        runs = _runs(inside)
+        covers.append([toks.char_span(a, b) for a, b in runs])
+        sup = [(r.start, r.end) for r in rec.attempt.supplied]
+        supplied.append(sup)
+        in_block = [(max(s, c0), min(e, c1)) for s, e in sup if min(e, c1) > max(s, c0)]
+        sup_words = [len(tokenize(work.raw[s:e], work.match_profile)) for s, e in sup]
+        if sup:
+            sup_text = "; ".join(
+                C.BLOCK_SUPPLIED.format(chars=f"{s:,}\u2013{e:,}", words=f"{w:,}")
+                for (s, e), w in zip(sup, sup_words, strict=True))
+            sup_text += (C.BLOCK_SUPPLIED_INSIDE if in_block else C.BLOCK_SUPPLIED_OUTSIDE)
+        else:
+            sup_text = C.BLOCK_NOTHING_SUPPLIED
+        text, note = "", ""
+        if x.teacher_forced is not None:
+            kind = C.BLOCK_KIND_TF
+            note = C.BLOCK_TF_OUTPUT
+            out_segs: list[Segment] = []
+        else:
+            kind = C.BLOCK_KIND_OUTPUT
+            text = (rec.result.text if rec.result else None) or ""
+            key = text.strip()
+            same = next((m for t, m in shown_outputs if key and (key in t or t.strip() in key)),
+                        None)
+            if same is not None:
+                note = C.BLOCK_SAME_OUTPUT.format(tag=same)
+                out_segs = []
+            else:
+                shown_outputs.append((text, f"[{n}]"))
+                spans = [s for s in x.spans if s.work_word_end > b0 and s.work_word_start < b1]
+                ranges, _ = opcode_ranges(tokenize(text, work.match_profile), spans, "out")
+                ranges += [(s, e, SUPPLIED) for s, e in x.echo_ranges]
+                out_segs = paint(text, ranges)
+        ex = anchor_of.get(aid)
+        longest_in = _longest_run(inside)
+        contributors.append(Contributor(
+            n=n, tag=f"[{n}]", attempt_id=aid, seq=str(x.seq), record_hash=x.record_hash,
+            strategy=f"{x.strategy_key} ({x.intent})", kind=kind,
+            covers="; ".join(f"{a:,}\u2013{b:,}" for a, b in runs),
+            block_words=int(len(inside)), longest_in_block=longest_in,
+            longest_span=(f"{x.longest_words:,}" if x.teacher_forced is None
+                          else f"{len(pos):,}"),
+            below_threshold=(x.teacher_forced is None
+                             and x.longest_words < f.min_span(mw.work_id)),
+            supplied=sup_text, exhibit=ex[0] if ex else "", exhibit_anchor=ex[1] if ex else "",
+            output=out_segs, output_note=note, wrap=wrap_class(out_segs)))
+    original = _original(work.raw, lo, hi, c0, c1, covers, supplied)
+    best = max(contributors, key=lambda c: (c.longest_in_block, -c.n))
+    decides = rests_on_stitching(mw, f, best.longest_in_block)
+    sp_words = th.substantial_portion_min_words
+    if decides:
+        verdict = C.BLOCK_DECIDES.format(words=f"{cov.longest_block_words:,}",
+                                         threshold=f"{sp_words:,}", k=len(contributors),
+                                         single=f"{best.longest_in_block:,}")
+    elif cov.longest_block_words >= sp_words:
+        verdict = C.BLOCK_REACHES_NOT_DECIDING.format(
+            words=f"{cov.longest_block_words:,}", threshold=f"{sp_words:,}",
+            status=mw.memorization)
+    else:
+        verdict = C.BLOCK_BELOW.format(words=f"{cov.longest_block_words:,}",
+                                       threshold=f"{sp_words:,}")
+    return BlockExhibit(
+        number=f"R-{number}", anchor=f"block-{number}", model_id=mw.model_id,
+        work_id=mw.work_id, work_title=work.spec.title, role=mw.role,
+        words=f"{cov.longest_block_words:,}", work_words=f"{b0:,}\u2013{b1:,}",
+        chars=f"{c0:,}\u2013{c1:,}", decides=decides, verdict=verdict,
+        longest_single=C.BLOCK_LONGEST_SINGLE.format(
+            words=f"{best.longest_in_block:,}", tag=best.tag, seq=best.seq),
+        contributors=contributors, original=original, original_wrap=wrap_class(original))
+
+
+def _original(raw: str, lo: int, hi: int, c0: int, c1: int,
+              covers: list[list[tuple[int, int]]], supplied: list[list[tuple[int, int]]],
+              ) -> list[Segment]:
+    """The work text [lo, hi) with the block [c0, c1) marked: context plain (class
+    ``context``), a boundary mark at each end, each contributor's words highlighted and
+    tagged ``[n]`` where the set of contributors changes, prompt-supplied text marked."""
+    cuts = {lo, hi, c0, c1}
+    for runs in covers + supplied:
+        for s, e in runs:
+            cuts.update(p for p in (s, e) if lo < p < hi)
+    points = sorted(p for p in cuts if lo <= p <= hi)
+    out: list[Segment] = []
+    prev_who: tuple[int, ...] = ()
+    prev_sup: tuple[int, ...] = ()
+    for a, b in zip(points, points[1:], strict=False):
+        if a == c0:
+            out.append(Segment(C.BLOCK_START_MARK, BOUNDARY))
+        if a == c1:
+            out.append(Segment(C.BLOCK_END_MARK, BOUNDARY))
+        piece = raw[a:b]
+        if a < c0 or a >= c1:
+            out.extend(visible_segments(piece, CONTEXT))
+            continue
+        who = tuple(i + 1 for i, runs in enumerate(covers) if any(s <= a < e for s, e in runs))
+        sup = tuple(i + 1 for i, runs in enumerate(supplied) if any(s <= a < e for s, e in runs))
+        if sup and sup != prev_sup:
+            out.append(Segment(C.BLOCK_SUPPLIED_TAG.format(
+                tags=",".join(str(i) for i in sup)), CONTRIB_TAG))
+        if who and who != prev_who:
+            out.append(Segment("[" + ",".join(str(i) for i in who) + "]", CONTRIB_TAG))
+        if who or piece.strip():
+            prev_who = who or prev_who
+        prev_sup = sup
+        cls = " ".join(c for c, on in ((MATCH, bool(who)), (SUPPLIED, bool(sup))) if on)
+        out.extend(visible_segments(piece, cls))
+    if hi == c1:
+        out.append(Segment(C.BLOCK_END_MARK, BOUNDARY))
+    return out
+
+
+def build_block_exhibits(f: Findings, records: dict[int, AttemptRecord],
+                         works: dict[str, Work], anchor_of: dict[str, tuple[str, str]],
+                         longs: list[LongText]) -> dict[tuple[str, str], BlockExhibit]:
+    """A reconstruction exhibit per model x work whose longest block reaches the reporting
+    threshold and is stitched: no single attempt covers all of it (numbered R-1, R-2, ... in
+    findings order)."""
+    analyses = {x.attempt_id: x for x in f.attempts}
+    out: dict[tuple[str, str], BlockExhibit] = {}
+    for mw in f.findings:
+        cov = mw.coverage
+        if (cov.longest_block_words < f.thresholds.min_span_words
+                or not _stitched(mw, analyses, works[mw.work_id])):
+            continue
+        out[(mw.model_id, mw.work_id)] = build_block_exhibit(
+            len(out) + 1, mw, f, analyses, records, works[mw.work_id], anchor_of, longs)
+    return out
