@@ -172,6 +172,58 @@ def test_exact_spans_distinct_work_keeps_every_work_range_once(
     assert set(once) <= set(every)
 
 
+@st.composite
+def refrain_case(draw: st.DrawFn) -> tuple[str, str, list[bool] | None]:
+    """A work with a refrain between verses, an output repeating pieces of it with edits."""
+    vocab = st.sampled_from(WORDS + ["x", "y", "z", "w"])
+    refrain = draw(st.lists(vocab, min_size=5, max_size=12))
+    work: list[str] = []
+    for _ in range(draw(st.integers(1, 6))):
+        work += draw(st.lists(vocab, max_size=15)) + refrain
+    out: list[str] = []
+    for _ in range(draw(st.integers(1, 12))):
+        piece = list(draw(st.sampled_from([refrain, work])))
+        a = draw(st.integers(0, len(piece)))
+        piece = piece[a:a + draw(st.integers(0, 40))]
+        if piece and draw(st.booleans()):  # a word edit
+            piece[draw(st.integers(0, len(piece) - 1))] = draw(vocab)
+        out += piece + draw(st.lists(vocab, max_size=3))
+    mask = (draw(st.lists(st.booleans(), min_size=len(out), max_size=len(out)))
+            if out and draw(st.booleans()) else None)
+    return " ".join(work), " ".join(out), mask
+
+
+@settings(max_examples=300, deadline=None)
+@given(refrain_case(), st.sampled_from([0.8, 0.9, 1.0]), st.integers(0, 8))
+def test_near_spans_are_unchanged_by_dropping_lone_duplicate_mems(
+        case: tuple[str, str, list[bool] | None], near: float, max_gap: int) -> None:
+    import casekit.analysis.matcher as matcher_mod
+
+    work, output, mask = case
+    matcher = matcher_mod.WorkMatcher(tokenize(work), 5)
+    out = tokenize(output)
+    m = None if mask is None else np.array(mask[:len(out)] + [False] * (len(out) - len(mask)))
+    got = matcher.near_spans(out, near_exact=near, out_mask=m, max_gap=max_gap)
+    real = matcher_mod._drop_isolated_duplicates
+    matcher_mod._drop_isolated_duplicates = lambda mems, gap: mems  # type: ignore[assignment]
+    try:
+        want = matcher.near_spans(out, near_exact=near, out_mask=m, max_gap=max_gap)
+    finally:
+        matcher_mod._drop_isolated_duplicates = real
+    assert got == want
+
+
+def test_lone_duplicates_are_dropped_and_chainable_ones_kept() -> None:
+    from casekit.analysis.matcher import _drop_isolated_duplicates
+
+    # Two copies of one output range far apart in the work: the later one goes.
+    mems = np.array([[0, 10, 100, 110], [0, 10, 500, 510]])
+    assert _drop_isolated_duplicates(mems, 8).tolist() == [[0, 10, 100, 110]]
+    # A MEM that could chain with the second copy keeps both copies.
+    mems = np.array([[0, 10, 100, 110], [0, 10, 500, 510], [12, 20, 512, 520]])
+    assert len(_drop_isolated_duplicates(mems, 8)) == 3
+
+
 # --- bounded memory on a 10 MB repeated output ---------------------------------------------------
 
 _CASE = textwrap.dedent("""\

@@ -306,7 +306,7 @@ class WorkMatcher:
         if not 0.0 < near_exact <= 1.0:
             raise ValueError(f"near_exact must be in (0, 1], got {near_exact}")
         q = self.query_ids(out, out_mask)
-        mems = self._mems(q)
+        mems = _drop_isolated_duplicates(self._mems(q), max_gap)
         if len(mems) == 0:
             return []
         masked = np.zeros(len(q), dtype=bool) if out_mask is None else np.asarray(out_mask, bool)
@@ -484,6 +484,57 @@ class WorkMatcher:
                          op.dest_start + p_we, op.dest_end + p_we))
             add(("equal", o_s, o_e, w_s, w_e))
         return ops
+
+
+def _drop_isolated_duplicates(mems: np.ndarray, max_gap: int) -> np.ndarray:
+    """The MEMs (rows sorted by out_start, work_start) without those that can never be chosen:
+    a MEM no other MEM could chain with (none on a diagonal within ``max_gap`` has an output
+    range within ``max_gap`` of its own) is a chain alone, and of such MEMs with the same output
+    range only the earliest in the work can win the longest-first selection (equal keys but
+    the work start; the others are then wholly claimed, or clipped exactly like it).
+
+    An output repeating a passage the work holds R times makes R MEMs per repetition; this
+    keeps one, so chaining and selection cost grows with the output, not output x R. The check
+    over-approximates "could chain" (a MEM kept that could have gone only costs time).
+    """
+    m = len(mems)
+    if m < 2:
+        return mems
+    os_, oe, ws = mems[:, 0], mems[:, 1], mems[:, 2]
+    diag = ws - os_
+    # Per diagonal the MEMs are disjoint, so sorted by out_start they are sorted by out_end:
+    # one int64 key (diagonal, out_end) finds, on any diagonal, the first MEM ending at or
+    # after a position.
+    span = int(oe.max()) + 2 * max_gap + 2
+    dmin = int(diag.min()) - max_gap
+    key = (diag - dmin) * span + oe
+    order = np.argsort(key, kind="stable")
+    skey, s_os = key[order], os_[order]
+    near = np.zeros(m, dtype=bool)
+    rank = np.empty(m, dtype=np.int64)
+    rank[order] = np.arange(m)
+    for delta in range(-max_gap, max_gap + 1):
+        d2 = diag + delta - dmin
+        lo = d2 * span + np.maximum(os_ - max_gap, 0)  # first MEM ending >= os - max_gap ...
+        i = np.searchsorted(skey, lo, side="left")
+        if delta == 0:  # ... that is not the MEM itself
+            i = np.where(i == rank, i + 1, i)
+        ok = i < m
+        j = np.minimum(i, m - 1)
+        near |= ok & (skey[j] // span == d2) & (s_os[j] <= oe + max_gap)
+    alone = np.flatnonzero(~near)
+    if len(alone) < 2:
+        return mems
+    # Among lone MEMs with one output range, keep the first (rows are sorted by work start).
+    rng = mems[alone, 0] * (int(oe.max()) + 1) + mems[alone, 1]
+    _, first = np.unique(rng, return_index=True)
+    keep = ~np.isin(np.arange(m), alone)
+    keep[alone[first]] = True
+    if keep.all():
+        return mems
+    log.debug("matcher: %d of %d MEMs are lone duplicates of an output range: dropped",
+              int((~keep).sum()), m)
+    return mems[keep]
 
 
 def _longest_feasible(blocks: list[Block], costs: list[int], r: float) -> tuple[int, int]:
