@@ -4,6 +4,7 @@ control's rate named for what it is. Rendered from the golden demo ledger (a rea
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 
@@ -108,3 +109,59 @@ def test_the_controls_rate_is_chance_reproduction_and_each_control_gives_its_rea
 
 def test_a_rate_with_no_attempts_reads_not_tested(demo: Demo) -> None:
     assert " 0 of 0" not in _flat(" ".join(demo.pages))
+
+
+def test_each_headline_figure_equals_its_findings_value(demo: Demo) -> None:
+    """Item 5: the bottom line's figures are the findings.json values, each shown once there
+    (no two numbers for the same quantity)."""
+    import json
+
+    from casekit.report.sections.bottom_line import fmt_p
+    from casekit.report.text import fmt_pct
+
+    data = json.loads(_own_prose_json(demo))
+    bl = _flat(demo.html.split('id="bottom-line"', 1)[1].split("</section>", 1)[0])
+    bl = html.unescape(re.sub(r"<[^>]+>", "", bl))
+    by_key = {(f["model_id"], f["work_id"]): f for f in data["findings"]}
+    assert bl.count("\u00d7") >= len(by_key)
+    for f in demo.findings.findings:
+        fj = by_key[(f.model_id, f.work_id)]
+        if f.role != "subject":
+            continue
+        text = next(t for t in bl.split(f"{f.model_id} \u00d7")[1:]
+                    if t.strip().startswith(_title(demo, f.work_id)))
+        text = text.split("\u00d7", 1)[0]
+        assert f"coverage {fmt_pct(fj['coverage']['share'])}," in text
+        assert f"longest contiguous block {fj['coverage']['longest_block_words']:,} words" in text
+        for cat, intent in (("regurgitation", "benign"), ("extraction", "adversarial")):
+            r = fj[cat]
+            want = f"{r['k']:,} of {r['n']:,} {intent}" if r["n"] else f"{intent}: not tested"
+            assert want in text, (f.model_id, f.work_id, want)
+        t = fj["vs_control"]
+        assert f"{t['subject']['k']:,} of {t['subject']['n']:,} generation attempts" in text
+        assert f"control {t['control']['k']:,} of {t['control']['n']:,}" in text
+        assert f"Fisher's exact p = {fmt_p(t['p_value'])}," in text
+        assert f"Holm-adjusted p = {fmt_p(t['p_adjusted'])}:" in text
+        assert text.count("coverage ") == 1  # each figure once
+
+
+def _own_prose_json(demo: Demo) -> str:
+    from casekit.analysis.analyze import findings_bytes
+
+    return findings_bytes(demo.findings).decode("utf-8")
+
+
+def _title(demo: Demo, work_id: str) -> str:
+    from casekit.case import load_case
+
+    return next(w.title for w in load_case(DEMO / "case.yaml").spec.works if w.id == work_id)
+
+
+def test_disclosures_come_from_the_run(demo: Demo) -> None:
+    d = _flat(html.unescape(re.sub(r"<[^>]+>", " ", demo.html.split(
+        'id="disclosures"', 1)[1].split("</section>", 1)[0])))
+    assert "quantization Q4_K_M" in d and "quantization Q4_1" in d
+    assert "llama-cpp-python 0.3.36" in d and "use_extra_bufts False" in d
+    assert "No re-run was made" in d
+    assert "this machine's clock" in d and "timestamped" in d
+    assert "names no operator" in d and "root" in d

@@ -48,6 +48,8 @@ from casekit.report.sections.cover import (
     control_override_text,
 )
 from casekit.report.sections.custody import build_custody
+from casekit.report.sections.disclosures import build_disclosures
+from casekit.report.sections.effort import build_effort
 from casekit.report.sections.exhibits import EXHIBITS_PER_FINDING, build_exhibits
 from casekit.report.sections.further import build_further
 from casekit.report.sections.imported import build_imported
@@ -56,6 +58,7 @@ from casekit.report.sections.manifest import build_manifest_view
 from casekit.report.sections.methods import build_methods
 from casekit.report.sections.reliability import build_reliability
 from casekit.report.sections.reproducibility import build_rerun
+from casekit.report.sections.sensitivity import build_sensitivity
 from casekit.report.sections.summary import build_summary
 from casekit.report.sections.teacher_forced import build_tf_models
 from casekit.report.text import fmt_value
@@ -105,6 +108,8 @@ def build_model(findings: Findings, inputs: Inputs,
     model_ids += sorted({x.model_id for x in f.findings} - set(model_ids))
     floors_by_model = build_floors(f, case, model_ids)
     files = files if files is not None else evidence_files(f, inputs)
+    effort = build_effort(f, case, model_ids, inputs.attempts_by_seq)
+    files.effort_csv = effort.csv_bytes()
     # Exhibits first: their numbers appear in the summary and the sample of attempts.
     ex = build_exhibits(f, inputs, requested, exhibits_per_finding)
     overview, summary = build_summary(f, works, model_ids, requested, floors_by_model,
@@ -134,6 +139,9 @@ def build_model(findings: Findings, inputs: Inputs,
         control_override=control_override_text(case),
         control_qualifications=build_qualifications(
             case, {wid: len(w.tokens) for wid, w in works.items()}),
+        disclosures=build_disclosures(case, st, inputs.attempts_by_seq,
+                                      rerun=inputs.comparison_bytes is not None, signed=False),
+        effort=effort, sensitivity=build_sensitivity(f, model_ids),
         bottom_line=build_bottom_line(f, case, works, model_ids, st, end,
                                       inputs.attempts_by_seq, ex.anchor_of, methods.legal_note),
     )

@@ -107,6 +107,58 @@ BL_THUMB = (
     "so the two lengths differ.")
 BL_THUMB_EXHIBIT = "; Exhibit {ref}"
 
+# --------------------------------------------------------------------------- effort
+
+EFFORT_NONE = "none"
+EFFORT_NOT_PLANNED = "not planned (imported)"
+EFFORT_PLANNED_COMPLETE = ("The run is complete: every planned attempt is recorded, so each row's "
+                           "planned count equals its recorded count.")
+EFFORT_PLANNED_INCOMPLETE = (
+    "The run is incomplete ({recorded} of {planned} planned attempts recorded): the plan is "
+    "counted per model (cover), not per row here; a dash stands for the planned count of a "
+    "row.")
+
+SENSITIVITY_NOTE = (
+    "The same generation attempts counted at other reporting thresholds: 15 words (short "
+    "works), 40 words (casekit's default) and 50 words (about the 50-token sequences of the "
+    "extraction literature [Car23; Nas23]) are research conventions, which no court or statute "
+    "sets; 100 words is a stricter alternative. Each cell counts the attempts whose "
+    "longest credited span reaches that length, over the generation attempts that did not fail "
+    "(refusals included): the attempts of the test against the control.")
+
+# --------------------------------------------------------------------------- disclosures
+
+NOT_RECORDED = "not recorded"
+DISCLOSE_RUNTIME = (
+    "llama.cpp through llama-cpp-python {binding} (the binding pins its llama.cpp build), in "
+    "process on the CPU; weights {gguf}, quantization {quant} (read from the GGUF file); "
+    "settings that change the numbers: {settings}")
+DISCLOSE_EXTRA_BUFTS = (
+    "use_extra_bufts is casekit's setting of llama.cpp's extra buffer types; loading the same "
+    "GGUF with llama-cpp-python's default instead moves per-token log-probs measurably (on "
+    "Gemma 3 270M by 0.26-1.94 nats), so a reproduction must use the settings above.")
+DISCLOSE_NO_RERUN = (
+    "No re-run was made: each attempt was sent once in this run, and whether the model gives "
+    "the same outputs on another day was not tested (casekit rerun measures it).")
+DISCLOSE_RERUN = "This run is a re-run; its comparison with the first run is under Reproducibility."
+DISCLOSE_IS_RERUN = "This run repeats run {run}; see Reproducibility."
+DISCLOSE_TIME = (
+    "Every time in this report and its ledger is this machine's clock, in UTC, as casekit "
+    "read it; no independent time source confirms it. {server} {signed}")
+DISCLOSE_SERVER_DATES = ("{n} response(s) carry the provider's own HTTP Date header, recorded "
+                         "verbatim beside casekit's time.")
+DISCLOSE_NO_SERVER_DATES = "No response carries a server's date to compare with."
+DISCLOSE_NOT_SIGNED = (
+    "Nothing in this run was timestamped by a trusted timestamp authority or signed when the "
+    "report was rendered; the hash chain shows the ledger was not altered after the fact only "
+    "together with a copy of its head hash held elsewhere.")
+DISCLOSE_SIGNED = "The report carries a trusted timestamp or signature; casekit verify checks it."
+DISCLOSE_OPERATOR = ("Operated by {operator} (case.operator); the run's machine account was "
+                     "{account} on host {host}, which names the machine, not a person.")
+DISCLOSE_NO_OPERATOR = (
+    "The case names no operator (case.operator); the examiner is on the cover. The run's "
+    "machine account was {account} on host {host}, which names the machine, not a person.")
+
 # --------------------------------------------------------------------------- summary
 
 NO_TF_WINDOWS = "no teacher-forced windows"

@@ -42,6 +42,8 @@ ATTEMPTS_ATTACHMENT = "attempts.parquet"
 """Every analyzed attempt, one row each (casekit analyze's per-attempt table)."""
 ATTEMPTS_CSV_ATTACHMENT = "attempts.csv"
 """The same rows as CSV, for spreadsheets."""
+EFFORT_ATTACHMENT = "effort.csv"
+"""The effort table of the report (attempts per model x work x intent) as CSV."""
 COMPARISON_ATTACHMENT = "comparison.json"
 """``casekit rerun``'s comparison of this run with the run it repeats, when there is one."""
 #: The attachments every casekit report holds (works are optional).
@@ -137,6 +139,8 @@ class EvidenceFiles:
     """attempts.csv: the same rows for spreadsheets."""
     comparison: bytes | None = None
     """comparison.json of a re-run (``casekit rerun``), embedded when the run has one."""
+    effort_csv: bytes | None = None
+    """effort.csv: the report's effort table (set when the report model is built)."""
 
 
 def _file(name: str | None, data: bytes) -> dict[str, Any]:
@@ -182,6 +186,8 @@ def build_manifest(*, start: Any, findings: Any, files: EvidenceFiles, templates
                      "rows_sha256": findings.attempt_rows.sha256,
                      "csv": _file(ATTEMPTS_CSV_ATTACHMENT, files.attempts_csv)},
         "works": works,
+        **({"effort": _file(EFFORT_ATTACHMENT, files.effort_csv)}
+           if files.effort_csv is not None else {}),
         **({"rerun": {**_file(COMPARISON_ATTACHMENT, files.comparison),
                       "rerun_of": start.rerun_of}} if files.comparison is not None else {}),
         "models": [m.model_dump(mode="json") for m in start.models],
@@ -215,6 +221,11 @@ def attachments(manifest: dict[str, Any], files: EvidenceFiles) -> list[Attached
         Attached(ATTEMPTS_CSV_ATTACHMENT, files.attempts_csv, "Data",
                  "the same per-attempt rows as CSV (UTF-8), for spreadsheets"),
     ]
+    if files.effort_csv is not None:
+        out.append(Attached(EFFORT_ATTACHMENT, files.effort_csv, "Data",
+                            "the report's effort table: attempts per model x work x intent, "
+                            "planned, recorded, reaching the threshold, refused, failed, "
+                            "filtered, until the first success (CSV, UTF-8)"))
     if files.comparison is not None:
         out.append(Attached(COMPARISON_ATTACHMENT, files.comparison, "Data",
                             "casekit rerun: this run compared attempt by attempt with the run "

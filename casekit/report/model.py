@@ -17,6 +17,8 @@ from casekit.report.sections.certification import Evidence
 from casekit.report.sections.controls import ControlQualification, FloorView
 from casekit.report.sections.cover import Bates, Cover
 from casekit.report.sections.custody import Custody
+from casekit.report.sections.disclosures import Disclosures
+from casekit.report.sections.effort import Effort
 from casekit.report.sections.exhibits import ExhibitGroup
 from casekit.report.sections.further import Further
 from casekit.report.sections.long_texts import LongText
@@ -24,6 +26,7 @@ from casekit.report.sections.manifest import Manifest
 from casekit.report.sections.methods import Methods
 from casekit.report.sections.reliability import Reliability
 from casekit.report.sections.reproducibility import RerunView
+from casekit.report.sections.sensitivity import Sensitivity
 from casekit.report.sections.summary import ModelSummary, SummaryRow
 from casekit.report.sections.teacher_forced import TFModel
 from casekit.report.text import INLINE_MAX_CHARS
@@ -65,6 +68,12 @@ class ReportModel:
     """Reproducibility: this run repeats another (``casekit rerun``)."""
     control_qualifications: list[ControlQualification] = field(default_factory=list)
     """Each control work: why it qualifies per model, and its warnings (date, size)."""
+    effort: Effort | None = None
+    """Attempts per model x work x intent (also attached as effort.csv)."""
+    sensitivity: Sensitivity | None = None
+    """The findings at 15 / 40 / 50 / 100 words."""
+    disclosures: Disclosures | None = None
+    """Runtime, re-run, time source, operator: generated from the run's records."""
     bottom_line: BottomLine | None = None
     """The result in plain sentences (page 2), before the tables."""
     control_override: str = ""

@@ -155,6 +155,8 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
     entries.append(attempts.get("csv") if isinstance(attempts, dict) else None)
     if manifest.get("rerun") is not None:
         entries.append(manifest["rerun"])
+    if manifest.get("effort") is not None:
+        entries.append(manifest["effort"])
     entries += [w for w in manifest.get("works", []) if isinstance(w, dict)
                 and w.get("attachment")]
     listed = {MANIFEST_ATTACHMENT}

@@ -14,6 +14,7 @@ from casekit.report.evidence import (
     ATTEMPTS_ATTACHMENT,
     ATTEMPTS_CSV_ATTACHMENT,
     CASE_ATTACHMENT,
+    EFFORT_ATTACHMENT,
     FINDINGS_ATTACHMENT,
     LEDGER_ATTACHMENT,
     MANIFEST_ATTACHMENT,
@@ -79,6 +80,11 @@ def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
     ]
     names = [MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT, CASE_ATTACHMENT,
              ATTEMPTS_ATTACHMENT, ATTEMPTS_CSV_ATTACHMENT]
+    if files.effort_csv is not None:
+        rows.append(FileHash("Effort table (CSV)", EFFORT_ATTACHMENT,
+                             sha256_bytes(files.effort_csv), f"{len(files.effort_csv):,} bytes",
+                             "attached (Data)"))
+        names.append(EFFORT_ATTACHMENT)
     for wm in st.works:
         data = files.works.get(wm.id, b"")
         if options.attach_works:

@@ -1,0 +1,67 @@
+"""Disclosures (partials/disclosures.html.j2), each generated from the run's own records: the
+inference runtime and quantization of every local model (what an opposing expert needs to
+reproduce its numbers), whether a re-run was made, where the times come from and whether
+anything was timestamped or signed, and who operated the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from casekit.case import CaseFile
+from casekit.records import AttemptRecord, RunStart
+from casekit.report import catalogue as C
+from casekit.report.views import KV
+
+log = logging.getLogger(__name__)
+
+#: Runtime settings of a local model that change its numbers (log-probs, top choices) and so
+#: must be stated for anyone to reproduce them; recorded in its identity at run start.
+NUMERIC_SETTINGS = ("n_ctx", "n_threads", "n_batch", "logits_all", "use_extra_bufts", "add_bos",
+                    "chat_format", "chat_template_sha256", "seed")
+
+
+@dataclass(frozen=True)
+class Disclosures:
+    runtimes: list[KV]
+    rerun: str
+    time_source: str
+    operator: str
+
+
+def _runtime(m_id: str, identity: dict[str, object], versions: dict[str, str | None]) -> KV:
+    binding = identity.get("llama_cpp_python") or versions.get("llama-cpp-python")
+    settings = ", ".join(f"{k} {identity[k]}" for k in NUMERIC_SETTINGS
+                         if identity.get(k) is not None)
+    value = C.DISCLOSE_RUNTIME.format(
+        binding=binding or C.NOT_RECORDED, quant=identity.get("quantization") or C.NOT_RECORDED,
+        gguf=identity.get("gguf_sha256") or C.NOT_RECORDED, settings=settings or C.NOT_RECORDED)
+    note = C.DISCLOSE_EXTRA_BUFTS if "use_extra_bufts" in identity else ""
+    return KV(m_id, value, note)
+
+
+def build_disclosures(case: CaseFile, st: RunStart, attempts: dict[int, AttemptRecord],
+                      rerun: bool, signed: bool) -> Disclosures:
+    runtimes = [_runtime(m.model_id, m.identity, st.versions) for m in st.models
+                if m.provider == "local"]
+    server_dates = sum(1 for r in attempts.values()
+                       if r.result is not None and r.result.server_date)
+    time_source = C.DISCLOSE_TIME.format(
+        server=C.DISCLOSE_SERVER_DATES.format(n=f"{server_dates:,}") if server_dates
+        else C.DISCLOSE_NO_SERVER_DATES,
+        signed=C.DISCLOSE_SIGNED if signed else C.DISCLOSE_NOT_SIGNED)
+    account = st.host.get("user", "")
+    host = st.host.get("hostname", "")
+    operator = (C.DISCLOSE_OPERATOR.format(operator=case.case.operator, account=account,
+                                           host=host)
+                if case.case.operator else
+                C.DISCLOSE_NO_OPERATOR.format(account=account, host=host))
+    if rerun:
+        rerun_text = C.DISCLOSE_RERUN
+    elif st.rerun_of:
+        rerun_text = C.DISCLOSE_IS_RERUN.format(run=st.rerun_of.get("run_id", ""))
+    else:
+        rerun_text = C.DISCLOSE_NO_RERUN
+    return Disclosures(runtimes=runtimes, rerun=rerun_text, time_source=time_source,
+                       operator=operator)
