@@ -20,12 +20,8 @@ import numpy as np
 import casekit
 from casekit.analysis import taxonomy
 from casekit.analysis.attempt_table import (
-    ATTEMPTS_NAME,
     RowsHasher,
-    TableError,
     TableWriter,
-    load_table,
-    write_table,
 )
 from casekit.analysis.chance import chance_baseline
 from casekit.analysis.control_test import compare_with_controls
@@ -39,6 +35,13 @@ from casekit.analysis.findings import (
     ModelWorkFinding,
     SpanFinding,
     WorkBasis,
+)
+from casekit.analysis.findings_io import (  # noqa: F401 - re-exported
+    FINDINGS_NAME,
+    findings_bytes,
+    findings_from_bytes,
+    load_findings,
+    write_findings,
 )
 from casekit.analysis.index import KgramIndex
 from casekit.analysis.leakage import (
@@ -61,7 +64,6 @@ from casekit.analysis.metrics import (
 )
 from casekit.analysis.parallel import AttemptPool
 from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fields
-from casekit.canonical import canonical_json
 from casekit.case import CaseFile, LoadedCase, Thresholds
 from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME, iter_verified_lines, superseded_seqs
@@ -96,7 +98,6 @@ from casekit.works import (
 
 log = logging.getLogger(__name__)
 
-FINDINGS_NAME = "findings.json"
 BMC_KS = (5, 10, 20, 50)
 _TRIM_CACHE = 512
 """Prompts whose trims :meth:`Analyzer._prompt_trims` keeps."""
@@ -764,58 +765,3 @@ def definitions(an: Analyzer, fmt: dict[str, Any]) -> dict[str, str]:
     for r in an.measures:
         out[r.active.cls.name] = r.active.cls.definition
     return {k: v.format(**fmt) for k, v in out.items()}
-
-
-def findings_bytes(findings: Findings) -> bytes:
-    """Canonical JSON (RFC 8785) of the findings: byte-identical for identical findings."""
-    return canonical_json(findings.model_dump(mode="json")) + b"\n"
-
-
-def write_findings(run_dir: Path, findings: Findings, *, table_written: bool = False) -> Path:
-    """Write findings.json (through a temporary file, renamed: a killed analyze leaves the
-    previous file or none, never half of one). The rows it cites are written by
-    ``analyze_run(..., table=...)``, or here when they are not on disk yet."""
-    table = run_dir / ATTEMPTS_NAME
-    if not table_written and not _table_matches(table, findings):
-        write_table(table, findings.attempts)
-    path = run_dir / FINDINGS_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_bytes(findings_bytes(findings))
-    tmp.replace(path)
-    return path
-
-
-def _table_matches(table: Path, findings: Findings) -> bool:
-    """The table on disk holds the rows the findings cite (checked by content hash)."""
-    if not table.is_file():
-        return False
-    try:
-        load_table(table, findings.attempt_rows)
-    except TableError:
-        return False
-    return True
-
-
-def load_findings(run_dir: Path) -> Findings:
-    """findings.json with its per-attempt rows from attempts.parquet, checked against the
-    content hash it cites."""
-    path = run_dir / FINDINGS_NAME
-    try:
-        f = Findings.model_validate_json(path.read_bytes())
-    except ValueError as exc:
-        raise CasekitError(f"{path}: not a findings file of this casekit version ({exc}); run "
-                           "`casekit analyze` again to rewrite it") from None
-    return f.model_copy(update={"attempts": load_table(run_dir / ATTEMPTS_NAME,
-                                                       f.attempt_rows)})
-
-
-def findings_from_bytes(findings_json: bytes, table: bytes) -> Findings:
-    """Findings from the bytes of findings.json and attempts.parquet (as a report attaches
-    them), the rows checked against the content hash the findings cite."""
-    import tempfile
-
-    f = Findings.model_validate_json(findings_json)
-    with tempfile.TemporaryDirectory(prefix="casekit-findings-") as tmp:
-        path = Path(tmp) / ATTEMPTS_NAME
-        path.write_bytes(table)
-        return f.model_copy(update={"attempts": load_table(path, f.attempt_rows)})

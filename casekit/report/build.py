@@ -34,6 +34,7 @@ from casekit.report.evidence import (
     pdf_options,
     template_set,
 )
+from casekit.report.imported import build_imported
 from casekit.report.inputs import Inputs, evidence_files, load_inputs
 from casekit.report.model import ReportModel, ReportPaths
 from casekit.report.render import SafeFetcher, render_html, render_pdf, template_dirs
@@ -52,7 +53,6 @@ from casekit.report.sections.disclosures import build_disclosures
 from casekit.report.sections.effort import build_effort
 from casekit.report.sections.exhibits import EXHIBITS_PER_FINDING, build_exhibits
 from casekit.report.sections.further import build_further
-from casekit.report.sections.imported import build_imported
 from casekit.report.sections.limitations import build_limitations
 from casekit.report.sections.manifest import build_manifest_view
 from casekit.report.sections.methods import build_methods

@@ -15,9 +15,9 @@ from casekit.analysis.taxonomy import ABSENCE_CAVEAT
 from casekit.case import CaseFile
 from casekit.records import AttemptRecord
 from casekit.report import catalogue as C
+from casekit.report.imported import build_imported
 from casekit.report.inputs import Inputs
 from casekit.report.sections.controls import FloorView
-from casekit.report.sections.imported import build_imported
 from casekit.works import Work
 
 log = logging.getLogger(__name__)

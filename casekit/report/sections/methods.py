@@ -13,7 +13,7 @@ from casekit.analysis.taxonomy import CATEGORY_TEXT
 from casekit.case import CaseFile
 from casekit.records import RunStart
 from casekit.report import catalogue as C
-from casekit.report.sections.imported import ImportedSummary
+from casekit.report.imported import ImportedSummary
 from casekit.report.text import (
     DASH,
     fmt_pct,
