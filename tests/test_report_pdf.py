@@ -69,8 +69,8 @@ def _start(fx: Fixture) -> RunStart:
 def test_attachments_are_the_exact_files(report: Report) -> None:
     fx = report.fx
     att = report.reader.attachments
-    assert sorted(att) == ["attempts.csv", "attempts.parquet", "case.json", "findings.json",
-                           "ledger.jsonl", "manifest.json"]
+    assert sorted(att) == ["attempts.csv", "attempts.parquet", "case.json", "effort.csv",
+                           "findings.json", "ledger.jsonl", "manifest.json"]
     assert all(len(v) == 1 for v in att.values())
     from casekit.analysis.attempt_table import table_files
 
@@ -118,12 +118,12 @@ def test_pdfa_3b_structure(report: Report) -> None:
     af = [ref.get_object() for ref in root["/AF"]]
     names = [o["/F"] for o in af]
     assert sorted(names) == names == ["attempts.csv", "attempts.parquet", "case.json",
-                                      "findings.json", "ledger.jsonl",
+                                      "effort.csv", "findings.json", "ledger.jsonl",
                                       "manifest.json"]  # once each, sorted (a name tree)
     rel = {o["/F"]: o["/AFRelationship"] for o in af}
     assert rel == {"case.json": "/Source", "findings.json": "/Data", "ledger.jsonl": "/Source",
                    "manifest.json": "/Data", "attempts.parquet": "/Data",
-                   "attempts.csv": "/Data"}
+                   "attempts.csv": "/Data", "effort.csv": "/Data"}
     tree = root["/Names"]["/EmbeddedFiles"].get_object()["/Names"]
     assert list(tree[::2]) == names
     # Dates: the run's start, to the second, in the info dictionary and the XMP alike.

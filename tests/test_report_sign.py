@@ -233,7 +233,8 @@ def stamped(tmp_path_factory: pytest.TempPathFactory, pki: Pki, tsa: str) -> Sta
 
 def test_token_is_embedded_and_written_beside_the_pdf(stamped: Stamped) -> None:
     att = PdfReader(stamped.pdf).attachments
-    assert sorted(att) == ["attempts.csv", "attempts.parquet", "case.json", "findings.json",
+    assert sorted(att) == ["attempts.csv", "attempts.parquet", "case.json", "effort.csv",
+                           "findings.json",
                            "ledger.jsonl", "manifest.json", "manifest.tsr"]
     token = att["manifest.tsr"][0]
     assert token == stamped.pdf.with_name("manifest.tsr").read_bytes()
