@@ -373,7 +373,7 @@ def test_pdf_shows_the_findings_with_their_control_floor(built: Built) -> None:
         "Bottom line", "Summary of findings", "Teacher-forced top-choice agreement", "Methods",
         "Controls: chance reproduction of an unseen text", "Errors, retries, refusals and filters",
         "Exhibits", "Attempts by stratum, with a sample",
-        "Manifest", "Chain of custody", "Limitations", "References",
+        "Manifest", "Chain of custody", "Disclosures", "Limitations", "References",
         "Certification (form, to be completed and signed)"]
     assert built.outline[0] == "Shelley v. Example Models"
     assert len(built.mediaboxes) == 1  # nothing widened a page
