@@ -28,6 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from casekit.errors import WorkError
+from casekit.visible import visible
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,17 @@ _BLOCK_TAGS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "pre", "blockquote
                "td", "th", "caption", "figcaption", "div")
 _HEADINGS = ("h1", "h2", "h3", "h4")
 _SPACE_RUN = re.compile(r"[ \t\r\f\v\u00a0]+")
+
+#: Zip-bomb guard for EPUB and DOCX (both zip archives), checked on the archive's directory
+#: before a member is read: at most this many members, this many bytes uncompressed in all, and
+#: no member larger than ``ZIP_RATIO_FLOOR`` expanding more than ``ZIP_MAX_RATIO`` times. (A
+#: novel's EPUB has tens to hundreds of members, a few MB uncompressed, text compressing 3 to
+#: 10 times.) Python's zipfile never reads past a member's stated size, so the stated sizes
+#: bound what extraction reads.
+ZIP_MAX_MEMBERS = 10_000
+ZIP_MAX_UNCOMPRESSED = 1 << 30
+ZIP_MAX_RATIO = 200
+ZIP_RATIO_FLOOR = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,31 @@ def extract(path: Path, data: bytes, where: str) -> Extracted:
     if suffix == ".pdf":
         return _pdf(path, data, where)
     raise ValueError(f"no extractor for {suffix!r}")  # pragma: no cover - callers check
+
+
+# --------------------------------------------------------------------------- zip archives
+
+
+def check_zip(zf: zipfile.ZipFile, path: Path, where: str, fmt: str, fix: str) -> None:
+    """Refuse an archive that would expand past the zip limits above (a zip bomb), with the
+    limit and ``fix``, before any member is decompressed."""
+    infos = zf.infolist()
+    if len(infos) > ZIP_MAX_MEMBERS:
+        raise WorkError(f"{where}: {path.name} is not a plausible {fmt}: {len(infos):,} zip "
+                        f"members, over the limit of {ZIP_MAX_MEMBERS:,}; {fix}")
+    total = 0
+    for info in infos:
+        total += info.file_size
+        if total > ZIP_MAX_UNCOMPRESSED:
+            raise WorkError(f"{where}: {path.name} is not a plausible {fmt}: it expands to over "
+                            f"{ZIP_MAX_UNCOMPRESSED:,} bytes, the limit; {fix}")
+        if info.file_size > ZIP_RATIO_FLOOR and \
+                info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
+            ratio = info.file_size / max(info.compress_size, 1)
+            raise WorkError(f"{where}: {path.name} is not a plausible {fmt}: its member "
+                            f"{visible(info.filename)!r} expands {ratio:,.0f} times "
+                            f"({info.file_size:,} bytes), over the limit of {ZIP_MAX_RATIO} "
+                            f"times (a zip bomb?); {fix}")
 
 
 # --------------------------------------------------------------------------- EPUB
@@ -163,6 +200,7 @@ def _epub(path: Path, data: bytes, where: str) -> Extracted:
         raise WorkError(f"{where}: {path.name} is not a readable EPUB (not a zip archive); "
                         "export the book again or give its text as .txt") from None
     with zf:
+        check_zip(zf, path, where, "EPUB", "export the book again or give its text as .txt")
         drm = _epub_drm(zf)
     if drm:
         raise WorkError(f"{where}: {path.name} is DRM-protected ({drm}); casekit cannot read "
@@ -202,6 +240,13 @@ def _docx(path: Path, data: bytes, where: str) -> Extracted:
     import docx
     from docx.opc.exceptions import PackageNotFoundError as DocxPackageError
 
+    fix = "open it in Word or LibreOffice and save it again as .docx"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            check_zip(zf, path, where, "DOCX", fix)
+    except zipfile.BadZipFile:
+        raise WorkError(f"{where}: {path.name} is not a readable DOCX (not a zip archive); "
+                        f"{fix}") from None
     try:
         document = docx.Document(io.BytesIO(data))
     except (DocxPackageError, zipfile.BadZipFile, KeyError, ValueError) as exc:

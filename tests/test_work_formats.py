@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -254,3 +255,45 @@ def test_epub_line_breaks_are_kept_for_poems(tmp_path: Path) -> None:
               [("Song", "Line one of the verse<br/>line two of\nthe verse<br/>line three")])
     work = _load(_case(tmp_path, "poem.epub"))
     assert "Line one of the verse\nline two of the verse\nline three" in work.raw
+
+
+def _with_member(good: bytes, name: str, data: bytes, count: int = 1) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good)) as src, \
+            zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item))
+        for i in range(count):
+            dst.writestr(name if count == 1 else f"{name}{i}", data)
+    return buf.getvalue()
+
+
+def test_zip_bomb_epub_is_refused_before_extraction(tmp_path: Path) -> None:
+    # 64 MB of zeros deflate to some 60 KB: a ratio of about 1,000 (issue 15 zip bombs).
+    good = make_epub(tmp_path / "x.epub", [("One", CH1)]).read_bytes()
+    (tmp_path / "x.epub").unlink()
+    line = _refused(tmp_path, "bomb.epub", _with_member(good, "OEBPS/pad.bin", bytes(64 << 20)))
+    assert "bomb.epub is not a plausible EPUB" in line and "OEBPS/pad.bin" in line
+    assert "over the limit of 200 times" in line and "give its text as .txt" in line
+
+
+def test_zip_with_too_many_members_is_refused(tmp_path: Path) -> None:
+    from casekit.extract import ZIP_MAX_MEMBERS
+
+    good = make_epub(tmp_path / "x.epub", [("One", CH1)]).read_bytes()
+    (tmp_path / "x.epub").unlink()
+    line = _refused(tmp_path, "many.epub", _with_member(good, "m", b"", ZIP_MAX_MEMBERS))
+    assert f"over the limit of {ZIP_MAX_MEMBERS:,}" in line and "zip members" in line
+
+
+def test_zip_bomb_docx_and_total_size_limit(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    good = make_docx(tmp_path / "x.docx", [CH1]).read_bytes()
+    (tmp_path / "x.docx").unlink()
+    line = _refused(tmp_path, "bomb.docx", _with_member(good, "word/pad.xml", bytes(64 << 20)))
+    assert "bomb.docx is not a plausible DOCX" in line and "save it again as .docx" in line
+    # The total: lowered here so that the test needs no gigabyte.
+    monkeypatch.setattr("casekit.extract.ZIP_MAX_UNCOMPRESSED", 100_000)
+    (tmp_path / "bomb.docx").unlink()
+    line = _refused(tmp_path, "big.docx", _with_member(good, "word/pad.xml", os.urandom(200_000)))
+    assert "expands to over 100,000 bytes, the limit" in line
