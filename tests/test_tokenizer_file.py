@@ -282,3 +282,23 @@ def test_echo_cross_check_compares_token_texts(tok_dir: Path) -> None:
         p._check_tokenizer_echo(text, echo(merged))
     with pytest.raises(CapabilityError, match="does not tokenize like the server"):
         p._check_tokenizer_echo(text, echo(["<bos>"] + pieces))  # not a special of this file
+
+
+def test_a_tokenizer_file_over_the_limit_or_not_regular_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tokenizer.json is parsed whole: one larger than the limit (a hostile case's 2 GB file)
+    or a FIFO is refused with the limit and the fix, before it is read (issue 15)."""
+    import os
+
+    from casekit.providers import tokenizer_file
+
+    byte_level(tmp_path / "tok.json")
+    size = (tmp_path / "tok.json").stat().st_size
+    monkeypatch.setattr(tokenizer_file, "TOKENIZER_MAX_BYTES", size - 1)
+    tokenizer_file._load.cache_clear()
+    with pytest.raises(CasekitError, match=rf"params.tokenizer: 'tok.json' is {size:,} bytes, "
+                       rf"over the limit of {size - 1:,} bytes for a tokenizer.json; give "):
+        load_case_tokenizer("tok.json", None, tmp_path, "m", "x")
+    os.mkfifo(tmp_path / "fifo.json")
+    with pytest.raises(CasekitError, match=r"'fifo.json' is not a regular file .*; give the "):
+        load_case_tokenizer("fifo.json", None, tmp_path, "m", "x")

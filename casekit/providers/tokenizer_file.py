@@ -48,6 +48,7 @@ import json
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,7 @@ from pydantic import BaseModel, ConfigDict
 
 from casekit.canonical import sha256_file
 from casekit.case import ModelParamsError
+from casekit.case_yaml import read_regular_file
 from casekit.errors import CasekitError, ProviderUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,11 @@ log = logging.getLogger(__name__)
 SUPPORTED = ("a Hugging Face tokenizer.json of the byte-level BPE family (GPT-2, SmolLM2, "
              "Llama 3, Qwen) or the Metaspace/SentencePiece family with byte fallback (Llama 2, "
              "Mistral, Gemma), or the model's .gguf")
+
+TOKENIZER_MAX_BYTES = 64 << 20
+"""A tokenizer.json is read whole and parsed (some ten times its size in memory): the largest
+published ones are some 35 MB (Gemma 3), so a larger file is refused. (A .gguf is a model file,
+read in place by llama.cpp: it has to be a regular file, of any size.)"""
 
 BYTE_FALLBACK_RE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 SPACE_MARK = "\u2581"  # ▁
@@ -320,8 +327,16 @@ def load_case_tokenizer(value: Any, expected_sha256: Any, base_dir: Path, model_
                                loc=("tokenizer_sha256",))
     try:
         st = path.stat()
-        if not path.is_file():
-            raise IsADirectoryError(f"{path} is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelParamsError(
+                f"{value!r} is not a regular file (a directory, FIFO or device); give the path "
+                "of the served model's tokenizer.json (or .gguf), relative to the case file",
+                model_id=model_id, loc=("tokenizer",))
+        if path.suffix.lower() != ".gguf" and st.st_size > TOKENIZER_MAX_BYTES:
+            raise ModelParamsError(
+                f"{value!r} is {st.st_size:,} bytes, over the limit of {TOKENIZER_MAX_BYTES:,} "
+                "bytes for a tokenizer.json; give the served model's own tokenizer.json (or "
+                "its .gguf)", model_id=model_id, loc=("tokenizer",))
         if path.suffix.lower() == ".gguf":  # model files: hashed once per (size, mtime)
             from casekit.providers.file_hash import file_sha256
 
@@ -362,7 +377,10 @@ def _load(path: str, shown: str, digest: str, size: int, mtime_ns: int,
                                  sha256=digest, bytes=size, prepends_space=None)
         return GGUFVocab(inner, info)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        # Read again with the limit: the file may have been replaced since it was checked.
+        raw = read_regular_file(Path(path), TOKENIZER_MAX_BYTES, lambda problem: ModelParamsError(
+            f"{shown!r} {problem}"))
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise UnsupportedTokenizer(f"{shown!r} is neither a .gguf file nor a readable "
                                    f"tokenizer.json ({exc}); give {SUPPORTED}") from None
