@@ -148,17 +148,47 @@ def bootstrap_rate(successes: list[int], trials: list[int], *, unit: str = "exce
     if n == 0:
         return BootstrapRate(k=0, n=0, rate=None, lo=None, hi=None, method="none", clusters=c,
                              resamples=resamples, seed=seed, unit=unit)
-    ks = np.asarray(successes, dtype=np.int64)
-    ns = np.asarray(trials, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    draw = rng.integers(0, c, size=(resamples, c))
-    rk, rn = ks[draw].sum(axis=1), ns[draw].sum(axis=1)
+    rk, rn = _resampled_sums(np.asarray(successes, dtype=np.int64),
+                             np.asarray(trials, dtype=np.int64), resamples, seed)
     ok = rn > 0
     reps = rk[ok] / rn[ok]
     lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
     return BootstrapRate(k=k, n=n, rate=k / n, lo=float(lo), hi=float(hi),
                          method="cluster-bootstrap-percentile", clusters=c,
                          resamples=resamples, seed=seed, unit=unit)
+
+
+_DRAW_CELLS = 1 << 22
+"""Cluster draws held at once by :func:`_resampled_sums` (32 MB of int64): the replicates are
+drawn in blocks of rows, so memory does not grow with clusters x resamples."""
+
+
+def _resampled_sums(ks: np.ndarray, ns: np.ndarray, resamples: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per replicate, the summed successes and trials of ``len(ks)`` clusters drawn with
+    replacement by ``numpy.random.default_rng(seed).integers(0, c, size=(resamples, c))``.
+
+    The draws are made in blocks of rows: int64 draws take one 64-bit word of the bit
+    generator each, so consecutive blocks are the same numbers as one (resamples, c) call
+    (tests/test_metrics.py checks it). Successes and trials are packed in one int64 (trials
+    in the low 32 bits) so one gather and one sum give both; exact while c times the largest
+    cluster's trials fits in 31 bits, else the two are summed apart."""
+    c = len(ks)
+    rng = np.random.default_rng(seed)
+    rows = max(1, _DRAW_CELLS // max(c, 1))
+    # A replicate's trials are at most c x the largest cluster's: packed when that fits.
+    packed = (ks << 32) | ns if c * int(ns.max(initial=0)) < (1 << 31) else None
+    rk = np.empty(resamples, dtype=np.int64)
+    rn = np.empty(resamples, dtype=np.int64)
+    for r0 in range(0, resamples, rows):
+        r1 = min(resamples, r0 + rows)
+        draw = rng.integers(0, c, size=(r1 - r0, c))
+        if packed is not None:
+            both = packed[draw].sum(axis=1)
+            rk[r0:r1], rn[r0:r1] = both >> 32, both & 0xFFFFFFFF
+        else:
+            rk[r0:r1], rn[r0:r1] = ks[draw].sum(axis=1), ns[draw].sum(axis=1)
+    return rk, rn
 
 
 def clustered_rate(hits: list[int], clusters: Sequence[Hashable], unit: str, *,

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from casekit import stats
 from casekit.analysis.index import KgramIndex
 from casekit.analysis.matcher import WorkMatcher
 from casekit.analysis.metrics import (
@@ -263,6 +264,24 @@ def test_bootstrap_rate_over_clusters() -> None:
     assert none.rate is None and none.n == 0
     with pytest.raises(ValueError):
         bootstrap_rate([3], [2])
+
+
+@pytest.mark.parametrize("cells", [1, 7, 1 << 22])
+@pytest.mark.parametrize(("clusters", "big"), [(1, False), (9, False), (3000, False), (5, True)])
+def test_bootstrap_draws_in_blocks_are_the_one_draw(monkeypatch: pytest.MonkeyPatch, cells: int,
+                                                    clusters: int, big: bool) -> None:
+    # The replicates are drawn in blocks of rows (bounded memory) and successes and trials
+    # gathered packed in one int64 (or apart when they could overflow): the sums must be
+    # those of one rng.integers(0, c, size=(resamples, c)) call, the original definition.
+    rng = np.random.default_rng(11)
+    ns = rng.integers(0, 6, size=clusters)
+    if big:
+        ns[0] = 1 << 30
+    ks = np.minimum(rng.integers(0, 6, size=clusters), ns)
+    monkeypatch.setattr(stats, "_DRAW_CELLS", cells)
+    draw = np.random.default_rng(5).integers(0, clusters, size=(301, clusters))
+    rk, rn = stats._resampled_sums(ks, ns, 301, 5)
+    assert np.array_equal(rk, ks[draw].sum(axis=1)) and np.array_equal(rn, ns[draw].sum(axis=1))
 
 
 # --- property tests -----------------------------------------------------------------------------
