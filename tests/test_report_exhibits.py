@@ -166,3 +166,15 @@ def test_one_output_is_exhibited_once(tmp_path: Path) -> None:
     other = next(a for a in mw.exhibit_attempts if a != ex.attempt_id)
     assert any(other in n and "not exhibited twice" in n for n in ex.notes)
     assert group.not_shown == 0
+
+
+def test_contributor_tags_read_as_ranges_and_the_cover_is_the_fewest() -> None:
+    from casekit.report.sections.reconstruction import minimal_cover, tag_list
+
+    assert tag_list((1, 2, 3, 4, 7, 9, 10)) == "1\u20134, 7, 9, 10"
+    assert tag_list((5,)) == "5"
+    # [0,5) and [4,10) cover [0,10); [0,3), [3,8) and [5,10) are not needed.
+    assert minimal_cover(0, 10, [[(0, 5)], [(0, 3)], [(3, 8)], [(4, 10)], [(5, 10)]]) == [0, 3]
+    # Runs of one attempt count together; a gap no run covers is stepped over.
+    assert minimal_cover(0, 10, [[(0, 2), (5, 10)], [(2, 6)]]) == [0, 1]
+    assert minimal_cover(0, 10, [[(0, 4)], [(6, 10)], [(1, 3)]]) == [0, 1]

@@ -336,11 +336,15 @@ def test_control_and_bidi_characters_are_shown_by_code_point(rendered: Rendered)
     for ch in "\x00\x07\x1b\x7f\u2028\u2029\u202e\u202c\u2066\u2069\u200f\u200b\r":
         assert ch not in html, f"U+{ord(ch):04X}"
         assert f'<span class="ctl">U+{ord(ch):04X}</span>' in html, f"U+{ord(ch):04X}"
-    # The first exhibits (they quote these characters) follow the summary, the further
-    # measures and their interval tables: within the first 20 pages.
-    text = "".join(p.extract_text() for p in PdfReader(rendered.pdf).pages[:20])
+    # The PDF shows them too: the first exhibit (it quotes these characters) and the pages
+    # after it, wherever the front matter ends.
+    pages = PdfReader(rendered.pdf).pages
+    first = next(i for i in range(min(len(pages), 80))
+                 if "Exhibit E-1" in pages[i].extract_text()
+                 and "Prompt as sent" in pages[i].extract_text())
+    text = "".join(p.extract_text() for p in pages[first:first + 8])
     for code in ("U+202E", "U+0000", "U+001B", "U+2028"):
-        assert code in text
+        assert code in text, code
 
 
 def test_pdf_opens_and_long_token_wraps(rendered: Rendered) -> None:

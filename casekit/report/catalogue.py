@@ -514,6 +514,12 @@ BLOCK_BELOW = (
     "This block is {words} contiguous words, below the case's reconstruction threshold of "
     "{threshold}: it does not decide the memorization finding and is shown because it is the "
     "longest block reported.")
+BLOCK_OTHERS = (
+    "{total} attempts cover words of this block. The {shown} shown are the fewest whose "
+    "outputs cover it whole (from the block's start, each time the output reaching furthest) "
+    "and the one with the longest single run in it; the other {others} overlap them and add no "
+    "word. All {total} are listed, with their ledger hashes, in findings.json "
+    "(coverage.longest_block_attempts of this model and work) and in the per-attempt listing.")
 BLOCK_LONGEST_SINGLE = "{words} contiguous words, from attempt {tag} (ledger seq {seq})"
 STITCHED_NOTE = (
     "This conclusion rests on stitching: the {words}-word block is assembled from {k} "

@@ -130,7 +130,7 @@ def build_exhibits(f: Findings, inputs: Inputs, requested: dict[str, str], per_f
         best = max((c.longest_in_block for c in block.contributors), default=0) if block else 0
         if block is not None and rests_on_stitching(mw, f, best):
             out.stitching[key] = C.STITCHED_NOTE.format(
-                words=block.words, k=len(block.contributors), single=f"{best:,}",
+                words=block.words, k=f"{block.total:,}", single=f"{best:,}",
                 ref=block.number)
         ids = list(mw.exhibit_attempts)
         if not ids and block is None:

@@ -102,6 +102,11 @@ class BlockExhibit:
     verdict: str
     longest_single: str
     contributors: list[Contributor]
+    """The contributing attempts exhibited: the fewest that cover the block whole, and the
+    one with the longest single-output run in it."""
+    total: int
+    """Every attempt that covers words of the block (findings' longest_block_attempts)."""
+    others_note: str
     original: list[Segment]
     original_wrap: str
 
@@ -146,6 +151,32 @@ def _stitched(mw: ModelWorkFinding, analyses: dict[str, AttemptAnalysis], work: 
     return True
 
 
+def minimal_cover(b0: int, b1: int, runs_of: list[list[tuple[int, int]]]) -> list[int]:
+    """Indexes into ``runs_of`` of the fewest attempts whose runs cover ``[b0, b1)``, by the
+    greedy interval cover (from the block's start, the run that reaches furthest among those
+    starting at or before the first uncovered word: optimal for intervals), ties to the
+    lower index. A word no run covers is stepped over, so a gap never loops."""
+    runs = sorted((a, -b, i) for i, rs in enumerate(runs_of) for a, b in rs)
+    chosen: list[int] = []
+    frontier, j = b0, 0
+    while frontier < b1:
+        best: tuple[int, int] | None = None  # (end, -index)
+        while j < len(runs) and runs[j][0] <= frontier:
+            a, nb, i = runs[j]
+            if best is None or (-nb, -i) > best:
+                best = (-nb, -i)
+            j += 1
+        if best is None or best[0] <= frontier:
+            if j >= len(runs):
+                break
+            frontier = runs[j][0]
+            continue
+        frontier = best[0]
+        if -best[1] not in chosen:
+            chosen.append(-best[1])
+    return sorted(chosen)
+
+
 def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
                         analyses: dict[str, AttemptAnalysis],
                         records: dict[int, AttemptRecord], work: Work,
@@ -165,15 +196,29 @@ def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
     covers: list[list[tuple[int, int]]] = []
     supplied: list[list[tuple[int, int]]] = []
     shown_outputs: list[tuple[str, str]] = []
-    for n, aid in enumerate(cov.longest_block_attempts, start=1):
+    # Every contributor's runs in the block; the exhibit shows the fewest that cover it whole
+    # (a block stitched from a thousand overlapping outputs needs a handful to show it) and
+    # the one with the longest single run, so the pages follow the work, not the attempts.
+    every: list[tuple[str, AttemptAnalysis, np.ndarray]] = []
+    for aid in cov.longest_block_attempts:
         x = analyses.get(aid)
-        rec = records.get(x.seq) if x is not None else None
-        if x is None or rec is None or rec.attempt.id != aid or rec.hash != x.record_hash:
+        if x is None:
+            raise CasekitError(f"block attempt {aid} is not in the findings' attempts; "
+                               "re-run `casekit analyze`")
+        pos = covered_positions(x, toks)
+        every.append((aid, x, pos[(pos >= b0) & (pos < b1)]))
+    all_runs = [_runs(inside) for _, _, inside in every]
+    keep = set(minimal_cover(b0, b1, all_runs))
+    longest_all = [_longest_run(inside) for _, _, inside in every]
+    if longest_all:
+        keep.add(max(range(len(every)), key=lambda i: (longest_all[i], -i)))
+    for n, i in enumerate(sorted(keep), start=1):
+        aid, x, inside = every[i]
+        runs = all_runs[i]
+        rec = records.get(x.seq)
+        if rec is None or rec.attempt.id != aid or rec.hash != x.record_hash:
             raise CasekitError(f"block attempt {aid} is not in the ledger as the findings "
                                "record it; re-run `casekit analyze`")
-        pos = covered_positions(x, toks)
-        inside = pos[(pos >= b0) & (pos < b1)]
-        runs = _runs(inside)
         covers.append([toks.char_span(a, b) for a, b in runs])
         sup = [(r.start, r.end) for r in rec.attempt.supplied]
         supplied.append(sup)
@@ -207,7 +252,8 @@ def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
                 ranges += [(s, e, SUPPLIED) for s, e in x.echo_ranges]
                 out_segs = paint(text, ranges)
         ex = anchor_of.get(aid)
-        longest_in = _longest_run(inside)
+        longest_in = longest_all[i]
+        pos = covered_positions(x, toks)
         contributors.append(Contributor(
             n=n, tag=f"[{n}]", attempt_id=aid, seq=str(x.seq), record_hash=x.record_hash,
             strategy=f"{x.strategy_key} ({x.intent})", kind=kind,
@@ -225,7 +271,7 @@ def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
     sp_words = th.substantial_portion_min_words
     if decides:
         verdict = C.BLOCK_DECIDES.format(words=f"{cov.longest_block_words:,}",
-                                         threshold=f"{sp_words:,}", k=len(contributors),
+                                         threshold=f"{sp_words:,}", k=f"{len(every):,}",
                                          single=f"{best.longest_in_block:,}")
     elif cov.longest_block_words >= sp_words:
         verdict = C.BLOCK_REACHES_NOT_DECIDING.format(
@@ -241,7 +287,28 @@ def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
         chars=f"{c0:,}\u2013{c1:,}", decides=decides, verdict=verdict,
         longest_single=C.BLOCK_LONGEST_SINGLE.format(
             words=f"{best.longest_in_block:,}", tag=best.tag, seq=best.seq),
-        contributors=contributors, original=original, original_wrap=wrap_class(original))
+        contributors=contributors, total=len(every),
+        others_note=(C.BLOCK_OTHERS.format(total=f"{len(every):,}", shown=f"{len(contributors):,}",
+                                           others=f"{len(every) - len(contributors):,}")
+                     if len(every) > len(contributors) else ""),
+        original=original, original_wrap=wrap_class(original))
+
+
+def tag_list(nums: tuple[int, ...]) -> str:
+    """Contributor numbers as short as they read: runs of three or more as ranges,
+    "1–4, 7, 9–12" (sorted input). Separated by ", " so that a long tag can wrap."""
+    parts: list[str] = []
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        if j - i >= 2:
+            parts.append(f"{nums[i]}–{nums[j]}")
+        else:
+            parts.extend(str(n) for n in nums[i:j + 1])
+        i = j + 1
+    return ", ".join(parts)
 
 
 def _original(raw: str, lo: int, hi: int, c0: int, c1: int,
@@ -270,10 +337,9 @@ def _original(raw: str, lo: int, hi: int, c0: int, c1: int,
         who = tuple(i + 1 for i, runs in enumerate(covers) if any(s <= a < e for s, e in runs))
         sup = tuple(i + 1 for i, runs in enumerate(supplied) if any(s <= a < e for s, e in runs))
         if sup and sup != prev_sup:
-            out.append(Segment(C.BLOCK_SUPPLIED_TAG.format(
-                tags=",".join(str(i) for i in sup)), CONTRIB_TAG))
+            out.append(Segment(C.BLOCK_SUPPLIED_TAG.format(tags=tag_list(sup)), CONTRIB_TAG))
         if who and who != prev_who:
-            out.append(Segment("[" + ",".join(str(i) for i in who) + "]", CONTRIB_TAG))
+            out.append(Segment(f"[{tag_list(who)}]", CONTRIB_TAG))
         if who or piece.strip():
             prev_who = who or prev_who
         prev_sup = sup
