@@ -314,9 +314,15 @@ def _render(template: str, values: dict[str, Any]) -> str:
         literals, names = simple
         if all(n in values for n in names):
             out = [literals[0]]
+            size = len(literals[0])
             for name, lit in zip(names, literals[1:], strict=True):
                 value = values[name]
-                out.append(value if type(value) is str else str(value))
+                text = value if type(value) is str else str(value)
+                size += len(text) + len(lit)
+                if size > TEMPLATE_MAX_CHARS:  # 50,000 x {{ title }} of a 500 KB title
+                    raise SecurityError(f"the template's output exceeds {TEMPLATE_MAX_CHARS:,} "
+                                        "characters; make it shorter")
+                out.append(text)
                 out.append(lit)
             return "".join(out)
     return render_limited(_compiled(template), values)
