@@ -201,6 +201,36 @@ class Anchor:
                           tsa=self.tsa_url, timestamp=token, timestamp_error=error)
 
 
+def http_timestamper(url: str, timeout: float = 30.0) -> Timestamper:
+    """RFC 3161 tokens from the TSA at ``url`` (casekit.report.sign.request_timestamp)."""
+
+    def stamp(data: bytes) -> bytes:
+        from casekit.report.sign import request_timestamp
+
+        return request_timestamp(data, url, timeout=timeout).response
+
+    return stamp
+
+
+def make_anchor(run_dir: Path, *, key_path: Path | None = None,
+                every: int = DEFAULT_CHECKPOINT_EVERY, tsa_url: str | None = None,
+                timestamper: Timestamper | None = None) -> Anchor:
+    """The anchor of a ledger written in ``run_dir`` (a run's or an import's): the examiner key
+    at ``key_path`` (default :func:`default_key_path`, made on first use; refused inside the
+    run folder, which is handed over with the ledger), checkpoints every ``every`` records,
+    timestamped by the TSA at ``tsa_url`` if one is given."""
+    if every < 1:
+        raise AnchorError(f"checkpoint interval {every}: give at least 1")
+    key = load_or_create_key(key_path)
+    if key.path.resolve().is_relative_to(run_dir.resolve()):
+        raise AnchorError(f"{key.path}: the examiner key is inside the run folder, which is "
+                          "handed over with the ledger; keep it elsewhere (--examiner-key, "
+                          f"${KEY_ENV})")
+    if tsa_url and timestamper is None:
+        timestamper = http_timestamper(tsa_url)
+    return Anchor(key=key, every=every, tsa_url=tsa_url or None, timestamper=timestamper)
+
+
 def public_key_of(identity: ExaminerKey) -> Any:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 

@@ -267,29 +267,49 @@ class ModelSpec(UserModel):
         return v
 
 
-def check_base_url(url: str) -> None:
+def check_base_url(url: str, *, what: str = "the server's address",
+                   example: str = "e.g. http://127.0.0.1:8000/v1",
+                   credentials: str = "put the key in the environment variable named by "
+                                      "api_key_env") -> None:
     """Refuse an endpoint that is not plain http(s) or that carries credentials (a password in
     a URL would be recorded in run_start and printed in the report). The message never repeats
     the URL (it may hold a secret)."""
-    example = "e.g. http://127.0.0.1:8000/v1"
+    example = f"{what}, {example}"
     if any(c.isspace() or not c.isprintable() for c in url):
-        raise ValueError("must not contain spaces or control characters; write the server's "
-                         f"address, {example}")
+        raise ValueError(f"must not contain spaces or control characters; write {example}")
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise ValueError(f"is not a valid URL; write the server's address, {example}") from None
+        raise ValueError(f"is not a valid URL; write {example}") from None
     if parts.scheme.lower() not in ("http", "https"):
         scheme = visible(parts.scheme[:20]) if parts.scheme else "none"
         raise ValueError(f"must be an http:// or https:// URL (scheme here: {scheme}); write "
-                         f"the server's address, {example}")
+                         f"{example}")
     if "@" in parts.netloc or parts.username is not None or parts.password is not None:
         raise ValueError("must not hold a user name or password (they would be recorded "
-                         "with the URL); remove them and put the key in the environment "
-                         "variable named by api_key_env")
+                         f"with the URL); remove them and {credentials}")
     if not parts.hostname:
-        raise ValueError(f"names no host; write the server's address, {example}")
+        raise ValueError(f"names no host; write {example}")
+
+
+class AnchoringSpec(UserModel):
+    """How the run's ledger is anchored besides the examiner key's signed checkpoints
+    (docs/anchoring.md)."""
+
+    tsa: str | None = None
+    """An RFC 3161 timestamp authority (http:// or https://, no user name or password): every
+    checkpoint is timestamped during the run, as with ``casekit run --tsa`` (which overrides
+    it). A TSA that fails is recorded on the checkpoint; the run goes on."""
+
+    @field_validator("tsa")
+    @classmethod
+    def _tsa_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_base_url(v, what="the timestamp authority's address",
+                           example="e.g. https://freetsa.org/tsr",
+                           credentials="use a TSA that needs no credentials in its URL")
+        return v
 
 
 class StrategySpec(UserModel):
@@ -350,11 +370,14 @@ class CaseFile(UserModel):
     samples: int = Field(1, ge=1, le=1000)
     """Samples per prompt; sample 0 is greedy, the others use ``decoding.temperature``."""
     allow_no_control: bool = False
+    """Run without a control work (the report states that no false-positive rate exists)."""
+    anchoring: AnchoringSpec = Field(default_factory=AnchoringSpec,
+                                     json_schema_extra=ADDED_LATER)
+    """Anchoring of the run's ledger: ``tsa`` timestamps every checkpoint during the run."""
     reference_texts: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
     """Other texts (paths relative to the case file: .txt, .md, .epub, .docx, .pdf) that the
     chance baseline of a short work (``kind: poem | lyrics``) compares it with, besides the
     case's other works: how long a run of its words unrelated texts share by chance."""
-    """Run without a control work (the report states that no false-positive rate exists)."""
 
     @field_validator("works")
     @classmethod

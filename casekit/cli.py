@@ -116,13 +116,10 @@ def schema() -> None:
 
 
 def _timestamper(url: str, timeout: float = 30.0) -> Callable[[bytes], bytes]:
-    """RFC 3161 tokens from the TSA at ``url`` (casekit.report.sign)."""
-    from casekit.report.sign import request_timestamp
+    """RFC 3161 tokens from the TSA at ``url`` (casekit.anchor.http_timestamper)."""
+    from casekit.anchor import http_timestamper
 
-    def stamp(data: bytes) -> bytes:
-        return request_timestamp(data, url, timeout=timeout).response
-
-    return stamp
+    return http_timestamper(url, timeout)
 
 
 def _run(case_path: Path, run_dir: Path | None, batch: bool = False,
@@ -133,9 +130,7 @@ def _run(case_path: Path, run_dir: Path | None, batch: bool = False,
     from casekit.run.runner import Runner
 
     case = load_case(case_path)
-    anchoring = dict(anchoring or {})
-    if anchoring.get("tsa_url"):
-        anchoring["timestamper"] = _timestamper(anchoring["tsa_url"])
+    anchoring = dict(anchoring or {})  # --tsa, else the case's anchoring.tsa (the Runner's)
     outcome = Runner(case, run_dir, batch=batch, batch_poll_interval=poll_interval,
                      batch_max_wait=DEFAULT_MAX_WAIT if max_wait is None else max_wait,
                      **anchoring).run()
@@ -175,7 +170,7 @@ def _run(case_path: Path, run_dir: Path | None, batch: bool = False,
               "written when the run stops).")
 @click.option("--tsa", "tsa_url", default=None, metavar="URL", envvar="CASEKIT_TSA",
               help="RFC 3161 timestamp authority: timestamp every checkpoint during the run "
-                   "(default: $CASEKIT_TSA).")
+                   "(default: $CASEKIT_TSA, else the case's anchoring.tsa).")
 @click.option("--retry-failed", is_flag=True, default=False,
               help="Also send again the attempts whose last try failed with a transient error "
                    "(server down, timeout, rate limit); the failures stay on record and the "

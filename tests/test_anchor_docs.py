@@ -124,3 +124,44 @@ def test_the_statement_the_script_rebuilds_is_the_one_casekit_signs() -> None:
     mine = json.dumps({"casekit": "casekit-checkpoint/1", "seq": 7, "head_hash": "sha256:ab",
                        "final": False}, sort_keys=True, separators=(",", ":")).encode()
     assert statement(7, "sha256:ab", False) == mine
+
+
+def test_a_tsa_in_the_case_timestamps_checkpoints_during_the_run(
+        case_dir: Path, tmp_path: Path, tsa: str, pki: Pki) -> None:
+    """``anchoring: {tsa: URL}`` in the case does what ``--tsa`` does: every checkpoint carries
+    a token obtained during the run (issue 15 item 1: "--tsa or in the case"); the command line
+    runs it, no timestamper given."""
+    from click.testing import CliRunner
+
+    from casekit.cli import cli
+    from casekit.report.verify import anchor_check
+
+    case = case_dir / "case.yaml"
+    case.write_text(case.read_text() + f"anchoring:\n  tsa: {tsa}\n")
+    res = CliRunner().invoke(cli, ["run", str(case), "--examiner-key",
+                                   str(tmp_path / "keys" / "k.pem"), "--checkpoint-every", "5",
+                                   "--run-dir", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    ledger = tmp_path / "run" / "ledger.jsonl"
+    cps = [r for r in read_records(ledger) if isinstance(r, Checkpoint)]
+    assert len(cps) >= 3 and all(c.timestamp and c.tsa == tsa for c in cps)
+    rep = anchor_check(ledger, None, [pki.root_pem])
+    assert rep.ok and rep.timestamped == len(cps) and rep.tsa_trusted, rep.problems
+
+
+def test_a_failing_tsa_in_the_case_is_recorded_and_the_run_goes_on(
+        case_dir: Path, tmp_path: Path, tsa: str) -> None:
+    case = case_dir / "case.yaml"
+    case.write_text(case.read_text() + f"anchoring: {{tsa: '{tsa}/broken'}}\n")
+    out = Runner(load_case(case), examiner_key=tmp_path / "k.pem").run()
+    assert out.complete
+    cp = [r for r in read_records(out.ledger_path) if isinstance(r, Checkpoint)][-1]
+    assert cp.timestamp is None and cp.timestamp_error and "HTTP 500" in cp.timestamp_error
+    assert verify_anchoring(out.ledger_path).ok
+
+
+def test_a_case_without_anchoring_keeps_its_hash(case_dir: Path) -> None:
+    from casekit.case import case_hash_form
+
+    case = load_case(case_dir / "case.yaml")
+    assert "anchoring" not in case_hash_form(case.spec)

@@ -26,9 +26,8 @@ from typing import Any
 from casekit.anchor import (
     DEFAULT_CHECKPOINT_EVERY,
     Anchor,
-    AnchorError,
     Timestamper,
-    load_or_create_key,
+    make_anchor,
 )
 from casekit.case import LoadedCase, case_hash_form
 from casekit.errors import CaseError, CasekitError, LedgerError
@@ -132,9 +131,11 @@ class Runner:
         (else casekit.anchor.default_key_path()), made on first use."""
         self.examiner_key = examiner_key
         self.checkpoint_every = checkpoint_every
-        self.tsa_url = tsa_url
+        self.tsa_url = tsa_url or case.spec.anchoring.tsa
+        """The TSA that timestamps each checkpoint: ``--tsa``, else the case's
+        ``anchoring.tsa``."""
         self.timestamper = timestamper
-        """Timestamps each checkpoint (the command line makes it from ``--tsa``)."""
+        """Asks it (default: casekit.anchor.http_timestamper(tsa_url))."""
         self.retry_failed = retry_failed
         """Also resend the attempts whose last try failed with a transient error."""
         self.batch = batch
@@ -176,17 +177,9 @@ class Runner:
     def make_anchor(self) -> Anchor:
         """The run's anchor (casekit.anchor): the examiner key, never kept in the run folder."""
         if self.anchor is None:
-            if self.checkpoint_every < 1:
-                raise AnchorError(f"checkpoint interval {self.checkpoint_every}: give at least 1")
-            key = load_or_create_key(self.examiner_key)
-            if key.path.resolve().is_relative_to(self.run_dir.resolve()):
-                raise AnchorError(f"{key.path}: the examiner key is inside the run folder, which "
-                                  "is handed over with the ledger; keep it elsewhere "
-                                  "(--examiner-key, $CASEKIT_EXAMINER_KEY)")
-            if self.tsa_url and self.timestamper is None:
-                raise AnchorError(f"--tsa {self.tsa_url}: no timestamper given (internal)")
-            self.anchor = Anchor(key=key, every=self.checkpoint_every, tsa_url=self.tsa_url,
-                                 timestamper=self.timestamper)
+            self.anchor = make_anchor(self.run_dir, key_path=self.examiner_key,
+                                      every=self.checkpoint_every, tsa_url=self.tsa_url,
+                                      timestamper=self.timestamper)
         return self.anchor
 
     def identities(self) -> list[ModelIdentity]:
