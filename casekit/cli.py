@@ -419,8 +419,20 @@ def export(run_dir: Path, as_csv: bool, out: Path | None) -> None:
 @click.option("--model-id", default=None,
               help="The case's model the outputs are evidence about (for files without a "
                    "model_id column; needed when the case has several models).")
+@click.option("--examiner-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="KEY.pem", help="The examiner's Ed25519 signing key that signs the "
+              "imported records' checkpoints, as `casekit run` does: the key that started the "
+              "run (default: $CASEKIT_EXAMINER_KEY, else $CASEKIT_HOME or ~/.config/casekit/"
+              "examiner_ed25519.pem).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000,
+              show_default=True, help="Records between signed checkpoints (one is also "
+              "written when the import ends).")
+@click.option("--tsa", "tsa_url", default=None, metavar="URL", envvar="CASEKIT_TSA",
+              help="RFC 3161 timestamp authority: timestamp every checkpoint (default: "
+                   "$CASEKIT_TSA, else the case's anchoring.tsa).")
 @user_errors
-def import_(target: Path, source: Path, model_id: str | None) -> None:
+def import_(target: Path, source: Path, model_id: str | None, examiner_key: Path | None,
+            checkpoint_every: int, tsa_url: str | None) -> None:
     """Add outputs captured elsewhere (CSV or JSONL) to a run's ledger as imported attempts.
 
     TARGET is a run folder or the case file of a started run. Columns: prompt, output, model,
@@ -429,11 +441,14 @@ def import_(target: Path, source: Path, model_id: str | None) -> None:
     Re-importing a file records nothing twice.
     """
     from casekit.run.importer import import_outputs
+    from casekit.visible import visible
 
-    r = import_outputs(target, source, model_id=model_id)
-    click.echo(f"imported {r.imported} of {r.rows} rows from {source} ({r.skipped} already "
-               "recorded)")
-    click.echo(f"ledger: {r.ledger_path} (head {r.head_hash})")
+    r = import_outputs(target, source, model_id=model_id, examiner_key=examiner_key,
+                       checkpoint_every=checkpoint_every, tsa_url=tsa_url)
+    # The file's name is the user's, but may be anyone's: shown by code point, never applied.
+    click.echo(f"imported {r.imported} of {r.rows} rows from {visible(str(source))} "
+               f"({r.skipped} already recorded)")
+    click.echo(f"ledger: {visible(str(r.ledger_path))} (head {r.head_hash})")
 
 
 @cli.command()

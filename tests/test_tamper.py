@@ -221,3 +221,53 @@ def test_a_report_signed_by_another_key_fails_with_the_disclosed_fingerprint(
     assert not res.ok and res.checks[0].name == "anchor" and not res.checks[0].ok
     assert "not by the examiner key" in res.checks[0].detail
     assert [c.name for c in res.checks if not c.ok] == ["anchor"]
+
+
+# --------------------------------------------------------------------------- imported records
+
+
+def _import(run: Path, tmp_path: Path, *extra: str) -> tuple[int, str]:
+    from tests.test_import import ROWS, write_csv
+
+    src = write_csv(tmp_path / "captured.csv", [*ROWS[1:]] * 3 + [
+        {**ROWS[1], "output": f"another answer {i}"} for i in range(4)])
+    res = CliRunner().invoke(cli, ["import", str(run.parent), str(src), *extra])
+    return res.exit_code, res.output
+
+
+def test_imported_records_are_anchored_by_the_examiner_key(run: Path, tmp_path: Path) -> None:
+    """`casekit import --examiner-key` signs the imported records' checkpoints with the key that
+    signed the run (every --checkpoint-every records and a closing one), as `casekit run` does;
+    the anchor then reaches the imported records (issue 15 item 1, for imports)."""
+    key = load_or_create_key(tmp_path / "keys" / "examiner.pem")
+    before = len(_records(run))
+    code, out = _import(run, tmp_path, "--examiner-key", str(key.path),
+                        "--checkpoint-every", "3")
+    assert code == 0, out
+    recs = _records(run)
+    added = recs[before:]
+    assert sum(r["record_type"] == "attempt" for r in added) >= 6
+    cps = [r for r in added if r["record_type"] == "checkpoint"]
+    assert len(cps) >= 3 and cps[-1] is added[-1] and cps[-1]["final"]
+    assert {c["key_fingerprint"] for c in cps} == {key.fingerprint}
+    code, lines = _verify(str(run), "--expect-key", key.fingerprint)
+    assert code == 0, lines
+    assert lines[0].startswith(f"ok: anchored: records 0-{len(recs) - 2} of {len(recs)}")
+
+
+def test_a_forged_and_rechained_import_fails_verify(run: Path, tmp_path: Path) -> None:
+    key = load_or_create_key(tmp_path / "keys" / "examiner.pem")
+    code, out = _import(run, tmp_path, "--examiner-key", str(key.path))
+    assert code == 0, out
+    recs = _records(run)
+    imported = next(r for r in recs if r.get("record_type") == "attempt"
+                    and "imported" in (r["result"].get("raw_response") or {}))
+    imported["result"]["text"] = "A forged capture."
+    rechain(recs, run)
+    code, lines = _verify(str(run))
+    _one_line_failure(code, lines, "signature of the checkpoint", "does not verify")
+
+
+def test_import_with_another_key_than_the_runs_is_refused(run: Path, tmp_path: Path) -> None:
+    code, out = _import(run, tmp_path, "--examiner-key", str(tmp_path / "other.pem"))
+    assert code == 2 and "signed by the examiner key" in out and "--examiner-key" in out, out

@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import casekit
+from casekit.anchor import DEFAULT_CHECKPOINT_EVERY, Timestamper, make_anchor
 from casekit.canonical import canonical_json, sha256_bytes, sha256_file
 from casekit.case import CaseFile, LoadedCase, case_hash_form, read_regular_file
 from casekit.errors import CasekitError
@@ -568,7 +569,10 @@ def evidence_run_start(case: LoadedCase, run_dir: Path, base: dict[str, Any]) ->
         started_at=base["recorded_at"])
 
 
-def import_outputs(target: Path, source: Path, *, model_id: str | None = None) -> ImportResult:
+def import_outputs(target: Path, source: Path, *, model_id: str | None = None,
+                   examiner_key: Path | None = None,
+                   checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, tsa_url: str | None = None,
+                   timestamper: Timestamper | None = None) -> ImportResult:
     """Append the outputs in ``source`` (CSV or JSONL) to the ledger of a run.
 
     ``target``: the run folder, or the case file of a run that has started (its default run
@@ -576,6 +580,11 @@ def import_outputs(target: Path, source: Path, *, model_id: str | None = None) -
     the case's model the outputs are evidence about, for files without a ``model_id`` column
     (needed only when the case has several models). Validates the whole file before appending
     anything; rows already recorded are skipped.
+
+    The records are anchored as a run's are (casekit.anchor): checkpoints every
+    ``checkpoint_every`` records and a closing one, signed by the examiner key at
+    ``examiner_key`` (the one that signed the run; default casekit.anchor.default_key_path()),
+    timestamped by ``tsa_url`` (else the case's ``anchoring.tsa``) if there is one.
     """
     target, source = Path(target), Path(source)
     fmt = FORMATS.get(source.suffix.lower())
@@ -618,9 +627,8 @@ def import_outputs(target: Path, source: Path, *, model_id: str | None = None) -
                         _attempt_id(fields, occurrence)))
     all_ids = [aid for _, _, aid in planned]
 
-    from casekit.anchor import Anchor, load_or_create_key
-
-    anchor = Anchor(load_or_create_key())
+    anchor = make_anchor(run_dir, key_path=examiner_key, every=checkpoint_every,
+                         tsa_url=tsa_url or spec.anchoring.tsa, timestamper=timestamper)
     ledger = Ledger(run_dir, anchor=anchor).open()
     try:
         if new_case is not None and ledger.empty:  # the evidence-only case's run begins
