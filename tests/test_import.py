@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -303,3 +304,38 @@ def test_cli_import_and_its_errors(run_dir: Path, import_dir: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "imported 3 of 3 rows" in res.output
     assert verify_chain(ledger).ok and len(imported(run_dir)) == 3
+
+
+EVIL = "\x1b[2J\u202eevil\x07"
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.mark.parametrize("field", ["work_id", "captured_at", "intent", "kind", "model_id",
+                                   "temperature", "screenshot", "column", "file name",
+                                   "accepted"])
+def test_what_an_import_echoes_has_control_characters_escaped(
+        run_dir: Path, import_dir: Path, field: str) -> None:
+    """An ESC sequence or a bidi override in an import file's field, column name or file name
+    reaches the terminal by code point, in errors and in the summary (issue 15 item 3: anything
+    echoed to a terminal). The summary printed a file name raw."""
+    from click.testing import CliRunner
+
+    from casekit.cli import cli
+
+    row = {k: v for k, v in ROWS[1].items()}
+    name = "c.jsonl"
+    if field == "column":
+        row[EVIL] = "x"
+    elif field == "file name":
+        name = f"c{EVIL}.jsonl"
+    elif field == "accepted":
+        row.update(model=EVIL, captured_by=EVIL, source=EVIL, label=EVIL)
+    else:
+        row[field] = EVIL
+    src = import_dir / name
+    src.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    res = CliRunner().invoke(cli, ["import", str(run_dir), str(src)])
+    assert res.exit_code == (0 if field in ("file name", "accepted") else 2), res.output
+    assert not RAW_CONTROL.search(res.output), ascii(res.output)
+    if field in ("column", "file name"):
+        assert "\u27e8U+001B\u27e9[2J\u27e8U+202E\u27e9evil\u27e8U+0007\u27e9" in res.output
