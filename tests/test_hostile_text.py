@@ -323,3 +323,36 @@ def test_an_output_repeating_a_passage_shows_a_bounded_number_of_excerpts(
     assert exhibit.count('<div class="role">') - exhibit.count("col-prompt") <= EXCERPTS_MAX + 2
     assert (f"{EXCERPTS_MAX} of {len(hostile.spans):,} spans are shown and listed; the other "
             f"{len(hostile.spans) - EXCERPTS_MAX:,} are in the run") in exhibit
+
+
+def test_a_1mb_matching_output_reports_in_part_and_says_so(tmp_path: Path) -> None:
+    """A 1 MB output repeating a work sentence: the report completes, its appendix shows
+    APPENDIX_MAX_CHARS of the output (not all 1,000,000 characters, some 200 PDF pages; 10 MB
+    was 2,000 pages and gigabytes in WeasyPrint) and states that it shows it in part and that
+    the whole text is in the attached ledger, in the appendix and in the exhibit's column."""
+    from click.testing import CliRunner
+    from pypdf import PdfReader
+
+    from casekit.cli import cli
+    from casekit.report.text import APPENDIX_MAX_CHARS
+
+    output = SENTENCE * (10**6 // len(SENTENCE))
+    run_dir = _hostile_run(tmp_path, output, "Tell me about The Mill.")
+    res = CliRunner().invoke(cli, ["analyze", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["report", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    html = (run_dir / "report" / "report.html").read_text()
+    i = html.index('id="long-texts"')
+    appendix = html[i:]
+    total = f"{len(output):,}"
+    stated = (f"[casekit: shown in part: characters 1\u2013{APPENDIX_MAX_CHARS:,} of {total}. "
+              "The whole text is in the ledger attached to this PDF (ledger.jsonl, attempt ")
+    assert appendix.count(stated) == 2, appendix[:3000]  # before and after the part shown
+    assert appendix.count("twice before she trusted") <= APPENDIX_MAX_CHARS // len(SENTENCE) + 1
+    assert f"Appendix L-1 shows characters 1\u2013{APPENDIX_MAX_CHARS:,}, and the whole text " \
+        "is in the ledger attached to this PDF]" in html[:i]
+    reader = PdfReader(run_dir / "report" / "report.pdf")
+    assert len(reader.pages) < 120, len(reader.pages)
+    pdf_text = " ".join(" ".join((p.extract_text() or "").split()) for p in reader.pages[-40:])
+    assert "shown in part: characters 1" in pdf_text

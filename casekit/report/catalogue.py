@@ -264,6 +264,13 @@ DECODING_IMPORTED = "unknown: the request was sent outside casekit (imported out
 IMPORTED = "IMPORTED: captured outside casekit; casekit sent no request"
 SPAN_DETAIL = "work chars {chars}, {words} {unit} ({matched} exact), similarity {similarity}"
 LONG_TEXT_NOTE = "{what}, {chars} characters"
+LONG_TEXT_NOTE_PART = "{what}, {chars} characters (shown in part: {first}\u2013{last})"
+COLUMN_CUT_PART = ("[casekit: this column shows characters {first}\u2013{last} of {total}; "
+                   "Appendix {ref} shows characters {a_first}\u2013{a_last}, and the whole text "
+                   "is in the ledger attached to this PDF]")
+APPENDIX_PART = ("[casekit: shown in part: characters {first}\u2013{last} of {total}. The whole "
+                 "text is in the ledger attached to this PDF (ledger.jsonl, attempt "
+                 "{attempt}); its SHA-256 is above.]")
 MORE_EXHIBITS = ("{more} more attempt(s) reached the reporting threshold for this model and "
                  "work and are not exhibited: each counts in the rates above and is in the "
                  "complete per-attempt listing attached to this PDF, with its longest span "

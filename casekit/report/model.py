@@ -29,7 +29,7 @@ from casekit.report.sections.reproducibility import RerunView
 from casekit.report.sections.sensitivity import Sensitivity
 from casekit.report.sections.summary import ModelSummary, SummaryRow
 from casekit.report.sections.teacher_forced import TFModel
-from casekit.report.text import INLINE_MAX_CHARS
+from casekit.report.text import APPENDIX_MAX_CHARS, INLINE_MAX_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class ReportModel:
     custody: Custody
     long_texts: list[LongText] = field(default_factory=list)
     long_text_limit: str = f"{INLINE_MAX_CHARS:,}"
+    appendix_limit: str = f"{APPENDIX_MAX_CHARS:,}"
     thresholds: dict[str, str] = field(default_factory=dict)
     further: Further | None = None
     reliability: Reliability | None = None

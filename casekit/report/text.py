@@ -165,6 +165,11 @@ output: the class and the words are casekit's)."""
 #: An exhibit column shows at most this many characters of one text; a longer text is shown
 #: whole in the appendix of long texts, and the column says which part it shows.
 INLINE_MAX_CHARS = 6000
+#: The appendix of long texts shows at most this many characters of one text (some 20 pages),
+#: from a little before the exhibit's first highlight, and says which part it shows; the whole
+#: text is in the ledger attached to the PDF. A 10 MB output shown whole was some 2,000 pages,
+#: gigabytes in WeasyPrint (issue 15 item 2).
+APPENDIX_MAX_CHARS = 100_000
 #: An exhibit shows at most this many work excerpts (and lists as many spans); an output
 #: repeating a passage thousands of times makes as many spans.
 EXCERPTS_MAX = 50

@@ -21,6 +21,7 @@ from casekit.report import catalogue as C
 from casekit.report.sections.long_texts import LongText
 from casekit.report.sections.reconstruction import BOUNDARY, CONTEXT, context_bounds
 from casekit.report.text import (
+    APPENDIX_MAX_CHARS,
     DASH,
     ELIDED,
     EXCERPTS_MAX,
@@ -56,14 +57,27 @@ def column(text: str, ranges: list[tuple[int, int, str]], *, offset: int = 0, fo
     starts = [r[0] for r in runs]
     number = len(longs) + 1
     ref = f"L-{number}"
+    # The appendix shows the whole text up to APPENDIX_MAX_CHARS, else that many characters
+    # from a little before the focus, and says so (the ledger attached to the PDF holds it all).
+    a0 = max(0, min(focus - INLINE_CONTEXT_CHARS, n - APPENDIX_MAX_CHARS))
+    a1 = min(n, a0 + APPENDIX_MAX_CHARS)
+    part = "" if (a0, a1) == (0, n) else C.APPENDIX_PART.format(
+        first=f"{a0 + 1:,}", last=f"{a1:,}", total=f"{n:,}", attempt=exhibit[2])
     longs.append(LongText(
         ref=ref, anchor=f"long-{number}", exhibit=exhibit[0], exhibit_anchor=exhibit[1],
         attempt_id=exhibit[2], what=what, chars=f"{n:,}",
         sha256=sha256_bytes(text.encode("utf-8", "surrogatepass")),
-        chunks=[segments_in(text, runs, lo, hi, starts) for lo, hi in chunk_bounds(text)]))
+        chunks=[segments_in(text, runs, a0 + lo, a0 + hi, starts)
+                for lo, hi in chunk_bounds(text[a0:a1])],
+        part=part, first=a0 + 1, last=a1))
     w0 = max(0, min(focus - INLINE_CONTEXT_CHARS, n - INLINE_MAX_CHARS))
     w1 = min(n, w0 + INLINE_MAX_CHARS)
-    shown = C.COLUMN_CUT.format(first=f"{w0 + 1:,}", last=f"{w1:,}", total=f"{n:,}", ref=ref)
+    if part:
+        shown = C.COLUMN_CUT_PART.format(first=f"{w0 + 1:,}", last=f"{w1:,}", total=f"{n:,}",
+                                         ref=ref, a_first=f"{a0 + 1:,}", a_last=f"{a1:,}")
+    else:
+        shown = C.COLUMN_CUT.format(first=f"{w0 + 1:,}", last=f"{w1:,}", total=f"{n:,}",
+                                    ref=ref)
     out: list[Segment] = []
     if w0 > 0:
         out.append(Segment(shown + "\n", ELIDED))
@@ -327,7 +341,9 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         imported=imported is not None, unit=work.unit,
         longest_words=f"{analysis.longest_words:,}", prompt=prompt,
         output=output, excerpts=excerpts, highlight_note=note,
-        long_texts=[KV(x.ref, x.anchor, C.LONG_TEXT_NOTE.format(what=x.what, chars=x.chars))
+        long_texts=[KV(x.ref, x.anchor, C.LONG_TEXT_NOTE_PART.format(
+                        what=x.what, chars=x.chars, first=f"{x.first:,}", last=f"{x.last:,}")
+                        if x.part else C.LONG_TEXT_NOTE.format(what=x.what, chars=x.chars))
                     for x in longs[first_long:]],
         notes=notes,
         wrap={"prompt": wrap_class(s for p in prompt for s in p.segments),

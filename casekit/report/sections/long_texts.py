@@ -26,3 +26,8 @@ class LongText:
     sha256: str
     """SHA-256 of the text's UTF-8 bytes (the ledger holds the text itself)."""
     chunks: list[list[Segment]]
+    part: str = ""
+    """"" when the appendix shows the whole text; else which characters it shows and where the
+    whole text is (a text over APPENDIX_MAX_CHARS: never cut silently)."""
+    first: int = 1
+    last: int = 0
