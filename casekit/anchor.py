@@ -226,6 +226,15 @@ def make_anchor(run_dir: Path, *, key_path: Path | None = None,
         raise AnchorError(f"{key.path}: the examiner key is inside the run folder, which is "
                           "handed over with the ledger; keep it elsewhere (--examiner-key, "
                           f"${KEY_ENV})")
+    if tsa_url:
+        from casekit.case import check_base_url
+
+        try:
+            check_base_url(tsa_url, what="the timestamp authority's address",
+                           example="e.g. https://freetsa.org/tsr",
+                           credentials="use a TSA that needs no credentials in its URL")
+        except ValueError as exc:
+            raise AnchorError(f"--tsa: {exc}") from None
     if tsa_url and timestamper is None:
         timestamper = http_timestamper(tsa_url)
     return Anchor(key=key, every=every, tsa_url=tsa_url or None, timestamper=timestamper)

@@ -158,3 +158,20 @@ def test_key_file_is_never_world_readable_even_with_a_loose_umask(tmp_path: Path
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("url, said", [
+    ("ftp://tsa.example.com/", "must be an http:// or https:// URL (scheme here: ftp)"),
+    ("https://u:secret@tsa.example.com/tsr", "must not hold a user name or password"),
+])
+def test_a_bad_tsa_url_on_the_command_line_is_refused_before_the_run(
+        case_dir: Path, tmp_path: Path, url: str, said: str) -> None:
+    from click.testing import CliRunner
+
+    from casekit.cli import cli
+
+    res = CliRunner().invoke(cli, ["run", str(case_dir / "case.yaml"), "--tsa", url,
+                                   "--examiner-key", str(_key(tmp_path))])
+    assert res.exit_code == 2 and f"error: --tsa: {said}" in res.output, res.output
+    assert "secret" not in res.output
+    assert not list(case_dir.rglob(LEDGER_NAME))
