@@ -564,6 +564,47 @@ def _fast_word_runs(raw: str, profile: str) -> _FastRuns | None:
     return starts.astype(np.int64, copy=False), ends.astype(np.int64, copy=False), joined
 
 
+_ALNUM_RUN_RE = re.compile(r"[A-Za-z0-9]+")
+
+
+def _ascii_word_at(raw: str, i: int) -> bool:
+    c = raw[i]
+    return c.isascii() and (c.isalnum() or c == "_")
+
+
+def _plain_tokens(raw: str, profile: str,
+                  exclude: Sequence[tuple[int, int]]) -> Tokens | None:
+    """The fast path's tokens of a text that has no underscore and no word hyphenated across a
+    line break (most outputs and prompts), straight from one regex, else None. Under the fast
+    path's conditions (:func:`_fast_word_runs`) the kept tokens are then exactly the maximal
+    runs of ASCII letters and digits, lowercased: the same tokens, without the array passes."""
+    if "_" in raw:
+        return None
+    if not raw.isascii():
+        odd = set(_NONASCII_RE.findall(raw))
+        if profile == "words":
+            if any(_is_word_char(c) for c in odd):
+                return None
+        elif not all(_inert(c) for c in odd):
+            return None
+    if profile == "light-words" and "\n" in raw and "-" in raw:
+        n = len(raw)
+        for m in _HYPHEN_BREAK_RE.finditer(raw):
+            a, b = m.start(), m.end()
+            if a > 0 and b < n and _ascii_word_at(raw, a - 1) and _ascii_word_at(raw, b):
+                return None  # a join: the general fast path merges the two runs
+    found = list(_ALNUM_RUN_RE.finditer(raw))
+    n = len(found)
+    starts = np.fromiter((m.start() for m in found), dtype=np.int64, count=n)
+    ends = np.fromiter((m.end() for m in found), dtype=np.int64, count=n)
+    words = [m.group().lower() for m in found]
+    if len(exclude):
+        ok = ~intersecting(starts, ends, exclude)
+        starts, ends = starts[ok], ends[ok]
+        words = [w for w, k in zip(words, ok.tolist(), strict=True) if k]
+    return Tokens(words=words, starts=starts, ends=ends, profile=profile)
+
+
 def _fast_tokens(raw: str, profile: str, runs: _FastRuns,
                  exclude: Sequence[tuple[int, int]]) -> Tokens:
     starts, ends, joined = runs
@@ -613,6 +654,9 @@ def _tokenize_cached(raw: str, profile: str) -> Tokens:
 
 def _tokenize_uncached(raw: str, profile: str, exclude: Sequence[tuple[int, int]]) -> Tokens:
     if profile in ("words", "light-words"):
+        plain = _plain_tokens(raw, profile, exclude)
+        if plain is not None:
+            return plain
         fast = _fast_word_runs(raw, profile)
         if fast is not None:
             return _fast_tokens(raw, profile, fast, exclude)

@@ -272,6 +272,24 @@ def test_fast_path_examples_of_italics_and_joins() -> None:
     assert _fast_word_runs("_a_ b-\nc", "light-words") is None
 
 
+def test_plain_path_takes_plain_text_and_declines_the_rest() -> None:
+    # The regex path (no underscore, no line-broken word) is taken for ordinary text, curly
+    # quotes and a dash across a line that joins nothing included, and gives the same tokens.
+    from casekit.normalize import _plain_tokens
+
+    for raw in ("Emma Woodhouse, handsome, clever, and rich.", "\u201cNo\u2014not I\u2019d\u201d",
+                "a -\n  b", "word-\n", "x 12-\n, y"):
+        for profile in ("words", "light-words"):
+            t = _plain_tokens(raw, profile, ())
+            assert t is not None, (raw, profile)
+            _same(t, _tokenize_general(raw, profile, ()))
+    assert _plain_tokens("snake_case", "words", ()) is None
+    assert _plain_tokens("x 12-\n3y", "light-words", ()) is None
+    assert _plain_tokens("A well-\n  known word.", "light-words", ()) is None
+    assert _plain_tokens("A well-\n  known word.", "words", ()) is not None
+    assert _plain_tokens("caf\u00e9", "words", ()) is None
+
+
 def test_fast_path_equals_general_tokenizer_on_a_novel() -> None:
     import gzip
     from pathlib import Path

@@ -289,7 +289,10 @@ class KgramIndex:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty.copy()
         qpos, lo, cnt, qh = self.candidates(q)
-        if distinct:
+        # When the looked-up k-grams' hashes all differ, so do the k-grams, and each is its
+        # own first occurrence: nothing to drop (the common case of a prompt, and far
+        # cheaper than finding the first occurrences).
+        if distinct and len(qpos) > 1 and len(np.unique(qh[qpos])) < len(qpos):
             keep = np.isin(qpos, kgram_first(q, self.k), assume_unique=True)
             qpos, lo, cnt = qpos[keep], lo[keep], cnt[keep]
         return self.pairs(q, qpos, lo, cnt, qh)
