@@ -522,8 +522,10 @@ def _fast_word_runs(raw: str, profile: str) -> _FastRuns | None:
             joins = [(m.start(), m.end()) for m in _HYPHEN_BREAK_RE.finditer(raw)
                      if m.start() > 0 and m.end() < n and word[m.start() - 1] and word[m.end()]]
         if "_" in raw:
-            if joins:
-                return None  # an italics marker may border a join: the general path decides
+            if "\n" in raw and "-" in raw:
+                # An italics marker may border a join, or hide one that its removal makes
+                # ("_1-_\n1" is "1-\n1" once the italics go): the general path decides.
+                return None
             markers = _italic_markers(raw)
             if markers:
                 word = word.copy()

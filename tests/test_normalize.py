@@ -270,6 +270,10 @@ def test_fast_path_examples_of_italics_and_joins() -> None:
     assert "well-\n  known" in [raw[a:b] for a, b in zip(t.starts, t.ends, strict=True)]
     # Both in one text: declined (an italics marker could border a join).
     assert _fast_word_runs("_a_ b-\nc", "light-words") is None
+    # A join that only the italics' removal makes ("1-\n1"): declined too, the general path
+    # joins it (hypothesis found it).
+    assert _fast_word_runs("_1-_\n1", "light-words") is None
+    assert tokenize("_1-_\n1", "light-words").words == ["11"]
 
 
 def test_plain_path_takes_plain_text_and_declines_the_rest() -> None:
