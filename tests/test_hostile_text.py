@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -325,6 +326,7 @@ def test_an_output_repeating_a_passage_shows_a_bounded_number_of_excerpts(
             f"{len(hostile.spans) - EXCERPTS_MAX:,} are in the run") in exhibit
 
 
+@pytest.mark.slow
 def test_a_1mb_matching_output_reports_in_part_and_says_so(tmp_path: Path) -> None:
     """A 1 MB output repeating a work sentence: the report completes, its appendix shows
     APPENDIX_MAX_CHARS of the output (not all 1,000,000 characters, some 200 PDF pages; 10 MB
