@@ -271,3 +271,29 @@ def test_a_forged_and_rechained_import_fails_verify(run: Path, tmp_path: Path) -
 def test_import_with_another_key_than_the_runs_is_refused(run: Path, tmp_path: Path) -> None:
     code, out = _import(run, tmp_path, "--examiner-key", str(tmp_path / "other.pem"))
     assert code == 2 and "signed by the examiner key" in out and "--examiner-key" in out, out
+
+
+def test_an_evidence_only_import_is_anchored_from_its_start(tmp_path: Path) -> None:
+    """An evidence-only case's run is begun by `casekit import --examiner-key`: its run_start
+    names that key, every record is covered, and a rechained forgery fails."""
+    from tests.conftest import CONTROL, SUBJECT
+    from tests.test_import import ROWS, write_csv
+    from tests.test_import_kinds import EVIDENCE_CASE
+
+    (tmp_path / "subject.txt").write_text(SUBJECT)
+    (tmp_path / "control.txt").write_text(CONTROL)
+    (tmp_path / "case.yaml").write_text(EVIDENCE_CASE)
+    key = load_or_create_key(tmp_path / "keys" / "examiner.pem")
+    src = write_csv(tmp_path / "captured.csv", ROWS[1:])
+    res = CliRunner().invoke(cli, ["import", str(tmp_path / "case.yaml"), str(src),
+                                   "--examiner-key", str(key.path)])
+    assert res.exit_code == 0, res.output
+    (ledger,) = tmp_path.rglob(LEDGER_NAME)
+    recs = _records(ledger)
+    assert recs[0]["examiner_key"]["fingerprint"] == key.fingerprint
+    code, lines = _verify(str(ledger), "--expect-key", key.fingerprint)
+    assert code == 0, lines
+    _change_an_output(recs)
+    rechain(recs, ledger)
+    code, lines = _verify(str(ledger))
+    _one_line_failure(code, lines, "does not verify")
