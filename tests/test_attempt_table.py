@@ -186,3 +186,33 @@ def test_a_failed_analysis_leaves_no_table(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="line 41"):
         analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME)
     assert sorted(p.name for p in run.iterdir()) == ["ledger.jsonl"]
+
+
+def test_compact_shares_the_field_name_sets_and_changes_no_value() -> None:
+    # An analysis keeps every attempt's analysis: compact() shares pydantic's per-instance set
+    # of field names (about 2 kB each) between instances; dumps are unchanged, and a copy with
+    # an update gets a set of its own (the models are frozen, so none is ever mutated).
+    import pickle
+
+    from casekit.analysis.findings import SpanFinding, compact
+
+    def one(i: int) -> AttemptAnalysis:
+        span = SpanFinding(out_char_start=0, out_char_end=9, work_char_start=5,
+                           work_char_end=14, out_word_start=0, out_word_end=2,
+                           work_word_start=1, work_word_end=3, words=2, matched_words=2,
+                           similarity=1.0, verbatim=True, opcodes=[("equal", 0, 2, 1, 3)])
+        return AttemptAnalysis(
+            attempt_id=f"x-{i}", seq=i, record_hash="sha256:" + "0" * 64, model_id="m",
+            work_id="w", role="subject", strategy="s", strategy_key="s#0", intent="benign",
+            mode="chat", sample=0, label="", outcome="match", spans=[span], longest_words=2)
+
+    a, b = (pickle.loads(pickle.dumps(one(i))) for i in (1, 2))  # as the workers send them
+    before = [x.model_dump(mode="json") for x in (a, b)]
+    assert a.__pydantic_fields_set__ is not b.__pydantic_fields_set__
+    assert compact(a) is a and compact(b) is b
+    assert a.__pydantic_fields_set__ is b.__pydantic_fields_set__
+    assert a.spans[0].__pydantic_fields_set__ is b.spans[0].__pydantic_fields_set__
+    assert [x.model_dump(mode="json") for x in (a, b)] == before
+    c = a.model_copy(update={"longest_verbatim_words": 2})
+    assert "longest_verbatim_words" in c.model_fields_set
+    assert "longest_verbatim_words" not in b.model_fields_set

@@ -35,6 +35,7 @@ from casekit.analysis.findings import (
     ModelWorkFinding,
     SpanFinding,
     WorkBasis,
+    compact,
 )
 from casekit.analysis.findings_io import (  # noqa: F401 - re-exported
     FINDINGS_NAME,
@@ -611,7 +612,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
             hasher.add(x)
         else:
             hasher.add_line(line)
-        analyses.append(x)
+        analyses.append(compact(x))
 
     ledger = run_dir / LEDGER_NAME
     # Failed attempts sent again by `casekit run --retry-failed`: the last try is analyzed.

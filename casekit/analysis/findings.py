@@ -89,6 +89,34 @@ class WithMeasures(F):
         return got if got is not None else empty_fields(cls)  # type: ignore[return-value]
 
 
+_SHARED_SETS: dict[frozenset[str], set[str]] = {}
+
+
+def _share_fields_set(m: BaseModel) -> None:
+    fs = m.__pydantic_fields_set__
+    shared = _SHARED_SETS.setdefault(frozenset(fs), fs)
+    if shared is not fs:
+        object.__setattr__(m, "__pydantic_fields_set__", shared)
+    for v in m.__dict__.values():
+        if isinstance(v, BaseModel):
+            _share_fields_set(v)
+
+
+def compact(x: AttemptAnalysis) -> AttemptAnalysis:
+    """``x`` holding less memory, for an analysis that keeps every attempt's: the set of field
+    names pydantic keeps per instance (about 2 kB for an attempt's two dozen fields) is shared
+    with the other instances that set the same fields, for the attempt, its measures' fields
+    and its spans (and the models they hold): 5.7 -> 2.4 kB per attempt on the matter
+    benchmark. Safe because these models are frozen (a copy gets a set of its own); the
+    values, and so every dump, are unchanged."""
+    _share_fields_set(x)  # teacher_forced included
+    for fields in x.measures.values():
+        _share_fields_set(fields)
+    for span in x.spans:
+        _share_fields_set(span)
+    return x
+
+
 class SpanFinding(F):
     """A credited near-verbatim span of a work in one output (after the leakage discount)."""
 
