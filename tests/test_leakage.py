@@ -374,3 +374,24 @@ def test_property_liu_trim_equals_the_reference(seed: int, vocab: int, k: int) -
         assert e - s >= k
         got.update(range(s, e))
     assert got == _reference_trim(book, instr, intervals, k, m)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from("abcd"), max_size=40),
+       st.lists(st.lists(st.sampled_from("abcde"), max_size=25), max_size=3),
+       st.integers(1, 6))
+def test_property_echo_set_path_equals_the_array_path(words: list[str],
+                                                      prompts: list[list[str]], m: int) -> None:
+    # Short texts take a set of word tuples, long ones the k-gram arrays: the same mask (no
+    # m-gram across two prompts, an output word unknown to the prompts never matches).
+    from casekit.analysis import leakage
+
+    small = leakage._echo_hits(words, prompts, m)
+    old = leakage._ECHO_SMALL
+    try:
+        leakage._ECHO_SMALL = -1
+        arrays = leakage._echo_hits(words, prompts, m)
+    finally:
+        leakage._ECHO_SMALL = old
+    assert small.dtype == arrays.dtype == bool
+    assert small.tolist() == arrays.tolist()

@@ -164,6 +164,16 @@ def _cover(starts: np.ndarray, m: int, n: int) -> np.ndarray:
     return hit
 
 
+_ECHO_SMALL = 4096
+"""Words (output and prompts) up to which :func:`_echo_hits` compares word tuples in a set:
+O(n m) time and memory, fastest for short texts; longer ones take the arrays."""
+
+
+def _tuples(words: Sequence[str], m: int) -> Iterable[tuple[str, ...]]:
+    """Every m-gram of ``words`` as a tuple, in order (none when fewer than m words)."""
+    return zip(*(words[j:] for j in range(m)), strict=False)  # shifted copies end early
+
+
 def _echo_hits(words: Sequence[str], prompts: Sequence[Sequence[str]], m: int) -> np.ndarray:
     """Bool over ``words``: True where the word lies in an m-gram occurring contiguously in
     one of the prompts. Cost: O(n log n) time and O(n) memory in the prompts plus ``words``,
@@ -173,6 +183,14 @@ def _echo_hits(words: Sequence[str], prompts: Sequence[Sequence[str]], m: int) -
     n = len(words)
     if n < m or not prompts:
         return np.zeros(n, dtype=bool)
+    if n + sum(len(p) for p in prompts) <= _ECHO_SMALL:
+        # Short texts (an output and its prompt): a set of the prompts' m-grams, as word
+        # tuples, does the same membership test without the array passes.
+        grams = {g for p in prompts for g in _tuples(p, m)}
+        if not grams:
+            return np.zeros(n, dtype=bool)
+        starts = [i for i, g in enumerate(_tuples(words, m)) if g in grams]
+        return _cover(np.array(starts, dtype=_I64), m, n)
     vocab = Vocab()
     ids = _joined_ids(vocab, prompts, add=True)
     if len(ids) <= m:
