@@ -92,14 +92,18 @@ class WithMeasures(F):
 _SHARED_SETS: dict[frozenset[str], set[str]] = {}
 
 
-def _share_fields_set(m: BaseModel) -> None:
+def _share_fields_set(m: BaseModel, nested: bool = True) -> None:
+    if not m.model_config.get("frozen"):
+        return  # a mutable model could add to a shared set
     fs = m.__pydantic_fields_set__
     shared = _SHARED_SETS.setdefault(frozenset(fs), fs)
-    if shared is not fs:
-        object.__setattr__(m, "__pydantic_fields_set__", shared)
-    for v in m.__dict__.values():
-        if isinstance(v, BaseModel):
-            _share_fields_set(v)
+    if shared is fs:
+        return  # the first instance with these fields (done then) or one done already
+    object.__setattr__(m, "__pydantic_fields_set__", shared)
+    if nested:
+        for v in m.__dict__.values():
+            if isinstance(v, BaseModel):
+                _share_fields_set(v)
 
 
 def compact(x: AttemptAnalysis) -> AttemptAnalysis:
@@ -109,11 +113,13 @@ def compact(x: AttemptAnalysis) -> AttemptAnalysis:
     and its spans (and the models they hold): 5.7 -> 2.4 kB per attempt on the matter
     benchmark. Safe because these models are frozen (a copy gets a set of its own); the
     values, and so every dump, are unchanged."""
-    _share_fields_set(x)  # teacher_forced included
+    _share_fields_set(x, nested=False)
+    if x.teacher_forced is not None:
+        _share_fields_set(x.teacher_forced)
     for fields in x.measures.values():
         _share_fields_set(fields)
     for span in x.spans:
-        _share_fields_set(span)
+        _share_fields_set(span, nested=False)
     return x
 
 
