@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import rfc8785
 import rfc8785._impl
 
@@ -119,6 +120,88 @@ def _prepare(value: Any, floats: list[int]) -> Any:
     raise _NeedsReference
 
 
+_ORJSON_SORTED = orjson.OPT_SORT_KEYS
+_DIGITS_TO_0 = bytes.maketrans(b"123456789", b"000000000")
+#: The tail of a number token with a fraction (from its ``.``) or with an exponent (from the
+#: mantissa's last digit), in orjson's output with its digits turned to 0 (``_DIGITS_TO_0``),
+#: up to a comma or a closing bracket or brace. Both patterns begin with a literal, which the
+#: regex engine finds fast. Text inside a string that merely looks like such a token may also
+#: match: :func:`fast_canonical`'s round trip then sees the string changed and declines.
+_FLOAT_TAILS = (re.compile(rb"\.0+(?:[eE][-+]?0+)?(?=[,\]}])"),
+                re.compile(rb"0[eE][-+]?0+(?=[,\]}])"))
+_LONG_DIGITS = b"0" * 16
+"""16 digits in a row: possibly an integer beyond 2**53, which RFC 8785 refuses."""
+_ASTRAL = re.compile(rb"[\xf0-\xf4]")
+_ZERO, _MINUS = ord("0"), ord("-")
+_BEFORE_VALUE = frozenset(b":,[")
+
+
+def _orjson_floats(out: bytes) -> tuple[bytes, bool] | None:
+    """(orjson's sorted encoding with its float tokens in ECMAScript's form, whether any
+    token changed), or None when it holds 16 digits in a row or a character outside the BMP."""
+    if not out.isascii() and _ASTRAL.search(out):
+        return None
+    digits = out.translate(_DIGITS_TO_0)
+    if _LONG_DIGITS in digits:
+        return None
+    spans: set[tuple[int, int]] = set()
+    for pattern in _FLOAT_TAILS:
+        for m in pattern.finditer(digits):
+            a = m.start()
+            while a and digits[a - 1] == _ZERO:
+                a -= 1
+            if a and digits[a - 1] == _MINUS:
+                a -= 1
+            if a and digits[a - 1] in _BEFORE_VALUE:  # else not a value: inside a string
+                spans.add((a, m.end()))
+    if not spans:
+        return out, False
+    parts: list[bytes] = []
+    last = 0
+    changed = False
+    for a, b in sorted(spans):
+        token = out[a:b]
+        es = _es_number(float(token)).encode("ascii")
+        changed = changed or es != token
+        parts += (out[last:a], es)
+        last = b
+    parts.append(out[last:])
+    return b"".join(parts), changed
+
+
+def fast_canonical(value: Any) -> bytes | None:
+    """RFC 8785 canonical bytes of a dict or list by orjson (sorted keys), or None when this
+    route cannot prove them right (the caller then takes :func:`canonical_json`'s walk).
+
+    orjson writes strings with RFC 8785's escapes (tests/test_plan_stream.py checks every code
+    point) and sorts keys by code point, which is UTF-16 order when no character lies outside
+    the Basic Multilingual Plane; it writes safe integers, booleans and null alike (a
+    non-finite float as null, as casekit's walk does). Its float tokens (shortest round-trip
+    digits) are rewritten in ECMAScript's form; when that changed a byte, the result is parsed
+    back and must equal ``value`` (a string that looked like a number and was rewritten
+    declines). Also declined: a character outside the BMP anywhere, 16 digits in a row
+    anywhere (an integer beyond 2**53 would be refused by RFC 8785), what orjson refuses (lone
+    surrogates, integers beyond 64 bits, non-string keys). Several times faster than the walk
+    on a ledger record (tests/test_canonical.py checks it against the reference)."""
+    if type(value) is not dict and type(value) is not list:
+        return None
+    try:
+        out = orjson.dumps(value, option=_ORJSON_SORTED)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    fixed = _orjson_floats(out)
+    if fixed is None:
+        return None
+    out, changed = fixed
+    if changed:
+        try:
+            if orjson.loads(out) != value:
+                return None
+        except orjson.JSONDecodeError:
+            return None
+    return out
+
+
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 canonical bytes of a JSON-compatible value.
 
@@ -126,8 +209,59 @@ def canonical_json(value: Any) -> bytes:
     strings, safe integers and preformatted numbers produces exactly RFC 8785's bytes (the same
     escapes: ``\\" \\\\ \\b \\f \\n \\r \\t`` and lowercase ``\\u00xx`` for the other control
     characters, nothing else escaped). Anything else goes through the ``rfc8785`` reference
-    implementation; tests/test_canonical.py checks the two agree on generated values."""
-    return Canonical(value).encode()
+    implementation; tests/test_canonical.py checks the two agree on generated values.
+    Tried first: :func:`fast_canonical` (orjson), which declines what it cannot prove."""
+    fast = fast_canonical(value)
+    return fast if fast is not None else Canonical(value).encode()
+
+
+_MEMBER_MARK = "\x00casekit member\x00"
+
+
+def fast_canonical_with_member(value: dict[str, Any], key: str, value_of: Callable[[bytes], str],
+                               ) -> tuple[bytes, bytes] | None:
+    """:meth:`Canonical.encode_with_member` by orjson (see :func:`fast_canonical`), or None
+    when that route declines. The value is encoded once with the member holding a mark: RFC
+    8785 sorts members by key, so cutting the member (and one comma) out gives the value's own
+    canonical bytes, and putting ``value_of`` of those in place of the mark gives the line."""
+    if type(value) is not dict or key in value or not key.isascii():
+        return None
+    try:
+        out = orjson.dumps({**value, key: _MEMBER_MARK}, option=_ORJSON_SORTED)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    fixed = _orjson_floats(out)
+    if fixed is None:
+        return None
+    template, changed = fixed
+    mark = orjson.dumps(_MEMBER_MARK)
+    member = orjson.dumps(key) + b":" + mark
+    i = template.find(member)
+    if i < 0 or template.count(mark) != 1:
+        return None
+    j = i + len(member)
+    if template[j:j + 1] == b",":
+        plain = template[:i] + template[j + 1:]
+    elif template[i - 1:i] == b",":
+        plain = template[:i - 1] + template[j:]
+    else:
+        plain = template[:i] + template[j:]
+    if changed:
+        try:
+            if orjson.loads(plain) != value:
+                return None
+        except orjson.JSONDecodeError:
+            return None
+    extra = value_of(plain)
+    if type(extra) is not str:
+        return None
+    try:
+        encoded = orjson.dumps(extra)
+    except orjson.JSONEncodeError:
+        return None
+    if not encoded.isascii():
+        return None  # keep the rules of a non-ASCII string to the walk
+    return plain, template[:i + len(member) - len(mark)] + encoded + template[j:]
 
 
 class Canonical:

@@ -50,7 +50,12 @@ import orjson
 import rfc8785
 from pydantic import TypeAdapter, ValidationError
 
-from casekit.canonical import Canonical, canonical_json, sha256_bytes
+from casekit.canonical import (
+    Canonical,
+    canonical_json,
+    fast_canonical_with_member,
+    sha256_bytes,
+)
 from casekit.errors import LedgerError
 from casekit.provenance import iso_utc
 from casekit.records import (
@@ -105,6 +110,11 @@ def _canonical_with_hash(body: dict[str, Any]) -> tuple[str, bytes]:
     def hash_of(plain: bytes) -> str:
         digest.append(sha256_bytes(plain))
         return digest[0]
+
+    fast = fast_canonical_with_member(body, "hash", hash_of)
+    if fast is not None:
+        return digest[0], fast[1]
+    digest.clear()
 
     _, line = Canonical(body).encode_with_member("hash", hash_of)
     return digest[0], line

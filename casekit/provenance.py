@@ -46,7 +46,11 @@ def iso_utc(dt: datetime | None = None) -> str:
     dt = dt or utc_now()
     if dt.tzinfo is None:
         raise ValueError("naive datetime: casekit only records timezone-aware UTC times")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    dt = dt.astimezone(UTC)
+    if dt.year < 1000:  # strftime writes such a year unpadded; kept as it always was
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same characters as that strftime, several times faster: every record is stamped.
+    return dt.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def versions() -> dict[str, str | None]:

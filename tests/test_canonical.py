@@ -141,3 +141,43 @@ def test_non_string_keys_are_stringified_like_the_reference(body: dict) -> None:
     if len(cleaned) != len(body):  # 1 and "1" both present: ambiguous, not canonicalizable
         return
     assert canonical_json(body) == rfc8785.dumps(cleaned)
+
+
+@settings(max_examples=600, deadline=None)
+@given(values)
+def test_orjson_route_equals_reference_or_declines(value: object) -> None:
+    from casekit.canonical import fast_canonical
+
+    out = fast_canonical(value)
+    if out is not None:
+        assert out == rfc8785.dumps(_clean(value))
+
+
+def test_orjson_route_takes_ledger_records_and_declines_what_it_cannot_prove() -> None:
+    from casekit.canonical import fast_canonical, fast_canonical_with_member
+
+    record = {"seq": 3, "temperature": 0.0, "top_p": 0.95, "tiny": 1e-5, "big": 1e20,
+              "text": "a:1.5,b and 3e5 x", "prev_hash": "sha256:" + "3e" * 32, "z": [1.5, -0.0]}
+    assert fast_canonical(record) == rfc8785.dumps(record)
+    plain, line = fast_canonical_with_member(record, "hash", lambda b: "sha256:x")  # type: ignore[misc]
+    assert plain == rfc8785.dumps(record)
+    assert line == rfc8785.dumps({**record, "hash": "sha256:x"})
+    # A string that looks like an integral float is rewritten, the round trip sees it: declined.
+    assert fast_canonical({"text": "a:1.0,b"}) is None
+    assert fast_canonical({"n": 2**53}) is None  # RFC 8785 refuses it: the walk raises
+    assert fast_canonical({"k": "\U0001f600"}) is None
+    assert fast_canonical({"k": ("a",)}) == b'{"k":["a"]}'
+    assert fast_canonical({"k": math.nan}) == b'{"k":null}'  # as the walk: null
+    assert fast_canonical({1: "a"}) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(record_keys, values, max_size=8))
+def test_orjson_route_with_member_equals_reference_or_declines(body: dict) -> None:
+    from casekit.canonical import fast_canonical_with_member, sha256_bytes
+
+    out = fast_canonical_with_member(body, "hash", sha256_bytes)
+    if out is not None:
+        plain, line = out
+        assert plain == rfc8785.dumps(_clean(body))
+        assert line == rfc8785.dumps({**_clean(body), "hash": sha256_bytes(plain)})

@@ -84,6 +84,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
 
+import orjson
+
 import casekit
 from casekit.anchor import DEFAULT_CHECKPOINT_EVERY, Timestamper, make_anchor
 from casekit.canonical import canonical_json, sha256_bytes, sha256_file
@@ -238,10 +240,13 @@ def _read_jsonl(file: str, text: str) -> list[_Row]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ImportFileError(f"{file}:{n}: not valid JSON ({exc.msg} at column "
-                                  f"{exc.colno}); write one JSON object per line") from None
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            try:  # what orjson refuses and json reads (NaN, a huge integer), or json's message
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ImportFileError(f"{file}:{n}: not valid JSON ({exc.msg} at column "
+                                      f"{exc.colno}); write one JSON object per line") from None
         if not isinstance(obj, dict):
             raise ImportFileError(f"{file}:{n}: expected a JSON object ({{\"prompt\": ...}}), "
                                   f"got {type(obj).__name__}")
