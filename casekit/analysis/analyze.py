@@ -215,6 +215,8 @@ def _spans_to_findings(spans: list[Span], out: Tokens, work: Work) -> list[SpanF
 def _mask_char_ranges(mask: np.ndarray, tokens: Tokens) -> list[tuple[int, int]]:
     """Character ranges covered by runs of masked words."""
     out: list[tuple[int, int]] = []
+    if not mask.any():
+        return out  # most outputs echo nothing
     padded = np.concatenate([[False], mask.astype(bool), [False]]).astype(np.int8)
     d = np.diff(padded)
     for s, e in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True):
@@ -406,21 +408,27 @@ class Analyzer:
             if masked is not None:
                 computed[m.name] = masked
         spans = wi.match.near_spans(out, near_exact=th.near_exact, out_mask=mask)
-        match_trim, liu_starts = self._prompt_trims(wi, tuple(prompts), match_prompts)
-        work_mask = (supplied_positions(work.tokens, [(r.start, r.end) for r in a.supplied])
-                     | match_trim)
-        credited = [s for s in discount(spans, work_mask, k=self.k,
-                                        work_words=len(work.tokens))
-                    if s.similarity >= th.near_exact]
+        # BMC@k [Liu26]: words profile, exact spans, instruction m-grams trimmed.
+        liu_out = tokenize(text, work.liu_profile)
+        exact = wi.liu.exact_spans(liu_out, distinct_work=True)  # only work ranges are read
+        # The prompt's trims and supplied positions only ever remove words from spans: an
+        # output with none (most of them) skips computing them.
+        credited: list[Span] = []
+        liu_starts = np.zeros(0, dtype=np.int64)
+        if spans or exact:
+            match_trim, liu_starts = self._prompt_trims(wi, tuple(prompts), match_prompts)
+        if spans:
+            work_mask = (supplied_positions(work.tokens, [(r.start, r.end) for r in a.supplied])
+                         | match_trim)
+            credited = [s for s in discount(spans, work_mask, k=self.k,
+                                            work_words=len(work.tokens))
+                        if s.similarity >= th.near_exact]
         cover = self._cover(a.model_id, a.work_id)
         longest_verbatim = 0
         for s in credited:
             pos = s.matched_work_positions()
             cover[pos] = True
             longest_verbatim = max(longest_verbatim, _longest_consecutive(pos))
-        # BMC@k [Liu26]: words profile, exact spans, instruction m-grams trimmed.
-        liu_out = tokenize(text, work.liu_profile)
-        exact = wi.liu.exact_spans(liu_out, distinct_work=True)  # only work ranges are read
         for k in BMC_KS:
             bmask = self._bmc(a.model_id, a.work_id, k)
             for s0, e0 in trim_inside([(e.work_start, e.work_end) for e in exact if e.words >= k],
