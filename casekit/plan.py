@@ -484,11 +484,26 @@ def build_plan(case: LoadedCase, works: list[Work], *, render: bool = True) -> P
 def _render(case: LoadedCase, model: ModelSpec, interface: str, key: str, strat: Strategy,
             work: Work, index: int, sample: int, probe: Probe, ordinal: int,
             aid: str) -> PlannedAttempt:
+    """One attempt as it will be sent. Its ``max_tokens`` is, in this order: the strategy's
+    own limit (a ``max_tokens`` the case states in the strategy's params, or one the strategy
+    needs: divergence, iterative continuation); else the case's ``decoding.max_tokens`` when
+    the case file states it; else the strategy's size for the probe's target (prefix
+    continuation 2 x suffix_words, instruction recall 1.6 x n_words, lyrics, name cloze 12);
+    else the decoding default. A limit other than the case's ``decoding.max_tokens`` is
+    recorded as such (``decoding.max_tokens_set_by: strategy``): the record says what is
+    sent and who chose it. (Before issue 17 a strategy's size silently beat a stated
+    ``decoding.max_tokens``: prefix continuation sent 50 where the case said 48.)"""
     spec = case.spec
     dec = spec.decoding
+    max_tokens = dec.max_tokens
+    if probe.max_tokens is not None:
+        max_tokens = probe.max_tokens
+    elif probe.default_max_tokens is not None and "max_tokens" not in dec.model_fields_set:
+        max_tokens = probe.default_max_tokens
     decoding = Decoding(
         temperature=0.0 if sample == 0 else dec.temperature,
-        max_tokens=probe.max_tokens or dec.max_tokens,
+        max_tokens=max_tokens,
+        max_tokens_set_by="strategy" if max_tokens != dec.max_tokens else None,
         top_p=None if sample == 0 else dec.top_p,
         top_k=None if sample == 0 else dec.top_k,
         seed=spec.seed + sample,

@@ -47,6 +47,10 @@ class Decoding(Frozen):
     seed: int | None = None
     """Sampling seed (sent where the provider supports one)."""
     stop: list[str] = Field(default_factory=list)
+    max_tokens_set_by: Literal["strategy"] | None = Field(
+        None, exclude_if=lambda v: v is None)
+    """``strategy`` when ``max_tokens`` is the strategy's limit, not the case's
+    ``decoding.max_tokens`` (casekit.plan states the rule); absent when it is the case's."""
 
 
 class WorkRange(Frozen):

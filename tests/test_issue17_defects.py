@@ -163,3 +163,47 @@ def test_the_case_and_extra_body_win_over_the_neutral_values() -> None:
     assert (sent["top_p"], sent["top_k"], sent["max_tokens"]) == (0.9, 50, 48)
     sent, _ = _compatible_request({"server_defaults": "server"})
     assert not {"repeat_penalty", "min_p", "top_k", "frequency_penalty"} & set(sent)
+
+
+def _plan_max_tokens(case_dir: Path, strategies: str, decoding: str) -> list[tuple[str, int,
+                                                                                  str | None]]:
+    from casekit.plan import build_plan
+    from casekit.works import load_works
+
+    (case_dir / "case.yaml").write_text(case_yaml(SCRIPTED_MODELS, strategies, decoding))
+    case = load_case(case_dir / "case.yaml")
+    return [(a.strategy, a.decoding.max_tokens, a.decoding.max_tokens_set_by)
+            for a in build_plan(case, load_works(case)).attempts if a.mode != "score"]
+
+
+def test_prefix_continuation_sends_the_max_tokens_the_case_states(case_dir: Path) -> None:
+    """Defect 6: prefix continuation sent max_tokens 50 (2 x suffix_words) where the case's
+    decoding said 48. The case's stated decoding.max_tokens now wins over a strategy's sizing;
+    a strategy's own stated limit wins over the case and is recorded as the strategy's."""
+    prefix = "strategies:\n  - name: prefix_continuation\n    params: {prefix_words: 10, " \
+             "suffix_words: 25, max_windows: 2%s}\n"
+    stated = "decoding: {temperature: 0.0, max_tokens: 48}\n"
+    assert {(m, by) for _, m, by in _plan_max_tokens(case_dir, prefix % "", stated)} == \
+        {(48, None)}
+    # Not stated: the strategy sizes it to the target, and the record says who chose it.
+    assert {(m, by) for _, m, by in _plan_max_tokens(case_dir, prefix % "", "")} == \
+        {(50, "strategy")}
+    # The strategy's own limit, stated in the case, beats the case's decoding: recorded.
+    assert {(m, by) for _, m, by in _plan_max_tokens(
+        case_dir, prefix % ", max_tokens: 70", stated)} == {(70, "strategy")}
+
+
+def test_the_record_sends_the_planned_max_tokens(case_dir: Path) -> None:
+    """What the plan says is what the request carries (scripted provider: raw_request)."""
+    from casekit.ledger import LEDGER_NAME, read_records
+    from casekit.records import AttemptRecord
+
+    strategies = ("strategies:\n  - name: prefix_continuation\n    params: {prefix_words: 10, "
+                  "suffix_words: 25, max_windows: 2}\n")
+    (case_dir / "case.yaml").write_text(case_yaml(
+        SCRIPTED_MODELS, strategies, "decoding: {temperature: 0.0, max_tokens: 48}\n"))
+    run_dir = Runner(load_case(case_dir / "case.yaml")).run().run_dir
+    recs = [r for r in read_records(run_dir / LEDGER_NAME) if isinstance(r, AttemptRecord)]
+    assert recs and all(r.attempt.decoding.max_tokens == 48 for r in recs)
+    assert all("max_tokens_set_by" not in r.attempt.decoding.model_dump(mode="json")
+               for r in recs)

@@ -13,6 +13,7 @@ import gc
 import random
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -192,11 +193,45 @@ def test_demo_plan_is_the_one_the_recorded_demo_run_planned(
     assert isinstance(start, RunStart)
     recorded = sorted((r.attempt for r in recs if isinstance(r, AttemptRecord)),
                       key=lambda a: a.ordinal)
-    assert kept.attempts == recorded and len(kept) == start.planned_attempts
-    assert kept.sha256 == old_plan_sha256(recorded) == start.plan_sha256
-    streamed = _streamed(monkeypatch, GOLDEN / "case.yaml")
-    assert streamed.streamed and streamed.sha256 == start.plan_sha256
-    assert list(streamed) == recorded
+    # The run was planned before issue 17's max_tokens rule: then a strategy's size for its
+    # target (prefix continuation 2 x suffix_words, name cloze 12) beat the case's stated
+    # decoding.max_tokens (96); now the case's wins. Planned again under the old rule, the
+    # plan is the recorded one, attempt for attempt and hash for hash.
+    assert len(kept) == start.planned_attempts == len(recorded)
+    changed = 0
+    for now, then in zip(kept.attempts, recorded, strict=True):
+        if now.decoding.max_tokens != then.decoding.max_tokens:
+            changed += 1  # the strategy's size gave way to the case's stated max_tokens
+            assert now.decoding.max_tokens == case.spec.decoding.max_tokens
+            assert now.decoding.max_tokens_set_by is None
+            assert now.strategy in ("prefix_continuation", "name_cloze", "instruction_recall")
+        elif now.decoding != then.decoding:  # the strategy's own limit, now said to be so
+            assert now.decoding.max_tokens_set_by == "strategy"
+            assert now.decoding.max_tokens != case.spec.decoding.max_tokens
+        assert now.model_copy(update={"decoding": then.decoding}) == then
+    assert changed, "the golden run predates the rule: some attempts must differ"
+    with pytest.MonkeyPatch.context() as old_rule:
+        old_rule.setattr(casekit.plan, "_render", _old_rule_render(casekit.plan._render))
+        kept = build_plan(case, works)
+        assert kept.attempts == recorded
+        assert kept.sha256 == old_plan_sha256(recorded) == start.plan_sha256
+        streamed = _streamed(monkeypatch, GOLDEN / "case.yaml")
+        assert streamed.streamed and streamed.sha256 == start.plan_sha256
+        assert list(streamed) == recorded
+
+
+def _old_rule_render(render: Any) -> Any:
+    """casekit.plan._render with the max_tokens rule before issue 17: the probe's own limit or
+    its size for the target, else the case's."""
+    def old(case: Any, model: Any, interface: Any, key: Any, strat: Any, work: Any,
+            index: int, sample: int, probe: Any, ordinal: int, aid: str) -> PlannedAttempt:
+        size = probe.max_tokens or probe.default_max_tokens
+        probe = probe.model_copy(update={"max_tokens": size, "default_max_tokens": None})
+        out: PlannedAttempt = render(case, model, interface, key, strat, work, index, sample,
+                                     probe, ordinal, aid)
+        return out.model_copy(update={"decoding": out.decoding.model_copy(
+            update={"max_tokens_set_by": None})})
+    return old
 
 
 def test_a_streamed_run_records_what_a_kept_run_records_and_resumes(

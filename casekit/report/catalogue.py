@@ -237,7 +237,8 @@ NOT_SET = "not set"
 DECODING_ROWS = {
     "temperature": ("Temperature", "sample 0 of every prompt is greedy (temperature 0); "
                     "further samples use this temperature"),
-    "max_tokens": ("Max tokens", "strategies may set their own per prompt"),
+    "max_tokens": ("Max tokens", "sent with every generation request, unless a strategy "
+                   "states its own limit (shown with the attempt as the strategy's)"),
     "top_p": ("top_p", ""),
     "top_k": ("top_k", ""),
     "samples": ("Samples per prompt", ""),

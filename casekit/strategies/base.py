@@ -63,7 +63,12 @@ class Probe(BaseModel):
     supplied: list[WorkRange] = Field(default_factory=list)
     label: str = ""
     max_tokens: int | None = None
-    """Overrides the case's decoding.max_tokens for this probe."""
+    """The strategy's own limit for this probe: a ``max_tokens`` the case states in the
+    strategy's params, or one the strategy needs (divergence, iterative continuation). Beats
+    the case's ``decoding.max_tokens`` (the rule: casekit.plan, docs/strategies.md)."""
+    default_max_tokens: int | None = None
+    """A limit sized to the probe's target (prefix continuation: 2 x suffix_words), used only
+    when the case file does not state ``decoding.max_tokens``."""
     stop: list[str] = Field(default_factory=list)
     session: Session | None = None
     """Multi-turn: the runner feeds the model's output back (iterative continuation)."""

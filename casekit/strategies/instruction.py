@@ -60,4 +60,4 @@ class InstructionRecall(Strategy):
                                     work, n_words=p.n_words)
             yield Probe(kind="instruct", text=plain, chat_text=chat, system=p.system,
                         target=target, label=f"template {i}",
-                        max_tokens=p.max_tokens or int(p.n_words * 1.6))
+                        max_tokens=p.max_tokens, default_max_tokens=int(p.n_words * 1.6))

@@ -99,7 +99,8 @@ class LyricsRecall(Strategy):
                             chat_text=render_template(t, work, **extra), system=p.system,
                             target=WorkRange(start=span[0], end=span[1]),
                             label=label if len(templates) == 1 else f"{label}, template {i}",
-                            max_tokens=p.max_tokens or max(32, int(n * 1.6)))
+                            max_tokens=p.max_tokens,
+                            default_max_tokens=max(32, int(n * 1.6)))
 
         whole = toks.char_span(0, len(toks))
         yield from probe("title", p.title_templates, p.completion_title, whole)

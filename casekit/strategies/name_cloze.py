@@ -230,5 +230,5 @@ class NameCloze(Strategy):
             yield Probe(kind="instruct", text=text, chat_text=text,
                         target=WorkRange(start=start, end=end),
                         supplied=[WorkRange(start=c0, end=start), WorkRange(start=end, end=c1)],
-                        label=f"name at char {start}", max_tokens=12, expected=name,
+                        label=f"name at char {start}", default_max_tokens=12, expected=name,
                         stop=["\n"])

@@ -338,5 +338,6 @@ class PrefixContinuation(Strategy):
                 target=w.suffix,
                 supplied=[w.prefix],
                 label=f"window at word {w.start_word}",
-                max_tokens=p.max_tokens or 2 * p.suffix_words,
+                max_tokens=p.max_tokens,
+                default_max_tokens=2 * p.suffix_words,
             )

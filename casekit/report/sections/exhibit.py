@@ -201,7 +201,8 @@ def _captured_utc(rec: AttemptRecord) -> str:
 def _decoding_text(a: PlannedAttempt) -> str:
     d = a.decoding
     parts = [f"temperature {d.temperature:g}" + (" (greedy)" if d.temperature == 0 else ""),
-             f"max_tokens {d.max_tokens}"]
+             f"max_tokens {d.max_tokens}"
+             + (" (the strategy's limit)" if d.max_tokens_set_by == "strategy" else "")]
     if d.top_p is not None:
         parts.append(f"top_p {d.top_p:g}")
     if d.top_k is not None:
