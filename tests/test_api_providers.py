@@ -194,6 +194,7 @@ def test_openai_chat_records_every_identifying_field(openai_key: str) -> None:
     body = sent_json(route)
     assert body == {"model": "gpt-4o-2024-08-06", "temperature": 0.0, "max_tokens": 50,
                     "top_p": 0.9, "seed": 7, "stop": ["\n\n"],
+                    "frequency_penalty": 0.0, "presence_penalty": 0.0,
                     "messages": [{"role": "system", "content": "You are terse."},
                                  {"role": "user", "content": "Say hello."}]}
     assert res.raw_request["body"] == body
@@ -851,3 +852,61 @@ def test_score_alignment_trust_skips_the_check() -> None:
     res = run(p.score(attempt("score", prompt="Hello world", continuation=" again and again")))
     assert res.raw_response["alignment_check"]["status"] == "trusted"
     assert route.call_count == 1
+
+
+@pytest.mark.parametrize("mode", ["chat", "completion"])
+def test_openai_sends_its_sampling_modifiers_neutral_and_records_them(openai_key: str,
+                                                                      mode: str) -> None:
+    """Issue 17 defect 6: a greedy request states the whole decoding (top_p 1.0, no
+    frequency or presence penalty), and the record shows what was sent."""
+    router = respx.Router(base_url=OPENAI)
+    path = "/chat/completions" if mode == "chat" else "/completions"
+    payload = chat_json() if mode == "chat" else {
+        "id": "c", "object": "text_completion", "model": "gpt-3.5-turbo-instruct",
+        "choices": [{"index": 0, "text": " on", "finish_reason": "length", "logprobs": None}]}
+    route = router.post(path).respond(200, json=payload, headers=HEADERS)
+    p = openai_provider(router)
+    res = run(p.generate(attempt(mode, decoding=Decoding(temperature=0.0, max_tokens=48))))
+    body = sent_json(route)
+    assert body["temperature"] == 0.0 and body["max_tokens"] == 48 and body["top_p"] == 1.0
+    assert body["frequency_penalty"] == 0.0 and body["presence_penalty"] == 0.0
+    assert res.raw_request["body"] == body
+
+
+def test_anthropic_sends_the_decoding_it_is_given_and_records_it(anthropic_key: str) -> None:
+    """Greedy: temperature 0 stated, nothing else (the API applies no top_p or top_k unless
+    given, and has no penalties). Sampled: top_p and top_k as the decoding gives them (a model
+    that refuses temperature with top_p has top_p dropped, and the drop recorded:
+    test_anthropic_temperature_and_top_p_conflict_drops_top_p)."""
+    router = respx.Router(base_url=ANTHROPIC)
+    route = router.post("/v1/messages").respond(200, json=anthropic_json(), headers=HEADERS)
+    p = anthropic_provider(router)
+    res = run(p.generate(attempt(decoding=Decoding(temperature=0.0, max_tokens=48))))
+    body = sent_json(route)
+    assert body["temperature"] == 0.0 and body["max_tokens"] == 48
+    assert "top_p" not in body and "top_k" not in body
+    assert res.raw_request["body"] == body
+    res = run(p.generate(attempt(decoding=Decoding(temperature=0.7, max_tokens=48, top_p=0.9,
+                                                   top_k=40))))
+    body = sent_json(route)
+    assert (body["temperature"], body["top_p"], body["top_k"]) == (0.7, 0.9, 40)
+    assert res.raw_request["body"] == body
+
+
+def test_local_provider_sends_every_sampling_parameter_explicitly() -> None:
+    """The embedded llama.cpp model gets temperature, top_k, top_p, min_p, typical_p and the
+    penalties stated (llama-cpp-python's own defaults are repeat_penalty 1.1, top_k 40, top_p
+    0.95, min_p 0.05), and the record's kwargs are these (LocalProvider._generate_sync records
+    the kwargs it calls the model with)."""
+    from casekit.providers.local import LocalProvider
+
+    greedy = LocalProvider._sampling(None, attempt(decoding=Decoding(max_tokens=48)))  # type: ignore[arg-type]
+    assert greedy["temperature"] == 0.0 and greedy["top_k"] == 1 and greedy["top_p"] == 1.0
+    assert greedy["min_p"] == 0.0 and greedy["typical_p"] == 1.0
+    assert greedy["repeat_penalty"] == 1.0
+    assert greedy["frequency_penalty"] == 0.0 and greedy["presence_penalty"] == 0.0
+    assert greedy["max_tokens"] == 48
+    sampled = LocalProvider._sampling(None, attempt(decoding=Decoding(  # type: ignore[arg-type]
+        temperature=0.8, top_p=0.9, top_k=50, max_tokens=48)))
+    assert (sampled["temperature"], sampled["top_p"], sampled["top_k"]) == (0.8, 0.9, 50)
+    assert sampled["repeat_penalty"] == 1.0 and sampled["min_p"] == 0.0

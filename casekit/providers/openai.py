@@ -54,9 +54,17 @@ MAX_TOP_LOGPROBS = 20
 
 # Body fields the SDK takes as keyword arguments; anything else goes in ``extra_body``.
 _CHAT_KWARGS = frozenset({"messages", "model", "temperature", "top_p", "max_tokens",
-                          "max_completion_tokens", "seed", "stop", "logprobs", "top_logprobs"})
+                          "max_completion_tokens", "seed", "stop", "logprobs", "top_logprobs",
+                          "frequency_penalty", "presence_penalty"})
 _COMPLETION_KWARGS = frozenset({"model", "prompt", "temperature", "top_p", "max_tokens", "seed",
-                                "stop", "logprobs", "echo"})
+                                "stop", "logprobs", "echo", "frequency_penalty",
+                                "presence_penalty"})
+NEUTRAL = {"frequency_penalty": 0.0, "presence_penalty": 0.0}
+"""OpenAI's sampling modifiers, sent explicitly at their neutral values (also OpenAI's
+defaults) with every request, with ``top_p`` 1.0 when the decoding sets none: the recorded
+request states the whole decoding applied, not only the part casekit varies (issue 17
+defect 6). A model that rejects one has it dropped and the drop recorded, as for any
+parameter."""
 
 Api = Literal["chat.completions", "completions"]
 
@@ -254,6 +262,10 @@ class OpenAIProvider(ApiProvider):
         body[limit] = int(d.max_tokens)
         if d.top_p is not None:
             body["top_p"] = float(d.top_p)
+        elif self.name == "openai":
+            body["top_p"] = 1.0
+        if self.name == "openai":
+            body.update(NEUTRAL)
         if d.seed is not None:
             body["seed"] = int(d.seed)
         if d.stop:
@@ -282,6 +294,10 @@ class OpenAIProvider(ApiProvider):
         }
         if d.top_p is not None:
             body["top_p"] = float(d.top_p)
+        elif self.name == "openai":
+            body["top_p"] = 1.0
+        if self.name == "openai":
+            body.update(NEUTRAL)
         not_sent = self._top_k(body, d.top_k)
         if d.seed is not None:
             if self.name == "openai":
