@@ -297,3 +297,59 @@ def test_zip_bomb_docx_and_total_size_limit(tmp_path: Path,
     (tmp_path / "bomb.docx").unlink()
     line = _refused(tmp_path, "big.docx", _with_member(good, "word/pad.xml", os.urandom(200_000)))
     assert "expands to over 100,000 bytes, the limit" in line
+
+
+@pytest.mark.parametrize("kind", ["drm.epub", "broken.docx", "locked.pdf"])
+def test_bad_work_files_of_an_evidence_only_case_record_nothing_on_import(
+        tmp_path: Path, kind: str) -> None:
+    """An evidence-only case has no run until its first import: a DRM-protected EPUB, a
+    corrupt DOCX or a password-protected PDF among its works is one line naming the case
+    file's line and the fix, exit 2, and no run folder."""
+    import textwrap
+
+    from tests.conftest import CONTROL
+
+    if kind == "drm.epub":
+        good = make_epub(tmp_path / "x.epub", [("One", CH1)]).read_bytes()
+        buf = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(good)) as src, zipfile.ZipFile(buf, "w") as dst:
+            for item in src.infolist():
+                dst.writestr(item, src.read(item))
+            dst.writestr("META-INF/encryption.xml",
+                         '<encryption><EncryptedData xmlns="http://www.w3.org/2001/04/xmlenc#">'
+                         '<EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#'
+                         'aes128-cbc"/></EncryptedData></encryption>')
+        data = buf.getvalue()
+    elif kind == "broken.docx":
+        data = make_docx(tmp_path / "x.docx", [CH1]).read_bytes()
+        data = data[: len(data) // 2]
+    else:
+        from pypdf import PdfReader, PdfWriter
+
+        writer = PdfWriter()
+        for page in PdfReader(make_pdf(tmp_path / "x.pdf", [CH1])).pages:
+            writer.add_page(page)
+        writer.encrypt(user_password="secret", owner_password="owner")
+        out = io.BytesIO()
+        writer.write(out)
+        data = out.getvalue()
+    case_dir = tmp_path / "case"
+    case_dir.mkdir()
+    (case_dir / kind).write_bytes(data)
+    (case_dir / "control.txt").write_text(CONTROL)
+    (case_dir / "case.yaml").write_text(textwrap.dedent(f"""\
+        case: {{id: ev, title: Evidence, matter: none, examiner: T, organization: O}}
+        works:
+          - {{id: subject, title: The Mill, author: Anon, path: {kind}, role: subject}}
+          - {{id: control, title: Shop, author: O, path: control.txt, role: control}}
+        """))
+    rows = case_dir / "rows.jsonl"
+    rows.write_text('{"work_id": "subject", "model": "m", "intent": "benign", '
+                    '"prompt": "p", "output": "o"}\n')
+    res = CliRunner().invoke(cli, ["import", str(case_dir / "case.yaml"), str(rows)])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    assert "case.yaml:3:" in lines[0] and kind in lines[0], lines[0]  # the work's line
+    assert "unprotected copy" in lines[0] or "save it again" in lines[0]
+    assert not (case_dir / "runs").exists(), "nothing recorded"
