@@ -136,16 +136,39 @@ _ZERO, _MINUS = ord("0"), ord("-")
 _BEFORE_VALUE = frozenset(b":,[")
 
 
+_QUOTE, _COLON = ord('"'), ord(":")
+_OPENS_MEMBER = frozenset(b",{")
+
+
+def _member_value(out: bytes, a: int) -> bool:
+    """True when the token at ``a`` of orjson's output is provably a member's value, not text
+    inside a string: it follows ``,"key":`` or ``{"key":`` with a key of ASCII letters, digits
+    and underscores. The quote after that comma or brace is not escaped, so it opens or closes
+    a string; closing one is impossible (in valid JSON a closing quote is followed by ``:``,
+    ``,``, ``}`` or ``]``, never by a letter, digit or underscore), so it opens the key, and
+    the colon after the key's closing quote is structural."""
+    if a < 4 or out[a - 1] != _COLON or out[a - 2] != _QUOTE:
+        return False
+    q = out.rfind(b'"', 0, a - 2)
+    key = out[q + 1:a - 2]
+    return q > 0 and out[q - 1] in _OPENS_MEMBER and key.replace(b"_", b"").isalnum()
+
+
 def _orjson_floats(out: bytes) -> tuple[bytes, bool] | None:
-    """(orjson's sorted encoding with its float tokens in ECMAScript's form, whether any
-    token changed), or None when it holds 16 digits in a row or a character outside the BMP."""
+    """(orjson's sorted encoding with its float tokens in ECMAScript's form, whether a token
+    changed that is not provably a member's value (:func:`_member_value`): the caller then
+    parses the result back to check it), or None when it holds 16 digits in a row or a
+    character outside the BMP."""
     if not out.isascii() and _ASTRAL.search(out):
         return None
     digits = out.translate(_DIGITS_TO_0)
     if _LONG_DIGITS in digits:
         return None
     spans: set[tuple[int, int]] = set()
-    for pattern in _FLOAT_TAILS:
+    # orjson writes an exponent with its sign ("1e+16", "1e-7"): without "e+" or "e-" in the
+    # bytes there is none, and the second pattern need not scan.
+    patterns = _FLOAT_TAILS if b"e+" in out or b"e-" in out else _FLOAT_TAILS[:1]
+    for pattern in patterns:
         for m in pattern.finditer(digits):
             a = m.start()
             while a and digits[a - 1] == _ZERO:
@@ -162,7 +185,8 @@ def _orjson_floats(out: bytes) -> tuple[bytes, bool] | None:
     for a, b in sorted(spans):
         token = out[a:b]
         es = _es_number(float(token)).encode("ascii")
-        changed = changed or es != token
+        if es != token and not changed and not _member_value(out, a):
+            changed = True
         parts += (out[last:a], es)
         last = b
     parts.append(out[last:])

@@ -181,3 +181,15 @@ def test_orjson_route_with_member_equals_reference_or_declines(body: dict) -> No
         plain, line = out
         assert plain == rfc8785.dumps(_clean(body))
         assert line == rfc8785.dumps({**_clean(body), "hash": sha256_bytes(plain)})
+
+
+def test_a_rewritten_member_value_needs_no_round_trip_and_text_that_mimics_one_does() -> None:
+    from casekit.canonical import _orjson_floats
+
+    out, unproven = _orjson_floats(b'{"decoding":{"temperature":0.0},"x":"a"}')  # type: ignore[misc]
+    assert out == b'{"decoding":{"temperature":0},"x":"a"}' and not unproven
+    # Inside a string the quotes are escaped, or the key is not a plain name: parse back.
+    for raw in (b'{"t":"x,\\"temperature\\":0.0,"}', b'{"a":"x,",",":0.0}',
+                b'{"k":[0.0]}'):
+        fixed = _orjson_floats(raw)
+        assert fixed is not None and fixed[1], raw

@@ -678,6 +678,10 @@ def import_outputs(target: Path, source: Path, *, model_id: str | None = None,
         ledger.close()
 
 
+_DEFAULT_DECODING = Decoding()
+"""The decoding of a row whose source states none (frozen: one instance serves every row)."""
+
+
 def _record(base: dict[str, Any], *, start: RunStart, row: _Row, fields: dict[str, Any],
             aid: str, n: int, key: str, source: Path, file_info: dict[str, Any],
             imported_at: str) -> AttemptRecord:
@@ -693,7 +697,7 @@ def _record(base: dict[str, Any], *, start: RunStart, row: _Row, fields: dict[st
         prompt = fields.get("passage") or fields.get("prefix")
     label = fields["label"] or f"imported from {source.name} line {row.line}"
     temperature = fields.get("temperature")
-    decoding = Decoding() if temperature is None else Decoding(temperature=temperature)
+    decoding = _DEFAULT_DECODING if temperature is None else Decoding(temperature=temperature)
     attempt = PlannedAttempt(
         id=aid, ordinal=start.planned_attempts + n, model_id=fields["model_id"],
         strategy=strategy, strategy_key=key if "kind" not in fields else f"{key}/{kind}",
@@ -720,7 +724,8 @@ def _record(base: dict[str, Any], *, start: RunStart, row: _Row, fields: dict[st
     result = ProviderResult(
         text=fields["output"],
         returned_model=fields["model"],
-        raw_request={"imported": True, "messages": [m.model_dump() for m in messages],
+        raw_request={"imported": True,
+                     "messages": [{"role": m.role, "content": m.content} for m in messages],
                      "prompt": prompt, "decoding": known,
                      "note": "sent outside casekit; the decoding parameters are unknown (the "
                              "attempt's decoding field holds casekit's defaults, not what was "
