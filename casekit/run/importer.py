@@ -578,6 +578,23 @@ def import_outputs(target: Path, source: Path, *, model_id: str | None = None,
                    examiner_key: Path | None = None,
                    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, tsa_url: str | None = None,
                    timestamper: Timestamper | None = None) -> ImportResult:
+    """Append the outputs in ``source`` to the ledger of a run (:func:`_import_outputs`),
+    with the cyclic garbage collector tuned as for a run (casekit.run.runner: the heap at the
+    start frozen out of its scans, the youngest generation collected every 20,000
+    allocations): an import holds every row until it is written, and the default collections
+    that kept rescanning them took a tenth of the CPU at 100,000 rows
+    (benchmarks/import_bench.py)."""
+    from casekit.run.runner import collector_tuned
+
+    with collector_tuned():
+        return _import_outputs(target, source, model_id=model_id, examiner_key=examiner_key,
+                               checkpoint_every=checkpoint_every, tsa_url=tsa_url,
+                               timestamper=timestamper)
+
+
+def _import_outputs(target: Path, source: Path, *, model_id: str | None,
+                    examiner_key: Path | None, checkpoint_every: int, tsa_url: str | None,
+                    timestamper: Timestamper | None) -> ImportResult:
     """Append the outputs in ``source`` (CSV or JSONL) to the ledger of a run.
 
     ``target``: the run folder, or the case file of a run that has started (its default run

@@ -191,7 +191,7 @@ class Runner:
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> RunOutcome:
-        with _collector_tuned():
+        with collector_tuned():
             return self._run()
 
     def _run(self) -> RunOutcome:
@@ -568,7 +568,7 @@ class Runner:
 
 
 @contextlib.contextmanager
-def _collector_tuned() -> Iterator[None]:
+def collector_tuned() -> Iterator[None]:
     """The cyclic garbage collector tuned for a run, and restored after it: what exists when
     the run starts (imported modules, the case, the SDKs: some 70,000 objects) is frozen out of
     the collector's scans (``gc.freeze``), and the youngest generation is collected every
