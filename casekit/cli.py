@@ -217,7 +217,8 @@ def analyze(run_dir: Path, workers: int | None) -> None:
     _analyze(run_dir, workers)
 
 
-def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False) -> Path:
+def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False, *,
+            timestamp_tsa: str | None = None, sign: bool = False) -> Path:
     from casekit.analysis.analyze import FINDINGS_NAME, load_findings
     from casekit.report.build import build_report
 
@@ -240,7 +241,7 @@ def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False
         _analyze(run_dir)
         findings = load_findings(run_dir)
     paths = build_report(run_dir, findings, template_dir=template_dir,
-                         attach_works=attach_works)
+                         attach_works=attach_works, timestamp_tsa=timestamp_tsa, sign=sign)
     click.echo(f"report: {paths.pdf}")
     click.echo(f"html:   {paths.html}")
     return paths.pdf
@@ -275,7 +276,9 @@ def report(run_dir: Path, template_dir: Path | None, attach_works: bool, tsa_url
         from casekit.report.sign import password_from_env
 
         password = password_from_env(sign_password_env)  # fail before the work, not after
-    pdf = _report(run_dir, template_dir, attach_works)
+    # The Disclosures page states what will be applied once the PDF is written.
+    pdf = _report(run_dir, template_dir, attach_works, timestamp_tsa=tsa_url,
+                  sign=sign_key is not None)
     if tsa_url:
         from casekit.report.sign import timestamp_report
 

@@ -203,13 +203,14 @@ def test_np_table_and_threshold_shares(rendered: Rendered) -> None:
         plot = height - 10
         assert float(r.get("height", "")) == pytest.approx(max(plot * b.share, 3.0), abs=0.01)
         assert float(r.get("y", "")) + float(r.get("height", "")) == pytest.approx(height)
-    table = fig[fig.index('<table class="histo-table"'):]
+    # One row per bar, in the bars' order (left to right), at a legible size (issue 16).
+    table = fig[fig.index('<table class="data histo-table"'):]
     table = table[:table.index("</table>")]
     heads = re.findall(r'<th class="mono">(.*?)</th>', table)
     assert heads == [str(escape(b.label)) for b in pr.histogram]
-    counts = re.findall(r'<tr class="h-count">(.*?)</tr>', table, re.S)[0]
-    assert re.findall(r'<td class="num">(.*?)</td>', counts) == [f"{b.count:,}"
-                                                                 for b in pr.histogram]
+    rows = re.findall(r'<tr class="h-bin">(.*?)</tr>', table, re.S)
+    assert [re.findall(r'<td class="num">(.*?)</td>', r)[0] for r in rows] == [
+        f"{b.count:,}" for b in pr.histogram]
 
 
 def test_model_comparison_table(rendered: Rendered) -> None:

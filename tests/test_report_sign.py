@@ -221,7 +221,10 @@ def stamped(tmp_path_factory: pytest.TempPathFactory, pki: Pki, tsa: str) -> Sta
     from casekit.report import build_report
 
     fx = build_fixture(tmp_path_factory.mktemp("sign"))
-    plain = build_report(fx.run_dir, fx.findings, out_dir=tmp_path_factory.mktemp("plain"))
+    # The same rendering as `casekit report --tsa --sign` before it stamps and signs: the
+    # Disclosures page says a token and a signature are being applied (issue 16 item 7).
+    plain = build_report(fx.run_dir, fx.findings, out_dir=tmp_path_factory.mktemp("plain"),
+                         timestamp_tsa=tsa, sign=True)
     code, out = _run("report", str(fx.run_dir), "--tsa", tsa, "--sign", str(pki.p12),
                      "--sign-password-env", "CASEKIT_TEST_P12",
                      env={"CASEKIT_TEST_P12": PASSWORD})

@@ -165,3 +165,28 @@ def test_disclosures_come_from_the_run(demo: Demo) -> None:
     assert "No re-run was made" in d
     assert "this machine's clock" in d and "timestamped" in d
     assert "names no operator" in d and "root" in d
+
+
+def test_the_matchers_validation_is_printed_as_computed(demo: Demo) -> None:
+    """Item 7: the matcher's recall and precision on planted passages, computed at report
+    time from the run's works and ledger head, are the figures under Methods."""
+    from casekit.analysis.validation import validate_matcher
+    from casekit.case import load_case
+    from casekit.report.text import fmt_pct
+    from casekit.works import load_works
+
+    loaded = load_case(DEMO / "case.yaml")
+    v = validate_matcher(load_works(loaded), loaded.spec.thresholds,
+                         demo.findings.ledger_head_hash)
+    sec = _flat(html.unescape(re.sub(r"<[^>]+>", " ", demo.html.split(
+        'id="methods-validation"', 1)[1].split("<h2", 1)[0])))
+    assert v.planted > 0
+    assert (f"Recall: {v.found} of {v.planted} planted passages found "
+            f"({fmt_pct(v.found / v.planted)})") in sec
+    assert (f"Precision: {v.true_spans} of {v.spans} reported spans were planted "
+            f"({fmt_pct(v.true_spans / v.spans)})") in sec
+    assert v.seed in sec
+    for w in v.works:
+        assert f"{w.work_id} recall {w.found} of {w.planted}" in sec
+    cert = _flat(demo.html.split('id="certification"', 1)[1])
+    assert "does not measure the matcher" not in cert and "measured under Methods" in cert

@@ -21,8 +21,9 @@ from typing import Any
 
 from casekit.analysis.findings import Findings
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT, CATEGORY_TEXT
+from casekit.analysis.validation import validate_matcher
 from casekit.canonical import sha256_bytes
-from casekit.records import RunEnd
+from casekit.records import Checkpoint, RunEnd
 from casekit.report.evidence import (
     ATTEMPTS_PER_STRATUM,
     Attached,
@@ -40,7 +41,7 @@ from casekit.report.model import ReportModel, ReportPaths
 from casekit.report.render import SafeFetcher, render_html, render_pdf, template_dirs
 from casekit.report.sections.attempts import build_attempts
 from casekit.report.sections.bottom_line import build_bottom_line
-from casekit.report.sections.certification import build_evidence
+from casekit.report.sections.certification import anchor_rows, build_evidence
 from casekit.report.sections.controls import build_floors, build_qualifications
 from casekit.report.sections.cover import (
     CONTROL_OVERRIDE,
@@ -53,6 +54,7 @@ from casekit.report.sections.disclosures import build_disclosures
 from casekit.report.sections.effort import build_effort
 from casekit.report.sections.exhibits import EXHIBITS_PER_FINDING, build_exhibits
 from casekit.report.sections.further import build_further
+from casekit.report.sections.glossary import build_glossary
 from casekit.report.sections.limitations import build_limitations
 from casekit.report.sections.manifest import build_manifest_view
 from casekit.report.sections.methods import build_methods
@@ -89,14 +91,16 @@ def build_model(findings: Findings, inputs: Inputs,
                 exhibits_per_finding: int = EXHIBITS_PER_FINDING, *,
                 template_dir: Path | None = None, attach_works: bool = False,
                 attempts_per_stratum: int = ATTEMPTS_PER_STRATUM,
-                files: EvidenceFiles | None = None) -> ReportModel:
+                files: EvidenceFiles | None = None, timestamp_tsa: str | None = None,
+                sign: bool = False) -> ReportModel:
     """The report model from the findings, the verified ledger records and the works.
 
     ``template_dir`` and ``attach_works`` only change what the report says about itself (the
     template set's hash, whether the works travel inside the PDF); ``attempts_per_stratum``
     is how many attempts of each model x work x strategy x outcome the sample shows.
     ``files``: the evidence files when the caller has them already (building the per-attempt
-    table's bytes costs a pass over every attempt).
+    table's bytes costs a pass over every attempt). ``timestamp_tsa`` and ``sign``: what
+    ``casekit report`` will apply once the PDF is written (the Disclosures page says so).
     """
     f = findings
     st = inputs.start
@@ -115,7 +119,12 @@ def build_model(findings: Findings, inputs: Inputs,
     overview, summary = build_summary(f, works, model_ids, requested, floors_by_model,
                                       ex.refs_of, ex.stitching)
     floors = [floors_by_model[mid] for mid in model_ids]
-    methods = build_methods(f, case, st, build_imported(inputs.records))
+    # The matcher's own validation on passages planted in the run's works (issue 16 item 7):
+    # seeded from the ledger head, so verify re-renders the same figures; a few hundred ms.
+    validation = validate_matcher([works[w.id] for w in case.works if w.id in works],
+                                  case.thresholds, f.ledger_head_hash)
+    methods = build_methods(f, case, st, build_imported(inputs.records), validation,
+                            {wid: w.unit for wid, w in works.items()})
     return ReportModel(
         cover=build_cover(f, case, st, end), overview=overview, summary=summary,
         absence_caveat=ABSENCE_CAVEAT,
@@ -130,7 +139,7 @@ def build_model(findings: Findings, inputs: Inputs,
         bates=build_bates(case),
         evidence=build_evidence(files, inputs, template_set(template_dirs(template_dir)),
                                 ReportOptions(exhibits_per_finding, attach_works,
-                                              attempts_per_stratum)),
+                                              attempts_per_stratum, timestamp_tsa, sign)),
         custody=build_custody(inputs, case), long_texts=ex.longs,
         thresholds={k: fmt_value(v) for k, v in f.thresholds.model_dump().items()},
         further=build_further(f, works, model_ids),
@@ -140,10 +149,15 @@ def build_model(findings: Findings, inputs: Inputs,
         control_qualifications=build_qualifications(
             case, {wid: len(w.tokens) for wid, w in works.items()}),
         disclosures=build_disclosures(case, st, inputs.attempts_by_seq,
-                                      rerun=inputs.comparison_bytes is not None, signed=False),
+                                      rerun=inputs.comparison_bytes is not None,
+                                      anchor=anchor_rows(inputs),
+                                      checkpoints=[r for r in inputs.records
+                                                   if isinstance(r, Checkpoint)],
+                                      timestamp_tsa=timestamp_tsa, sign=sign),
         effort=effort, sensitivity=build_sensitivity(f, model_ids),
         bottom_line=build_bottom_line(f, case, works, model_ids, st, end,
                                       inputs.attempts_by_seq, ex.anchor_of, methods.legal_note),
+        glossary=build_glossary(f),
     )
 
 
@@ -180,7 +194,8 @@ def render_report(findings: Findings, inputs: Inputs, options: ReportOptions,
     files = evidence_files(findings, inputs)
     model = build_model(findings, inputs, options.exhibits_per_finding,
                         template_dir=template_dir, attach_works=options.attach_works,
-                        attempts_per_stratum=options.attempts_per_stratum, files=files)
+                        attempts_per_stratum=options.attempts_per_stratum, files=files,
+                        timestamp_tsa=options.timestamp_tsa, sign=options.sign)
     html = render_html(model, template_dir)
     manifest = build_manifest(
         start=inputs.start, findings=findings, files=files,
@@ -203,14 +218,17 @@ def build_report(run_dir: Path, findings: Findings, out_dir: Path | None = None,
                  template_dir: Path | None = None, *, case_path: Path | None = None,
                  exhibits_per_finding: int = EXHIBITS_PER_FINDING,
                  attach_works: bool = False,
-                 attempts_per_stratum: int = ATTEMPTS_PER_STRATUM) -> ReportPaths:
+                 attempts_per_stratum: int = ATTEMPTS_PER_STRATUM,
+                 timestamp_tsa: str | None = None, sign: bool = False) -> ReportPaths:
     """Write report.html, report.pdf (PDF/A-3b, the data attached) and manifest.json for a run
     into out_dir (default run_dir/report).
 
     ``template_dir`` holds templates that override the defaults (same relative paths);
     ``case_path`` is where the case file is now if it moved since the run; ``attach_works``
     embeds the works' texts too (off by default: they are usually the copyrighted texts);
-    ``attempts_per_stratum`` sizes the sample of attempts the pages show.
+    ``attempts_per_stratum`` sizes the sample of attempts the pages show; ``timestamp_tsa``
+    and ``sign`` say what the caller applies to the PDF once written (printed under
+    Disclosures, recorded in the manifest).
     """
     out = out_dir or run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -218,7 +236,8 @@ def build_report(run_dir: Path, findings: Findings, out_dir: Path | None = None,
     inputs = load_inputs(run_dir, findings, case_path)
     rendered = render_report(findings, inputs,
                              ReportOptions(exhibits_per_finding, attach_works,
-                                           attempts_per_stratum), template_dir)
+                                           attempts_per_stratum, timestamp_tsa, sign),
+                             template_dir)
     html_path = out / HTML_NAME
     _write_atomic(html_path, rendered.html.encode("utf-8"))
     _write_atomic(out / MANIFEST_NAME, manifest_bytes(rendered.manifest))

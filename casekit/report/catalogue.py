@@ -144,15 +144,37 @@ DISCLOSE_RERUN = "This run is a re-run; its comparison with the first run is und
 DISCLOSE_IS_RERUN = "This run repeats run {run}; see Reproducibility."
 DISCLOSE_TIME = (
     "Every time in this report and its ledger is this machine's clock, in UTC, as casekit "
-    "read it; no independent time source confirms it. {server} {signed}")
+    "read it; no independent time source confirms it. {server}")
 DISCLOSE_SERVER_DATES = ("{n} response(s) carry the provider's own HTTP Date header, recorded "
                          "verbatim beside casekit's time.")
 DISCLOSE_NO_SERVER_DATES = "No response carries a server's date to compare with."
-DISCLOSE_NOT_SIGNED = (
-    "Nothing in this run was timestamped by a trusted timestamp authority or signed when the "
-    "report was rendered; the hash chain shows the ledger was not altered after the fact only "
-    "together with a copy of its head hash held elsewhere.")
-DISCLOSE_SIGNED = "The report carries a trusted timestamp or signature; casekit verify checks it."
+DISCLOSE_ANCHOR = (
+    "The ledger is signed by the examiner's Ed25519 key, fingerprint {fp}: {anchored}. The key "
+    "shows who closed the ledger, not when: compare the fingerprint with the one the examiner "
+    "disclosed (casekit verify --expect-key).")
+DISCLOSE_NO_ANCHOR = (
+    "The ledger is not signed by an examiner key ({anchored}); the hash chain shows the ledger "
+    "was not altered after the fact only together with a copy of its head hash held elsewhere.")
+DISCLOSE_RUN_TSA = (
+    "{stamped} of the ledger's {checkpoints} checkpoints carry an RFC 3161 token from {tsa} "
+    "obtained during the run: a third party's time for the records they cover.{errors}")
+DISCLOSE_RUN_TSA_ERRORS = " {n} checkpoint(s) could not be timestamped (the TSA failed)."
+DISCLOSE_NO_RUN_TSA = (
+    "No checkpoint was timestamped by a timestamp authority during the run (no TSA was "
+    "configured for casekit run), so no third party confirms when the records were made.")
+DISCLOSE_REPORT_TSA = (
+    "This report was rendered to be timestamped: casekit report --tsa {tsa} asks that authority "
+    "for an RFC 3161 token over manifest.json once the PDF is written and embeds it "
+    "(manifest.tsr). This page is set before the token exists, so it cannot say whether it was "
+    "granted: casekit verify on this PDF says, and gives the token's time.")
+DISCLOSE_NO_REPORT_TSA = ("The report itself was not timestamped (casekit report was run "
+                          "without --tsa).")
+DISCLOSE_REPORT_SIGN = (
+    "A PAdES signature is applied to a copy of this PDF, report.signed.pdf, once it is written "
+    "(casekit report --sign); the pages are the same, and casekit verify checks the signature "
+    "of that copy. This file, if it is not that copy, is not signed.")
+DISCLOSE_NO_REPORT_SIGN = ("The PDF carries no signature (casekit report was run without "
+                           "--sign).")
 DISCLOSE_OPERATOR = ("Operated by {operator} (case.operator); the run's machine account was "
                      "{account} on host {host}, which names the machine, not a person.")
 DISCLOSE_NO_OPERATOR = (
@@ -539,3 +561,73 @@ SHORT_SPANS_NOTE = ("{n} shorter alignment(s) of this output with the work (unde
                     "{unit}, the reporting threshold) are not shown or marked as matches.")
 SAME_OUTPUT_NOTE = ("The output of attempt {attempt} (ledger seq {seq}, {strategy}) is the same "
                     "text as this one or a part of it; it is not exhibited twice.")
+
+# --------------------------------------------------------------------------- glossary
+
+GLOSSARY_TITLE = "Terms used in this report"
+GLOSSARY_INTRO = (
+    "The words of the tables that follow, in brief. Each is defined in full under Methods, "
+    "Definitions (the key in brackets), with the thresholds this case applied.")
+#: Definition key -> (term, short definition). A term is glossed when its definition is in
+#: findings.json (its measure ran); the placeholders are the case's thresholds.
+GLOSSARY = {
+    "span": ("Span", "a run of output words aligned with a run of the work's words, verbatim "
+             "or near-verbatim (word-level edit similarity at least {near_exact}), seeded by "
+             "exact {seed_k}-word matches; a span counts as evidence from {min_span_words} "
+             "words (the reporting threshold)."),
+    "coverage": ("Coverage", "the share of the work's counted words covered by the spans of "
+                 "all attempts together."),
+    "longest_block": ("Block (longest contiguous block)", "the longest run of consecutive work "
+                      "words covered; it may be stitched from several outputs. The "
+                      "reconstruction threshold is a block of {block_words} words or coverage "
+                      "of {block_share}: either one suffices."),
+    "control_floor": ("Control floor", "the share of a model's attempts on its control works "
+                      "(texts it cannot have seen) with a span of {min_span_words} words or "
+                      "more: chance reproduction of an unseen text, with a one-sided 95% upper "
+                      "bound."),
+    "bmc": ("BMC@k", "the share of the work's words covered by exact matches of at least k "
+            "words (words profile) across all outputs, words the prompts supplied trimmed "
+            "[Liu26]."),
+    "top1_share": ("Top-1 share (teacher-forced)", "the work's text is fed to the model; the "
+                   "share of the continuation's tokens that are the model's most probable next "
+                   "token."),
+    "p_z": ("p_z", "the probability that the model's decoding produces a window's continuation "
+            "given the text before it; greedy p_z = 1 means greedy decoding reproduces it "
+            "exactly."),
+    "np_discoverable": ("(n,p)-discoverable", "a window the model would produce at least once "
+                        "in n tries with probability p or more, computed from p_z."),
+    "nv_recall": ("nv-recall", "how much of the work an iterative-continuation session "
+                  "recovers, its turns taken together [Ahm26]."),
+    "intervals": ("Wilson, Clopper-Pearson, cluster bootstrap", "95% intervals around a k-of-n "
+                  "rate: the first two treat attempts as independent; the bootstrap resamples "
+                  "whole clusters (e.g. all samples of one prompt) where they are not."),
+}
+GLOSSARY_PROFILE = ("light-words", "the normalization under which words are compared: {text}; "
+                    "the light profile: {light}.")
+
+# --------------------------------------------------------------------------- matcher validation
+
+VALIDATION_TITLE = "Validation of the matcher on planted passages"
+VALIDATION_PROCEDURE = (
+    "When this report was rendered, casekit planted {per_work} passages of each of the run's "
+    "works ({planted} in all) in synthetic outputs and ran its matcher on them exactly as on a "
+    "model's output: the same index of each work, near-verbatim similarity at least "
+    "{near_exact}, the work's reporting threshold. Each passage is {lo} to {hi} words of the "
+    "work, from a position drawn with a seed derived from the ledger head hash ({seed}), with "
+    "one edit per {every} words, at least one (a word substituted, deleted or inserted, in "
+    "turn), set between {f_lo} and {f_hi} filler words drawn at random from the same work. "
+    "Recall is the share of planted passages for which the matcher reports a span at or above "
+    "the reporting threshold at the planted place of the work; precision is the share of the "
+    "spans it reports that are planted passages. casekit verify recomputes these figures.")
+VALIDATION_LIMITS = (
+    "What the check does not cover: the prompt-echo and prompt m-gram discounts (no prompt is "
+    "involved); copies edited more heavily than the near-verbatim threshold allows, or "
+    "paraphrased or translated, which are not spans by definition; and the model side of the "
+    "measurement (what a model would output).")
+VALIDATION_RESULT = ("Recall: {found} of {planted} planted passages found ({recall}). "
+                     "Precision: {true} of {spans} reported spans were planted ({precision}).")
+VALIDATION_ROW = "recall {found} of {planted} ({recall}); precision {true} of {spans} ({precision})"
+VALIDATION_ROW_NOTE = ("passages of {lo} to {hi} words, {words} words and {edits} edits in all; "
+                       "reporting threshold {min_span} {unit}")
+VALIDATION_SKIPPED = ("not planted: the work is shorter than its reporting threshold "
+                      "({min_span} {unit})")

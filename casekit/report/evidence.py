@@ -122,6 +122,12 @@ class ReportOptions:
     attempts_per_stratum: int = ATTEMPTS_PER_STRATUM
     """Attempts the sample of attempts shows per stratum (the rest are counted, and listed in
     the attachment)."""
+    timestamp_tsa: str | None = None
+    """The TSA ``casekit report --tsa`` asks for a token over manifest.json once the PDF is
+    written (the Disclosures page says it was asked for; verify says whether it holds)."""
+    sign: bool = False
+    """``casekit report --sign``: a PAdES signature is applied to a copy once the PDF is
+    written."""
 
 
 @dataclass
@@ -196,7 +202,10 @@ def build_manifest(*, start: Any, findings: Any, files: EvidenceFiles, templates
         "report": {"html_sha256": html_sha256, "pdf_variant": PDF_VARIANT,
                    "exhibits_per_finding": options.exhibits_per_finding,
                    "attempts_per_stratum": options.attempts_per_stratum,
-                   "attach_works": options.attach_works, "bates": bates},
+                   "attach_works": options.attach_works, "bates": bates,
+                   # Recorded only when asked for, so earlier manifests re-render unchanged.
+                   **({"timestamp_tsa": options.timestamp_tsa} if options.timestamp_tsa else {}),
+                   **({"sign": True} if options.sign else {})},
     }
 
 

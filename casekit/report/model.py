@@ -21,6 +21,7 @@ from casekit.report.sections.disclosures import Disclosures
 from casekit.report.sections.effort import Effort
 from casekit.report.sections.exhibits import ExhibitGroup
 from casekit.report.sections.further import Further
+from casekit.report.sections.glossary import Glossary
 from casekit.report.sections.long_texts import LongText
 from casekit.report.sections.manifest import Manifest
 from casekit.report.sections.methods import Methods
@@ -77,6 +78,8 @@ class ReportModel:
     """Runtime, re-run, time source, operator: generated from the run's records."""
     bottom_line: BottomLine | None = None
     """The result in plain sentences (page 2), before the tables."""
+    glossary: Glossary | None = None
+    """The jargon of the tables, defined before the first page that uses it."""
     control_override: str = ""
     """Non-empty when the case overrode the control-work requirement (``allow_no_control``
     with no control work): printed on the cover and at the top of the summary."""

@@ -141,8 +141,10 @@ def shown(value: Any) -> Any:
 
 def make_environment(dirs: Sequence[Path]) -> Environment:
     """Jinja2 environment: autoescape on for every template, undefined names are errors, every
-    printed value through :func:`shown`."""
-    return Environment(
+    printed value through :func:`shown`; the ``breakable`` filter for identifiers."""
+    from casekit.report.text import breakable
+
+    env = Environment(
         loader=FileSystemLoader([str(d) for d in dirs]),
         autoescape=True,
         finalize=shown,
@@ -152,6 +154,9 @@ def make_environment(dirs: Sequence[Path]) -> Environment:
         keep_trailing_newline=True,
         auto_reload=False,
     )
+    # Identifiers break only at safe points (a <wbr> after - / _ # :, hashes between groups).
+    env.filters["breakable"] = breakable
+    return env
 
 
 def render_html(model: Any, template_dir: Path | None = None) -> str:

@@ -308,7 +308,9 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
     options = ReportOptions(exhibits_per_finding=int(rep.get("exhibits_per_finding", 3)),
                             attach_works=bool(rep.get("attach_works", False)),
                             attempts_per_stratum=int(rep.get("attempts_per_stratum",
-                                                             ATTEMPTS_PER_STRATUM)))
+                                                             ATTEMPTS_PER_STRATUM)),
+                            timestamp_tsa=str(rep["timestamp_tsa"]) if rep.get("timestamp_tsa")
+                            else None, sign=bool(rep.get("sign", False)))
     inputs = load_inputs(run_dir, findings, case_path)
     rendered = render_report(findings, inputs, options, template_dir)
     html_sha = sha256_bytes(rendered.html.encode("utf-8"))

@@ -100,14 +100,14 @@ def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
                          C.TEMPLATES_SHIPPED if not templates.overridden
                          else C.TEMPLATES_OVERRIDDEN.format(
                              names=", ".join(templates.overridden))))
-    key, anchored = _anchor_rows(inputs)
+    key, anchored = anchor_rows(inputs)
     return Evidence(files=rows, templates_sha256=templates.sha256,
                     template_overrides=templates.overridden, pdf_variant=PDF_VARIANT,
                     attach_works=options.attach_works, attachment_names=names,
                     examiner_key=key, anchored=anchored)
 
 
-def _anchor_rows(inputs: Inputs) -> tuple[str, str]:
+def anchor_rows(inputs: Inputs) -> tuple[str, str]:
     """(the examiner key's fingerprint, how far its checkpoints reach), as the certification
     page states them (checked by `casekit verify`)."""
     key = inputs.start.examiner_key

@@ -7,10 +7,10 @@ anything was timestamped or signed, and who operated the run.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from casekit.case import CaseFile
-from casekit.records import AttemptRecord, RunStart
+from casekit.records import AttemptRecord, Checkpoint, RunStart
 from casekit.report import catalogue as C
 from casekit.report.views import KV
 
@@ -28,6 +28,10 @@ class Disclosures:
     rerun: str
     time_source: str
     operator: str
+    anchoring: list[str] = field(default_factory=list)
+    """What signs and timestamps the ledger and this report, as far as the page can know:
+    the examiner key (from the ledger), the checkpoints' RFC 3161 tokens (from the ledger), and
+    whether ``casekit report`` applies a timestamp or a signature once the PDF is written."""
 
 
 def _runtime(m_id: str, identity: dict[str, object], versions: dict[str, str | None]) -> KV:
@@ -41,16 +45,41 @@ def _runtime(m_id: str, identity: dict[str, object], versions: dict[str, str | N
     return KV(m_id, value, note)
 
 
+def anchoring_lines(anchor: tuple[str, str], checkpoints: list[Checkpoint],
+                    timestamp_tsa: str | None, sign: bool) -> list[str]:
+    """The signing and timestamping of the ledger and of this report, said as the page can
+    know it at render time."""
+    fp, anchored = anchor
+    signed = bool(checkpoints) and fp not in (C.ANCHOR_NO_KEY, "")
+    lines = [C.DISCLOSE_ANCHOR.format(fp=fp, anchored=anchored) if signed
+             else C.DISCLOSE_NO_ANCHOR.format(anchored=anchored if fp != C.ANCHOR_NO_KEY
+                                              else fp)]
+    stamped = [c for c in checkpoints if c.timestamp]
+    failed = sum(1 for c in checkpoints if c.timestamp_error)
+    if stamped:
+        lines.append(C.DISCLOSE_RUN_TSA.format(
+            stamped=f"{len(stamped):,}", checkpoints=f"{len(checkpoints):,}",
+            tsa=stamped[-1].tsa or C.NOT_RECORDED,
+            errors=C.DISCLOSE_RUN_TSA_ERRORS.format(n=f"{failed:,}") if failed else ""))
+    else:
+        lines.append(C.DISCLOSE_NO_RUN_TSA)
+    lines.append(C.DISCLOSE_REPORT_TSA.format(tsa=timestamp_tsa) if timestamp_tsa
+                 else C.DISCLOSE_NO_REPORT_TSA)
+    lines.append(C.DISCLOSE_REPORT_SIGN if sign else C.DISCLOSE_NO_REPORT_SIGN)
+    return lines
+
+
 def build_disclosures(case: CaseFile, st: RunStart, attempts: dict[int, AttemptRecord],
-                      rerun: bool, signed: bool) -> Disclosures:
+                      rerun: bool, anchor: tuple[str, str] = ("", ""),
+                      checkpoints: list[Checkpoint] | None = None,
+                      timestamp_tsa: str | None = None, sign: bool = False) -> Disclosures:
     runtimes = [_runtime(m.model_id, m.identity, st.versions) for m in st.models
                 if m.provider == "local"]
     server_dates = sum(1 for r in attempts.values()
                        if r.result is not None and r.result.server_date)
     time_source = C.DISCLOSE_TIME.format(
         server=C.DISCLOSE_SERVER_DATES.format(n=f"{server_dates:,}") if server_dates
-        else C.DISCLOSE_NO_SERVER_DATES,
-        signed=C.DISCLOSE_SIGNED if signed else C.DISCLOSE_NOT_SIGNED)
+        else C.DISCLOSE_NO_SERVER_DATES)
     account = st.host.get("user", "")
     host = st.host.get("hostname", "")
     operator = (C.DISCLOSE_OPERATOR.format(operator=case.case.operator, account=account,
@@ -64,4 +93,5 @@ def build_disclosures(case: CaseFile, st: RunStart, attempts: dict[int, AttemptR
     else:
         rerun_text = C.DISCLOSE_NO_RERUN
     return Disclosures(runtimes=runtimes, rerun=rerun_text, time_source=time_source,
-                       operator=operator)
+                       operator=operator,
+                       anchoring=anchoring_lines(anchor, checkpoints or [], timestamp_tsa, sign))

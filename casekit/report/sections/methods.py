@@ -1,5 +1,6 @@
 """Methods (partials/methods.html.j2): profiles, thresholds, definitions, strategies and
-decoding, as the findings and the case file state them.
+decoding, as the findings and the case file state them, and the matcher's recall and precision
+on passages planted in the run's works (casekit.analysis.validation, measured at report time).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from casekit.analysis.findings import Findings
 from casekit.analysis.registry import measure_by_name
 from casekit.analysis.taxonomy import CATEGORY_TEXT
+from casekit.analysis.validation import EDIT_EVERY, FILLER_WORDS, PASSAGES, Validation
 from casekit.case import CaseFile
 from casekit.records import RunStart
 from casekit.report import catalogue as C
@@ -52,6 +54,11 @@ class Methods:
     imported: list[KV] = field(default_factory=list)
     """What is known of how imported outputs were obtained, per kind (empty: none)."""
     imported_intro: str = ""
+    validation: list[KV] = field(default_factory=list)
+    """The matcher's recall and precision on passages planted in each work (report time)."""
+    validation_procedure: str = ""
+    validation_result: str = ""
+    validation_limits: str = ""
 
 
 def _strategy_info(name: str) -> tuple[str, str]:
@@ -77,7 +84,9 @@ def definition_label(key: str) -> str:
 
 
 def build_methods(f: Findings, case: CaseFile, start: RunStart,
-                  imported: ImportedSummary | None = None) -> Methods:
+                  imported: ImportedSummary | None = None,
+                  validation: Validation | None = None,
+                  units: dict[str, str] | None = None) -> Methods:
     """Profiles, thresholds, definitions, strategies and decoding as the run used them, and
     what is known of how imported outputs were obtained."""
     profiles = []
@@ -137,8 +146,46 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart,
         unit=b.unit, min_span=f"{b.min_span:,}", block=f"{b.substantial_portion_min_words:,}",
         spans=b.profiles.get("spans", DASH), bmc=b.profiles.get("bmc", DASH)))
         for wid, b in sorted(f.works.items())]
+    v_rows, v_procedure, v_result = (validation_views(validation, f.thresholds.near_exact,
+                                                      units or {})
+                                     if validation is not None else ([], "", ""))
     return Methods(profiles=profiles, thresholds=thresholds, definitions=definitions,
                    categories=categories, strategies=strategies, decoding=decoding,
                    legal_defaults=legal, legal_note=legal_note, work_bases=work_bases,
                    imported=imported.rows if imported else [],
-                   imported_intro=C.IMPORTED_INTRO if imported and imported.rows else "")
+                   imported_intro=C.IMPORTED_INTRO if imported and imported.rows else "",
+                   validation=v_rows, validation_procedure=v_procedure,
+                   validation_result=v_result,
+                   validation_limits=C.VALIDATION_LIMITS if validation is not None else "")
+
+
+def _ratio(k: int, n: int) -> str:
+    return fmt_pct(k / n) if n else DASH
+
+
+def validation_views(v: Validation, near_exact: float,
+                     units: dict[str, str]) -> tuple[list[KV], str, str]:
+    """(a row per work, the procedure, the overall result) of the matcher's validation."""
+    rows = []
+    for w in v.works:
+        unit = units.get(w.work_id, "words")
+        if not w.planted:
+            rows.append(KV(w.work_id, C.VALIDATION_SKIPPED.format(min_span=w.min_span,
+                                                                   unit=unit)))
+            continue
+        rows.append(KV(w.work_id, C.VALIDATION_ROW.format(
+            found=w.found, planted=w.planted, recall=_ratio(w.found, w.planted),
+            true=w.true_spans, spans=w.spans, precision=_ratio(w.true_spans, w.spans)),
+            C.VALIDATION_ROW_NOTE.format(lo=w.shortest, hi=w.longest, words=f"{w.words:,}",
+                                         edits=f"{w.edits:,}", min_span=w.min_span,
+                                         unit=unit)))
+    planted = [w for w in v.works if w.planted]
+    procedure = C.VALIDATION_PROCEDURE.format(
+        per_work=PASSAGES, planted=f"{v.planted:,}", near_exact=f"{near_exact:g}",
+        lo=min((w.shortest for w in planted), default=0),
+        hi=max((w.longest for w in planted), default=0), seed=v.seed, every=EDIT_EVERY,
+        f_lo=FILLER_WORDS[0], f_hi=FILLER_WORDS[1])
+    result = C.VALIDATION_RESULT.format(
+        found=f"{v.found:,}", planted=f"{v.planted:,}", recall=_ratio(v.found, v.planted),
+        true=f"{v.true_spans:,}", spans=f"{v.spans:,}", precision=_ratio(v.true_spans, v.spans))
+    return rows, procedure, result
