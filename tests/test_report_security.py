@@ -353,7 +353,8 @@ def test_pdf_opens_and_long_token_wraps(rendered: Rendered) -> None:
     assert len(reader.pages) > 40
     boxes = {(round(float(p.mediabox.width)), round(float(p.mediabox.height)))
              for p in reader.pages}
-    assert len(boxes) == 1  # nothing widened a page
+    # Nothing widened a page: A4, portrait or (the sample of attempts, issue 16) landscape.
+    assert boxes <= {(595, 842), (842, 595)}
     joined = re.sub(r'</div>\n?<div class="text chunk">', "", rendered.html)
     assert TOKEN in joined  # whole in the appendix (split into blocks for layout only)
     # The token exceeds an exhibit column: shown in part there, whole in the appendix, and the
