@@ -156,7 +156,7 @@ def load_or_create_key(path: Path | None = None) -> SigningKey:
 
 Timestamper = Callable[[bytes], bytes]
 """Asks a TSA for an RFC 3161 token over SHA-256(data); the DER TimeStampResp (raises
-CasekitError). The command line makes one from casekit.report.sign.request_timestamp."""
+CasekitError). The command line makes one from casekit.tsa.request_timestamp."""
 TokenChecker = Callable[[bytes, bytes], Any]
 """(token, data) -> casekit.report.sign.TokenCheck-like verdict (``ok``, ``detail``,
 ``trusted``, ``gen_time``)."""
@@ -202,10 +202,10 @@ class Anchor:
 
 
 def http_timestamper(url: str, timeout: float = 30.0) -> Timestamper:
-    """RFC 3161 tokens from the TSA at ``url`` (casekit.report.sign.request_timestamp)."""
+    """RFC 3161 tokens from the TSA at ``url`` (casekit.tsa.request_timestamp)."""
 
     def stamp(data: bytes) -> bytes:
-        from casekit.report.sign import request_timestamp
+        from casekit.tsa import request_timestamp
 
         return request_timestamp(data, url, timeout=timeout).response
 
@@ -227,7 +227,7 @@ def make_anchor(run_dir: Path, *, key_path: Path | None = None,
                           "handed over with the ledger; keep it elsewhere (--examiner-key, "
                           f"${KEY_ENV})")
     if tsa_url:
-        from casekit.case import check_base_url
+        from casekit.urls import check_base_url
 
         try:
             check_base_url(tsa_url, what="the timestamp authority's address",

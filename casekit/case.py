@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import re
-import urllib.parse
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +36,7 @@ from casekit.case_yaml import (  # noqa: F401 - re-exported: callers import them
     read_regular_file,
 )
 from casekit.errors import CaseError, CasekitError
+from casekit.urls import check_base_url  # noqa: F401 - re-exported for callers
 from casekit.visible import visible
 
 log = logging.getLogger(__name__)
@@ -265,32 +265,6 @@ class ModelSpec(UserModel):
         if v is not None:
             check_base_url(v)
         return v
-
-
-def check_base_url(url: str, *, what: str = "the server's address",
-                   example: str = "e.g. http://127.0.0.1:8000/v1",
-                   credentials: str = "put the key in the environment variable named by "
-                                      "api_key_env") -> None:
-    """Refuse an endpoint that is not plain http(s) or that carries credentials (a password in
-    a URL would be recorded in run_start and printed in the report). The message never repeats
-    the URL (it may hold a secret)."""
-    example = f"{what}, {example}"
-    if any(c.isspace() or not c.isprintable() for c in url):
-        raise ValueError(f"must not contain spaces or control characters; write {example}")
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"is not a valid URL; write {example}") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        scheme = visible(parts.scheme[:20]) if parts.scheme else "none"
-        raise ValueError(f"must be an http:// or https:// URL (scheme here: {scheme}); write "
-                         f"{example}")
-    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
-        raise ValueError("must not hold a user name or password (they would be recorded "
-                         f"with the URL); remove them and {credentials}")
-    if not parts.hostname:
-        raise ValueError(f"names no host; write {example}")
 
 
 class AnchoringSpec(UserModel):
