@@ -251,7 +251,10 @@ _CHILD = textwrap.dedent("""\
     from casekit.analysis.analyze import analyze_run
     run_dir = Path(sys.argv[1])
     analyze_run(run_dir)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # VmHWM (this process's own peak): ru_maxrss carries the forking pytest worker's peak
+    # over the exec, so a worker grown by earlier tests failed this test with 1,651 MB.
+    hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+    print(hwm.split()[1])
     """)
 
 
