@@ -227,14 +227,12 @@ def make_anchor(run_dir: Path, *, key_path: Path | None = None,
                           "handed over with the ledger; keep it elsewhere (--examiner-key, "
                           f"${KEY_ENV})")
     if tsa_url:
-        from casekit.urls import check_base_url
+        from casekit.tsa import SignError, check_tsa_url
 
         try:
-            check_base_url(tsa_url, what="the timestamp authority's address",
-                           example="e.g. https://freetsa.org/tsr",
-                           credentials="use a TSA that needs no credentials in its URL")
-        except ValueError as exc:
-            raise AnchorError(f"--tsa: {exc}") from None
+            check_tsa_url(tsa_url)
+        except SignError as exc:
+            raise AnchorError(str(exc)) from None
     if tsa_url and timestamper is None:
         timestamper = http_timestamper(tsa_url)
     return Anchor(key=key, every=every, tsa_url=tsa_url or None, timestamper=timestamper)

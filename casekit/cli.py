@@ -276,6 +276,10 @@ def report(run_dir: Path, template_dir: Path | None, attach_works: bool, tsa_url
         from casekit.report.sign import password_from_env
 
         password = password_from_env(sign_password_env)  # fail before the work, not after
+    if tsa_url:
+        from casekit.tsa import check_tsa_url
+
+        check_tsa_url(tsa_url)  # before rendering: an ftp:// TSA failed only after it
     # The Disclosures page states what will be applied once the PDF is written.
     pdf = _report(run_dir, template_dir, attach_works, timestamp_tsa=tsa_url,
                   sign=sign_key is not None)

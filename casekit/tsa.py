@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from casekit.errors import CasekitError
+from casekit.urls import check_base_url
 
 TSR_MEDIA_TYPE = "application/timestamp-reply"
 SHA256_OID = "2.16.840.1.101.3.4.2.1"
@@ -100,3 +101,14 @@ def check_timestamp_response(raw: bytes, data: bytes, nonce: int | None, *,
         raise SignError(f"timestamp authority {source} answered with another nonce "
                         f"({info.nonce}, we sent {nonce}); not embedding it")
     return Timestamp(response=raw, gen_time=info.gen_time, serial_number=info.serial_number)
+
+
+def check_tsa_url(url: str) -> None:
+    """Refuse a TSA address that is not plain http(s) or that holds credentials, before
+    anything is written or rendered (the message never repeats the URL)."""
+    try:
+        check_base_url(url, what="the timestamp authority's address",
+                       example="e.g. https://freetsa.org/tsr",
+                       credentials="use a TSA that needs no credentials in its URL")
+    except ValueError as exc:
+        raise SignError(f"--tsa: {exc}") from None

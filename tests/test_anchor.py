@@ -175,3 +175,23 @@ def test_a_bad_tsa_url_on_the_command_line_is_refused_before_the_run(
     assert res.exit_code == 2 and f"error: --tsa: {said}" in res.output, res.output
     assert "secret" not in res.output
     assert not list(case_dir.rglob(LEDGER_NAME))
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("ftp://tsa.example/tsr", "must be an http:// or https:// URL"),
+    ("https://user:secret@tsa.example/tsr", "must not hold a user name or password"),
+])
+def test_a_bad_tsa_url_is_refused_before_the_report_is_rendered(
+        tmp_path: Path, url: str, said: str) -> None:
+    """`casekit report --tsa` checks the address as run and import do, before any rendering
+    (it used to render the whole report, then fail to reach an ftp:// authority)."""
+    from click.testing import CliRunner
+
+    from casekit.cli import cli
+
+    run_dir = tmp_path / "no-such-run"
+    run_dir.mkdir()
+    res = CliRunner().invoke(cli, ["report", str(run_dir), "--tsa", url])
+    assert res.exit_code == 2 and f"error: --tsa: {said}" in res.output, res.output
+    assert "secret" not in res.output
+    assert list(run_dir.iterdir()) == []
