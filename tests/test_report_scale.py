@@ -87,7 +87,7 @@ STRATEGIES = (("benign_prompts", 0, "benign", "chat"),
 CYCLE = 8
 REFUSAL = "I'm sorry, I can't reproduce copyrighted text."
 T0 = "2026-02-03T10:00:00.000000Z"
-SMALL, LARGE = 8, 160  # attempts per model x work x strategy: 64 and 1,280 in all
+SMALL, LARGE = 40, 160  # attempts per model x work x strategy: 320 and 1,280 in all
 
 
 @dataclass
@@ -211,7 +211,7 @@ def _strata(f: Findings) -> Counter[tuple[str, str, str, str]]:
 
 def test_the_two_runs_have_the_same_shape(small: Run, large: Run) -> None:
     """Not vacuous: 20 times the attempts, the same strata (every outcome in each cell)."""
-    assert len(small.findings.attempts) == 2 * 2 * 2 * SMALL == 64
+    assert len(small.findings.attempts) == 2 * 2 * 2 * SMALL == 320
     assert len(large.findings.attempts) == 2 * 2 * 2 * LARGE == 1280
     assert set(_strata(small.findings)) == set(_strata(large.findings))
     outcomes = {k[3] for k in _strata(large.findings)}
@@ -224,15 +224,15 @@ def test_page_count_follows_the_shape_not_the_attempts(small: Run, large: Run) -
     from casekit.report.sections.reliability import RELIABILITY_ERRORS_PER_MODEL
 
     n_small, n_large = len(small.texts), len(large.texts)
-    # The only lists that still differ are capped: the sample (at most 5 per stratum; the
-    # small run's strata hold 1 to 3) and the attempts that ended in an error (all 8 listed
-    # vs the first RELIABILITY_ERRORS_PER_MODEL of each model's 80). Before the sample, the
-    # table of every attempt took a page per 40 or so attempts: 30 more pages here.
-    assert RELIABILITY_ERRORS_PER_MODEL < 80
-    # What else grows is bounded by the works, not the attempts: the reconstruction exhibit
-    # shows each model's longest block whole (here the small run's is part of Letter I, the
-    # large run's all of it) with the fewest attempts that cover it, not every one that does.
-    assert abs(n_large - n_small) <= 4, (n_small, n_large)
+    # Both runs fill every list the report caps: each stratum has at least the 5 sampled
+    # attempts, each model more errors than RELIABILITY_ERRORS_PER_MODEL, and each model's
+    # longest block is exhibited with the fewest attempts that cover it (not all of the 120
+    # that overlap it in the large run). So four times the attempts, the same pages. Before
+    # the sample, the table of every attempt took a page per 40 or so attempts (24 more
+    # pages here); before the block cover, the large run's block exhibit took 28 pages.
+    assert min(_strata(small.findings).values()) >= 5
+    assert RELIABILITY_ERRORS_PER_MODEL < 40
+    assert abs(n_large - n_small) <= 2, (n_small, n_large)
     # Every page reads back as text (a glyph drawn for a line break once turned the body
     # font's text map into NUL-interleaved text on every page).
     assert not any("\x00" in t for t in small.texts + large.texts)
