@@ -71,6 +71,7 @@ class Contributor:
     seq: str
     record_hash: str
     strategy: str
+    intent: str
     kind: str
     covers: str
     """Work words of the block this attempt covers."""
@@ -256,7 +257,7 @@ def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
         pos = covered_positions(x, toks)
         contributors.append(Contributor(
             n=n, tag=f"[{n}]", attempt_id=aid, seq=str(x.seq), record_hash=x.record_hash,
-            strategy=f"{x.strategy_key} ({x.intent})", kind=kind,
+            strategy=x.strategy_key, intent=x.intent, kind=kind,
             covers="; ".join(f"{a:,}\u2013{b:,}" for a, b in runs),
             block_words=int(len(inside)), longest_in_block=longest_in,
             longest_span=(f"{x.longest_words:,}" if x.teacher_forced is None
