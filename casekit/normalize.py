@@ -495,6 +495,15 @@ _FastRuns = tuple[np.ndarray, np.ndarray, dict[int, str]]
 """Kept tokens' raw starts and ends, and the words of tokens joined across a line break."""
 
 
+def _nonascii_fast_ok(raw: str, profile: str) -> bool:
+    """Whether a text's non-ASCII characters allow the fast paths: under the raw-text profile
+    none is a word character; under the light profiles every one is inert."""
+    odd = set(_NONASCII_RE.findall(raw))
+    if profile == "words":
+        return not any(_is_word_char(c) for c in odd)
+    return all(_inert(c) for c in odd)
+
+
 def _fast_word_runs(raw: str, profile: str) -> _FastRuns | None:
     """The kept tokens under ``words`` or ``light-words`` when the fast path applies (see
     above), else None. Light normalization's italics become non-word characters (removing them
@@ -503,12 +512,7 @@ def _fast_word_runs(raw: str, profile: str) -> _FastRuns | None:
     if raw.isascii():
         cps = np.frombuffer(raw.encode("ascii"), dtype=np.uint8)
     else:
-        odd = set(_NONASCII_RE.findall(raw))
-        if profile == "words":
-            # Raw-text profile: only non-ASCII word characters matter.
-            if any(_is_word_char(c) for c in odd):
-                return None
-        elif not all(_inert(c) for c in odd):
+        if not _nonascii_fast_ok(raw, profile):
             return None
         cps = _codepoints(raw)
     ascii_ = cps < 128
@@ -582,13 +586,8 @@ def _plain_tokens(raw: str, profile: str,
     runs of ASCII letters and digits, lowercased: the same tokens, without the array passes."""
     if "_" in raw:
         return None
-    if not raw.isascii():
-        odd = set(_NONASCII_RE.findall(raw))
-        if profile == "words":
-            if any(_is_word_char(c) for c in odd):
-                return None
-        elif not all(_inert(c) for c in odd):
-            return None
+    if not raw.isascii() and not _nonascii_fast_ok(raw, profile):
+        return None
     if profile == "light-words" and "\n" in raw and "-" in raw:
         n = len(raw)
         for m in _HYPHEN_BREAK_RE.finditer(raw):
