@@ -172,7 +172,9 @@ def _refused(tmp_path: Path, name: str, data: bytes) -> str:
     return lines[0]
 
 
-def test_drm_epub_is_refused(tmp_path: Path) -> None:
+def drm_epub(tmp_path: Path) -> bytes:
+    """An EPUB whose content is AES-encrypted (META-INF/encryption.xml), built at
+    tmp_path/x.epub first."""
     good = make_epub(tmp_path / "x.epub", [("One", CH1)]).read_bytes()
     buf = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(good)) as src, zipfile.ZipFile(buf, "w") as dst:
@@ -183,8 +185,13 @@ def test_drm_epub_is_refused(tmp_path: Path) -> None:
                      '<EncryptedData xmlns="http://www.w3.org/2001/04/xmlenc#"><EncryptionMethod '
                      'Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>'
                      '</EncryptedData></encryption>')
+    return buf.getvalue()
+
+
+def test_drm_epub_is_refused(tmp_path: Path) -> None:
+    data = drm_epub(tmp_path)
     (tmp_path / "x.epub").unlink()
-    line = _refused(tmp_path, "drm.epub", buf.getvalue())
+    line = _refused(tmp_path, "drm.epub", data)
     assert "drm.epub is DRM-protected" in line and "unprotected copy" in line
 
 
@@ -311,16 +318,7 @@ def test_bad_work_files_of_an_evidence_only_case_record_nothing_on_import(
     from tests.conftest import CONTROL
 
     if kind == "drm.epub":
-        good = make_epub(tmp_path / "x.epub", [("One", CH1)]).read_bytes()
-        buf = io.BytesIO()
-        with zipfile.ZipFile(io.BytesIO(good)) as src, zipfile.ZipFile(buf, "w") as dst:
-            for item in src.infolist():
-                dst.writestr(item, src.read(item))
-            dst.writestr("META-INF/encryption.xml",
-                         '<encryption><EncryptedData xmlns="http://www.w3.org/2001/04/xmlenc#">'
-                         '<EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#'
-                         'aes128-cbc"/></EncryptedData></encryption>')
-        data = buf.getvalue()
+        data = drm_epub(tmp_path)
     elif kind == "broken.docx":
         data = make_docx(tmp_path / "x.docx", [CH1]).read_bytes()
         data = data[: len(data) // 2]
