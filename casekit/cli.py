@@ -89,6 +89,31 @@ def _load_plugins() -> None:
             sys.exit(2)
 
 
+def anchoring_options(command: str) -> Callable[[F], F]:
+    """The options that anchor the records a command writes (``casekit run`` and ``casekit
+    import``): the examiner key that signs checkpoints, how often, and the timestamp
+    authority that stamps them (docs/anchoring.md)."""
+    key_help = ("The examiner's Ed25519 signing key, made on first use" if command == "run" else
+                "The examiner's Ed25519 signing key that started the run")
+    stop = "the run stops" if command == "run" else "the import ends"
+
+    def apply(f: F) -> F:
+        f = click.option(
+            "--tsa", "tsa_url", default=None, metavar="URL", envvar="CASEKIT_TSA",
+            help="RFC 3161 timestamp authority: timestamp every checkpoint (default: "
+                 "$CASEKIT_TSA, else the case's anchoring.tsa).")(f)
+        f = click.option(
+            "--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True,
+            help=f"Records between signed checkpoints (one is also written when {stop}).")(f)
+        return click.option(
+            "--examiner-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+            metavar="KEY.pem", help=f"{key_help} (default: $CASEKIT_EXAMINER_KEY, else "
+            "$CASEKIT_HOME or ~/.config/casekit/examiner_ed25519.pem). It signs the "
+            "checkpoints of the records; keep it out of the run folder.")(f)
+
+    return apply
+
+
 @cli.command()
 @click.argument("case_path", type=click.Path(dir_okay=False, path_type=Path))
 @user_errors
@@ -160,17 +185,7 @@ def _run(case_path: Path, run_dir: Path | None, batch: bool = False,
 @click.option("--max-wait", type=click.FloatRange(min=0.0), default=None,
               help="Seconds to wait for batches before leaving them for a later run "
                    "(default 26 h; 0 submits and returns at once).")
-@click.option("--examiner-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              metavar="KEY.pem", help="The examiner's Ed25519 signing key, made on first use "
-              "(default: $CASEKIT_EXAMINER_KEY, else $CASEKIT_HOME or ~/.config/casekit/"
-              "examiner_ed25519.pem). It signs the ledger's checkpoints; keep it out of the "
-              "run folder.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000,
-              show_default=True, help="Records between signed checkpoints (one is also "
-              "written when the run stops).")
-@click.option("--tsa", "tsa_url", default=None, metavar="URL", envvar="CASEKIT_TSA",
-              help="RFC 3161 timestamp authority: timestamp every checkpoint during the run "
-                   "(default: $CASEKIT_TSA, else the case's anchoring.tsa).")
+@anchoring_options("run")
 @click.option("--retry-failed", is_flag=True, default=False,
               help="Also send again the attempts whose last try failed with a transient error "
                    "(server down, timeout, rate limit); the failures stay on record and the "
@@ -426,17 +441,7 @@ def export(run_dir: Path, as_csv: bool, out: Path | None) -> None:
 @click.option("--model-id", default=None,
               help="The case's model the outputs are evidence about (for files without a "
                    "model_id column; needed when the case has several models).")
-@click.option("--examiner-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              metavar="KEY.pem", help="The examiner's Ed25519 signing key that signs the "
-              "imported records' checkpoints, as `casekit run` does: the key that started the "
-              "run (default: $CASEKIT_EXAMINER_KEY, else $CASEKIT_HOME or ~/.config/casekit/"
-              "examiner_ed25519.pem).")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000,
-              show_default=True, help="Records between signed checkpoints (one is also "
-              "written when the import ends).")
-@click.option("--tsa", "tsa_url", default=None, metavar="URL", envvar="CASEKIT_TSA",
-              help="RFC 3161 timestamp authority: timestamp every checkpoint (default: "
-                   "$CASEKIT_TSA, else the case's anchoring.tsa).")
+@anchoring_options("import")
 @user_errors
 def import_(target: Path, source: Path, model_id: str | None, examiner_key: Path | None,
             checkpoint_every: int, tsa_url: str | None) -> None:

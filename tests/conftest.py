@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import tests.scripted  # noqa: F401 - registers provider "scripted"
+from tests.golden.make_golden import Rendered
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,3 +126,12 @@ def _examiner_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def golden_demo(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    """The golden demo ledger (a real `casekit demo` run) analyzed and reported once per
+    session, for the tests that read its report (words, legibility)."""
+    from tests.golden.make_golden import render_demo
+
+    return render_demo(tmp_path_factory.mktemp("golden-demo"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.golden.make_golden import DEMO
+from tests.golden.make_golden import DEMO, Rendered
 
 pytestmark = pytest.mark.slow
 
@@ -44,22 +44,13 @@ def _walk(box: object, tables: tuple[str, ...], small: dict[tuple[str, str], flo
 
 
 @pytest.fixture(scope="module")
-def laid(tmp_path_factory: pytest.TempPathFactory) -> Laid:
+def laid(golden_demo: Rendered) -> Laid:
     from pypdf import PdfReader
     from weasyprint import HTML
 
-    from casekit.analysis.analyze import analyze_run, load_findings, write_findings
-    from casekit.analysis.attempt_table import ATTEMPTS_NAME
-    from casekit.report.build import build_report
     from casekit.report.render import SafeFetcher, template_dirs
 
-    run = tmp_path_factory.mktemp("legible") / "run"
-    run.mkdir()
-    (run / "ledger.jsonl").write_bytes((DEMO / "ledger.jsonl").read_bytes())
-    write_findings(run, analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME),
-                   table_written=True)
-    findings = load_findings(run)
-    paths = build_report(run, findings, case_path=DEMO / "case.yaml")
+    findings, paths = golden_demo.findings, golden_demo.paths
     html = paths.html.read_text(encoding="utf-8")
     dirs = template_dirs()
     doc = HTML(string=html, base_url=dirs[0].as_uri() + "/",

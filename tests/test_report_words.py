@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from casekit.analysis.findings import Findings
-from tests.golden.make_golden import DEMO
+from tests.golden.make_golden import DEMO, Rendered
 
 pytestmark = pytest.mark.slow
 
@@ -24,21 +24,11 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+def demo(golden_demo: Rendered) -> Demo:
     from pypdf import PdfReader
 
-    from casekit.analysis.analyze import analyze_run, load_findings, write_findings
-    from casekit.analysis.attempt_table import ATTEMPTS_NAME
-    from casekit.report.build import build_report
-
-    run = tmp_path_factory.mktemp("words") / "run"
-    run.mkdir()
-    (run / "ledger.jsonl").write_bytes((DEMO / "ledger.jsonl").read_bytes())
-    write_findings(run, analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME),
-                   table_written=True)
-    findings = load_findings(run)
-    paths = build_report(run, findings, case_path=DEMO / "case.yaml")
-    return Demo(findings, paths.html.read_text(encoding="utf-8"),
+    paths = golden_demo.paths
+    return Demo(golden_demo.findings, paths.html.read_text(encoding="utf-8"),
                 [p.extract_text() for p in PdfReader(paths.pdf).pages])
 
 

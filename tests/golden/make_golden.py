@@ -13,17 +13,32 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from casekit.analysis.findings import Findings
+    from casekit.report.build import ReportPaths
 
 HERE = Path(__file__).resolve().parent
 DEMO = HERE / "demo"
 
 
-def render(workdir: Path) -> tuple[bytes, list[str]]:
-    """(findings.json bytes, the text of each PDF page) of the golden ledger, analyzed and
-    reported in ``workdir`` exactly as `casekit analyze` and `casekit report` do."""
-    from pypdf import PdfReader
+@dataclass
+class Rendered:
+    """The golden ledger analyzed and reported in a run folder."""
 
+    run: Path
+    findings: Findings
+    """With the per-attempt rows of attempts.parquet."""
+    findings_json: bytes
+    paths: ReportPaths
+
+
+def render_demo(workdir: Path) -> Rendered:
+    """The golden ledger analyzed and reported in ``workdir/run`` exactly as `casekit
+    analyze` and `casekit report` do."""
     from casekit.analysis.analyze import analyze_run, findings_bytes, load_findings, write_findings
     from casekit.analysis.attempt_table import ATTEMPTS_NAME
     from casekit.report.build import build_report
@@ -35,11 +50,17 @@ def render(workdir: Path) -> tuple[bytes, list[str]]:
     path = write_findings(run, analyze_run(run, case, table=run / ATTEMPTS_NAME),
                           table_written=True)
     data = path.read_bytes()
-    findings = load_findings(run)  # with the per-attempt rows of attempts.parquet
+    findings = load_findings(run)
     assert findings_bytes(findings) == data, "findings.json does not round-trip"
-    paths = build_report(run, findings, case_path=case)
-    pages = [p.extract_text() for p in PdfReader(paths.pdf).pages]
-    return data, pages
+    return Rendered(run, findings, data, build_report(run, findings, case_path=case))
+
+
+def render(workdir: Path) -> tuple[bytes, list[str]]:
+    """(findings.json bytes, the text of each PDF page) of the golden ledger."""
+    from pypdf import PdfReader
+
+    done = render_demo(workdir)
+    return done.findings_json, [p.extract_text() for p in PdfReader(done.paths.pdf).pages]
 
 
 def main() -> int:
