@@ -570,9 +570,6 @@ def _fast_word_runs(raw: str, profile: str) -> _FastRuns | None:
     return starts.astype(np.int64, copy=False), ends.astype(np.int64, copy=False), joined
 
 
-_ALNUM_RUN_RE = re.compile(r"[A-Za-z0-9]+")
-
-
 def _ascii_word_at(raw: str, i: int) -> bool:
     c = raw[i]
     return c.isascii() and (c.isalnum() or c == "_")
@@ -594,16 +591,48 @@ def _plain_tokens(raw: str, profile: str,
             a, b = m.start(), m.end()
             if a > 0 and b < n and _ascii_word_at(raw, a - 1) and _ascii_word_at(raw, b):
                 return None  # a join: the general fast path merges the two runs
-    found = list(_ALNUM_RUN_RE.finditer(raw))
-    n = len(found)
-    starts = np.fromiter((m.start() for m in found), dtype=np.int64, count=n)
-    ends = np.fromiter((m.end() for m in found), dtype=np.int64, count=n)
-    words = [m.group().lower() for m in found]
+    if len(exclude) or len(raw) > _CACHE_MAX_CHARS:
+        words, starts, ends = _alnum_runs(raw)
+    else:
+        # The runs do not depend on the profile: an output is tokenized under both word
+        # profiles one after the other, and the second call finds the first's runs here
+        # (read-only arrays, as the token cache keeps them; the list is the caller's own).
+        words, starts, ends = _alnum_runs_cached(raw)
+        words = list(words)
     if len(exclude):
         ok = ~intersecting(starts, ends, exclude)
         starts, ends = starts[ok], ends[ok]
         words = [w for w, k in zip(words, ok.tolist(), strict=True) if k]
     return Tokens(words=words, starts=starts, ends=ends, profile=profile)
+
+
+_ALNUM_SPLIT_RE = re.compile(r"([A-Za-z0-9]+)")
+
+
+def _alnum_runs(raw: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The maximal runs of ASCII letters and digits of ``raw``, lowercased, with their
+    character ranges: one ``re.split`` (gaps and runs alternate in its result), the ranges
+    from the cumulated part lengths: no Python step per token (tests/test_normalize.py
+    compares the result with the general tokenizer's)."""
+    ascii_text = raw.isascii()
+    # Lowercasing ASCII keeps every length, so the whole text is lowered at once; a
+    # non-ASCII text is split as written (lowering it could change lengths), its runs lowered.
+    parts = _ALNUM_SPLIT_RE.split(raw.lower() if ascii_text else raw)
+    words = parts[1::2]
+    if not ascii_text:
+        words = [w.lower() for w in words]
+    ends_all = np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)))
+    starts = ends_all[0:-1:2].copy()  # a run starts where the gap before it ends
+    ends = ends_all[1::2].copy()
+    return words, starts, ends
+
+
+@functools.lru_cache(maxsize=16)
+def _alnum_runs_cached(raw: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    words, starts, ends = _alnum_runs(raw)
+    starts.setflags(write=False)
+    ends.setflags(write=False)
+    return words, starts, ends
 
 
 def _fast_tokens(raw: str, profile: str, runs: _FastRuns,

@@ -438,3 +438,14 @@ def test_cheap_check_takes_ordinary_records_and_declines_integral_floats() -> No
     for form in (b"1.0", b"-0.0", b"1e+16", b"12345678901234567"):
         forged = line.replace(b'"p":0.25', b'"p":' + form)
         assert _fast_hash(orjson.loads(forged), forged) is None, form
+    # The integer domain's edge (orjson's OPT_STRICT_INTEGER against the reference): the
+    # largest safe integer is taken with the reference's hash, the next one is declined.
+    for value, taken in ((2**53 - 1, True), (-(2**53 - 1), True), (2**53, False),
+                         (-(2**53), False)):
+        body = {"seq": 3, "n": value}
+        line = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        got = _fast_hash(orjson.loads(line), line)
+        if taken:
+            assert got == _canonical_with_hash(body)[0]
+        else:
+            assert got is None
