@@ -638,8 +638,13 @@ def _alnum_runs_cached(raw: str) -> tuple[list[str], np.ndarray, np.ndarray]:
 def _fast_tokens(raw: str, profile: str, runs: _FastRuns,
                  exclude: Sequence[tuple[int, int]]) -> Tokens:
     starts, ends, joined = runs
-    words = [joined[i].lower() if i in joined else raw[a:b].lower()
-             for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True))]
+    # An ASCII text is lowered whole (lengths kept) and sliced; the joined words replaced.
+    text = raw.lower() if raw.isascii() else raw
+    words = [text[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    if text is raw:
+        words = [w.lower() for w in words]
+    for i, w in joined.items():
+        words[i] = w.lower()
     if len(exclude):
         ok = ~intersecting(starts, ends, exclude)
         starts, ends = starts[ok], ends[ok]

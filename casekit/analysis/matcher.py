@@ -501,6 +501,10 @@ def _drop_isolated_duplicates(mems: np.ndarray, max_gap: int) -> np.ndarray:
     if m < 2:
         return mems
     os_, oe, ws = mems[:, 0], mems[:, 1], mems[:, 2]
+    # Only MEMs sharing an output range can be dropped: when no two do (most outputs), the
+    # neighbour search below is skipped (it costs ~17 numpy passes).
+    if (os_[1:] != os_[:-1]).all() or len(np.unique(os_ * (int(oe.max()) + 1) + oe)) == m:
+        return mems
     diag = ws - os_
     # Per diagonal the MEMs are disjoint, so sorted by out_start they are sorted by out_end:
     # one int64 key (diagonal, out_end) finds, on any diagonal, the first MEM ending at or
