@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import rfc8785
@@ -218,6 +218,112 @@ def iter_records(path: Path) -> Iterator[LedgerRecord]:
         yield record
 
 
+class CheckedLine(NamedTuple):
+    """What checking one ledger line on its own found (:func:`check_line`): everything but
+    the checks that need the lines before it (the ``prev_hash`` link and the sequence
+    number), which :class:`ChainCursor` makes in ledger order. Small and picklable: analysis
+    workers check the lines of their batches and send this back."""
+
+    seq: int | None
+    prev_hash: Any
+    """The line's ``prev_hash`` member as recorded."""
+    hash: str | None
+    """The hash of the line's content (None when it could not be computed)."""
+    first: str | None
+    """A problem found before the link check (not JSON, not an object)."""
+    torn: bool
+    content: str | None
+    """A problem found after the link check: hash mismatch, canonical form."""
+    schema: str | None
+    """The schema's complaint, if the record does not match it."""
+
+
+def check_line(raw: bytes, terminated: bool, *, validate: bool = True,
+               ) -> tuple[CheckedLine, LedgerRecord | None]:
+    """One line checked on its own (parsed once by orjson, canonicalized once, validated once
+    when ``validate``): the findings, and the record when it matched the schema."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if not terminated:
+            return CheckedLine(None, None, None, "torn last line (incomplete write); `casekit "
+                               "run` moves it aside", True, None, None), None
+        return CheckedLine(None, None, None, "not valid JSON", False, None, None), None
+    if not isinstance(payload, dict):
+        return CheckedLine(None, None, None, "not a JSON object", False, None, None), None
+    seq = payload.get("seq") if isinstance(payload.get("seq"), int) else None
+    prev_hash = payload.get("prev_hash")
+    fast = _fast_hash(payload, raw)
+    if fast is not None:
+        expect, line = fast, raw
+    else:
+        try:
+            expect, line = _canonical_with_hash({k: v for k, v in payload.items()
+                                                 if k != "hash"})
+        except (rfc8785.CanonicalizationError, rfc8785.IntegerDomainError) as exc:
+            return CheckedLine(seq, prev_hash, None, None, False,
+                               f"not canonicalizable JSON ({exc})", None), None
+    if payload.get("hash") != expect:
+        return CheckedLine(seq, prev_hash, expect, None, False,
+                           f"hash mismatch: recorded {payload.get('hash')!r}, content hashes "
+                           f"to {expect!r} (the record was edited)", None), None
+    if line != raw:
+        return CheckedLine(seq, prev_hash, expect, None, False, "line is not in canonical "
+                           "JSON form (the file was re-serialized)", None), None
+    record: LedgerRecord | None = None
+    schema: str | None = None
+    if validate:
+        try:
+            record = _ADAPTER.validate_python(payload)
+        except ValidationError as exc:
+            schema = exc.errors()[0]["msg"]
+    return CheckedLine(seq, prev_hash, expect, None, False, None, schema), record
+
+
+class ChainCursor:
+    """The in-order half of the chain check: each line's ``prev_hash`` links to the previous
+    line's hash and its sequence number counts the records; raises :class:`ChainBroken` at
+    the first problem, in :func:`verify_chain`'s order (JSON object, ``prev_hash`` link,
+    hash, canonical form, sequence number, schema)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.prev: str | None = None
+        """The hash of the last record that verified (the chain's head so far)."""
+        self.count = 0
+        """Records that verified so far."""
+
+    def advance(self, lineno: int, c: CheckedLine) -> None:
+        """Take the next line's findings; raises ChainBroken if the line does not verify."""
+        def broken(seq: int | None, reason: str, torn: bool = False) -> ChainBroken:
+            return ChainBroken(self.path, ChainProblem(lineno, seq, reason), self.count,
+                               self.prev, torn)
+
+        if c.first is not None:
+            raise broken(None, c.first, c.torn)
+        if c.prev_hash != self.prev:
+            raise broken(c.seq, f"prev_hash {c.prev_hash!r} does not match the previous "
+                         f"record's hash {self.prev!r} (a record was removed, reordered or "
+                         "inserted)")
+        if c.content is not None:
+            raise broken(c.seq, c.content)
+        if c.seq != self.count:
+            raise broken(c.seq, f"sequence number {c.seq} where {self.count} was expected")
+        if c.schema is not None:
+            raise broken(c.seq, f"record does not match the ledger schema: {c.schema}")
+        self.prev = c.hash
+        self.count += 1
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes without newline, newline-terminated) of every line of a ledger, not
+    checked: for a reader that checks them with :func:`check_line` and :class:`ChainCursor`
+    (the analysis, whose workers check the lines of their batches)."""
+    if not path.exists():
+        raise LedgerError(f"{path}: no ledger here; give the run folder that holds {LEDGER_NAME}")
+    return _iter_lines(path)
+
+
 def iter_verified_lines(path: Path) -> Iterator[tuple[int, bytes, LedgerRecord]]:
     """(line number, the line's bytes, the record) of every record of a ledger, verified as it
     is read, in one streaming pass: each line is
@@ -227,55 +333,13 @@ def iter_verified_lines(path: Path) -> Iterator[tuple[int, bytes, LedgerRecord]]
     on a ledger that fails later either consumes it all first or can undo what it did.
 
     The checks and their order are :func:`verify_chain`'s: JSON object, ``prev_hash`` link,
-    hash, canonical form, sequence number, schema."""
-    if not path.exists():
-        raise LedgerError(f"{path}: no ledger here; give the run folder that holds {LEDGER_NAME}")
-    prev: str | None = None
-    count = 0
-
-    def broken(lineno: int, seq: int | None, reason: str, torn: bool = False) -> ChainBroken:
-        return ChainBroken(path, ChainProblem(lineno, seq, reason), count, prev, torn)
-
-    validate = _ADAPTER.validate_python
-    for lineno, raw, terminated in _iter_lines(path):
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            if not terminated:
-                raise broken(lineno, None, "torn last line (incomplete write); `casekit run` "
-                             "moves it aside", torn=True) from None
-            raise broken(lineno, None, "not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise broken(lineno, None, "not a JSON object")
-        seq = payload.get("seq") if isinstance(payload.get("seq"), int) else None
-        if payload.get("prev_hash") != prev:
-            raise broken(lineno, seq, f"prev_hash {payload.get('prev_hash')!r} does not match "
-                         f"the previous record's hash {prev!r} (a record was removed, "
-                         "reordered or inserted)")
-        fast = _fast_hash(payload, raw)
-        if fast is not None:
-            expect, line = fast, raw
-        else:
-            try:
-                expect, line = _canonical_with_hash({k: v for k, v in payload.items()
-                                                     if k != "hash"})
-            except (rfc8785.CanonicalizationError, rfc8785.IntegerDomainError) as exc:
-                raise broken(lineno, seq, f"not canonicalizable JSON ({exc})") from None
-        if payload.get("hash") != expect:
-            raise broken(lineno, seq, f"hash mismatch: recorded {payload.get('hash')!r}, "
-                         f"content hashes to {expect!r} (the record was edited)")
-        if line != raw:
-            raise broken(lineno, seq, "line is not in canonical JSON form (the file was "
-                         "re-serialized)")
-        if seq != count:
-            raise broken(lineno, seq, f"sequence number {seq} where {count} was expected")
-        try:
-            record = validate(payload)
-        except ValidationError as exc:
-            raise broken(lineno, seq, "record does not match the ledger schema: "
-                         f"{exc.errors()[0]['msg']}") from None
-        prev = expect
-        count += 1
+    hash, canonical form, sequence number, schema (:func:`check_line`, then
+    :class:`ChainCursor`)."""
+    cursor = ChainCursor(path)
+    for lineno, raw, terminated in iter_lines(path):
+        checked, record = check_line(raw, terminated)
+        cursor.advance(lineno, checked)
+        assert record is not None  # advance raised otherwise
         yield lineno, raw, record
 
 

@@ -88,3 +88,44 @@ def test_analyze_cli_takes_workers_and_refuses_zero(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "casekit.cli", "-q", "analyze", str(run),
                         "--workers", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and "--workers" in r.stderr and "Traceback" not in r.stderr
+
+
+def _tampered(tmp: Path, how: str) -> Path:
+    """The demo run with one attempt line damaged: ``edit`` (content changed, hash stale),
+    ``drop`` (a line removed: the next one's prev_hash no longer links), ``torn`` (the ledger
+    ends in half a line)."""
+    import orjson
+
+    run = _run(tmp / how)
+    lines = (run / "ledger.jsonl").read_bytes().split(b"\n")[:-1]
+    i = next(n for n, line in enumerate(lines)
+             if n > 150 and orjson.loads(line)["record_type"] == "attempt")
+    if how == "edit":
+        lines[i] = lines[i].replace(b'"sample":0', b'"sample":9', 1)
+    elif how == "drop":
+        del lines[i]
+    body = b"\n".join(lines) + b"\n"
+    if how == "torn":
+        body += lines[i][:40]
+    (run / "ledger.jsonl").write_bytes(body)
+    return run
+
+
+@pytest.mark.parametrize("how", ["edit", "drop", "torn"])
+def test_workers_refuse_a_damaged_ledger_at_the_same_line_as_one_process(
+        tmp_path: Path, how: str) -> None:
+    # The workers check the lines and the parent makes the in-order checks: the first
+    # problem is named with the same words whatever the worker count, and nothing is written.
+    from casekit.ledger import ChainBroken
+
+    run = _tampered(tmp_path, how)
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(ChainBroken) as info:
+            analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME, workers=workers)
+        errors.append((str(info.value), info.value.records, info.value.head_hash,
+                       info.value.torn_tail))
+        assert not (run / ATTEMPTS_NAME).exists()
+    assert errors[0] == errors[1]
+    assert {"edit": "hash mismatch", "drop": "prev_hash", "torn": "torn last line"}[how] \
+        in errors[0][0]

@@ -63,11 +63,11 @@ from casekit.analysis.metrics import (
     rate_ratio,
     spans_over_threshold,
 )
-from casekit.analysis.parallel import AttemptPool
+from casekit.analysis.parallel import AttemptHead, AttemptPool, Item, attempt_failed
 from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fields
 from casekit.case import CaseFile, LoadedCase, Thresholds
 from casekit.errors import CasekitError
-from casekit.ledger import LEDGER_NAME, iter_verified_lines, superseded_seqs
+from casekit.ledger import LEDGER_NAME, ChainCursor, check_line, iter_lines, superseded_seqs
 from casekit.normalize import Tokens, tokenize
 from casekit.pz import TeacherForced, can_compute, log_p_z
 from casekit.records import AttemptRecord, RunEnd, RunStart, is_imported
@@ -606,8 +606,6 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
     run_ids: set[str] = set()
     imported_ids: set[str] = set()
     last_end: RunEnd | None = None
-    head = ""
-    n_records = 0
     pool: AttemptPool | None = None
 
     def take(x: AttemptAnalysis, row: dict[str, Any] | None, line: bytes | None) -> None:
@@ -626,47 +624,74 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
     # Failed attempts sent again by `casekit run --retry-failed`: the last try is analyzed.
     superseded = superseded_seqs(ledger)
     retried_by: dict[int, str] = {}
+    cursor = ChainCursor(ledger)
+
+    def wanted(seq: int, head: AttemptHead) -> bool:
+        """An attempt record's bookkeeping; whether it is analyzed (its last try)."""
+        attempt_id, strategy, strategy_key, status, retry_of = head
+        (imported_ids if is_imported(strategy, strategy_key) else run_ids).add(attempt_id)
+        if seq in superseded:
+            if status != "error":
+                raise CasekitError(f"{ledger}: record seq {seq} is retried by record seq "
+                                   f"{superseded[seq]}, but it did not fail; the ledger was "
+                                   "not written by casekit")
+            retried_by[superseded[seq]] = attempt_id
+            return False
+        if retry_of is not None and retried_by.pop(seq, None) != attempt_id:
+            raise CasekitError(f"{ledger}: record seq {seq} retries record seq {retry_of}, "
+                               "which is not a failure of the same attempt; the ledger was "
+                               "not written by casekit")
+        return True
+
+    def other(rec: Any) -> None:
+        nonlocal start, an, last_end
+        if isinstance(rec, RunStart):
+            if start is None:
+                start = rec
+                an = _analyzer_for(run_dir, rec, case_path)
+        elif isinstance(rec, RunEnd):
+            last_end = rec
+
+    def item(it: Item) -> None:
+        """One line's result from the workers, in ledger order."""
+        if it[0] == "e":
+            raise attempt_failed(str(ledger), it[1], it[2])
+        cursor.advance(it[1], it[2])
+        if it[0] == "a":
+            if wanted(it[2].seq, it[3]):
+                take(*it[4])
+        else:
+            other(it[3])
+
     try:
-        for lineno, raw, rec in iter_verified_lines(ledger):
-            n_records += 1
-            head = rec.hash or ""
-            if isinstance(rec, RunStart):
-                if start is None:
-                    start = rec
-                    an = _analyzer_for(run_dir, rec, case_path)
-            elif isinstance(rec, AttemptRecord):
+        # The lines up to the run_start are checked here; with workers, the lines after it
+        # are checked (and their attempts analyzed) by the workers.
+        for lineno, raw, terminated in iter_lines(ledger):
+            if pool is not None:
+                for it in pool.put(lineno, raw, terminated):
+                    item(it)
+                continue
+            checked, rec = check_line(raw, terminated)
+            cursor.advance(lineno, checked)
+            if isinstance(rec, AttemptRecord):
                 if an is None:
                     raise CasekitError(f"{run_dir}: the ledger has an attempt (record seq "
                                        f"{rec.seq}) before its run_start record")
                 ra = rec.attempt
-                (imported_ids if is_imported(ra.strategy, ra.strategy_key) else run_ids).add(
-                    ra.id)
-                if rec.seq in superseded:
-                    if rec.status != "error":
-                        raise CasekitError(f"{ledger}: record seq {rec.seq} is retried by "
-                                           f"record seq {superseded[rec.seq]}, but it did not "
-                                           "fail; the ledger was not written by casekit")
-                    retried_by[superseded[rec.seq]] = rec.attempt.id
-                    continue
-                if rec.retry_of is not None and retried_by.pop(rec.seq, None) != rec.attempt.id:
-                    raise CasekitError(f"{ledger}: record seq {rec.seq} retries record seq "
-                                       f"{rec.retry_of}, which is not a failure of the same "
-                                       "attempt; the ledger was not written by casekit")
-                if workers == 1:
+                if wanted(rec.seq, (ra.id, ra.strategy, ra.strategy_key, rec.status,
+                                    rec.retry_of)):
                     take(an.attempt(rec), None, None)
-                    continue
-                if pool is None:
-                    pool = AttemptPool(an, str(ledger), workers)
-                for result in pool.put(lineno, raw):
-                    take(*result)
-            elif isinstance(rec, RunEnd):
-                last_end = rec
+                continue
+            other(rec)
+            if workers > 1 and an is not None:
+                pool = AttemptPool(an, str(ledger), workers, superseded)
         if pool is not None:
-            for result in pool.finish():
-                take(*result)
+            for it in pool.finish():
+                item(it)
     finally:
         if pool is not None:
             pool.close()
+    n_records, head = cursor.count, cursor.prev or ""
     if start is None or an is None:
         raise CasekitError(f"{run_dir}: the ledger has no run_start record")
     spec = an.case

@@ -1,10 +1,15 @@
 """Per-attempt analysis in worker processes, with output independent of the worker count.
 
-The parent reads and verifies the ledger (the hash chain is sequential) and hands the raw lines
-of attempt records, in batches, to workers forked after the analyzer was built: the works, their
-k-gram indexes and the measures are shared copy-on-write, never pickled per task. Each worker
-parses and analyzes its batches and returns, per attempt, the analysis and its table row.
-Results are consumed in ledger order whatever order the workers finish in.
+The parent reads the ledger's lines and hands them, raw and in batches, to workers forked
+after the analyzer was built: the works, their k-gram indexes and the measures are shared
+copy-on-write, never pickled per task. Each worker checks each line on its own
+(casekit.ledger.check_line: parsed, hashed, canonical form, schema; once, where the parent
+used to verify a record and the worker to parse it again), analyzes the attempts and returns,
+per line, the check's findings and, per attempt, its analysis and table row. The parent
+consumes the results in ledger order whatever order the workers finish in, and makes the
+in-order half of the chain check (casekit.ledger.ChainCursor: the ``prev_hash`` links and the
+sequence numbers), so a ledger that does not verify fails at the same line with the same
+words as with one process.
 
 The analyzer also gathers per-analysis state while it analyzes attempts (coverage and BMC masks,
 measures' state such as name-cloze gold answers). Each worker gathers its own; at the end every
@@ -19,16 +24,16 @@ import logging
 import multiprocessing as mp
 import queue
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import orjson
 
 from casekit.analysis.attempt_table import row_of
 from casekit.analysis.findings import AttemptAnalysis
 from casekit.errors import CasekitError
+from casekit.ledger import check_line
 from casekit.records import AttemptRecord
 
 
@@ -51,30 +56,43 @@ IN_FLIGHT = 4
 
 Result = tuple[AttemptAnalysis, dict[str, Any], bytes]
 """An attempt's analysis, its table row and the row's canonical JSON line."""
+AttemptHead = tuple[str, str, str, str, int | None]
+"""What the parent's bookkeeping reads of an attempt record: attempt id, strategy, strategy
+key, status, ``retry_of``."""
+Item = tuple[Any, ...]
+"""Per line, in order: ``("a", line number, CheckedLine, AttemptHead, Result | None)`` for an
+attempt record (no result when a later try supersedes it), ``("r", line number, CheckedLine,
+record or None)`` for any other line (None when it did not check), or ``("e", line number,
+message)`` when analyzing the line's attempt raised (the batch's last item)."""
 
 
-def _worker(an: Analyzer, index: int, tasks: Any, results: Any) -> None:
-    """A worker's loop: analyze batches until told to stop, then send this worker's state."""
-    # Parsed by orjson and validated as Python objects, as the parent (and one-process
-    # analysis) reads records: about half the cost of pydantic's own JSON parsing of a record.
-    validate = AttemptRecord.model_validate
-    loads = orjson.loads
+def _worker(an: Analyzer, index: int, tasks: Any, results: Any,
+            superseded: Container[int]) -> None:
+    """A worker's loop: check and analyze batches until told to stop, then send this
+    worker's state."""
     while True:
         task = tasks.get()
         if task is None:
             break
         batch_no, lines = task
-        out: list[Result] = []
-        lineno = lines[0][0] if lines else 0
-        try:
-            for ln, raw in lines:
-                lineno = ln
-                x = an.attempt(validate(loads(raw)))
-                row, line = row_of(x)
-                out.append((x, row, line))
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
-            results.put(("error", batch_no, lineno, f"{type(exc).__name__}: {exc}"))
-            return
+        out: list[Item] = []
+        for ln, raw, terminated in lines:
+            try:
+                checked, rec = check_line(raw, terminated)
+                if not isinstance(rec, AttemptRecord):
+                    out.append(("r", ln, checked, rec))
+                    continue
+                a = rec.attempt
+                head = (a.id, a.strategy, a.strategy_key, rec.status, rec.retry_of)
+                result: Result | None = None
+                if rec.seq not in superseded:
+                    x = an.attempt(rec)
+                    row, line = row_of(x)
+                    result = (x, row, line)
+                out.append(("a", ln, checked, head, result))
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
+                out.append(("e", ln, f"{type(exc).__name__}: {exc}"))
+                break
         results.put(("done", batch_no, out))
     results.put(("state", index, an.cover, an.bmc_masks,
                  [r.measure.state() for r in an.measures]))
@@ -87,14 +105,16 @@ class AttemptPool:
     an: Analyzer
     ledger: str
     workers: int
+    superseded: Container[int] = ()
+    """Seqs of failed attempts a later try supersedes: checked, not analyzed."""
     _ctx: Any = field(init=False)
     _tasks: Any = field(init=False)
     _results: Any = field(init=False)
     _procs: list[Any] = field(init=False, default_factory=list)
-    _batch: list[tuple[int, bytes]] = field(init=False, default_factory=list)
+    _batch: list[tuple[int, bytes, bool]] = field(init=False, default_factory=list)
     _sent: deque[tuple[int, int, int]] = field(init=False, default_factory=deque)
     """(batch number, first line, last line) of the batches sent and not yet consumed."""
-    _done: dict[int, list[Result]] = field(init=False, default_factory=dict)
+    _done: dict[int, list[Item]] = field(init=False, default_factory=dict)
     _next_no: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -103,22 +123,23 @@ class AttemptPool:
         self._tasks = self._ctx.Queue()
         self._results = self._ctx.Queue()
         for i in range(self.workers):
-            p = self._ctx.Process(target=_worker, args=(self.an, i, self._tasks, self._results),
+            p = self._ctx.Process(target=_worker, args=(self.an, i, self._tasks, self._results,
+                                        self.superseded),
                                   name=f"casekit-analyze-{i}", daemon=True)
             p.start()
             self._procs.append(p)
         log.info("analyzing attempts in %d worker processes", self.workers)
 
-    def put(self, lineno: int, raw: bytes) -> Iterator[Result]:
-        """Queue one attempt record's line; yields the results now due, in ledger order."""
-        self._batch.append((lineno, raw))
+    def put(self, lineno: int, raw: bytes, terminated: bool) -> Iterator[Item]:
+        """Queue one ledger line; yields the items now due, in ledger order."""
+        self._batch.append((lineno, raw, terminated))
         if len(self._batch) >= BATCH:
             self._send()
             while len(self._sent) >= IN_FLIGHT * self.workers:
                 yield from self._next_batch()
 
-    def finish(self) -> Iterator[Result]:
-        """The remaining results, in order; then the workers' state is merged into the
+    def finish(self) -> Iterator[Item]:
+        """The remaining items, in order; then the workers' state is merged into the
         analyzer and the workers are gone."""
         self._send()
         while self._sent:
@@ -155,7 +176,7 @@ class AttemptPool:
         self._sent.append((no, self._batch[0][0], self._batch[-1][0]))
         self._batch = []
 
-    def _next_batch(self) -> Iterator[Result]:
+    def _next_batch(self) -> Iterator[Item]:
         no, _, _ = self._sent[0]
         while no not in self._done:
             msg = self._get("done")
@@ -164,8 +185,8 @@ class AttemptPool:
         yield from self._done.pop(no)
 
     def _get(self, kind: str) -> tuple[Any, ...]:
-        """The next message from the workers; a worker's error or death stops the analysis
-        with a one-line error naming the ledger line."""
+        """The next message from the workers; a worker's death stops the analysis with a
+        one-line error naming the ledger lines."""
         while True:
             try:
                 msg = self._results.get(timeout=1.0)
@@ -181,10 +202,6 @@ class AttemptPool:
                         "one process (it names the record if one is at fault), or free memory "
                         "and run again") from None
                 continue
-            if msg[0] == "error":
-                raise CasekitError(f"{self.ledger}: line {msg[2]}: analyzing this attempt "
-                                   f"failed ({msg[3]}); nothing was written. Report this with "
-                                   "the ledger line to the casekit maintainers")
             if msg[0] != kind:  # pragma: no cover - the protocol is fixed
                 raise AssertionError(f"unexpected message {msg[0]!r} from a worker")
             return tuple(msg)
@@ -196,3 +213,10 @@ def _merge_masks(into: dict[Any, np.ndarray], more: dict[Any, np.ndarray]) -> No
             into[key] |= mask
         else:
             into[key] = mask.copy()
+
+
+def attempt_failed(ledger: str, lineno: int, message: str) -> CasekitError:
+    """The error of an ``("e", ...)`` item: analyzing the attempt of a ledger line raised."""
+    return CasekitError(f"{ledger}: line {lineno}: analyzing this attempt failed ({message}); "
+                        "nothing was written. Report this with the ledger line to the casekit "
+                        "maintainers")
