@@ -78,7 +78,15 @@ def _row(x: AttemptAnalysis) -> tuple[dict[str, Any], bytes]:
     line = canonical_json(d)
     row = {n: d.pop(n) for n, _ in SCALARS}
     for n in _OWN_STRUCTURED:
-        row[f"{n}_json"] = canonical_json(d.pop(n)).decode("utf-8")
+        v = d.pop(n)
+        # Most attempts have no spans, echo or teacher-forced summary: the canonical JSON of
+        # null and of an empty list is known without the encoder.
+        if v is None:
+            row[f"{n}_json"] = "null"
+        elif type(v) is list and not v:
+            row[f"{n}_json"] = "[]"
+        else:
+            row[f"{n}_json"] = canonical_json(v).decode("utf-8")
     # What is left are the measures' fields (serialized flat, beside the attempt's own).
     row["measures_json"] = canonical_json(d).decode("utf-8")
     return row, line
