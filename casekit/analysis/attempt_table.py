@@ -182,36 +182,68 @@ def write_table(path: Path, rows: Iterable[AttemptAnalysis]) -> RowsDigest:
     return w.close()
 
 
-def _open(path: Path) -> pq.ParquetFile:
-    if not path.is_file():
-        raise TableError(f"{path}: no per-attempt table here; run `casekit analyze` on the run "
-                         "folder to write it")
+def open_table(source: Path | bytes) -> pq.ParquetFile:
+    """The Parquet file of a table (its path, or its bytes), its columns checked."""
+    name = str(source) if isinstance(source, Path) else ATTEMPTS_NAME
+    if isinstance(source, Path) and not source.is_file():
+        raise TableError(f"{source}: no per-attempt table here; run `casekit analyze` on the "
+                         "run folder to write it")
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(source if isinstance(source, Path) else pa.BufferReader(source))
     except (pa.ArrowException, OSError) as exc:
-        raise TableError(f"{path}: not a readable Parquet file ({exc}); run `casekit analyze` "
+        raise TableError(f"{name}: not a readable Parquet file ({exc}); run `casekit analyze` "
                          "again to rewrite it") from None
     if not pf.schema_arrow.equals(SCHEMA, check_metadata=False):
-        raise TableError(f"{path}: not a casekit attempts table (its columns differ); run "
+        raise TableError(f"{name}: not a casekit attempts table (its columns differ); run "
                          "`casekit analyze` again to rewrite it")
     return pf
 
 
+def row_dict(row: dict[str, Any]) -> dict[str, Any]:
+    """A table row (as pyarrow gives it) as the serialized analysis it was written from."""
+    d: dict[str, Any] = orjson.loads(row["measures_json"])
+    d.update((n, row[n]) for n, _ in SCALARS)
+    for n in _OWN_STRUCTURED:
+        d[n] = orjson.loads(row[f"{n}_json"])
+    return d
+
+
+def analysis_of_row(row: dict[str, Any]) -> AttemptAnalysis:
+    """The analysis a table row was written from."""
+    return AttemptAnalysis.model_validate(row_dict(row))
+
+
+def line_of_row(row: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """(The row's canonical JSON line, as the content hash takes it, and its serialized
+    analysis), without making the analysis: the row's values are what was serialized, so
+    their canonical JSON is the line :func:`row_of` hashed (a row that differs in any value
+    hashes differently)."""
+    d = row_dict(row)
+    return canonical_json(d), d
+
+
 def iter_table(path: Path, *, batch_rows: int = 4096) -> Iterator[AttemptAnalysis]:
     """The rows of a table as analyses, streamed in order (one batch in memory)."""
-    pf = _open(path)
+    pf = open_table(path)
     for batch in pf.iter_batches(batch_size=batch_rows):
         for row in batch.to_pylist():
-            d = orjson.loads(row["measures_json"])
-            d.update((n, row[n]) for n, _ in SCALARS)
-            for n in _OWN_STRUCTURED:
-                d[n] = orjson.loads(row[f"{n}_json"])
-            yield AttemptAnalysis.model_validate(d)
+            yield analysis_of_row(row)
+
+
+def table_digest(source: Path | bytes) -> RowsDigest:
+    """The content hash of a table's rows (its file, or its bytes), streamed, computed from
+    the rows' values without making an analysis of each (:func:`line_of_row`)."""
+    pf = open_table(source)
+    h = RowsHasher()
+    for batch in pf.iter_batches(batch_size=ROW_GROUP):
+        for row in batch.to_pylist():
+            h.add_line(line_of_row(row)[0])
+    return h.digest()
 
 
 def check_table(path: Path, expect: RowsDigest) -> None:
     """Raise TableError unless the table holds the rows findings.json cites (streamed)."""
-    got = rows_digest(iter_table(path))
+    got = table_digest(path)
     if (got.rows, got.sha256) != (expect.rows, expect.sha256):
         raise TableError(f"{path}: {got.rows} rows hashing to {got.sha256}, findings.json "
                          f"cites {expect.rows} rows hashing to {expect.sha256}; run `casekit "
@@ -244,10 +276,11 @@ def _defuse(value: str | None) -> str | None:
     return value
 
 
-def write_csv(table_path: Path, out: Path) -> None:
-    """``attempts.csv``: the table's rows, every column, for spreadsheets (UTF-8, header row,
-    RFC 4180 quoting, text cells that would run as formulas defused)."""
-    pf = _open(table_path)
+def write_csv(table: Path | bytes, out: Path) -> None:
+    """``attempts.csv``: the table's rows (its file, or its bytes), every column, for
+    spreadsheets (UTF-8, header row, RFC 4180 quoting, text cells that would run as formulas
+    defused), written one record batch at a time."""
+    pf = open_table(table)
     tmp = out.with_name(out.name + ".tmp")
     try:
         with pacsv.CSVWriter(str(tmp), SCHEMA) as w:
@@ -280,9 +313,4 @@ def table_files(rows: Iterable[AttemptAnalysis]) -> tuple[bytes, bytes, RowsDige
 
 def digest_of_bytes(data: bytes) -> RowsDigest:
     """The content hash of the rows in a table's bytes (an attached attempts.parquet)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="casekit-table-") as tmp:
-        table = Path(tmp) / ATTEMPTS_NAME
-        table.write_bytes(data)
-        return rows_digest(iter_table(table))
+    return table_digest(data)
