@@ -1,0 +1,238 @@
+"""The per-attempt table (attempts.parquet) as the report reads it (issue 14).
+
+A 500,000-attempt run has 500,000 rows; as :class:`AttemptAnalysis` objects they took some
+1.2 GB. The report reads them once instead: :meth:`AttemptTable.open` streams the table's
+record batches, checks the rows against the content hash findings.json cites, and keeps only
+the typed columns the pages count on (numbers as numpy arrays, the few distinct strings of a
+column as codes into a list, the attempt ids as one Arrow array) plus a few facts of the
+structured columns (has spans, the first work word a span starts at). The attempts a page
+shows or draws (the sample, the exhibits, a stitched block, the coverage map's spans) are
+made into analyses when asked for (:meth:`AttemptTable.analyses`), reading only the row groups
+that hold them, one at a time. So the report's memory follows the case's shape, not the number
+of attempts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from casekit.analysis.attempt_table import (
+    ATTEMPTS_NAME,
+    SCALARS,
+    TableError,
+    analysis_of_row,
+    line_of_row,
+    open_table,
+    write_table,
+)
+from casekit.analysis.findings import AttemptAnalysis, Findings, RowsDigest
+
+log = logging.getLogger(__name__)
+
+#: String columns with few distinct values, kept as codes into a list of the values.
+LABELLED = ("model_id", "work_id", "role", "strategy", "strategy_key", "intent", "mode",
+            "outcome", "refusal_source")
+#: Number columns kept as numpy arrays.
+NUMBERS = tuple(n for n, t in SCALARS if pa.types.is_integer(t))
+NO_SPAN = -1
+"""``first_word`` of an attempt without spans."""
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A string column as codes (``-1``: null) into the list of its distinct values."""
+
+    codes: np.ndarray
+    values: list[str]
+
+    def eq(self, value: str) -> np.ndarray:
+        """Rows whose value is ``value``."""
+        if value not in self.values:
+            return np.zeros(len(self.codes), dtype=bool)
+        return self.codes == self.values.index(value)
+
+    def isin(self, values: Iterable[str]) -> np.ndarray:
+        wanted = [i for i, v in enumerate(self.values) if v in set(values)]
+        return np.isin(self.codes, wanted)
+
+    def at(self, row: int) -> str | None:
+        code = int(self.codes[row])
+        return self.values[code] if code >= 0 else None
+
+    def notnull(self) -> np.ndarray:
+        return self.codes >= 0
+
+
+def _labels(chunks: list[pa.Array]) -> Labels:
+    if not chunks:
+        return Labels(np.zeros(0, dtype=np.int32), [])
+    enc = pc.dictionary_encode(pa.concat_arrays(chunks))
+    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    return Labels(codes, [str(v) for v in enc.dictionary.to_pylist()])
+
+
+class AttemptTable:
+    """The rows of attempts.parquet, checked against findings.json's ``attempt_rows``, as
+    columns; analyses made only for the rows asked for."""
+
+    def __init__(self, source: Path | bytes, expect: RowsDigest) -> None:
+        self.source = source
+        """The table's file, or its bytes (a table made from analyses held in memory)."""
+        self._pf = open_table(source)
+        md = self._pf.metadata
+        self._group_start = np.cumsum([0] + [md.row_group(i).num_rows
+                                             for i in range(md.num_row_groups)])
+        self._cached: tuple[int, pa.Table] | None = None
+        labelled: dict[str, list[pa.Array]] = {n: [] for n in LABELLED}
+        numbers: dict[str, list[np.ndarray]] = {n: [] for n in NUMBERS}
+        ids: list[pa.Array] = []
+        has_spans: list[bool] = []
+        has_tf: list[bool] = []
+        first_word: list[int] = []
+        h = hashlib.sha256()
+        rows = 0
+        try:
+            for batch in self._pf.iter_batches(batch_size=8192):
+                for n in LABELLED:
+                    labelled[n].append(batch.column(n))
+                for n in NUMBERS:
+                    numbers[n].append(batch.column(n).to_numpy(zero_copy_only=False))
+                ids.append(batch.column("attempt_id"))
+                for row in batch.to_pylist():
+                    line, d = line_of_row(row)
+                    h.update(line)
+                    h.update(b"\n")
+                    rows += 1
+                    spans = d["spans"]
+                    has_spans.append(bool(spans))
+                    has_tf.append(d["teacher_forced"] is not None)
+                    first_word.append(min((s["work_word_start"] for s in spans),
+                                          default=NO_SPAN))
+        except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as exc:
+            raise TableError(f"{self.name}: the per-attempt table does not read ({exc}); run "
+                             "`casekit analyze` again to rewrite it") from None
+        got = "sha256:" + h.hexdigest()
+        if (rows, got) != (expect.rows, expect.sha256):
+            raise TableError(f"{self.name}: {rows} rows hashing to {got}, findings.json cites "
+                             f"{expect.rows} rows hashing to {expect.sha256}; run `casekit "
+                             "analyze` again to rewrite both")
+        self.rows = rows
+        self.labels = {n: _labels(c) for n, c in labelled.items()}
+        self.numbers = {n: np.concatenate(c) if c else np.zeros(0, dtype=np.int64)
+                        for n, c in numbers.items()}
+        self.attempt_ids: pa.Array = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+        self.has_spans = np.array(has_spans, dtype=bool)
+        self.has_teacher_forced = np.array(has_tf, dtype=bool)
+        self.first_word = np.array(first_word, dtype=np.int64)
+        """The smallest work word any of the row's spans starts at (NO_SPAN: none)."""
+
+    @property
+    def name(self) -> str:
+        return str(self.source) if isinstance(self.source, Path) else ATTEMPTS_NAME
+
+    def file_bytes(self) -> bytes:
+        """The table's bytes, as the report attaches them."""
+        return self.source.read_bytes() if isinstance(self.source, Path) else self.source
+
+    # ----------------------------------------------------------------- columns
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def label(self, name: str) -> Labels:
+        return self.labels[name]
+
+    def number(self, name: str) -> np.ndarray:
+        return self.numbers[name]
+
+    def of(self, model_id: str, work_id: str) -> np.ndarray:
+        """Rows of one model x work."""
+        return self.labels["model_id"].eq(model_id) & self.labels["work_id"].eq(work_id)
+
+    def generation(self) -> np.ndarray:
+        """Rows that are not score attempts."""
+        return ~self.labels["mode"].eq("score")
+
+    def reaching(self, f: Findings) -> np.ndarray:
+        """Rows that reach their work's reporting threshold (Findings.reaches_threshold)."""
+        work = self.labels["work_id"]
+        floor = np.array([f.min_span(w) for w in work.values] or [0], dtype=np.int64)
+        lw = self.numbers["longest_words"]
+        return self.generation() & (lw >= floor[np.maximum(work.codes, 0)])
+
+    def ids(self, mask: np.ndarray) -> list[str]:
+        """The attempt ids of the rows in ``mask``, in ledger order."""
+        return [str(v) for v in self.attempt_ids.filter(pa.array(mask)).to_pylist()]
+
+    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Row numbers of ``ids`` (``-1`` for an id the table does not hold)."""
+        if not ids:
+            return np.zeros(0, dtype=np.int64)
+        found = pc.index_in(pa.array(list(ids), pa.string()), value_set=self.attempt_ids)
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    # ----------------------------------------------------------------- analyses
+
+    def analyses(self, rows: Iterable[int] | np.ndarray) -> Iterator[AttemptAnalysis]:
+        """The analyses of ``rows``, in ledger order, made as they are read (one row group of
+        the file in memory)."""
+        wanted = np.unique(np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows,
+                                      dtype=np.int64))
+        if len(wanted) and (wanted[0] < 0 or wanted[-1] >= self.rows):
+            raise IndexError(f"row {wanted[0] if wanted[0] < 0 else wanted[-1]} is not in the "
+                             f"table of {self.rows} rows")
+        groups = np.searchsorted(self._group_start, wanted, side="right") - 1
+        for g in np.unique(groups):
+            local = wanted[groups == g] - self._group_start[g]
+            for row in self._group(int(g)).take(pa.array(local)).to_pylist():
+                yield analysis_of_row(row)
+
+    def get(self, row: int) -> AttemptAnalysis:
+        return next(self.analyses([row]))
+
+    def by_id(self, ids: Iterable[str]) -> dict[str, AttemptAnalysis]:
+        """The analyses of the attempts ``ids`` the table holds, by attempt id."""
+        rows = self.rows_of(sorted(set(ids)))
+        return {x.attempt_id: x for x in self.analyses(rows[rows >= 0])}
+
+    def _group(self, g: int) -> pa.Table:
+        """Row group ``g`` of the file (the last one read is kept: the exhibits ask for their
+        attempts one at a time)."""
+        if self._cached is None or self._cached[0] != g:
+            self._cached = (g, self._pf.read_row_group(g))
+        return self._cached[1]
+
+    # ----------------------------------------------------------------- making one
+
+    @classmethod
+    def of_run(cls, run_dir: Path, findings: Findings) -> AttemptTable:
+        """The run's attempts.parquet when it holds the rows the findings cite; else (findings
+        analyzed in memory, not written) a table made from ``findings.attempts``."""
+        path = run_dir / ATTEMPTS_NAME
+        if path.is_file() or not findings.attempts:
+            try:
+                return cls(path, findings.attempt_rows)
+            except TableError:
+                if not findings.attempts:
+                    raise
+        with tempfile.TemporaryDirectory(prefix="casekit-table-") as tmp:
+            made = Path(tmp) / ATTEMPTS_NAME
+            write_table(made, findings.attempts)
+            return cls(made.read_bytes(), findings.attempt_rows)
+
+
+def first_sorted(keys: Sequence[np.ndarray], rows: np.ndarray) -> int | None:
+    """The row of ``rows`` that sorts first by ``keys`` (most significant first)."""
+    if not len(rows):
+        return None
+    order = np.lexsort(tuple(k[rows] for k in reversed(keys)))
+    return int(rows[order[0]])
