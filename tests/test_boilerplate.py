@@ -77,10 +77,10 @@ def test_boilerplate_is_excluded_by_default_and_listed(tmp_path: Path) -> None:
     (s,) = [x for x in f.findings if x.work_id == "subject"]
     assert s.coverage.covered_words == 0 and s.exhibit_attempts == []
     inputs = load_inputs(run_dir, f, tmp_path / "case.yaml")
-    text = " ".join(build_limitations(f, case.spec, [], inputs))
+    text = " ".join(build_limitations(f, inputs.table, case.spec, [], inputs))
     assert f"subject: characters 0\u2013{len(HEADER) - 1:,} ({BOILERPLATE_HEADER_REASON})" in text
     assert BOILERPLATE_FOOTER_REASON in text
-    assert boilerplate_warnings(f, inputs) == []
+    assert boilerplate_warnings(f, inputs.table, inputs) == []
 
 
 def test_kept_boilerplate_warns_when_matches_fall_inside_it(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_kept_boilerplate_warns_when_matches_fall_inside_it(tmp_path: Path) -> N
     (s,) = [x for x in f.findings if x.work_id == "subject"]
     assert s.exhibit_attempts, "the recited licence is credited when the boilerplate is kept"
     inputs = load_inputs(run_dir, f, tmp_path / "case.yaml")
-    warnings = boilerplate_warnings(f, inputs)
+    warnings = boilerplate_warnings(f, inputs.table, inputs)
     assert any(w.startswith("Detected boilerplate counted as the work's text") for w in warnings)
     (warn,) = [w for w in warnings if w.startswith("Warning:")]
     assert "bot's attempts on subject" in warn and "(100%)" in warn

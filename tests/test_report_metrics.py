@@ -261,7 +261,7 @@ def test_coverage_map_draws_each_category_at_its_words(rendered: Rendered) -> No
 
     # Each lane draws exactly the merged word ranges credited to its category.
     inputs = load_inputs(rendered.fx.run_dir, f)
-    ranges = coverage_ranges(f, mw, inputs.works["frank"])
+    ranges = coverage_ranges(inputs.table, mw, inputs.works["frank"])
     for key, drawn in bars.items():
         runs = merge_ranges(ranges[key], total)
         assert drawn == [(x, w) for x, w, _ in passage_rects(runs, total)], key

@@ -112,7 +112,8 @@ def build_model(findings: Findings, inputs: Inputs,
     model_ids += sorted({x.model_id for x in f.findings} - set(model_ids))
     floors_by_model = build_floors(f, case, model_ids)
     files = files if files is not None else evidence_files(f, inputs)
-    effort = build_effort(f, case, model_ids, inputs.attempts_by_seq)
+    table = inputs.table
+    effort = build_effort(f, table, case, model_ids, inputs.attempts_by_seq)
     files.effort_csv = effort.csv_bytes()
     # Exhibits first: their numbers appear in the summary and the sample of attempts.
     ex = build_exhibits(f, inputs, requested, exhibits_per_finding)
@@ -123,7 +124,7 @@ def build_model(findings: Findings, inputs: Inputs,
     # seeded from the ledger head, so verify re-renders the same figures; a few hundred ms.
     validation = validate_matcher([works[w.id] for w in case.works if w.id in works],
                                   case.thresholds, f.ledger_head_hash)
-    methods = build_methods(f, case, st, build_imported(inputs.records), validation,
+    methods = build_methods(f, table, case, st, build_imported(inputs.records), validation,
                             {wid: w.unit for wid, w in works.items()})
     return ReportModel(
         cover=build_cover(f, case, st, end), overview=overview, summary=summary,
@@ -133,16 +134,17 @@ def build_model(findings: Findings, inputs: Inputs,
         control_works=[f"{w.id} ({w.title})" for w in case.works if w.role == "control"],
         exhibit_groups=ex.groups, exhibits_shown=ex.shown, exhibits_total=ex.total,
         exhibits_per_finding=exhibits_per_finding,
-        attempts=build_attempts(f, case, model_ids, ex.anchor_of, files, attempts_per_stratum),
+        attempts=build_attempts(f, table, case, model_ids, ex.anchor_of, files,
+                                attempts_per_stratum),
         manifest=build_manifest_view(f, inputs, end),
-        limitations=build_limitations(f, case, floors, inputs),
+        limitations=build_limitations(f, table, case, floors, inputs),
         bates=build_bates(case),
         evidence=build_evidence(files, inputs, template_set(template_dirs(template_dir)),
                                 ReportOptions(exhibits_per_finding, attach_works,
                                               attempts_per_stratum, timestamp_tsa, sign)),
         custody=build_custody(inputs, case), long_texts=ex.longs,
         thresholds={k: fmt_value(v) for k, v in f.thresholds.model_dump().items()},
-        further=build_further(f, works, model_ids),
+        further=build_further(f, table, works, model_ids),
         reliability=build_reliability(f, inputs, model_ids),
         rerun=build_rerun(f, inputs),
         control_override=control_override_text(case),
@@ -154,8 +156,8 @@ def build_model(findings: Findings, inputs: Inputs,
                                       checkpoints=[r for r in inputs.records
                                                    if isinstance(r, Checkpoint)],
                                       timestamp_tsa=timestamp_tsa, sign=sign),
-        effort=effort, sensitivity=build_sensitivity(f, model_ids),
-        bottom_line=build_bottom_line(f, case, works, model_ids, st, end,
+        effort=effort, sensitivity=build_sensitivity(f, table, model_ids),
+        bottom_line=build_bottom_line(f, table, case, works, model_ids, st, end,
                                       inputs.attempts_by_seq, ex.anchor_of, methods.legal_note),
         glossary=build_glossary(f),
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from casekit.analysis.analyze import findings_bytes
-from casekit.analysis.attempt_table import table_files
+from casekit.analysis.attempt_table import CSV_NAME, write_csv
 from casekit.analysis.findings import Findings
 from casekit.canonical import canonical_json, sha256_bytes
 from casekit.case import CaseFile, LoadedCase
@@ -22,6 +22,7 @@ from casekit.records import (
     RunStart,
 )
 from casekit.report.evidence import COMPARISON_ATTACHMENT, EvidenceFiles
+from casekit.report.table import AttemptTable
 from casekit.works import Work, load_works
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class Inputs:
     case: CaseFile
     works: dict[str, Work]
     attempts_by_seq: dict[int, AttemptRecord]
+    table: AttemptTable
+    """The per-attempt rows (attempts.parquet) the findings cite, as columns."""
     ledger_bytes: bytes = b""
     """The ledger file as verified (embedded in the PDF byte for byte)."""
     work_bytes: dict[str, bytes] = field(default_factory=dict)
@@ -48,6 +51,7 @@ def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None
     ``case_path``: where the case file is now, if it moved since the run (its works are found
     relative to it); default: the path the run recorded.
     """
+    table = AttemptTable.of_run(run_dir, findings)
     ledger_bytes = (run_dir / LEDGER_NAME).read_bytes()
     records = read_records(run_dir / LEDGER_NAME)
     if _last_hash(ledger_bytes) != records[-1].hash or \
@@ -84,7 +88,8 @@ def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None
     by_seq = {r.seq: r for r in records if isinstance(r, AttemptRecord)}
     comparison = run_dir / COMPARISON_ATTACHMENT
     return Inputs(records=records, start=start, case=spec, works={w.id: w for w in works},
-                  attempts_by_seq=by_seq, ledger_bytes=ledger_bytes, work_bytes=work_bytes,
+                  attempts_by_seq=by_seq, table=table, ledger_bytes=ledger_bytes,
+                  work_bytes=work_bytes,
                   comparison_bytes=comparison.read_bytes() if comparison.is_file() else None)
 
 
@@ -99,15 +104,16 @@ def _last_hash(ledger: bytes) -> str | None:
 
 
 def evidence_files(findings: Findings, inputs: Inputs) -> EvidenceFiles:
-    """The bytes a report embeds or hashes: ledger, findings, case, works."""
-    table, csv, digest = table_files(findings.attempts)
-    if digest != findings.attempt_rows:
-        cited = findings.attempt_rows
-        raise CasekitError(f"the findings of run {findings.run_id!r} cite {cited.rows}"
-                           f" attempt rows hashing to {cited.sha256}, but hold "
-                           f"{digest.rows} hashing to {digest.sha256}; run `casekit analyze` "
-                           "again")
+    """The bytes a report embeds or hashes: ledger, findings, the per-attempt table (the
+    run's attempts.parquet, whose rows :class:`AttemptTable` checked against the findings)
+    and its CSV (written from the table's record batches), case, works."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="casekit-csv-") as tmp:
+        csv = Path(tmp) / CSV_NAME
+        write_csv(inputs.table.source, csv)
+        csv_bytes = csv.read_bytes()
     return EvidenceFiles(ledger=inputs.ledger_bytes, findings=findings_bytes(findings),
-                         attempts=table, attempts_csv=csv,
+                         attempts=inputs.table.file_bytes(), attempts_csv=csv_bytes,
                          case=canonical_json(inputs.start.case),
                          works=dict(inputs.work_bytes), comparison=inputs.comparison_bytes)

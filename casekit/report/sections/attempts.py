@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from casekit.analysis.findings import AttemptAnalysis, Findings
 from casekit.canonical import sha256_bytes
@@ -26,6 +27,7 @@ from casekit.report.evidence import (
     ATTEMPTS_CSV_ATTACHMENT,
     EvidenceFiles,
 )
+from casekit.report.table import AttemptTable
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -113,28 +115,58 @@ def stratum_of(x: AttemptAnalysis) -> StratumKey:
     return (x.model_id, x.work_id, x.strategy_key, x.intent, x.outcome)
 
 
+T = TypeVar("T")
+
+
 def stratified_sample(attempts: Iterable[AttemptAnalysis], per_stratum: int, seed: int,
                       ) -> tuple[dict[StratumKey, int], dict[StratumKey, list[AttemptAnalysis]]]:
     """Counts per stratum, and per stratum the ``per_stratum`` attempts with the smallest
     :func:`sample_key` (in ledger order). One pass; memory O(strata x per_stratum)."""
+    return _sample(((stratum_of(x), x.attempt_id, x.seq, x) for x in attempts), per_stratum,
+                   seed)
+
+
+def _sample(items: Iterable[tuple[StratumKey, str, int, T]], per_stratum: int, seed: int,
+            ) -> tuple[dict[StratumKey, int], dict[StratumKey, list[T]]]:
+    """:func:`stratified_sample` of (stratum, attempt id, seq, what to keep) items."""
     counts: dict[StratumKey, int] = {}
-    kept: dict[StratumKey, list[tuple[str, str, AttemptAnalysis]]] = {}
-    for x in attempts:
-        key = stratum_of(x)
+    kept: dict[StratumKey, list[tuple[str, str, int, T]]] = {}
+    for key, aid, seq, x in items:
         counts[key] = counts.get(key, 0) + 1
         if per_stratum <= 0:
             continue
         bucket = kept.setdefault(key, [])
-        bucket.append((sample_key(seed, x.attempt_id), x.attempt_id, x))
+        bucket.append((sample_key(seed, aid), aid, seq, x))
         if len(bucket) >= 2 * per_stratum:
             bucket.sort(key=lambda t: (t[0], t[1]))
             del bucket[per_stratum:]
-    chosen: dict[StratumKey, list[AttemptAnalysis]] = {}
+    chosen: dict[StratumKey, list[T]] = {}
     for key, bucket in kept.items():
         bucket.sort(key=lambda t: (t[0], t[1]))
-        chosen[key] = sorted((t[2] for t in bucket[:per_stratum]),
-                             key=lambda x: (x.seq, x.attempt_id))
+        chosen[key] = [t[3] for t in sorted(bucket[:per_stratum], key=lambda t: (t[2], t[1]))]
     return counts, chosen
+
+
+def sample_table(table: AttemptTable, per_stratum: int, seed: int,
+                 ) -> tuple[dict[StratumKey, int], dict[StratumKey, list[AttemptAnalysis]]]:
+    """:func:`stratified_sample` of the table's rows, read from its columns: only the
+    attempts shown are made into analyses."""
+    cols = [table.label(n) for n in ("model_id", "work_id", "strategy_key", "intent",
+                                     "outcome")]
+    seqs = table.number("seq")
+
+    def items() -> Iterator[tuple[StratumKey, str, int, int]]:
+        codes = [c.codes for c in cols]
+        step = 1 << 16
+        for start in range(0, len(table), step):  # the ids a slice at a time
+            ids = table.attempt_ids.slice(start, step).to_pylist()
+            for row, aid in enumerate(ids, start=start):
+                key = tuple(c.values[int(k[row])] for c, k in zip(cols, codes, strict=True))
+                yield key, str(aid), int(seqs[row]), row  # type: ignore[misc]
+
+    counts, rows = _sample(items(), per_stratum, seed)
+    made = {x.seq: x for x in table.analyses([r for rs in rows.values() for r in rs])}
+    return counts, {k: [made[int(seqs[r])] for r in rs] for k, rs in rows.items()}
 
 
 OrderKey = tuple[int, str, int, str, int, str, str, int, str]
@@ -176,11 +208,11 @@ def attempt_row(f: Findings, x: AttemptAnalysis, anchor_of: dict[str, tuple[str,
     )
 
 
-def build_attempts(f: Findings, case: CaseFile, model_ids: Sequence[str],
+def build_attempts(f: Findings, table: AttemptTable, case: CaseFile, model_ids: Sequence[str],
                    anchor_of: dict[str, tuple[str, str]], files: EvidenceFiles,
                    per_stratum: int) -> AttemptSample:
     """Every attempt counted by stratum, the seeded sample shown, the full listing cited."""
-    counts, chosen = stratified_sample(f.attempts, per_stratum, case.seed)
+    counts, chosen = sample_table(table, per_stratum, case.seed)
     total = sum(counts.values())
     roles = {w.id: w.role for w in case.works}
     strata = []
@@ -194,7 +226,7 @@ def build_attempts(f: Findings, case: CaseFile, model_ids: Sequence[str],
     by_outcome = {o: 0 for o in OUTCOME_ORDER}
     for key, n in counts.items():
         by_outcome[key[-1]] = by_outcome.get(key[-1], 0) + n
-    # evidence_files checked that these attempts are the rows findings.json cites.
+    # AttemptTable checked that these rows are the ones findings.json cites.
     cited = f.attempt_rows
     return AttemptSample(
         total=f"{total:,}", shown=f"{sum(len(s.rows) for s in strata):,}", strata=strata,

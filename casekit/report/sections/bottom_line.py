@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from casekit.analysis.findings import ControlFloor, Findings, ModelWorkFinding
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT, SHOWN
 from casekit.case import CaseFile
 from casekit.records import IMPORT_STRATEGY, AttemptRecord, RunEnd, RunStart
 from casekit.report import catalogue as C
 from casekit.report.sections.summary import STATUS_CLASS
+from casekit.report.table import AttemptTable
 from casekit.report.text import fmt_pct
 from casekit.stats import Rate
 from casekit.works import Work
@@ -132,16 +135,17 @@ def _effort(f: Findings, case: CaseFile, st: RunStart, end: RunEnd | None,
     return text
 
 
-def _thumbnail(f: Findings, attempts: dict[int, AttemptRecord], works: dict[str, Work],
-               anchor_of: dict[str, tuple[str, str]]) -> Thumbnail | None:
-    """The longest credited span of any subject attempt that reached the threshold."""
-    best = None
-    for x in f.attempts:
-        if x.role == "subject" and f.reaches_threshold(x) and x.spans and (
-                best is None or (x.longest_words, -x.seq) > (best.longest_words, -best.seq)):
-            best = x
-    if best is None:
+def _thumbnail(f: Findings, table: AttemptTable, attempts: dict[int, AttemptRecord],
+               works: dict[str, Work], anchor_of: dict[str, tuple[str, str]],
+               ) -> Thumbnail | None:
+    """The longest credited span of any subject attempt that reached the threshold (the
+    first in ledger order of the longest)."""
+    rows = np.flatnonzero(table.label("role").eq("subject") & table.reaching(f)
+                          & table.has_spans)
+    if not len(rows):
         return None
+    longest, seq = table.number("longest_words")[rows], table.number("seq")[rows]
+    best = table.get(int(rows[np.lexsort((seq, -longest))[0]]))
     rec = attempts.get(best.seq)
     text = (rec.result.text if rec and rec.result else None) or ""
     span = max(best.spans, key=lambda s: (s.words, -s.out_char_start))
@@ -156,8 +160,9 @@ def _thumbnail(f: Findings, attempts: dict[int, AttemptRecord], works: dict[str,
         if best.attempt_id in anchor_of else ""))
 
 
-def build_bottom_line(f: Findings, case: CaseFile, works: dict[str, Work], model_ids: list[str],
-                      st: RunStart, end: RunEnd | None, attempts: dict[int, AttemptRecord],
+def build_bottom_line(f: Findings, table: AttemptTable, case: CaseFile,
+                      works: dict[str, Work], model_ids: list[str], st: RunStart,
+                      end: RunEnd | None, attempts: dict[int, AttemptRecord],
                       anchor_of: dict[str, tuple[str, str]], legal_note: str) -> BottomLine:
     th = f.thresholds
     floors = {c.model_id: c for c in f.controls}
@@ -181,4 +186,4 @@ def build_bottom_line(f: Findings, case: CaseFile, works: dict[str, Work], model
                               sp_share=fmt_pct(th.substantial_portion_min_share)),
         test_method=C.BL_TEST_METHOD.format(alpha=f"{ALPHA:.0%}", tests=next(
             (x.vs_control.tests for x in f.findings if x.vs_control), 0)),
-        lines=lines, thumbnail=_thumbnail(f, attempts, works, anchor_of), caveats=caveats)
+        lines=lines, thumbnail=_thumbnail(f, table, attempts, works, anchor_of), caveats=caveats)

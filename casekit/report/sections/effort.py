@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from casekit.analysis.findings import AttemptAnalysis, Findings
+from casekit.analysis.findings import Findings
 from casekit.case import CaseFile
 from casekit.records import AttemptRecord, is_imported
 from casekit.report import catalogue as C
+from casekit.report.table import AttemptTable
 from casekit.report.text import DASH
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,9 @@ def _filtered(rec: AttemptRecord) -> bool:
     return rec.result is not None and rec.result.finish_reason == "content_filter"
 
 
-def build_effort(f: Findings, case: CaseFile, model_ids: list[str],
+def build_effort(f: Findings, table: AttemptTable, case: CaseFile, model_ids: list[str],
                  attempts: dict[int, AttemptRecord]) -> Effort:
-    analysis: dict[str, AttemptAnalysis] = {x.attempt_id: x for x in f.attempts}
+    reached = set(table.ids(table.reaching(f)))
     groups: dict[tuple[str, str, str, str], list[AttemptRecord]] = {}
     for rec in attempts.values():
         a = rec.attempt
@@ -92,8 +93,7 @@ def build_effort(f: Findings, case: CaseFile, model_ids: list[str],
                     recs = groups.get((mid, wid, intent, src))
                     if not recs:
                         continue
-                    xs = [analysis.get(r.attempt.id) for r in recs]
-                    hit = [x is not None and f.reaches_threshold(x) for x in xs]
+                    hit = [r.attempt.id in reached for r in recs]
                     plan_order = [((r.attempt.ordinal, r.seq), h) for r, h in zip(recs, hit,
                                                                                   strict=True)]
                     time_order = [((r.started_at, r.seq), h) for r, h in zip(recs, hit,

@@ -73,7 +73,8 @@ def build_exhibits(f: Findings, inputs: Inputs, requested: dict[str, str], per_f
     Which attempts: those the findings list for the model x work (every attempt that reached
     the threshold), the longest span first, then ledger order, then attempt id: the same
     choice on every render, whatever order the list comes in."""
-    analyses = {x.attempt_id: x for x in f.attempts}
+    table = inputs.table
+    longest, seqs = table.number("longest_words"), table.number("seq")
     out = ExhibitSet([], {}, {}, 0, 0)
     shown_of: dict[tuple[str, str], list[Exhibit]] = {}
     covered_of: dict[tuple[str, str], int] = {}
@@ -81,19 +82,22 @@ def build_exhibits(f: Findings, inputs: Inputs, requested: dict[str, str], per_f
         ids = list(mw.exhibit_attempts)
         out.total += len(ids)
         shown: list[Exhibit] = []
-        for aid in ids:
-            if aid not in analyses:
+        rows = table.rows_of(ids)
+        for aid, row in zip(ids, rows, strict=True):
+            if row < 0:
                 raise CasekitError(f"exhibit attempt {aid} is not among the findings' attempts; "
                                    "the findings are inconsistent: re-run `casekit analyze`")
-        ranked = sorted((analyses[aid] for aid in ids),
-                        key=lambda x: (-x.longest_words, x.seq, x.attempt_id))
+        # Ranked on the table's columns; only the attempts looked at are made into analyses.
+        ranked = sorted(zip(ids, rows.tolist(), strict=True),
+                        key=lambda t: (-int(longest[t[1]]), int(seqs[t[1]]), t[0]))
         # One exhibit per output: an attempt whose output text is inside one already chosen
         # (the first turn of an iterative session and the single attempt with the same prompt,
         # under greedy decoding) is named in that exhibit, not exhibited again.
         chosen: list[tuple[AttemptAnalysis, AttemptRecord, list[AttemptRecord]]] = []
-        for an in ranked:
+        for _, row in ranked:
             if len(chosen) >= max(0, per_finding):
                 break
+            an = table.get(row)
             aid = an.attempt_id
             rec = inputs.attempts_by_seq.get(an.seq)
             if rec is None or rec.attempt.id != aid or rec.hash != an.record_hash:
@@ -120,8 +124,8 @@ def build_exhibits(f: Findings, inputs: Inputs, requested: dict[str, str], per_f
                 out.anchor_of[d.attempt.id] = (ex.number, ex.anchor)
         shown_of[(mw.model_id, mw.work_id)] = shown
         covered_of[(mw.model_id, mw.work_id)] = sum(1 + len(d) for _, _, d in chosen)
-    out.blocks = build_block_exhibits(f, inputs.attempts_by_seq, inputs.works, out.anchor_of,
-                                      out.longs)
+    out.blocks = build_block_exhibits(f, table, inputs.attempts_by_seq, inputs.works,
+                                      out.anchor_of, out.longs)
     for mw in f.findings:
         key = (mw.model_id, mw.work_id)
         shown = shown_of[key]

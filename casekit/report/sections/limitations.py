@@ -18,28 +18,30 @@ from casekit.report import catalogue as C
 from casekit.report.imported import build_imported
 from casekit.report.inputs import Inputs
 from casekit.report.sections.controls import FloorView
+from casekit.report.table import NO_SPAN, AttemptTable
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
 
 
-def build_limitations(f: Findings, case: CaseFile, floors: list[FloorView],
-                 inputs: Inputs | None = None) -> list[str]:
+def build_limitations(f: Findings, table: AttemptTable, case: CaseFile,
+                      floors: list[FloorView], inputs: Inputs | None = None) -> list[str]:
     """The fixed caveats with this run's numbers, then those read off its data."""
     th = f.thresholds
-    gen = [x for x in f.attempts if x.mode != "score"]
-    echo = sum(x.echo_words for x in gen)
-    echoed = sum(1 for x in gen if x.echo_words)
+    gen = table.generation()
+    echo_words = table.number("echo_words")[gen]
     out = [
-        C.LIMIT_ECHO.format(echo_min_words=th.echo_min_words, echo_words=f"{echo:,}",
-                            echoed=f"{echoed:,}", generations=f"{len(gen):,}"),
+        C.LIMIT_ECHO.format(echo_min_words=th.echo_min_words,
+                            echo_words=f"{int(echo_words.sum()):,}",
+                            echoed=f"{int((echo_words != 0).sum()):,}",
+                            generations=f"{int(gen.sum()):,}"),
         C.LIMIT_QUOTED.format(min_span_words=th.min_span_words),
         ABSENCE_CAVEAT,
         C.LIMIT_VARIANCE.format(samples=case.samples),
     ]
-    errors = sum(1 for x in f.attempts if x.outcome == "error")
-    refusals = sum(1 for x in f.attempts if x.outcome == "refusal")
-    unscorable = sum(1 for x in f.attempts if x.outcome == "unscorable")
+    outcome = table.label("outcome")
+    errors, refusals, unscorable = (int(outcome.eq(o).sum())
+                                    for o in ("error", "refusal", "unscorable"))
     if errors or refusals or unscorable:
         out.append(C.LIMIT_FAILURES.format(errors=f"{errors:,}", refusals=f"{refusals:,}",
                                            unscorable=f"{unscorable:,}"))
@@ -61,7 +63,7 @@ def build_limitations(f: Findings, case: CaseFile, floors: list[FloorView],
     cjk = sorted(wid for wid, b in f.works.items() if b.unit == "characters")
     if cjk and cjk_font_missing():
         out.append(C.LIMIT_NO_CJK_FONT.format(works=", ".join(cjk)))
-    return out + (_data_limitations(f, inputs) if inputs is not None else [])
+    return out + (_data_limitations(f, table, inputs) if inputs is not None else [])
 
 
 def cjk_font_missing() -> bool:
@@ -96,7 +98,7 @@ OPENING_WORDS = 200
 _DATED_MODEL_RE = re.compile(r"\d{4}-?\d{2}-?\d{2}|\d{8}|@\d|-\d{3,4}$")
 
 
-def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
+def _data_limitations(f: Findings, table: AttemptTable, inputs: Inputs) -> list[str]:
     """Limitations read off this run's own data: tools and retrieval, model aliases and
     identity changes, openings and excluded passages, filters, small samples."""
     out: list[str] = []
@@ -135,10 +137,11 @@ def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
         if notes:
             out.append(C.LIMIT_MODEL.format(model_id=m.model_id, notes="; ".join(notes)))
     # Widely quoted openings and excluded passages.
-    hits = [x for x in f.attempts if f.reaches_threshold(x) and x.role == "subject"]
-    opening = sum(1 for x in hits if any(s.work_word_start < OPENING_WORDS for s in x.spans))
-    if hits:
-        out.append(C.LIMIT_OPENINGS.format(opening=f"{opening:,}", hits=f"{len(hits):,}",
+    hits = table.reaching(f) & table.label("role").eq("subject")
+    first = table.first_word[hits]
+    opening = int(((first != NO_SPAN) & (first < OPENING_WORDS)).sum())
+    if hits.any():
+        out.append(C.LIMIT_OPENINGS.format(opening=f"{opening:,}", hits=f"{int(hits.sum()):,}",
                                            opening_words=OPENING_WORDS))
     excluded = [(w.id, e) for w in inputs.works.values() for e in w.excluded]
     if excluded:
@@ -148,14 +151,12 @@ def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
             for wid, e in excluded[:12]) + ("; ..." if len(excluded) > 12 else "")))
     else:
         out.append(C.LIMIT_NONE_EXCLUDED)
-    out += boilerplate_warnings(f, inputs)
+    out += boilerplate_warnings(f, table, inputs)
     # Filters and refusals by source.
     filtered = sum(1 for r in attempts if r.result and r.result.finish_reason in (
         "content_filter", "refusal"))
-    by_source: dict[str, int] = {}
-    for x in f.attempts:
-        if x.refusal_source:
-            by_source[x.refusal_source] = by_source.get(x.refusal_source, 0) + 1
+    source = table.label("refusal_source")
+    by_source = {v: n for v in source.values if v and (n := int(source.eq(v).sum()))}
     if filtered or by_source:
         out.append(C.LIMIT_FILTERS.format(
             filtered=f"{filtered:,}",
@@ -174,7 +175,8 @@ def _data_limitations(f: Findings, inputs: Inputs) -> list[str]:
 BOILERPLATE_WARN_SHARE = 0.5
 
 
-def boilerplate_share(f: Findings, work: Work, model_id: str) -> tuple[int, int]:
+def boilerplate_share(f: Findings, table: AttemptTable, work: Work, model_id: str,
+                      ) -> tuple[int, int]:
     """(matched work words inside the work's detected boilerplate, all matched work words) of
     the model's attempts on the work that reached the reporting threshold."""
     if not work.boilerplate:
@@ -184,14 +186,14 @@ def boilerplate_share(f: Findings, work: Work, model_id: str) -> tuple[int, int]
     for b in work.boilerplate:
         inside |= (starts >= b.start) & (starts < b.end)
     hit = np.zeros(len(starts), dtype=bool)
-    for x in f.attempts:
-        if x.model_id == model_id and x.work_id == work.id and f.reaches_threshold(x):
-            for s in x.spans:
-                hit[s.work_word_start:s.work_word_end] = True
+    rows = np.flatnonzero(table.of(model_id, work.id) & table.reaching(f) & table.has_spans)
+    for x in table.analyses(rows):
+        for s in x.spans:
+            hit[s.work_word_start:s.work_word_end] = True
     return int((hit & inside).sum()), int(hit.sum())
 
 
-def boilerplate_warnings(f: Findings, inputs: Inputs) -> list[str]:
+def boilerplate_warnings(f: Findings, table: AttemptTable, inputs: Inputs) -> list[str]:
     """Detected boilerplate the case keeps as text, and a warning per model x subject work
     whose matches fall mostly inside it (they reproduce the distributor's notice, not the
     work)."""
@@ -207,7 +209,7 @@ def boilerplate_warnings(f: Findings, inputs: Inputs) -> list[str]:
         for mw in f.findings:
             if mw.work_id != w.id:
                 continue
-            inside, total = boilerplate_share(f, w, mw.model_id)
+            inside, total = boilerplate_share(f, table, w, mw.model_id)
             if total and inside / total > BOILERPLATE_WARN_SHARE:
                 out.append(C.WARN_BOILERPLATE.format(
                     model=mw.model_id, work=w.id, inside=f"{inside:,}", total=f"{total:,}",

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from casekit.analysis.findings import Findings
 from casekit.analysis.registry import measure_by_name
 from casekit.analysis.taxonomy import CATEGORY_TEXT
@@ -16,6 +18,7 @@ from casekit.case import CaseFile
 from casekit.records import RunStart
 from casekit.report import catalogue as C
 from casekit.report.imported import ImportedSummary
+from casekit.report.table import AttemptTable
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -83,7 +86,7 @@ def definition_label(key: str) -> str:
     return C.FURTHER_DEFINITION_LABELS.get(key, key)
 
 
-def build_methods(f: Findings, case: CaseFile, start: RunStart,
+def build_methods(f: Findings, table: AttemptTable, case: CaseFile, start: RunStart,
                   imported: ImportedSummary | None = None,
                   validation: Validation | None = None,
                   units: dict[str, str] | None = None) -> Methods:
@@ -112,11 +115,14 @@ def build_methods(f: Findings, case: CaseFile, start: RunStart,
     definitions = [KV(definition_label(k), f.definitions[k], k)
                    for k in ordered(f.definitions, C.DEFINITION_ORDER)]
     categories = [KV(k.capitalize(), v) for k, v in CATEGORY_TEXT.items()]
+    # Attempts per strategy, and the intent of each strategy's first attempt.
     counts: dict[str, int] = {}
     intents: dict[str, str] = {}
-    for x in f.attempts:
-        counts[x.strategy_key] = counts.get(x.strategy_key, 0) + 1
-        intents.setdefault(x.strategy_key, x.intent)
+    keys, intent_col = table.label("strategy_key"), table.label("intent")
+    for code, key in enumerate(keys.values):
+        rows = np.flatnonzero(keys.codes == code)
+        counts[key] = len(rows)
+        intents[key] = intent_col.at(int(rows[0])) or ""
     strategies = []
     for i, s in enumerate(case.strategies):
         key = f"{s.name}#{i}"

@@ -22,6 +22,7 @@ from casekit.normalize import tokenize
 from casekit.records import AttemptRecord
 from casekit.report import catalogue as C
 from casekit.report.sections.long_texts import LongText
+from casekit.report.table import AttemptTable
 from casekit.report.text import (
     MATCH,
     SUPPLIED,
@@ -351,13 +352,17 @@ def _original(raw: str, lo: int, hi: int, c0: int, c1: int,
     return out
 
 
-def build_block_exhibits(f: Findings, records: dict[int, AttemptRecord],
+def build_block_exhibits(f: Findings, table: AttemptTable, records: dict[int, AttemptRecord],
                          works: dict[str, Work], anchor_of: dict[str, tuple[str, str]],
                          longs: list[LongText]) -> dict[tuple[str, str], BlockExhibit]:
     """A reconstruction exhibit per model x work whose longest block reaches the reporting
     threshold and is stitched: no single attempt covers all of it (numbered R-1, R-2, ... in
     findings order)."""
-    analyses = {x.attempt_id: x for x in f.attempts}
+    # The analyses of the attempts that build a block long enough to be shown (a stitched
+    # block may have many; no other attempt is made into one).
+    analyses = table.by_id(aid for mw in f.findings
+                           if mw.coverage.longest_block_words >= f.thresholds.min_span_words
+                           for aid in mw.coverage.longest_block_attempts)
     out: dict[tuple[str, str], BlockExhibit] = {}
     for mw in f.findings:
         cov = mw.coverage

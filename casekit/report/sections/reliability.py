@@ -98,7 +98,10 @@ def build_reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reli
     by_model: dict[str, list[AttemptRecord]] = {m: [] for m in model_ids}
     for rec in inputs.attempts_by_seq.values():
         by_model.setdefault(rec.attempt.model_id, []).append(rec)
-    analysis = {x.attempt_id: x for x in f.attempts}
+    source = inputs.table.label("refusal_source")
+    refused_by = dict(zip(inputs.table.ids(source.notnull()),
+                          (source.values[c] for c in source.codes[source.notnull()]),
+                          strict=True))
     rows: list[ReliabilityRow] = []
     errors: list[ReliabilityError] = []
     types: dict[str, int] = {}
@@ -124,9 +127,9 @@ def build_reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reli
                 dropped += 1
             if rec.result is not None and rec.result.finish_reason == "content_filter":
                 filtered += 1
-            x = analysis.get(rec.attempt.id)
-            if x is not None and x.refusal_source:
-                refused[x.refusal_source] = refused.get(x.refusal_source, 0) + 1
+            by = refused_by.get(rec.attempt.id)
+            if by:
+                refused[by] = refused.get(by, 0) + 1
             if rec.status == "error":
                 failed += 1
                 e = rec.error

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from casekit.analysis.findings import Findings
 from casekit.report import catalogue as C
+from casekit.report.table import AttemptTable
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +39,20 @@ class Sensitivity:
     note: str
 
 
-def build_sensitivity(f: Findings, model_ids: list[str]) -> Sensitivity:
-    gen: dict[tuple[str, str], list[int]] = {}
-    for x in f.attempts:
-        # The attempts of the test against the control (and of the control floor): every
-        # generation attempt that did not fail, refusals included.
-        if x.mode != "score" and x.outcome not in ("error", "unscorable"):
-            gen.setdefault((x.model_id, x.work_id), []).append(x.longest_words)
+def build_sensitivity(f: Findings, table: AttemptTable, model_ids: list[str]) -> Sensitivity:
+    # The attempts of the test against the control (and of the control floor): every
+    # generation attempt that did not fail, refusals included.
+    gen = table.generation() & ~table.label("outcome").isin(("error", "unscorable"))
+    longest = table.number("longest_words")
     rows = []
     order = {m: i for i, m in enumerate(model_ids)}
     for mw in sorted(f.findings, key=lambda m: (order.get(m.model_id, len(order)), m.model_id)):
-        spans = gen.get((mw.model_id, mw.work_id), [])
+        spans = longest[gen & table.of(mw.model_id, mw.work_id)]
         rows.append(SensitivityRow(
             model_id=mw.model_id, work_id=mw.work_id, role=mw.role,
             attempts=f"{len(spans):,}",
-            cells=[f"{sum(1 for s in spans if s >= t):,}" for t in SENSITIVITY_WORDS],
-            longest=f"{max(spans, default=0):,}"))
+            cells=[f"{int((spans >= t).sum()):,}" for t in SENSITIVITY_WORDS],
+            longest=f"{int(spans.max()) if len(spans) else 0:,}"))
     return Sensitivity(thresholds=[f"{t}" for t in SENSITIVITY_WORDS],
                        case_threshold=f"{f.thresholds.min_span_words}", rows=rows,
                        note=C.SENSITIVITY_NOTE)

@@ -19,6 +19,7 @@ from casekit.report.sections.further.coverage_map import CoverageMap, build_cove
 from casekit.report.sections.further.intervals import IntervalRow, build_intervals
 from casekit.report.sections.further.measures import Measure, build_measures, present_measures
 from casekit.report.sections.further.probabilistic import ProbView, prob_view
+from casekit.report.table import AttemptTable
 from casekit.report.text import boot_text, fmt_pct, fmt_value
 from casekit.report.views import KV, RateView, rate_view
 from casekit.strategies.census import CensusFields
@@ -114,7 +115,8 @@ class Further:
     comparisons: list[ComparisonRow]
 
 
-def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> Further:
+def build_further(f: Findings, table: AttemptTable, works: dict[str, Work],
+                  model_ids: list[str]) -> Further:
     """Further measures of every model x work (beside its control's) and the comparisons."""
     rows: list[FurtherRow] = []
     ids = figures.FigureIds()
@@ -132,7 +134,7 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
                 control_label=(C.CONTROL_WORK_OF.format(model_id=mid,
                                                         title=works[c.work_id].spec.title)
                                if c is not None else ""),
-                measures=build_measures(f, mw, c),
+                measures=build_measures(f, table, mw, c),
                 prob=(prob_view(prob, cprob) if prob is not None else None),
                 control_has_prob=cprob is not None,
                 census=[census_view(cs, next((x for x in ccensus
@@ -142,7 +144,7 @@ def build_further(f: Findings, works: dict[str, Work], model_ids: list[str]) -> 
                         for cs in mw.fields(CensusFields).census],
                 partials=measure_partials(f, mw, c),
                 intervals=build_intervals(mw),
-                coverage_map=build_coverage_map(f, mw, works[mw.work_id], ids),
+                coverage_map=build_coverage_map(table, mw, works[mw.work_id], ids),
             ))
     comparisons = []
     for cmp in f.comparisons:

@@ -10,15 +10,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from markupsafe import Markup
 
 from casekit.analysis.findings import (
-    Findings,
     ModelWorkFinding,
     SpanFinding,
 )
 from casekit.report import catalogue as C
 from casekit.report import figures
+from casekit.report.table import AttemptTable
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -109,7 +110,7 @@ def _matched_ranges(s: SpanFinding) -> list[tuple[int, int]]:
     return [(j1, j2) for tag, _i1, _i2, j1, j2 in s.opcodes if tag == "equal"]
 
 
-def coverage_ranges(f: Findings, mw: ModelWorkFinding, work: Work,
+def coverage_ranges(table: AttemptTable, mw: ModelWorkFinding, work: Work,
                     ) -> dict[str, list[tuple[int, int]]]:
     """Work word ranges credited to one model x work (the exactly aligned words of credited
     spans), per row of the coverage map: extraction (adversarial attempts' spans),
@@ -119,9 +120,10 @@ def coverage_ranges(f: Findings, mw: ModelWorkFinding, work: Work,
     out: dict[str, list[tuple[int, int]]] = {"extraction": [], "regurgitation": [],
                                              "reconstruction": []}
     tokens = None
-    for x in f.attempts:
-        if x.model_id != mw.model_id or x.work_id != mw.work_id:
-            continue
+    # Only attempts with spans or a teacher-forced window add anything.
+    rows = np.flatnonzero(table.of(mw.model_id, mw.work_id)
+                          & (table.has_spans | table.has_teacher_forced))
+    for x in table.analyses(rows):
         spans = [r for s in x.spans for r in _matched_ranges(s)]
         if x.intent == "adversarial":
             out["extraction"] += spans
@@ -136,13 +138,13 @@ def coverage_ranges(f: Findings, mw: ModelWorkFinding, work: Work,
     return out
 
 
-def build_coverage_map(f: Findings, mw: ModelWorkFinding, work: Work,
-                  ids: figures.FigureIds) -> CoverageMap:
+def build_coverage_map(table: AttemptTable, mw: ModelWorkFinding, work: Work,
+                       ids: figures.FigureIds) -> CoverageMap:
     """The figure (one SVG lane per category, exact word positions) and its numeric table
     (covered words, passages, longest passage, share covered per tenth of the work)."""
     total = mw.coverage.total_words
     nparts = max(1, min(COVERAGE_PARTS, total))
-    ranges = coverage_ranges(f, mw, work)
+    ranges = coverage_ranges(table, mw, work)
     rows = []
     for key, label, note in C.COVERAGE_ROWS:
         runs = figures.merge_ranges(ranges[key], total)

@@ -8,12 +8,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from casekit.analysis.findings import (
     Findings,
     ModelWorkFinding,
 )
 from casekit.analysis.registry import measure_by_name
 from casekit.report import catalogue as C
+from casekit.report.table import AttemptTable
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -55,16 +58,19 @@ def _opt_rate(r: Rate | None) -> tuple[str, str]:
     return v.k_of_n, (f"{v.pct}; {v.ci}" if r.n else v.ci)
 
 
-def _has_generations(f: Findings, mw: ModelWorkFinding) -> bool:
-    return any(x.model_id == mw.model_id and x.work_id == mw.work_id and x.mode != "score"
-               and x.span_attempt for x in f.attempts)
+def has_generations(table: AttemptTable, mw: ModelWorkFinding) -> bool:
+    """The model x work has span-matched generation attempts (AttemptAnalysis.span_attempt;
+    read until the first)."""
+    rows = np.flatnonzero(table.of(mw.model_id, mw.work_id) & table.generation())
+    return any(x.span_attempt for x in table.analyses(rows))
 
 
-#: A measure's figure and note for one model x work (the subject's, or its control's).
-Getter = Callable[[Findings, ModelWorkFinding], tuple[str, str]]
+#: A measure's figure and note for one model x work (the subject's, or its control's), given
+#: whether that model x work has span-matched generation attempts (:func:`has_generations`).
+Getter = Callable[[Findings, ModelWorkFinding, bool], tuple[str, str]]
 
 
-def _greedy(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+def _greedy(f: Findings, m: ModelWorkFinding, gen: bool) -> tuple[str, str]:
     words = PzMeasure.words
     prob = m.fields(ProbabilisticFields).probabilistic
     if prob is None:
@@ -74,7 +80,7 @@ def _greedy(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
 
 
 def _disc(exact: bool) -> Getter:
-    def get(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+    def get(f: Findings, m: ModelWorkFinding, gen: bool) -> tuple[str, str]:
         rates = m.fields(DiscoverableRates)
         r = rates.discoverable_exact if exact else rates.discoverable_approx
         v, note = _opt_rate(r)
@@ -82,15 +88,15 @@ def _disc(exact: bool) -> Getter:
     return get
 
 
-def _over_t(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
-    if not _has_generations(f, m):
+def _over_t(f: Findings, m: ModelWorkFinding, gen: bool) -> tuple[str, str]:
+    if not gen:
         return DASH, C.NO_GENERATIONS
     return f"{m.spans_over_t:,}", C.SPANS_OVER_T_NOTE
 
 
-def _regurgitated(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+def _regurgitated(f: Findings, m: ModelWorkFinding, gen: bool) -> tuple[str, str]:
     """[Liu26] longest regurgitated span of one generation against its own excerpt."""
-    if not _has_generations(f, m):
+    if not gen:
         return DASH, C.NO_GENERATIONS
     if m.longest_regurgitated_attempt is None:
         return C.WORDS_N.format(n=0), C.REGURGITATED_NONE
@@ -98,15 +104,15 @@ def _regurgitated(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
             C.REGURGITATED_NOTE.format(attempt=m.longest_regurgitated_attempt))
 
 
-def _blocks(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+def _blocks(f: Findings, m: ModelWorkFinding, gen: bool) -> tuple[str, str]:
     light = f"{m.coverage.longest_block_words:,} words"
-    if not _has_generations(f, m):
+    if not gen:
         return C.BLOCKS.format(bmc5=DASH, light=light), C.NO_GENERATIONS
     return (C.BLOCKS.format(bmc5=f"{m.longest_block_bmc5:,} words", light=light),
             C.BLOCKS_NOTE)
 
 
-def _cloze(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+def _cloze(f: Findings, m: ModelWorkFinding, gen: bool) -> tuple[str, str]:
     """Name-cloze accuracy beside the majority-name baseline."""
     words = NameClozeMeasure.words
     nc = m.fields(ClozeFinding).name_cloze
@@ -120,7 +126,7 @@ def _cloze(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
                                  baseline_note=base_note))
 
 
-def _nv(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+def _nv(f: Findings, m: ModelWorkFinding, gen: bool) -> tuple[str, str]:
     """nv-recall of the iterative sessions, all concatenated, and the best one."""
     words = NvRecallMeasure.words
     r = m.fields(SessionsRecallFields).nv_recall
@@ -134,7 +140,7 @@ def _nv(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
                                  best=fmt_pct(r.best_session)))
 
 
-def _api_pz(f: Findings, m: ModelWorkFinding) -> tuple[str, str]:
+def _api_pz(f: Findings, m: ModelWorkFinding, gen: bool) -> tuple[str, str]:
     """p_z bounds from API top-k log-probs."""
     words = PzUpperBound.words
     b = m.fields(PzBoundSummary).api_pz_bounds
@@ -192,13 +198,15 @@ def table_rows(f: Findings) -> list[tuple[str, str, Getter]]:
             sorted(rows, key=lambda r: r[0])]
 
 
-def build_measures(f: Findings, mw: ModelWorkFinding, ctrl: ModelWorkFinding | None,
-                   ) -> list[Measure]:
+def build_measures(f: Findings, table: AttemptTable, mw: ModelWorkFinding,
+                   ctrl: ModelWorkFinding | None) -> list[Measure]:
     """Each measure of this model x work beside the same measure of its control work."""
     out = []
+    gen = has_generations(table, mw)
+    cgen = has_generations(table, ctrl) if ctrl is not None else False
     for label, definition, get in table_rows(f):
-        v, note = get(f, mw)
-        cv, cnote = get(f, ctrl) if ctrl is not None else (DASH, "")
+        v, note = get(f, mw, gen)
+        cv, cnote = get(f, ctrl, cgen) if ctrl is not None else (DASH, "")
         out.append(Measure(label=label, definition=definition, value=v,
                            note=note, control=cv, control_note=cnote))
     return out
