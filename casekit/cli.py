@@ -9,12 +9,15 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 import casekit
 from casekit.errors import CasekitError
+
+if TYPE_CHECKING:
+    from casekit.analysis.findings import Findings
 
 log = logging.getLogger(__name__)
 
@@ -235,28 +238,43 @@ def analyze(run_dir: Path, workers: int | None) -> None:
 def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False, *,
             timestamp_tsa: str | None = None, sign: bool = False) -> Path:
     from casekit.analysis.analyze import FINDINGS_NAME, load_findings
-    from casekit.report.build import build_report
+    from casekit.analysis.attempt_table import TableError
+    from casekit.report.build import ReportPaths, build_report
+
+    def findings() -> Findings:
+        # findings.json alone: the report reads attempts.parquet as columns and checks its
+        # rows against the hash findings.json cites (a mismatch: TableError, below).
+        return load_findings(run_dir, rows=False)
 
     fpath = run_dir / FINDINGS_NAME
     if fpath.exists():
         try:
-            findings = load_findings(run_dir)
+            f = findings()
         except CasekitError as exc:
             log.info("%s; re-analyzing", exc)
             _analyze(run_dir)
-            findings = load_findings(run_dir)
+            f = findings()
         from casekit.ledger import verify_chain
 
         head = verify_chain(run_dir / "ledger.jsonl")
-        if not head.ok or head.head_hash != findings.ledger_head_hash:
+        if not head.ok or head.head_hash != f.ledger_head_hash:
             log.info("findings.json is stale or does not match the ledger; re-analyzing")
             _analyze(run_dir)
-            findings = load_findings(run_dir)
+            f = findings()
     else:
         _analyze(run_dir)
-        findings = load_findings(run_dir)
-    paths = build_report(run_dir, findings, template_dir=template_dir,
-                         attach_works=attach_works, timestamp_tsa=timestamp_tsa, sign=sign)
+        f = findings()
+
+    def build(f: Findings) -> ReportPaths:
+        return build_report(run_dir, f, template_dir=template_dir, attach_works=attach_works,
+                            timestamp_tsa=timestamp_tsa, sign=sign)
+
+    try:
+        paths = build(f)
+    except TableError as exc:
+        log.info("%s; re-analyzing", exc)
+        _analyze(run_dir)
+        paths = build(findings())
     click.echo(f"report: {paths.pdf}")
     click.echo(f"html:   {paths.html}")
     return paths.pdf

@@ -46,15 +46,19 @@ def _table_matches(table: Path, findings: Findings) -> bool:
     return True
 
 
-def load_findings(run_dir: Path) -> Findings:
+def load_findings(run_dir: Path, *, rows: bool = True) -> Findings:
     """findings.json with its per-attempt rows from attempts.parquet, checked against the
-    content hash it cites."""
+    content hash it cites. ``rows=False``: findings.json alone (``attempts`` left empty), for
+    a reader of the table's columns (the report: casekit.report.table, which checks the
+    rows itself) that must not hold an object per attempt."""
     path = run_dir / FINDINGS_NAME
     try:
         f = Findings.model_validate_json(path.read_bytes())
     except ValueError as exc:
         raise CasekitError(f"{path}: not a findings file of this casekit version ({exc}); run "
                            "`casekit analyze` again to rewrite it") from None
+    if not rows:
+        return f
     return f.model_copy(update={"attempts": load_table(run_dir / ATTEMPTS_NAME,
                                                        f.attempt_rows)})
 
