@@ -185,20 +185,21 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
 
 
 def _attempt_rows(res: ReportVerification, att: dict[str, bytes], cited: Any,
-                  tmp: Path) -> bool:
+                  run_dir: Path) -> bool:
     """The attached per-attempt table holds the rows the recomputed findings cite (content
-    hash, streamed), and the attached CSV is that table's CSV."""
-    from casekit.analysis.attempt_table import CSV_NAME, TableError, iter_table, rows_digest
+    hash, streamed), and the attached CSV is that table's CSV. The table is left in
+    ``run_dir`` as attempts.parquet, where the re-rendered report reads it."""
+    from casekit.analysis.attempt_table import ATTEMPTS_NAME, CSV_NAME, TableError, table_digest
     from casekit.analysis.attempt_table import write_csv as table_csv
 
-    table = tmp / ATTEMPTS_ATTACHMENT
+    table = run_dir / ATTEMPTS_NAME
     table.write_bytes(att[ATTEMPTS_ATTACHMENT])
     try:
-        got = rows_digest(iter_table(table))
+        got = table_digest(table)
     except (TableError, ValueError) as exc:
         return res.add("attempt rows", False, f"{ATTEMPTS_ATTACHMENT} does not read: {exc}")
     rows_ok = (got.rows, got.sha256) == (cited.rows, cited.sha256)
-    csv_path = tmp / CSV_NAME
+    csv_path = run_dir.parent / CSV_NAME
     table_csv(table, csv_path)
     csv_ok = csv_path.read_bytes() == att[ATTEMPTS_CSV_ATTACHMENT]
     if not rows_ok:
@@ -291,8 +292,11 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
                      ")" if made_with != findings.casekit_version else ""))
     if not res.add("findings recomputed", same, detail):
         return
-    if not _attempt_rows(res, att, findings.attempt_rows, tmp):
+    if not _attempt_rows(res, att, findings.attempt_rows, run_dir):
         return
+    # The re-rendered report reads the attached table (its rows are the recomputed ones, just
+    # checked), not an object per attempt: drop the analyses (issue 14).
+    findings = findings.model_copy(update={"attempts": []})
 
     # The templates and the re-rendered report.
     dirs = template_dirs(template_dir)
