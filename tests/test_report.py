@@ -623,10 +623,12 @@ def test_misaligned_offsets_fall_back_to_whole_spans(built: Built) -> None:
         attempts.append(a)
     from casekit.analysis.attempt_table import rows_digest
 
-    # Edited rows: the findings cite them (as an analysis that produced them would).
-    model = build_model(f.model_copy(update={"attempts": attempts,
-                                             "attempt_rows": rows_digest(attempts)}),
-                        _inputs(built))
+    # Edited rows: the findings cite them (as an analysis that produced them would), and
+    # the report reads them (the run's table is not theirs: the inputs make one from them).
+    from casekit.report.inputs import load_inputs
+
+    edited = f.model_copy(update={"attempts": attempts, "attempt_rows": rows_digest(attempts)})
+    model = build_model(edited, load_inputs(built.fx.run_dir, edited))
     ex1 = model.exhibit_groups[0].exhibits[0]
     assert ex1.highlight_note and "whole spans are highlighted" in ex1.highlight_note
     assert [s.cls for s in ex1.output].count("match") == 1
