@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
+
 from casekit.analysis.findings import AttemptAnalysis, Findings
 from casekit.canonical import sha256_bytes
 from casekit.case import CaseFile
@@ -155,14 +157,19 @@ def sample_table(table: AttemptTable, per_stratum: int, seed: int,
                                      "outcome")]
     seqs = table.number("seq")
 
+    # Each row's stratum as an index into the distinct ones.
+    combos, which = np.unique(np.stack([c.codes for c in cols], axis=1), axis=0,
+                              return_inverse=True)
+    keys: list[StratumKey] = [tuple(c.values[int(k)] for c, k in  # type: ignore[misc]
+                                    zip(cols, combo, strict=True)) for combo in combos]
+    which = which.reshape(-1)
+
     def items() -> Iterator[tuple[StratumKey, str, int, int]]:
-        codes = [c.codes for c in cols]
         step = 1 << 16
         for start in range(0, len(table), step):  # the ids a slice at a time
             ids = table.attempt_ids.slice(start, step).to_pylist()
             for row, aid in enumerate(ids, start=start):
-                key = tuple(c.values[int(k[row])] for c, k in zip(cols, codes, strict=True))
-                yield key, str(aid), int(seqs[row]), row  # type: ignore[misc]
+                yield keys[which[row]], str(aid), int(seqs[row]), row
 
     counts, rows = _sample(items(), per_stratum, seed)
     made = {x.seq: x for x in table.analyses([r for rs in rows.values() for r in rs])}
