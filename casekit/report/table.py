@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 
 from casekit.analysis.attempt_table import (
     ATTEMPTS_NAME,
-    SCALARS,
     TableError,
     analysis_of_row,
     line_of_row,
@@ -38,11 +37,13 @@ from casekit.analysis.findings import AttemptAnalysis, Findings, RowsDigest
 
 log = logging.getLogger(__name__)
 
-#: String columns with few distinct values, kept as codes into a list of the values.
-LABELLED = ("model_id", "work_id", "role", "strategy", "strategy_key", "intent", "mode",
-            "outcome", "refusal_source")
-#: Number columns kept as numpy arrays.
-NUMBERS = tuple(n for n, t in SCALARS if pa.types.is_integer(t))
+#: The string columns the pages count on, each with few distinct values: kept as codes into
+#: a list of the values.
+LABELLED = ("model_id", "work_id", "role", "strategy_key", "intent", "mode", "outcome",
+            "refusal_source")
+#: The number columns the pages count on, kept as numpy arrays (the others are read with the
+#: analyses of the rows shown).
+NUMBERS = ("seq", "longest_words", "echo_words")
 NO_SPAN = -1
 """``first_word`` of an attempt without spans."""
 
