@@ -73,6 +73,19 @@ def test_kgram_lookup_rejects_hash_collisions(monkeypatch: pytest.MonkeyPatch) -
     assert list(zip(qp.tolist(), wp.tolist(), strict=True)) == [(0, 10), (5, 7)]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=0, max_size=60),
+       st.lists(st.integers(-1, 6), min_size=0, max_size=30), st.integers(1, 4))
+def test_property_may_match_is_false_only_when_a_lookup_finds_nothing(
+        work: list[int], query: list[int], k: int) -> None:
+    # The matcher's early exit (no query k-gram hash among the indexed ones) is exact.
+    idx = KgramIndex(np.array(work, dtype=np.int64), k)
+    q = np.array(query, dtype=np.int64)
+    found = len(idx.lookup(q)[0]) > 0
+    if len(q) >= k:
+        assert idx.may_match(idx.query_hashes(q)) or not found
+
+
 def test_kgram_hashes_distinguish_order() -> None:
     h = kgram_hashes(np.array([1, 2, 3, 3, 2, 1]), 3)
     assert len(h) == 4 and len(set(h.tolist())) == 4

@@ -127,5 +127,8 @@ def test_workers_refuse_a_damaged_ledger_at_the_same_line_as_one_process(
                        info.value.torn_tail))
         assert not (run / ATTEMPTS_NAME).exists()
     assert errors[0] == errors[1]
+    import gc
+
+    assert gc.isenabled()  # paused during the analysis only, failed or not
     assert {"edit": "hash mismatch", "drop": "prev_hash", "torn": "torn last line"}[how] \
         in errors[0][0]

@@ -230,13 +230,33 @@ class KgramIndex:
         self._bucket_start = bucket
         return self
 
-    def candidates(self, q: np.ndarray,
+    def hash_set(self) -> frozenset[int]:
+        """The indexed k-grams' hashes as a set (built once, ~30 bytes per indexed k-gram):
+        :meth:`may_match` in one C call, where a lookup takes a few dozen numpy calls."""
+        got: frozenset[int] | None = getattr(self, "_hash_set", None)
+        if got is None:
+            got = frozenset(self.sorted_hashes.tolist())
+            self._hash_set = got
+        return got
+
+    def query_hashes(self, q: np.ndarray) -> np.ndarray:
+        """``kgram_hashes(q, k)``: the hashes :meth:`may_match` and :meth:`candidates` take."""
+        return kgram_hashes(q, self.k)
+
+    def may_match(self, qh: np.ndarray) -> bool:
+        """False when no query k-gram hash (``kgram_hashes`` of the query) is an indexed
+        k-gram's: then no query k-gram equals an indexed one (equal k-grams hash alike), and
+        a lookup would find nothing. True says only that one might (hash collisions)."""
+        return not self.hash_set().isdisjoint(qh.tolist())
+
+    def candidates(self, q: np.ndarray, qh: np.ndarray | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per valid query k-gram with a non-empty bucket: its query position, first bucket
-        entry and bucket size; and the k-gram hashes of the whole query. ``q``: int64,
-        contiguous, at least k ids; the index must not be empty."""
+        entry and bucket size; and the k-gram hashes of the whole query (``qh`` when given).
+        ``q``: int64, contiguous, at least k ids; the index must not be empty."""
         k = self.k
-        qh = kgram_hashes(q, k)
+        if qh is None:
+            qh = kgram_hashes(q, k)
         top = (qh >> self._shift).astype(np.intp)
         lo = self._bucket_start[top].astype(np.int64)
         cnt = self._bucket_start[top + 1].astype(np.int64) - lo

@@ -240,7 +240,12 @@ class WorkMatcher:
         k = self.k
         if len(q) < k or len(self.index) == 0:
             return np.zeros((0, 4), dtype=np.int64)
-        qpos, lo, cnt, qh = self.index.candidates(q)
+        qh = self.index.query_hashes(q)
+        # Most outputs share no k-gram with the work: one set test says so exactly (no query
+        # k-gram hash is an indexed one), before the bucket lookups and pair checks.
+        if not self.index.may_match(qh):
+            return np.zeros((0, 4), dtype=np.int64)
+        qpos, lo, cnt, qh = self.index.candidates(q, qh)
         if len(qpos) == 0:
             return np.zeros((0, 4), dtype=np.int64)
         total = int(cnt.sum())

@@ -20,6 +20,7 @@ the same bytes with one worker or many (tests/test_parallel.py).
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import queue
@@ -70,6 +71,7 @@ def _worker(an: Analyzer, index: int, tasks: Any, results: Any,
             superseded: Container[int]) -> None:
     """A worker's loop: check and analyze batches until told to stop, then send this
     worker's state."""
+    gc.enable()  # paused in the parent while it analyzes (casekit.analysis.analyze)
     while True:
         task = tasks.get()
         if task is None:
