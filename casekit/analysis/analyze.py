@@ -478,11 +478,11 @@ class Analyzer:
             return dict(self.case.strategies[int(idx)].params)
         return {}
 
-    def model_work(self, model_id: str, work_id: str, analyses: list[AttemptAnalysis],
+    def model_work(self, model_id: str, work_id: str, mine: list[AttemptAnalysis],
                    ) -> ModelWorkFinding:
+        """The finding of a model x work from its attempts (``mine``, in ledger order)."""
         work = self.works[work_id]
         th = self.th_of[work_id]
-        mine = [x for x in analyses if x.model_id == model_id and x.work_id == work_id]
         outcomes = {o: 0 for o in ("match", "no_match", "refusal", "error", "unscorable")}
         for x in mine:
             outcomes[x.outcome] += 1
@@ -505,10 +505,17 @@ class Analyzer:
                for k in BMC_KS}
         boot = self._bootstrap(gen, th)
         measures: dict[str, MeasureFields] = {}
+        by_strategy: dict[str, list[AttemptAnalysis]] = {}
+        for x in mine:
+            by_strategy.setdefault(x.strategy, []).append(x)
         for r in self.measures:
+            # Each measure's attempts, in ledger order: one strategy's as they are, several
+            # strategies' merged by seq.
+            parts = [by_strategy[st] for st in by_strategy if st in r.active.strategies]
+            attempts = (parts[0] if len(parts) == 1 else
+                        sorted((x for p in parts for x in p), key=lambda x: x.seq))
             ctx = FindingContext(
-                model_id=model_id, work=work, thresholds=th,
-                attempts=[x for x in mine if x.strategy in r.active.strategies],
+                model_id=model_id, work=work, thresholds=th, attempts=list(attempts),
                 strategy_params=self._strategy_params)
             fields = r.measure.finding(ctx)
             declared = r.active.cls.FindingFields
@@ -712,11 +719,15 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
     # no models of its own).
     model_ids = [m.id for m in spec.models]
     model_ids += sorted({x.model_id for x in analyses} - set(model_ids))
+    # Each model x work's attempts, in ledger order, gathered in one pass.
+    by_pair: dict[tuple[str, str], list[AttemptAnalysis]] = {}
+    for x in analyses:
+        by_pair.setdefault((x.model_id, x.work_id), []).append(x)
     findings = []
     for mid in model_ids:
         for ws in spec.works:
-            if any(x.model_id == mid and x.work_id == ws.id for x in analyses):
-                findings.append(an.model_work(mid, ws.id, analyses))
+            if (mid, ws.id) in by_pair:
+                findings.append(an.model_work(mid, ws.id, by_pair[(mid, ws.id)]))
     findings = taxonomy.apply_controls(findings)
     controls = []
     for mid in model_ids:
