@@ -359,6 +359,20 @@ def verify_chain(path: Path) -> VerifyResult:
 _RETRY_OF = b'"retry_of":'
 
 
+def _holds(path: Path, needle: bytes) -> bool:
+    """Whether the file's bytes contain ``needle`` (read in 1 MiB chunks, each searched after
+    the last ``len(needle) - 1`` bytes read before it, so a needle across chunks is found)."""
+    keep = len(needle) - 1
+    with open(path, "rb") as fh:
+        tail = b""
+        while chunk := fh.read(_READ_CHUNK):
+            buf = tail + chunk
+            if needle in buf:
+                return True
+            tail = buf[-keep:] if keep else b""
+    return False
+
+
 def superseded_seqs(path: Path) -> dict[int, int]:
     """Seq of each failed attempt record that a later ``--retry-failed`` record supersedes ->
     the seq of that later record (analysis uses the last try). One scan of the bytes: only
@@ -366,8 +380,8 @@ def superseded_seqs(path: Path) -> dict[int, int]:
     escaped, so an output cannot fake one; a nested key is not the record's own). Not
     verified: the caller reads the ledger through :func:`iter_verified_lines` too."""
     out: dict[int, int] = {}
-    if not path.is_file():
-        return out
+    if not path.is_file() or not _holds(path, _RETRY_OF):
+        return out  # most ledgers: no retry at all, found without splitting lines
     for _, raw, _ in _iter_lines(path):
         if _RETRY_OF not in raw:
             continue

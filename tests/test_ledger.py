@@ -449,3 +449,19 @@ def test_cheap_check_takes_ordinary_records_and_declines_integral_floats() -> No
             assert got == _canonical_with_hash(body)[0]
         else:
             assert got is None
+
+
+def test_holds_finds_a_needle_across_chunk_boundaries(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # superseded_seqs skips a ledger without "retry_of" by one byte search in chunks: a member
+    # name split across two chunks must still be found.
+    from casekit import ledger as ledger_mod
+
+    monkeypatch.setattr(ledger_mod, "_READ_CHUNK", 8)
+    path = tmp_path / "f"
+    needle = b'"retry_of":'
+    for at in range(0, 30):
+        path.write_bytes(b"x" * at + needle + b"y" * 5)
+        assert ledger_mod._holds(path, needle), at
+    path.write_bytes(b"x" * 40 + needle[:-1] + b"y" * 5)
+    assert not ledger_mod._holds(path, needle)
