@@ -386,6 +386,42 @@ def _liu_count(cands: list[tuple[int, int]], t: int) -> int:
     return len(taken)
 
 
+def _spans_over_threshold_by_sorting(matches: list[tuple[int, int]], t: int,
+                                     suffixes: bool) -> list[tuple[int, int]]:
+    """The greedy selection over every suffix candidate, sorted (the definition)."""
+    import bisect
+
+    cands = []
+    order = 0
+    for s, e in matches:
+        last = e - t - 1 if suffixes else s
+        for a in range(s, max(s, last) + 1):
+            if e - a > t:
+                cands.append((-(e - a), a, e, order))
+                order += 1
+    cands.sort()
+    starts: list[int] = []
+    selected: list[tuple[int, int]] = []
+    for _, a, e, _ in cands:
+        i = bisect.bisect_left(starts, a)
+        if (i > 0 and selected[i - 1][1] > a) or (i < len(selected) and selected[i][0] < e):
+            continue
+        starts.insert(i, a)
+        selected.insert(i, (a, e))
+    return selected
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 80), st.integers(0, 40)), max_size=14),
+       st.integers(0, 12), st.booleans())
+def test_property_spans_over_threshold_equals_sorting_every_candidate(
+        raw: list[tuple[int, int]], t: int, suffixes: bool) -> None:
+    # The lazy (heap) selection gives exactly the spans of sorting every suffix candidate.
+    matches = [(s, s + n) for s, n in raw]
+    assert spans_over_threshold(matches, t, suffixes=suffixes) == \
+        _spans_over_threshold_by_sorting(matches, t, suffixes)
+
+
 @settings(max_examples=100, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), t=st.integers(5, 12), n_gens=st.integers(1, 4),
        data=st.data())
