@@ -171,3 +171,30 @@ def test_report_cli_re_analyzes_when_the_table_is_not_the_cited_one(
     assert "analyzing attempts" in r.stderr  # the analysis ran again and rewrote the table
     assert table_digest(run_dir / ATTEMPTS_NAME) == f.attempt_rows
     assert (run_dir / "report" / "report.pdf").is_file()
+
+
+def test_verify_checks_the_attached_table_and_csv(analyzed: Analyzed, tmp_path: Path) -> None:
+    from casekit.report.verify import ReportVerification, _attempt_rows
+
+    f = analyzed.findings
+    table, csv, _ = table_files(f.attempts)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+
+    def check(att: dict[str, bytes]) -> tuple[bool, str]:
+        res = ReportVerification(pdf=tmp_path / "report.pdf")
+        ok = _attempt_rows(res, att, f.attempt_rows, run_dir)
+        return ok, res.checks[-1].detail
+
+    ok, detail = check({ATTEMPTS_ATTACHMENT: table, ATTEMPTS_CSV_ATTACHMENT: csv})
+    assert ok and f"{len(f.attempts):,} rows" in detail, detail
+    # The table stays where the re-rendered report reads it.
+    assert (run_dir / ATTEMPTS_NAME).read_bytes() == table
+    edited = csv.replace(b"no_match", b"no_mateh", 1)
+    ok, detail = check({ATTEMPTS_ATTACHMENT: table, ATTEMPTS_CSV_ATTACHMENT: edited})
+    assert not ok and "is not the CSV of" in detail
+    ok, detail = check({ATTEMPTS_ATTACHMENT: table, ATTEMPTS_CSV_ATTACHMENT: csv + b"x"})
+    assert not ok and "is not the CSV of" in detail
+    fewer, _, _ = table_files(f.attempts[:-1])
+    ok, detail = check({ATTEMPTS_ATTACHMENT: fewer, ATTEMPTS_CSV_ATTACHMENT: csv})
+    assert not ok and f"holds {len(f.attempts) - 1} rows" in detail
