@@ -71,7 +71,12 @@ def _worker(an: Analyzer, index: int, tasks: Any, results: Any,
             superseded: Container[int]) -> None:
     """A worker's loop: check and analyze batches until told to stop, then send this
     worker's state."""
-    gc.enable()  # paused in the parent while it analyzes (casekit.analysis.analyze)
+    # The collector is paused in the parent while it analyzes (casekit.analysis.analyze):
+    # on again here, with what the worker inherited (the works, their indexes and k-gram
+    # hash sets) frozen, so collections skip it (~3% of a worker's time) and do not write to
+    # the pages it shares with the parent.
+    gc.freeze()
+    gc.enable()
     while True:
         task = tasks.get()
         if task is None:
