@@ -6,7 +6,12 @@ an answer, never a traceback.
 
 from __future__ import annotations
 
+import hashlib
+import zlib
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from casekit.errors import CasekitError
 
@@ -27,8 +32,14 @@ INFLATE_RATIO = 100
 INFLATE_FLOOR = 75_000_000
 
 
-def read_attachments(pdf: Path) -> dict[str, bytes]:
-    """The PDF's embedded files by name. Raises BadReport if the file is not a PDF."""
+def _limits(pdf: Path) -> tuple[int, int]:
+    size = pdf.stat().st_size
+    return max(INFLATE_FLOOR, INFLATE_RATIO * size), size
+
+
+def read_attachments(pdf: Path, skip: Collection[str] = ()) -> dict[str, bytes]:
+    """The PDF's embedded files by name, but those in ``skip`` (read them with
+    :func:`extract_attachment`). Raises BadReport if the file is not a PDF."""
     from pypdf import PdfReader, apply_configuration
 
     try:
@@ -39,8 +50,7 @@ def read_attachments(pdf: Path) -> dict[str, bytes]:
     if b"%PDF-" not in head:
         raise BadReport(f"{pdf}: not a PDF file; give the report.pdf that `casekit report` "
                         "wrote")
-    size = pdf.stat().st_size
-    limit = max(INFLATE_FLOOR, INFLATE_RATIO * size)
+    limit, size = _limits(pdf)
     try:
         with apply_configuration(zlib_maximum_output_length=limit,
                                  stream_decoding_work_maximum_length=limit,
@@ -49,6 +59,8 @@ def read_attachments(pdf: Path) -> dict[str, bytes]:
             found = reader.attachments
             out: dict[str, bytes] = {}
             for name in found:
+                if name in skip:
+                    continue
                 data = found[name]
                 if len(data) != 1:
                     raise DamagedReport(f"attachment {name!r} appears {len(data)} times")
@@ -60,3 +72,73 @@ def read_attachments(pdf: Path) -> dict[str, bytes]:
                             f"{str(exc)[:200]})") from None
     return out
 
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """An attachment written to a file: its size and SHA-256 (``sha256:<hex>``)."""
+
+    size: int
+    sha256: str
+
+
+def extract_attachment(pdf: Path, name: str, target: Path) -> Extracted | None:
+    """Write the attachment ``name`` of ``pdf`` to ``target``, inflating it in chunks (a large
+    matter's ledger is gigabytes: it is never held whole), and hash it on the way. None when
+    the PDF has no such attachment; DamagedReport when it cannot be read or is there twice."""
+    from pypdf import PdfReader, apply_configuration
+
+    from casekit.canonical import HASH_PREFIX
+
+    limit, size = _limits(pdf)
+    try:
+        with apply_configuration(zlib_maximum_output_length=limit,
+                                 stream_decoding_work_maximum_length=limit,
+                                 maximum_declared_stream_length=max(INFLATE_FLOOR, size)):
+            reader = PdfReader(pdf)
+            entries = [e for e in reader.attachment_list if e.name == name]
+            if not entries:
+                return None
+            if len(entries) != 1:
+                raise DamagedReport(f"attachment {name!r} appears {len(entries)} times")
+            spec: Any = entries[0].pdf_object
+            stream: Any = spec["/EF"]["/F"].get_object()
+            digest = hashlib.sha256()
+            written = 0
+            with open(target, "wb") as out:
+                for chunk in _inflated(stream, limit):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
+    except DamagedReport:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse failure of untrusted input
+        raise DamagedReport(f"the PDF's attachment {name} cannot be read ({type(exc).__name__}:"
+                            f" {str(exc)[:200]})") from None
+    return Extracted(written, HASH_PREFIX + digest.hexdigest())
+
+
+def _inflated(stream: Any, limit: int) -> Iterator[bytes]:
+    """The decoded bytes of a PDF stream in 1 MiB chunks: a FlateDecode stream (as casekit
+    writes them) inflated piecewise from its encoded bytes, any other through pypdf."""
+    step = 1 << 20
+    if stream.get("/Filter") != "/FlateDecode" or "/DecodeParms" in stream:
+        data = stream.get_data()
+        for i in range(0, len(data), step):
+            yield data[i:i + step]
+        return
+    raw: bytes = stream._data  # the encoded bytes pypdf read (pypdf has no public accessor)
+    inflate = zlib.decompressobj()
+    total = 0
+    for i in range(0, len(raw), step):
+        buf = raw[i:i + step]
+        while buf:
+            out = inflate.decompress(buf, step)
+            total += len(out)
+            if total > limit:
+                raise DamagedReport(f"an attachment inflates beyond {limit:,} bytes")
+            yield out
+            buf = inflate.unconsumed_tail
+        if inflate.eof:
+            break
+    yield inflate.flush()

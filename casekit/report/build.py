@@ -23,19 +23,18 @@ from casekit.analysis.findings import Findings
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT, CATEGORY_TEXT
 from casekit.analysis.validation import validate_matcher
 from casekit.canonical import sha256_bytes
-from casekit.records import Checkpoint, RunEnd
 from casekit.report.evidence import (
     ATTEMPTS_PER_STRATUM,
     Attached,
     EvidenceFiles,
     ReportOptions,
+    append_streamed,
     attachments,
     build_manifest,
     manifest_bytes,
     pdf_options,
     template_set,
 )
-from casekit.report.imported import build_imported
 from casekit.report.inputs import Inputs, evidence_files, load_inputs
 from casekit.report.model import ReportModel, ReportPaths
 from casekit.report.render import SafeFetcher, render_html, render_pdf, template_dirs
@@ -105,7 +104,7 @@ def build_model(findings: Findings, inputs: Inputs,
     f = findings
     st = inputs.start
     case = inputs.case
-    end = next((r for r in reversed(inputs.records) if isinstance(r, RunEnd)), None)
+    end = inputs.ledger.run_end
     works = inputs.works
     requested = {m.model_id: f"{m.provider} / {m.model}" for m in st.models}
     model_ids = [m.id for m in case.models]
@@ -113,7 +112,7 @@ def build_model(findings: Findings, inputs: Inputs,
     floors_by_model = build_floors(f, case, model_ids)
     files = files if files is not None else evidence_files(f, inputs)
     table = inputs.table
-    effort = build_effort(f, table, case, model_ids, inputs.attempts_by_seq)
+    effort = build_effort(f, case, model_ids, inputs.ledger)
     files.effort_csv = effort.csv_bytes()
     # Exhibits first: their numbers appear in the summary and the sample of attempts.
     ex = build_exhibits(f, inputs, requested, exhibits_per_finding)
@@ -124,7 +123,7 @@ def build_model(findings: Findings, inputs: Inputs,
     # seeded from the ledger head, so verify re-renders the same figures; a few hundred ms.
     validation = validate_matcher([works[w.id] for w in case.works if w.id in works],
                                   case.thresholds, f.ledger_head_hash)
-    methods = build_methods(f, table, case, st, build_imported(inputs.records), validation,
+    methods = build_methods(f, table, case, st, inputs.ledger.imported_summary(), validation,
                             {wid: w.unit for wid, w in works.items()})
     return ReportModel(
         cover=build_cover(f, case, st, end), overview=overview, summary=summary,
@@ -150,15 +149,15 @@ def build_model(findings: Findings, inputs: Inputs,
         control_override=control_override_text(case),
         control_qualifications=build_qualifications(
             case, {wid: len(w.tokens) for wid, w in works.items()}),
-        disclosures=build_disclosures(case, st, inputs.attempts_by_seq,
+        disclosures=build_disclosures(case, st, inputs.ledger.server_dates,
                                       rerun=inputs.comparison_bytes is not None,
                                       anchor=anchor_rows(inputs),
-                                      checkpoints=[r for r in inputs.records
-                                                   if isinstance(r, Checkpoint)],
+                                      checkpoints=inputs.ledger.checkpoints,
                                       timestamp_tsa=timestamp_tsa, sign=sign),
         effort=effort, sensitivity=build_sensitivity(f, table, model_ids),
         bottom_line=build_bottom_line(f, table, case, works, model_ids, st, end,
-                                      inputs.attempts_by_seq, ex.anchor_of, methods.legal_note),
+                                      inputs.ledger, inputs.attempts_by_seq, ex.anchor_of,
+                                      methods.legal_note),
         glossary=build_glossary(f),
     )
 
@@ -186,8 +185,11 @@ class Rendered:
 
     def write_pdf(self, target: Path, template_dir: Path | None = None) -> SafeFetcher:
         """PDF/A-3b with the attachments; the same inputs give the same bytes."""
-        return render_pdf(self.html, target, template_dir, source_date_epoch=self.epoch,
-                          **pdf_options(self.attached, self.ledger_head_hash, self.epoch))
+        options = pdf_options(self.attached, self.ledger_head_hash, self.epoch)
+        fetcher = render_pdf(self.html, target, template_dir, source_date_epoch=self.epoch,
+                             **options)
+        append_streamed(target, options, self.attached, self.epoch)
+        return fetcher
 
 
 def render_report(findings: Findings, inputs: Inputs, options: ReportOptions,

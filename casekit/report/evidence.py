@@ -30,6 +30,7 @@ from typing import Any
 
 import casekit
 from casekit.canonical import canonical_json, sha256_bytes
+from casekit.report.ledger_facts import LedgerFile
 
 MANIFEST_VERSION = 1
 PDF_VARIANT = "pdf/a-3b"
@@ -62,7 +63,8 @@ class Attached:
     """One file embedded in the PDF."""
 
     name: str
-    data: bytes
+    data: bytes | LedgerFile
+    """The bytes, or a file embedded by streaming it (casekit.report.embed)."""
     relationship: str
     """PDF 2.0 / PDF/A-3 AFRelationship: ``Source`` (what the report was made from) or
     ``Data`` (data derived from it)."""
@@ -70,7 +72,7 @@ class Attached:
 
     @property
     def sha256(self) -> str:
-        return sha256_bytes(self.data)
+        return self.data.sha256 if isinstance(self.data, LedgerFile) else sha256_bytes(self.data)
 
 
 # --------------------------------------------------------------------------- templates
@@ -134,7 +136,8 @@ class ReportOptions:
 class EvidenceFiles:
     """The bytes a report is made from, and those it embeds."""
 
-    ledger: bytes
+    ledger: LedgerFile
+    """The run's ledger: never held in memory, streamed into the PDF."""
     findings: bytes
     case: bytes
     works: dict[str, bytes]
@@ -149,7 +152,9 @@ class EvidenceFiles:
     """effort.csv: the report's effort table (set when the report model is built)."""
 
 
-def _file(name: str | None, data: bytes) -> dict[str, Any]:
+def _file(name: str | None, data: bytes | LedgerFile) -> dict[str, Any]:
+    if isinstance(data, LedgerFile):
+        return {"attachment": name, "sha256": data.sha256, "size": data.size}
     return {"attachment": name, "sha256": sha256_bytes(data), "size": len(data)}
 
 
@@ -271,17 +276,34 @@ def pdf_identifier(ledger_head_hash: str) -> bytes:
 
 
 def pdf_options(files: list[Attached], ledger_head_hash: str, epoch: int) -> dict[str, Any]:
-    """WeasyPrint ``write_pdf`` options: PDF/A-3b, the attachments dated at the run's start,
-    a fixed identifier, the casekit ``<meta>`` tags copied to the document information."""
+    """WeasyPrint ``write_pdf`` options: PDF/A-3b, the attachments held as bytes dated at the
+    run's start, a fixed identifier, the casekit ``<meta>`` tags copied to the document
+    information. Streamed attachments (the ledger) are not among them: :func:`append_streamed`
+    adds them to the written PDF (the ``finisher`` keeps the document for it)."""
     from weasyprint import Attachment
+
+    from casekit.report.embed import CapturePdf
 
     when = datetime.fromtimestamp(epoch, tz=UTC)
     return {
         "pdf_variant": PDF_VARIANT,
         "attachments": [Attachment(string=a.data, name=a.name, description=a.description,
                                    relationship=a.relationship, created=when, modified=when)
-                        for a in files],
+                        for a in files if isinstance(a.data, bytes)],
         "pdf_identifier": pdf_identifier(ledger_head_hash),
         "custom_metadata": True,
-        "finisher": _finish,
+        "finisher": CapturePdf(_finish),
     }
+
+
+def append_streamed(target: Path, options: dict[str, Any], files: list[Attached],
+                    epoch: int) -> None:
+    """Add the streamed attachments of ``files`` to the PDF WeasyPrint wrote at ``target``
+    with ``options`` (:func:`pdf_options`), as an incremental update (casekit.report.embed)."""
+    from casekit.report.embed import append_files
+
+    streamed = [(a.name, a.data, a.relationship, a.description) for a in files
+                if isinstance(a.data, LedgerFile)]
+    if streamed:
+        append_files(target, options["finisher"].pdf, streamed,
+                     datetime.fromtimestamp(epoch, tz=UTC))

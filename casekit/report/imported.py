@@ -49,17 +49,20 @@ def _provenance(rec: AttemptRecord) -> dict[str, Any]:
     return prov if isinstance(prov, dict) else {}
 
 
-def build_imported(records: Iterable[LedgerRecord]) -> ImportedSummary:
-    groups: dict[str, _Group] = {}
-    for r in records:
-        if not isinstance(r, AttemptRecord):
-            continue
+class ImportedTally:
+    """The imported attempts' provenance, counted one record at a time (the report's one pass
+    over the ledger feeds it; see :mod:`casekit.report.ledger_facts`)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, _Group] = {}
+
+    def add(self, r: AttemptRecord) -> None:
         a = r.attempt
         if not is_imported(a.strategy, a.strategy_key):
-            continue
+            return
         prov = _provenance(r)
         key = str(prov.get("kind")) if prov.get("kind_stated") else ""
-        g = groups.setdefault(key, _Group(strategy=a.strategy))
+        g = self.groups.setdefault(key, _Group(strategy=a.strategy))
         g.n += 1
         file = prov.get("file")
         if isinstance(file, dict) and file.get("name"):
@@ -71,6 +74,20 @@ def build_imported(records: Iterable[LedgerRecord]) -> ImportedSummary:
         g.prompts += prov.get("prompt_recorded", True) is not False
         if r.result and isinstance(r.result.raw_request.get("decoding"), dict):
             g.decoding += 1
+
+    def summary(self) -> ImportedSummary:
+        return _summary(self.groups)
+
+
+def build_imported(records: Iterable[LedgerRecord]) -> ImportedSummary:
+    tally = ImportedTally()
+    for r in records:
+        if isinstance(r, AttemptRecord):
+            tally.add(r)
+    return tally.summary()
+
+
+def _summary(groups: dict[str, _Group]) -> ImportedSummary:
     rows = []
     missing_total: dict[str, int] = {}
     for key in sorted(groups):

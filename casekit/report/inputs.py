@@ -4,10 +4,11 @@ comparison, each checked against the findings and the run's recorded hashes.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from casekit.analysis.analyze import findings_bytes
 from casekit.analysis.attempt_table import CSV_NAME, write_csv
@@ -15,13 +16,15 @@ from casekit.analysis.findings import Findings
 from casekit.canonical import canonical_json, sha256_bytes
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
-from casekit.ledger import LEDGER_NAME, read_records
-from casekit.records import (
-    AttemptRecord,
-    LedgerRecord,
-    RunStart,
-)
+from casekit.ledger import LEDGER_NAME
+from casekit.records import RunStart
 from casekit.report.evidence import COMPARISON_ATTACHMENT, EvidenceFiles
+from casekit.report.ledger_facts import (
+    AttemptLookup,
+    LedgerFacts,
+    LedgerFile,
+    read_ledger_facts,
+)
 from casekit.report.table import AttemptTable
 from casekit.works import Work, load_works
 
@@ -30,19 +33,37 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Inputs:
-    records: list[LedgerRecord]
+    ledger: LedgerFacts
+    """What the report states about the ledger's records, read in one verifying pass (the
+    records themselves are not kept: issue 14)."""
     start: RunStart
     case: CaseFile
     works: dict[str, Work]
-    attempts_by_seq: dict[int, AttemptRecord]
+    attempts_by_seq: AttemptLookup
+    """Attempt records by sequence number, read from the ledger when asked for."""
     table: AttemptTable
     """The per-attempt rows (attempts.parquet) the findings cite, as columns."""
-    ledger_bytes: bytes = b""
-    """The ledger file as verified (embedded in the PDF byte for byte)."""
     work_bytes: dict[str, bytes] = field(default_factory=dict)
     """Work id -> the file's bytes (their SHA-256 is the run's recorded hash)."""
     comparison_bytes: bytes | None = None
     """comparison.json written by ``casekit rerun`` into this run's folder, if any."""
+
+    @property
+    def ledger_file(self) -> LedgerFile:
+        """The ledger file as verified (embedded in the PDF byte for byte, streamed)."""
+        return self.ledger.file
+
+
+def attempt_flags(findings: Findings, table: AttemptTable,
+                  ) -> dict[str, tuple[bool, str | None]]:
+    """Attempt id -> (its analysis reaches the reporting threshold, its refusal source), for
+    the attempts where either holds: what the ledger pass needs of the analyses."""
+    reach = table.reaching(findings)
+    refusal = table.label("refusal_source")
+    mask = reach | refusal.notnull()
+    rows = np.flatnonzero(mask)
+    return {aid: (bool(reach[r]), refusal.at(int(r)) or None)
+            for aid, r in zip(table.ids(mask), rows, strict=True)}
 
 
 def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None) -> Inputs:
@@ -52,16 +73,11 @@ def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None
     relative to it); default: the path the run recorded.
     """
     table = AttemptTable.of_run(run_dir, findings)
-    ledger_bytes = (run_dir / LEDGER_NAME).read_bytes()
-    records = read_records(run_dir / LEDGER_NAME)
-    if _last_hash(ledger_bytes) != records[-1].hash or \
-            ledger_bytes.count(b"\n") != len(records):
-        raise CasekitError(f"{run_dir / LEDGER_NAME}: the ledger changed while it was read; "
-                           "wait for the run to finish, then report")
-    start = next((r for r in records if isinstance(r, RunStart)), None)
+    facts, lookup = read_ledger_facts(run_dir / LEDGER_NAME, attempt_flags(findings, table))
+    start = facts.run_start
     if start is None:
         raise CasekitError(f"{run_dir}: the ledger has no run_start record")
-    head = records[-1].hash or ""
+    head = facts.head_hash or ""
     if findings.ledger_head_hash != head or findings.run_id != start.run_id:
         raise CasekitError(
             f"{run_dir}: the findings cite ledger head {findings.ledger_head_hash} of run "
@@ -85,22 +101,10 @@ def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None
             raise CasekitError(f"work {w.id!r} at {w.path} changed while it was read; report "
                                "again")
         work_bytes[w.id] = data
-    by_seq = {r.seq: r for r in records if isinstance(r, AttemptRecord)}
     comparison = run_dir / COMPARISON_ATTACHMENT
-    return Inputs(records=records, start=start, case=spec, works={w.id: w for w in works},
-                  attempts_by_seq=by_seq, table=table, ledger_bytes=ledger_bytes,
-                  work_bytes=work_bytes,
+    return Inputs(ledger=facts, start=start, case=spec, works={w.id: w for w in works},
+                  attempts_by_seq=lookup, table=table, work_bytes=work_bytes,
                   comparison_bytes=comparison.read_bytes() if comparison.is_file() else None)
-
-
-def _last_hash(ledger: bytes) -> str | None:
-    """The ``hash`` of the last record of a ledger's bytes."""
-    lines = ledger.rstrip(b"\n").rsplit(b"\n", 1)
-    try:
-        value = json.loads(lines[-1]).get("hash")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
 
 
 def evidence_files(findings: Findings, inputs: Inputs) -> EvidenceFiles:
@@ -113,7 +117,7 @@ def evidence_files(findings: Findings, inputs: Inputs) -> EvidenceFiles:
         csv = Path(tmp) / CSV_NAME
         write_csv(inputs.table.source, csv)
         csv_bytes = csv.read_bytes()
-    return EvidenceFiles(ledger=inputs.ledger_bytes, findings=findings_bytes(findings),
+    return EvidenceFiles(ledger=inputs.ledger_file, findings=findings_bytes(findings),
                          attempts=inputs.table.file_bytes(), attempts_csv=csv_bytes,
                          case=canonical_json(inputs.start.case),
                          works=dict(inputs.work_bytes), comparison=inputs.comparison_bytes)

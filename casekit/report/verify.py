@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,13 @@ from typing import Any
 from casekit.anchor import AnchorReport
 from casekit.canonical import canonical_json, sha256_bytes, sha256_file
 from casekit.errors import CasekitError
-from casekit.report.attachments import BadReport, DamagedReport, read_attachments
+from casekit.report.attachments import (
+    BadReport,
+    DamagedReport,
+    Extracted,
+    extract_attachment,
+    read_attachments,
+)
 from casekit.report.evidence import (
     ATTEMPTS_ATTACHMENT,
     ATTEMPTS_CSV_ATTACHMENT,
@@ -101,24 +107,41 @@ def verify_report(pdf: Path, works_dir: Path | None = None, template_dir: Path |
     anchor of the attached ledger (casekit.anchor: the examiner key that signed it, and
     ``expect_key``, the fingerprint the examiner disclosed) is the first check listed."""
     res = ReportVerification(pdf=pdf)
+    with tempfile.TemporaryDirectory(prefix="casekit-verify-") as tmp:
+        _verify_in(res, pdf, Path(tmp), works_dir, template_dir, compare_pages, page_texts_of,
+                   expect_key, tsa_roots)
+    return res
+
+
+def _verify_in(res: ReportVerification, pdf: Path, tmp: Path, works_dir: Path | None,
+               template_dir: Path | None, compare_pages: bool,
+               page_texts_of: Callable[[Path], list[str]], expect_key: str | None,
+               tsa_roots: Sequence[Path]) -> None:
+    """verify_report in its scratch folder ``tmp``: the ledger is written there from the PDF
+    as it is inflated (never held in memory), the other attachments are read as bytes."""
+    from casekit.ledger import LEDGER_NAME
+
+    run_dir = tmp / "run"
+    run_dir.mkdir()
     try:
-        att = read_attachments(pdf)
+        att = read_attachments(pdf, skip=(LEDGER_ATTACHMENT,))
+        ledger = extract_attachment(pdf, LEDGER_ATTACHMENT, run_dir / LEDGER_NAME)
     except DamagedReport as exc:
         res.add("attachments", False, str(exc))
-        return res
-    missing = [n for n in REQUIRED_ATTACHMENTS if n not in att]
-    if MANIFEST_ATTACHMENT not in att and LEDGER_ATTACHMENT not in att:
+        return
+    streamed = {LEDGER_ATTACHMENT: ledger} if ledger is not None else {}
+    present = set(att) | set(streamed)
+    missing = [n for n in REQUIRED_ATTACHMENTS if n not in present]
+    if MANIFEST_ATTACHMENT not in present and LEDGER_ATTACHMENT not in present:
         raise BadReport(f"{pdf}: no casekit attachments (manifest.json, ledger.jsonl) in this PDF;"
                         " it is not a casekit report, or a tool that re-saved it dropped them "
                         "(verify the original file)")
     if not res.add("attachments", not missing,
                    f"missing {', '.join(missing)}" if missing else
-                   f"{len(att)} attached files: {', '.join(sorted(att))}"):
-        return res
-    with tempfile.TemporaryDirectory(prefix="casekit-verify-") as tmp:
-        _verify(res, att, Path(tmp), pdf, works_dir, template_dir, compare_pages,
-                page_texts_of, expect_key, tsa_roots)
-    return res
+                   f"{len(present)} attached files: {', '.join(sorted(present))}"):
+        return
+    _verify(res, att, streamed, run_dir, tmp, pdf, works_dir, template_dir, compare_pages,
+            page_texts_of, expect_key, tsa_roots)
 
 
 def anchor_check(ledger: Path, expect_key: str | None,
@@ -148,7 +171,7 @@ def _manifest(res: ReportVerification, att: dict[str, bytes]) -> dict[str, Any] 
 
 
 def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
-                  att: dict[str, bytes]) -> bool:
+                  att: dict[str, bytes], streamed: dict[str, Extracted]) -> bool:
     problems = []
     entries = [manifest.get(k) for k in ("ledger", "findings", "case", "attempts")]
     attempts = manifest.get("attempts")
@@ -167,15 +190,17 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
         name = e["attachment"]
         listed.add(name)
         data = att.get(name)
-        if data is None:
+        got = streamed.get(name) or (Extracted(len(data), sha256_bytes(data))
+                                     if data is not None else None)
+        if got is None:
             problems.append(f"{name} is not attached")
-        elif sha256_bytes(data) != e.get("sha256") or len(data) != e.get("size"):
-            problems.append(f"{name} hashes to {sha256_bytes(data)} ({len(data):,} bytes), the "
+        elif got.sha256 != e.get("sha256") or got.size != e.get("size"):
+            problems.append(f"{name} hashes to {got.sha256} ({got.size:,} bytes), the "
                             f"manifest says {e.get('sha256')} ({e.get('size')} bytes)")
     # The timestamp token is over the manifest, so the manifest cannot list it; it is checked
     # on its own (the "timestamp" check).
     token = TOKEN_ATTACHMENT in att
-    extra = sorted(set(att) - listed - {TOKEN_ATTACHMENT})
+    extra = sorted((set(att) | set(streamed)) - listed - {TOKEN_ATTACHMENT})
     if extra:
         problems.append("attachments the manifest does not list: " + ", ".join(extra))
     return res.add("attachment hashes", not problems, "; ".join(problems) or (
@@ -218,7 +243,8 @@ def _attempt_rows(res: ReportVerification, att: dict[str, bytes], cited: Any,
     return res.add("attempt rows", rows_ok and csv_ok, detail)
 
 
-def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path,
+def _verify(res: ReportVerification, att: dict[str, bytes], streamed: dict[str, Extracted],
+            run_dir: Path, tmp: Path, pdf: Path,
             works_dir: Path | None, template_dir: Path | None, compare_pages: bool,
             page_texts_of: Callable[[Path], list[str]], expect_key: str | None = None,
             tsa_roots: Sequence[Path] = ()) -> None:
@@ -231,12 +257,9 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
     manifest = _manifest(res, att)
     if manifest is None:
         return
-    _check_hashes(res, manifest, att)
+    _check_hashes(res, manifest, att, streamed)
 
-    # The ledger: its chain, from the attached bytes.
-    run_dir = tmp / "run"
-    run_dir.mkdir()
-    (run_dir / LEDGER_NAME).write_bytes(att[LEDGER_ATTACHMENT])
+    # The ledger: its chain, from the attached file (written to run_dir as it was inflated).
     if COMPARISON_ATTACHMENT in att:  # a re-run's comparison: shown in the report as attached
         (run_dir / COMPARISON_ATTACHMENT).write_bytes(att[COMPARISON_ATTACHMENT])
     chain = verify_chain(run_dir / LEDGER_NAME)
@@ -342,8 +365,9 @@ def _verify(res: ReportVerification, att: dict[str, bytes], tmp: Path, pdf: Path
     # Every page's text, against a PDF rendered again from the same HTML.
     again = tmp / "again.pdf"
     rendered.write_pdf(again, template_dir)
-    given, fresh = pdf.read_bytes(), again.read_bytes()
-    if given == fresh:
+    # Compared as files, in chunks: a large matter's PDF carries its whole ledger.
+    given, fresh = pdf, again
+    if _same_bytes(given, fresh):
         # The same bytes have the same pages: reading their text again proves nothing more
         # (and is most of verify's time on a long report).
         from pypdf import PdfReader
@@ -392,31 +416,47 @@ class Revisions:
     """What the later revisions add, in words (a timestamp token, a signature, ...)."""
 
 
-def pdf_revisions(data: bytes) -> Revisions:
+def pdf_revisions(data: bytes | Path) -> Revisions:
     """Read the revision structure with pyHanko (optional: without it, one revision is
-    assumed unless the bytes hold several ``%%EOF`` markers)."""
+    assumed unless the bytes hold several ``%%EOF`` markers). The update in which casekit
+    itself embeds the ledger (casekit.report.embed) belongs to the rendering: ``count`` counts
+    it with the first revision and ``first_end`` is the end of it."""
     import io
 
     try:
         from pyhanko.pdf_utils.reader import PdfFileReader
     except ImportError:
-        n = data.count(b"%%EOF")
+        raw = data if isinstance(data, bytes) else data.read_bytes()
+        n = raw.count(b"%%EOF")
         return Revisions(count=max(1, n), first_end=None, added=[])
     try:
-        reader = PdfFileReader(io.BytesIO(data), strict=False)
-        count = reader.xrefs.total_revisions
-        end = reader.xrefs.get_xref_container_info(0).end_location
-        eof = data.index(b"%%EOF", end) + len(b"%%EOF")
-        while eof < len(data) and data[eof:eof + 1] in (b"\r", b"\n"):
+        with (io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")) as fh:
+            reader = PdfFileReader(fh, strict=False)
+            count = reader.xrefs.total_revisions
+            kinds_of: list[set[str]] = []
+            names_of: list[set[str]] = []
+            for rev in range(1, count):
+                kinds: set[str] = set()
+                names: set[str] = set()
+                for ref in reader.xrefs.explicit_refs_in_revision(rev):
+                    obj = reader.get_object(ref, revision=rev)
+                    kinds.add(_kind(obj))
+                    if _kind(obj) == "an attached file" and hasattr(obj, "get") and \
+                            str(obj.get("/Type", "")) == "/Filespec":
+                        names.add(str(obj.get("/F", "")))
+                kinds_of.append(kinds)
+                names_of.append(names)
+            # The rendering: WeasyPrint's revision, and casekit's ledger update after it.
+            rendered = 2 if count > 1 and names_of[0] == {LEDGER_ATTACHMENT} else 1
+            end = reader.xrefs.get_xref_container_info(rendered - 1).end_location
+            fh.seek(end)
+            tail = fh.read(128)
+        eof = tail.index(b"%%EOF") + len(b"%%EOF")
+        while eof < len(tail) and tail[eof:eof + 1] in (b"\r", b"\n"):
             eof += 1
-        added: list[str] = []
-        for rev in range(1, count):
-            kinds = set()
-            for ref in reader.xrefs.explicit_refs_in_revision(rev):
-                obj = reader.get_object(ref, revision=rev)
-                kinds.add(_kind(obj))
-            added.append(", ".join(sorted(k for k in kinds if k)) or "no objects")
-        return Revisions(count=count, first_end=eof, added=added)
+        added = [", ".join(sorted(k for k in kinds if k)) or "no objects"
+                 for kinds in kinds_of[rendered - 1:]]
+        return Revisions(count=count - rendered + 1, first_end=end + eof, added=added)
     except Exception as exc:  # noqa: BLE001 - untrusted input; the text check still runs
         log.warning("verify: cannot read the PDF's revisions (%s)", exc)
         return Revisions(count=1, first_end=None, added=[])
@@ -445,17 +485,53 @@ def _kind(obj: Any) -> str:
     return "other objects (names, form, metadata)"
 
 
-def rendering_matches(given: bytes, fresh: bytes) -> bool:
+def _chunks(data: bytes | Path, limit: int | None = None) -> Iterator[bytes]:
+    """The bytes (or a file's), the first ``limit`` of them, 1 MiB at a time."""
+    step = 1 << 20
+    if isinstance(data, bytes):
+        end = len(data) if limit is None else min(limit, len(data))
+        for i in range(0, end, step):
+            yield data[i:min(i + step, end)]
+        return
+    left = limit if limit is not None else -1
+    with open(data, "rb") as fh:
+        while left != 0:
+            chunk = fh.read(step if left < 0 else min(step, left))
+            if not chunk:
+                return
+            left -= len(chunk) if left > 0 else 0
+            yield chunk
+
+
+def _size(data: bytes | Path) -> int:
+    return len(data) if isinstance(data, bytes) else data.stat().st_size
+
+
+def _starts_with(given: bytes | Path, fresh: bytes | Path) -> bool:
+    """Whether ``given`` begins with every byte of ``fresh`` (files compared in chunks)."""
+    n = _size(fresh)
+    if _size(given) < n:
+        return False
+    # Both yield 1 MiB chunks from the start: the pairs are aligned.
+    return all(x == y for x, y in zip(_chunks(given, n), _chunks(fresh), strict=False))
+
+
+def _same_bytes(given: bytes | Path, fresh: bytes | Path) -> bool:
+    return _size(given) == _size(fresh) and _starts_with(given, fresh)
+
+
+def rendering_matches(given: bytes | Path, fresh: bytes | Path) -> bool:
     """Whether the given PDF is a fresh rendering byte for byte, or one followed by incremental
     updates (a timestamp, signatures)."""
-    return given == fresh or (given.startswith(fresh) and pdf_revisions(given).count > 1)
+    return _same_bytes(given, fresh) or (_starts_with(given, fresh)
+                                         and pdf_revisions(given).count > 1)
 
 
-def bytes_verdict(given: bytes, fresh: bytes) -> str:
+def bytes_verdict(given: bytes | Path, fresh: bytes | Path) -> str:
     """Say precisely how the given PDF's bytes relate to a fresh rendering of the same HTML:
     identical; identical in its first revision with timestamp/signature updates after it; or
     different in the rendered revision itself (another WeasyPrint or font version)."""
-    if given == fresh:
+    if _same_bytes(given, fresh):
         return "the PDF is byte-identical to a fresh rendering"
     revs = pdf_revisions(given)
     later = (f"{revs.count - 1} incremental update(s) after rendering add "
@@ -599,7 +675,7 @@ def verify_timestamp(token_path: Path, manifest_path: Path | None = None,
     pdf = manifest_path.with_name("report.pdf")
     if pdf.is_file():
         try:
-            att = read_attachments(pdf)
+            att = read_attachments(pdf, skip=(LEDGER_ATTACHMENT,))
         except (BadReport, DamagedReport) as exc:
             res.add("report.pdf", False, f"{pdf}: {exc}")
         else:
@@ -611,17 +687,34 @@ def verify_timestamp(token_path: Path, manifest_path: Path | None = None,
                     if same else f"{pdf} carries another manifest than {manifest_path}")
     run_ledger = manifest_path.parent.parent / "ledger.jsonl"
     if run_ledger.is_file():
-        data = run_ledger.read_bytes()
-        want, got = ledger.get("sha256"), sha256_bytes(data)
+        want = ledger.get("sha256")
         # The ledger may have grown since (a resumed run): then its prefix is the one named.
         size = ledger.get("size")
-        prefix_ok = isinstance(size, int) and sha256_bytes(data[:size]) == want
+        got, prefix = _file_sha256(run_ledger, size if isinstance(size, int) else None)
+        prefix_ok = prefix is not None and prefix == want
         res.add("ledger", got == want or prefix_ok,
                 f"{run_ledger} is the ledger the manifest names ({want})" if got == want else
                 (f"{run_ledger} begins with the ledger the manifest names ({want}); records "
                  "were appended after the report" if prefix_ok else
                  f"{run_ledger} hashes to {got}; the manifest names {want}"))
     return res
+
+
+def _file_sha256(path: Path, prefix: int | None) -> tuple[str, str | None]:
+    """SHA-256 of a file and of its first ``prefix`` bytes, read in chunks."""
+    import hashlib
+
+    from casekit.canonical import HASH_PREFIX
+
+    whole, head = hashlib.sha256(), hashlib.sha256()
+    pos = 0
+    for chunk in _chunks(path):
+        whole.update(chunk)
+        if prefix is not None and pos < prefix:
+            head.update(chunk[:prefix - pos])
+        pos += len(chunk)
+    return (HASH_PREFIX + whole.hexdigest(),
+            HASH_PREFIX + head.hexdigest() if prefix is not None and pos >= prefix else None)
 
 
 def verify_extras(res: ReportVerification, pdf: Path, *, tsa_roots: Sequence[Path] = (),
@@ -634,7 +727,7 @@ def verify_extras(res: ReportVerification, pdf: Path, *, tsa_roots: Sequence[Pat
     tsa_certs = load_certs(tsa_roots)
     sign_certs = load_certs(sign_roots)
     try:
-        att = read_attachments(pdf)
+        att = read_attachments(pdf, skip=(LEDGER_ATTACHMENT,))
     except Exception:  # noqa: BLE001 - verify_report has reported it already
         att = {}
     token = att.get(TOKEN_ATTACHMENT)

@@ -17,8 +17,9 @@ import numpy as np
 from casekit.analysis.findings import ControlFloor, Findings, ModelWorkFinding
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT, SHOWN
 from casekit.case import CaseFile
-from casekit.records import IMPORT_STRATEGY, AttemptRecord, RunEnd, RunStart
+from casekit.records import RunEnd, RunStart
 from casekit.report import catalogue as C
+from casekit.report.ledger_facts import AttemptLookup, LedgerFacts
 from casekit.report.sections.summary import STATUS_CLASS
 from casekit.report.table import AttemptTable
 from casekit.report.text import fmt_pct
@@ -111,17 +112,10 @@ def _line(f: ModelWorkFinding, work: Work, floor: ControlFloor | None, th_words:
 
 
 def _effort(f: Findings, case: CaseFile, st: RunStart, end: RunEnd | None,
-            attempts: dict[int, AttemptRecord]) -> str:
-    intents = {"benign": 0, "adversarial": 0, "reconstruction": 0}
-    imported = 0
-    first = last = ""
-    for rec in attempts.values():
-        if rec.attempt.strategy == IMPORT_STRATEGY:
-            imported += 1
-            continue
-        intents[rec.attempt.intent] = intents.get(rec.attempt.intent, 0) + 1
-        first = min(first, rec.started_at) if first else rec.started_at
-        last = max(last, rec.completed_at)
+            ledger: LedgerFacts) -> str:
+    intents = ledger.intents
+    imported = ledger.imported_records
+    first, last = ledger.first_started, ledger.last_completed
     subjects = sum(1 for w in case.works if w.role == "subject")
     text = C.BL_EFFORT.format(
         recorded=f"{f.recorded_attempts:,}", planned=f"{f.planned_attempts:,}",
@@ -135,7 +129,7 @@ def _effort(f: Findings, case: CaseFile, st: RunStart, end: RunEnd | None,
     return text
 
 
-def _thumbnail(f: Findings, table: AttemptTable, attempts: dict[int, AttemptRecord],
+def _thumbnail(f: Findings, table: AttemptTable, attempts: AttemptLookup,
                works: dict[str, Work], anchor_of: dict[str, tuple[str, str]],
                ) -> Thumbnail | None:
     """The longest credited span of any subject attempt that reached the threshold (the
@@ -162,7 +156,7 @@ def _thumbnail(f: Findings, table: AttemptTable, attempts: dict[int, AttemptReco
 
 def build_bottom_line(f: Findings, table: AttemptTable, case: CaseFile,
                       works: dict[str, Work], model_ids: list[str], st: RunStart,
-                      end: RunEnd | None, attempts: dict[int, AttemptRecord],
+                      end: RunEnd | None, ledger: LedgerFacts, attempts: AttemptLookup,
                       anchor_of: dict[str, tuple[str, str]], legal_note: str) -> BottomLine:
     th = f.thresholds
     floors = {c.model_id: c for c in f.controls}
@@ -180,7 +174,7 @@ def build_bottom_line(f: Findings, table: AttemptTable, case: CaseFile,
     if legal_note:
         caveats.append(legal_note)
     return BottomLine(
-        effort=_effort(f, case, st, end, attempts),
+        effort=_effort(f, case, st, end, ledger),
         rule=C.BL_RULE.format(words=th.min_span_words,
                               sp_words=th.substantial_portion_min_words,
                               sp_share=fmt_pct(th.substantial_portion_min_share)),

@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 
 from casekit.canonical import sha256_bytes
-from casekit.records import Checkpoint, Note
 from casekit.report import catalogue as C
 from casekit.report.evidence import (
     ATTEMPTS_ATTACHMENT,
@@ -62,8 +61,8 @@ def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
     """The files the report is made from, their hashes, and whether each travels in the PDF."""
     st = inputs.start
     rows = [
-        FileHash("Ledger", LEDGER_ATTACHMENT, sha256_bytes(files.ledger),
-                 f"{len(files.ledger):,} bytes", "attached (Source)"),
+        FileHash("Ledger", LEDGER_ATTACHMENT, files.ledger.sha256,
+                 f"{files.ledger.size:,} bytes", "attached (Source)"),
         FileHash("Findings", FINDINGS_ATTACHMENT, sha256_bytes(files.findings),
                  f"{len(files.findings):,} bytes", "attached (Data)"),
         FileHash("Case (canonical JSON)", CASE_ATTACHMENT, sha256_bytes(files.case),
@@ -112,15 +111,16 @@ def anchor_rows(inputs: Inputs) -> tuple[str, str]:
     page states them (checked by `casekit verify`)."""
     key = inputs.start.examiner_key
     fp = key.fingerprint if key is not None else next(
-        (str(r.data.get("fingerprint")) for r in inputs.records
-         if isinstance(r, Note) and r.kind == "examiner_key"), None)
+        (str(r.data.get("fingerprint")) for r in inputs.ledger.notes
+         if r.kind == "examiner_key"), None)
     if fp is None:
         return (C.ANCHOR_NO_KEY, C.ANCHOR_NONE)
-    last = next((r for r in reversed(inputs.records) if isinstance(r, Checkpoint)), None)
+    checkpoints = inputs.ledger.checkpoints
+    last = checkpoints[-1] if checkpoints else None
     if last is None:
         return (fp, C.ANCHOR_NONE)
-    n = len(inputs.records)
-    stamped = any(isinstance(r, Checkpoint) and r.timestamp for r in inputs.records)
+    n = inputs.ledger.records
+    stamped = any(r.timestamp for r in checkpoints)
     return (fp, C.ANCHOR_TO.format(
         covers=f"{last.covers_seq:,}", records=f"{n:,}",
         closing=C.ANCHOR_CLOSING if last.final and last.seq == n - 1 else C.ANCHOR_OPEN,

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 from casekit.case import CaseFile
 from casekit.records import (
-    AttemptRecord,
-    Note,
     RunEnd,
 )
 from casekit.report import catalogue as C
@@ -54,18 +52,18 @@ def build_custody(inputs: Inputs, case: CaseFile) -> Custody:
                                run_id=st.run_id, at=f" {st.started_at}" if st.started_at else "",
                                planned=f"{st.planned_attempts:,}",
                                case_sha256=st.case_sha256))]
-    attempts = [r for r in inputs.records if isinstance(r, AttemptRecord)]
-    if attempts:
-        first, last = attempts[0], attempts[-1]
-        events.append(CustodyEvent(first.recorded_at, str(first.seq), C.EVENT_FIRST_ATTEMPT))
-        if last is not first:
-            events.append(CustodyEvent(last.recorded_at, str(last.seq),
-                                       C.EVENT_LAST_ATTEMPT.format(n=f"{len(attempts):,}")))
-    notes, notes_more = notes_shown([r for r in inputs.records if isinstance(r, Note)])
+    led = inputs.ledger
+    if led.first_attempt is not None and led.last_attempt is not None:
+        (first_at, first_seq), (last_at, last_seq) = led.first_attempt, led.last_attempt
+        events.append(CustodyEvent(first_at, str(first_seq), C.EVENT_FIRST_ATTEMPT))
+        if led.attempts > 1:
+            events.append(CustodyEvent(last_at, str(last_seq),
+                                       C.EVENT_LAST_ATTEMPT.format(n=f"{led.attempts:,}")))
+    notes, notes_more = notes_shown(led.notes)
     for n in notes:
         events.append(CustodyEvent(n.recorded_at, str(n.seq), C.EVENT_NOTE.format(
             kind=n.kind, message=n.message)))
-    for r in inputs.records:
+    for r in led.run_records:
         if isinstance(r, RunEnd):
             events.append(CustodyEvent(r.recorded_at, str(r.seq), C.EVENT_RUN_ENDED.format(
                 recorded=f"{r.attempts_recorded:,}", planned=f"{r.attempts_planned:,}",

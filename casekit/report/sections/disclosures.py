@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from casekit.case import CaseFile
-from casekit.records import AttemptRecord, Checkpoint, RunStart
+from casekit.records import Checkpoint, RunStart
 from casekit.report import catalogue as C
 from casekit.report.views import KV
 
@@ -69,14 +69,12 @@ def anchoring_lines(anchor: tuple[str, str], checkpoints: list[Checkpoint],
     return lines
 
 
-def build_disclosures(case: CaseFile, st: RunStart, attempts: dict[int, AttemptRecord],
+def build_disclosures(case: CaseFile, st: RunStart, server_dates: int,
                       rerun: bool, anchor: tuple[str, str] = ("", ""),
                       checkpoints: list[Checkpoint] | None = None,
                       timestamp_tsa: str | None = None, sign: bool = False) -> Disclosures:
     runtimes = [_runtime(m.model_id, m.identity, st.versions) for m in st.models
                 if m.provider == "local"]
-    server_dates = sum(1 for r in attempts.values()
-                       if r.result is not None and r.result.server_date)
     time_source = C.DISCLOSE_TIME.format(
         server=C.DISCLOSE_SERVER_DATES.format(n=f"{server_dates:,}") if server_dates
         else C.DISCLOSE_NO_SERVER_DATES)

@@ -9,15 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
 
 from casekit.analysis.findings import Findings
 from casekit.case import CaseFile
-from casekit.records import AttemptRecord, is_imported
 from casekit.report import catalogue as C
-from casekit.report.table import AttemptTable
+from casekit.report.ledger_facts import LedgerFacts
 from casekit.report.text import DASH
 
 log = logging.getLogger(__name__)
@@ -61,26 +58,16 @@ class Effort:
         return out.getvalue().encode("utf-8")
 
 
-def _first(ordered: Sequence[tuple[tuple[Any, int], bool]]) -> str:
-    """1-based position of the first hit in the given order, or "none reached"."""
-    for i, (_, hit) in enumerate(sorted(ordered, key=lambda t: t[0]), start=1):
-        if hit:
-            return f"{i:,}"
-    return C.EFFORT_NONE
+def _first(position: int | None) -> str:
+    """1-based position of the first hit in some order, or "none reached"."""
+    return f"{position:,}" if position is not None else C.EFFORT_NONE
 
 
-def _filtered(rec: AttemptRecord) -> bool:
-    return rec.result is not None and rec.result.finish_reason == "content_filter"
-
-
-def build_effort(f: Findings, table: AttemptTable, case: CaseFile, model_ids: list[str],
-                 attempts: dict[int, AttemptRecord]) -> Effort:
-    reached = set(table.ids(table.reaching(f)))
-    groups: dict[tuple[str, str, str, str], list[AttemptRecord]] = {}
-    for rec in attempts.values():
-        a = rec.attempt
-        src = "imported" if is_imported(a.strategy, a.strategy_key) else "casekit"
-        groups.setdefault((a.model_id, a.work_id, a.intent, src), []).append(rec)
+def build_effort(f: Findings, case: CaseFile, model_ids: list[str],
+                 ledger: LedgerFacts) -> Effort:
+    """The effort table from the ledger pass's per-group counts (casekit.report.ledger_facts:
+    whether an attempt reached the threshold was read off the findings there)."""
+    groups = ledger.effort
     complete = f.complete and f.recorded_attempts >= f.planned_attempts
     work_order = [w.id for w in case.works]
     works = work_order + sorted({k[1] for k in groups} - set(work_order))
@@ -90,27 +77,19 @@ def build_effort(f: Findings, table: AttemptTable, case: CaseFile, model_ids: li
         for wid in works:
             for intent in INTENTS + tuple(sorted({k[2] for k in groups} - set(INTENTS))):
                 for src in ("casekit", "imported"):
-                    recs = groups.get((mid, wid, intent, src))
-                    if not recs:
+                    g = groups.get((mid, wid, intent, src))
+                    if g is None or not g.recorded:
                         continue
-                    hit = [r.attempt.id in reached for r in recs]
-                    plan_order = [((r.attempt.ordinal, r.seq), h) for r, h in zip(recs, hit,
-                                                                                  strict=True)]
-                    time_order = [((r.started_at, r.seq), h) for r, h in zip(recs, hit,
-                                                                             strict=True)]
-                    with_output = sum(1 for r in recs if r.result is not None and (
-                        r.result.text or r.result.token_scores))
                     rows.append(EffortRow(
                         model_id=mid, work_id=wid, intent=intent, source=src,
-                        planned=(f"{len(recs):,}" if complete else DASH)
+                        planned=(f"{g.recorded:,}" if complete else DASH)
                         if src == "casekit" else C.EFFORT_NOT_PLANNED,
-                        recorded=f"{len(recs):,}", with_output=f"{with_output:,}",
-                        reached=f"{sum(hit):,}",
-                        refusals=f"{sum(1 for r in recs if r.status == 'refusal'):,}",
-                        errors=f"{sum(1 for r in recs if r.status == 'error'):,}",
-                        filtered=f"{sum(1 for r in recs if _filtered(r)):,}",
-                        first_plan=_first(plan_order) if src == "casekit" else DASH,
-                        first_time=_first(time_order)))
+                        recorded=f"{g.recorded:,}", with_output=f"{g.with_output:,}",
+                        reached=f"{len(g.hits):,}",
+                        refusals=f"{g.refusals:,}", errors=f"{g.errors:,}",
+                        filtered=f"{g.filtered:,}",
+                        first_plan=_first(g.first_in_plan()) if src == "casekit" else DASH,
+                        first_time=_first(g.first_in_time())))
     note = C.EFFORT_PLANNED_COMPLETE if complete else C.EFFORT_PLANNED_INCOMPLETE.format(
         planned=f"{f.planned_attempts:,}", recorded=f"{f.recorded_attempts:,}")
     return Effort(rows=rows, planned_note=note)

@@ -4,7 +4,6 @@ own data (tools, model aliases, openings, excluded passages, filters, small samp
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
@@ -13,10 +12,12 @@ import numpy as np
 from casekit.analysis.findings import Findings
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT
 from casekit.case import CaseFile
-from casekit.records import AttemptRecord
 from casekit.report import catalogue as C
-from casekit.report.imported import build_imported
 from casekit.report.inputs import Inputs
+from casekit.report.ledger_facts import (  # noqa: F401 - re-exported for tests
+    TOOL_REQUEST_KEYS,
+    TOOL_RESPONSE_MARKERS,
+)
 from casekit.report.sections.controls import FloorView
 from casekit.report.table import NO_SPAN, AttemptTable
 from casekit.works import Work
@@ -51,7 +52,7 @@ def build_limitations(f: Findings, table: AttemptTable, case: CaseFile,
     if f.imported_attempts:
         text = C.LIMIT_IMPORTED.format(imported=f"{f.imported_attempts:,}")
         if inputs is not None:
-            summary = build_imported(inputs.records)
+            summary = inputs.ledger.imported_summary()
             if summary.unstated:
                 text += C.LIMIT_IMPORTED_UNSTATED.format(unstated=f"{summary.unstated:,}")
             if summary.missing:
@@ -88,11 +89,6 @@ def cjk_font_missing() -> bool:
     return False
 
 
-#: Request fields that give a model tools or retrieval; response markers of their use.
-TOOL_REQUEST_KEYS = ("tools", "tool_choice", "functions", "function_call", "web_search_options",
-                     "plugins", "retrieval", "file_search", "mcp_servers")
-TOOL_RESPONSE_MARKERS = ('"tool_calls"', '"tool_use"', '"server_tool_use"', '"function_call"',
-                         'web_search', '"citations"', '"annotations":[{')
 #: Work words from the start that count as the opening (the most widely quoted part).
 OPENING_WORDS = 200
 _DATED_MODEL_RE = re.compile(r"\d{4}-?\d{2}-?\d{2}|\d{8}|@\d|-\d{3,4}$")
@@ -102,26 +98,20 @@ def _data_limitations(f: Findings, table: AttemptTable, inputs: Inputs) -> list[
     """Limitations read off this run's own data: tools and retrieval, model aliases and
     identity changes, openings and excluded passages, filters, small samples."""
     out: list[str] = []
-    attempts = [r for r in inputs.records if isinstance(r, AttemptRecord)]
+    led = inputs.ledger
     # Retrieval and tools.
-    tooled_req = sum(1 for r in attempts if r.result and any(
-        r.result.raw_request.get(k) for k in TOOL_REQUEST_KEYS))
-    tooled_resp = 0
-    for r in attempts:
-        if r.result and r.result.raw_response:
-            raw = json.dumps(r.result.raw_response, ensure_ascii=False)
-            tooled_resp += any(m in raw for m in TOOL_RESPONSE_MARKERS)
+    tooled_req = led.tooled_requests
+    tooled_resp = led.tooled_responses
     if tooled_req or tooled_resp:
         out.append(C.LIMIT_TOOLS.format(requests=f"{tooled_req:,}",
                                         keys=", ".join(TOOL_REQUEST_KEYS[:4]),
                                         responses=f"{tooled_resp:,}"))
     else:
-        out.append(C.LIMIT_NO_TOOLS.format(requests=f"{len(attempts):,}"))
+        out.append(C.LIMIT_NO_TOOLS.format(requests=f"{led.attempts:,}"))
     # Model identity: aliases, several returned ids, changing fingerprints.
     for m in inputs.start.models:
-        mine = [r.result for r in attempts if r.attempt.model_id == m.model_id and r.result]
-        returned = sorted({x.returned_model for x in mine if x.returned_model})
-        prints = sorted({x.system_fingerprint for x in mine if x.system_fingerprint})
+        returned = sorted(led.returned_models.get(m.model_id, ()))
+        prints = sorted(led.fingerprints.get(m.model_id, ()))
         notes = []
         if m.provider != "local" and not _DATED_MODEL_RE.search(m.model):
             notes.append(C.MODEL_ALIAS.format(model=repr(m.model)))
@@ -153,8 +143,7 @@ def _data_limitations(f: Findings, table: AttemptTable, inputs: Inputs) -> list[
         out.append(C.LIMIT_NONE_EXCLUDED)
     out += boilerplate_warnings(f, table, inputs)
     # Filters and refusals by source.
-    filtered = sum(1 for r in attempts if r.result and r.result.finish_reason in (
-        "content_filter", "refusal"))
+    filtered = led.filtered_or_refused
     source = table.label("refusal_source")
     by_source = {v: n for v in source.values if v and (n := int(source.eq(v).sum()))}
     if filtered or by_source:

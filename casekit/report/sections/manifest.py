@@ -9,8 +9,6 @@ from typing import Any
 
 from casekit.analysis.findings import Findings
 from casekit.records import (
-    AttemptRecord,
-    Note,
     RunEnd,
 )
 from casekit.report import catalogue as C
@@ -114,7 +112,7 @@ def build_manifest_view(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifes
     models = [ModelRow(model_id=m.model_id, provider=m.provider, model=m.model,
                        interface=m.interface, can_score="yes" if m.can_score else "no",
                        identity=_identity_kv(m.identity)) for m in st.models]
-    shown, notes_more = notes_shown([n for n in inp.records if isinstance(n, Note)])
+    shown, notes_more = notes_shown(inp.ledger.notes)
     notes = [NoteRow(str(n.seq), n.recorded_at, n.kind, n.message) for n in shown]
     return Manifest(
         run_id=st.run_id, case_path=st.case_path, case_sha256=st.case_sha256,
@@ -135,4 +133,4 @@ def build_manifest_view(f: Findings, inp: Inputs, end: RunEnd | None) -> Manifes
 
 def _retried(inp: Inputs) -> int:
     """Records of attempts sent again after a transient failure (``--retry-failed``)."""
-    return sum(1 for r in inp.records if isinstance(r, AttemptRecord) and r.retry_of is not None)
+    return inp.ledger.retried

@@ -19,8 +19,8 @@ from casekit.analysis.analyze import covered_positions
 from casekit.analysis.findings import AttemptAnalysis, Findings, ModelWorkFinding
 from casekit.errors import CasekitError
 from casekit.normalize import tokenize
-from casekit.records import AttemptRecord
 from casekit.report import catalogue as C
+from casekit.report.ledger_facts import AttemptLookup
 from casekit.report.sections.long_texts import LongText
 from casekit.report.table import AttemptTable
 from casekit.report.text import (
@@ -181,7 +181,7 @@ def minimal_cover(b0: int, b1: int, runs_of: list[list[tuple[int, int]]]) -> lis
 
 def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
                         analyses: dict[str, AttemptAnalysis],
-                        records: dict[int, AttemptRecord], work: Work,
+                        records: AttemptLookup, work: Work,
                         anchor_of: dict[str, tuple[str, str]], longs: list[LongText],
                         ) -> BlockExhibit:
     """The block of ``mw`` exhibited whole: the work text with context, each contributing
@@ -352,7 +352,7 @@ def _original(raw: str, lo: int, hi: int, c0: int, c1: int,
     return out
 
 
-def build_block_exhibits(f: Findings, table: AttemptTable, records: dict[int, AttemptRecord],
+def build_block_exhibits(f: Findings, table: AttemptTable, records: AttemptLookup,
                          works: dict[str, Work], anchor_of: dict[str, tuple[str, str]],
                          longs: list[LongText]) -> dict[tuple[str, str], BlockExhibit]:
     """A reconstruction exhibit per model x work whose longest block reaches the reporting

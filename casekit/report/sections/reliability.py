@@ -8,12 +8,9 @@ import logging
 from dataclasses import dataclass, field
 
 from casekit.analysis.findings import Findings
-from casekit.records import (
-    AttemptRecord,
-    is_imported,
-)
 from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
+from casekit.report.ledger_facts import RELIABILITY_ERRORS_PER_MODEL
 from casekit.report.views import KV
 
 log = logging.getLogger(__name__)
@@ -86,87 +83,44 @@ class Reliability:
         return f"{self.errors_total - len(self.errors):,}"
 
 
-#: Attempts that ended in an error listed per model (its first, in ledger order); the rest are
-#: counted per model and are in the complete listing and the ledger.
-RELIABILITY_ERRORS_PER_MODEL = 10
 
 
 def build_reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reliability:
     """Every try of every attempt, per model: the record a court asks for when a result is
     challenged as the survivor of many failed attempts. The counts are of every attempt; the
     list of failed attempts shows each model's first RELIABILITY_ERRORS_PER_MODEL."""
-    by_model: dict[str, list[AttemptRecord]] = {m: [] for m in model_ids}
-    for rec in inputs.attempts_by_seq.values():
-        by_model.setdefault(rec.attempt.model_id, []).append(rec)
-    source = inputs.table.label("refusal_source")
-    refused_by = dict(zip(inputs.table.ids(source.notnull()),
-                          (source.values[c] for c in source.codes[source.notnull()]),
-                          strict=True))
+    led = inputs.ledger
     rows: list[ReliabilityRow] = []
     errors: list[ReliabilityError] = []
-    types: dict[str, int] = {}
-    for mid, recs in by_model.items():
-        if not recs:
-            continue
-        kinds = {"transient": 0, "rate_limit": 0, "no_retry": 0, "unknown": 0}
-        tries = retried = after = most = dropped = filtered = 0
-        refused: dict[str, int] = {}
-        ok = failed = 0
-        for rec in sorted(recs, key=lambda r: r.seq):
-            n = len(rec.tries)
-            tries += n
-            most = max(most, n)
-            retried += n > 1
-            for t in rec.tries:
-                if t.error is not None:
-                    kinds[t.error.kind] = kinds.get(t.error.kind, 0) + 1
-                    types[t.error.type] = types.get(t.error.type, 0) + 1
-                    after += t.retry_after is not None
-            raw = rec.result.raw_request if rec.result else None
-            if isinstance(raw, dict) and raw.get("dropped"):
-                dropped += 1
-            if rec.result is not None and rec.result.finish_reason == "content_filter":
-                filtered += 1
-            by = refused_by.get(rec.attempt.id)
-            if by:
-                refused[by] = refused.get(by, 0) + 1
-            if rec.status == "error":
-                failed += 1
-                e = rec.error
-                errors.append(ReliabilityError(
-                    attempt_id=rec.attempt.id, model_id=mid, seq=str(rec.seq),
-                    kind=e.kind.replace("_", " ") if e else "unknown",
-                    type=e.type if e else "unknown",
-                    message=(e.message[:300] + ("…" if len(e.message) > 300 else ""))
-                    if e else "", tries=f"{n:,}"))
-            elif rec.status == "ok":
-                ok += 1
+    per_model: dict[str, int] = {}
+    order = [m for m in model_ids if m in led.tries] + [m for m in led.tries
+                                                         if m not in model_ids]
+    for mid in order:
+        t = led.tries[mid]
+        per_model[mid] = t.failed
+        errors += [ReliabilityError(attempt_id=e.attempt_id, model_id=mid, seq=str(e.seq),
+                                    kind=e.kind, type=e.type, message=e.message,
+                                    tries=f"{e.tries:,}") for e in t.errors]
+        kinds, refused = t.kinds, t.refused
         ref_total = sum(refused.values())
         rows.append(ReliabilityRow(
-            model_id=mid, attempts=f"{len(recs):,}", ok=f"{ok:,}",
+            model_id=mid, attempts=f"{t.attempts:,}", ok=f"{t.ok:,}",
             refused=f"{ref_total:,}" + (" (" + ", ".join(
                 f"{k} {v:,}" for k, v in sorted(refused.items())) + ")" if ref_total else ""),
-            filtered=f"{filtered:,}", failed=f"{failed:,}",
-            tries=f"{tries:,}" + (C.IMPORTED_NO_TRIES if any(
-                is_imported(r.attempt.strategy, r.attempt.strategy_key) for r in recs) else ""),
-            retried=f"{retried:,}",
+            filtered=f"{t.filtered:,}", failed=f"{t.failed:,}",
+            tries=f"{t.tries:,}" + (C.IMPORTED_NO_TRIES if t.imported else ""),
+            retried=f"{t.retried:,}",
             failed_tries=(C.FAILED_TRIES.format(transient=f"{kinds['transient']:,}",
                                                 rate_limit=f"{kinds['rate_limit']:,}",
                                                 no_retry=f"{kinds['no_retry']:,}")
                           + (C.FAILED_TRIES_UNKNOWN.format(unknown=f"{kinds['unknown']:,}")
                              if kinds["unknown"] else "")),
-            retry_after=f"{after:,}", most_tries=f"{most:,}", dropped=f"{dropped:,}"))
-    errors.sort(key=lambda e: int(e.seq))
-    per_model: dict[str, int] = {}
-    shown: list[ReliabilityError] = []
-    for err in errors:
-        per_model[err.model_id] = per_model.get(err.model_id, 0) + 1
-        if per_model[err.model_id] <= RELIABILITY_ERRORS_PER_MODEL:
-            shown.append(err)
+            retry_after=f"{t.after:,}", most_tries=f"{t.most:,}", dropped=f"{t.dropped:,}"))
+    shown = sorted(errors, key=lambda e: int(e.seq))
     listed = [KV(mid, f"{min(n, RELIABILITY_ERRORS_PER_MODEL):,} of {n:,}")
               for mid in model_ids + sorted(set(per_model) - set(model_ids))
               if (n := per_model.get(mid, 0))]
-    return Reliability(rows=rows, errors=shown, errors_total=len(errors),
+    return Reliability(rows=rows, errors=shown, errors_total=sum(per_model.values()),
                        errors_by_model=listed,
                        error_types=[KV(k, f"{v:,}") for k, v in sorted(
-                           types.items(), key=lambda kv: (-kv[1], kv[0]))])
+                           led.error_types.items(), key=lambda kv: (-kv[1], kv[0]))])
