@@ -300,7 +300,7 @@ def test_a_failed_deferred_write_stops_the_run_and_keeps_the_chain(
 
 def test_lines_are_split_the_same_across_read_chunks(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import casekit.ledger as ledger_mod
+    import casekit.chain as ledger_mod  # the read side
 
     fill(tmp_path, 7).close()
     path = tmp_path / LEDGER_NAME
@@ -351,7 +351,7 @@ def test_iter_records_streams_with_the_records_of_read_records(tmp_path: Path) -
 def test_open_parses_each_line_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import orjson
 
-    import casekit.ledger as ledger_mod
+    import casekit.chain as ledger_mod  # the read side
 
     fill(tmp_path, 6).close()
     calls = 0
@@ -393,7 +393,7 @@ def test_a_torn_tail_of_a_large_ledger_is_cut_at_the_last_newline(
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from casekit.ledger import _canonical_with_hash, _fast_hash  # noqa: E402
+from casekit.chain import _canonical_with_hash, _fast_hash  # noqa: E402
 
 _KEYS = st.text(alphabet=st.sampled_from("abhsz_\u00e9\uff21\U0001f600"), min_size=1, max_size=4)
 _SCALARS = st.one_of(
@@ -455,7 +455,7 @@ def test_holds_finds_a_needle_across_chunk_boundaries(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # superseded_seqs skips a ledger without "retry_of" by one byte search in chunks: a member
     # name split across two chunks must still be found.
-    from casekit import ledger as ledger_mod
+    from casekit import chain as ledger_mod
 
     monkeypatch.setattr(ledger_mod, "_READ_CHUNK", 8)
     path = tmp_path / "f"
