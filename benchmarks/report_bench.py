@@ -3,7 +3,9 @@
 A synthetic run (one model, a 30,000-word subject work and a control; every fifth attempt
 reproduces a 60-word passage, the rest do not) is written through the real ledger and analyzed
 with the real analyzer; then the report is built (load + model + HTML + PDF/A-3b with the data
-attached) and, for the same HTML, WeasyPrint alone renders the PDF with the same options.
+attached) and, for the same HTML, WeasyPrint alone renders the PDF with the same options. The
+ledger is not in WeasyPrint's PDF: casekit appends it itself, streaming, in an incremental
+update (casekit/report/embed.py), so its embedding counts as casekit's own time in the ratio.
 
     python benchmarks/report_bench.py            # 250, 500 and 1,000 attempts
     python benchmarks/report_bench.py 1000       # one size
@@ -154,7 +156,8 @@ def measure(attempts: int) -> dict[str, float]:
                              exhibits_per_finding=exhibits)
         t_report = time.perf_counter() - t
         pages = len(PdfReader(paths.pdf).pages)
-        # WeasyPrint alone: the same HTML, the same fetcher and the same PDF/A options.
+        # WeasyPrint alone: the same HTML, the same fetcher and the same PDF/A options (the
+        # other attachments; the ledger is casekit's own streamed update).
         rendered = render_report(findings, load_inputs(run_dir, findings),  # type: ignore[arg-type]
                                  ReportOptions(exhibits))
         dirs = template_dirs(None)
