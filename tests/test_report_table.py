@@ -174,6 +174,8 @@ def test_report_cli_re_analyzes_when_the_table_is_not_the_cited_one(
 
 
 def test_verify_checks_the_attached_table_and_csv(analyzed: Analyzed, tmp_path: Path) -> None:
+    from casekit.canonical import sha256_bytes
+    from casekit.report.attachments import Extracted
     from casekit.report.verify import ReportVerification, _attempt_rows
 
     f = analyzed.findings
@@ -182,8 +184,11 @@ def test_verify_checks_the_attached_table_and_csv(analyzed: Analyzed, tmp_path: 
     run_dir.mkdir()
 
     def check(att: dict[str, bytes]) -> tuple[bool, str]:
+        # The CSV as verify extracts it: to a file, with its size and hash.
+        data = att.pop(ATTEMPTS_CSV_ATTACHMENT)
         res = ReportVerification(pdf=tmp_path / "report.pdf")
-        ok = _attempt_rows(res, att, f.attempt_rows, run_dir)
+        ok = _attempt_rows(res, att, Extracted(len(data), sha256_bytes(data)), f.attempt_rows,
+                           run_dir)
         return ok, res.checks[-1].detail
 
     ok, detail = check({ATTEMPTS_ATTACHMENT: table, ATTEMPTS_CSV_ATTACHMENT: csv})

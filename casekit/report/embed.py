@@ -73,6 +73,7 @@ def append_files(target: Path, pdf: Any, files: Sequence[tuple[str, Any, str, st
     xref_obj = pdf.objects[-1]
     next_num = len(pdf.objects)
     offsets: dict[int, int] = {}
+    added: dict[bytes, bytes] = {}
     with open(target, "r+b") as out:
         out.seek(0, 2)
         for name, source, relationship, description in files:
@@ -106,12 +107,15 @@ def append_files(target: Path, pdf: Any, files: Sequence[tuple[str, Any, str, st
             pairs.append((pydyf.String(name.encode(errors="ignore")), f"{spec_num} 0 R".encode()))
             pairs.sort(key=lambda p: _key(p[0]))
             names_obj["Names"] = pydyf.Array([x for p in pairs for x in p])
-            # /AF in the same (name) order as WeasyPrint writes it.
+            # /AF in the same (name) order as WeasyPrint writes it (a specification added
+            # above is not among pdf.objects: its key is kept here).
             af = list(pdf.catalog.get("AF") or [])
             key = _key(pydyf.String(name.encode(errors="ignore")))
-            at = next((i for i, ref in enumerate(af) if _key(
-                pdf.objects[int(ref.split()[0])]["F"]) > key), len(af))
-            af.insert(at, f"{spec_num} 0 R".encode())
+            at = next((i for i, ref in enumerate(af) if (added.get(bytes(ref)) or _key(
+                pdf.objects[int(ref.split()[0])]["F"])) > key), len(af))
+            ref = f"{spec_num} 0 R".encode()
+            added[ref] = key
+            af.insert(at, ref)
             pdf.catalog["AF"] = pydyf.Array(af)
         for obj in (names_obj, pdf.catalog):
             offsets[obj.number] = out.tell()

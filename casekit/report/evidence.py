@@ -48,6 +48,9 @@ EFFORT_ATTACHMENT = "effort.csv"
 COMPARISON_ATTACHMENT = "comparison.json"
 """``casekit rerun``'s comparison of this run with the run it repeats, when there is one."""
 #: The attachments every casekit report holds (works are optional).
+#: The attachments casekit streams into the PDF from a file (casekit.report.embed) after
+#: WeasyPrint has rendered it: those that grow with the attempts.
+STREAMED_ATTACHMENTS = frozenset({LEDGER_ATTACHMENT, ATTEMPTS_CSV_ATTACHMENT})
 REQUIRED_ATTACHMENTS = (MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT,
                         CASE_ATTACHMENT, ATTEMPTS_ATTACHMENT, ATTEMPTS_CSV_ATTACHMENT)
 
@@ -144,8 +147,9 @@ class EvidenceFiles:
     """Work id -> file bytes (verified against the run's hashes)."""
     attempts: bytes
     """attempts.parquet: the per-attempt rows findings.json cites by content hash."""
-    attempts_csv: bytes
-    """attempts.csv: the same rows for spreadsheets."""
+    attempts_csv: LedgerFile
+    """attempts.csv: the same rows for spreadsheets, written to a file and streamed into the
+    PDF (some 280 MB at 500,000 attempts: never held in memory)."""
     comparison: bytes | None = None
     """comparison.json of a re-run (``casekit rerun``), embedded when the run has one."""
     effort_csv: bytes | None = None

@@ -4,7 +4,9 @@ comparison, each checked against the findings and the run's recorded hashes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 from casekit.analysis.analyze import findings_bytes
 from casekit.analysis.attempt_table import CSV_NAME, write_csv
 from casekit.analysis.findings import Findings
-from casekit.canonical import canonical_json, sha256_bytes
+from casekit.canonical import HASH_PREFIX, canonical_json, sha256_bytes
 from casekit.case import CaseFile, LoadedCase
 from casekit.errors import CasekitError
 from casekit.ledger import LEDGER_NAME
@@ -107,17 +109,34 @@ def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None
                   comparison_bytes=comparison.read_bytes() if comparison.is_file() else None)
 
 
+@dataclass(frozen=True)
+class ScratchFile(LedgerFile):
+    """A file the report writes for itself (attempts.csv) and streams into the PDF: it lives
+    in a temporary folder that is removed when this object is."""
+
+    folder: tempfile.TemporaryDirectory[str] | None = None
+
+
+def table_csv(table: AttemptTable) -> ScratchFile:
+    """attempts.csv of the table, written from its record batches to a temporary file, with
+    its size, SHA-256 and MD5 (read back in chunks)."""
+    folder = tempfile.TemporaryDirectory(prefix="casekit-csv-")
+    path = Path(folder.name) / CSV_NAME
+    write_csv(table.source, path)
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+            md5.update(chunk)
+    return ScratchFile(path=path, size=path.stat().st_size, sha256=HASH_PREFIX + sha.hexdigest(),
+                       md5=md5.hexdigest(), folder=folder)
+
+
 def evidence_files(findings: Findings, inputs: Inputs) -> EvidenceFiles:
     """The bytes a report embeds or hashes: ledger, findings, the per-attempt table (the
     run's attempts.parquet, whose rows :class:`AttemptTable` checked against the findings)
-    and its CSV (written from the table's record batches), case, works."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="casekit-csv-") as tmp:
-        csv = Path(tmp) / CSV_NAME
-        write_csv(inputs.table.source, csv)
-        csv_bytes = csv.read_bytes()
+    and its CSV (written from the table's record batches to a file), case, works."""
     return EvidenceFiles(ledger=inputs.ledger_file, findings=findings_bytes(findings),
-                         attempts=inputs.table.file_bytes(), attempts_csv=csv_bytes,
+                         attempts=inputs.table.file_bytes(), attempts_csv=table_csv(inputs.table),
                          case=canonical_json(inputs.start.case),
                          works=dict(inputs.work_bytes), comparison=inputs.comparison_bytes)

@@ -122,9 +122,9 @@ def timestamp_report(pdf: Path, url: str, *, timeout: float = DEFAULT_TSA_TIMEOU
     """Timestamp the manifest attached to ``pdf``, embed the token, write it beside the PDF.
     Returns the path of ``manifest.tsr``."""
     from casekit.report.attachments import read_attachments
-    from casekit.report.evidence import LEDGER_ATTACHMENT, MANIFEST_ATTACHMENT
+    from casekit.report.evidence import MANIFEST_ATTACHMENT, STREAMED_ATTACHMENTS
 
-    manifest = read_attachments(pdf, skip=(LEDGER_ATTACHMENT,)).get(MANIFEST_ATTACHMENT)
+    manifest = read_attachments(pdf, skip=STREAMED_ATTACHMENTS).get(MANIFEST_ATTACHMENT)
     if manifest is None:
         raise SignError(f"{pdf} holds no manifest.json to timestamp")
     ts = request_timestamp(manifest, url, timeout=timeout)

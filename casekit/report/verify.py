@@ -40,6 +40,7 @@ from casekit.report.evidence import (
     LEDGER_ATTACHMENT,
     MANIFEST_ATTACHMENT,
     REQUIRED_ATTACHMENTS,
+    STREAMED_ATTACHMENTS,
     ReportOptions,
     manifest_bytes,
     template_set,
@@ -124,12 +125,14 @@ def _verify_in(res: ReportVerification, pdf: Path, tmp: Path, works_dir: Path | 
     run_dir = tmp / "run"
     run_dir.mkdir()
     try:
-        att = read_attachments(pdf, skip=(LEDGER_ATTACHMENT,))
+        att = read_attachments(pdf, skip=STREAMED_ATTACHMENTS)
         ledger = extract_attachment(pdf, LEDGER_ATTACHMENT, run_dir / LEDGER_NAME)
+        csv = extract_attachment(pdf, ATTEMPTS_CSV_ATTACHMENT, tmp / ATTEMPTS_CSV_ATTACHMENT)
     except DamagedReport as exc:
         res.add("attachments", False, str(exc))
         return
-    streamed = {LEDGER_ATTACHMENT: ledger} if ledger is not None else {}
+    streamed = {name: got for name, got in ((LEDGER_ATTACHMENT, ledger),
+                                            (ATTEMPTS_CSV_ATTACHMENT, csv)) if got is not None}
     present = set(att) | set(streamed)
     missing = [n for n in REQUIRED_ATTACHMENTS if n not in present]
     if MANIFEST_ATTACHMENT not in present and LEDGER_ATTACHMENT not in present:
@@ -209,11 +212,12 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
            "cannot list)" if token else "")))
 
 
-def _attempt_rows(res: ReportVerification, att: dict[str, bytes], cited: Any,
-                  run_dir: Path) -> bool:
+def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted | None,
+                  cited: Any, run_dir: Path) -> bool:
     """The attached per-attempt table holds the rows the recomputed findings cite (content
-    hash, streamed), and the attached CSV is that table's CSV. The table is left in
-    ``run_dir`` as attempts.parquet, where the re-rendered report reads it."""
+    hash, streamed), and the attached CSV (``csv``: as extracted to a file) is that table's
+    CSV. The table is left in ``run_dir`` as attempts.parquet, where the re-rendered report
+    reads it."""
     from casekit.analysis.attempt_table import ATTEMPTS_NAME, CSV_NAME, TableError, table_digest
     from casekit.analysis.attempt_table import write_csv as table_csv
 
@@ -226,11 +230,9 @@ def _attempt_rows(res: ReportVerification, att: dict[str, bytes], cited: Any,
     rows_ok = (got.rows, got.sha256) == (cited.rows, cited.sha256)
     csv_path = run_dir.parent / CSV_NAME
     table_csv(table, csv_path)
-    # Compared by size and hash, the file read in chunks: not a second copy of the CSV (some
-    # 280 MB at 500,000 attempts) beside the attached one.
-    attached = att[ATTEMPTS_CSV_ATTACHMENT]
-    csv_ok = (csv_path.stat().st_size == len(attached)
-              and sha256_file(csv_path) == sha256_bytes(attached))
+    # Compared by size and hash, both files read in chunks (some 280 MB at 500,000 attempts).
+    csv_ok = (csv is not None and csv_path.stat().st_size == csv.size
+              and sha256_file(csv_path) == csv.sha256)
     csv_path.unlink()
     if not rows_ok:
         detail = (f"{ATTEMPTS_ATTACHMENT} holds {got.rows} rows hashing to {got.sha256}; the "
@@ -320,7 +322,8 @@ def _verify(res: ReportVerification, att: dict[str, bytes], streamed: dict[str, 
                      ")" if made_with != findings.casekit_version else ""))
     if not res.add("findings recomputed", same, detail):
         return
-    if not _attempt_rows(res, att, findings.attempt_rows, run_dir):
+    if not _attempt_rows(res, att, streamed.get(ATTEMPTS_CSV_ATTACHMENT), findings.attempt_rows,
+                         run_dir):
         return
     # The re-rendered report reads the attached table (its rows are the recomputed ones, just
     # checked), not an object per attempt: drop the analyses (issue 14).
@@ -446,8 +449,10 @@ def pdf_revisions(data: bytes | Path) -> Revisions:
                         names.add(str(obj.get("/F", "")))
                 kinds_of.append(kinds)
                 names_of.append(names)
-            # The rendering: WeasyPrint's revision, and casekit's ledger update after it.
-            rendered = 2 if count > 1 and names_of[0] == {LEDGER_ATTACHMENT} else 1
+            # The rendering: WeasyPrint's revision, and casekit's update after it that streams
+            # the ledger and attempts.csv in (STREAMED_ATTACHMENTS).
+            rendered = 2 if count > 1 and names_of[0] and \
+                names_of[0] <= STREAMED_ATTACHMENTS else 1
             end = reader.xrefs.get_xref_container_info(rendered - 1).end_location
             fh.seek(end)
             tail = fh.read(128)
@@ -675,7 +680,7 @@ def verify_timestamp(token_path: Path, manifest_path: Path | None = None,
     pdf = manifest_path.with_name("report.pdf")
     if pdf.is_file():
         try:
-            att = read_attachments(pdf, skip=(LEDGER_ATTACHMENT,))
+            att = read_attachments(pdf, skip=STREAMED_ATTACHMENTS)
         except (BadReport, DamagedReport) as exc:
             res.add("report.pdf", False, f"{pdf}: {exc}")
         else:
@@ -727,7 +732,7 @@ def verify_extras(res: ReportVerification, pdf: Path, *, tsa_roots: Sequence[Pat
     tsa_certs = load_certs(tsa_roots)
     sign_certs = load_certs(sign_roots)
     try:
-        att = read_attachments(pdf, skip=(LEDGER_ATTACHMENT,))
+        att = read_attachments(pdf, skip=STREAMED_ATTACHMENTS)
     except Exception:  # noqa: BLE001 - verify_report has reported it already
         att = {}
     token = att.get(TOKEN_ATTACHMENT)

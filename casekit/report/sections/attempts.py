@@ -241,6 +241,6 @@ def build_attempts(f: Findings, table: AttemptTable, case: CaseFile, model_ids: 
         counts=[KV(o.replace("_", " "), f"{n:,}") for o, n in by_outcome.items()],
         listing_rows=f"{cited.rows:,}",
         parquet_name=ATTEMPTS_ATTACHMENT, csv_name=ATTEMPTS_CSV_ATTACHMENT,
-        parquet_sha256=sha256_bytes(files.attempts), csv_sha256=sha256_bytes(files.attempts_csv),
+        parquet_sha256=sha256_bytes(files.attempts), csv_sha256=files.attempts_csv.sha256,
         rows_sha256=cited.sha256,
         units_note=", ".join(sorted(w for w, b in f.works.items() if b.unit == "characters")))

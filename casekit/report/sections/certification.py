@@ -74,7 +74,7 @@ def build_evidence(files: EvidenceFiles, inputs: Inputs, templates: TemplateSet,
         FileHash("Per-attempt table", ATTEMPTS_ATTACHMENT, sha256_bytes(files.attempts),
                  f"{len(files.attempts):,} bytes", "attached (Data)"),
         FileHash("Per-attempt table (CSV)", ATTEMPTS_CSV_ATTACHMENT,
-                 sha256_bytes(files.attempts_csv), f"{len(files.attempts_csv):,} bytes",
+                 files.attempts_csv.sha256, f"{files.attempts_csv.size:,} bytes",
                  "attached (Data)"),
     ]
     names = [MANIFEST_ATTACHMENT, LEDGER_ATTACHMENT, FINDINGS_ATTACHMENT, CASE_ATTACHMENT,
