@@ -189,7 +189,9 @@ def open_table(source: Path | bytes) -> pq.ParquetFile:
         raise TableError(f"{source}: no per-attempt table here; run `casekit analyze` on the "
                          "run folder to write it")
     try:
-        pf = pq.ParquetFile(source if isinstance(source, Path) else pa.BufferReader(source))
+        # pre_buffer off: a reader kept open (the report's) does not hold the whole file.
+        pf = pq.ParquetFile(source if isinstance(source, Path) else pa.BufferReader(source),
+                            pre_buffer=False)
     except (pa.ArrowException, OSError) as exc:
         raise TableError(f"{name}: not a readable Parquet file ({exc}); run `casekit analyze` "
                          "again to rewrite it") from None

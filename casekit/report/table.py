@@ -44,6 +44,10 @@ LABELLED = ("model_id", "work_id", "role", "strategy_key", "intent", "mode", "ou
 #: The number columns the pages count on, kept as numpy arrays (the others are read with the
 #: analyses of the rows shown).
 NUMBERS = ("seq", "longest_words", "echo_words")
+#: Rows read at a time when the table is opened (the rows of a batch are made into dicts to be
+#: hashed: a smaller batch holds less; 2,048 against 8,192 rows: 178 against 205 MB peak over
+#: the start for 500,000 rows).
+BATCH_ROWS = 2048
 NO_SPAN = -1
 """``first_word`` of an attempt without spans."""
 
@@ -73,12 +77,25 @@ class Labels:
         return self.codes >= 0
 
 
-def _labels(chunks: list[pa.Array]) -> Labels:
-    if not chunks:
-        return Labels(np.zeros(0, dtype=np.int32), [])
-    enc = pc.dictionary_encode(pa.concat_arrays(chunks))
-    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
-    return Labels(codes, [str(v) for v in enc.dictionary.to_pylist()])
+class _Coder:
+    """Codes of one string column, batch by batch, into one list of its distinct values (in
+    the order they first appear): only the codes are kept, not the strings."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self._code: dict[str, int] = {}
+        self.chunks: list[np.ndarray] = []
+
+    def add(self, col: pa.Array) -> None:
+        enc = pc.dictionary_encode(col)
+        local = np.array([self._code.setdefault(str(v), len(self._code))
+                          for v in enc.dictionary.to_pylist()] + [-1], dtype=np.int32)
+        idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        self.chunks.append(local[idx])  # -1 (null) picks the last entry, -1
+
+    def labels(self) -> Labels:
+        codes = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int32)
+        return Labels(codes, list(self._code))
 
 
 class AttemptTable:
@@ -93,7 +110,7 @@ class AttemptTable:
         self._group_start = np.cumsum([0] + [md.row_group(i).num_rows
                                              for i in range(md.num_row_groups)])
         self._cached: tuple[int, pa.Table] | None = None
-        labelled: dict[str, list[pa.Array]] = {n: [] for n in LABELLED}
+        labelled = {n: _Coder() for n in LABELLED}
         numbers: dict[str, list[np.ndarray]] = {n: [] for n in NUMBERS}
         ids: list[pa.Array] = []
         has_spans: list[bool] = []
@@ -102,9 +119,9 @@ class AttemptTable:
         h = hashlib.sha256()
         rows = 0
         try:
-            for batch in self._pf.iter_batches(batch_size=8192):
+            for batch in self._pf.iter_batches(batch_size=BATCH_ROWS):
                 for n in LABELLED:
-                    labelled[n].append(batch.column(n))
+                    labelled[n].add(batch.column(n))
                 for n in NUMBERS:
                     numbers[n].append(batch.column(n).to_numpy(zero_copy_only=False))
                 ids.append(batch.column("attempt_id"))
@@ -127,7 +144,7 @@ class AttemptTable:
                              f"{expect.rows} rows hashing to {expect.sha256}; run `casekit "
                              "analyze` again to rewrite both")
         self.rows = rows
-        self.labels = {n: _labels(c) for n, c in labelled.items()}
+        self.labels = {n: c.labels() for n, c in labelled.items()}
         self.numbers = {n: np.concatenate(c) if c else np.zeros(0, dtype=np.int64)
                         for n, c in numbers.items()}
         self.attempt_ids: pa.Array = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
