@@ -195,6 +195,12 @@ class AttemptAnalysis(WithMeasures):
         return True
 
 
+SUMMARY_FIELD = next(n for n, f in AttemptAnalysis.model_fields.items()
+                     if f.annotation == (TeacherForced | None))
+"""The AttemptAnalysis field holding the teacher-forced summary, found by its type: a reader
+of serialized analyses (the report's table) tests it without spelling a strategy's name."""
+
+
 class Coverage(F):
     covered_words: int
     total_words: int

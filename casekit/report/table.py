@@ -33,7 +33,7 @@ from casekit.analysis.attempt_table import (
     open_table,
     write_table,
 )
-from casekit.analysis.findings import AttemptAnalysis, Findings, RowsDigest
+from casekit.analysis.findings import SUMMARY_FIELD, AttemptAnalysis, Findings, RowsDigest
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class AttemptTable:
                     rows += 1
                     spans = d["spans"]
                     has_spans.append(bool(spans))
-                    has_tf.append(d["teacher_forced"] is not None)
+                    has_tf.append(d[SUMMARY_FIELD] is not None)
                     first_word.append(min((s["work_word_start"] for s in spans),
                                           default=NO_SPAN))
         except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as exc:
