@@ -148,15 +148,34 @@ def bootstrap_rate(successes: list[int], trials: list[int], *, unit: str = "exce
     if n == 0:
         return BootstrapRate(k=0, n=0, rate=None, lo=None, hi=None, method="none", clusters=c,
                              resamples=resamples, seed=seed, unit=unit)
-    rk, rn = _resampled_sums(np.asarray(successes, dtype=np.int64),
-                             np.asarray(trials, dtype=np.int64), resamples, seed)
-    ok = rn > 0
-    reps = rk[ok] / rn[ok]
-    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return BootstrapRate(k=k, n=n, rate=k / n, lo=float(lo), hi=float(hi),
+    ks, ns = np.asarray(successes, dtype=np.int64), np.asarray(trials, dtype=np.int64)
+    if k in (0, n) and int(ns.min()) > 0:
+        # Every replicate draws clusters with trials, and each cluster's rate is the whole's
+        # (0 of its trials, or all of them): every replicate is k / n exactly, and so are
+        # both quantiles. Nothing to draw (most intervals of a run: its zero rates).
+        lo = hi = k / n
+    else:
+        key = (ks.tobytes(), ns.tobytes(), resamples, seed, alpha)
+        got = _INTERVALS.get(key)
+        if got is None:
+            rk, rn = _resampled_sums(ks, ns, resamples, seed)
+            ok = rn > 0
+            reps = rk[ok] / rn[ok]
+            q = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+            got = _INTERVALS[key] = (float(q[0]), float(q[1]))
+            while len(_INTERVALS) > _INTERVALS_KEPT:
+                del _INTERVALS[next(iter(_INTERVALS))]
+        lo, hi = got
+    return BootstrapRate(k=k, n=n, rate=k / n, lo=lo, hi=hi,
                          method="cluster-bootstrap-percentile", clusters=c,
                          resamples=resamples, seed=seed, unit=unit)
 
+
+_INTERVALS: dict[tuple[bytes, bytes, int, int, float], tuple[float, float]] = {}
+"""The last intervals :func:`bootstrap_rate` drew, by their inputs: a function of them alone,
+and an analysis asks for the same one several times (a model x work's extraction rate and
+its discoverable rate over the same excerpts with the same hits: one draw instead of two)."""
+_INTERVALS_KEPT = 16
 
 _DRAW_CELLS = 1 << 22
 """Cluster draws held at once by :func:`_resampled_sums` (32 MB of int64): the replicates are

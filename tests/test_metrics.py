@@ -284,6 +284,32 @@ def test_bootstrap_draws_in_blocks_are_the_one_draw(monkeypatch: pytest.MonkeyPa
     assert np.array_equal(rk, ks[draw].sum(axis=1)) and np.array_equal(rn, ns[draw].sum(axis=1))
 
 
+def _drawn(ks: list[int], ns: list[int], seed: int) -> tuple[float, float]:
+    """The interval by its definition: every replicate drawn, whatever the inputs."""
+    rk, rn = stats._resampled_sums(np.asarray(ks), np.asarray(ns), 500, seed)
+    ok = rn > 0
+    lo, hi = np.quantile(rk[ok] / rn[ok], [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bootstrap_shortcuts_give_the_drawn_interval(seed: int) -> None:
+    # k = 0 or k = n with every cluster tried is not drawn, and an interval asked for again
+    # comes from the memo: both must be the drawn interval, bit for bit.
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(1, 40))
+    ns = [int(x) for x in rng.integers(1, 4, size=c)]
+    for ks in ([0] * c, list(ns), [int(rng.integers(0, t + 1)) for t in ns]):
+        stats._INTERVALS.clear()
+        first = bootstrap_rate(ks, ns, resamples=500, seed=seed)
+        again = bootstrap_rate(ks, ns, resamples=500, seed=seed)
+        assert (first.lo, first.hi) == (again.lo, again.hi) == _drawn(ks, ns, seed)
+    # A cluster without trials: drawn (a replicate may draw only it), the rate still 0.
+    r = bootstrap_rate([0, 0], [0, 3], resamples=500, seed=seed)
+    assert (r.lo, r.hi) == _drawn([0, 0], [0, 3], seed) == (0.0, 0.0)
+    assert len(stats._INTERVALS) <= stats._INTERVALS_KEPT
+
+
 # --- property tests -----------------------------------------------------------------------------
 
 
