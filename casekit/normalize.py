@@ -577,12 +577,16 @@ def _ascii_word_at(raw: str, i: int) -> bool:
 
 def _plain_tokens(raw: str, profile: str,
                   exclude: Sequence[tuple[int, int]]) -> Tokens | None:
-    """The fast path's tokens of a text that has no underscore and no word hyphenated across a
-    line break (most outputs and prompts), straight from one regex, else None. Under the fast
-    path's conditions (:func:`_fast_word_runs`) the kept tokens are then exactly the maximal
-    runs of ASCII letters and digits, lowercased: the same tokens, without the array passes."""
-    if "_" in raw:
-        return None
+    """The fast path's tokens of a text that has no word hyphenated across a line break (most
+    outputs and prompts), straight from one regex, else None. Under the fast path's conditions
+    (:func:`_fast_word_runs`) the kept tokens are then exactly the maximal runs of ASCII
+    letters and digits, lowercased: the same tokens, without the array passes. A text with
+    underscores (a novel's ``_italics_``) has runs of letters, digits and underscores holding
+    a letter or digit, split at the italics markers under ``light-words``; under
+    ``light-words`` it is declined when it also has a hyphen and a line break."""
+    underscore = "_" in raw
+    if underscore and profile == "light-words" and "\n" in raw and "-" in raw:
+        return None  # an italics marker could border a join: _fast_word_runs declines too
     if not raw.isascii() and not _nonascii_fast_ok(raw, profile):
         return None
     if profile == "light-words" and "\n" in raw and "-" in raw:
@@ -591,13 +595,23 @@ def _plain_tokens(raw: str, profile: str,
             a, b = m.start(), m.end()
             if a > 0 and b < n and _ascii_word_at(raw, a - 1) and _ascii_word_at(raw, b):
                 return None  # a join: the general fast path merges the two runs
+    text = raw
+    if underscore and profile == "light-words":
+        # Light normalization removes the ``_x_`` italics markers: each becomes a space here
+        # (one char for one, so the ranges are the raw text's), which ends a word run as the
+        # marker's removal does in :func:`_fast_word_runs`; other underscores stay in words.
+        markers = _italic_markers(raw)
+        if markers:
+            text = " ".join([raw[a + 1:b] for a, b in zip([-1, *markers], [*markers, len(raw)],
+                                                          strict=True)])
     if len(exclude) or len(raw) > _CACHE_MAX_CHARS:
-        words, starts, ends = _alnum_runs(raw)
+        words, starts, ends = _alnum_runs(text, underscore)
     else:
-        # The runs do not depend on the profile: an output is tokenized under both word
-        # profiles one after the other, and the second call finds the first's runs here
-        # (read-only arrays, as the token cache keeps them; the list is the caller's own).
-        words, starts, ends = _alnum_runs_cached(raw)
+        # The runs of a text without underscores do not depend on the profile: an output is
+        # tokenized under both word profiles one after the other, and the second call finds
+        # the first's runs here (read-only arrays, as the token cache keeps them; the list
+        # is the caller's own).
+        words, starts, ends = _alnum_runs_cached(text, underscore)
         words = list(words)
     if len(exclude):
         ok = ~intersecting(starts, ends, exclude)
@@ -607,17 +621,23 @@ def _plain_tokens(raw: str, profile: str,
 
 
 _ALNUM_SPLIT_RE = re.compile(r"([A-Za-z0-9]+)")
+#: A maximal run of ASCII letters, digits and underscores holding a letter or digit: a run of
+#: underscores alone is no token (it stays in the gap); a match starts where its run does,
+#: since the runs are separated by other characters.
+_WORD_SPLIT_RE = re.compile(r"([A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*)")
 
 
-def _alnum_runs(raw: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The maximal runs of ASCII letters and digits of ``raw``, lowercased, with their
+def _alnum_runs(raw: str, underscore: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The maximal runs of ASCII letters and digits of ``raw`` (with ``underscore``: of ASCII
+    letters, digits and underscores, those holding a letter or digit), lowercased, with their
     character ranges: one ``re.split`` (gaps and runs alternate in its result), the ranges
     from the cumulated part lengths: no Python step per token (tests/test_normalize.py
     compares the result with the general tokenizer's)."""
     ascii_text = raw.isascii()
     # Lowercasing ASCII keeps every length, so the whole text is lowered at once; a
     # non-ASCII text is split as written (lowering it could change lengths), its runs lowered.
-    parts = _ALNUM_SPLIT_RE.split(raw.lower() if ascii_text else raw)
+    rx = _WORD_SPLIT_RE if underscore else _ALNUM_SPLIT_RE
+    parts = rx.split(raw.lower() if ascii_text else raw)
     words = parts[1::2]
     if not ascii_text:
         words = [w.lower() for w in words]
@@ -628,8 +648,9 @@ def _alnum_runs(raw: str) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=16)
-def _alnum_runs_cached(raw: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    words, starts, ends = _alnum_runs(raw)
+def _alnum_runs_cached(raw: str, underscore: bool = False,
+                       ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    words, starts, ends = _alnum_runs(raw, underscore)
     starts.setflags(write=False)
     ends.setflags(write=False)
     return words, starts, ends

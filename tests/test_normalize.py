@@ -287,7 +287,18 @@ def test_plain_path_takes_plain_text_and_declines_the_rest() -> None:
             t = _plain_tokens(raw, profile, ())
             assert t is not None, (raw, profile)
             _same(t, _tokenize_general(raw, profile, ()))
-    assert _plain_tokens("snake_case", "words", ()) is None
+    # Underscores: snake_case stays one word, italics markers split (light-words only), a
+    # bare run of underscores is no token; with a hyphen and a line break too, declined.
+    for raw, profile, words in (
+            ("snake_case", "words", ["snake_case"]), ("snake_case", "light-words", ["snake_case"]),
+            ("An _italic_ word, __ _", "words", ["an", "_italic_", "word"]),
+            ("An _italic_ word, __ _", "light-words", ["an", "italic", "word"]),
+            ("_x_y_ and _a_-b_", "light-words", ["_x_y_", "and", "a", "b_"]),
+            ("_x_y_ -\nb", "words", ["_x_y_", "b"])):
+        t = _plain_tokens(raw, profile, ())
+        assert t is not None and t.words == words, (raw, profile)
+        _same(t, _tokenize_general(raw, profile, ()))
+    assert _plain_tokens("_a_ b-\nc", "light-words", ()) is None
     assert _plain_tokens("x 12-\n3y", "light-words", ()) is None
     assert _plain_tokens("A well-\n  known word.", "light-words", ()) is None
     assert _plain_tokens("A well-\n  known word.", "words", ()) is not None
