@@ -376,6 +376,22 @@ def test_property_liu_trim_equals_the_reference(seed: int, vocab: int, k: int) -
     assert got == _reference_trim(book, instr, intervals, k, m)
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 100), st.integers(0, 60)), max_size=6),
+       st.lists(st.integers(0, 120), max_size=12), st.integers(1, 6), st.integers(1, 8),
+       st.integers(0, 40))
+def test_property_trim_pieces_for_a_larger_k_are_the_longer_pieces(
+        raw: list[tuple[int, int]], starts: list[int], m: int, k0: int, more: int) -> None:
+    # The analysis trims once with the smallest BMC k and keeps, for each larger k, the
+    # pieces of >= k words (casekit.analysis.analyze): the same as trimming for that k.
+    intervals = [(s, s + n) for s, n in raw]
+    mg = np.unique(np.array(starts, dtype=np.int64))
+    k = k0 + more
+    once = trim_inside([iv for iv in intervals if iv[1] - iv[0] >= k0], mg, m, k0)
+    assert (trim_inside([iv for iv in intervals if iv[1] - iv[0] >= k], mg, m, k)
+            == [(s, e) for s, e in once if e - s >= k])
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from("abcd"), max_size=40),
        st.lists(st.lists(st.sampled_from("abcde"), max_size=25), max_size=3),

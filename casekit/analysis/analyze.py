@@ -102,6 +102,7 @@ from casekit.works import (
 log = logging.getLogger(__name__)
 
 BMC_KS = (5, 10, 20, 50)
+"""The k of BMC@k, increasing."""
 _TRIM_CACHE = 512
 """Prompts whose trims :meth:`Analyzer._prompt_trims` keeps."""
 M_GRAM = 5
@@ -387,11 +388,16 @@ class Analyzer:
             pos = s.matched_work_positions()
             cover[pos] = True
             longest_verbatim = max(longest_verbatim, _longest_consecutive(pos))
+        # The trim's pieces do not depend on k but for the length kept (where the trim resumes
+        # after an instruction m-gram does not), and a piece is no longer than its interval:
+        # BMC@k's pieces are the smallest k's pieces of >= k words, trimmed once.
+        pieces = trim_inside([(e.work_start, e.work_end) for e in exact if e.words >= BMC_KS[0]],
+                             liu_starts, wi.liu_trim.m, BMC_KS[0]) if exact else []
         for k in BMC_KS:
             bmask = self._bmc(a.model_id, a.work_id, k)
-            for s0, e0 in trim_inside([(e.work_start, e.work_end) for e in exact if e.words >= k],
-                                      liu_starts, wi.liu_trim.m, k):
-                bmask[s0:e0] = True
+            for s0, e0 in pieces:
+                if e0 - s0 >= k:
+                    bmask[s0:e0] = True
         # [Liu26] longest regurgitated span against the attempt's own excerpt, untrimmed, and
         # the excerpt's matches longer than T words (for spans > T).
         regurg = 0
