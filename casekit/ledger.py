@@ -33,7 +33,6 @@ concurrency (benchmarks/README.md).
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import logging
 import os
@@ -42,7 +41,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from casekit.canonical import sha256_bytes
 from casekit.chain import (  # noqa: F401 - the read side, re-exported for its callers
@@ -75,6 +74,9 @@ from casekit.records import (
     RunStart,
     is_imported,
 )
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class CheckpointSigner(Protocol):
@@ -398,6 +400,8 @@ class Ledger:
         self._pending.append(build)
         if not defer and not self._drain_scheduled:
             self._drain_scheduled = True
+            import asyncio  # the writer's only: not imported for reading (~15 ms)
+
             asyncio.get_running_loop().call_soon(self._drain_soon)
 
     def _drain_soon(self) -> None:
@@ -421,6 +425,8 @@ class Ledger:
     def _syncing(self) -> asyncio.Future[None]:
         """The background fsync (:meth:`_sync_behind`), started unless one is running."""
         if self._sync_task is None or self._sync_task.done():
+            import asyncio
+
             self._sync_task = asyncio.ensure_future(self._sync_behind())
         return self._sync_task
 
@@ -439,6 +445,8 @@ class Ledger:
     async def _sync_behind(self) -> None:
         """fsync in a worker thread until every record written so far is covered; records
         written while one fsync runs share the next (group commit)."""
+        import asyncio
+
         while self._synced < self._written and self._fh is not None and self._failure is None:
             target = self._written
             try:
@@ -451,6 +459,8 @@ class Ledger:
 
     async def settle(self) -> None:
         """Write every submitted record and wait until an fsync covers all of them."""
+        import asyncio
+
         self._raise_failure()
         self._drain_pending()
         while self._synced < self._written:

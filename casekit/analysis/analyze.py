@@ -666,6 +666,8 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
             other(rec)
             if workers > 1 and an is not None:
                 pool = AttemptPool(an, str(ledger), workers, superseded)
+                if writer is not None:
+                    writer.prepare()  # pyarrow's import, beside the workers now
         if pool is not None:
             for it in pool.finish():
                 item(it)

@@ -16,21 +16,27 @@ spreadsheets, with text cells that a spreadsheet would run as a formula defused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from casekit.analysis.findings import AttemptAnalysis, RowsDigest
 from casekit.canonical import canonical_json
 from casekit.errors import CasekitError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+# pyarrow (~0.1 s to import, with the ssl and cloud file systems pyarrow.parquet brings) is
+# imported where a table is written or read, not with the module: an analysis' workers make
+# rows without it, and the analysis imports it after they are forked (TableWriter.prepare).
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +46,9 @@ ROW_GROUP = 8192
 """Rows per Parquet row group (and per write): fixed, so the file does not depend on how the
 rows were produced."""
 
-_INT = pa.int64()
-_STR = pa.string()
-SCALARS: tuple[tuple[str, pa.DataType], ...] = (
+_INT = "int64"
+_STR = "string"
+SCALARS: tuple[tuple[str, str], ...] = (
     ("seq", _INT), ("attempt_id", _STR), ("record_hash", _STR), ("model_id", _STR),
     ("work_id", _STR), ("role", _STR), ("strategy", _STR), ("strategy_key", _STR),
     ("intent", _STR), ("mode", _STR), ("sample", _INT), ("label", _STR), ("index", _INT),
@@ -50,7 +56,8 @@ SCALARS: tuple[tuple[str, pa.DataType], ...] = (
     ("longest_words", _INT), ("longest_verbatim_words", _INT),
     ("longest_regurgitated_words", _INT),
 )
-"""The typed columns: AttemptAnalysis fields that are a number or a string."""
+"""The typed columns: AttemptAnalysis fields that are a number or a string (by pyarrow type
+name)."""
 _OWN_STRUCTURED = tuple(n for n in AttemptAnalysis.model_fields
                         if n not in {s for s, _ in SCALARS} and n != "measures")
 STRUCTURED = (*_OWN_STRUCTURED, "measures")
@@ -58,9 +65,23 @@ STRUCTURED = (*_OWN_STRUCTURED, "measures")
 field that is not a typed column: spans, echo ranges, spans over T, the teacher-forced summary;
 ``measures_json``: the measures' fields as findings.json writes them, flat, by field name)."""
 
-SCHEMA = pa.schema([pa.field(n, t, nullable=(n == "refusal_source")) for n, t in SCALARS]
-                   + [pa.field(f"{n}_json", _STR, nullable=False) for n in STRUCTURED],
-                   metadata={"casekit.table": "attempts", "casekit.table_version": "1"})
+
+
+@functools.cache
+def schema() -> pa.Schema:
+    """The table's Arrow schema: the typed columns, then the JSON text columns."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(n, pa.type_for_alias(t), nullable=(n == "refusal_source"))
+                      for n, t in SCALARS]
+                     + [pa.field(f"{n}_json", pa.string(), nullable=False) for n in STRUCTURED],
+                     metadata={"casekit.table": "attempts", "casekit.table_version": "1"})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SCHEMA":  # the schema as it was: a constant, made on first use
+        return schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TableError(CasekitError):
@@ -132,6 +153,13 @@ class TableWriter:
         self._buf: list[dict[str, Any]] = []
         self.hasher = RowsHasher()
 
+    @staticmethod
+    def prepare() -> None:
+        """Import pyarrow now (an analysis calls this once its workers are forked, so the
+        import runs beside them rather than before them)."""
+        schema()
+        import pyarrow.parquet  # noqa: F401
+
     def add(self, x: AttemptAnalysis) -> None:
         self.add_row(*_row(x))
 
@@ -144,13 +172,17 @@ class TableWriter:
 
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd",
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self.tmp, schema(), compression="zstd",
                                             use_dictionary=True, write_statistics=True)
         return self._writer
 
     def _flush(self) -> None:
         if self._buf:
-            self._open().write_table(pa.Table.from_pylist(self._buf, schema=SCHEMA),
+            import pyarrow as pa
+
+            self._open().write_table(pa.Table.from_pylist(self._buf, schema=schema()),
                                      row_group_size=ROW_GROUP)
             self._buf = []
 
@@ -184,6 +216,9 @@ def write_table(path: Path, rows: Iterable[AttemptAnalysis]) -> RowsDigest:
 
 def open_table(source: Path | bytes) -> pq.ParquetFile:
     """The Parquet file of a table (its path, or its bytes), its columns checked."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     name = str(source) if isinstance(source, Path) else ATTEMPTS_NAME
     if isinstance(source, Path) and not source.is_file():
         raise TableError(f"{source}: no per-attempt table here; run `casekit analyze` on the "
@@ -195,7 +230,7 @@ def open_table(source: Path | bytes) -> pq.ParquetFile:
     except (pa.ArrowException, OSError) as exc:
         raise TableError(f"{name}: not a readable Parquet file ({exc}); run `casekit analyze` "
                          "again to rewrite it") from None
-    if not pf.schema_arrow.equals(SCHEMA, check_metadata=False):
+    if not pf.schema_arrow.equals(schema(), check_metadata=False):
         raise TableError(f"{name}: not a casekit attempts table (its columns differ); run "
                          "`casekit analyze` again to rewrite it")
     return pf
@@ -282,17 +317,20 @@ def write_csv(table: Path | bytes, out: Path) -> None:
     """``attempts.csv``: the table's rows (its file, or its bytes), every column, for
     spreadsheets (UTF-8, header row, RFC 4180 quoting, text cells that would run as formulas
     defused), written one record batch at a time."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     pf = open_table(table)
     tmp = out.with_name(out.name + ".tmp")
     try:
-        with pacsv.CSVWriter(str(tmp), SCHEMA) as w:
+        with pacsv.CSVWriter(str(tmp), schema()) as w:
             for batch in pf.iter_batches(batch_size=ROW_GROUP):
                 cols = []
                 for col in batch.columns:
                     if pa.types.is_string(col.type):
-                        col = pa.array([_defuse(v) for v in col.to_pylist()], type=_STR)
+                        col = pa.array([_defuse(v) for v in col.to_pylist()], type=pa.string())
                     cols.append(col)
-                w.write_batch(pa.RecordBatch.from_arrays(cols, schema=SCHEMA))
+                w.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema()))
         tmp.replace(out)
     except BaseException:
         tmp.unlink(missing_ok=True)
