@@ -14,20 +14,17 @@ import importlib.metadata
 import logging
 import random
 import re
-import threading
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, nodes
-from jinja2.compiler import CodeGenerator, Frame
-from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from casekit.case import constraint_message, refuse_bool_and_nan
 from casekit.errors import CasekitError
 from casekit.records import Intent, Message, Session, WorkRange
+from casekit.strategies.limits import TEMPLATE_MAX_CHARS, TEMPLATE_MAX_STEPS  # noqa: F401
 from casekit.strategies.measures import Measure
 from casekit.tokenizer import Tokenizer
 from casekit.works import Work
@@ -130,169 +127,6 @@ class StrategyParamError(CasekitError):
         self.msg = msg
 
 
-#: A rendered template, and any string or list a template builds, holds at most this many
-#: characters or items (a prompt is a few thousand words).
-TEMPLATE_MAX_CHARS = 1_000_000
-#: Calls (filters aside) and ``range`` items one rendering may use: a template is a prompt, not
-#: a program, and these bound its time whatever it is written to do.
-TEMPLATE_MAX_STEPS = 100_000
-
-
-class _Budget(threading.local):
-    steps = 0
-
-
-_BUDGET = _Budget()
-
-
-def _spend(n: int, what: str) -> None:
-    _BUDGET.steps += n
-    if _BUDGET.steps > TEMPLATE_MAX_STEPS:
-        raise SecurityError(f"{what}: the template takes more than {TEMPLATE_MAX_STEPS:,} steps; "
-                            "a template is a prompt: remove the loop or call")
-
-
-def _sized(value: Any) -> Any:
-    if isinstance(value, (str, list, tuple)) and len(value) > TEMPLATE_MAX_CHARS:
-        raise SecurityError(f"the template builds a value of {len(value):,} characters or "
-                            f"items, over the limit of {TEMPLATE_MAX_CHARS:,}; make it shorter")
-    return value
-
-
-def _limited_range(*args: int) -> range:
-    r = range(*args)
-    _spend(len(r), "range")
-    return r
-
-
-def _limited_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A filter whose numeric arguments (widths, counts) and result stay within the limit;
-    ``replace`` and ``format`` are checked before they build their result."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for a in (*args, *kwargs.values()):
-            if isinstance(a, int) and not isinstance(a, bool) and abs(a) > TEMPLATE_MAX_CHARS:
-                raise SecurityError(f"filter {name}: {a:,} is over the limit of "
-                                    f"{TEMPLATE_MAX_CHARS:,}; use a smaller number")
-        texts = [a for a in args if isinstance(a, str)]
-        if name == "replace" and len(texts) >= 3 and texts[1]:
-            grown = len(texts[0]) + texts[0].count(texts[1]) * (len(texts[2]) - len(texts[1]))
-            if grown > TEMPLATE_MAX_CHARS:
-                raise SecurityError(f"filter replace would build {grown:,} characters, over the "
-                                    f"limit of {TEMPLATE_MAX_CHARS:,}; make it shorter")
-        if name == "format" and texts and re.search(r"\d{7,}|\*", texts[0]):
-            raise SecurityError("filter format: widths of a million or more (and *) are not "
-                                "allowed; use a smaller width")
-        return _sized(fn(*args, **kwargs))
-
-    return wrapper
-
-
-class _LimitedCodeGenerator(CodeGenerator):
-    """Jinja's code generator, with ``~`` joined through the environment's size check."""
-
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        self.write("environment.limited_join((")
-        for arg in node.nodes:
-            self.visit(arg, frame)
-            self.write(", ")
-        self.write("))")
-
-
-class LimitedSandbox(SandboxedEnvironment):
-    """Jinja's sandbox with limits on what a template may build and how long it may run:
-    ``*``, ``**``, ``+`` and ``~`` refuse results over :data:`TEMPLATE_MAX_CHARS` before
-    building them (``{{ 'A' * 1000000000 }}`` is refused, not a MemoryError), calls and
-    ``range`` items share a budget of :data:`TEMPLATE_MAX_STEPS`, loops may not nest, and the
-    output stops at :data:`TEMPLATE_MAX_CHARS` characters."""
-
-    intercepted_binops = frozenset({"*", "**", "+"})
-    code_generator_class = _LimitedCodeGenerator
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.globals["range"] = _limited_range
-        # lipsum builds its text before any check can see it; random would make the plan
-        # depend on something other than the seed.
-        self.globals.pop("lipsum", None)
-        self.filters.pop("random", None)
-        self.filters = {k: _limited_filter(k, f) for k, f in self.filters.items()}
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if (isinstance(seq, (str, list, tuple)) and isinstance(n, int)
-                        and len(seq) * n > TEMPLATE_MAX_CHARS):
-                    raise SecurityError(f"{len(seq):,} x {n:,} is over the limit of "
-                                        f"{TEMPLATE_MAX_CHARS:,} characters or items; repeat "
-                                        "less")
-        if operator == "**" and isinstance(left, int) and isinstance(right, (int, float)):
-            if right > 64 and abs(left) > 1:
-                raise SecurityError(f"{left} ** {right} is too large; use a smaller exponent")
-        if operator == "+":
-            try:
-                if len(left) + len(right) > TEMPLATE_MAX_CHARS:
-                    raise SecurityError(f"the template builds a value over the limit of "
-                                        f"{TEMPLATE_MAX_CHARS:,} characters or items; make it "
-                                        "shorter")
-            except TypeError:
-                pass
-        return super().call_binop(context, operator, left, right)
-
-    def call(__self, __context: Context, __obj: Any, *args: Any,  # noqa: N805
-             **kwargs: Any) -> Any:
-        _spend(1, "call")
-        return _sized(super().call(__context, __obj, *args, **kwargs))
-
-    @staticmethod
-    def limited_join(parts: Sequence[Any]) -> str:
-        total = 0
-        out = []
-        for p in parts:
-            text = str(p)
-            total += len(text)
-            if total > TEMPLATE_MAX_CHARS:
-                raise SecurityError(f"~ would build a string over the limit of "
-                                    f"{TEMPLATE_MAX_CHARS:,} characters; make it shorter")
-            out.append(text)
-        return "".join(out)
-
-    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        tree = super()._parse(source, name, filename)
-        for loop in tree.find_all(nodes.For):
-            if any(True for _ in loop.find_all(nodes.For)):
-                raise TemplateSyntaxError("loops may not nest in a template; write one loop",
-                                          loop.lineno, name, filename)
-        for macro in tree.find_all(nodes.Macro):
-            raise TemplateSyntaxError("macros are not allowed in a template; write the text "
-                                      "out", macro.lineno, name, filename)
-        return tree
-
-
-def render_limited(template: Template, values: dict[str, Any]) -> str:
-    """Render with a fresh step budget, the output capped at :data:`TEMPLATE_MAX_CHARS`."""
-    _BUDGET.steps = 0
-    out: list[str] = []
-    size = 0
-    for piece in template.generate(**values):
-        size += len(piece)
-        if size > TEMPLATE_MAX_CHARS:
-            raise SecurityError(f"the template's output exceeds {TEMPLATE_MAX_CHARS:,} "
-                                "characters; make it shorter")
-        out.append(piece)
-    return "".join(out)
-
-
-_ENV = LimitedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(template: str) -> Template:
-    """Compile a template once (compiling costs about 0.5 ms; a plan renders thousands)."""
-    return _ENV.from_string(template)
-
-
 _PLACEHOLDER = re.compile(r"\{\{[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*\}\}")
 
 
@@ -325,12 +159,26 @@ def _render(template: str, values: dict[str, Any]) -> str:
                 text = value if type(value) is str else str(value)
                 size += len(text) + len(lit)
                 if size > TEMPLATE_MAX_CHARS:  # 50,000 x {{ title }} of a 500 KB title
+                    from casekit.strategies.sandbox import SecurityError
+
                     raise SecurityError(f"the template's output exceeds {TEMPLATE_MAX_CHARS:,} "
                                         "characters; make it shorter")
                 out.append(text)
                 out.append(lit)
             return "".join(out)
+    # Anything else renders in Jinja's sandbox, imported here: an analysis never renders.
+    from casekit.strategies.sandbox import _compiled, render_limited
+
     return render_limited(_compiled(template), values)
+
+
+def __getattr__(name: str) -> Any:
+    """The sandbox's names, as this module had them (importing Jinja on first use)."""
+    if name in ("LimitedSandbox", "render_limited", "_ENV", "_compiled"):
+        from casekit.strategies import sandbox
+
+        return getattr(sandbox, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def render_template(template: str, work: Work, **extra: Any) -> str:
@@ -346,12 +194,14 @@ def render_template(template: str, work: Work, **extra: Any) -> str:
     }
     try:
         return _render(template, values)
-    except SecurityError as exc:
-        raise CasekitError(f"template {template[:40]!r}: {exc}") from None
-    except TemplateError as exc:
-        raise CasekitError(f"template {template[:40]!r}: {exc}; available variables: "
-                           f"{', '.join(sorted(values))}") from None
     except Exception as exc:  # noqa: BLE001 - whatever a user's template raises, located
+        # Jinja's errors come from Jinja, imported by then (not imported for the check).
+        jinja, sandbox = sys.modules.get("jinja2"), sys.modules.get("jinja2.sandbox")
+        if sandbox is not None and isinstance(exc, sandbox.SecurityError):
+            raise CasekitError(f"template {template[:40]!r}: {exc}") from None
+        if jinja is not None and isinstance(exc, jinja.TemplateError):
+            raise CasekitError(f"template {template[:40]!r}: {exc}; available variables: "
+                               f"{', '.join(sorted(values))}") from None
         raise CasekitError(f"template {template[:40]!r}: cannot be rendered "
                            f"({type(exc).__name__}: {exc}); fix or simplify the template") \
             from None
