@@ -486,3 +486,39 @@ def test_property_nv_recall_bounds(seed: int, n: int, cut: int) -> None:
     r = nv_recall_words(book, book[cut:] + zipf_words(rng, 50, 200, prefix="z"))
     # The "z" words are not in the book, so at most the n - cut book words can match.
     assert 0.0 <= r.recall <= 1.0 and r.matched <= n - cut
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["equal", "replace", "insert"]),
+                                   st.integers(0, 60), st.integers(0, 12)), max_size=4),
+                max_size=6),
+       st.integers(0, 70), st.integers(0, 30))
+def test_property_block_contributors_equal_covered_positions(
+        attempts: list[list[tuple[str, int, int]]], start: int, words: int) -> None:
+    # The longest block's contributors are found from the spans' "equal" ranges directly;
+    # the same attempts, in the same order, as from each attempt's covered positions.
+
+    from casekit.analysis.analyze import block_contributors, covered_positions
+    from casekit.analysis.findings import AttemptAnalysis, SpanFinding
+    from casekit.normalize import Tokens
+
+    xs = []
+    for seq, ops in enumerate(attempts):
+        spans = [SpanFinding(out_char_start=0, out_char_end=0, work_char_start=0,
+                             work_char_end=0, out_word_start=0, out_word_end=0,
+                             work_word_start=j, work_word_end=j + n, words=n, matched_words=n,
+                             similarity=1.0, verbatim=True, opcodes=[(tag, 0, 0, j, j + n)])
+                 for tag, j, n in ops]
+        xs.append(AttemptAnalysis(attempt_id=f"a{seq}", seq=100 - seq, record_hash="",
+                                  model_id="m", work_id="w", role="subject", strategy="s",
+                                  strategy_key="s#0", intent="benign", mode="chat", sample=0,
+                                  label="", outcome="no_match", spans=spans))
+    tokens = Tokens([f"w{i}" for i in range(80)], np.arange(80), np.arange(80) + 1, "words")
+    found = []
+    for x in xs:
+        pos = covered_positions(x, tokens)
+        inside = pos[(pos >= start) & (pos < start + words)]
+        if len(inside):
+            found.append((int(inside[0]), x.seq, x.attempt_id))
+    want = [aid for _, _, aid in sorted(found)] if words > 0 else []
+    assert block_contributors(xs, tokens, start, words) == want

@@ -227,9 +227,19 @@ def block_contributors(attempts: list[AttemptAnalysis], tokens: Tokens, start: i
     if start is None or words <= 0:
         return []
     found: list[tuple[int, int, str]] = []
+    end = start + words
     for x in attempts:
+        if x.teacher_forced is None:
+            # The first covered word inside: from the credited spans' "equal" ranges (whose
+            # union is covered_positions), without making the positions.
+            first = min((max(j1, start) for s in x.spans
+                         for tag, _i1, _i2, j1, j2 in s.opcodes
+                         if tag == "equal" and j1 < end and j2 > start and j2 > j1), default=None)
+            if first is not None:
+                found.append((first, x.seq, x.attempt_id))
+            continue
         pos = covered_positions(x, tokens)
-        inside = pos[(pos >= start) & (pos < start + words)]
+        inside = pos[(pos >= start) & (pos < end)]
         if len(inside):
             found.append((int(inside[0]), x.seq, x.attempt_id))
     return [aid for _, _, aid in sorted(found)]
