@@ -19,6 +19,7 @@ passes over the (sparse) places that change plus numpy, never a per-character Py
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import re
@@ -595,24 +596,20 @@ def _plain_tokens(raw: str, profile: str,
             a, b = m.start(), m.end()
             if a > 0 and b < n and _ascii_word_at(raw, a - 1) and _ascii_word_at(raw, b):
                 return None  # a join: the general fast path merges the two runs
-    text = raw
+    if len(exclude) or len(raw) > _CACHE_MAX_CHARS:
+        words, starts, ends = _alnum_runs(raw, underscore)
+    else:
+        # The runs do not depend on the profile: an output is tokenized under both word
+        # profiles one after the other, and the second call finds the first's runs here
+        # (read-only arrays, as the token cache keeps them; the list is the caller's own).
+        words, starts, ends = _alnum_runs_cached(raw, underscore)
+        words = list(words)
     if underscore and profile == "light-words":
-        # Light normalization removes the ``_x_`` italics markers: each becomes a space here
-        # (one char for one, so the ranges are the raw text's), which ends a word run as the
-        # marker's removal does in :func:`_fast_word_runs`; other underscores stay in words.
+        # Light normalization removes the ``_x_`` italics markers, which ends a word run as
+        # in :func:`_fast_word_runs`; other underscores stay in words.
         markers = _italic_markers(raw)
         if markers:
-            text = " ".join([raw[a + 1:b] for a, b in zip([-1, *markers], [*markers, len(raw)],
-                                                          strict=True)])
-    if len(exclude) or len(raw) > _CACHE_MAX_CHARS:
-        words, starts, ends = _alnum_runs(text, underscore)
-    else:
-        # The runs of a text without underscores do not depend on the profile: an output is
-        # tokenized under both word profiles one after the other, and the second call finds
-        # the first's runs here (read-only arrays, as the token cache keeps them; the list
-        # is the caller's own).
-        words, starts, ends = _alnum_runs_cached(text, underscore)
-        words = list(words)
+            words, starts, ends = _split_at(words, starts, ends, markers)
     if len(exclude):
         ok = ~intersecting(starts, ends, exclude)
         starts, ends = starts[ok], ends[ok]
@@ -645,6 +642,43 @@ def _alnum_runs(raw: str, underscore: bool = False) -> tuple[list[str], np.ndarr
     starts = ends_all[0:-1:2].copy()  # a run starts where the gap before it ends
     ends = ends_all[1::2].copy()
     return words, starts, ends
+
+
+def _split_at(words: list[str], starts: np.ndarray, ends: np.ndarray, markers: list[int],
+              ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The runs of :func:`_alnum_runs` (with underscores) with the characters at ``markers``
+    (raw positions of underscores) removed: a run holding markers becomes its pieces that
+    hold a letter or digit. Markers outside every run (in a run of underscores alone) change
+    nothing."""
+    sl, el = starts.tolist(), ends.tolist()
+    by_run: dict[int, list[int]] = {}
+    for m in markers:
+        r = bisect.bisect_right(sl, m) - 1
+        if r >= 0 and m < el[r]:
+            by_run.setdefault(r, []).append(m)
+    if not by_run:
+        return words, starts, ends
+    nw: list[str] = []
+    ns: list[int] = []
+    ne: list[int] = []
+    prev = 0
+    for r in sorted(by_run):
+        nw += words[prev:r]
+        ns += sl[prev:r]
+        ne += el[prev:r]
+        s0, w, a = sl[r], words[r], sl[r]
+        for m in [*by_run[r], el[r]]:
+            piece = w[a - s0:m - s0]
+            if piece.strip("_"):  # the run's characters are letters, digits and underscores
+                nw.append(piece)
+                ns.append(a)
+                ne.append(m)
+            a = m + 1
+        prev = r + 1
+    nw += words[prev:]
+    ns += sl[prev:]
+    ne += el[prev:]
+    return nw, np.array(ns, dtype=np.int64), np.array(ne, dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=16)
