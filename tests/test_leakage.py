@@ -392,6 +392,41 @@ def test_property_trim_pieces_for_a_larger_k_are_the_longer_pieces(
             == [(s, e) for s, e in once if e - s >= k])
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 5), st.integers(1, 7))
+def test_property_trims_inside_windows_equal_the_whole_work_lookup(seed: int, vocab: int,
+                                                                   m: int) -> None:
+    # The analysis computes the prompt trims only inside the spans' work ranges
+    # (starts_in / positions_in): there they must be exactly the whole-work lookup's, with
+    # repeated phrases (a small vocabulary), unknown prompt words, several prompts, windows
+    # past either end of the work and works shorter than m.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 80))
+    book = [f"v{x}" for x in rng.integers(0, vocab, n)]
+    trim = MgramTrim.for_tokens(Tokens(book, np.arange(n), np.arange(n) + 1, "words"), m)
+    prompts = []
+    for _ in range(int(rng.integers(0, 3))):
+        lo = int(rng.integers(0, max(1, n)))
+        words = book[lo:lo + int(rng.integers(0, 15))]
+        words += [f"v{x}" for x in rng.integers(0, vocab + 1, int(rng.integers(0, 8)))]
+        if rng.random() < 0.5:  # an unknown word inside the prompt
+            words.insert(int(rng.integers(0, len(words) + 1)), "unknown")
+        prompts.append(words)
+    windows = [(int(a), int(a) + int(rng.integers(0, 30)))
+               for a in rng.integers(-10, n + 10, int(rng.integers(0, 5)))]
+    grams = trim.grams(prompts)
+    full = trim.starts(prompts)
+    inside = [s for s in full.tolist() if any(lo <= s < hi for lo, hi in windows)]
+    assert trim.starts_in(grams, windows).tolist() == inside
+    whole = trim.positions(prompts)
+    part = trim.positions_in(grams, windows)
+    for lo, hi in windows:
+        for p in range(max(0, lo), min(n, hi)):
+            assert part.any_in(p, p + 1) == whole.any_in(p, p + 1)
+        assert np.array_equal(part.contains(np.arange(max(0, lo), max(0, min(n, hi)))),
+                              whole.contains(np.arange(max(0, lo), max(0, min(n, hi)))))
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from("abcd"), max_size=40),
        st.lists(st.lists(st.sampled_from("abcde"), max_size=25), max_size=3),

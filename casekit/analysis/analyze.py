@@ -49,7 +49,6 @@ from casekit.analysis.findings_io import (  # noqa: F401 - re-exported
 from casekit.analysis.index import KgramIndex
 from casekit.analysis.leakage import (
     MgramTrim,
-    PositionMask,
     discount,
     echo_mask,
     prompt_words,
@@ -103,8 +102,8 @@ log = logging.getLogger(__name__)
 
 BMC_KS = (5, 10, 20, 50)
 """The k of BMC@k, increasing."""
-_TRIM_CACHE = 512
-"""Prompts whose trims :meth:`Analyzer._prompt_trims` keeps."""
+_GRAMS_CACHE = 512
+"""Prompts whose m-grams :meth:`Analyzer._prompt_grams` keeps."""
 M_GRAM = 5
 ECHO_MIN_WORDS = 5
 
@@ -270,9 +269,10 @@ class Analyzer:
         self.measures = [_Running(am.cls(), am)
                          for am in active_measures(s.name for s in case.strategies)]
         self._by_strategy: dict[str, list[Measure]] = {}
-        self._trims: OrderedDict[tuple[str, tuple[str, ...]],
-                                 tuple[PositionMask, np.ndarray]] = OrderedDict()
         # Every measure's empty attempt fields (frozen, so shared by every attempt).
+        self._grams: OrderedDict[tuple[str, tuple[str, ...]],
+                                 tuple[frozenset[tuple[int, ...]],
+                                       frozenset[tuple[int, ...]]]] = OrderedDict()
         self._empty_attempt: dict[str, MeasureFields] = {
             r.active.cls.name: empty_fields(fields) for r in self.measures
             if (fields := r.active.cls.AttemptFields) is not None}
@@ -300,21 +300,22 @@ class Analyzer:
             self.bmc_masks[key] = np.zeros(len(self.index[work_id].liu_tokens), dtype=bool)
         return self.bmc_masks[key]
 
-    def _prompt_trims(self, wi: _WorkIndex, prompts: tuple[str, ...],
-                      match_prompts: list[list[str]]) -> tuple[PositionMask, np.ndarray]:
-        """The work positions the prompts' m-grams never let be credited (default profile)
-        and the work m-gram starts the [Liu26] trim removes. Every model is sent the same
-        prompts, so they are kept in a small LRU cache per work."""
+    def _prompt_grams(self, wi: _WorkIndex, prompts: tuple[str, ...],
+                      match_prompts: list[list[str]],
+                      ) -> tuple[frozenset[tuple[int, ...]], frozenset[tuple[int, ...]]]:
+        """The prompts' m-grams in the default profile and in [Liu26]'s, for the trims
+        (:meth:`MgramTrim.grams`). Every model is sent the same prompts, so they are kept in a
+        small LRU cache."""
         key = (wi.work.id, prompts)
-        hit = self._trims.get(key)
+        hit = self._grams.get(key)
         if hit is not None:
-            self._trims.move_to_end(key)
+            self._grams.move_to_end(key)
             return hit
-        got = (wi.match_trim.positions(match_prompts),
-               wi.liu_trim.starts(prompt_words(prompts, wi.work.liu_profile)))
-        self._trims[key] = got
-        if len(self._trims) > _TRIM_CACHE:
-            self._trims.popitem(last=False)
+        got = (wi.match_trim.grams(match_prompts),
+               wi.liu_trim.grams(prompt_words(prompts, wi.work.liu_profile)))
+        self._grams[key] = got
+        if len(self._grams) > _GRAMS_CACHE:
+            self._grams.popitem(last=False)
         return got
 
     def attempt(self, rec: AttemptRecord) -> AttemptAnalysis:
@@ -381,12 +382,18 @@ class Analyzer:
         liu_out = tokenize(text, work.liu_profile)
         exact = wi.liu.exact_spans(liu_out, distinct_work=True)  # only work ranges are read
         # The prompt's trims and supplied positions only ever remove words from spans: an
-        # output with none (most of them) skips computing them.
+        # output with none (most of them) skips computing them, and they are computed only
+        # inside the spans' work ranges, the only places they are read (discount and
+        # trim_inside), so their cost does not grow with the work.
         credited: list[Span] = []
         liu_starts = np.zeros(0, dtype=np.int64)
         if spans or exact:
-            match_trim, liu_starts = self._prompt_trims(wi, tuple(prompts), match_prompts)
+            match_grams, liu_grams = self._prompt_grams(wi, tuple(prompts), match_prompts)
+            liu_starts = wi.liu_trim.starts_in(liu_grams,
+                                               [(e.work_start, e.work_end) for e in exact])
         if spans:
+            match_trim = wi.match_trim.positions_in(match_grams,
+                                                    [(s.work_start, s.work_end) for s in spans])
             work_mask = (supplied_positions(work.tokens, [(r.start, r.end) for r in a.supplied])
                          | match_trim)
             credited = [s for s in discount(spans, work_mask, k=self.k,

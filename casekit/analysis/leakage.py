@@ -243,6 +243,58 @@ class MgramTrim:
         _, wpos = self.index.lookup(ids, distinct=True)
         return np.unique(wpos).astype(_I64, copy=False)
 
+    def grams(self, prompts: Sequence[Sequence[str]]) -> frozenset[tuple[int, ...]]:
+        """The m-grams (as word ids) occurring contiguously in one of the prompts (already
+        tokenized with the work's profile), for :meth:`starts_in`. Unknown words are -1:
+        m-grams holding one never match (as in the index), so they are left out."""
+        m = self.m
+        grams: set[tuple[int, ...]] = set()
+        for words in prompts:
+            ids = self.vocab.ids(words, add=False).tolist()
+            runs = [ids]
+            if ids and min(ids) < 0:  # the runs of known words
+                runs = [[]]
+                for x in ids:
+                    if x < 0:
+                        runs.append([])
+                    else:
+                        runs[-1].append(x)
+            for r in runs:
+                grams.update(zip(*(r[j:] for j in range(m)), strict=False))
+        return frozenset(grams)
+
+    def starts_in(self, grams: frozenset[tuple[int, ...]],
+                  windows: Iterable[tuple[int, int]]) -> np.ndarray:
+        """:meth:`starts` of the prompts whose :meth:`grams` are given, restricted to the
+        starts ``s`` with ``lo <= s < hi`` for some window ``(lo, hi)``: the same positions
+        there, found by testing the work's m-grams in the windows against the prompts'
+        (compared on the word ids) instead of looking every prompt m-gram up in the whole
+        work. The cost is the windows' length, not the number of times the prompt's phrases
+        recur in the work (which grows with the work)."""
+        m = self.m
+        last = len(self.index.work_ids) - m + 1  # one past the last m-gram start
+        found: list[int] = []
+        if grams:
+            for lo, hi in windows:
+                lo, hi = max(0, lo), min(last, hi)
+                if hi <= lo:
+                    continue
+                ids = self.index.work_ids[lo:hi + m - 1].tolist()
+                found += [lo + i for i, g in enumerate(zip(*(ids[j:] for j in range(m)),
+                                                           strict=False)) if g in grams]
+        return np.unique(np.array(found, dtype=_I64))
+
+    def positions_in(self, grams: frozenset[tuple[int, ...]],
+                     ranges: Iterable[tuple[int, int]]) -> PositionMask:
+        """:meth:`positions` of the prompts whose :meth:`grams` are given, where it matters
+        for work ranges ``[lo, hi)``: the same positions inside each range (found by
+        :meth:`starts_in`), none claimed outside them."""
+        m = self.m
+        wpos = self.starts_in(grams, ((lo - m + 1, hi) for lo, hi in ranges))
+        if not len(wpos):
+            return PositionMask.EMPTY  # type: ignore[attr-defined,no-any-return]
+        return PositionMask.from_runs(wpos, wpos + m)
+
     def positions(self, prompts: Sequence[Sequence[str]]) -> PositionMask:
         """The work positions inside a work m-gram that occurs contiguously in one of the
         prompts (already tokenized with the work's profile)."""
