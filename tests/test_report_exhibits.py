@@ -178,3 +178,64 @@ def test_contributor_tags_read_as_ranges_and_the_cover_is_the_fewest() -> None:
     # Runs of one attempt count together; a gap no run covers is stepped over.
     assert minimal_cover(0, 10, [[(0, 2), (5, 10)], [(2, 6)]]) == [0, 1]
     assert minimal_cover(0, 10, [[(0, 4)], [(6, 10)], [(1, 3)]]) == [0, 1]
+
+
+def test_a_block_longer_than_an_exhibit_is_shown_in_part(stitched: Stitched) -> None:
+    """A block stitched from a novel's worth of outputs is not printed whole (the pages would
+    grow with the attempts): the exhibit shows the block's first words and the fewest
+    attempts covering them, says so, and still states the whole block's length, contributors
+    and longest single run."""
+    from casekit.report import render
+    from casekit.report.build import build_model
+    from casekit.report.inputs import load_inputs
+    from casekit.report.sections import reconstruction as R
+
+    f = stitched.findings
+    run_dir = stitched.pdf.parent.parent
+    (mw,) = [x for x in f.findings if x.work_id == "subject"]
+    words = mw.coverage.longest_block_words
+    whole = build_model(f, load_inputs(run_dir, f))
+    (whole_block,) = [g.block for g in whole.exhibit_groups if g.block is not None]
+    assert whole_block.shown_note == ""
+    with pytest.MonkeyPatch.context() as mp:
+        # The case's threshold (60 words) is larger than the cap: the part shown reaches it.
+        mp.setattr(R, "BLOCK_SHOWN_WORDS", 1)
+        assert R.shown_words(f) == 60 < words
+        model = build_model(f, load_inputs(run_dir, f))
+    (block,) = [g.block for g in model.exhibit_groups if g.block is not None]
+    assert f"the block is {words:,} words; this exhibit shows its first 60" in block.shown_note
+    assert block.shown_words == "60"
+    b0 = mw.coverage.longest_block_start
+    assert b0 is not None
+    # Only the contributors needed for the first 60 words, plus the longest single run.
+    assert len(block.contributors) <= len(whole_block.contributors)
+    assert block.total == whole_block.total == len(mw.coverage.longest_block_attempts)
+    assert block.longest_single == whole_block.longest_single
+    text = "".join(s.text for s in block.original)
+    assert "[part shown ends; the block continues for" in text
+    assert "[block ends]" not in text and "[block starts]" in text
+    # The work text shown stops at the 60th block word.
+    tokens = load_inputs(run_dir, f).works["subject"].tokens
+    end = tokens.char_span(b0, b0 + 60)[1]
+    raw = load_inputs(run_dir, f).works["subject"].raw
+    assert raw[end - 20:end] in text and raw[end:end + 30].strip() not in text
+    html = render.render_html(model)
+    assert "Shown in part: the block is" in html and "the block's first 60 words, with the text before<" in html
+
+
+def test_the_exhibited_attempts_cover_the_part_shown() -> None:
+    """exhibited(): the fewest attempts covering the words shown, plus the longest single run
+    of the whole block even when it lies beyond the part shown."""
+    from casekit.report.sections.reconstruction import _Inside, exhibited
+
+    def part(aid: str, *runs: tuple[int, int]) -> _Inside:
+        return _Inside(aid, list(runs), max(b - a for a, b in runs), sum(b - a for a, b in runs))
+
+    parts = [part(f"a{i}", (10 * i, 10 * i + 12)) for i in range(100)]  # a block of 1,002 words
+    parts.append(part("long", (500, 540)))
+    # Words [0, 50) need a0..a4 (each reaches 2 words into the next); "long" is added.
+    assert exhibited(parts, 0, 50) == [0, 1, 2, 3, 4, 100]
+    # The whole block: "long" reaches 540, so a50..a53 are not needed (a49 ends at 502,
+    # "long" to 540, then a53 ends at 542 ...).
+    whole = exhibited(parts, 0, 1002)
+    assert 100 in whole and not {50, 51, 52} & set(whole)

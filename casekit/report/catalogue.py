@@ -550,6 +550,20 @@ BLOCK_OTHERS = (
     "and the one with the longest single run in it; the other {others} overlap them and add no "
     "word. All {total} are listed, with their ledger hashes, in findings.json "
     "(coverage.longest_block_attempts of this model and work) and in the per-attempt listing.")
+BLOCK_OTHERS_PART = (
+    "{total} attempts cover words of this block. The {shown} shown are the fewest whose "
+    "outputs cover the part shown (from the block's start, each time the output reaching "
+    "furthest) and the one with the longest single run in the whole block. All {total} are "
+    "listed, with their ledger hashes, in findings.json (coverage.longest_block_attempts of "
+    "this model and work) and in the per-attempt listing; every output is in the ledger "
+    "attached.")
+BLOCK_SHOWN_PART = (
+    "Shown in part: the block is {words} words; this exhibit shows its first {shown} (work "
+    "words {range}, characters {chars}), as every reconstruction exhibit shows at most "
+    "{cap} words of a block. The block's length, the attempts that build it and the longest "
+    "single run above are computed over the whole block, and `casekit verify` recomputes them "
+    "from the attached ledger.")
+BLOCK_SHOWN_END_MARK = "[part shown ends; the block continues for {more} more words]"
 BLOCK_LONGEST_SINGLE = "{words} contiguous words, from attempt {tag} (ledger seq {seq})"
 STITCHED_NOTE = (
     "This conclusion rests on stitching: the {words}-word block is assembled from {k} "

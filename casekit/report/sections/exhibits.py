@@ -125,7 +125,7 @@ def build_exhibits(f: Findings, inputs: Inputs, requested: dict[str, str], per_f
         shown_of[(mw.model_id, mw.work_id)] = shown
         covered_of[(mw.model_id, mw.work_id)] = sum(1 + len(d) for _, _, d in chosen)
     out.blocks = build_block_exhibits(f, table, inputs.attempts_by_seq, inputs.works,
-                                      out.anchor_of, out.longs)
+                                      out.anchor_of)
     for mw in f.findings:
         key = (mw.model_id, mw.work_id)
         shown = shown_of[key]

@@ -21,7 +21,6 @@ from casekit.errors import CasekitError
 from casekit.normalize import tokenize
 from casekit.report import catalogue as C
 from casekit.report.ledger_facts import AttemptLookup
-from casekit.report.sections.long_texts import LongText
 from casekit.report.table import AttemptTable
 from casekit.report.text import (
     MATCH,
@@ -39,6 +38,11 @@ log = logging.getLogger(__name__)
 #: Characters of the work shown before and after a block (or a matched passage): where the
 #: copying starts and stops is part of the evidence.
 CONTEXT_CHARS = 300
+#: Words of a block an exhibit shows at most (or the case's reconstruction threshold, when that
+#: is larger): a block stitched from a novel's worth of outputs is shown by its first words
+#: and the attempts that cover them, its extent and every contributor stated and listed in
+#: findings.json, so that the pages follow the case's shape, not the number of attempts.
+BLOCK_SHOWN_WORDS = 500
 #: CSS classes of the reconstruction exhibit's own marks (casekit's words, never model text).
 CONTRIB_TAG = "ctag"
 BOUNDARY = "bmark"
@@ -109,8 +113,21 @@ class BlockExhibit:
     total: int
     """Every attempt that covers words of the block (findings' longest_block_attempts)."""
     others_note: str
+    shown_words: str
+    shown_note: str
+    """Empty when the block is shown whole; else which of its words are shown, and why."""
     original: list[Segment]
     original_wrap: str
+
+
+@dataclass(frozen=True)
+class _Inside:
+    """One attempt's part in a block: its runs of covered block words, and the longest."""
+
+    attempt_id: str
+    runs: list[tuple[int, int]]
+    longest: int
+    words: int
 
 
 def _runs(pos: np.ndarray) -> list[tuple[int, int]]:
@@ -137,20 +154,52 @@ def rests_on_stitching(mw: ModelWorkFinding, f: Findings, single: int) -> bool:
             and single < th.substantial_portion_min_words)
 
 
-def _stitched(mw: ModelWorkFinding, analyses: dict[str, AttemptAnalysis], work: Work) -> bool:
+def _block_parts(table: AttemptTable, mw: ModelWorkFinding, work: Work) -> list[_Inside]:
+    """Every block attempt's covered words inside the block, in the order findings.json lists
+    them, read from the table a row group at a time: nothing but the runs is kept of each
+    (a block stitched from a novel's worth of outputs has tens of thousands)."""
+    cov = mw.coverage
+    assert cov.longest_block_start is not None
+    b0, b1 = cov.longest_block_start, cov.longest_block_start + cov.longest_block_words
+    ids = list(cov.longest_block_attempts)
+    rows = table.rows_of(ids)
+    missing = [aid for aid, r in zip(ids, rows, strict=True) if r < 0]
+    if missing:
+        raise CasekitError(f"block attempt {missing[0]} is not in the findings' attempts; "
+                           "re-run `casekit analyze`")
+    got: dict[str, _Inside] = {}
+    for x in table.analyses(rows):
+        pos = covered_positions(x, work.tokens)
+        inside = pos[(pos >= b0) & (pos < b1)]
+        runs = _runs(inside)
+        got[x.attempt_id] = _Inside(x.attempt_id, runs,
+                                    max((b - a for a, b in runs), default=0), int(len(inside)))
+    return [got[aid] for aid in ids]
+
+
+def _stitched(mw: ModelWorkFinding, parts: list[_Inside]) -> bool:
     """The longest block needs more than one attempt: none covers all of it."""
     cov = mw.coverage
-    if cov.longest_block_start is None or len(cov.longest_block_attempts) < 2:
+    if cov.longest_block_start is None or len(parts) < 2:
         return False
-    b0, b1 = cov.longest_block_start, cov.longest_block_start + cov.longest_block_words
-    for aid in cov.longest_block_attempts:
-        x = analyses.get(aid)
-        if x is None:
-            continue
-        pos = covered_positions(x, work.tokens)
-        if len(pos[(pos >= b0) & (pos < b1)]) == b1 - b0:
-            return False
-    return True
+    return all(p.longest < cov.longest_block_words for p in parts)
+
+
+def shown_words(f: Findings) -> int:
+    """The most words of a block an exhibit shows: :data:`BLOCK_SHOWN_WORDS`, or the case's
+    reconstruction threshold when that is larger (the part shown then reaches it)."""
+    return max(BLOCK_SHOWN_WORDS, f.thresholds.substantial_portion_min_words)
+
+
+def exhibited(parts: list[_Inside], b0: int, w1: int) -> list[int]:
+    """Indexes into ``parts`` of the attempts an exhibit shows for the block words
+    ``[b0, w1)``: the fewest whose runs cover them (:func:`minimal_cover`), and the attempt
+    with the longest single run in the whole block (ties to the first listed), in list order."""
+    keep = set(minimal_cover(b0, w1, [[(a, min(b, w1)) for a, b in p.runs if a < w1]
+                                      for p in parts]))
+    if parts:
+        keep.add(max(range(len(parts)), key=lambda i: (parts[i].longest, -i)))
+    return sorted(keep)
 
 
 def minimal_cover(b0: int, b1: int, runs_of: list[list[tuple[int, int]]]) -> list[int]:
@@ -180,48 +229,42 @@ def minimal_cover(b0: int, b1: int, runs_of: list[list[tuple[int, int]]]) -> lis
 
 
 def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
-                        analyses: dict[str, AttemptAnalysis],
+                        parts: list[_Inside], analyses: dict[str, AttemptAnalysis],
                         records: AttemptLookup, work: Work,
-                        anchor_of: dict[str, tuple[str, str]], longs: list[LongText],
+                        anchor_of: dict[str, tuple[str, str]],
                         ) -> BlockExhibit:
-    """The block of ``mw`` exhibited whole: the work text with context, each contributing
-    attempt's words tagged, the prompt-supplied text marked, and every contributing output."""
+    """The block of ``mw`` exhibited: the work text with context, each contributing attempt's
+    words tagged, the prompt-supplied text marked, and every contributing output shown. A
+    block longer than :func:`shown_words` is shown by its first words (said on the page).
+    ``parts``: every block attempt's runs in the block (:func:`_block_parts`);
+    ``analyses``: the analyses of those :func:`exhibited` picks."""
     th = f.thresholds
     cov = mw.coverage
     assert cov.longest_block_start is not None
     b0, b1 = cov.longest_block_start, cov.longest_block_start + cov.longest_block_words
+    w1 = min(b1, b0 + shown_words(f))
     toks = work.tokens
     c0, c1 = toks.char_span(b0, b1)
+    cw1 = toks.char_span(b0, w1)[1]
     lo, hi = context_bounds(work.raw, c0, c1)
+    if w1 < b1:
+        hi = cw1
     # Per contributor: block words covered, and the work chars its prompt supplied.
     contributors: list[Contributor] = []
     covers: list[list[tuple[int, int]]] = []
     supplied: list[list[tuple[int, int]]] = []
     shown_outputs: list[tuple[str, str]] = []
-    # Every contributor's runs in the block; the exhibit shows the fewest that cover it whole
-    # (a block stitched from a thousand overlapping outputs needs a handful to show it) and
-    # the one with the longest single run, so the pages follow the work, not the attempts.
-    every: list[tuple[str, AttemptAnalysis, np.ndarray]] = []
-    for aid in cov.longest_block_attempts:
-        x = analyses.get(aid)
-        if x is None:
-            raise CasekitError(f"block attempt {aid} is not in the findings' attempts; "
-                               "re-run `casekit analyze`")
-        pos = covered_positions(x, toks)
-        every.append((aid, x, pos[(pos >= b0) & (pos < b1)]))
-    all_runs = [_runs(inside) for _, _, inside in every]
-    keep = set(minimal_cover(b0, b1, all_runs))
-    longest_all = [_longest_run(inside) for _, _, inside in every]
-    if longest_all:
-        keep.add(max(range(len(every)), key=lambda i: (longest_all[i], -i)))
-    for n, i in enumerate(sorted(keep), start=1):
-        aid, x, inside = every[i]
-        runs = all_runs[i]
+    keep = exhibited(parts, b0, w1)
+    for n, i in enumerate(keep, start=1):
+        aid = parts[i].attempt_id
+        x = analyses[aid]
+        runs = parts[i].runs
+        inside_words = parts[i].words
         rec = records.get(x.seq)
         if rec is None or rec.attempt.id != aid or rec.hash != x.record_hash:
             raise CasekitError(f"block attempt {aid} is not in the ledger as the findings "
                                "record it; re-run `casekit analyze`")
-        covers.append([toks.char_span(a, b) for a, b in runs])
+        covers.append([toks.char_span(a, min(b, w1)) for a, b in runs if a < w1])
         sup = [(r.start, r.end) for r in rec.attempt.supplied]
         supplied.append(sup)
         in_block = [(max(s, c0), min(e, c1)) for s, e in sup if min(e, c1) > max(s, c0)]
@@ -254,13 +297,13 @@ def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
                 ranges += [(s, e, SUPPLIED) for s, e in x.echo_ranges]
                 out_segs = paint(text, ranges)
         ex = anchor_of.get(aid)
-        longest_in = longest_all[i]
+        longest_in = parts[i].longest
         pos = covered_positions(x, toks)
         contributors.append(Contributor(
             n=n, tag=f"[{n}]", attempt_id=aid, seq=str(x.seq), record_hash=x.record_hash,
             strategy=x.strategy_key, intent=x.intent, kind=kind,
             covers="; ".join(f"{a:,}\u2013{b:,}" for a, b in runs),
-            block_words=int(len(inside)), longest_in_block=longest_in,
+            block_words=inside_words, longest_in_block=longest_in,
             longest_span=(f"{x.longest_words:,}" if x.teacher_forced is None
                           else f"{len(pos):,}"),
             below_threshold=(x.teacher_forced is None
@@ -268,12 +311,14 @@ def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
             supplied=sup_text, exhibit=ex[0] if ex else "", exhibit_anchor=ex[1] if ex else "",
             output=out_segs, output_note=note, wrap=wrap_class(out_segs)))
     original = _original(work.raw, lo, hi, c0, c1, covers, supplied)
+    if w1 < b1:
+        original.append(Segment(C.BLOCK_SHOWN_END_MARK.format(more=f"{b1 - w1:,}"), BOUNDARY))
     best = max(contributors, key=lambda c: (c.longest_in_block, -c.n))
     decides = rests_on_stitching(mw, f, best.longest_in_block)
     sp_words = th.substantial_portion_min_words
     if decides:
         verdict = C.BLOCK_DECIDES.format(words=f"{cov.longest_block_words:,}",
-                                         threshold=f"{sp_words:,}", k=f"{len(every):,}",
+                                         threshold=f"{sp_words:,}", k=f"{len(parts):,}",
                                          single=f"{best.longest_in_block:,}")
     elif cov.longest_block_words >= sp_words:
         verdict = C.BLOCK_REACHES_NOT_DECIDING.format(
@@ -289,10 +334,17 @@ def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
         chars=f"{c0:,}\u2013{c1:,}", decides=decides, verdict=verdict,
         longest_single=C.BLOCK_LONGEST_SINGLE.format(
             words=f"{best.longest_in_block:,}", tag=best.tag, seq=best.seq),
-        contributors=contributors, total=len(every),
-        others_note=(C.BLOCK_OTHERS.format(total=f"{len(every):,}", shown=f"{len(contributors):,}",
-                                           others=f"{len(every) - len(contributors):,}")
-                     if len(every) > len(contributors) else ""),
+        contributors=contributors, total=len(parts),
+        others_note=(C.BLOCK_OTHERS.format(total=f"{len(parts):,}", shown=f"{len(contributors):,}",
+                                           others=f"{len(parts) - len(contributors):,}")
+                     if len(parts) > len(contributors) and w1 == b1 else
+                     C.BLOCK_OTHERS_PART.format(total=f"{len(parts):,}",
+                                                shown=f"{len(contributors):,}")
+                     if len(parts) > len(contributors) else ""),
+        shown_words=f"{w1 - b0:,}",
+        shown_note=(C.BLOCK_SHOWN_PART.format(
+            shown=f"{w1 - b0:,}", words=f"{b1 - b0:,}", range=f"{b0:,}\u2013{w1:,}",
+            chars=f"{c0:,}\u2013{cw1:,}", cap=f"{shown_words(f):,}") if w1 < b1 else ""),
         original=original, original_wrap=wrap_class(original))
 
 
@@ -354,21 +406,23 @@ def _original(raw: str, lo: int, hi: int, c0: int, c1: int,
 
 def build_block_exhibits(f: Findings, table: AttemptTable, records: AttemptLookup,
                          works: dict[str, Work], anchor_of: dict[str, tuple[str, str]],
-                         longs: list[LongText]) -> dict[tuple[str, str], BlockExhibit]:
+                         ) -> dict[tuple[str, str], BlockExhibit]:
     """A reconstruction exhibit per model x work whose longest block reaches the reporting
     threshold and is stitched: no single attempt covers all of it (numbered R-1, R-2, ... in
-    findings order)."""
-    # The analyses of the attempts that build a block long enough to be shown (a stitched
-    # block may have many; no other attempt is made into one).
-    analyses = table.by_id(aid for mw in f.findings
-                           if mw.coverage.longest_block_words >= f.thresholds.min_span_words
-                           for aid in mw.coverage.longest_block_attempts)
+    findings order). Each block's attempts are read once for their runs in it; analyses are
+    made again only for the few exhibited."""
     out: dict[tuple[str, str], BlockExhibit] = {}
     for mw in f.findings:
         cov = mw.coverage
-        if (cov.longest_block_words < f.thresholds.min_span_words
-                or not _stitched(mw, analyses, works[mw.work_id])):
+        if cov.longest_block_words < f.thresholds.min_span_words or cov.longest_block_start is None:
             continue
+        work = works[mw.work_id]
+        parts = _block_parts(table, mw, work)
+        if not _stitched(mw, parts):
+            continue
+        b0 = cov.longest_block_start
+        w1 = min(b0 + cov.longest_block_words, b0 + shown_words(f))
+        analyses = table.by_id(parts[i].attempt_id for i in exhibited(parts, b0, w1))
         out[(mw.model_id, mw.work_id)] = build_block_exhibit(
-            len(out) + 1, mw, f, analyses, records, works[mw.work_id], anchor_of, longs)
+            len(out) + 1, mw, f, parts, analyses, records, work, anchor_of)
     return out
