@@ -189,7 +189,19 @@ def _echo_hits(words: Sequence[str], prompts: Sequence[Sequence[str]], m: int) -
         grams = {g for p in prompts for g in _tuples(p, m)}
         if not grams:
             return np.zeros(n, dtype=bool)
-        starts = [i for i, g in enumerate(_tuples(words, m)) if g in grams]
+        # An m-gram can only be a prompt's when each of its words is a prompt word: only the
+        # m-grams ending a run of m or more prompt words are made and looked up (an output
+        # echoes little of its prompt; most of its words are not the prompt's).
+        in_prompts = {w for g in grams for w in g}
+        starts = []
+        run = 0
+        for i, w in enumerate(words):
+            if w in in_prompts:
+                run += 1
+                if run >= m and tuple(words[i - m + 1:i + 1]) in grams:
+                    starts.append(i - m + 1)
+            else:
+                run = 0
         return _cover(np.array(starts, dtype=_I64), m, n)
     vocab = Vocab()
     ids = _joined_ids(vocab, prompts, add=True)
