@@ -214,6 +214,23 @@ def test_near_spans_are_unchanged_by_dropping_lone_duplicate_mems(
     assert got == want
 
 
+@settings(max_examples=300, deadline=None)
+@given(refrain_case(), st.integers(0, 8))
+def test_near_by_pairs_equals_near_by_diagonal_search(
+        case: tuple[str, str, list[bool] | None], max_gap: int) -> None:
+    # Up to _NEAR_PAIRS MEMs, which could chain is found by comparing every pair; above, by
+    # a neighbour search per diagonal offset: the same verdicts on the matcher's MEMs.
+    import casekit.analysis.matcher as matcher_mod
+
+    work, output, _ = case
+    matcher = matcher_mod.WorkMatcher(tokenize(work), 5)
+    mems = matcher._mems(matcher.query_ids(tokenize(output)))
+    if len(mems):
+        os_, oe, diag = mems[:, 0], mems[:, 1], mems[:, 2] - mems[:, 0]
+        assert (matcher_mod._near_small(os_, oe, diag, max_gap).tolist()
+                == matcher_mod._near(os_, oe, diag, max_gap).tolist())
+
+
 def test_lone_duplicates_are_dropped_and_chainable_ones_kept() -> None:
     from casekit.analysis.matcher import _drop_isolated_duplicates
 

@@ -511,6 +511,43 @@ def _drop_isolated_duplicates(mems: np.ndarray, max_gap: int) -> np.ndarray:
     if (os_[1:] != os_[:-1]).all() or len(np.unique(os_ * (int(oe.max()) + 1) + oe)) == m:
         return mems
     diag = ws - os_
+    near = _near_small(os_, oe, diag, max_gap) if m <= _NEAR_PAIRS else _near(
+        os_, oe, diag, max_gap)
+    alone = np.flatnonzero(~near)
+    if len(alone) < 2:
+        return mems
+    # Among lone MEMs with one output range, keep the first (rows are sorted by work start).
+    rng = mems[alone, 0] * (int(oe.max()) + 1) + mems[alone, 1]
+    _, first = np.unique(rng, return_index=True)
+    keep = ~np.isin(np.arange(m), alone)
+    keep[alone[first]] = True
+    if keep.all():
+        return mems
+    log.debug("matcher: %d of %d MEMs are lone duplicates of an output range: dropped",
+              int((~keep).sum()), m)
+    return mems[keep]
+
+
+_NEAR_PAIRS = 256
+"""MEMs up to which :func:`_drop_isolated_duplicates` compares every pair at once (a few
+array passes over m x m) rather than searching each MEM's neighbours per diagonal offset (some
+140 array passes whatever m)."""
+
+
+def _near_small(os_: np.ndarray, oe: np.ndarray, diag: np.ndarray, max_gap: int) -> np.ndarray:
+    """:func:`_near` by comparing every pair: MEM i is near when another MEM j lies on a
+    diagonal within ``max_gap`` of its own with ``oe[j] >= os[i] - max_gap`` and
+    ``os[j] <= oe[i] + max_gap``."""
+    near = ((np.abs(diag[:, None] - diag[None, :]) <= max_gap)
+            & (oe[None, :] >= os_[:, None] - max_gap) & (os_[None, :] <= oe[:, None] + max_gap))
+    np.fill_diagonal(near, False)
+    return near.any(axis=1)  # type: ignore[no-any-return]
+
+
+def _near(os_: np.ndarray, oe: np.ndarray, diag: np.ndarray, max_gap: int) -> np.ndarray:
+    """Per MEM, whether another MEM could chain with it (see :func:`_near_small`), by a
+    neighbour search per diagonal offset: O(m log m) per offset."""
+    m = len(os_)
     # Per diagonal the MEMs are disjoint, so sorted by out_start they are sorted by out_end:
     # one int64 key (diagonal, out_end) finds, on any diagonal, the first MEM ending at or
     # after a position.
@@ -531,19 +568,7 @@ def _drop_isolated_duplicates(mems: np.ndarray, max_gap: int) -> np.ndarray:
         ok = i < m
         j = np.minimum(i, m - 1)
         near |= ok & (skey[j] // span == d2) & (s_os[j] <= oe + max_gap)
-    alone = np.flatnonzero(~near)
-    if len(alone) < 2:
-        return mems
-    # Among lone MEMs with one output range, keep the first (rows are sorted by work start).
-    rng = mems[alone, 0] * (int(oe.max()) + 1) + mems[alone, 1]
-    _, first = np.unique(rng, return_index=True)
-    keep = ~np.isin(np.arange(m), alone)
-    keep[alone[first]] = True
-    if keep.all():
-        return mems
-    log.debug("matcher: %d of %d MEMs are lone duplicates of an output range: dropped",
-              int((~keep).sum()), m)
-    return mems[keep]
+    return near
 
 
 def _longest_feasible(blocks: list[Block], costs: list[int], r: float) -> tuple[int, int]:
