@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from casekit.analysis.analyze import FINDINGS_NAME, analyze_run, findings_bytes
+from casekit.analysis.analyze import (
+    _REFUSAL_NEEDLES,
+    FINDINGS_NAME,
+    REFUSAL_RE,
+    analyze_run,
+    findings_bytes,
+    refusal_in,
+)
 from casekit.analysis.findings import Findings
 from casekit.case import load_case
 from casekit.cli import cli
@@ -232,3 +241,46 @@ def _reloaded(f: Findings) -> Findings:
     from casekit.analysis.attempt_table import table_files
 
     return findings_from_bytes(findings_bytes(f), table_files(f.attempts)[0])
+
+
+# --- the refusal regex's prefilter -------------------------------------------------------------
+
+_REFUSALS = [  # one phrasing per alternative of REFUSAL_RE, in its order
+    "I'm sorry", "I am sorry", "I apologise", "I can't share", "I cannot", "I am unable",
+    "I’m unable", "I won’t be able", "because of copyright", "copyrighted material"]
+
+
+def _alternatives(pattern: str) -> int:
+    """The top-level alternatives inside REFUSAL_RE's outer group."""
+    depth, count, escaped = 0, 1, False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "|" and depth == 1:
+            count += 1
+    return count
+
+
+def test_refusal_prefilter_knows_every_alternative() -> None:
+    # A new alternative needs its literal in _REFUSAL_NEEDLES and a phrasing here.
+    assert _alternatives(REFUSAL_RE.pattern) == len(_REFUSALS)
+    for phrase in _REFUSALS:
+        for text in (phrase, phrase.upper(), f"Well. {phrase.lower()}, said she", phrase + "!"):
+            assert refusal_in(text) == bool(REFUSAL_RE.search(text)) is True
+            assert any(n in text.lower() for n in _REFUSAL_NEEDLES)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(
+    [*_REFUSALS, "i", "I", "'", "’", "m", " ", "sorry", "SoRrY", "ſorry", "can", "not",
+     "t help", "won", "unable", "copyright", "ed text", "due to", "apologi", "ze", "K",
+     "e", "x", "\n", "İ", "ı"]), max_size=12))
+def test_property_refusal_prefilter_agrees_with_the_regex(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert refusal_in(text) == bool(REFUSAL_RE.search(text))

@@ -116,6 +116,22 @@ REFUSAL_RE = re.compile(
     r"(?:due to|because of) copyright|copyrighted (?:text|material|work))",
     re.IGNORECASE,
 )
+#: A literal every match of REFUSAL_RE holds, one per alternative ("I can't help" holds "can",
+#: "I won't be able" holds "won"...), lowercased.
+_REFUSAL_NEEDLES = ("sorry", "apologi", "can", "unable", "won", "copyright")
+
+
+def refusal_in(text: str) -> bool:
+    """Whether REFUSAL_RE finds a refusal in ``text``. An ASCII text (most outputs) holding
+    none of :data:`_REFUSAL_NEEDLES` in any case cannot match, and is answered without the
+    regex (about 9 -> 2 us per output): in ASCII text IGNORECASE is plain ASCII case-folding.
+    Any other text (where IGNORECASE also folds characters such as U+017F to ASCII letters)
+    takes the regex."""
+    if text.isascii():
+        low = text.lower()
+        if not any(n in low for n in _REFUSAL_NEEDLES):
+            return False
+    return REFUSAL_RE.search(text) is not None
 
 
 
@@ -434,7 +450,7 @@ class Analyzer:
             refusal_source = None
         elif result.refusal:
             outcome, refusal_source = "refusal", "provider"
-        elif a.mode == "chat" and REFUSAL_RE.search(text[:REFUSAL_WINDOW]):
+        elif a.mode == "chat" and refusal_in(text[:REFUSAL_WINDOW]):
             outcome, refusal_source = "refusal", "text"
         else:
             outcome, refusal_source = "no_match", None
