@@ -240,6 +240,7 @@ def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False
     from casekit.analysis.analyze import FINDINGS_NAME, load_findings
     from casekit.analysis.attempt_table import TableError
     from casekit.report.build import ReportPaths, build_report
+    from casekit.report.inputs import StaleFindings
 
     def findings() -> Findings:
         # findings.json alone: the report reads attempts.parquet as columns and checks its
@@ -254,13 +255,8 @@ def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False
             log.info("%s; re-analyzing", exc)
             _analyze(run_dir)
             f = findings()
-        from casekit.ledger import verify_chain
-
-        head = verify_chain(run_dir / "ledger.jsonl")
-        if not head.ok or head.head_hash != f.ledger_head_hash:
-            log.info("findings.json is stale or does not match the ledger; re-analyzing")
-            _analyze(run_dir)
-            f = findings()
+        # Whether findings.json is of this ledger (its head) is checked by the report's own
+        # verifying pass (StaleFindings below): no second pass over the ledger first.
     else:
         _analyze(run_dir)
         f = findings()
@@ -271,6 +267,10 @@ def _report(run_dir: Path, template_dir: Path | None, attach_works: bool = False
 
     try:
         paths = build(f)
+    except StaleFindings as exc:
+        log.info("%s; findings.json is stale or does not match the ledger: re-analyzing", exc)
+        _analyze(run_dir)
+        paths = build(findings())
     except TableError as exc:
         log.info("%s; re-analyzing", exc)
         _analyze(run_dir)

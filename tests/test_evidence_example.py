@@ -49,3 +49,31 @@ def test_the_readme_example_imports_analyzes_and_reports(tmp_path: Path) -> None
     assert "A Christmas Carol" in html and "Imported outputs" in html
     assert "not recorded" in html  # the rows pasted by the client have no capture time
     assert "analyzed as free-form" in html
+
+
+def test_a_report_after_the_ledger_grew_re_analyzes(tmp_path: Path) -> None:
+    """findings.json made before more records were added is stale: `casekit report` finds it
+    in its one verifying pass over the ledger (the findings cite another head), analyzes again
+    and reports the records now in the ledger."""
+    case_dir = tmp_path / "evidence-only"
+    shutil.copytree(EXAMPLE, case_dir, ignore=shutil.ignore_patterns("runs"))
+    lines = (case_dir / "outputs.jsonl").read_text().splitlines()
+    (case_dir / "first.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    cli_runner = CliRunner()
+    res = cli_runner.invoke(cli, ["import", str(case_dir / "case.yaml"),
+                                  str(case_dir / "first.jsonl")])
+    assert res.exit_code == 0, res.output
+    (run_dir,) = (case_dir / "runs").iterdir()
+    res = cli_runner.invoke(cli, ["analyze", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    before = json.loads((run_dir / "findings.json").read_text())
+    assert before["imported_attempts"] == len(lines) - 1
+    res = cli_runner.invoke(cli, ["import", str(case_dir / "case.yaml"),
+                                  str(case_dir / "outputs.jsonl")])
+    assert res.exit_code == 0 and "imported 1 of" in res.output, res.output
+    res = cli_runner.invoke(cli, ["report", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    after = json.loads((run_dir / "findings.json").read_text())
+    assert after["imported_attempts"] == len(lines)
+    assert after["ledger_head_hash"] == verify_chain(run_dir / LEDGER_NAME).head_hash
+    assert after["ledger_head_hash"] != before["ledger_head_hash"]

@@ -38,6 +38,8 @@ def test_load_inputs_keeps_no_attempt_record(run: tuple[Path, Path, object]) -> 
     records = read_records(ledger)
     attempts = [r for r in records if isinstance(r, AttemptRecord)]
     assert len(attempts) >= 1_000
+    # A first call imports what the pass needs (modules are not what is measured).
+    load_inputs(run_dir, findings)  # type: ignore[arg-type]
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -190,3 +192,51 @@ def test_effort_group_places_the_first_hit_as_sorting_the_records_did(seed: int)
 class _Attempt:
     def __init__(self, ordinal: int) -> None:
         self.ordinal = ordinal
+
+
+def test_the_ledger_compressed_ahead_is_used_only_for_the_verified_bytes(tmp_path: Path) -> None:
+    """The report compresses the ledger in a background thread; what it embeds is that copy
+    only when it is of the very bytes verified (size, SHA-256, MD5), and the same bytes either
+    way, so the PDF does not depend on whether the thread finished first."""
+    import hashlib
+    import io
+    import time
+
+    from casekit.report import embed
+    from casekit.report.ledger_facts import LedgerFile
+
+    path = tmp_path / "ledger.jsonl"
+    data = bytes(random.Random(3).getrandbits(8) for _ in range(300_000)) * 8
+    path.write_bytes(data)
+
+    def source(b: bytes) -> LedgerFile:
+        return LedgerFile(path, len(b), sha256_bytes(b), hashlib.md5(b).hexdigest())
+
+    inline = io.BytesIO()
+    embed._deflate(source(data), inline)
+    with embed.deflating(path, tmp_path):
+        t0 = time.monotonic()
+        while embed._precompressed(source(data)) is None:
+            assert time.monotonic() - t0 < 30, "the background compression never finished"
+            time.sleep(0.01)
+        ahead = io.BytesIO()
+        n = embed._deflate(source(data), ahead)
+        assert n == len(ahead.getvalue())
+        assert ahead.getvalue() == inline.getvalue()
+        assert zlib.decompress(ahead.getvalue()) == data
+        # The file changed after it was compressed: the copy is not of the bytes verified now.
+        changed = bytearray(data)
+        changed[1000] ^= 1
+        path.write_bytes(bytes(changed))
+        assert embed._precompressed(source(bytes(changed))) is None
+        again = io.BytesIO()
+        embed._deflate(source(bytes(changed)), again)
+        assert zlib.decompress(again.getvalue()) == bytes(changed)
+        # The copy is of the bytes verified before the change: embedding it embeds them.
+        kept = io.BytesIO()
+        embed._deflate(source(data), kept)
+        assert kept.getvalue() == inline.getvalue()
+    # Without the copy, bytes that no longer hash as verified are refused.
+    with pytest.raises(CasekitError, match="changed while the report was written"):
+        embed._deflate(source(data), io.BytesIO())
+    assert list(tmp_path.glob(".ledger-*")) == []  # the copy is removed

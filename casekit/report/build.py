@@ -23,6 +23,8 @@ from casekit.analysis.findings import Findings
 from casekit.analysis.taxonomy import ABSENCE_CAVEAT, CATEGORY_TEXT
 from casekit.analysis.validation import validate_matcher
 from casekit.canonical import sha256_bytes
+from casekit.ledger import LEDGER_NAME
+from casekit.report.embed import deflating
 from casekit.report.evidence import (
     ATTEMPTS_PER_STRATUM,
     Attached,
@@ -237,19 +239,22 @@ def build_report(run_dir: Path, findings: Findings, out_dir: Path | None = None,
     out = out_dir or run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    inputs = load_inputs(run_dir, findings, case_path)
-    rendered = render_report(findings, inputs,
-                             ReportOptions(exhibits_per_finding, attach_works,
-                                           attempts_per_stratum, timestamp_tsa, sign),
-                             template_dir)
-    html_path = out / HTML_NAME
-    _write_atomic(html_path, rendered.html.encode("utf-8"))
-    _write_atomic(out / MANIFEST_NAME, manifest_bytes(rendered.manifest))
-    t1 = time.perf_counter()
-    pdf_path = out / PDF_NAME
-    tmp_pdf = pdf_path.with_name(pdf_path.name + ".tmp")
-    fetcher = rendered.write_pdf(tmp_pdf, template_dir)
-    tmp_pdf.replace(pdf_path)
+    # The ledger is compressed for embedding on another core while it is verified and the
+    # pages are made; what is embedded is checked to be the verified bytes (embed._deflate).
+    with deflating(run_dir / LEDGER_NAME):
+        inputs = load_inputs(run_dir, findings, case_path)
+        rendered = render_report(findings, inputs,
+                                 ReportOptions(exhibits_per_finding, attach_works,
+                                               attempts_per_stratum, timestamp_tsa, sign),
+                                 template_dir)
+        html_path = out / HTML_NAME
+        _write_atomic(html_path, rendered.html.encode("utf-8"))
+        _write_atomic(out / MANIFEST_NAME, manifest_bytes(rendered.manifest))
+        t1 = time.perf_counter()
+        pdf_path = out / PDF_NAME
+        tmp_pdf = pdf_path.with_name(pdf_path.name + ".tmp")
+        fetcher = rendered.write_pdf(tmp_pdf, template_dir)
+        tmp_pdf.replace(pdf_path)
     t2 = time.perf_counter()
     log.info("report: HTML in %.2fs, PDF in %.2fs (%d resources served, %d refused) -> %s",
              t1 - t0, t2 - t1, len(fetcher.served), len(fetcher.refused), out)

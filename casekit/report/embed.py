@@ -23,8 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
+import tempfile
+import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -129,32 +135,106 @@ def _key(s: Any) -> bytes:
     return bytes(s.data) if hasattr(s, "data") else str(s).encode()
 
 
-def _deflate(source: Any, out: Any) -> int:
-    """Write ``source``'s first ``size`` bytes, FlateDecode-compressed, to ``out``; check them
-    against its SHA-256 and MD5. Returns the compressed length."""
+@dataclass(frozen=True)
+class Deflated:
+    """A file's first ``size`` bytes, compressed ahead of time into ``stream`` (what
+    :func:`_deflate` would write for them), with their hashes."""
+
+    path: Path
+    size: int
+    sha256: str
+    md5: str
+    stream: Path
+
+
+_ready: dict[Path, Deflated] = {}
+_lock = threading.Lock()
+
+
+def _compress_to(path: Path, size: int, out: Any) -> tuple[int, str, str]:
+    """Compress ``path``'s first ``size`` bytes into ``out``: (bytes read, SHA-256, MD5)."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     comp = zlib.compressobj(LEVEL)
-    left = source.size
-    written = 0
-    with open(source.path, "rb") as fh:
-        while left > 0:
-            chunk = fh.read(min(_CHUNK, left))
+    read = 0
+    with open(path, "rb") as fh:
+        while read < size:
+            chunk = fh.read(min(_CHUNK, size - read))
             if not chunk:
                 break
-            left -= len(chunk)
+            read += len(chunk)
             sha.update(chunk)
             md5.update(chunk)
-            data = comp.compress(chunk)
-            out.write(data)
-            written += len(data)
-    data = comp.flush()
-    out.write(data)
-    written += len(data)
-    if left or HASH_PREFIX + sha.hexdigest() != source.sha256 or md5.hexdigest() != source.md5:
+            out.write(comp.compress(chunk))
+    out.write(comp.flush())
+    return read, HASH_PREFIX + sha.hexdigest(), md5.hexdigest()
+
+
+@contextmanager
+def deflating(path: Path, scratch: Path | None = None) -> Iterator[None]:
+    """Compress the file at ``path`` in a background thread while the caller goes on (zlib and
+    the hashes release the GIL: on a second core the ledger's compression, some 30 s at
+    500,000 attempts, overlaps the verifying pass and the rendering). :func:`append_files`
+    uses the result when it is of the very bytes it must embed (same size, SHA-256 and MD5);
+    otherwise (the file grew, the thread failed) it compresses them itself. The compressed
+    copy lives in ``scratch`` (default: the system's temporary folder) and is removed on exit."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        yield
+        return
+    key = path.resolve()
+    fd, name = tempfile.mkstemp(prefix=".ledger-", suffix=".deflate", dir=scratch)
+    stream = Path(name)
+
+    def work() -> None:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                read, sha, md5 = _compress_to(path, size, out)
+            if read == size:
+                with _lock:
+                    _ready[key] = Deflated(key, size, sha, md5, stream)
+        except OSError as exc:  # compressed again when embedded; nothing is lost
+            log.warning("background compression of %s failed (%s); compressing when embedding",
+                        path, exc)
+
+    thread = threading.Thread(target=work, name="casekit-deflate", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+        with _lock:
+            _ready.pop(key, None)
+        stream.unlink(missing_ok=True)
+
+
+def _precompressed(source: Any) -> Deflated | None:
+    """The background compression of ``source``'s bytes, when there is one of exactly them."""
+    with _lock:
+        got = _ready.get(Path(source.path).resolve())
+    if got is None or (got.size, got.sha256, got.md5) != (source.size, source.sha256,
+                                                          source.md5):
+        return None
+    return got
+
+
+def _deflate(source: Any, out: Any) -> int:
+    """Write ``source``'s first ``size`` bytes, FlateDecode-compressed, to ``out``; check them
+    against its SHA-256 and MD5. Returns the compressed length. Bytes compressed ahead
+    (:func:`deflating`) are copied when their hashes are ``source``'s."""
+    ready = _precompressed(source)
+    if ready is not None:
+        with open(ready.stream, "rb") as fh:
+            before = out.tell()
+            shutil.copyfileobj(fh, out, _CHUNK)
+            return int(out.tell() - before)
+    before = out.tell()
+    read, sha, md5 = _compress_to(Path(source.path), source.size, out)
+    if read != source.size or sha != source.sha256 or md5 != source.md5:
         raise CasekitError(f"{source.path} changed while the report was written (it no longer "
                            f"begins with the {source.size:,} bytes verified); wait for the run "
                            "to finish, then report again")
-    return written
+    return int(out.tell() - before)
 
 
 def _xref(out: Any, offsets: dict[int, int], size_before_xref: int, pdf: Any,

@@ -68,6 +68,11 @@ def attempt_flags(findings: Findings, table: AttemptTable,
             for aid, r in zip(table.ids(mask), rows, strict=True)}
 
 
+class StaleFindings(CasekitError):
+    """findings.json was made from another state of the ledger (the run went on since, or
+    another run): `casekit analyze` must run again before a report."""
+
+
 def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None) -> Inputs:
     """The verified ledger and the works, checked against the findings and the run's hashes.
 
@@ -81,7 +86,7 @@ def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None
         raise CasekitError(f"{run_dir}: the ledger has no run_start record")
     head = facts.head_hash or ""
     if findings.ledger_head_hash != head or findings.run_id != start.run_id:
-        raise CasekitError(
+        raise StaleFindings(
             f"{run_dir}: the findings cite ledger head {findings.ledger_head_hash} of run "
             f"{findings.run_id!r}, the ledger's head is {head} of run {start.run_id!r}; re-run "
             "`casekit analyze` on this run before reporting")
