@@ -141,7 +141,16 @@ class Work:
         return "characters" if self.cjk else "words"
 
     def tokens_for(self, profile: str) -> Tokens:
-        """The work's counted tokens under a profile, from the token cache when possible."""
+        """The work's counted tokens under a profile, from the token cache when possible;
+        made (or loaded) once per profile for this work (:attr:`tokens`, :attr:`liu_tokens`
+        and the matcher of a profile share them)."""
+        memo: dict[str, Tokens] = self.__dict__.setdefault("_tokens_by_profile", {})
+        got = memo.get(profile)
+        if got is None:
+            got = memo[profile] = self._tokens_for(profile)
+        return got
+
+    def _tokens_for(self, profile: str) -> Tokens:
         from casekit.cache import load_tokens, save_tokens, token_cache_path
 
         exclude = [(e.start, e.end) for e in self.excluded]
