@@ -5,17 +5,22 @@ that each error can be reported as ``file:line:col`` (casekit.case validates wha
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from casekit.errors import CaseError, CasekitError
 from casekit.visible import visible
+
+if TYPE_CHECKING:
+    import yaml
+
+# PyYAML is imported where a case file is read (~10-20 ms): not by an analysis, which takes the
+# case from the ledger.
 
 log = logging.getLogger(__name__)
 
@@ -98,31 +103,39 @@ class _LimitError(Exception):
         self.message = message
 
 
-class _CaseLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with a nesting-depth and an alias-count limit while composing (its
-    composer recurses once per level: 20,000 nested ``[`` would exhaust Python's stack)."""
+@functools.cache
+def _case_loader() -> type[yaml.SafeLoader]:
+    """The loader class, made on first use (it subclasses PyYAML's)."""
+    import yaml
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._aliases = 0
+    class _CaseLoader(yaml.SafeLoader):
+        """PyYAML's safe loader with a nesting-depth and an alias-count limit while composing
+        (its composer recurses once per level: 20,000 nested ``[`` would exhaust Python's
+        stack)."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            self._aliases += 1
-            if self._aliases > YAML_MAX_ALIASES:
-                raise _LimitError(self.peek_event().start_mark,
-                                  f"more than {YAML_MAX_ALIASES} aliases (*name); write the "
-                                  "values out")
-        self._depth += 1
-        try:
-            if self._depth > YAML_MAX_DEPTH:
-                raise _LimitError(self.peek_event().start_mark,
-                                  f"nested more than {YAML_MAX_DEPTH} levels deep; remove the "
-                                  "extra brackets (a case file needs a few levels)")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self._depth = 0
+            self._aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self._aliases += 1
+                if self._aliases > YAML_MAX_ALIASES:
+                    raise _LimitError(self.peek_event().start_mark,
+                                      f"more than {YAML_MAX_ALIASES} aliases (*name); write "
+                                      "the values out")
+            self._depth += 1
+            try:
+                if self._depth > YAML_MAX_DEPTH:
+                    raise _LimitError(self.peek_event().start_mark,
+                                      f"nested more than {YAML_MAX_DEPTH} levels deep; remove "
+                                      "the extra brackets (a case file needs a few levels)")
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+    return _CaseLoader
 
 
 class _Builder:
@@ -145,6 +158,8 @@ class _Builder:
                             "plain YAML values); remove the tag")
 
     def build(self, node: yaml.Node, path: tuple[str | int, ...], depth: int = 0) -> Any:
+        import yaml
+
         self.nodes += 1
         if self.nodes > YAML_MAX_NODES or depth > YAML_MAX_DEPTH:
             what = (f"more than {YAML_MAX_NODES:,} values once its aliases (*name) are "
@@ -184,6 +199,8 @@ class _Builder:
         """The scalar resolved with the safe loader's implicit resolvers (int, float, bool,
         null, date); a value they cannot read is a located error."""
         kind = node.tag.rsplit(":", 1)[-1]
+        import yaml
+
         field = visible(_dotted(path))
         if kind == "int" and sum(c.isdigit() for c in node.value) > YAML_MAX_DIGITS:
             raise CaseError(f"{self.where(node)}: {field}: a number of "
@@ -223,9 +240,11 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
 
 def parse_yaml(text: str, file: str) -> tuple[Any, _Located]:
     """Parse YAML into plain values, keeping every node's position."""
+    import yaml
+
     loc = _Located()
     try:
-        nodes = list(yaml.compose_all(text, Loader=_CaseLoader))
+        nodes = list(yaml.compose_all(text, Loader=_case_loader()))
     except _LimitError as exc:
         raise CaseError(f"{file}:{exc.mark.line + 1}:{exc.mark.column + 1}: the case file is "
                         f"{exc.message}") from None
