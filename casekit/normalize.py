@@ -586,8 +586,13 @@ def _plain_tokens(raw: str, profile: str,
     a letter or digit, split at the italics markers under ``light-words``; under
     ``light-words`` it is declined when it also has a hyphen and a line break."""
     underscore = "_" in raw
-    if underscore and profile == "light-words" and "\n" in raw and "-" in raw:
-        return None  # an italics marker could border a join: _fast_word_runs declines too
+    if (underscore and profile == "light-words" and "\n" in raw and "-" in raw
+            and _HYPHEN_BREAK_RE.search(raw.replace("_", ""))):
+        # An italics marker could border a join, or hide one its removal makes: declined
+        # (_fast_word_runs declines too). Without a hyphen before a line break even once
+        # every underscore is gone (a novel's prompts with italics, line breaks and
+        # "twenty-one"), there is no join, with or without the markers.
+        return None
     if not raw.isascii() and not _nonascii_fast_ok(raw, profile):
         return None
     if profile == "light-words" and "\n" in raw and "-" in raw:

@@ -273,6 +273,15 @@ def test_fast_path_examples_of_italics_and_joins() -> None:
     # A join that only the italics' removal makes ("1-\n1"): declined too, the general path
     # joins it (hypothesis found it).
     assert _fast_word_runs("_1-_\n1", "light-words") is None
+    # Italics, line breaks and hyphens but no hyphen before a line break, even with every
+    # underscore gone (a novel's prompt): no join possible, so the plain path takes it.
+    from casekit.normalize import _plain_tokens
+
+    raw = "She was _twenty-one_ years\nin the world, and _very_ well."
+    got = _plain_tokens(raw, "light-words", ())
+    assert got is not None and got.words[:4] == ["she", "was", "twenty", "one"]
+    _same(got, _tokenize_general(raw, "light-words", ()))
+    assert _plain_tokens("_1-_\n1", "light-words", ()) is None
     assert tokenize("_1-_\n1", "light-words").words == ["11"]
 
 
