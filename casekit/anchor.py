@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from casekit.canonical import canonical_json
+from casekit.chain import VerifyResult
 from casekit.errors import CasekitError
 from casekit.records import Checkpoint, ExaminerKey, Note, RunEnd, RunStart
 
@@ -268,6 +269,9 @@ class AnchorReport:
     complete: bool = False
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    chain: VerifyResult | None = None
+    """The hash chain as this pass re-derived it (what ``verify_chain`` says of the file),
+    so that a caller needs no second pass for it. None when there was no ledger to read."""
 
     @property
     def ok(self) -> bool:
@@ -362,11 +366,13 @@ def verify_anchoring(path: Path, *, expect_key: str | None = None,
             rep.head_hash = rec.hash
     except ChainBroken as exc:
         rep.records = exc.records
+        rep.chain = VerifyResult(False, exc.records, exc.head_hash, exc.problem, exc.torn_tail)
         rep.problems.insert(0, f"the hash chain breaks at {exc.problem}")
         return rep
     except CasekitError as exc:  # no ledger there
         rep.problems.insert(0, str(exc))
         return rep
+    rep.chain = VerifyResult(True, rep.records, rep.head_hash)
     if rep.records == 0:
         rep.problems.insert(0, "the ledger is empty (0 records): there is nothing to verify")
         return rep

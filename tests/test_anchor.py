@@ -80,6 +80,14 @@ def test_a_run_is_signed_every_n_records_and_at_its_end(case_dir: Path, tmp_path
     assert rep.anchored_to == len(recs) - 2 and rep.key is not None
     assert rep.summary().startswith("anchored: records 0-")
     assert key.fingerprint in rep.summary()
+    # The same pass re-derives the chain: what verify_chain says, without a second pass.
+    assert rep.chain == verify_chain(out.ledger_path)
+    lines = out.ledger_path.read_bytes().splitlines(keepends=True)
+    lines[5] = lines[5].replace(b'"seq":5', b'"seq":55')
+    out.ledger_path.write_bytes(b"".join(lines))
+    broken = verify_anchoring(out.ledger_path)
+    assert broken.chain == verify_chain(out.ledger_path)
+    assert broken.chain is not None and not broken.chain.ok and broken.chain.records == 5
 
 
 def test_resume_continues_the_checkpoint_schedule(case_dir: Path, tmp_path: Path) -> None:
