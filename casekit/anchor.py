@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 from casekit.canonical import canonical_json
 from casekit.chain import VerifyResult
 from casekit.errors import CasekitError
-from casekit.records import Checkpoint, ExaminerKey, Note, RunEnd, RunStart
+from casekit.records import Checkpoint, ExaminerKey, LedgerRecord, Note, RunEnd, RunStart
 
 log = logging.getLogger(__name__)
 
@@ -317,53 +317,8 @@ def verify_anchoring(path: Path, *, expect_key: str | None = None,
 
     expected = normalize_fingerprint(expect_key) if expect_key else None
     rep = AnchorReport(path=path)
-    pub: Any = None
-    last_checkpoint_seq: int | None = None
-    prev_hash: str | None = None
     try:
-        for rec in iter_records(path):
-            rep.records += 1
-            if isinstance(rec, RunStart) and rec.examiner_key is not None and rep.key is None:
-                rep.key = rec.examiner_key
-            elif isinstance(rec, Note) and rec.kind == KEY_NOTE and rep.key is None:
-                try:
-                    rep.key = ExaminerKey.model_validate(rec.data)
-                except ValueError:
-                    rep.problems.append(f"record {rec.seq}: the examiner_key note does not name "
-                                        "a key")
-            elif isinstance(rec, RunEnd) and rec.complete:
-                rep.complete = True
-            elif isinstance(rec, Checkpoint):
-                rep.checkpoints += 1
-                problem = _check_checkpoint(rec, prev_hash, rep, check_token)
-                if problem is None and pub is None and rep.key is not None:
-                    try:
-                        pub = public_key_of(rep.key)
-                        if fingerprint_of(base64.b64decode(rep.key.public_key)) != \
-                                rep.key.fingerprint:
-                            problem = ("the examiner key's fingerprint is not the hash of its "
-                                       "public key")
-                    except ValueError:
-                        problem = "the examiner key recorded is not an Ed25519 public key"
-                if problem is None and pub is not None:
-                    from cryptography.exceptions import InvalidSignature
-
-                    try:
-                        pub.verify(base64.b64decode(rec.signature),
-                                   statement(rec.covers_seq, rec.head_hash, rec.final))
-                    except (InvalidSignature, ValueError):
-                        fp = rep.key.fingerprint if rep.key else ""
-                        problem = (f"the signature of the checkpoint at record {rec.seq} does "
-                                   f"not verify with the examiner key {fp}: the records it "
-                                   "covers were changed after it was signed")
-                if problem is not None:
-                    rep.problems.append(problem)
-                elif not rep.problems:
-                    rep.anchored_to = rec.covers_seq
-                last_checkpoint_seq = rec.seq
-                rep.last_final = rec.final
-            prev_hash = rec.hash
-            rep.head_hash = rec.hash
+        last_checkpoint_seq = _scan(rep, iter_records(path), check_token, count=True)
     except ChainBroken as exc:
         rep.records = exc.records
         rep.chain = VerifyResult(False, exc.records, exc.head_hash, exc.problem, exc.torn_tail)
@@ -373,6 +328,83 @@ def verify_anchoring(path: Path, *, expect_key: str | None = None,
         rep.problems.insert(0, str(exc))
         return rep
     rep.chain = VerifyResult(True, rep.records, rep.head_hash)
+    return _conclude(rep, expected, last_checkpoint_seq)
+
+
+def anchoring_of_verified(path: Path, run_records: Iterable[LedgerRecord], records: int,
+                          head_hash: str | None, *, expect_key: str | None = None,
+                          check_token: TokenChecker | None = None) -> AnchorReport:
+    """:func:`verify_anchoring` of a ledger whose chain a pass has just verified, from what
+    that pass kept: its records other than attempts (``run_records``, in ledger order), how
+    many records it has and its head. The anchor reads nothing of an attempt record, and in a
+    verified chain each checkpoint's ``prev_hash`` is the hash of the record before it, so
+    the report is the same as a pass of its own would make (test), without that pass."""
+    expected = normalize_fingerprint(expect_key) if expect_key else None
+    rep = AnchorReport(path=path)
+    last_checkpoint_seq = _scan(rep, run_records, check_token, count=False)
+    rep.records = records
+    rep.head_hash = head_hash
+    rep.chain = VerifyResult(True, records, head_hash)
+    return _conclude(rep, expected, last_checkpoint_seq)
+
+
+def _scan(rep: AnchorReport, records: Iterable[LedgerRecord],
+          check_token: TokenChecker | None, *, count: bool) -> int | None:
+    """Walk ``records`` (of a chain verified as they come), noting the key, the checkpoints'
+    checks and the run's end in ``rep``; with ``count``, also the records and the head.
+    Returns the seq of the last checkpoint (None if there is none)."""
+    pub: Any = None
+    last_checkpoint_seq: int | None = None
+    for rec in records:
+        if count:
+            rep.records += 1
+            rep.head_hash = rec.hash
+        if isinstance(rec, RunStart) and rec.examiner_key is not None and rep.key is None:
+            rep.key = rec.examiner_key
+        elif isinstance(rec, Note) and rec.kind == KEY_NOTE and rep.key is None:
+            try:
+                rep.key = ExaminerKey.model_validate(rec.data)
+            except ValueError:
+                rep.problems.append(f"record {rec.seq}: the examiner_key note does not name "
+                                    "a key")
+        elif isinstance(rec, RunEnd) and rec.complete:
+            rep.complete = True
+        elif isinstance(rec, Checkpoint):
+            rep.checkpoints += 1
+            # The chain verified: prev_hash is the hash of the record before the checkpoint.
+            problem = _check_checkpoint(rec, rec.prev_hash, rep, check_token)
+            if problem is None and pub is None and rep.key is not None:
+                try:
+                    pub = public_key_of(rep.key)
+                    if fingerprint_of(base64.b64decode(rep.key.public_key)) != \
+                            rep.key.fingerprint:
+                        problem = ("the examiner key's fingerprint is not the hash of its "
+                                   "public key")
+                except ValueError:
+                    problem = "the examiner key recorded is not an Ed25519 public key"
+            if problem is None and pub is not None:
+                from cryptography.exceptions import InvalidSignature
+
+                try:
+                    pub.verify(base64.b64decode(rec.signature),
+                               statement(rec.covers_seq, rec.head_hash, rec.final))
+                except (InvalidSignature, ValueError):
+                    fp = rep.key.fingerprint if rep.key else ""
+                    problem = (f"the signature of the checkpoint at record {rec.seq} does "
+                               f"not verify with the examiner key {fp}: the records it "
+                               "covers were changed after it was signed")
+            if problem is not None:
+                rep.problems.append(problem)
+            elif not rep.problems:
+                rep.anchored_to = rec.covers_seq
+            last_checkpoint_seq = rec.seq
+            rep.last_final = rec.final
+    return last_checkpoint_seq
+
+
+def _conclude(rep: AnchorReport, expected: str | None,
+              last_checkpoint_seq: int | None) -> AnchorReport:
+    """The problems of the ledger as a whole, once its records were walked."""
     if rep.records == 0:
         rep.problems.insert(0, "the ledger is empty (0 records): there is nothing to verify")
         return rep

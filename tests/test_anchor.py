@@ -13,6 +13,7 @@ import pytest
 from casekit.anchor import (
     Anchor,
     AnchorError,
+    anchoring_of_verified,
     load_or_create_key,
     statement,
     verify_anchoring,
@@ -82,6 +83,20 @@ def test_a_run_is_signed_every_n_records_and_at_its_end(case_dir: Path, tmp_path
     assert key.fingerprint in rep.summary()
     # The same pass re-derives the chain: what verify_chain says, without a second pass.
     assert rep.chain == verify_chain(out.ledger_path)
+    # From what the report's verifying pass keeps (no attempt record), the same report; also
+    # for a ledger cut after a checkpoint that does not close it (unanchored tail).
+    from casekit.report.ledger_facts import read_ledger_facts
+
+    cut = tmp_path / "cut" / LEDGER_NAME
+    cut.parent.mkdir()
+    cut.write_bytes(b"".join(out.ledger_path.read_bytes().splitlines(keepends=True)[:11]))
+    for path in (out.ledger_path, cut):
+        facts, _ = read_ledger_facts(path)
+        assert not any(isinstance(r, AttemptRecord) for r in facts.run_records)
+        again = anchoring_of_verified(path, facts.run_records, facts.records, facts.head_hash)
+        assert again == verify_anchoring(path)
+    assert not verify_anchoring(cut).ok and "without a closing checkpoint" in \
+        verify_anchoring(cut).summary() + " ".join(verify_anchoring(cut).problems)
     lines = out.ledger_path.read_bytes().splitlines(keepends=True)
     lines[5] = lines[5].replace(b'"seq":5', b'"seq":55')
     out.ledger_path.write_bytes(b"".join(lines))

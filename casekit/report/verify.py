@@ -10,12 +10,13 @@ never taken from the PDF.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,15 @@ from casekit.report.evidence import (
     ReportOptions,
     manifest_bytes,
     template_set,
+)
+from casekit.report.revisions import (  # noqa: F401 - re-exported for verify's callers
+    Revisions,
+    _chunks,
+    _page_diff,
+    _same_bytes,
+    bytes_verdict,
+    pdf_revisions,
+    rendering_matches,
 )
 from casekit.report.sign import (
     TOKEN_ATTACHMENT,
@@ -153,12 +163,17 @@ def anchor_check(ledger: Path, expect_key: str | None,
     ``tsa_roots`` (without roots: intact, the TSA not trusted)."""
     from casekit.anchor import verify_anchoring
 
+    return verify_anchoring(ledger, expect_key=expect_key,
+                            check_token=_token_checker(tsa_roots))
+
+
+def _token_checker(tsa_roots: Sequence[Path]) -> Callable[[bytes, bytes], TokenCheck]:
     roots = load_certs(tsa_roots)
 
     def token_check(token: bytes, data: bytes) -> TokenCheck:
         return check_token(token, data, roots)
 
-    return verify_anchoring(ledger, expect_key=expect_key, check_token=token_check)
+    return token_check
 
 
 def _manifest(res: ReportVerification, att: dict[str, bytes]) -> dict[str, Any] | None:
@@ -250,11 +265,7 @@ def _verify(res: ReportVerification, att: dict[str, bytes], streamed: dict[str, 
             works_dir: Path | None, template_dir: Path | None, compare_pages: bool,
             page_texts_of: Callable[[Path], list[str]], expect_key: str | None = None,
             tsa_roots: Sequence[Path] = ()) -> None:
-    from casekit.analysis.analyze import analyze_run, findings_bytes
-    from casekit.ledger import LEDGER_NAME, iter_records, verify_chain
-    from casekit.records import RunStart
-    from casekit.report.build import load_inputs, render_report
-    from casekit.report.render import template_dirs
+    from casekit.ledger import LEDGER_NAME
 
     manifest = _manifest(res, att)
     if manifest is None:
@@ -264,28 +275,88 @@ def _verify(res: ReportVerification, att: dict[str, bytes], streamed: dict[str, 
     # The ledger: its chain, from the attached file (written to run_dir as it was inflated).
     if COMPARISON_ATTACHMENT in att:  # a re-run's comparison: shown in the report as attached
         (run_dir / COMPARISON_ATTACHMENT).write_bytes(att[COMPARISON_ATTACHMENT])
-    # The chain and its anchor in one pass over the ledger (the anchor re-derives the chain).
-    anchor = anchor_check(run_dir / LEDGER_NAME, expect_key, tsa_roots)
-    chain = anchor.chain or verify_chain(run_dir / LEDGER_NAME)
-    res.ledger_head_hash = chain.head_hash if chain.ok else None
-    res.anchor = anchor
-    # First, and plainly: who anchors the ledger, up to where (or why nothing does).
-    res.checks.insert(0, Check("anchor", anchor.ok, anchor.summary().removeprefix(
-        "NOT anchored: ") + (f"; examiner key {anchor.key.fingerprint}" if anchor.key else "")))
-    cited = manifest["ledger"].get("head_hash")
-    findings_head = _json_field(att[FINDINGS_ATTACHMENT], "ledger_head_hash")
-    if not chain.ok:
-        res.add("ledger chain", False, f"{chain.problem}; {chain.records} records before it "
-                "verify")
+    # The chain and its anchor are checked by the passes that need the ledger anyway: the
+    # analysis verifies the chain as it reads it, and the report's pass (load_inputs) verifies
+    # it again and keeps the records the anchor reads. Only when verify stops before that pass
+    # does the anchor get a pass of its own (which re-derives the chain too). Their checks
+    # are listed where they were: the anchor first, the chain after the attachments' hashes.
+    chain = _ChainChecks(res, run_dir / LEDGER_NAME, expect_key, tsa_roots,
+                         cited=manifest["ledger"].get("head_hash"),
+                         findings_head=_json_field(att[FINDINGS_ATTACHMENT], "ledger_head_hash"))
+    try:
+        with contextlib.ExitStack() as later:
+            _verify_after_chain(res, att, streamed, run_dir, tmp, pdf, works_dir, template_dir,
+                                compare_pages, page_texts_of, manifest, chain, later)
+    finally:
+        if not chain.settled:
+            chain.settle(anchor_check(run_dir / LEDGER_NAME, expect_key, tsa_roots))
+
+
+class _ChainChecks:
+    """The "anchor" and "ledger chain" checks, added once the anchor is known."""
+
+    def __init__(self, res: ReportVerification, ledger: Path, expect_key: str | None,
+                 tsa_roots: Sequence[Path], cited: str | None, findings_head: Any) -> None:
+        self.res, self.ledger = res, ledger
+        self.expect_key, self.tsa_roots = expect_key, tsa_roots
+        self.cited, self.findings_head = cited, findings_head
+        self.at = len(res.checks)
+        self.settled = False
+
+    def settle(self, anchor: AnchorReport) -> bool:
+        """Add both checks; True when the chain verifies."""
+        from casekit.ledger import verify_chain
+
+        res = self.res
+        self.settled = True
+        chain = anchor.chain or verify_chain(self.ledger)
+        res.ledger_head_hash = chain.head_hash if chain.ok else None
+        res.anchor = anchor
+        if not chain.ok:
+            check = Check("ledger chain", False,
+                          f"{chain.problem}; {chain.records} records before it verify")
+        else:
+            heads_ok = chain.head_hash == self.cited == self.findings_head
+            check = Check("ledger chain", heads_ok,
+                          f"{chain.records} records verify; head {chain.head_hash}" if heads_ok
+                          else f"the chain verifies to head {chain.head_hash}, but the manifest "
+                          f"cites {self.cited} and findings.json {self.findings_head}")
+        res.checks.insert(self.at, check)
+        # First, and plainly: who anchors the ledger, up to where (or why nothing does).
+        res.checks.insert(0, Check("anchor", anchor.ok, anchor.summary().removeprefix(
+            "NOT anchored: ") + (f"; examiner key {anchor.key.fingerprint}" if anchor.key
+                                 else "")))
+        return chain.ok
+
+    def settle_from(self, inputs: Any) -> bool:
+        """Settle from the report's verifying pass over the ledger (its facts)."""
+        from casekit.anchor import anchoring_of_verified
+
+        facts = inputs.ledger
+        return self.settle(anchoring_of_verified(
+            self.ledger, facts.run_records, facts.records, facts.head_hash,
+            expect_key=self.expect_key, check_token=_token_checker(self.tsa_roots)))
+
+
+def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
+                        streamed: dict[str, Extracted], run_dir: Path, tmp: Path, pdf: Path,
+                        works_dir: Path | None, template_dir: Path | None, compare_pages: bool,
+                        page_texts_of: Callable[[Path], list[str]], manifest: dict[str, Any],
+                        chain: _ChainChecks, later: contextlib.ExitStack) -> None:
+    from casekit.analysis.analyze import analyze_run, findings_bytes
+    from casekit.ledger import LEDGER_NAME, ChainBroken, iter_records
+    from casekit.records import RunStart
+    from casekit.report.build import load_inputs, render_report
+    from casekit.report.embed import deflating
+    from casekit.report.render import template_dirs
+
+    # The run_start is near the top, so stop reading there (a chain broken before it: the
+    # ledger chain check says where).
+    try:
+        start = next((r for r in iter_records(run_dir / LEDGER_NAME)
+                      if isinstance(r, RunStart)), None)
+    except ChainBroken:
         return
-    heads_ok = chain.head_hash == cited == findings_head
-    res.add("ledger chain", heads_ok,
-            f"{chain.records} records verify; head {chain.head_hash}" if heads_ok else
-            f"the chain verifies to head {chain.head_hash}, but the manifest cites {cited} "
-            f"and findings.json {findings_head}")
-    # The chain verified above; the run_start is near the top, so stop reading there.
-    start = next((r for r in iter_records(run_dir / LEDGER_NAME) if isinstance(r, RunStart)),
-                 None)
     if start is None:
         res.add("case", False, "the ledger has no run_start record")
         return
@@ -308,6 +379,8 @@ def _verify(res: ReportVerification, att: dict[str, bytes], streamed: dict[str, 
     try:
         # All CPUs, as `casekit analyze` does: the bytes are the same for any worker count.
         findings = analyze_run(run_dir, case_path, workers=max(1, len(os.sched_getaffinity(0))))
+    except ChainBroken:
+        return  # the ledger chain check says where (a pass of the anchor's own finds it)
     except CasekitError as exc:
         res.add("findings recomputed", False, f"the analysis failed: {exc}")
         return
@@ -347,7 +420,12 @@ def _verify(res: ReportVerification, att: dict[str, bytes], streamed: dict[str, 
                                                              ATTEMPTS_PER_STRATUM)),
                             timestamp_tsa=str(rep["timestamp_tsa"]) if rep.get("timestamp_tsa")
                             else None, sign=bool(rep.get("sign", False)))
+    # The fresh rendering embeds the ledger again: compressed on the second core while the
+    # report's pass (one core) reads it (as `casekit report` does).
+    later.enter_context(deflating(run_dir / LEDGER_NAME, tmp))
     inputs = load_inputs(run_dir, findings, case_path)
+    if not chain.settle_from(inputs):  # pragma: no cover - the analysis verified the chain
+        return
     rendered = render_report(findings, inputs, options, template_dir)
     html_sha = sha256_bytes(rendered.html.encode("utf-8"))
     html_ok = html_sha == rep.get("html_sha256")
@@ -404,166 +482,6 @@ def _verify(res: ReportVerification, att: dict[str, bytes], streamed: dict[str, 
             "rendering (a font, an image or a drawing can change what a reader sees without "
             "changing the page text), or this machine's fonts differ from those of the machine "
             "that made it; verify it there, or compare the fonts")
-
-
-# --------------------------------------------------------------------------- revisions
-
-
-@dataclass(frozen=True)
-class Revisions:
-    """The revisions of a PDF: the one WeasyPrint rendered, then incremental updates."""
-
-    count: int
-    first_end: int | None
-    """Offset just past the first revision's ``%%EOF`` (None when it cannot be read)."""
-    added: list[str]
-    """What the later revisions add, in words (a timestamp token, a signature, ...)."""
-
-
-def pdf_revisions(data: bytes | Path) -> Revisions:
-    """Read the revision structure with pyHanko (optional: without it, one revision is
-    assumed unless the bytes hold several ``%%EOF`` markers). The update in which casekit
-    itself embeds the ledger (casekit.report.embed) belongs to the rendering: ``count`` counts
-    it with the first revision and ``first_end`` is the end of it."""
-    import io
-
-    try:
-        from pyhanko.pdf_utils.reader import PdfFileReader
-    except ImportError:
-        raw = data if isinstance(data, bytes) else data.read_bytes()
-        n = raw.count(b"%%EOF")
-        return Revisions(count=max(1, n), first_end=None, added=[])
-    try:
-        with (io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")) as fh:
-            reader = PdfFileReader(fh, strict=False)
-            count = reader.xrefs.total_revisions
-            kinds_of: list[set[str]] = []
-            names_of: list[set[str]] = []
-            for rev in range(1, count):
-                kinds: set[str] = set()
-                names: set[str] = set()
-                for ref in reader.xrefs.explicit_refs_in_revision(rev):
-                    obj = reader.get_object(ref, revision=rev)
-                    kinds.add(_kind(obj))
-                    if _kind(obj) == "an attached file" and hasattr(obj, "get") and \
-                            str(obj.get("/Type", "")) == "/Filespec":
-                        names.add(str(obj.get("/F", "")))
-                kinds_of.append(kinds)
-                names_of.append(names)
-            # The rendering: WeasyPrint's revision, and casekit's update after it that streams
-            # the ledger and attempts.csv in (STREAMED_ATTACHMENTS).
-            rendered = 2 if count > 1 and names_of[0] and \
-                names_of[0] <= STREAMED_ATTACHMENTS else 1
-            end = reader.xrefs.get_xref_container_info(rendered - 1).end_location
-            fh.seek(end)
-            tail = fh.read(128)
-        eof = tail.index(b"%%EOF") + len(b"%%EOF")
-        while eof < len(tail) and tail[eof:eof + 1] in (b"\r", b"\n"):
-            eof += 1
-        added = [", ".join(sorted(k for k in kinds if k)) or "no objects"
-                 for kinds in kinds_of[rendered - 1:]]
-        return Revisions(count=count - rendered + 1, first_end=end + eof, added=added)
-    except Exception as exc:  # noqa: BLE001 - untrusted input; the text check still runs
-        log.warning("verify: cannot read the PDF's revisions (%s)", exc)
-        return Revisions(count=1, first_end=None, added=[])
-
-
-def _kind(obj: Any) -> str:
-    """A reader's word for one object an incremental update writes."""
-    try:
-        t = str(obj.get("/Type", "")) if hasattr(obj, "get") else ""
-        if t == "/EmbeddedFile" or t == "/Filespec":
-            return "an attached file"
-        if t == "/Sig":
-            return "a signature"
-        if t == "/DocTimeStamp":
-            return "a document timestamp"
-        if t == "/Catalog":
-            return "the catalog"
-        if t == "/Annot" or "/FT" in obj:
-            return "a signature field"
-        if t in ("/Page", "/Pages"):
-            return "a page's annotation list" if t == "/Page" else "the page tree"
-        if t in ("/XRef", "/ObjStm"):
-            return ""
-    except Exception:  # noqa: BLE001
-        return "an unreadable object"
-    return "other objects (names, form, metadata)"
-
-
-def _chunks(data: bytes | Path, limit: int | None = None) -> Iterator[bytes]:
-    """The bytes (or a file's), the first ``limit`` of them, 1 MiB at a time."""
-    step = 1 << 20
-    if isinstance(data, bytes):
-        end = len(data) if limit is None else min(limit, len(data))
-        for i in range(0, end, step):
-            yield data[i:min(i + step, end)]
-        return
-    left = limit if limit is not None else -1
-    with open(data, "rb") as fh:
-        while left != 0:
-            chunk = fh.read(step if left < 0 else min(step, left))
-            if not chunk:
-                return
-            left -= len(chunk) if left > 0 else 0
-            yield chunk
-
-
-def _size(data: bytes | Path) -> int:
-    return len(data) if isinstance(data, bytes) else data.stat().st_size
-
-
-def _starts_with(given: bytes | Path, fresh: bytes | Path) -> bool:
-    """Whether ``given`` begins with every byte of ``fresh`` (files compared in chunks)."""
-    n = _size(fresh)
-    if _size(given) < n:
-        return False
-    # Both yield 1 MiB chunks from the start: the pairs are aligned.
-    return all(x == y for x, y in zip(_chunks(given, n), _chunks(fresh), strict=False))
-
-
-def _same_bytes(given: bytes | Path, fresh: bytes | Path) -> bool:
-    return _size(given) == _size(fresh) and _starts_with(given, fresh)
-
-
-def rendering_matches(given: bytes | Path, fresh: bytes | Path) -> bool:
-    """Whether the given PDF is a fresh rendering byte for byte, or one followed by incremental
-    updates (a timestamp, signatures)."""
-    return _same_bytes(given, fresh) or (_starts_with(given, fresh)
-                                         and pdf_revisions(given).count > 1)
-
-
-def bytes_verdict(given: bytes | Path, fresh: bytes | Path) -> str:
-    """Say precisely how the given PDF's bytes relate to a fresh rendering of the same HTML:
-    identical; identical in its first revision with timestamp/signature updates after it; or
-    different in the rendered revision itself (another WeasyPrint or font version)."""
-    if _same_bytes(given, fresh):
-        return "the PDF is byte-identical to a fresh rendering"
-    revs = pdf_revisions(given)
-    later = (f"{revs.count - 1} incremental update(s) after rendering add "
-             + "; ".join(revs.added)) if revs.count > 1 else ""
-    if rendering_matches(given, fresh):
-        return (f"its first revision (as rendered) is byte-identical to a fresh rendering; "
-                f"{later} (the timestamp token and signatures are checked below)")
-    if revs.count > 1:
-        return (f"its first revision (as rendered) differs from a fresh rendering in its bytes "
-                f"(another WeasyPrint or font version renders the same text differently); "
-                f"{later}")
-    return ("the PDF bytes differ from a fresh rendering: the same text from another WeasyPrint "
-            "or font version")
-
-
-def _page_diff(theirs: list[str], ours: list[str]) -> str:
-    if len(theirs) != len(ours):
-        return (f"the report has {len(theirs)} pages, a fresh rendering {len(ours)}: its text "
-                "was changed")
-    for i, (a, b) in enumerate(zip(theirs, ours, strict=True)):
-        if a != b:
-            j = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]),
-                     min(len(a), len(b)))
-            return (f"page {i + 1} differs from a fresh rendering near "
-                    f"{a[max(0, j - 30):j + 30]!r} (expected {b[max(0, j - 30):j + 30]!r})")
-    return "the pages differ"
 
 
 def _json_field(data: bytes, key: str) -> Any:
