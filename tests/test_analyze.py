@@ -10,15 +10,9 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from casekit.analysis.analyze import (
-    _REFUSAL_NEEDLES,
-    FINDINGS_NAME,
-    REFUSAL_RE,
-    analyze_run,
-    findings_bytes,
-    refusal_in,
-)
+from casekit.analysis.analyze import FINDINGS_NAME, analyze_run, findings_bytes
 from casekit.analysis.findings import Findings
+from casekit.analysis.refusal import _REFUSAL_NEEDLES, REFUSAL_RE, refusal_in
 from casekit.case import load_case
 from casekit.cli import cli
 from casekit.ledger import read_records

@@ -498,7 +498,7 @@ def test_property_block_contributors_equal_covered_positions(
     # The longest block's contributors are found from the spans' "equal" ranges directly;
     # the same attempts, in the same order, as from each attempt's covered positions.
 
-    from casekit.analysis.analyze import block_contributors, covered_positions
+    from casekit.analysis.coverage import block_contributors, covered_positions
     from casekit.analysis.findings import AttemptAnalysis, SpanFinding
     from casekit.normalize import Tokens
 

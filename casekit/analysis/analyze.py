@@ -10,7 +10,6 @@ import gc
 import itertools
 import logging
 import math
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from casekit.analysis.attempt_table import (
 )
 from casekit.analysis.chance import chance_baseline
 from casekit.analysis.control_test import compare_with_controls
+from casekit.analysis.coverage import _longest_consecutive, block_contributors
 from casekit.analysis.definitions import definitions
 from casekit.analysis.findings import (
     AttemptAnalysis,
@@ -65,6 +65,7 @@ from casekit.analysis.metrics import (
     spans_over_threshold,
 )
 from casekit.analysis.parallel import AttemptHead, AttemptPool, Item, attempt_failed
+from casekit.analysis.refusal import REFUSAL_WINDOW, refusal_in
 from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fields
 from casekit.case import CaseFile, LoadedCase, Thresholds
 from casekit.errors import CasekitError
@@ -106,34 +107,6 @@ _GRAMS_CACHE = 512
 """Prompts whose m-grams :meth:`Analyzer._prompt_grams` keeps."""
 M_GRAM = 5
 ECHO_MIN_WORDS = 5
-
-#: Textual refusals of chat models: only at the start of a chat answer, and only when no span
-#: was found (a base model continuing a novel writes "I am sorry" as dialogue, not a refusal).
-REFUSAL_WINDOW = 200
-REFUSAL_RE = re.compile(
-    r"\b(I['’]m sorry|I am sorry|I apologi[sz]e|I can(?:no|['’])t (?:help|provide|assist|share|"
-    r"reproduce|recite|comply)|I cannot|I am unable|I['’]m unable|I won['’]t be able|"
-    r"(?:due to|because of) copyright|copyrighted (?:text|material|work))",
-    re.IGNORECASE,
-)
-#: A literal every match of REFUSAL_RE holds, one per alternative ("I can't help" holds "can",
-#: "I won't be able" holds "won"...), lowercased.
-_REFUSAL_NEEDLES = ("sorry", "apologi", "can", "unable", "won", "copyright")
-
-
-def refusal_in(text: str) -> bool:
-    """Whether REFUSAL_RE finds a refusal in ``text``. An ASCII text (most outputs) holding
-    none of :data:`_REFUSAL_NEEDLES` in any case cannot match, and is answered without the
-    regex (about 9 -> 2 us per output): in ASCII text IGNORECASE is plain ASCII case-folding.
-    Any other text (where IGNORECASE also folds characters such as U+017F to ASCII letters)
-    takes the regex."""
-    if text.isascii():
-        low = text.lower()
-        if not any(n in low for n in _REFUSAL_NEEDLES):
-            return False
-    return REFUSAL_RE.search(text) is not None
-
-
 
 @dataclass
 class _WorkIndex:
@@ -209,55 +182,6 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int | None]:
     lengths = ends - starts
     i = int(np.argmax(lengths))
     return int(lengths[i]), int(starts[i])
-
-
-def _longest_consecutive(pos: np.ndarray) -> int:
-    """The longest run of consecutive integers in increasing ``pos`` (its length)."""
-    if not len(pos):
-        return 0
-    breaks = np.flatnonzero(np.diff(pos) != 1)
-    bounds = np.concatenate(([0], breaks + 1, [len(pos)]))
-    return int(np.diff(bounds).max())
-
-
-def covered_positions(x: AttemptAnalysis, tokens: Tokens) -> np.ndarray:
-    """The work words (light-words positions) an attempt put in its model x work's coverage:
-    its credited spans' exactly aligned words, or a greedily reproduced teacher-forced
-    window's words. Increasing, without repeats."""
-    if x.teacher_forced is not None:
-        tf = x.teacher_forced
-        if not tf.greedy_reproduced or tf.suffix_chars is None:
-            return np.zeros(0, dtype=np.int64)
-        lo, hi = word_range(tokens, *tf.suffix_chars)
-        return np.arange(lo, hi, dtype=np.int64)
-    parts = [np.arange(j1, j2, dtype=np.int64) for s in x.spans
-             for tag, _i1, _i2, j1, j2 in s.opcodes if tag == "equal"]
-    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-
-
-def block_contributors(attempts: list[AttemptAnalysis], tokens: Tokens, start: int | None,
-                       words: int) -> list[str]:
-    """The attempts that cover words of the block ``[start, start + words)``, ordered by
-    their first word in it (then ledger order)."""
-    if start is None or words <= 0:
-        return []
-    found: list[tuple[int, int, str]] = []
-    end = start + words
-    for x in attempts:
-        if x.teacher_forced is None:
-            # The first covered word inside: from the credited spans' "equal" ranges (whose
-            # union is covered_positions), without making the positions.
-            first = min((max(j1, start) for s in x.spans
-                         for tag, _i1, _i2, j1, j2 in s.opcodes
-                         if tag == "equal" and j1 < end and j2 > start and j2 > j1), default=None)
-            if first is not None:
-                found.append((first, x.seq, x.attempt_id))
-            continue
-        pos = covered_positions(x, tokens)
-        inside = pos[(pos >= start) & (pos < end)]
-        if len(inside):
-            found.append((int(inside[0]), x.seq, x.attempt_id))
-    return [aid for _, _, aid in sorted(found)]
 
 
 class Analyzer:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from casekit.analysis.analyze import covered_positions
+from casekit.analysis.coverage import covered_positions
 from casekit.analysis.findings import AttemptAnalysis, Findings, ModelWorkFinding
 from casekit.errors import CasekitError
 from casekit.normalize import tokenize
