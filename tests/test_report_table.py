@@ -242,3 +242,27 @@ def test_verify_compares_the_attached_table_with_the_recomputed_one_by_bytes(
     fewer, _, _ = table_files(f.attempts[:-1])
     ok, detail = check(fewer)
     assert not ok and f"holds {len(f.attempts) - 1} rows" in detail and len(hashed) == 1
+
+
+def test_a_table_checked_by_the_caller_reads_the_same_without_hashing(
+        analyzed: Analyzed, tmp_path: Path) -> None:
+    """casekit verify has just compared the table with the rows it recomputed: opened with
+    ``checked`` it gives the same columns, and a content hash that is wrong is not noticed
+    (what ``checked`` promises is the caller's check), while the row count still is."""
+    f = analyzed.findings
+    path = analyzed.run_dir / ATTEMPTS_NAME
+    plain = AttemptTable(path, f.attempt_rows)
+    checked = AttemptTable(path, f.attempt_rows, checked=True)
+    assert checked.rows == plain.rows and checked.labels.keys() == plain.labels.keys()
+    for n, lab in plain.labels.items():
+        assert checked.labels[n].values == lab.values
+        assert np.array_equal(checked.labels[n].codes, lab.codes)
+    assert all(np.array_equal(checked.numbers[n], plain.numbers[n]) for n in plain.numbers)
+    assert np.array_equal(checked.first_word, plain.first_word)
+    assert np.array_equal(checked.has_spans, plain.has_spans)
+    wrong = f.attempt_rows.model_copy(update={"sha256": "sha256:" + "0" * 64})
+    with pytest.raises(TableError):
+        AttemptTable(path, wrong)
+    AttemptTable(path, wrong, checked=True)
+    with pytest.raises(TableError):
+        AttemptTable(path, wrong.model_copy(update={"rows": wrong.rows + 1}), checked=True)

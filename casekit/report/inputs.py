@@ -49,6 +49,9 @@ class Inputs:
     """Work id -> the file's bytes (their SHA-256 is the run's recorded hash)."""
     comparison_bytes: bytes | None = None
     """comparison.json written by ``casekit rerun`` into this run's folder, if any."""
+    attempts_csv: ScratchFile | None = None
+    """attempts.csv of the table when already made (casekit verify makes it to check the
+    attached one); else :func:`evidence_files` makes it."""
 
     @property
     def ledger_file(self) -> LedgerFile:
@@ -73,13 +76,15 @@ class StaleFindings(CasekitError):
     another run): `casekit analyze` must run again before a report."""
 
 
-def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None) -> Inputs:
+def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None, *,
+                table_checked: bool = False) -> Inputs:
     """The verified ledger and the works, checked against the findings and the run's hashes.
 
     ``case_path``: where the case file is now, if it moved since the run (its works are found
-    relative to it); default: the path the run recorded.
+    relative to it); default: the path the run recorded. ``table_checked``: the run's
+    attempts.parquet was just checked to hold the rows the findings cite (casekit verify).
     """
-    table = AttemptTable.of_run(run_dir, findings)
+    table = AttemptTable.of_run(run_dir, findings, checked=table_checked)
     facts, lookup = read_ledger_facts(run_dir / LEDGER_NAME, attempt_flags(findings, table))
     start = facts.run_start
     if start is None:
@@ -122,12 +127,12 @@ class ScratchFile(LedgerFile):
     folder: tempfile.TemporaryDirectory[str] | None = None
 
 
-def table_csv(table: AttemptTable) -> ScratchFile:
-    """attempts.csv of the table, written from its record batches to a temporary file, with
-    its size, SHA-256 and MD5 (read back in chunks)."""
+def table_csv(table: AttemptTable | Path) -> ScratchFile:
+    """attempts.csv of the table (or of the table file), written from its record batches to a
+    temporary file, with its size, SHA-256 and MD5 (read back in chunks)."""
     folder = tempfile.TemporaryDirectory(prefix="casekit-csv-")
     path = Path(folder.name) / CSV_NAME
-    write_csv(table.source, path)
+    write_csv(table if isinstance(table, Path) else table.source, path)
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -142,6 +147,7 @@ def evidence_files(findings: Findings, inputs: Inputs) -> EvidenceFiles:
     run's attempts.parquet, whose rows :class:`AttemptTable` checked against the findings)
     and its CSV (written from the table's record batches to a file), case, works."""
     return EvidenceFiles(ledger=inputs.ledger_file, findings=findings_bytes(findings),
-                         attempts=inputs.table.file_bytes(), attempts_csv=table_csv(inputs.table),
+                         attempts=inputs.table.file_bytes(),
+                         attempts_csv=inputs.attempts_csv or table_csv(inputs.table),
                          case=canonical_json(inputs.start.case),
                          works=dict(inputs.work_bytes), comparison=inputs.comparison_bytes)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from casekit.anchor import AnchorReport
-from casekit.canonical import canonical_json, sha256_bytes, sha256_file
+from casekit.canonical import canonical_json, sha256_bytes
 from casekit.errors import CasekitError
 from casekit.report.attachments import (
     BadReport,
@@ -46,6 +46,7 @@ from casekit.report.evidence import (
     manifest_bytes,
     template_set,
 )
+from casekit.report.inputs import ScratchFile
 from casekit.report.revisions import (  # noqa: F401 - re-exported for verify's callers
     Revisions,
     _chunks,
@@ -231,13 +232,14 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
 
 
 def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted | None,
-                  cited: Any, run_dir: Path, recomputed: Path | None = None) -> bool:
+                  cited: Any, run_dir: Path, recomputed: Path | None = None,
+                  made_csv: list[ScratchFile] | None = None) -> bool:
     """The attached per-attempt table holds the rows the recomputed findings cite (content
     hash, streamed), and the attached CSV (``csv``: as extracted to a file) is that table's
     CSV. The table is left in ``run_dir`` as attempts.parquet, where the re-rendered report
     reads it."""
-    from casekit.analysis.attempt_table import ATTEMPTS_NAME, CSV_NAME, TableError, table_digest
-    from casekit.analysis.attempt_table import write_csv as table_csv
+    from casekit.analysis.attempt_table import ATTEMPTS_NAME, TableError, table_digest
+    from casekit.report.inputs import table_csv
 
     table = run_dir / ATTEMPTS_NAME
     table.write_bytes(att[ATTEMPTS_ATTACHMENT])
@@ -252,12 +254,12 @@ def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted
             return res.add("attempt rows", False,
                            f"{ATTEMPTS_ATTACHMENT} does not read: {exc}")
     rows_ok = (got.rows, got.sha256) == (cited.rows, cited.sha256)
-    csv_path = run_dir.parent / CSV_NAME
-    table_csv(table, csv_path)
-    # Compared by size and hash, both files read in chunks (some 280 MB at 500,000 attempts).
-    csv_ok = (csv is not None and csv_path.stat().st_size == csv.size
-              and sha256_file(csv_path) == csv.sha256)
-    csv_path.unlink()
+    # Compared by size and hash, the file read in chunks (some 280 MB at 500,000 attempts);
+    # ``made_csv`` takes it for the re-rendered report, which attaches the same CSV.
+    made = table_csv(table)
+    csv_ok = csv is not None and (made.size, made.sha256) == (csv.size, csv.sha256)
+    if made_csv is not None:
+        made_csv.append(made)
     if not rows_ok:
         detail = (f"{ATTEMPTS_ATTACHMENT} holds {got.rows} rows hashing to {got.sha256}; the "
                   f"recomputed findings cite {cited.rows} rows hashing to {cited.sha256}")
@@ -408,8 +410,9 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
                      ")" if made_with != findings.casekit_version else ""))
     if not res.add("findings recomputed", same, detail):
         return
+    made_csv: list[ScratchFile] = []
     if not _attempt_rows(res, att, streamed.get(ATTEMPTS_CSV_ATTACHMENT), findings.attempt_rows,
-                         run_dir, recomputed=tmp / RECOMPUTED_TABLE):
+                         run_dir, recomputed=tmp / RECOMPUTED_TABLE, made_csv=made_csv):
         return
     # The re-rendered report reads the attached table (its rows are the recomputed ones, just
     # checked), not an object per attempt: drop the analyses (issue 14).
@@ -435,7 +438,9 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     # The fresh rendering embeds the ledger again: compressed on the second core while the
     # report's pass (one core) reads it (as `casekit report` does).
     later.enter_context(deflating(run_dir / LEDGER_NAME, tmp))
-    inputs = load_inputs(run_dir, findings, case_path)
+    # The table was just checked to hold the recomputed rows, and its CSV made.
+    inputs = load_inputs(run_dir, findings, case_path, table_checked=True)
+    inputs.attempts_csv = made_csv[0] if made_csv else None
     if not chain.settle_from(inputs):  # pragma: no cover - the analysis verified the chain
         return
     rendered = render_report(findings, inputs, options, template_dir)
