@@ -205,45 +205,6 @@ def test_verify_checks_the_attached_table_and_csv(analyzed: Analyzed, tmp_path: 
     assert not ok and f"holds {len(f.attempts) - 1} rows" in detail
 
 
-def test_verify_compares_the_attached_table_with_the_recomputed_one_by_bytes(
-        analyzed: Analyzed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """verify's analysis writes the rows it recomputes; a table attached as casekit wrote it is
-    those bytes, accepted without hashing each row again; any other file is hashed row by row
-    (another pyarrow lays out the same rows differently) and judged by its rows."""
-    from casekit.analysis import attempt_table
-    from casekit.canonical import sha256_bytes
-    from casekit.report.attachments import Extracted
-    from casekit.report.verify import ReportVerification, _attempt_rows
-
-    f = analyzed.findings
-    table, csv, _ = table_files(f.attempts)
-    recomputed = tmp_path / "recomputed.parquet"
-    recomputed.write_bytes(table)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    hashed: list[Path] = []
-    real = attempt_table.table_digest
-
-    def counting(source: Path | bytes) -> object:
-        hashed.append(Path(str(source)))
-        return real(source)
-
-    monkeypatch.setattr(attempt_table, "table_digest", counting)
-
-    def check(attached: bytes) -> tuple[bool, str]:
-        res = ReportVerification(pdf=tmp_path / "report.pdf")
-        ok = _attempt_rows(res, {ATTEMPTS_ATTACHMENT: attached},
-                           Extracted(len(csv), sha256_bytes(csv)), f.attempt_rows, run_dir,
-                           recomputed=recomputed)
-        return ok, res.checks[-1].detail
-
-    ok, detail = check(table)
-    assert ok and f"{len(f.attempts):,} rows" in detail and hashed == []
-    fewer, _, _ = table_files(f.attempts[:-1])
-    ok, detail = check(fewer)
-    assert not ok and f"holds {len(f.attempts) - 1} rows" in detail and len(hashed) == 1
-
-
 def test_a_table_checked_by_the_caller_reads_the_same_without_hashing(
         analyzed: Analyzed, tmp_path: Path) -> None:
     """casekit verify has just compared the table with the rows it recomputed: opened with

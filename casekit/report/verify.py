@@ -68,8 +68,6 @@ from casekit.report.sign import (
 
 log = logging.getLogger(__name__)
 
-RECOMPUTED_TABLE = "recomputed-attempts.parquet"
-"""Where verify's analysis writes the rows it recomputes (in its scratch folder)."""
 
 
 @dataclass
@@ -232,8 +230,7 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
 
 
 def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted | None,
-                  cited: Any, run_dir: Path, recomputed: Path | None = None,
-                  made_csv: list[ScratchFile] | None = None) -> bool:
+                  cited: Any, run_dir: Path, made_csv: list[ScratchFile] | None = None) -> bool:
     """The attached per-attempt table holds the rows the recomputed findings cite (content
     hash, streamed), and the attached CSV (``csv``: as extracted to a file) is that table's
     CSV. The table is left in ``run_dir`` as attempts.parquet, where the re-rendered report
@@ -243,16 +240,10 @@ def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted
 
     table = run_dir / ATTEMPTS_NAME
     table.write_bytes(att[ATTEMPTS_ATTACHMENT])
-    if recomputed is not None and _same_bytes(table, recomputed):
-        # The analysis wrote the recomputed rows (whose hash it checked against the findings'
-        # citation) to ``recomputed``: the same bytes are the same rows.
-        got = cited
-    else:
-        try:
-            got = table_digest(table)
-        except (TableError, ValueError) as exc:
-            return res.add("attempt rows", False,
-                           f"{ATTEMPTS_ATTACHMENT} does not read: {exc}")
+    try:
+        got = table_digest(table)
+    except (TableError, ValueError) as exc:
+        return res.add("attempt rows", False, f"{ATTEMPTS_ATTACHMENT} does not read: {exc}")
     rows_ok = (got.rows, got.sha256) == (cited.rows, cited.sha256)
     # Compared by size and hash, the file read in chunks (some 280 MB at 500,000 attempts);
     # ``made_csv`` takes it for the re-rendered report, which attaches the same CSV.
@@ -389,10 +380,7 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     # The findings, recomputed.
     try:
         # All CPUs, as `casekit analyze` does: the bytes are the same for any worker count.
-        # The recomputed rows are written as `casekit analyze` writes them: a table attached
-        # as casekit made it is then the same bytes, compared without hashing every row.
-        findings = analyze_run(run_dir, case_path, table=tmp / RECOMPUTED_TABLE,
-                               workers=max(1, len(os.sched_getaffinity(0))))
+        findings = analyze_run(run_dir, case_path, workers=max(1, len(os.sched_getaffinity(0))))
     except ChainBroken:
         return  # the ledger chain check says where (a pass of the anchor's own finds it)
     except CasekitError as exc:
@@ -412,7 +400,7 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
         return
     made_csv: list[ScratchFile] = []
     if not _attempt_rows(res, att, streamed.get(ATTEMPTS_CSV_ATTACHMENT), findings.attempt_rows,
-                         run_dir, recomputed=tmp / RECOMPUTED_TABLE, made_csv=made_csv):
+                         run_dir, made_csv=made_csv):
         return
     # The re-rendered report reads the attached table (its rows are the recomputed ones, just
     # checked), not an object per attempt: drop the analyses (issue 14).
