@@ -561,7 +561,7 @@ BLOCK_SHOWN_PART = (
     "Shown in part: the block is {words} words; this exhibit shows its first {shown} (work "
     "words {range}, characters {chars}), as every reconstruction exhibit shows at most "
     "{cap} words of a block. The block's length, the attempts that build it and the longest "
-    "single run above are computed over the whole block, and `casekit verify` recomputes them "
+    "single run above are computed over the whole block, and casekit verify recomputes them "
     "from the attached ledger.")
 BLOCK_SHOWN_END_MARK = "[part shown ends; the block continues for {more} more words]"
 BLOCK_LONGEST_SINGLE = "{words} contiguous words, from attempt {tag} (ledger seq {seq})"
