@@ -59,7 +59,6 @@ from casekit.report.sections.glossary import build_glossary
 from casekit.report.sections.limitations import build_limitations
 from casekit.report.sections.manifest import build_manifest_view
 from casekit.report.sections.methods import build_methods
-from casekit.report.sections.reconstruction import shown_words
 from casekit.report.sections.reliability import build_reliability
 from casekit.report.sections.reproducibility import build_rerun
 from casekit.report.sections.sensitivity import build_sensitivity
@@ -135,7 +134,6 @@ def build_model(findings: Findings, inputs: Inputs,
         methods=methods, controls=floors,
         control_works=[f"{w.id} ({w.title})" for w in case.works if w.role == "control"],
         exhibit_groups=ex.groups, exhibits_shown=ex.shown, exhibits_total=ex.total,
-        block_shown_words=shown_words(f),
         exhibits_per_finding=exhibits_per_finding,
         attempts=build_attempts(f, table, case, model_ids, ex.anchor_of, files,
                                 attempts_per_stratum),

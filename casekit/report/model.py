@@ -50,8 +50,6 @@ class ReportModel:
     control_works: list[str]
     exhibit_groups: list[ExhibitGroup]
     exhibits_shown: int
-    block_shown_words: int
-    """The most words of a stitched block a reconstruction exhibit shows."""
     exhibits_total: int
     exhibits_per_finding: int
     attempts: AttemptSample
