@@ -170,5 +170,3 @@ def _page_diff(theirs: list[str], ours: list[str]) -> str:
             return (f"page {i + 1} differs from a fresh rendering near "
                     f"{a[max(0, j - 30):j + 30]!r} (expected {b[max(0, j - 30):j + 30]!r})")
     return "the pages differ"
-
-

@@ -229,15 +229,15 @@ def minimal_cover(b0: int, b1: int, runs_of: list[list[tuple[int, int]]]) -> lis
 
 
 def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
-                        parts: list[_Inside], analyses: dict[str, AttemptAnalysis],
-                        records: AttemptLookup, work: Work,
+                        parts: list[_Inside], keep: list[int],
+                        analyses: dict[str, AttemptAnalysis], records: AttemptLookup, work: Work,
                         anchor_of: dict[str, tuple[str, str]],
                         ) -> BlockExhibit:
     """The block of ``mw`` exhibited: the work text with context, each contributing attempt's
     words tagged, the prompt-supplied text marked, and every contributing output shown. A
     block longer than :func:`shown_words` is shown by its first words (said on the page).
-    ``parts``: every block attempt's runs in the block (:func:`_block_parts`);
-    ``analyses``: the analyses of those :func:`exhibited` picks."""
+    ``parts``: every block attempt's runs in the block (:func:`_block_parts`); ``keep``: the
+    indexes into it of those :func:`exhibited` picks, and ``analyses`` their analyses."""
     th = f.thresholds
     cov = mw.coverage
     assert cov.longest_block_start is not None
@@ -254,7 +254,6 @@ def build_block_exhibit(number: int, mw: ModelWorkFinding, f: Findings,
     covers: list[list[tuple[int, int]]] = []
     supplied: list[list[tuple[int, int]]] = []
     shown_outputs: list[tuple[str, str]] = []
-    keep = exhibited(parts, b0, w1)
     for n, i in enumerate(keep, start=1):
         aid = parts[i].attempt_id
         x = analyses[aid]
@@ -422,7 +421,8 @@ def build_block_exhibits(f: Findings, table: AttemptTable, records: AttemptLooku
             continue
         b0 = cov.longest_block_start
         w1 = min(b0 + cov.longest_block_words, b0 + shown_words(f))
-        analyses = table.by_id(parts[i].attempt_id for i in exhibited(parts, b0, w1))
+        keep = exhibited(parts, b0, w1)
+        analyses = table.by_id(parts[i].attempt_id for i in keep)
         out[(mw.model_id, mw.work_id)] = build_block_exhibit(
-            len(out) + 1, mw, f, parts, analyses, records, work, anchor_of)
+            len(out) + 1, mw, f, parts, keep, analyses, records, work, anchor_of)
     return out
