@@ -79,9 +79,30 @@ def test_retry_failed_resends_transient_failures_into_the_same_chain(
     from casekit.report.build import load_inputs, render_report
     from casekit.report.evidence import ReportOptions
 
-    html = render_report(findings, load_inputs(first.run_dir, findings, case_path),
-                         ReportOptions(exhibits_per_finding=3)).html
+    inputs = load_inputs(first.run_dir, findings, case_path)
+    html = render_report(findings, inputs, ReportOptions(exhibits_per_finding=3)).html
     assert "4 sent again after a transient failure" in html
+    # Effort, reliability, the bottom line and custody count attempts, as the findings do:
+    # a failure sent again is not an attempt of its own (each work has 4 planned attempts,
+    # 1 of which, REFUSED400, ended in an error; it was 6 recorded and 3 failed per work).
+    from casekit.report.sections.effort import build_effort
+    from casekit.report.sections.reliability import build_reliability
+
+    effort = build_effort(findings, inputs.case, ["stub"], inputs.ledger)
+    assert [(e.work_id, e.planned, e.recorded, e.with_output, e.errors) for e in effort.rows] \
+        == [("subject", "4", "4", "3", "1"), ("control", "4", "4", "3", "1")]
+    rel = build_reliability(findings, inputs, ["stub"])
+    (row,) = rel.rows
+    # tries: 2 x (1 + 2 + 2 + 1) in the first run, 4 sent again once each
+    assert (row.attempts, row.ok, row.failed, row.tries, row.retried, row.most_tries) == \
+        ("8", "6", "2", "16", "4", "3")
+    assert row.failed_tries.startswith("4 transient, 4 rate limit, 2 not retried")
+    assert rel.errors_total == 2 and {e.attempt_id for e in rel.errors} == {
+        x.attempt_id for x in findings.attempts if x.outcome == "error"}
+    assert rel.resent.startswith("4 failed attempt record(s) were sent again")
+    assert rel.resent in html
+    assert "casekit recorded 8 of 8 planned attempts (8 benign," in html
+    assert "last attempt recorded (8 in all)" in html
 
 
 def test_retry_failed_with_nothing_to_retry_sends_nothing(tmp_path: Path,

@@ -439,6 +439,10 @@ LIMIT_SMALL = (
 IMPORTED_NO_TRIES = " (imported: no tries)"
 FAILED_TRIES = "{transient} transient, {rate_limit} rate limit, {no_retry} not retried"
 FAILED_TRIES_UNKNOWN = ", {unknown} unknown"
+RESENT = ("{n} failed attempt record(s) were sent again by casekit run --retry-failed: each "
+          "attempt is counted once, by the outcome of its last record, and its tries include "
+          "those of its earlier records. The failed records stay in the ledger and are counted in "
+          "Failed tries.")
 
 # --------------------------------------------------------------------------- further measures
 

@@ -16,6 +16,11 @@ chain as it goes (:func:`casekit.ledger.iter_verified_lines`), and keeps only:
 Effort and reliability need, per record, whether its attempt's analysis reaches the reporting
 threshold and its refusal source: the caller passes them in (``flags``: attempt id -> (reaches
 the threshold, refusal source), for the attempts where either is set).
+
+Both count attempts, as the findings do: a failed record that ``casekit run --retry-failed``
+sent again (superseded by a later record of the same attempt) is not an attempt of its own. Its
+tries are counted with the attempt's (reliability), and the attempt is counted once, by its last
+record (effort, reliability). The failure stays in the ledger and in the tries' counts.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from casekit.canonical import HASH_PREFIX
 from casekit.errors import CasekitError
-from casekit.ledger import iter_verified_lines
+from casekit.ledger import iter_verified_lines, superseded_seqs
 from casekit.records import (
     IMPORT_STRATEGY,
     AttemptRecord,
@@ -112,17 +117,15 @@ class ModelTries:
     errors: list[ErrorFact] = field(default_factory=list)
     """The first RELIABILITY_ERRORS_PER_MODEL, in ledger (= sequence) order."""
 
-    def add(self, rec: AttemptRecord, refusal_source: str | None, types: dict[str, int]) -> None:
-        n = len(rec.tries)
+    def add(self, rec: AttemptRecord, refusal_source: str | None, types: dict[str, int],
+            earlier_tries: int = 0) -> None:
+        """A record that ends its attempt; ``earlier_tries``: the tries of the failed records
+        of the same attempt it supersedes (``--retry-failed``)."""
+        self.add_tries(rec, types)
+        n = len(rec.tries) + earlier_tries
         self.attempts += 1
-        self.tries += n
         self.most = max(self.most, n)
         self.retried += n > 1
-        for t in rec.tries:
-            if t.error is not None:
-                self.kinds[t.error.kind] = self.kinds.get(t.error.kind, 0) + 1
-                types[t.error.type] = types.get(t.error.type, 0) + 1
-                self.after += t.retry_after is not None
         raw = rec.result.raw_request if rec.result else None
         if isinstance(raw, dict) and raw.get("dropped"):
             self.dropped += 1
@@ -144,6 +147,15 @@ class ModelTries:
             self.ok += 1
         self.imported = self.imported or is_imported(rec.attempt.strategy,
                                                      rec.attempt.strategy_key)
+
+    def add_tries(self, rec: AttemptRecord, types: dict[str, int]) -> None:
+        """Every try of a record, whether or not it ends its attempt."""
+        self.tries += len(rec.tries)
+        for t in rec.tries:
+            if t.error is not None:
+                self.kinds[t.error.kind] = self.kinds.get(t.error.kind, 0) + 1
+                types[t.error.type] = types.get(t.error.type, 0) + 1
+                self.after += t.retry_after is not None
 
 
 _FIXED_TIME = re.compile(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -250,7 +262,7 @@ class LedgerFacts:
     """Model id -> the system fingerprints its responses returned."""
     intents: dict[str, int] = field(default_factory=lambda: {
         "benign": 0, "adversarial": 0, "reconstruction": 0})
-    """Attempt records by intent (imported ones apart)."""
+    """Attempts by intent (imported ones apart; a superseded failure is not one)."""
     imported_records: int = 0
     first_started: str = ""
     last_completed: str = ""
@@ -262,6 +274,13 @@ class LedgerFacts:
     error_types: dict[str, int] = field(default_factory=dict)
     """Failed tries by exception type."""
     imported: ImportedTally = field(default_factory=ImportedTally)
+    superseded: dict[int, int] = field(default_factory=dict)
+    """Seq of each failed record a later ``--retry-failed`` record supersedes -> that record's
+    seq (casekit.ledger.superseded_seqs)."""
+    superseded_records: int = 0
+    """Attempt records superseded so: in the ledger, not attempts of their own."""
+    _earlier_tries: dict[int, int] = field(default_factory=dict)
+    """Seq of a record that supersedes failed ones -> their tries."""
 
     def imported_summary(self) -> ImportedSummary:
         return self.imported.summary()
@@ -301,22 +320,30 @@ class LedgerFacts:
                 self.returned_models.setdefault(a.model_id, set()).add(r.returned_model)
             if r.system_fingerprint:
                 self.fingerprints.setdefault(a.model_id, set()).add(r.system_fingerprint)
+        if a.strategy != IMPORT_STRATEGY:
+            self.first_started = (min(self.first_started, rec.started_at) if self.first_started
+                                  else rec.started_at)
+            self.last_completed = max(self.last_completed, rec.completed_at)
+        tries = self.tries.get(a.model_id)
+        if tries is None:
+            tries = self.tries[a.model_id] = ModelTries()
+        later = self.superseded.get(rec.seq)
+        if later is not None:
+            # A failure sent again: its tries count, the attempt is counted by its last record.
+            self.superseded_records += 1
+            self._earlier_tries[later] = self._earlier_tries.pop(rec.seq, 0) + len(rec.tries)
+            tries.add_tries(rec, self.error_types)
+            return
         if a.strategy == IMPORT_STRATEGY:
             self.imported_records += 1
         else:
             self.intents[a.intent] = self.intents.get(a.intent, 0) + 1
-            self.first_started = (min(self.first_started, rec.started_at) if self.first_started
-                                  else rec.started_at)
-            self.last_completed = max(self.last_completed, rec.completed_at)
         src = "imported" if is_imported(a.strategy, a.strategy_key) else "casekit"
         group = self.effort.get((a.model_id, a.work_id, a.intent, src))
         if group is None:
             group = self.effort[(a.model_id, a.work_id, a.intent, src)] = EffortGroup()
         group.add(rec, hit)
-        tries = self.tries.get(a.model_id)
-        if tries is None:
-            tries = self.tries[a.model_id] = ModelTries()
-        tries.add(rec, refusal_source, self.error_types)
+        tries.add(rec, refusal_source, self.error_types, self._earlier_tries.pop(rec.seq, 0))
         self.imported.add(rec)
 
 
@@ -393,7 +420,7 @@ def read_ledger_facts(path: Path, flags: dict[str, tuple[bool, str | None]] | No
     digest = hashlib.sha256()
     md5 = hashlib.md5(usedforsecurity=False)
     run_records: list[LedgerRecord] = []
-    tally = LedgerFacts(file=LedgerFile(path, 0, ""))
+    tally = LedgerFacts(file=LedgerFile(path, 0, ""), superseded=superseded_seqs(path))
     head: str | None = None
     for _, raw, rec in iter_verified_lines(path):
         digest.update(raw)

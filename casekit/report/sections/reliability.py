@@ -28,7 +28,7 @@ class ReliabilityRow:
     filtered: str
     """Responses that ended with a content-filter stop reason."""
     failed: str
-    """Attempts that ended in an error after their last try."""
+    """Attempts that ended in an error after their last try (of their last record)."""
     tries: str
     retried: str
     """Attempts that needed more than one try."""
@@ -63,6 +63,8 @@ class Reliability:
     """Failed tries by exception type (all of them)."""
     errors_by_model: list[KV] = field(default_factory=list)
     """Per model with errors: ``shown of total`` (formatted)."""
+    resent: str = ""
+    """How failures sent again by ``--retry-failed`` are counted ("" when there were none)."""
 
     @property
     def per_model(self) -> str:
@@ -122,5 +124,7 @@ def build_reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reli
               if (n := per_model.get(mid, 0))]
     return Reliability(rows=rows, errors=shown, errors_total=sum(per_model.values()),
                        errors_by_model=listed,
+                       resent=C.RESENT.format(n=f"{led.superseded_records:,}")
+                       if led.superseded_records else "",
                        error_types=[KV(k, f"{v:,}") for k, v in sorted(
                            led.error_types.items(), key=lambda kv: (-kv[1], kv[0]))])
