@@ -58,9 +58,9 @@ def build_custody(inputs: Inputs, case: CaseFile) -> Custody:
         events.append(CustodyEvent(first_at, str(first_seq), C.EVENT_FIRST_ATTEMPT))
         if led.attempts > 1:
             # Attempts, as the findings count them: a failure sent again is not one of its own.
-            n = led.attempts - led.superseded_records
+            attempts = led.attempts - led.superseded_records
             events.append(CustodyEvent(last_at, str(last_seq),
-                                       C.EVENT_LAST_ATTEMPT.format(n=f"{n:,}")))
+                                       C.EVENT_LAST_ATTEMPT.format(n=f"{attempts:,}")))
     notes, notes_more = notes_shown(led.notes)
     for n in notes:
         events.append(CustodyEvent(n.recorded_at, str(n.seq), C.EVENT_NOTE.format(
