@@ -26,7 +26,6 @@ record (effort, reliability). The failure stays in the ledger and in the tries' 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -53,15 +52,10 @@ from casekit.records import (
     is_imported,
 )
 from casekit.report.imported import ImportedSummary, ImportedTally
+from casekit.report.tooluse import offers_tools, reports_tool_use
 
 log = logging.getLogger(__name__)
 
-#: Request keys that give a model tools or retrieval (Limitations counts such requests).
-TOOL_REQUEST_KEYS = ("tools", "tool_choice", "functions", "function_call", "web_search_options",
-                     "plugins", "retrieval", "file_search", "mcp_servers")
-#: Response fragments that show a tool or retrieval was used.
-TOOL_RESPONSE_MARKERS = ('"tool_calls"', '"tool_use"', '"server_tool_use"', '"function_call"',
-                         'web_search', '"citations"', '"annotations":[{')
 #: Attempts that ended in an error listed per model (its first, in ledger order); the rest are
 #: counted per model and are in the complete listing and the ledger.
 RELIABILITY_ERRORS_PER_MODEL = 10
@@ -311,10 +305,8 @@ class LedgerFacts:
         self.retried += rec.retry_of is not None
         if r is not None:
             self.server_dates += bool(r.server_date)
-            self.tooled_requests += any(r.raw_request.get(k) for k in TOOL_REQUEST_KEYS)
-            if r.raw_response:
-                raw = json.dumps(r.raw_response, ensure_ascii=False)
-                self.tooled_responses += any(m in raw for m in TOOL_RESPONSE_MARKERS)
+            self.tooled_requests += offers_tools(r.raw_request)
+            self.tooled_responses += reports_tool_use(r.raw_response)
             self.filtered_or_refused += r.finish_reason in ("content_filter", "refusal")
             if r.returned_model:
                 self.returned_models.setdefault(a.model_id, set()).add(r.returned_model)

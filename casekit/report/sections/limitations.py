@@ -14,12 +14,9 @@ from casekit.analysis.taxonomy import ABSENCE_CAVEAT
 from casekit.case import CaseFile
 from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
-from casekit.report.ledger_facts import (  # noqa: F401 - re-exported for tests
-    TOOL_REQUEST_KEYS,
-    TOOL_RESPONSE_MARKERS,
-)
 from casekit.report.sections.controls import FloorView
 from casekit.report.table import NO_SPAN, AttemptTable
+from casekit.report.tooluse import TOOL_REQUEST_KEYS
 from casekit.works import Work
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,77 @@
+"""Whether a recorded request offered a model tools or retrieval, and whether a recorded
+response reports using them: the Limitations page states both for every attempt record, so a
+reader knows whether text in an output may have been retrieved rather than recalled.
+
+Both read the structure of the JSON, not its text. A response's text is the model's output,
+which is hostile input: an output that says ``web_search`` or quotes ``"tool_calls"`` is not a
+tool call. A response that carries an empty ``tool_calls`` list or ``annotations: []`` (as most
+OpenAI-compatible servers do) is not one either. What counts:
+
+- in a request (its top level, or its HTTP ``body`` as casekit's API providers record it): a
+  non-empty value of one of :data:`TOOL_REQUEST_KEYS`;
+- anywhere in a response: a non-empty value of one of :data:`TOOL_RESPONSE_KEYS` (OpenAI's
+  ``tool_calls``, ``function_call`` and ``annotations`` such as URL citations; Anthropic's
+  ``citations``), or a ``type``, ``stop_reason`` or ``finish_reason`` naming a tool
+  (:data:`TOOL_RESPONSE_TYPES`: Anthropic's ``tool_use``, ``server_tool_use`` and
+  ``web_search_tool_result`` blocks, the Responses API's ``web_search_call`` items).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+#: Request keys that give a model tools or retrieval.
+TOOL_REQUEST_KEYS = ("tools", "tool_choice", "functions", "function_call", "web_search_options",
+                     "plugins", "retrieval", "file_search", "mcp_servers")
+#: Response keys whose non-empty value shows a tool or retrieval was used.
+TOOL_RESPONSE_KEYS = frozenset({"tool_calls", "tool_use", "server_tool_use", "function_call",
+                                "citations", "annotations"})
+#: Fragments of a ``type``, ``stop_reason`` or ``finish_reason`` value that name a tool.
+TOOL_RESPONSE_TYPES = ("tool_use", "tool_calls", "function_call", "web_search", "tool_result")
+_KIND_KEYS = frozenset({"type", "stop_reason", "finish_reason"})
+_PRECHECK = tuple(f'"{k}"'.encode() for k in sorted(TOOL_RESPONSE_KEYS)) + tuple(
+    t.encode() for t in TOOL_RESPONSE_TYPES)
+"""Bytes one of which a response's JSON holds whenever :func:`reports_tool_use` can be true:
+most responses are cleared by this search alone, without walking them."""
+
+
+def offers_tools(request: dict[str, Any]) -> bool:
+    """Whether a recorded request offered tools or retrieval."""
+    body = request.get("body")
+    for part in (request, body) if isinstance(body, dict) else (request,):
+        if any(part.get(k) for k in TOOL_REQUEST_KEYS):
+            return True
+    return False
+
+
+def reports_tool_use(response: dict[str, Any]) -> bool:
+    """Whether a recorded response reports a tool call, a retrieval or citations."""
+    if not response:
+        return False
+    try:
+        raw = orjson.dumps(response)
+    except TypeError:  # an integer beyond 64 bits: orjson refuses it
+        raw = json.dumps(response, ensure_ascii=False, default=str).encode()
+    if not any(m in raw for m in _PRECHECK):
+        return False
+    stack: list[Any] = [response]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in TOOL_RESPONSE_KEYS and value:
+                    return True
+                if key in _KIND_KEYS and isinstance(value, str) and any(
+                        t in value for t in TOOL_RESPONSE_TYPES):
+                    return True
+                if isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return False
