@@ -19,7 +19,7 @@ from casekit.canonical import sha256_bytes
 from casekit.errors import CasekitError
 from casekit.ledger import read_records
 from casekit.records import AttemptRecord
-from casekit.report.ledger_facts import EffortGroup, _time_str
+from casekit.report.ledger_facts import AttemptFacts, EffortGroup, _time_str
 from tests.test_report_scale import make_run
 
 pytestmark = pytest.mark.slow
@@ -178,10 +178,9 @@ def test_effort_group_places_the_first_hit_as_sorting_the_records_did(seed: int)
         if odd and rng.random() < 0.2:
             started = started[:19] + rng.choice(["Z", "+00:00", ".5Z"])
         hit = rng.random() < 0.2
-        rec = AttemptRecord.model_construct(
-            seq=seq, attempt=_Attempt(ordinal), status="ok", result=None,
-            started_at=started)
-        group.add(rec, hit)
+        if hit:
+            group.hits.append(len(hits))  # as LedgerFacts.flag places it, after the pass
+        group.add(_facts(seq, ordinal, started))
         plan.append(((ordinal, seq), 0))
         time.append(((started, seq), 0))
         hits.append(hit)
@@ -189,9 +188,14 @@ def test_effort_group_places_the_first_hit_as_sorting_the_records_did(seed: int)
     assert group.first_in_time() == _old_first(time, hits)
 
 
-class _Attempt:
-    def __init__(self, ordinal: int) -> None:
-        self.ordinal = ordinal
+def _facts(seq: int, ordinal: int, started: str) -> AttemptFacts:
+    return AttemptFacts(
+        id=f"a{seq}", seq=seq, model_id="m", work_id="w", intent="benign", strategy="s",
+        imported=False, ordinal=ordinal, status="ok", retried=False, recorded_at=started,
+        started_at=started, completed_at=started, has_result=False, with_output=False,
+        finish_reason=None, server_date=False, offers_tools=False, reports_tool_use=False,
+        returned_model=None, system_fingerprint=None, dropped=False, tries=1, failed_tries=(),
+        error=None, provenance=None)
 
 
 def test_the_ledger_compressed_ahead_is_used_only_for_the_verified_bytes(tmp_path: Path) -> None:

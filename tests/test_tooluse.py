@@ -18,7 +18,7 @@ import pytest
 from casekit.case import load_case
 from casekit.ledger import read_records
 from casekit.records import AttemptRecord
-from casekit.report.ledger_facts import LedgerFacts, LedgerFile
+from casekit.report.ledger_facts import LedgerFacts, LedgerFile, attempt_facts
 from casekit.report.tooluse import offers_tools, reports_tool_use
 from casekit.run.runner import Runner
 
@@ -105,6 +105,6 @@ def test_the_ledger_pass_counts_them_per_record(case_dir: Path) -> None:
     for i, shape in enumerate(shapes):
         request = {"body": {"tools": [{"type": "function"}]}} if i == 0 else {"body": {}}
         result = rec.result.model_copy(update={"raw_response": shape, "raw_request": request})
-        facts.add_attempt(rec.model_copy(update={"result": result, "seq": 1000 + i}),
-                          False, None)
+        facts.add_attempt(attempt_facts(rec.model_copy(update={"result": result,
+                                                               "seq": 1000 + i})))
     assert (facts.tooled_requests, facts.tooled_responses) == (1, 2)

@@ -6,11 +6,10 @@ many, from which files and sources, and which provenance the source recorded. Sh
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from casekit.records import AttemptRecord, LedgerRecord, is_imported
+from casekit.records import AttemptRecord, is_imported
 from casekit.report import catalogue as C
 from casekit.report.views import KV
 
@@ -49,6 +48,36 @@ def _provenance(rec: AttemptRecord) -> dict[str, Any]:
     return prov if isinstance(prov, dict) else {}
 
 
+class ImportedFacts(NamedTuple):
+    """What the tally reads of one imported attempt record (:func:`imported_facts`)."""
+
+    kind: str
+    """The kind its importer stated ("" when none was)."""
+    strategy: str
+    file: str | None
+    source: str | None
+    recorded: tuple[bool, ...]
+    """Per :data:`PROVENANCE_FIELDS`: whether the source recorded it."""
+    prompt: bool
+    decoding: bool
+
+
+def imported_facts(r: AttemptRecord) -> ImportedFacts | None:
+    """The provenance facts of an imported attempt record; None for casekit's own."""
+    a = r.attempt
+    if not is_imported(a.strategy, a.strategy_key):
+        return None
+    prov = _provenance(r)
+    file = prov.get("file")
+    return ImportedFacts(
+        kind=str(prov.get("kind")) if prov.get("kind_stated") else "", strategy=a.strategy,
+        file=str(file["name"]) if isinstance(file, dict) and file.get("name") else None,
+        source=str(prov["source"]) if prov.get("source") else None,
+        recorded=tuple(prov.get(name) is not None for name, _ in PROVENANCE_FIELDS),
+        prompt=prov.get("prompt_recorded", True) is not False,
+        decoding=bool(r.result and isinstance(r.result.raw_request.get("decoding"), dict)))
+
+
 class ImportedTally:
     """The imported attempts' provenance, counted one record at a time (the report's one pass
     over the ledger feeds it; see :mod:`casekit.report.ledger_facts`)."""
@@ -56,35 +85,20 @@ class ImportedTally:
     def __init__(self) -> None:
         self.groups: dict[str, _Group] = {}
 
-    def add(self, r: AttemptRecord) -> None:
-        a = r.attempt
-        if not is_imported(a.strategy, a.strategy_key):
-            return
-        prov = _provenance(r)
-        key = str(prov.get("kind")) if prov.get("kind_stated") else ""
-        g = self.groups.setdefault(key, _Group(strategy=a.strategy))
+    def add(self, f: ImportedFacts) -> None:
+        g = self.groups.setdefault(f.kind, _Group(strategy=f.strategy))
         g.n += 1
-        file = prov.get("file")
-        if isinstance(file, dict) and file.get("name"):
-            g.files.add(str(file["name"]))
-        if prov.get("source"):
-            g.sources.add(str(prov["source"]))
-        for name, _ in PROVENANCE_FIELDS:
-            g.recorded[name] = g.recorded.get(name, 0) + (prov.get(name) is not None)
-        g.prompts += prov.get("prompt_recorded", True) is not False
-        if r.result and isinstance(r.result.raw_request.get("decoding"), dict):
-            g.decoding += 1
+        if f.file is not None:
+            g.files.add(f.file)
+        if f.source is not None:
+            g.sources.add(f.source)
+        for (name, _), recorded in zip(PROVENANCE_FIELDS, f.recorded, strict=True):
+            g.recorded[name] = g.recorded.get(name, 0) + recorded
+        g.prompts += f.prompt
+        g.decoding += f.decoding
 
     def summary(self) -> ImportedSummary:
         return _summary(self.groups)
-
-
-def build_imported(records: Iterable[LedgerRecord]) -> ImportedSummary:
-    tally = ImportedTally()
-    for r in records:
-        if isinstance(r, AttemptRecord):
-            tally.add(r)
-    return tally.summary()
 
 
 def _summary(groups: dict[str, _Group]) -> ImportedSummary:

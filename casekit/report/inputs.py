@@ -60,15 +60,15 @@ class Inputs:
 
 
 def attempt_flags(findings: Findings, table: AttemptTable,
-                  ) -> dict[str, tuple[bool, str | None]]:
-    """Attempt id -> (its analysis reaches the reporting threshold, its refusal source), for
-    the attempts where either holds: what the ledger pass needs of the analyses."""
+                  ) -> dict[int, tuple[bool, str | None]]:
+    """Record seq -> (its analysis reaches the reporting threshold, its refusal source), for
+    the analysed attempt records where either holds: what the ledger's facts need of the
+    analyses (LedgerFacts.flag)."""
     reach = table.reaching(findings)
     refusal = table.label("refusal_source")
-    mask = reach | refusal.notnull()
-    rows = np.flatnonzero(mask)
-    return {aid: (bool(reach[r]), refusal.at(int(r)) or None)
-            for aid, r in zip(table.ids(mask), rows, strict=True)}
+    rows = np.flatnonzero(reach | refusal.notnull())
+    seqs = table.number("seq")
+    return {int(seqs[r]): (bool(reach[r]), refusal.at(int(r)) or None) for r in rows}
 
 
 class StaleFindings(CasekitError):
@@ -77,15 +77,19 @@ class StaleFindings(CasekitError):
 
 
 def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None, *,
-                table_checked: bool = False) -> Inputs:
+                table_checked: bool = False,
+                ledger: tuple[LedgerFacts, AttemptLookup] | None = None) -> Inputs:
     """The verified ledger and the works, checked against the findings and the run's hashes.
 
     ``case_path``: where the case file is now, if it moved since the run (its works are found
     relative to it); default: the path the run recorded. ``table_checked``: the run's
     attempts.parquet was just checked to hold the rows the findings cite (casekit verify).
+    ``ledger``: the ledger's facts from a verifying pass the caller made (casekit verify's
+    analysis, casekit.report.ledger_facts.FactsPass), before any flag was added; default: a
+    pass of its own.
     """
     table = AttemptTable.of_run(run_dir, findings, checked=table_checked)
-    facts, lookup = read_ledger_facts(run_dir / LEDGER_NAME, attempt_flags(findings, table))
+    facts, lookup = ledger if ledger is not None else read_ledger_facts(run_dir / LEDGER_NAME)
     start = facts.run_start
     if start is None:
         raise CasekitError(f"{run_dir}: the ledger has no run_start record")
@@ -95,6 +99,7 @@ def load_inputs(run_dir: Path, findings: Findings, case_path: Path | None = None
             f"{run_dir}: the findings cite ledger head {findings.ledger_head_hash} of run "
             f"{findings.run_id!r}, the ledger's head is {head} of run {start.run_id!r}; re-run "
             "`casekit analyze` on this run before reporting")
+    facts.flag(attempt_flags(findings, table))
     spec = CaseFile.model_validate(start.case)
     loaded = LoadedCase(spec=spec, path=(case_path or Path(start.case_path)).resolve(),
                         sha256=start.case_sha256)

@@ -13,9 +13,13 @@ chain as it goes (:func:`casekit.ledger.iter_verified_lines`), and keeps only:
 - the ledger's path, size and SHA-256 (:class:`LedgerFile`): the report embeds the file by
   streaming it (casekit.report.embed), never from memory.
 
+casekit verify takes the same facts from its analysis' pass instead of reading the ledger a
+second time (:class:`FactsPass`: each analysis worker makes the :class:`AttemptFacts` of the
+attempt records it checked; the parent tallies them in ledger order).
+
 Effort and reliability need, per record, whether its attempt's analysis reaches the reporting
-threshold and its refusal source: the caller passes them in (``flags``: attempt id -> (reaches
-the threshold, refusal source), for the attempts where either is set).
+threshold and its refusal source: the caller adds them after the pass (:meth:`LedgerFacts.flag`:
+record seq -> (reaches the threshold, refusal source), for the records where either is set).
 
 Both count attempts, as the findings do: a failed record that ``casekit run --retry-failed``
 sent again (superseded by a later record of the same attempt) is not an attempt of its own. Its
@@ -34,6 +38,7 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -51,7 +56,7 @@ from casekit.records import (
     RunStart,
     is_imported,
 )
-from casekit.report.imported import ImportedSummary, ImportedTally
+from casekit.report.imported import ImportedFacts, ImportedSummary, ImportedTally, imported_facts
 from casekit.report.tooluse import offers_tools, reports_tool_use
 
 log = logging.getLogger(__name__)
@@ -91,6 +96,69 @@ class ErrorFact:
     tries: int
 
 
+class AttemptFacts(NamedTuple):
+    """What the tallies read of one attempt record (:func:`attempt_facts`): small enough to be
+    made in an analysis worker and sent to the parent (casekit verify's single pass)."""
+
+    id: str
+    seq: int
+    model_id: str
+    work_id: str
+    intent: str
+    strategy: str
+    imported: bool
+    """Captured outside casekit (casekit.records.is_imported)."""
+    ordinal: int
+    status: str
+    retried: bool
+    """``retry_of`` is set."""
+    recorded_at: str
+    started_at: str
+    completed_at: str
+    has_result: bool
+    with_output: bool
+    finish_reason: str | None
+    server_date: bool
+    offers_tools: bool
+    reports_tool_use: bool
+    returned_model: str | None
+    system_fingerprint: str | None
+    dropped: bool
+    """Sent again without a parameter the model rejected."""
+    tries: int
+    failed_tries: tuple[tuple[str, str, bool], ...]
+    """(kind, exception type, Retry-After honoured) of each failed try."""
+    error: tuple[str, str, str] | None
+    """The attempt's error as the reliability page lists it: kind, type, message (shortened)."""
+    provenance: ImportedFacts | None
+    """An imported attempt's provenance (casekit.report.imported)."""
+
+
+def attempt_facts(rec: AttemptRecord) -> AttemptFacts:
+    """The facts of one attempt record."""
+    a, r, e = rec.attempt, rec.result, rec.error
+    raw_request = r.raw_request if r is not None else None
+    return AttemptFacts(
+        id=a.id, seq=rec.seq, model_id=a.model_id, work_id=a.work_id, intent=a.intent,
+        strategy=a.strategy, imported=is_imported(a.strategy, a.strategy_key),
+        ordinal=a.ordinal, status=rec.status, retried=rec.retry_of is not None,
+        recorded_at=rec.recorded_at, started_at=rec.started_at, completed_at=rec.completed_at,
+        has_result=r is not None, with_output=r is not None and bool(r.text or r.token_scores),
+        finish_reason=r.finish_reason if r is not None else None,
+        server_date=r is not None and bool(r.server_date),
+        offers_tools=r is not None and offers_tools(r.raw_request),
+        reports_tool_use=r is not None and reports_tool_use(r.raw_response),
+        returned_model=r.returned_model if r is not None else None,
+        system_fingerprint=r.system_fingerprint if r is not None else None,
+        dropped=isinstance(raw_request, dict) and bool(raw_request.get("dropped")),
+        tries=len(rec.tries),
+        failed_tries=tuple((t.error.kind, t.error.type, t.retry_after is not None)
+                           for t in rec.tries if t.error is not None),
+        error=(e.kind.replace("_", " "), e.type,
+               e.message[:300] + ("…" if len(e.message) > 300 else "")) if e else None,
+        provenance=imported_facts(rec))
+
+
 @dataclass
 class ModelTries:
     """One model's tries, failures, refusals and filters, over every attempt record."""
@@ -111,45 +179,34 @@ class ModelTries:
     errors: list[ErrorFact] = field(default_factory=list)
     """The first RELIABILITY_ERRORS_PER_MODEL, in ledger (= sequence) order."""
 
-    def add(self, rec: AttemptRecord, refusal_source: str | None, types: dict[str, int],
-            earlier_tries: int = 0) -> None:
+    def add(self, f: AttemptFacts, types: dict[str, int], earlier_tries: int = 0) -> None:
         """A record that ends its attempt; ``earlier_tries``: the tries of the failed records
-        of the same attempt it supersedes (``--retry-failed``)."""
-        self.add_tries(rec, types)
-        n = len(rec.tries) + earlier_tries
+        of the same attempt it supersedes (``--retry-failed``). Its refusal source is counted
+        after the pass (:meth:`LedgerFacts.flag`)."""
+        self.add_tries(f, types)
+        n = f.tries + earlier_tries
         self.attempts += 1
         self.most = max(self.most, n)
         self.retried += n > 1
-        raw = rec.result.raw_request if rec.result else None
-        if isinstance(raw, dict) and raw.get("dropped"):
-            self.dropped += 1
-        if rec.result is not None and rec.result.finish_reason == "content_filter":
-            self.filtered += 1
-        if refusal_source:
-            self.refused[refusal_source] = self.refused.get(refusal_source, 0) + 1
-        if rec.status == "error":
+        self.dropped += f.dropped
+        self.filtered += f.finish_reason == "content_filter"
+        if f.status == "error":
             self.failed += 1
             if len(self.errors) < RELIABILITY_ERRORS_PER_MODEL:
-                e = rec.error
-                self.errors.append(ErrorFact(
-                    attempt_id=rec.attempt.id, seq=rec.seq,
-                    kind=e.kind.replace("_", " ") if e else "unknown",
-                    type=e.type if e else "unknown",
-                    message=(e.message[:300] + ("…" if len(e.message) > 300 else ""))
-                    if e else "", tries=n))
-        elif rec.status == "ok":
+                kind, type_, message = f.error or ("unknown", "unknown", "")
+                self.errors.append(ErrorFact(attempt_id=f.id, seq=f.seq, kind=kind, type=type_,
+                                             message=message, tries=n))
+        elif f.status == "ok":
             self.ok += 1
-        self.imported = self.imported or is_imported(rec.attempt.strategy,
-                                                     rec.attempt.strategy_key)
+        self.imported = self.imported or f.imported
 
-    def add_tries(self, rec: AttemptRecord, types: dict[str, int]) -> None:
+    def add_tries(self, f: AttemptFacts, types: dict[str, int]) -> None:
         """Every try of a record, whether or not it ends its attempt."""
-        self.tries += len(rec.tries)
-        for t in rec.tries:
-            if t.error is not None:
-                self.kinds[t.error.kind] = self.kinds.get(t.error.kind, 0) + 1
-                types[t.error.type] = types.get(t.error.type, 0) + 1
-                self.after += t.retry_after is not None
+        self.tries += f.tries
+        for kind, type_, after in f.failed_tries:
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            types[type_] = types.get(type_, 0) + 1
+            self.after += after
 
 
 _FIXED_TIME = re.compile(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -186,27 +243,25 @@ class EffortGroup:
     time_strs: list[str] | None = None
     """started_at as recorded, once a record's is not in the fixed form."""
     hits: list[int] = field(default_factory=list)
-    """Indices of the records whose attempt reaches the threshold."""
+    """Indices of the records whose attempt reaches the threshold (:meth:`LedgerFacts.flag`),
+    ascending."""
 
-    def add(self, rec: AttemptRecord, hit: bool) -> None:
+    def add(self, f: AttemptFacts) -> None:
         self.recorded += 1
-        r = rec.result
-        self.with_output += r is not None and bool(r.text or r.token_scores)
-        self.refusals += rec.status == "refusal"
-        self.errors += rec.status == "error"
-        self.filtered += r is not None and r.finish_reason == "content_filter"
-        if hit:
-            self.hits.append(len(self.seqs))
-        self.ordinals.append(rec.attempt.ordinal)
-        self.seqs.append(rec.seq)
+        self.with_output += f.with_output
+        self.refusals += f.status == "refusal"
+        self.errors += f.status == "error"
+        self.filtered += f.finish_reason == "content_filter"
+        self.ordinals.append(f.ordinal)
+        self.seqs.append(f.seq)
         if self.time_strs is None:
-            k = _time_int(rec.started_at)
+            k = _time_int(f.started_at)
             if k is not None:
                 self.times.append(k)
                 return
             self.time_strs = [_time_str(x) for x in self.times]
             self.times = array("q")
-        self.time_strs.append(rec.started_at)
+        self.time_strs.append(f.started_at)
 
     def first_in_plan(self) -> int | None:
         """1-based position of the first record reaching the threshold, in plan order
@@ -295,48 +350,71 @@ class LedgerFacts:
     def checkpoints(self) -> list[Checkpoint]:
         return [r for r in self.run_records if isinstance(r, Checkpoint)]
 
-    def add_attempt(self, rec: AttemptRecord, hit: bool, refusal_source: str | None) -> None:
-        a = rec.attempt
-        r = rec.result
+    def add_attempt(self, f: AttemptFacts) -> None:
+        """One attempt record, in ledger order."""
         self.attempts += 1
         if self.first_attempt is None:
-            self.first_attempt = (rec.recorded_at, rec.seq)
-        self.last_attempt = (rec.recorded_at, rec.seq)
-        self.retried += rec.retry_of is not None
-        if r is not None:
-            self.server_dates += bool(r.server_date)
-            self.tooled_requests += offers_tools(r.raw_request)
-            self.tooled_responses += reports_tool_use(r.raw_response)
-            self.filtered_or_refused += r.finish_reason in ("content_filter", "refusal")
-            if r.returned_model:
-                self.returned_models.setdefault(a.model_id, set()).add(r.returned_model)
-            if r.system_fingerprint:
-                self.fingerprints.setdefault(a.model_id, set()).add(r.system_fingerprint)
-        if a.strategy != IMPORT_STRATEGY:
-            self.first_started = (min(self.first_started, rec.started_at) if self.first_started
-                                  else rec.started_at)
-            self.last_completed = max(self.last_completed, rec.completed_at)
-        tries = self.tries.get(a.model_id)
+            self.first_attempt = (f.recorded_at, f.seq)
+        self.last_attempt = (f.recorded_at, f.seq)
+        self.retried += f.retried
+        if f.has_result:
+            self.server_dates += f.server_date
+            self.tooled_requests += f.offers_tools
+            self.tooled_responses += f.reports_tool_use
+            self.filtered_or_refused += f.finish_reason in ("content_filter", "refusal")
+            if f.returned_model:
+                self.returned_models.setdefault(f.model_id, set()).add(f.returned_model)
+            if f.system_fingerprint:
+                self.fingerprints.setdefault(f.model_id, set()).add(f.system_fingerprint)
+        if f.strategy != IMPORT_STRATEGY:
+            self.first_started = (min(self.first_started, f.started_at) if self.first_started
+                                  else f.started_at)
+            self.last_completed = max(self.last_completed, f.completed_at)
+        tries = self.tries.get(f.model_id)
         if tries is None:
-            tries = self.tries[a.model_id] = ModelTries()
-        later = self.superseded.get(rec.seq)
+            tries = self.tries[f.model_id] = ModelTries()
+        later = self.superseded.get(f.seq)
         if later is not None:
             # A failure sent again: its tries count, the attempt is counted by its last record.
             self.superseded_records += 1
-            self._earlier_tries[later] = self._earlier_tries.pop(rec.seq, 0) + len(rec.tries)
-            tries.add_tries(rec, self.error_types)
+            self._earlier_tries[later] = self._earlier_tries.pop(f.seq, 0) + f.tries
+            tries.add_tries(f, self.error_types)
             return
-        if a.strategy == IMPORT_STRATEGY:
+        if f.strategy == IMPORT_STRATEGY:
             self.imported_records += 1
         else:
-            self.intents[a.intent] = self.intents.get(a.intent, 0) + 1
-        src = "imported" if is_imported(a.strategy, a.strategy_key) else "casekit"
-        group = self.effort.get((a.model_id, a.work_id, a.intent, src))
+            self.intents[f.intent] = self.intents.get(f.intent, 0) + 1
+        src = "imported" if f.imported else "casekit"
+        group = self.effort.get((f.model_id, f.work_id, f.intent, src))
         if group is None:
-            group = self.effort[(a.model_id, a.work_id, a.intent, src)] = EffortGroup()
-        group.add(rec, hit)
-        tries.add(rec, refusal_source, self.error_types, self._earlier_tries.pop(rec.seq, 0))
-        self.imported.add(rec)
+            group = self.effort[(f.model_id, f.work_id, f.intent, src)] = EffortGroup()
+        group.add(f)
+        tries.add(f, self.error_types, self._earlier_tries.pop(f.seq, 0))
+        if f.provenance is not None:
+            self.imported.add(f.provenance)
+
+    def flag(self, flags: dict[int, tuple[bool, str | None]]) -> None:
+        """After the pass: the attempts whose analysis reaches the threshold, and their refusal
+        sources. ``flags``: record seq -> (reaches the threshold, refusal source), for the
+        records where either holds (the analysed ones: a superseded failure has no analysis).
+        Applied in ledger order, as if each had been known when its record passed."""
+        placed: list[tuple[int, EffortGroup, int, str]] = []
+        for (model_id, _, _, _), group in self.effort.items():
+            placed += [(seq, group, i, model_id) for i, seq in enumerate(group.seqs)
+                       if seq in flags]
+        placed.sort(key=lambda p: p[0])
+        if len(placed) != len(flags):
+            missing = min(set(flags) - {p[0] for p in placed})
+            raise CasekitError(f"{self.file.path}: the attempt table names record seq "
+                               f"{missing}, which is not an attempt of this ledger; run "
+                               "`casekit analyze` again")
+        for seq, group, i, model_id in placed:
+            hit, refusal = flags[seq]
+            if hit:
+                group.hits.append(i)
+            if refusal:
+                refused = self.tries[model_id].refused
+                refused[refusal] = refused.get(refusal, 0) + 1
 
 
 # --------------------------------------------------------------------------- lookup
@@ -358,9 +436,12 @@ class AttemptLookup:
         """1 where the record is an attempt record."""
         self._cache: OrderedDict[int, AttemptRecord] = OrderedDict()
 
-    def _add(self, raw: bytes, is_attempt: bool) -> None:
+    def _add(self, raw: bytes) -> None:
+        """The next line (its kind follows when it verified: :meth:`_kind`)."""
         self._offsets.append(self._offsets[-1] + len(raw) + 1)
         self._crcs.append(zlib.crc32(raw))
+
+    def _kind(self, is_attempt: bool) -> None:
         self._attempt.append(is_attempt)
 
     def __len__(self) -> int:
@@ -401,42 +482,74 @@ class AttemptLookup:
 # --------------------------------------------------------------------------- the pass
 
 
-def read_ledger_facts(path: Path, flags: dict[str, tuple[bool, str | None]] | None = None,
-                      ) -> tuple[LedgerFacts, AttemptLookup]:
+class FactsPass:
+    """The facts of a ledger, taken one line at a time in ledger order from a pass that verifies
+    its chain: :func:`read_ledger_facts`'s own, or casekit verify's analysis (which reads the
+    ledger once for both; :class:`casekit.analysis.parallel.LedgerObserver`). The facts stand
+    only once the whole ledger verified (:meth:`finish`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lookup = AttemptLookup(path)
+        self.tally = LedgerFacts(file=LedgerFile(path, 0, ""), superseded=superseded_seqs(path))
+        self._sha = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._run_records: list[LedgerRecord] = []
+        self._head: str | None = None
+
+    # What an analysis worker computes of an attempt record (a picklable function).
+    of_attempt = staticmethod(attempt_facts)
+
+    def line(self, raw: bytes) -> None:
+        """A line's bytes (without its newline), in ledger order, as they are read."""
+        self._sha.update(raw)
+        self._sha.update(b"\n")
+        self._md5.update(raw)
+        self._md5.update(b"\n")
+        self.lookup._add(raw)
+
+    def attempt(self, facts: AttemptFacts, record_hash: str | None) -> None:
+        """The next line's record, an attempt, once it verified: its facts."""
+        self._head = record_hash
+        self.lookup._kind(True)
+        self.tally.add_attempt(facts)
+
+    def record(self, rec: LedgerRecord) -> None:
+        """The next line's record, any other kind, once it verified."""
+        self._head = rec.hash
+        self.lookup._kind(False)
+        self._run_records.append(rec)
+
+    def finish(self) -> tuple[LedgerFacts, AttemptLookup]:
+        """The facts and the lookup; raises CasekitError if the file changed since its lines
+        were read."""
+        size = self.lookup._offsets[-1]
+        try:
+            now = os.stat(self.path).st_size
+        except OSError:
+            now = -1
+        if now != size or self._head is None and size:
+            raise CasekitError(f"{self.path}: the ledger changed while it was read; wait for the "
+                               "run to finish, then report")
+        tally = self.tally
+        tally.file = LedgerFile(self.path, size, HASH_PREFIX + self._sha.hexdigest(),
+                                self._md5.hexdigest())
+        tally.records = len(self.lookup._attempt)
+        tally.head_hash = self._head
+        tally.run_records = self._run_records
+        return tally, self.lookup
+
+
+def read_ledger_facts(path: Path) -> tuple[LedgerFacts, AttemptLookup]:
     """One verifying pass over the ledger at ``path``: its facts and the lookup of its attempt
-    records. ``flags``: attempt id -> (its analysis reaches the threshold, its refusal source),
-    for the attempts where either holds. Raises LedgerError where the chain breaks and
-    CasekitError if the file changed while it was read."""
-    flags = flags or {}
-    lookup = AttemptLookup(path)
-    digest = hashlib.sha256()
-    md5 = hashlib.md5(usedforsecurity=False)
-    run_records: list[LedgerRecord] = []
-    tally = LedgerFacts(file=LedgerFile(path, 0, ""), superseded=superseded_seqs(path))
-    head: str | None = None
+    records (the analyses' flags are added after it: :meth:`LedgerFacts.flag`). Raises
+    LedgerError where the chain breaks and CasekitError if the file changed while it was
+    read."""
+    facts = FactsPass(path)
     for _, raw, rec in iter_verified_lines(path):
-        digest.update(raw)
-        digest.update(b"\n")
-        md5.update(raw)
-        md5.update(b"\n")
-        head = rec.hash
-        is_attempt = isinstance(rec, AttemptRecord)
-        lookup._add(raw, is_attempt)
+        facts.line(raw)
         if isinstance(rec, AttemptRecord):
-            hit, refusal = flags.get(rec.attempt.id, (False, None))
-            tally.add_attempt(rec, hit, refusal)
+            facts.attempt(attempt_facts(rec), rec.hash)
         else:
-            run_records.append(rec)
-    size = lookup._offsets[-1]
-    try:
-        now = os.stat(path).st_size
-    except OSError:
-        now = -1
-    if now != size or head is None and size:
-        raise CasekitError(f"{path}: the ledger changed while it was read; wait for the run to "
-                           "finish, then report")
-    tally.file = LedgerFile(path, size, HASH_PREFIX + digest.hexdigest(), md5.hexdigest())
-    tally.records = len(lookup._attempt)
-    tally.head_hash = head
-    tally.run_records = run_records
-    return tally, lookup
+            facts.record(rec)
+    return facts.finish()
