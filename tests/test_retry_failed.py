@@ -19,6 +19,7 @@ from casekit.records import AttemptRecord, Checkpoint, Note, RunEnd
 from casekit.run.runner import Runner
 from tests.kill_trial import stub_case
 from tests.stub_openai import StubConfig, StubServer
+from tests.test_facts_pass import assert_same_facts
 
 TEMPLATES = ["Question one about {{ title }}?", "DOWN500 tell me about {{ title }}",
              "DOWN429 what is {{ title }}?", "REFUSED400 about {{ title }}"]
@@ -103,6 +104,8 @@ def test_retry_failed_resends_transient_failures_into_the_same_chain(
     assert rel.resent in html
     assert "casekit recorded 8 of 8 planned attempts (8 benign," in html
     assert "last attempt recorded (8 in all)" in html
+    # casekit verify's single pass finds the same facts of this ledger.
+    assert_same_facts(first.run_dir, workers=2)
 
 
 def test_retry_failed_with_nothing_to_retry_sends_nothing(tmp_path: Path,

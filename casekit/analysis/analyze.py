@@ -64,7 +64,13 @@ from casekit.analysis.metrics import (
     rate_ratio,
     spans_over_threshold,
 )
-from casekit.analysis.parallel import AttemptHead, AttemptPool, Item, attempt_failed
+from casekit.analysis.parallel import (
+    AttemptHead,
+    AttemptPool,
+    Item,
+    LedgerObserver,
+    attempt_failed,
+)
 from casekit.analysis.refusal import REFUSAL_WINDOW, refusal_in
 from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fields
 from casekit.case import CaseFile, LoadedCase, Thresholds
@@ -500,7 +506,8 @@ def _analyzer_for(run_dir: Path, start: RunStart, case_path: Path | None) -> Ana
 
 
 def analyze_run(run_dir: Path, case_path: Path | None = None, *,
-                table: Path | None = None, workers: int = 1) -> Findings:
+                table: Path | None = None, workers: int = 1,
+                observer: LedgerObserver | None = None) -> Findings:
     """Analyze the ledger in run_dir against the works recorded in its run_start.
 
     One streaming pass over the ledger: each record is verified, parsed and analyzed as it is
@@ -508,7 +515,8 @@ def analyze_run(run_dir: Path, case_path: Path | None = None, *,
     finding exists). ``table``: where to write the per-attempt rows (attempts.parquet), as
     they are made; either way findings.json cites their content hash. ``workers``: processes
     that analyze the attempts (casekit.analysis.parallel); the output is the same bytes for
-    any number."""
+    any number. ``observer``: another reader of the lines, fed by this pass
+    (casekit.analysis.parallel.LedgerObserver)."""
     if workers < 1:
         raise CasekitError(f"--workers must be at least 1, got {workers}")
     writer = TableWriter(table) if table is not None else None
@@ -520,7 +528,7 @@ def analyze_run(run_dir: Path, case_path: Path | None = None, *,
     paused = gc.isenabled()
     gc.disable()
     try:
-        findings = _analyze(run_dir, case_path, writer, workers)
+        findings = _analyze(run_dir, case_path, writer, workers, observer)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -536,7 +544,7 @@ def analyze_run(run_dir: Path, case_path: Path | None = None, *,
 
 
 def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
-             workers: int) -> Findings:
+             workers: int, observer: LedgerObserver | None) -> Findings:
     start: RunStart | None = None
     an: Analyzer | None = None
     analyses: list[AttemptAnalysis] = []
@@ -596,15 +604,21 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
             raise attempt_failed(str(ledger), it[1], it[2])
         cursor.advance(it[1], it[2])
         if it[0] == "a":
+            if observer is not None:
+                observer.attempt(it[5], it[2].hash)
             if wanted(it[2].seq, it[3]):
                 take(*it[4])
         else:
+            if observer is not None:
+                observer.record(it[3])
             other(it[3])
 
     try:
         # The lines up to the run_start are checked here; with workers, the lines after it
         # are checked (and their attempts analyzed) by the workers.
         for lineno, raw, terminated in iter_lines(ledger):
+            if observer is not None:
+                observer.line(raw)
             if pool is not None:
                 for it in pool.put(lineno, raw, terminated):
                     item(it)
@@ -615,14 +629,19 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
                 if an is None:
                     raise CasekitError(f"{run_dir}: the ledger has an attempt (record seq "
                                        f"{rec.seq}) before its run_start record")
+                if observer is not None:
+                    observer.attempt(observer.of_attempt(rec), rec.hash)
                 ra = rec.attempt
                 if wanted(rec.seq, (ra.id, ra.strategy, ra.strategy_key, rec.status,
                                     rec.retry_of)):
                     take(an.attempt(rec), None, None)
                 continue
+            if observer is not None:
+                observer.record(rec)
             other(rec)
             if workers > 1 and an is not None:
-                pool = AttemptPool(an, str(ledger), workers, superseded)
+                pool = AttemptPool(an, str(ledger), workers, superseded,
+                                   observer.of_attempt if observer is not None else None)
                 if writer is not None:
                     writer.prepare()  # pyarrow's import, beside the workers now
         if pool is not None:

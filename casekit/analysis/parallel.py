@@ -25,7 +25,7 @@ import logging
 import multiprocessing as mp
 import queue
 from collections import deque
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,6 +48,23 @@ class Analyzer(Protocol):
     def attempt(self, rec: AttemptRecord) -> AttemptAnalysis: ...
 
 
+class LedgerObserver(Protocol):
+    """Another reader of the ledger's lines that rides on the analysis' pass (casekit verify
+    takes the report's facts of the ledger from it, casekit.report.ledger_facts.FactsPass):
+    :meth:`line` gets each line as it is read, in ledger order; :meth:`attempt` and
+    :meth:`record` get each line's verified record, in the same order, an attempt record as
+    what :meth:`of_attempt` made of it (in the worker that checked it, when there are
+    workers)."""
+
+    def of_attempt(self, rec: AttemptRecord) -> Any: ...
+
+    def line(self, raw: bytes) -> None: ...
+
+    def attempt(self, facts: Any, record_hash: str | None) -> None: ...
+
+    def record(self, rec: Any) -> None: ...
+
+
 log = logging.getLogger(__name__)
 
 BATCH = 128
@@ -61,14 +78,16 @@ AttemptHead = tuple[str, str, str, str, int | None]
 """What the parent's bookkeeping reads of an attempt record: attempt id, strategy, strategy
 key, status, ``retry_of``."""
 Item = tuple[Any, ...]
-"""Per line, in order: ``("a", line number, CheckedLine, AttemptHead, Result | None)`` for an
-attempt record (no result when a later try supersedes it), ``("r", line number, CheckedLine,
-record or None)`` for any other line (None when it did not check), or ``("e", line number,
-message)`` when analyzing the line's attempt raised (the batch's last item)."""
+"""Per line, in order: ``("a", line number, CheckedLine, AttemptHead, Result | None, facts)``
+for an attempt record (no result when a later try supersedes it; facts: the observer's
+``of_attempt``, None without one), ``("r", line number, CheckedLine, record or None)`` for any
+other line (None when it did not check), or ``("e", line number, message)`` when analyzing the
+line's attempt raised (the batch's last item)."""
 
 
 def _worker(an: Analyzer, index: int, tasks: Any, results: Any,
-            superseded: Container[int]) -> None:
+            superseded: Container[int], of_attempt: Callable[[AttemptRecord], Any] | None,
+            ) -> None:
     """A worker's loop: check and analyze batches until told to stop, then send this
     worker's state."""
     # The collector is paused in the parent while it analyzes (casekit.analysis.analyze):
@@ -96,7 +115,8 @@ def _worker(an: Analyzer, index: int, tasks: Any, results: Any,
                     x = an.attempt(rec)
                     row, line = row_of(x)
                     result = (x, row, line)
-                out.append(("a", ln, checked, head, result))
+                out.append(("a", ln, checked, head, result,
+                            of_attempt(rec) if of_attempt is not None else None))
             except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
                 out.append(("e", ln, f"{type(exc).__name__}: {exc}"))
                 break
@@ -114,6 +134,8 @@ class AttemptPool:
     workers: int
     superseded: Container[int] = ()
     """Seqs of failed attempts a later try supersedes: checked, not analyzed."""
+    of_attempt: Callable[[AttemptRecord], Any] | None = None
+    """What an observer of the pass takes of each attempt record (LedgerObserver)."""
     _ctx: Any = field(init=False)
     _tasks: Any = field(init=False)
     _results: Any = field(init=False)
@@ -131,7 +153,7 @@ class AttemptPool:
         self._results = self._ctx.Queue()
         for i in range(self.workers):
             p = self._ctx.Process(target=_worker, args=(self.an, i, self._tasks, self._results,
-                                        self.superseded),
+                                        self.superseded, self.of_attempt),
                                   name=f"casekit-analyze-{i}", daemon=True)
             p.start()
             self._procs.append(p)

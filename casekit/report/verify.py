@@ -350,6 +350,7 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     from casekit.records import RunStart
     from casekit.report.build import load_inputs, render_report
     from casekit.report.embed import deflating
+    from casekit.report.ledger_facts import FactsPass
     from casekit.report.render import template_dirs
 
     # The run_start is near the top, so stop reading there (a chain broken before it: the
@@ -377,10 +378,15 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     if case_path is None:
         return
 
-    # The findings, recomputed.
+    # The findings, recomputed. The same pass takes the ledger's facts for the re-rendered
+    # report (a pass of the report's own read the 2 GB ledger of a 500,000-attempt matter
+    # again); the ledger's compression for the fresh rendering runs beside it.
+    later.enter_context(deflating(run_dir / LEDGER_NAME, tmp))
+    facts = FactsPass(run_dir / LEDGER_NAME)
     try:
         # All CPUs, as `casekit analyze` does: the bytes are the same for any worker count.
-        findings = analyze_run(run_dir, case_path, workers=max(1, len(os.sched_getaffinity(0))))
+        findings = analyze_run(run_dir, case_path, workers=max(1, len(os.sched_getaffinity(0))),
+                               observer=facts)
     except ChainBroken:
         return  # the ledger chain check says where (a pass of the anchor's own finds it)
     except CasekitError as exc:
@@ -423,11 +429,9 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
                                                              ATTEMPTS_PER_STRATUM)),
                             timestamp_tsa=str(rep["timestamp_tsa"]) if rep.get("timestamp_tsa")
                             else None, sign=bool(rep.get("sign", False)))
-    # The fresh rendering embeds the ledger again: compressed on the second core while the
-    # report's pass (one core) reads it (as `casekit report` does).
-    later.enter_context(deflating(run_dir / LEDGER_NAME, tmp))
     # The table was just checked to hold the recomputed rows, and its CSV made.
-    inputs = load_inputs(run_dir, findings, case_path, table_checked=True)
+    inputs = load_inputs(run_dir, findings, case_path, table_checked=True,
+                         ledger=facts.finish())
     inputs.attempts_csv = made_csv[0] if made_csv else None
     if not chain.settle_from(inputs):  # pragma: no cover - the analysis verified the chain
         return
