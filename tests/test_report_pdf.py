@@ -272,6 +272,21 @@ def test_limitations_are_read_off_the_data(report: Report) -> None:
     assert "Small samples: fewer than 30 attempts stand behind a rate of m1 × frank" in lim
 
 
+def test_effort_and_reliability_count_the_same_refusals(report: Report) -> None:
+    """The effort table's Refused column counts the refusals the reliability page and the
+    per-attempt listing count (a text refusal included: it counted the provider's only)."""
+    from casekit.report import build_model
+    from casekit.report.inputs import load_inputs
+
+    f = report.fx.findings
+    m = build_model(f, load_inputs(report.fx.run_dir, f))
+    refused = [x for x in f.attempts if x.refusal_source is not None]
+    assert any(x.refusal_source == "text" for x in refused)
+    assert m.reliability is not None
+    assert sum(int(r.refused.split(" ")[0]) for r in m.reliability.rows) == len(refused)
+    assert sum(int(e.refusals) for e in m.effort.rows) == len(refused)
+
+
 def test_attempt_table_and_definitions_read_whole(report: Report) -> None:
     """Layout: in the sample of attempts, each attempt id, and each stratum's strategy key and
     work id, sits on one line (a column too narrow broke them mid-word); every definition

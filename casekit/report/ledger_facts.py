@@ -234,6 +234,8 @@ class EffortGroup:
     recorded: int = 0
     with_output: int = 0
     refusals: int = 0
+    """Attempts the analysis found refused, by the provider or in the text (as the reliability
+    page and the per-attempt listing count them; :meth:`LedgerFacts.flag`)."""
     errors: int = 0
     filtered: int = 0
     ordinals: array = field(default_factory=lambda: array("q"))
@@ -249,7 +251,6 @@ class EffortGroup:
     def add(self, f: AttemptFacts) -> None:
         self.recorded += 1
         self.with_output += f.with_output
-        self.refusals += f.status == "refusal"
         self.errors += f.status == "error"
         self.filtered += f.finish_reason == "content_filter"
         self.ordinals.append(f.ordinal)
@@ -413,6 +414,7 @@ class LedgerFacts:
             if hit:
                 group.hits.append(i)
             if refusal:
+                group.refusals += 1
                 refused = self.tries[model_id].refused
                 refused[refusal] = refused.get(refusal, 0) + 1
 
