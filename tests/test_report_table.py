@@ -183,25 +183,26 @@ def test_verify_checks_the_attached_table_and_csv(analyzed: Analyzed, tmp_path: 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
 
-    def check(att: dict[str, bytes]) -> tuple[bool, str]:
+    def check(att: dict[str, bytes]) -> tuple[bool, str, bytes | None]:
         # The CSV as verify extracts it: to a file, with its size and hash.
         data = att.pop(ATTEMPTS_CSV_ATTACHMENT)
         res = ReportVerification(pdf=tmp_path / "report.pdf")
-        ok = _attempt_rows(res, att, Extracted(len(data), sha256_bytes(data)), f.attempt_rows,
-                           run_dir)
-        return ok, res.checks[-1].detail
+        ok, made = _attempt_rows(res, att, Extracted(len(data), sha256_bytes(data)),
+                                 f.attempt_rows, run_dir)
+        return ok, res.checks[-1].detail, made.path.read_bytes() if made else None
 
-    ok, detail = check({ATTEMPTS_ATTACHMENT: table, ATTEMPTS_CSV_ATTACHMENT: csv})
+    ok, detail, made = check({ATTEMPTS_ATTACHMENT: table, ATTEMPTS_CSV_ATTACHMENT: csv})
     assert ok and f"{len(f.attempts):,} rows" in detail, detail
+    assert made == csv  # the CSV made from the table, which the re-rendered report attaches
     # The table stays where the re-rendered report reads it.
     assert (run_dir / ATTEMPTS_NAME).read_bytes() == table
     edited = csv.replace(b"no_match", b"no_mateh", 1)
-    ok, detail = check({ATTEMPTS_ATTACHMENT: table, ATTEMPTS_CSV_ATTACHMENT: edited})
+    ok, detail, _ = check({ATTEMPTS_ATTACHMENT: table, ATTEMPTS_CSV_ATTACHMENT: edited})
     assert not ok and "is not the CSV of" in detail
-    ok, detail = check({ATTEMPTS_ATTACHMENT: table, ATTEMPTS_CSV_ATTACHMENT: csv + b"x"})
+    ok, detail, _ = check({ATTEMPTS_ATTACHMENT: table, ATTEMPTS_CSV_ATTACHMENT: csv + b"x"})
     assert not ok and "is not the CSV of" in detail
     fewer, _, _ = table_files(f.attempts[:-1])
-    ok, detail = check({ATTEMPTS_ATTACHMENT: fewer, ATTEMPTS_CSV_ATTACHMENT: csv})
+    ok, detail, _ = check({ATTEMPTS_ATTACHMENT: fewer, ATTEMPTS_CSV_ATTACHMENT: csv})
     assert not ok and f"holds {len(f.attempts) - 1} rows" in detail
 
 

@@ -47,6 +47,7 @@ from casekit.report.evidence import (
     template_set,
 )
 from casekit.report.inputs import ScratchFile
+from casekit.report.ledger_facts import LedgerFacts
 from casekit.report.revisions import (  # noqa: F401 - re-exported for verify's callers
     Revisions,
     _chunks,
@@ -230,11 +231,12 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
 
 
 def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted | None,
-                  cited: Any, run_dir: Path, made_csv: list[ScratchFile] | None = None) -> bool:
+                  cited: Any, run_dir: Path) -> tuple[bool, ScratchFile | None]:
     """The attached per-attempt table holds the rows the recomputed findings cite (content
     hash, streamed), and the attached CSV (``csv``: as extracted to a file) is that table's
-    CSV. The table is left in ``run_dir`` as attempts.parquet, where the re-rendered report
-    reads it."""
+    CSV: whether both hold, and the CSV made from the table (the re-rendered report attaches
+    the same; None when the table does not read). The table is left in ``run_dir`` as
+    attempts.parquet, where the re-rendered report reads it."""
     from casekit.analysis.attempt_table import ATTEMPTS_NAME, TableError, table_digest
     from casekit.report.inputs import table_csv
 
@@ -243,14 +245,12 @@ def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted
     try:
         got = table_digest(table)
     except (TableError, ValueError) as exc:
-        return res.add("attempt rows", False, f"{ATTEMPTS_ATTACHMENT} does not read: {exc}")
+        return res.add("attempt rows", False,
+                       f"{ATTEMPTS_ATTACHMENT} does not read: {exc}"), None
     rows_ok = (got.rows, got.sha256) == (cited.rows, cited.sha256)
-    # Compared by size and hash, the file read in chunks (some 280 MB at 500,000 attempts);
-    # ``made_csv`` takes it for the re-rendered report, which attaches the same CSV.
+    # Compared by size and hash, the file read in chunks (some 280 MB at 500,000 attempts).
     made = table_csv(table)
     csv_ok = csv is not None and (made.size, made.sha256) == (csv.size, csv.sha256)
-    if made_csv is not None:
-        made_csv.append(made)
     if not rows_ok:
         detail = (f"{ATTEMPTS_ATTACHMENT} holds {got.rows} rows hashing to {got.sha256}; the "
                   f"recomputed findings cite {cited.rows} rows hashing to {cited.sha256}")
@@ -259,7 +259,7 @@ def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted
     else:
         detail = (f"{got.rows:,} rows of {ATTEMPTS_ATTACHMENT} are the recomputed ones "
                   f"({got.sha256}); {ATTEMPTS_CSV_ATTACHMENT} is their CSV")
-    return res.add("attempt rows", rows_ok and csv_ok, detail)
+    return res.add("attempt rows", rows_ok and csv_ok, detail), made
 
 
 def _verify(res: ReportVerification, att: dict[str, bytes], streamed: dict[str, Extracted],
@@ -330,11 +330,10 @@ class _ChainChecks:
                                  else "")))
         return chain.ok
 
-    def settle_from(self, inputs: Any) -> bool:
-        """Settle from the report's verifying pass over the ledger (its facts)."""
+    def settle_from(self, facts: LedgerFacts) -> bool:
+        """Settle from the facts of the pass that verified the ledger (the analysis')."""
         from casekit.anchor import anchoring_of_verified
 
-        facts = inputs.ledger
         return self.settle(anchoring_of_verified(
             self.ledger, facts.run_records, facts.records, facts.head_hash,
             expect_key=self.expect_key, check_token=_token_checker(self.tsa_roots)))
@@ -404,9 +403,9 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
                      ")" if made_with != findings.casekit_version else ""))
     if not res.add("findings recomputed", same, detail):
         return
-    made_csv: list[ScratchFile] = []
-    if not _attempt_rows(res, att, streamed.get(ATTEMPTS_CSV_ATTACHMENT), findings.attempt_rows,
-                         run_dir, made_csv=made_csv):
+    rows_ok, made_csv = _attempt_rows(res, att, streamed.get(ATTEMPTS_CSV_ATTACHMENT),
+                                      findings.attempt_rows, run_dir)
+    if not rows_ok:
         return
     # The re-rendered report reads the attached table (its rows are the recomputed ones, just
     # checked), not an object per attempt: drop the analyses (issue 14).
@@ -432,8 +431,8 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     # The table was just checked to hold the recomputed rows, and its CSV made.
     inputs = load_inputs(run_dir, findings, case_path, table_checked=True,
                          ledger=facts.finish())
-    inputs.attempts_csv = made_csv[0] if made_csv else None
-    if not chain.settle_from(inputs):  # pragma: no cover - the analysis verified the chain
+    inputs.attempts_csv = made_csv
+    if not chain.settle_from(inputs.ledger):  # pragma: no cover - the analysis verified the chain
         return
     rendered = render_report(findings, inputs, options, template_dir)
     html_sha = sha256_bytes(rendered.html.encode("utf-8"))
