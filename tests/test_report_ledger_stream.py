@@ -244,3 +244,24 @@ def test_the_ledger_compressed_ahead_is_used_only_for_the_verified_bytes(tmp_pat
     with pytest.raises(CasekitError, match="changed while the report was written"):
         embed._deflate(source(data), io.BytesIO())
     assert list(tmp_path.glob(".ledger-*")) == []  # the copy is removed
+
+
+def test_leaving_early_stops_the_background_compression(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """casekit verify starts compressing the ledger before its analysis; when it stops early
+    (the findings differ), it does not wait for the rest of the file to be compressed."""
+    import logging
+    import os
+
+    from casekit.report import embed
+
+    path = tmp_path / "ledger.jsonl"
+    path.write_bytes(os.urandom(64 << 20))  # incompressible: seconds of zlib, 64 chunks
+    with caplog.at_level(logging.DEBUG, logger="casekit.report.embed"):
+        with embed.deflating(path, tmp_path):
+            pass  # the caller stops at once
+    stopped = [r.getMessage() for r in caplog.records if "stopped after" in r.getMessage()]
+    assert stopped, "the thread compressed the whole file after its caller had left"
+    read = int(stopped[0].split("stopped after ")[1].split(" of ")[0])
+    assert read < 64 << 20
+    assert list(tmp_path.glob(".ledger-*")) == []

@@ -151,13 +151,17 @@ _ready: dict[Path, Deflated] = {}
 _lock = threading.Lock()
 
 
-def _compress_to(path: Path, size: int, out: Any) -> tuple[int, str, str]:
-    """Compress ``path``'s first ``size`` bytes into ``out``: (bytes read, SHA-256, MD5)."""
+def _compress_to(path: Path, size: int, out: Any, stop: threading.Event | None = None,
+                 ) -> tuple[int, str, str]:
+    """Compress ``path``'s first ``size`` bytes into ``out``: (bytes read, SHA-256, MD5).
+    ``stop``: when set, stop before the next chunk (fewer bytes read than ``size``)."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     comp = zlib.compressobj(LEVEL)
     read = 0
     with open(path, "rb") as fh:
         while read < size:
+            if stop is not None and stop.is_set():
+                break
             chunk = fh.read(min(_CHUNK, size - read))
             if not chunk:
                 break
@@ -185,14 +189,18 @@ def deflating(path: Path, scratch: Path | None = None) -> Iterator[None]:
     key = path.resolve()
     fd, name = tempfile.mkstemp(prefix=".ledger-", suffix=".deflate", dir=scratch)
     stream = Path(name)
+    stop = threading.Event()
 
     def work() -> None:
         try:
             with os.fdopen(fd, "wb") as out:
-                read, sha, md5 = _compress_to(path, size, out)
+                read, sha, md5 = _compress_to(path, size, out, stop)
             if read == size:
                 with _lock:
                     _ready[key] = Deflated(key, size, sha, md5, stream)
+            else:
+                log.debug("background compression of %s stopped after %d of %d bytes", path,
+                          read, size)
         except OSError as exc:  # compressed again when embedded; nothing is lost
             log.warning("background compression of %s failed (%s); compressing when embedding",
                         path, exc)
@@ -202,6 +210,10 @@ def deflating(path: Path, scratch: Path | None = None) -> Iterator[None]:
     try:
         yield
     finally:
+        # Whoever leaves no longer needs it: a caller that embedded the file has used it (or
+        # compressed the bytes itself); one that stopped early (casekit verify finding a
+        # difference) should not wait for the rest of a 2 GB ledger.
+        stop.set()
         thread.join()
         with _lock:
             _ready.pop(key, None)
