@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import orjson
 import rfc8785
@@ -27,12 +27,25 @@ from casekit.canonical import (
     sha256_bytes,
 )
 from casekit.errors import LedgerError
-from casekit.records import LedgerRecord
+from casekit.records import LEDGER_RECORD_SCHEMA, LedgerRecord
 
 log = logging.getLogger(__name__)
 
 LEDGER_NAME = "ledger.jsonl"
-_ADAPTER: TypeAdapter[LedgerRecord] = TypeAdapter(LedgerRecord)
+_ADAPTER: TypeAdapter[LedgerRecord] = TypeAdapter(LEDGER_RECORD_SCHEMA)
+_KINDS = frozenset(t.model_fields["record_type"].default for t in get_args(LedgerRecord))
+
+
+def schema_complaint(exc: ValidationError) -> str:
+    """The first thing a record's schema found wrong, with where it is in the record
+    (``status: Input should be 'ok', 'refusal' or 'error'``; ``attempt.prompt: ...`` is the
+    planned attempt's prompt)."""
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    if loc and loc[0] in _KINDS:
+        loc = loc[1:]  # the kind the record names (validation reads that kind's schema)
+    where = ".".join(str(part) for part in loc)
+    return f"{where}: {err['msg']}" if where else err["msg"]
 
 
 def record_hash(payload: dict[str, Any]) -> str:
@@ -215,7 +228,7 @@ def check_line(raw: bytes, terminated: bool, *, validate: bool = True,
         try:
             record = _ADAPTER.validate_python(payload)
         except ValidationError as exc:
-            schema = exc.errors()[0]["msg"]
+            schema = schema_complaint(exc)
     return CheckedLine(seq, prev_hash, expect, None, False, None, schema), record
 
 

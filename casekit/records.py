@@ -6,7 +6,7 @@ Everything here is a frozen pydantic model; everything written to the ledger car
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -320,3 +320,10 @@ class RunEnd(RecordBase):
 
 
 LedgerRecord = RunStart | AttemptRecord | Note | RunEnd | Checkpoint
+
+LEDGER_RECORD_SCHEMA = Annotated[LedgerRecord, Field(discriminator="record_type")]
+"""What a ledger line is validated against: the kind of record its ``record_type`` names
+(a line without one, or with another name, does not match). Reading the member a line
+names, rather than trying each kind in turn, is what makes a mismatch's complaint about that
+record (``attempt.status: Input should be ...``, not the first kind's ``Input should be
+'run_start'``), and it halves the validation's cost per record."""

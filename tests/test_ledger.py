@@ -465,3 +465,51 @@ def test_holds_finds_a_needle_across_chunk_boundaries(tmp_path: Path,
         assert ledger_mod._holds(path, needle), at
     path.write_bytes(b"x" * 40 + needle[:-1] + b"y" * 5)
     assert not ledger_mod._holds(path, needle)
+
+
+def _rehash(path: Path, line: int, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Edit one record and recompute the chain's hashes after it, so that only the schema
+    can object."""
+    records = [json.loads(raw) for raw in path.read_bytes().splitlines()]
+    edit(records[line - 1])
+    prev = None
+    out = []
+    for rec in records:
+        rec["prev_hash"] = prev
+        rec.pop("hash", None)
+        rec["hash"] = prev = record_hash(rec)
+        out.append(canonical_json(rec) + b"\n")
+    path.write_bytes(b"".join(out))
+
+
+def test_a_schema_mismatch_is_named_in_the_record_it_is_in(tmp_path: Path) -> None:
+    # The complaint is the named kind's (an attempt's status), with where it is; it used to
+    # be the first kind of record's ("Input should be 'run_start'"), whatever the record was.
+    fill(tmp_path, 3).close()
+    path = tmp_path / LEDGER_NAME
+    _rehash(path, 3, lambda rec: rec.update(status="weird"))
+    res = verify_chain(path)
+    assert not res.ok and res.problem is not None and res.problem.line == 3
+    assert "record does not match the ledger schema: status: Input should be 'ok'" \
+        in res.problem.reason
+    assert "run_start" not in res.problem.reason
+
+
+@pytest.mark.parametrize("record_type", [None, "attempts"])
+def test_a_record_must_name_its_kind(tmp_path: Path, record_type: str | None) -> None:
+    # A line without record_type was taken for whichever kind its fields fitted (an attempt
+    # here): a record casekit never writes, so it does not verify.
+    fill(tmp_path, 3).close()
+    path = tmp_path / LEDGER_NAME
+
+    def edit(rec: dict[str, Any]) -> None:
+        if record_type is None:
+            del rec["record_type"]
+        else:
+            rec["record_type"] = record_type
+
+    _rehash(path, 2, edit)
+    res = verify_chain(path)
+    assert not res.ok and res.problem is not None and res.problem.line == 2
+    assert "record does not match the ledger schema" in res.problem.reason
+    assert "record_type" in res.problem.reason

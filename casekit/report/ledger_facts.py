@@ -48,6 +48,7 @@ from casekit.errors import CasekitError
 from casekit.ledger import iter_verified_lines, superseded_seqs
 from casekit.records import (
     IMPORT_STRATEGY,
+    LEDGER_RECORD_SCHEMA,
     AttemptRecord,
     Checkpoint,
     LedgerRecord,
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 #: counted per model and are in the complete listing and the ledger.
 RELIABILITY_ERRORS_PER_MODEL = 10
 
-_ADAPTER: TypeAdapter[LedgerRecord] = TypeAdapter(LedgerRecord)
+_ADAPTER: TypeAdapter[LedgerRecord] = TypeAdapter(LEDGER_RECORD_SCHEMA)
 
 
 @dataclass(frozen=True)
