@@ -285,6 +285,16 @@ def test_report_model_renders_imported_attempts(run_dir: Path, import_dir: Path)
     assert "IMPORTED: captured outside casekit" in html  # the exhibit's label
     assert "unknown: the request was sent outside casekit" in html  # no invented decoding
     assert "Captured by" in html and ROWS[0]["captured_by"] in html
+    # Tools: an imported record holds the prompt and the capture, not the service's request
+    # and response; the page says whether tools were used for them is unknown, and counts
+    # only the requests casekit sent (it used to count the imports among those "checked").
+    led = load_inputs(run_dir, findings).ledger
+    assert led.checked_requests + led.unanswered_requests == findings.recorded_attempts
+    assert (f"none of the {led.checked_requests} requests casekit sent and recorded with a "
+            "response offered tools") in html
+    assert ("For the 3 imported output(s) casekit did not send the requests and holds only the "
+            "prompt and output as captured") in html
+    assert "whether tools, browsing or retrieval produced them is unknown" in html
 
 
 def test_cli_import_and_its_errors(run_dir: Path, import_dir: Path) -> None:

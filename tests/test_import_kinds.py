@@ -148,7 +148,18 @@ def test_evidence_only_case_imports_analyzes_and_reports(evidence_case: Path,
     assert "1 of them stated no kind of attempt and are analyzed as free-form" in html
     assert "name_cloze (analyzed as casekit" in html
     assert "capture time not recorded for 11 of 12" in html
-    assert "2025-06-03T14:05:00Z" in html
+    # The one capture time recorded, in Methods' imported outputs (it used to appear only as
+    # the start of casekit's own attempts in the bottom line).
+    assert "captured 2025-06-03T14:05:00Z (UTC, as the source states)" in html
+    # The bottom line counts casekit's attempts apart from the imported ones, whatever kind
+    # an importer stated: it used to give the 11 imports of a stated kind as casekit's own
+    # adversarial attempts ("0 of 0 planned attempts (0 benign, 11 adversarial ...)"), their
+    # capture time as the run's start, and "a further 1 output(s)" imported of 12.
+    assert ("casekit recorded 0 of 0 planned attempts (0 benign, 0 adversarial, 0 "
+            "reconstruction)") in html
+    assert "from \u2014 to \u2014" in html
+    assert "A further 12 output(s) were captured outside casekit and imported" in html
+    assert "For the 12 imported output(s) casekit did not send the requests" in html
 
 
 @pytest.mark.parametrize("change, expect", [

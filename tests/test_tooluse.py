@@ -108,3 +108,35 @@ def test_the_ledger_pass_counts_them_per_record(case_dir: Path) -> None:
         facts.add_attempt(attempt_facts(rec.model_copy(update={"result": result,
                                                                "seq": 1000 + i})))
     assert (facts.tooled_requests, facts.tooled_responses) == (1, 2)
+
+
+def test_a_session_offers_tools_when_any_turn_does() -> None:
+    # casekit.run.session records each turn's request under "turns".
+    plain = {"api": "chat.completions", "body": {"model": "m", "messages": []}}
+    tooled = {"api": "chat.completions", "body": {"model": "m", "tools": [{"type": "function"}]}}
+    assert offers_tools({"session": True, "turns": [plain, tooled]})
+    assert not offers_tools({"session": True, "turns": [plain, plain]})
+
+
+def test_an_imported_record_is_not_read_for_tools(case_dir: Path) -> None:
+    # Its raw request is casekit's reconstruction of the prompt and its raw response the
+    # capture's provenance (a spreadsheet row may have a column named "annotations"): neither
+    # is the service's, so neither counts as offering or reporting tools.
+    out = Runner(load_case(case_dir / "case.yaml")).run()
+    rec = next(r for r in read_records(out.ledger_path)
+               if isinstance(r, AttemptRecord) and r.result is not None)
+    assert rec.result is not None
+    result = rec.result.model_copy(update={
+        "raw_request": {"imported": True, "tools": [{"type": "web_search"}]},
+        "raw_response": {"imported": {"row": {"annotations": ["see wikipedia"]}}}})
+    attempt = rec.attempt.model_copy(update={"strategy": "imported",
+                                             "strategy_key": "imported@capture.csv"})
+    facts = LedgerFacts(file=LedgerFile(out.ledger_path, 0, ""))
+    facts.add_attempt(attempt_facts(rec.model_copy(update={"result": result,
+                                                           "attempt": attempt})))
+    assert (facts.tooled_requests, facts.tooled_responses) == (0, 0)
+    assert (facts.checked_requests, facts.imported_records) == (0, 1)
+    # The same record as one casekit sent is read.
+    facts = LedgerFacts(file=LedgerFile(out.ledger_path, 0, ""))
+    facts.add_attempt(attempt_facts(rec.model_copy(update={"result": result})))
+    assert (facts.tooled_requests, facts.tooled_responses, facts.checked_requests) == (1, 1, 1)

@@ -369,6 +369,8 @@ IMPORTED_UNSTATED = "no kind stated (analyzed as free-form: span matching by dec
 IMPORTED_FILES = "{n} output(s) from {files}"
 IMPORTED_SOURCES = "sources as recorded: {sources}"
 IMPORTED_FIELD = "{what} recorded for {k} of {n}"
+IMPORTED_WINDOW = "captured {first} to {last} (UTC, as the sources state)"
+IMPORTED_AT = "captured {at} (UTC, as the source states)"
 IMPORTED_DECODING = "decoding stated for {k} of {n} (otherwise unknown)"
 IMPORTED_MISSING = "{what} not recorded for {k} of {n}"
 IMPORTED_INTRO = (
@@ -392,14 +394,26 @@ LIMIT_NO_FLOOR = (
     "No control generation attempts for {models}: no rate of chance reproduction of an "
     "unseen text was measured for that model, and its figures stand without a floor.")
 LIMIT_TOOLS = (
-    "Retrieval or tools: {requests} recorded request(s) offered the model tools or retrieval "
-    "({keys}...) and {responses} response(s) report a tool call or citations. Text in those "
-    "outputs may have been retrieved rather than recalled.")
+    "Retrieval or tools: {requests} of the {checked} requests casekit sent and recorded with a "
+    "response offered the model tools or retrieval ({keys}...) and {responses} of their "
+    "responses report a tool call or citations. Text in those outputs may have been retrieved "
+    "rather than recalled.")
 LIMIT_NO_TOOLS = (
-    "Retrieval or tools: none of the {requests} recorded requests offered tools, functions or "
-    "retrieval, and no recorded response reports a tool call (each raw request and response in "
-    "the ledger was checked). A provider could still retrieve text on its side without "
-    "reporting it.")
+    "Retrieval or tools: none of the {checked} requests casekit sent and recorded with a "
+    "response offered tools, functions or retrieval, and none of their responses reports a "
+    "tool call (each raw request and response in the ledger was checked).")
+LIMIT_TOOLS_PROVIDER = (
+    "A provider could still retrieve text on its side without reporting it.")
+LIMIT_TOOLS_NONE_SENT = (
+    "Retrieval or tools: no request casekit sent holds a response, so none was read for tools.")
+LIMIT_TOOLS_UNANSWERED = (
+    "{n} attempt record(s) of requests that ended without a response hold no output and are "
+    "not among them.")
+LIMIT_TOOLS_IMPORTED = (
+    "For the {n} imported output(s) casekit did not send the requests and "
+    "holds only the prompt and output as captured, not the service's request or response, so "
+    "whether tools, browsing or retrieval produced them is unknown (a chat service may "
+    "retrieve text from the web without showing it).")
 LIMIT_MODEL = ("Model {model_id} {notes}. Figures for it describe the model as served during "
                "this run.")
 MODEL_ALIAS = ("was requested as {model}, a name that may be an alias the provider points at "

@@ -29,6 +29,9 @@ class _Group:
     prompts: int = 0
     decoding: int = 0
     strategy: str = ""
+    first: str = ""
+    last: str = ""
+    """The earliest and latest capture time recorded (UTC), "" when none was."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class ImportedFacts(NamedTuple):
     """Per :data:`PROVENANCE_FIELDS`: whether the source recorded it."""
     prompt: bool
     decoding: bool
+    captured_at_utc: str | None
+    """The capture time the source recorded, in UTC (None when it recorded none)."""
 
 
 def imported_facts(r: AttemptRecord) -> ImportedFacts | None:
@@ -75,7 +80,9 @@ def imported_facts(r: AttemptRecord) -> ImportedFacts | None:
         source=str(prov["source"]) if prov.get("source") else None,
         recorded=tuple(prov.get(name) is not None for name, _ in PROVENANCE_FIELDS),
         prompt=prov.get("prompt_recorded", True) is not False,
-        decoding=bool(r.result and isinstance(r.result.raw_request.get("decoding"), dict)))
+        decoding=bool(r.result and isinstance(r.result.raw_request.get("decoding"), dict)),
+        captured_at_utc=str(prov["captured_at_utc"]) if prov.get("captured_at") is not None
+        and prov.get("captured_at_utc") else None)
 
 
 class ImportedTally:
@@ -96,6 +103,9 @@ class ImportedTally:
             g.recorded[name] = g.recorded.get(name, 0) + recorded
         g.prompts += f.prompt
         g.decoding += f.decoding
+        if f.captured_at_utc is not None:
+            g.first = min(g.first, f.captured_at_utc) if g.first else f.captured_at_utc
+            g.last = max(g.last, f.captured_at_utc)
 
     def summary(self) -> ImportedSummary:
         return _summary(self.groups)
@@ -113,6 +123,10 @@ def _summary(groups: dict[str, _Group]) -> ImportedSummary:
             srcs = sorted(g.sources)
             known.append(C.IMPORTED_SOURCES.format(
                 sources="; ".join(srcs[:5]) + ("; ..." if len(srcs) > 5 else "")))
+        if g.first:
+            first, last = g.first[:19] + "Z", g.last[:19] + "Z"  # to the second
+            known.append(C.IMPORTED_WINDOW.format(first=first, last=last)
+                         if first != last else C.IMPORTED_AT.format(at=first))
         for name, what in PROVENANCE_FIELDS:
             lacking = g.n - g.recorded.get(name, 0)
             missing_total[what] = missing_total.get(what, 0) + lacking

@@ -47,7 +47,6 @@ from casekit.canonical import HASH_PREFIX
 from casekit.errors import CasekitError
 from casekit.ledger import iter_verified_lines, superseded_seqs
 from casekit.records import (
-    IMPORT_STRATEGY,
     LEDGER_RECORD_SCHEMA,
     AttemptRecord,
     Checkpoint,
@@ -139,16 +138,19 @@ def attempt_facts(rec: AttemptRecord) -> AttemptFacts:
     """The facts of one attempt record."""
     a, r, e = rec.attempt, rec.result, rec.error
     raw_request = r.raw_request if r is not None else None
+    imported = is_imported(a.strategy, a.strategy_key)
     return AttemptFacts(
         id=a.id, seq=rec.seq, model_id=a.model_id, work_id=a.work_id, intent=a.intent,
-        strategy=a.strategy, imported=is_imported(a.strategy, a.strategy_key),
+        strategy=a.strategy, imported=imported,
         ordinal=a.ordinal, status=rec.status, retried=rec.retry_of is not None,
         recorded_at=rec.recorded_at, started_at=rec.started_at, completed_at=rec.completed_at,
         has_result=r is not None, with_output=r is not None and bool(r.text or r.token_scores),
         finish_reason=r.finish_reason if r is not None else None,
         server_date=r is not None and bool(r.server_date),
-        offers_tools=r is not None and offers_tools(r.raw_request),
-        reports_tool_use=r is not None and reports_tool_use(r.raw_response),
+        # An imported record's request and response are casekit's reconstruction of the prompt
+        # and the capture's provenance, not the service's: not read for tools (unknown there).
+        offers_tools=r is not None and not imported and offers_tools(r.raw_request),
+        reports_tool_use=r is not None and not imported and reports_tool_use(r.raw_response),
         returned_model=r.returned_model if r is not None else None,
         system_fingerprint=r.system_fingerprint if r is not None else None,
         dropped=isinstance(raw_request, dict) and bool(raw_request.get("dropped")),
@@ -305,6 +307,12 @@ class LedgerFacts:
     """Attempt records whose result carries the provider's Date header."""
     tooled_requests: int = 0
     tooled_responses: int = 0
+    checked_requests: int = 0
+    """Records of requests casekit sent that hold a response: the requests and responses read
+    for tools (casekit.report.tooluse; an imported record's are not the service's)."""
+    unanswered_requests: int = 0
+    """Records of attempts casekit sent that hold no response (failed ones, superseded or
+    not): no output, nothing to read for tools."""
     filtered_or_refused: int = 0
     """Results whose stop reason is ``content_filter`` or ``refusal``."""
     returned_models: dict[str, set[str]] = field(default_factory=dict)
@@ -315,6 +323,8 @@ class LedgerFacts:
         "benign": 0, "adversarial": 0, "reconstruction": 0})
     """Attempts by intent (imported ones apart; a superseded failure is not one)."""
     imported_records: int = 0
+    """Imported attempt records, free-form or of the kind their importer stated
+    (casekit.records.is_imported): not among the intents above, nor in the times below."""
     first_started: str = ""
     last_completed: str = ""
     """The earliest started_at and latest completed_at of the attempts (imported ones apart)."""
@@ -359,7 +369,10 @@ class LedgerFacts:
             self.first_attempt = (f.recorded_at, f.seq)
         self.last_attempt = (f.recorded_at, f.seq)
         self.retried += f.retried
-        if f.has_result:
+        if not f.has_result:
+            self.unanswered_requests += not f.imported
+        else:
+            self.checked_requests += not f.imported
             self.server_dates += f.server_date
             self.tooled_requests += f.offers_tools
             self.tooled_responses += f.reports_tool_use
@@ -368,7 +381,7 @@ class LedgerFacts:
                 self.returned_models.setdefault(f.model_id, set()).add(f.returned_model)
             if f.system_fingerprint:
                 self.fingerprints.setdefault(f.model_id, set()).add(f.system_fingerprint)
-        if f.strategy != IMPORT_STRATEGY:
+        if not f.imported:
             self.first_started = (min(self.first_started, f.started_at) if self.first_started
                                   else f.started_at)
             self.last_completed = max(self.last_completed, f.completed_at)
@@ -382,7 +395,7 @@ class LedgerFacts:
             self._earlier_tries[later] = self._earlier_tries.pop(f.seq, 0) + f.tries
             tries.add_tries(f, self.error_types)
             return
-        if f.strategy == IMPORT_STRATEGY:
+        if f.imported:
             self.imported_records += 1
         else:
             self.intents[f.intent] = self.intents.get(f.intent, 0) + 1

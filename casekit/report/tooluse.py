@@ -7,13 +7,17 @@ which is hostile input: an output that says ``web_search`` or quotes ``"tool_cal
 tool call. A response that carries an empty ``tool_calls`` list or ``annotations: []`` (as most
 OpenAI-compatible servers do) is not one either. What counts:
 
-- in a request (its top level, or its HTTP ``body`` as casekit's API providers record it): a
-  non-empty value of one of :data:`TOOL_REQUEST_KEYS`;
+- in a request (its top level, or its HTTP ``body`` as casekit's API providers record it, or
+  either in any turn of a session): a non-empty value of one of :data:`TOOL_REQUEST_KEYS`;
 - anywhere in a response: a non-empty value of one of :data:`TOOL_RESPONSE_KEYS` (OpenAI's
   ``tool_calls``, ``function_call`` and ``annotations`` such as URL citations; Anthropic's
   ``citations``), or a ``type``, ``stop_reason`` or ``finish_reason`` naming a tool
   (:data:`TOOL_RESPONSE_TYPES`: Anthropic's ``tool_use``, ``server_tool_use`` and
   ``web_search_tool_result`` blocks, the Responses API's ``web_search_call`` items).
+
+Only requests casekit sent are read so. An imported output's record holds the prompt and the
+capture's provenance, not the service's request or response: whether tools were used for it
+is unknown, and the page says so (casekit.report.sections.limitations).
 """
 
 from __future__ import annotations
@@ -42,7 +46,12 @@ most responses are cleared by this search alone, without walking them."""
 
 
 def offers_tools(request: dict[str, Any]) -> bool:
-    """Whether a recorded request offered tools or retrieval."""
+    """Whether a recorded request offered tools or retrieval: at its top, in its HTTP body,
+    or in any turn of a multi-turn session (casekit.run.session records each turn's
+    request under ``turns``)."""
+    turns = request.get("turns")
+    if request.get("session") and isinstance(turns, list):
+        return any(isinstance(t, dict) and offers_tools(t) for t in turns)
     body = request.get("body")
     for part in (request, body) if isinstance(body, dict) else (request,):
         if any(part.get(k) for k in TOOL_REQUEST_KEYS):

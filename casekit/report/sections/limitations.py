@@ -100,11 +100,21 @@ def _data_limitations(f: Findings, table: AttemptTable, inputs: Inputs) -> list[
     tooled_req = led.tooled_requests
     tooled_resp = led.tooled_responses
     if tooled_req or tooled_resp:
-        out.append(C.LIMIT_TOOLS.format(requests=f"{tooled_req:,}",
-                                        keys=", ".join(TOOL_REQUEST_KEYS[:4]),
-                                        responses=f"{tooled_resp:,}"))
+        tools = C.LIMIT_TOOLS.format(requests=f"{tooled_req:,}",
+                                     checked=f"{led.checked_requests:,}",
+                                     keys=", ".join(TOOL_REQUEST_KEYS[:4]),
+                                     responses=f"{tooled_resp:,}")
+    elif led.checked_requests:
+        tools = C.LIMIT_NO_TOOLS.format(checked=f"{led.checked_requests:,}")
     else:
-        out.append(C.LIMIT_NO_TOOLS.format(requests=f"{led.attempts:,}"))
+        tools = C.LIMIT_TOOLS_NONE_SENT
+    if led.unanswered_requests:
+        tools += " " + C.LIMIT_TOOLS_UNANSWERED.format(n=f"{led.unanswered_requests:,}")
+    if led.imported_records:
+        tools += " " + C.LIMIT_TOOLS_IMPORTED.format(n=f"{led.imported_records:,}")
+    if not (tooled_req or tooled_resp) and led.checked_requests:
+        tools += " " + C.LIMIT_TOOLS_PROVIDER
+    out.append(tools)
     # Model identity: aliases, several returned ids, changing fingerprints.
     for m in inputs.start.models:
         returned = sorted(led.returned_models.get(m.model_id, ()))
