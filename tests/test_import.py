@@ -295,6 +295,10 @@ def test_report_model_renders_imported_attempts(run_dir: Path, import_dir: Path)
     assert ("For the 3 imported output(s) casekit did not send the requests and holds only the "
             "prompt and output as captured") in html
     assert "whether tools, browsing or retrieval produced them is unknown" in html
+    # The effort table's note: the planned counts equal the recorded ones for casekit's rows;
+    # the imported rows were not planned.
+    assert ("each row of casekit&#39;s attempts has a planned count equal to its recorded "
+            "count; imported outputs were not planned") in html
 
 
 def test_cli_import_and_its_errors(run_dir: Path, import_dir: Path) -> None:

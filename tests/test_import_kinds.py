@@ -155,10 +155,17 @@ def test_evidence_only_case_imports_analyzes_and_reports(evidence_case: Path,
     # an importer stated: it used to give the 11 imports of a stated kind as casekit's own
     # adversarial attempts ("0 of 0 planned attempts (0 benign, 11 adversarial ...)"), their
     # capture time as the run's start, and "a further 1 output(s)" imported of 12.
-    assert ("casekit recorded 0 of 0 planned attempts (0 benign, 0 adversarial, 0 "
-            "reconstruction)") in html
-    assert "from \u2014 to \u2014" in html
-    assert "A further 12 output(s) were captured outside casekit and imported" in html
+    # An evidence-only case says so, rather than "casekit recorded 0 of 0 planned attempts
+    # ... from - to -. A further 12 output(s) ...".
+    assert ("casekit planned and sent no attempts in this case (1 subject work(s) and 1 control "
+            "work(s)). The 12 output(s) analyzed here were captured outside casekit and "
+            "imported") in html
+    assert "casekit recorded 0 of 0" not in html and "A further" not in html
+    # The effort table does not claim each row's planned count equals its recorded count
+    # (every row is of imported outputs, "not planned").
+    assert ("casekit planned no attempts in this case: every row counts imported outputs"
+            in html)
+    assert "each row&#39;s planned count equals its recorded count" not in html
     assert "For the 12 imported output(s) casekit did not send the requests" in html
 
 

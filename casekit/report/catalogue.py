@@ -67,6 +67,12 @@ BL_EFFORT = (
     "adversarial, {reconstruction} reconstruction) on {models} model(s), {subjects} subject "
     "work(s) and {controls} control work(s), from {first} to {last} (UTC, this machine's "
     "clock).")
+BL_EFFORT_NONE = (
+    "casekit planned and sent no attempts in this case ({subjects} subject work(s) and "
+    "{controls} control work(s)).")
+BL_IMPORTED_ONLY = ("The {imported} output(s) analyzed here were captured outside casekit and "
+                    "imported; the effort table counts them and Methods states their "
+                    "provenance.")
 BL_IMPORTED = ("A further {imported} output(s) were captured outside casekit and imported; "
                "they are counted apart in the effort table.")
 BL_RULE = (
@@ -113,6 +119,12 @@ EFFORT_NONE = "none"
 EFFORT_NOT_PLANNED = "not planned (imported)"
 EFFORT_PLANNED_COMPLETE = ("The run is complete: every planned attempt is recorded, so each row's "
                            "planned count equals its recorded count.")
+EFFORT_PLANNED_COMPLETE_IMPORTED = (
+    "The run is complete: every planned attempt is recorded, so each row of casekit's attempts "
+    "has a planned count equal to its recorded count; imported outputs were not planned.")
+EFFORT_NOTHING_PLANNED = (
+    "casekit planned no attempts in this case: every row counts imported outputs, captured "
+    "outside casekit.")
 EFFORT_PLANNED_INCOMPLETE = (
     "The run is incomplete ({recorded} of {planned} planned attempts recorded): the plan is "
     "counted per model (cover), not per row here; a dash stands for the planned count of a "

@@ -117,6 +117,12 @@ def _effort(f: Findings, case: CaseFile, st: RunStart, end: RunEnd | None,
     imported = ledger.imported_records
     first, last = ledger.first_started, ledger.last_completed
     subjects = sum(1 for w in case.works if w.role == "subject")
+    if not f.planned_attempts and not f.recorded_attempts:
+        # An evidence-only case: what it analyzes was all imported.
+        text = C.BL_EFFORT_NONE.format(subjects=subjects, controls=len(case.works) - subjects)
+        if imported:
+            text += " " + C.BL_IMPORTED_ONLY.format(imported=f"{imported:,}")
+        return text
     text = C.BL_EFFORT.format(
         recorded=f"{f.recorded_attempts:,}", planned=f"{f.planned_attempts:,}",
         benign=f"{intents['benign']:,}", adversarial=f"{intents['adversarial']:,}",

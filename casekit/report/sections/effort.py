@@ -90,6 +90,12 @@ def build_effort(f: Findings, case: CaseFile, model_ids: list[str],
                         filtered=f"{g.filtered:,}",
                         first_plan=_first(g.first_in_plan()) if src == "casekit" else DASH,
                         first_time=_first(g.first_in_time())))
-    note = C.EFFORT_PLANNED_COMPLETE if complete else C.EFFORT_PLANNED_INCOMPLETE.format(
-        planned=f"{f.planned_attempts:,}", recorded=f"{f.recorded_attempts:,}")
+    if not f.planned_attempts and not f.recorded_attempts:
+        note = C.EFFORT_NOTHING_PLANNED
+    elif complete:
+        note = (C.EFFORT_PLANNED_COMPLETE_IMPORTED if any(r.source == "imported" for r in rows)
+                else C.EFFORT_PLANNED_COMPLETE)
+    else:
+        note = C.EFFORT_PLANNED_INCOMPLETE.format(planned=f"{f.planned_attempts:,}",
+                                                  recorded=f"{f.recorded_attempts:,}")
     return Effort(rows=rows, planned_note=note)
