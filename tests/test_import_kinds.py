@@ -166,6 +166,13 @@ def test_evidence_only_case_imports_analyzes_and_reports(evidence_case: Path,
     assert ("casekit planned no attempts in this case: every row counts imported outputs"
             in html)
     assert "each row&#39;s planned count equals its recorded count" not in html
+    # GPT-4 (study) has 11 adversarial attempts, 10 of them name-cloze answers: its extraction
+    # rate is 1 of 1 generation attempts, and the summary says n counts only those (it said
+    # "among all attempts of that intent").
+    assert (study.extraction.k, study.extraction.n) == (1, 1)
+    summary = " ".join(html.split('id="summary"')[1].split("</p>")[0].split())
+    assert "among all generation attempts of that intent" in summary
+    assert "(name-cloze answers, teacher-forced windows) are not in n" in summary
     assert "For the 12 imported output(s) casekit did not send the requests" in html
 
 
