@@ -145,7 +145,8 @@ def test_evidence_only_case_imports_analyzes_and_reports(evidence_case: Path,
 
     html = render_html(build_model(f, load_inputs(run_dir, f)))
     assert "Imported outputs" in html and "not recorded" in html
-    assert "1 of them stated no kind of attempt and are analyzed as free-form" in html
+    assert ("Of them, 1 stated no kind of attempt; such outputs are analyzed as free-form"
+            in html)
     assert "name_cloze (analyzed as casekit" in html
     assert "capture time not recorded for 11 of 12" in html
     # The one capture time recorded, in Methods' imported outputs (it used to appear only as
@@ -170,6 +171,20 @@ def test_evidence_only_case_imports_analyzes_and_reports(evidence_case: Path,
     # rate is 1 of 1 generation attempts, and the summary says n counts only those (it said
     # "among all attempts of that intent").
     assert (study.extraction.k, study.extraction.n) == (1, 1)
+    # Nothing claims casekit ran, sent or could re-send anything: the disclosures said "the
+    # models were served by their providers (see the manifest for what each reported)" and
+    # "each attempt was sent once in this run", custody "first attempt recorded".
+    flat = " ".join(html.split())
+    assert ("casekit ran no model in this case: every output it analyzes was captured outside "
+            "casekit and imported") in flat
+    assert "No re-run is possible from this case: casekit sent no request in it" in flat
+    assert "served by their providers" not in flat and "sent once in this run" not in flat
+    assert "first imported output recorded" in flat
+    assert "last imported output recorded (12 in all)" in flat
+    assert "first attempt recorded" not in flat
+    assert ("No control generation attempts for GPT-4 (study), chat UI model: no rate of chance "
+            "reproduction of an unseen text was measured for those models, and their figures "
+            "stand without a floor") in flat
     summary = " ".join(html.split('id="summary"')[1].split("</p>")[0].split())
     assert "among all generation attempts of that intent" in summary
     assert "(name-cloze answers, teacher-forced windows) are not in n" in summary

@@ -152,6 +152,16 @@ DISCLOSE_EXTRA_BUFTS = (
 DISCLOSE_NO_RERUN = (
     "No re-run was made: each attempt was sent once in this run, and whether the model gives "
     "the same outputs on another day was not tested (casekit rerun measures it).")
+DISCLOSE_NO_RERUN_IMPORTED = (
+    "No re-run is possible from this case: casekit sent no request in it; every output was "
+    "captured outside casekit, and whether the services give the same outputs again was not "
+    "tested.")
+DISCLOSE_NO_LOCAL = (
+    "No local model ran in this case: the models were served by their providers, whose runtime "
+    "and numerics are not disclosed to casekit (see the manifest for what each reported).")
+DISCLOSE_NO_MODEL = (
+    "casekit ran no model in this case: every output it analyzes was captured outside casekit "
+    "and imported.")
 DISCLOSE_RERUN = "This run is a re-run; its comparison with the first run is under Reproducibility."
 DISCLOSE_IS_RERUN = "This run repeats run {run}; see Reproducibility."
 DISCLOSE_TIME = (
@@ -339,6 +349,8 @@ KEY_FINGERPRINT = "fingerprint {fingerprint} (never the key)"
 EVENT_RUN_STARTED = "run {run_id} started{at}: {planned} attempts planned, case {case_sha256}"
 EVENT_FIRST_ATTEMPT = "first attempt recorded"
 EVENT_LAST_ATTEMPT = "last attempt recorded ({n} in all)"
+EVENT_FIRST_IMPORTED = "first imported output recorded"
+EVENT_LAST_IMPORTED = "last imported output recorded ({n} in all)"
 EVENT_NOTE = "note ({kind}): {message}"
 EVENT_RUN_ENDED = "run ended: {recorded} of {planned} attempts recorded{incomplete}"
 NOTES_NOT_SHOWN = ("{more} more note(s) in the ledger are not listed here ({kinds}); every note is "
@@ -390,7 +402,7 @@ IMPORTED_INTRO = (
     "What the sources recorded of how each was obtained, by the kind of attempt the importer "
     "stated; a field the source lacks is printed \u201cnot recorded\u201d, never filled in.")
 LIMIT_IMPORTED_UNSTATED = (
-    " {unstated} of them stated no kind of attempt and are analyzed as free-form (span "
+    " Of them, {unstated} stated no kind of attempt; such outputs are analyzed as free-form (span "
     "matching by their declared intent): a name-cloze answer or a prefix continuation among "
     "them is not measured as one.")
 LIMIT_IMPORTED_MISSING = " The sources did not record everything: {missing}."
@@ -404,7 +416,7 @@ LIMIT_IMPORTED = (
     "stratum and in the complete per-attempt listing.")
 LIMIT_NO_FLOOR = (
     "No control generation attempts for {models}: no rate of chance reproduction of an "
-    "unseen text was measured for that model, and its figures stand without a floor.")
+    "unseen text was measured for {which}, and {whose} figures stand without a floor.")
 LIMIT_TOOLS = (
     "Retrieval or tools: {requests} of the {checked} requests casekit sent and recorded with a "
     "response offered the model tools or retrieval ({keys}...) and {responses} of their "

@@ -55,12 +55,16 @@ def build_custody(inputs: Inputs, case: CaseFile) -> Custody:
     led = inputs.ledger
     if led.first_attempt is not None and led.last_attempt is not None:
         (first_at, first_seq), (last_at, last_seq) = led.first_attempt, led.last_attempt
-        events.append(CustodyEvent(first_at, str(first_seq), C.EVENT_FIRST_ATTEMPT))
+        # Every attempt imported (an evidence-only case): they are not attempts casekit made.
+        only_imported = led.imported_records == led.attempts
+        events.append(CustodyEvent(first_at, str(first_seq), C.EVENT_FIRST_IMPORTED
+                                   if only_imported else C.EVENT_FIRST_ATTEMPT))
         if led.attempts > 1:
             # Attempts, as the findings count them: a failure sent again is not one of its own.
             attempts = led.attempts - led.superseded_records
-            events.append(CustodyEvent(last_at, str(last_seq),
-                                       C.EVENT_LAST_ATTEMPT.format(n=f"{attempts:,}")))
+            events.append(CustodyEvent(last_at, str(last_seq), (
+                C.EVENT_LAST_IMPORTED if only_imported else C.EVENT_LAST_ATTEMPT).format(
+                    n=f"{attempts:,}")))
     notes, notes_more = notes_shown(led.notes)
     for n in notes:
         events.append(CustodyEvent(n.recorded_at, str(n.seq), C.EVENT_NOTE.format(

@@ -25,6 +25,8 @@ NUMERIC_SETTINGS = ("n_ctx", "n_threads", "n_batch", "logits_all", "use_extra_bu
 @dataclass(frozen=True)
 class Disclosures:
     runtimes: list[KV]
+    no_runtime: str
+    """What the runtime section says when no local model ran."""
     rerun: str
     time_source: str
     operator: str
@@ -88,8 +90,12 @@ def build_disclosures(case: CaseFile, st: RunStart, server_dates: int,
         rerun_text = C.DISCLOSE_RERUN
     elif st.rerun_of:
         rerun_text = C.DISCLOSE_IS_RERUN.format(run=st.rerun_of.get("run_id", ""))
+    elif not st.models and not st.planned_attempts:
+        rerun_text = C.DISCLOSE_NO_RERUN_IMPORTED  # an evidence-only case
     else:
         rerun_text = C.DISCLOSE_NO_RERUN
-    return Disclosures(runtimes=runtimes, rerun=rerun_text, time_source=time_source,
+    no_runtime = C.DISCLOSE_NO_LOCAL if st.models else C.DISCLOSE_NO_MODEL
+    return Disclosures(runtimes=runtimes, no_runtime=no_runtime, rerun=rerun_text,
+                       time_source=time_source,
                        operator=operator,
                        anchoring=anchoring_lines(anchor, checkpoints or [], timestamp_tsa, sign))

@@ -57,7 +57,9 @@ def build_limitations(f: Findings, table: AttemptTable, case: CaseFile,
         out.append(text)
     missing = [fv.model_id for fv in floors if not fv.available]
     if missing:
-        out.append(C.LIMIT_NO_FLOOR.format(models=", ".join(missing)))
+        out.append(C.LIMIT_NO_FLOOR.format(
+            models=", ".join(missing), which="that model" if len(missing) == 1 else "those models",
+            whose="its" if len(missing) == 1 else "their"))
     cjk = sorted(wid for wid, b in f.works.items() if b.unit == "characters")
     if cjk and cjk_font_missing():
         out.append(C.LIMIT_NO_CJK_FONT.format(works=", ".join(cjk)))
