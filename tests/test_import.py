@@ -283,6 +283,8 @@ def test_report_model_renders_imported_attempts(run_dir: Path, import_dir: Path)
     assert findings.recorded_attempts == findings.planned_attempts
     assert "3 imported (captured outside casekit, not planned)" in html
     assert "IMPORTED: captured outside casekit" in html  # the exhibit's label
+    # Its prompt is the capture's, not one casekit sent ("Prompt as sent" said otherwise).
+    assert "Prompt as the source states it (casekit did not send it)" in html
     assert "unknown: the request was sent outside casekit" in html  # no invented decoding
     assert "Captured by" in html and ROWS[0]["captured_by"] in html
     # Tools: an imported record holds the prompt and the capture, not the service's request
