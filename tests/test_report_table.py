@@ -228,3 +228,33 @@ def test_a_table_checked_by_the_caller_reads_the_same_without_hashing(
     AttemptTable(path, wrong, checked=True)
     with pytest.raises(TableError):
         AttemptTable(path, wrong.model_copy(update={"rows": wrong.rows + 1}), checked=True)
+
+
+def test_the_table_check_in_the_background_gives_the_facts_made_here(analyzed: Analyzed,
+                                                                     tmp_path: Path) -> None:
+    # casekit verify makes the table's digest and CSV in a process of its own beside its
+    # analysis (casekit.report.tablecheck): the same facts as made in verify's process.
+    from casekit.analysis.attempt_table import TableError
+    from casekit.report.tablecheck import TableCheck, table_facts
+
+    f = analyzed.findings
+    table, csv, _ = table_files(f.attempts)
+    path = tmp_path / ATTEMPTS_NAME
+    path.write_bytes(table)
+    here = table_facts(path)
+    with TableCheck(path) as check:
+        got = check.result()
+    assert (got.rows, got.sha256) == (here.rows, here.sha256) == (f.attempt_rows.rows,
+                                                                  f.attempt_rows.sha256)
+    assert (got.csv.size, got.csv.sha256, got.csv.md5) == (here.csv.size, here.csv.sha256,
+                                                           here.csv.md5)
+    assert got.csv.path.read_bytes() == csv
+    # A process that dies before answering: the facts are made here instead.
+    with TableCheck(path) as check:
+        check._proc.kill()
+        got = check.result()
+    assert (got.rows, got.sha256, got.csv.sha256) == (here.rows, here.sha256, here.csv.sha256)
+    # A table that does not read is reported as such, as when checked here.
+    path.write_bytes(table[: len(table) // 2])
+    with TableCheck(path) as check, pytest.raises(TableError):
+        check.result()

@@ -137,14 +137,19 @@ def table_csv(table: AttemptTable | Path) -> ScratchFile:
     temporary file, with its size, SHA-256 and MD5 (read back in chunks)."""
     folder = tempfile.TemporaryDirectory(prefix="casekit-csv-")
     path = Path(folder.name) / CSV_NAME
-    write_csv(table if isinstance(table, Path) else table.source, path)
+    size, sha, md5 = hashed_csv(table if isinstance(table, Path) else table.source, path)
+    return ScratchFile(path=path, size=size, sha256=sha, md5=md5, folder=folder)
+
+
+def hashed_csv(table: Path | bytes, path: Path) -> tuple[int, str, str]:
+    """attempts.csv of the table written to ``path``: (its size, SHA-256, MD5)."""
+    write_csv(table, path)
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             sha.update(chunk)
             md5.update(chunk)
-    return ScratchFile(path=path, size=path.stat().st_size, sha256=HASH_PREFIX + sha.hexdigest(),
-                       md5=md5.hexdigest(), folder=folder)
+    return path.stat().st_size, HASH_PREFIX + sha.hexdigest(), md5.hexdigest()
 
 
 def evidence_files(findings: Findings, inputs: Inputs) -> EvidenceFiles:

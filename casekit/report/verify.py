@@ -66,6 +66,7 @@ from casekit.report.sign import (
     load_certs,
     missing_extra,
 )
+from casekit.report.tablecheck import TableCheck, table_facts
 
 log = logging.getLogger(__name__)
 
@@ -231,25 +232,25 @@ def _check_hashes(res: ReportVerification, manifest: dict[str, Any],
 
 
 def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted | None,
-                  cited: Any, run_dir: Path) -> tuple[bool, ScratchFile | None]:
+                  cited: Any, run_dir: Path, check: TableCheck | None = None,
+                  ) -> tuple[bool, ScratchFile | None]:
     """The attached per-attempt table holds the rows the recomputed findings cite (content
     hash, streamed), and the attached CSV (``csv``: as extracted to a file) is that table's
     CSV: whether both hold, and the CSV made from the table (the re-rendered report attaches
-    the same; None when the table does not read). The table is left in ``run_dir`` as
-    attempts.parquet, where the re-rendered report reads it."""
-    from casekit.analysis.attempt_table import ATTEMPTS_NAME, TableError, table_digest
-    from casekit.report.inputs import table_csv
+    the same; None when the table does not read). ``check``: those facts being made in the
+    background (:func:`_place_table` wrote the table and started it); without one, the table
+    is written and they are made here. The table is left in ``run_dir`` as attempts.parquet,
+    where the re-rendered report reads it."""
+    from casekit.analysis.attempt_table import TableError
 
-    table = run_dir / ATTEMPTS_NAME
-    table.write_bytes(att[ATTEMPTS_ATTACHMENT])
     try:
-        got = table_digest(table)
+        got = check.result() if check is not None else table_facts(_place_table(att, run_dir))
     except (TableError, ValueError) as exc:
         return res.add("attempt rows", False,
                        f"{ATTEMPTS_ATTACHMENT} does not read: {exc}"), None
     rows_ok = (got.rows, got.sha256) == (cited.rows, cited.sha256)
     # Compared by size and hash, the file read in chunks (some 280 MB at 500,000 attempts).
-    made = table_csv(table)
+    made = got.csv
     csv_ok = csv is not None and (made.size, made.sha256) == (csv.size, csv.sha256)
     if not rows_ok:
         detail = (f"{ATTEMPTS_ATTACHMENT} holds {got.rows} rows hashing to {got.sha256}; the "
@@ -260,6 +261,15 @@ def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted
         detail = (f"{got.rows:,} rows of {ATTEMPTS_ATTACHMENT} are the recomputed ones "
                   f"({got.sha256}); {ATTEMPTS_CSV_ATTACHMENT} is their CSV")
     return res.add("attempt rows", rows_ok and csv_ok, detail), made
+
+
+def _place_table(att: dict[str, bytes], run_dir: Path) -> Path:
+    """The attached table written to ``run_dir`` as attempts.parquet."""
+    from casekit.analysis.attempt_table import ATTEMPTS_NAME
+
+    table = run_dir / ATTEMPTS_NAME
+    table.write_bytes(att[ATTEMPTS_ATTACHMENT])
+    return table
 
 
 def _verify(res: ReportVerification, att: dict[str, bytes], streamed: dict[str, Extracted],
@@ -381,6 +391,9 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     # report (a pass of the report's own read the 2 GB ledger of a 500,000-attempt matter
     # again); the ledger's compression for the fresh rendering runs beside it.
     later.enter_context(deflating(run_dir / LEDGER_NAME, tmp))
+    # The attached table's digest and CSV need only the table: made in the background, at a
+    # lower priority, on what the analysis leaves idle (casekit.report.tablecheck).
+    check = later.enter_context(TableCheck(_place_table(att, run_dir)))
     facts = FactsPass(run_dir / LEDGER_NAME)
     try:
         # All CPUs, as `casekit analyze` does: the bytes are the same for any worker count.
@@ -404,7 +417,7 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     if not res.add("findings recomputed", same, detail):
         return
     rows_ok, made_csv = _attempt_rows(res, att, streamed.get(ATTEMPTS_CSV_ATTACHMENT),
-                                      findings.attempt_rows, run_dir)
+                                      findings.attempt_rows, run_dir, check)
     if not rows_ok:
         return
     # The re-rendered report reads the attached table (its rows are the recomputed ones, just
