@@ -61,6 +61,8 @@ RECALL = {MEMORIZER: 0.3, FORGETTER: 0.0}
 """Share of prompts each model answers from the book."""
 ANSWER_WORDS = 60
 SMALL_WORDS = 2000
+COST_REPEATS = 3
+"""Analyses of each run of the cost comparison; the fastest is kept."""
 
 
 @dataclasses.dataclass
@@ -246,6 +248,8 @@ def pipeline(label: str, root: Path, subject: str, control: str, book: Path, per
                 "verify": ["verify", str(run_dir / "report" / "report.pdf")]}
         for name in stages:
             st = run_stage(name, ["-q", *plan[name]], log, timeout)
+            if name in out and st.rc == 0 and st.wall >= out[name].wall:
+                continue  # a stage given more than once: its fastest run is kept
             out[name] = st
             if st.rc != 0:
                 print(f"    {name}: exit {st.rc} after {st.wall:.1f} s ({st.tail}); see {log}")
@@ -606,14 +610,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nanalysis cost per attempt, one model: the marginal cost is the difference "
                   f"of the walls of {m:,}- and {q:,}-attempt analyses over the {m - q:,} attempts "
                   "between them (it leaves out the one-time start-up: reading the works and "
-                  "building their indexes, which grows with the work once per analysis)")
+                  "building their indexes, which grows with the work once per analysis); each "
+                  f"wall is the fastest of {COST_REPEATS} analyses of the same run, as the "
+                  "difference of two walls of 1-2 s moves with the machine's load by more than "
+                  "the quantity measured")
             costs = {}
             for label, subj in (("2k-word work", small), ("whole novel", text)):
                 walls = {}
                 for n_att in (q, m):
                     res = pipeline(f"cost-{label.split()[0]}-{n_att}", root, subj,
                                    control_text(vocab, 2000), book, n_att, [MEMORIZER],
-                                   args.timeout, ("run", "analyze"))
+                                   args.timeout, ("run",) + ("analyze",) * COST_REPEATS)
                     a = res.get("analyze")
                     if a is None or a.rc != 0:
                         break
