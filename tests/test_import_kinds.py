@@ -82,6 +82,13 @@ def test_imported_name_cloze_answers_give_cloze_accuracy(run_dir_fixture: Path,
     assert (cloze["accuracy"]["k"], cloze["accuracy"]["n"]) == (9, 10)
     # Not in the extraction rate: it is what casekit's own attempts alone gave.
     assert (mine.extraction.k, mine.extraction.n) == (base.extraction.k, base.extraction.n)
+    # Nor in the test against the control: a name-cloze answer is never matched against the
+    # work, so it cannot have a span; counted, the 10 answers made the subject's rate k of
+    # n + 10 (and would have lowered a control floor the same way).
+    assert base.vs_control is not None and mine.vs_control is not None
+    assert (mine.vs_control.subject.k, mine.vs_control.subject.n) == (
+        base.vs_control.subject.k, base.vs_control.subject.n)
+    assert mine.vs_control.p_value == base.vs_control.p_value
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def chance_baseline(work: Work, matcher: WorkMatcher, others: Sequence[Work], mi
         for s in matcher.exact_spans(toks):
             longest = max(longest, s.words)
             reaching += int(s.words >= min_span)
-    gen = [x for x in control_attempts if x.mode != "score" and x.outcome != "error"]
+    gen = [x for x in control_attempts if x.span_attempt and x.outcome != "error"]
     return ChanceBaseline(
         min_span=min_span, seed_k=matcher.k, reference_works=[o.id for o in refs],
         reference_files={r.path: r.sha256 for r in references},

@@ -21,14 +21,14 @@ def compare_with_controls(findings: list[ModelWorkFinding], controls: list[Contr
                           ) -> list[ModelWorkFinding]:
     """Each subject finding's rate against its model's control floor: Fisher's exact one-sided
     test, Holm-adjusted over every subject finding that has a control to compare with. The
-    subject's rate counts the same attempts as the floor (generation attempts, every intent,
-    failed and unscorable attempts left out as the floor leaves them out),
+    subject's rate counts the same attempts as the floor (span-matched generation attempts,
+    every intent, failed and unscorable attempts left out as the floor leaves them out; a
+    name-cloze answer is never matched against the work, so it is in neither),
     each at its work's reporting threshold (``min_span_words``: work id -> words)."""
     floors = {c.model_id: c for c in controls if c.attempts.n > 0}
     hits: dict[tuple[str, str], list[int]] = {}
     for x in analyses:
-        if x.role == "subject" and x.mode != "score" and x.outcome not in ("error",
-                                                                           "unscorable"):
+        if x.role == "subject" and x.span_attempt and x.outcome not in ("error", "unscorable"):
             kn = hits.setdefault((x.model_id, x.work_id), [0, 0])
             kn[0] += x.longest_words >= min_span_words[x.work_id]
             kn[1] += 1

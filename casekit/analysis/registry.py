@@ -43,6 +43,23 @@ def active_measures(case_strategies: Iterable[str]) -> list[ActiveMeasure]:
     return _measures_of(tuple(names))
 
 
+def takes_over(strategy: str) -> bool:
+    """Whether a measure of ``strategy`` can take its attempts over before span matching
+    (``Measure.decide``, as name cloze does): only such attempts can fail to be span attempts
+    (AttemptAnalysis.span_attempt) other than by being score attempts. False for a name no
+    strategy has (``imported``: free-form imported outputs)."""
+    return _takes_over(strategy, registry_version())
+
+
+@functools.lru_cache(maxsize=256)
+def _takes_over(strategy: str, version: int) -> bool:
+    try:
+        measures = strategy_class(strategy).measures
+    except CasekitError:
+        return False
+    return any(cls.decide is not Measure.decide for cls in measures)
+
+
 def _measures_of(names: tuple[str, ...]) -> list[ActiveMeasure]:
     owners: dict[type[Measure], set[str]] = {}
     by_name: dict[str, type[Measure]] = {}

@@ -35,6 +35,7 @@ from casekit.analysis.attempt_table import (
     write_table,
 )
 from casekit.analysis.findings import SUMMARY_FIELD, AttemptAnalysis, Findings, RowsDigest
+from casekit.analysis.registry import takes_over
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class AttemptTable:
         ids: list[pa.Array] = []
         has_spans: list[bool] = []
         has_tf: list[bool] = []
+        taken_over: list[int] = []
         first_word: list[int] = []
         h = hashlib.sha256()
         rows = 0
@@ -141,6 +143,9 @@ class AttemptTable:
                     spans = d["spans"]
                     has_spans.append(bool(spans))
                     has_tf.append(d[SUMMARY_FIELD] is not None)
+                    if d["mode"] != "score" and takes_over(d["strategy"]) and \
+                            not AttemptAnalysis.model_validate(d).span_attempt:
+                        taken_over.append(rows - 1)  # a name-cloze answer, say
                     first_word.append(min((s["work_word_start"] for s in spans),
                                           default=NO_SPAN))
         except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as exc:
@@ -158,6 +163,8 @@ class AttemptTable:
         self.attempt_ids: pa.Array = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
         self.has_spans = np.array(has_spans, dtype=bool)
         self.has_teacher_forced = np.array(has_tf, dtype=bool)
+        self._span_attempts = self.generation()
+        self._span_attempts[taken_over] = False
         self.first_word = np.array(first_word, dtype=np.int64)
         """The smallest work word any of the row's spans starts at (NO_SPAN: none)."""
 
@@ -187,6 +194,13 @@ class AttemptTable:
     def generation(self) -> np.ndarray:
         """Rows that are not score attempts."""
         return ~self.labels["mode"].eq("score")
+
+    def span_attempts(self) -> np.ndarray:
+        """Rows of span-matched generation attempts (AttemptAnalysis.span_attempt): not score
+        attempts, and none a measure took over (a name-cloze answer, which is never matched
+        against the work). The attempts of the span rates, the control floor and the test
+        against it."""
+        return self._span_attempts.copy()
 
     def reaching(self, f: Findings) -> np.ndarray:
         """Rows that reach their work's reporting threshold (Findings.reaches_threshold)."""

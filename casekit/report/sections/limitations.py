@@ -26,7 +26,7 @@ def build_limitations(f: Findings, table: AttemptTable, case: CaseFile,
                       floors: list[FloorView], inputs: Inputs | None = None) -> list[str]:
     """The fixed caveats with this run's numbers, then those read off its data."""
     th = f.thresholds
-    gen = table.generation()
+    gen = table.span_attempts()  # the attempts whose outputs were echo-checked and matched
     echo_words = table.number("echo_words")[gen]
     out = [
         C.LIMIT_ECHO.format(echo_min_words=th.echo_min_words,

@@ -8,8 +8,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from casekit.analysis.findings import (
     Findings,
     ModelWorkFinding,
@@ -61,8 +59,7 @@ def _opt_rate(r: Rate | None) -> tuple[str, str]:
 def has_generations(table: AttemptTable, mw: ModelWorkFinding) -> bool:
     """The model x work has span-matched generation attempts (AttemptAnalysis.span_attempt;
     read until the first)."""
-    rows = np.flatnonzero(table.of(mw.model_id, mw.work_id) & table.generation())
-    return any(x.span_attempt for x in table.analyses(rows))
+    return bool((table.of(mw.model_id, mw.work_id) & table.span_attempts()).any())
 
 
 #: A measure's figure and note for one model x work (the subject's, or its control's), given
