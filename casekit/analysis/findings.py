@@ -25,6 +25,7 @@ from casekit.analysis.registry import (
     empty_fields,
     measure_by_name,
     split_measure_fields,
+    takes_over,
 )
 from casekit.pz import TeacherForced
 from casekit.records import Intent, Outcome
@@ -188,6 +189,8 @@ class AttemptAnalysis(WithMeasures):
         the regurgitation and extraction rates."""
         if self.mode == "score":
             return False
+        if not takes_over(self.strategy):
+            return True  # no measure of its strategy can take an attempt over (most of them)
         for name, fields in self.measures.items():
             cls = measure_by_name(name)
             if cls is not None and cls.decided(fields):
