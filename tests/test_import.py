@@ -294,7 +294,7 @@ def test_report_model_renders_imported_attempts(run_dir: Path, import_dir: Path)
     assert led.checked_requests + led.unanswered_requests == findings.recorded_attempts
     assert (f"none of the {led.checked_requests} requests casekit sent and recorded with a "
             "response offered tools") in html
-    assert ("For the 3 imported output(s) casekit did not send the requests and holds only the "
+    assert ("For the 3 imported outputs casekit did not send the requests and holds only the "
             "prompt and output as captured") in html
     assert "whether tools, browsing or retrieval produced them is unknown" in html
     # The effort table's note: the planned counts equal the recorded ones for casekit's rows;

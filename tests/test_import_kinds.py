@@ -165,8 +165,8 @@ def test_evidence_only_case_imports_analyzes_and_reports(evidence_case: Path,
     # capture time as the run's start, and "a further 1 output(s)" imported of 12.
     # An evidence-only case says so, rather than "casekit recorded 0 of 0 planned attempts
     # ... from - to -. A further 12 output(s) ...".
-    assert ("casekit planned and sent no attempts in this case (1 subject work(s) and 1 control "
-            "work(s)). The 12 output(s) analyzed here were captured outside casekit and "
+    assert ("casekit planned and sent no attempts in this case (1 subject work and 1 control "
+            "work). The 12 outputs analyzed here were captured outside casekit and "
             "imported") in html
     assert "casekit recorded 0 of 0" not in html and "A further" not in html
     # The effort table does not claim each row's planned count equals its recorded count
@@ -195,7 +195,7 @@ def test_evidence_only_case_imports_analyzes_and_reports(evidence_case: Path,
     summary = " ".join(html.split('id="summary"')[1].split("</p>")[0].split())
     assert "among all generation attempts of that intent" in summary
     assert "(name-cloze answers, teacher-forced windows) are not in n" in summary
-    assert "For the 12 imported output(s) casekit did not send the requests" in html
+    assert "For the 12 imported outputs casekit did not send the requests" in html
 
 
 @pytest.mark.parametrize("change, expect", [

@@ -112,8 +112,8 @@ def test_each_headline_figure_equals_its_findings_value(case: tuple[Path, dict[s
         t = fj["vs_control"]
         assert f"{t['subject']['k']:,} of {t['subject']['n']:,} generation attempts" in text
         assert f"control {t['control']['k']:,} of {t['control']['n']:,}" in text
-        assert f"Fisher's exact p = {fmt_p(t['p_value'])}," in text
-        assert f"Holm-adjusted p = {fmt_p(t['p_adjusted'])}:" in text
+        assert f"Fisher's exact p {fmt_p(t['p_value'])}," in text
+        assert f"Holm-adjusted p {fmt_p(t['p_adjusted'])}:" in text
         assert text.count("coverage ") == 1  # each figure once
         # No other number stands for the same quantity in this model x work's sentence.
         pcts = re.findall(r"coverage (\d+(?:\.\d+)?%)", text)

@@ -81,7 +81,7 @@ def test_checkpoint_tokens_and_an_unsigned_ledger() -> None:
                             [cp(tsa="http://t", timestamp="AAAA"),
                              cp(tsa="http://t", timestamp_error="down")], None, False)
     assert "1 of the ledger's 2 checkpoints carry an RFC 3161 token from http://t" in lines[1]
-    assert "1 checkpoint(s) could not be timestamped" in lines[1]
+    assert "1 checkpoint could not be timestamped" in lines[1]
     lines = anchoring_lines((C.ANCHOR_NO_KEY, C.ANCHOR_NONE), [], None, False)
     assert lines[0].startswith("The ledger is not signed by an examiner key")
 

@@ -214,6 +214,8 @@ def test_np_table_and_threshold_shares(rendered: Rendered) -> None:
 
 
 def test_model_comparison_table(rendered: Rendered) -> None:
+    from casekit.report.sections.further.comparison import fmt_ratio
+
     f = rendered.fx.findings
     html = rendered.html
     table = html[html.index('<table class="data comparison-table">'):]
@@ -233,13 +235,16 @@ def test_model_comparison_table(rendered: Rendered) -> None:
                 assert cell.startswith("undefined")
             else:
                 assert rr.lo is not None and rr.hi is not None
-                assert cell.startswith(f"{rr.ratio:.2f}")
-                assert f"95% CI {rr.lo:.2f}\u2013{rr.hi:.2f}" in cell
+                # A zero count: no finite ratio; the corrected figures only in the note.
+                shown = fmt_ratio(rr.ratio)
+                assert cell.startswith("not estimable" if rr.corrected else shown)
+                assert f"{shown}, 95% CI {fmt_ratio(rr.lo)}\u2013{fmt_ratio(rr.hi)}" in cell
     # frank: m2 made no adversarial attempt, so the extraction ratio is undefined; the
     # regurgitation ratio is defined with the zero-count correction.
     frank = next(c for c in f.comparisons if c.work_id == "frank")
     assert frank.extraction_ratio.ratio is None and frank.regurgitation_ratio.ratio is not None
     assert "0.5 added to every cell" in rows[0]
+    assert frank.regurgitation_ratio.corrected and "not estimable" in rows[0]
     assert "undefined" in rendered.compact and "Modelcomparison" in rendered.compact
 
 
@@ -396,3 +401,28 @@ def test_rendering_twice_is_byte_identical(rendered: Rendered, tmp_path: Path) -
     assert again.html.read_bytes() == (first / "report.html").read_bytes()
     assert again.pdf.read_bytes() == (first / "report.pdf").read_bytes()
     assert '<td class="cov-lane"><svg' in again.html.read_text(encoding="utf-8")
+
+
+def test_a_rate_ratio_with_a_zero_count_is_not_reported_as_a_figure() -> None:
+    # 1 of 7 against 0 of 7 was shown as "3.00" (and 6,041 of 19,996 against 0 as
+    # "12083.00", CI to "193185.82"): the 0.5 correction's figure as if the data's.
+    from casekit.analysis.metrics import rate_ratio
+    from casekit.report.sections.further.comparison import fmt_ratio, ratio_text
+
+    cell, note = ratio_text(rate_ratio(1, 7, 0, 7))
+    assert cell == "not estimable"
+    assert note == ("1 of 7 vs 0 of 7: none for model B, so the ratio is unbounded. With 0.5 "
+                    "added to every cell (a convention, not data): 3.00, 95% CI "
+                    "0.143\u201363.1, Katz log.")
+    cell, note = ratio_text(rate_ratio(0, 9, 4, 9))
+    assert cell == "not estimable" and "none for model A, so the ratio is 0. With" in note
+    cell, note = ratio_text(rate_ratio(6041, 19996, 0, 19996))
+    assert cell == "not estimable" and ": 12,083, 95% CI 756\u2013193,186, Katz log." in note
+    # Counts on both sides: the ratio itself, three significant figures or more.
+    cell, note = ratio_text(rate_ratio(20, 100, 10, 100))
+    assert (cell, note) == ("2.00", "20 of 100 vs 10 of 100; 95% CI 0.987\u20134.05, Katz log")
+    assert [fmt_ratio(x) for x in (0.0, 3e-6, 0.0123, 0.5, 0.09091, 3.0, 12.54, 755.74,
+                                   193185.82)] == [
+        "0", "3.00e-06", "0.0123", "0.500", "0.0909", "3.00", "12.5", "756", "193,186"]
+    assert ratio_text(rate_ratio(0, 5, 0, 5)) == ("undefined",
+                                                  "0 of 5 vs 0 of 5; no success in either model")

@@ -266,8 +266,8 @@ def test_limitations_are_read_off_the_data(report: Report) -> None:
     assert ("Retrieval or tools: none of the 10 requests casekit sent and recorded with a "
             "response offered tools, functions or retrieval, and none of their responses "
             "reports a tool call (each raw request and response in the ledger was checked). "
-            "1 attempt record(s) of requests that ended without a response hold no output and "
-            "are not among them. A provider could still retrieve text") in lim
+            "1 attempt record of requests that ended without a response holds no output and "
+            "is not among them. A provider could still retrieve text") in lim
     assert ("Model m1 was requested as &#39;smollm2-135m-instruct&#39; and reported itself as "
             "&#39;smollm2-135m-instruct-q8&#39;") in lim
     assert "Model m2" not in lim  # a dated snapshot, returned as requested

@@ -317,9 +317,9 @@ def test_the_pages_state_the_true_counts(large: Run) -> None:
             continue
         n = len(mw.exhibit_attempts)
         assert n > 3
-        assert _compact(f"{n:,} attempt(s) reached the reporting threshold. {n - 3:,} more "
-                        "attempt(s) reached the reporting threshold for this model and work "
-                        "and are not exhibited") in text
+        assert _compact(f"{n:,} attempts reached the reporting threshold. {n - 3:,} more "
+                        "attempts reached the reporting threshold for this model and work "
+                        "and are not exhibited: each counts") in text
     # Errors: the first ones listed, the rest counted and pointed to.
     errors = outcomes["error"]
     assert errors == 160

@@ -528,7 +528,7 @@ def test_verify_explains_bytes_of_a_timestamped_or_signed_pdf(stamped: Stamped,
     assert any(x.startswith("ok     numbers in the report") for x in out.splitlines())
     line = next(x for x in out.splitlines() if x.startswith("ok     rendering"))
     assert "first revision (as rendered) is byte-identical to a fresh rendering" in line
-    assert "2 incremental update(s) after rendering" in line and "a signature" in line
+    assert "2 incremental updates after rendering add" in line and "a signature" in line
 
 
 # --------------------------------------------------------------------------- PAdES B-T

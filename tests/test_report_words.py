@@ -130,9 +130,19 @@ def test_each_headline_figure_equals_its_findings_value(demo: Demo) -> None:
         t = fj["vs_control"]
         assert f"{t['subject']['k']:,} of {t['subject']['n']:,} generation attempts" in text
         assert f"control {t['control']['k']:,} of {t['control']['n']:,}" in text
-        assert f"Fisher's exact p = {fmt_p(t['p_value'])}," in text
-        assert f"Holm-adjusted p = {fmt_p(t['p_adjusted'])}:" in text
+        assert f"Fisher's exact p {fmt_p(t['p_value'])}," in text
+        assert f"Holm-adjusted p {fmt_p(t['p_adjusted'])}:" in text
+        assert re.search(r"Fisher's exact p (< 0\.001|= [01]\.\d+), Holm-adjusted p "
+                         r"(< 0\.001|= [01]\.\d+):", text), text
         assert text.count("coverage ") == 1  # each figure once
+
+
+def test_a_p_value_reads_with_its_relation() -> None:
+    # "p = < 0.001" was printed for a small p (the relation doubled).
+    from casekit.report.sections.bottom_line import fmt_p
+
+    assert [fmt_p(p) for p in (1e-9, 0.00099, 0.001, 0.0123, 0.0496, 0.994, 0.995, 1.0)] == [
+        "< 0.001", "< 0.001", "= 0.001", "= 0.012", "= 0.050", "= 0.994", "= 1.00", "= 1.00"]
 
 
 def _own_prose_json(demo: Demo) -> str:
@@ -180,3 +190,21 @@ def test_the_matchers_validation_is_printed_as_computed(demo: Demo) -> None:
         assert f"{w.work_id} recall {w.found} of {w.planted}" in sec
     cert = _flat(demo.html.split('id="certification"', 1)[1])
     assert "does not measure the matcher" not in cert and "measured under Methods" in cert
+
+
+def test_counts_agree_with_their_nouns_and_verbs() -> None:
+    # "on 2 model(s), 1 subject work(s) and 1 control work(s)": a count now takes its noun
+    # and verb in number, and no "(s)" is left in the report's sentences.
+    from pathlib import Path
+
+    from casekit.report import catalogue
+    from casekit.report.text import agree, counted
+
+    assert [counted(n, "model") for n in (0, 1, 2, 1204)] == [
+        "0 models", "1 model", "2 models", "1,204 models"]
+    assert counted(1, "attempt record") == "1 attempt record"
+    assert (agree(1, "was", "were"), agree(3, "was", "were")) == ("was", "were")
+    texts = [v for v in vars(catalogue).values() if isinstance(v, str)]
+    texts += [p.read_text(encoding="utf-8")
+              for p in (Path(__file__).parents[1] / "templates").rglob("*.j2")]
+    assert not [t for t in texts if "(s)" in t]

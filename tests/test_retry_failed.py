@@ -100,7 +100,7 @@ def test_retry_failed_resends_transient_failures_into_the_same_chain(
     assert row.failed_tries.startswith("4 transient, 4 rate limit, 2 not retried")
     assert rel.errors_total == 2 and {e.attempt_id for e in rel.errors} == {
         x.attempt_id for x in findings.attempts if x.outcome == "error"}
-    assert rel.resent.startswith("4 failed attempt record(s) were sent again")
+    assert rel.resent.startswith("4 failed attempt records were sent again")
     assert rel.resent in html
     assert "casekit recorded 8 of 8 planned attempts (8 benign," in html
     assert "last attempt recorded (8 in all)" in html

@@ -49,7 +49,11 @@ DEFINITIONS = {
                     "greedy non-overlapping selection, longest first.",
     "comparison": "Model comparison [Liu26]: Jaccard overlap of two models' coverage masks "
                   "beside the random baseline pa*pb/(pa+pb-pa*pb), and the ratio of their "
-                  "rates with a 95% Katz log interval.",
+                  "rates with a 95% Katz log interval. With no success in one model the "
+                  "ratio is unbounded (or 0) and has no log interval: it is computed with 0.5 "
+                  "added to every cell (corrected: true in findings.json), which the report "
+                  "shows as not estimable, the corrected figures beside it as the "
+                  "correction's.",
     "control_floor": "Control works (texts the model cannot have seen) run through the same "
                      "strategies; the share of their generation attempts with a span >= "
                      "{min_span_words} words is the rate of chance reproduction of an unseen "

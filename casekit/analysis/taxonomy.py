@@ -68,8 +68,9 @@ def apply_controls(findings: list[ModelWorkFinding]) -> list[ModelWorkFinding]:
             if bad:
                 f = f.model_copy(update={
                     "memorization": BELOW,
-                    "memorization_reason": f.memorization_reason + "; but control work(s) "
-                    f"{', '.join(bad)} reached the threshold too, so chance reproduction of an "
+                    "memorization_reason": f.memorization_reason + "; but control "
+                    f"{'work' if len(bad) == 1 else 'works'} {', '.join(bad)} reached the "
+                    "threshold too, so chance reproduction of an "
                     "unseen text is too high to conclude",
                 })
         out.append(f)

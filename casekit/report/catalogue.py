@@ -64,17 +64,16 @@ NOT_TESTED = "not tested"
 BL_NOT_TESTED = "No attempt of this model on this work was planned or recorded: not tested."
 BL_EFFORT = (
     "casekit recorded {recorded} of {planned} planned attempts ({benign} benign, {adversarial} "
-    "adversarial, {reconstruction} reconstruction) on {models} model(s), {subjects} subject "
-    "work(s) and {controls} control work(s), from {first} to {last} (UTC, this machine's "
+    "adversarial, {reconstruction} reconstruction) on {models}, {subjects} and {controls}, "
+    "from {first} to {last} (UTC, this machine's "
     "clock).")
 BL_EFFORT_NONE = (
-    "casekit planned and sent no attempts in this case ({subjects} subject work(s) and "
-    "{controls} control work(s)).")
-BL_IMPORTED_ONLY = ("The {imported} output(s) analyzed here were captured outside casekit and "
+    "casekit planned and sent no attempts in this case ({subjects} and {controls}).")
+BL_IMPORTED_ONLY = ("The {imported} analyzed here {were} captured outside casekit and "
                     "imported; the effort table counts them and Methods states their "
                     "provenance.")
-BL_IMPORTED = ("A further {imported} output(s) were captured outside casekit and imported; "
-               "they are counted apart in the effort table.")
+BL_IMPORTED = ("A further {imported} {were} captured outside casekit and imported; "
+               "{they_are} counted apart in the effort table.")
 BL_RULE = (
     "A span counts as evidence from {words} words. Memorization is concluded when "
     "reconstruction reaches the case's reconstruction threshold: a contiguous block of at least "
@@ -101,7 +100,7 @@ BL_CONTROL = (
     "upper bound {upper}).")
 BL_TEST = (
     "Against the control: {subject} generation attempts with a span, control {control}; "
-    "one-sided Fisher's exact p = {p}, Holm-adjusted p = {p_adj}: {verdict}")
+    "one-sided Fisher's exact p {p}, Holm-adjusted p {p_adj}: {verdict}")
 BL_EXCEEDS = "the subject's rate exceeds the control's (5% level)."
 BL_NOT_SHOWN = "not shown to exceed the control's rate (5% level) in these attempts."
 BL_NO_TEST = "Not tested against a control: this model has no control generation attempts."
@@ -167,7 +166,7 @@ DISCLOSE_IS_RERUN = "This run repeats run {run}; see Reproducibility."
 DISCLOSE_TIME = (
     "Every time in this report and its ledger is this machine's clock, in UTC, as casekit "
     "read it; no independent time source confirms it. {server}")
-DISCLOSE_SERVER_DATES = ("{n} response(s) carry the provider's own HTTP Date header, recorded "
+DISCLOSE_SERVER_DATES = ("{n} {carry} the provider's own HTTP Date header, recorded "
                          "verbatim beside casekit's time.")
 DISCLOSE_NO_SERVER_DATES = "No response carries a server's date to compare with."
 DISCLOSE_ANCHOR = (
@@ -180,7 +179,7 @@ DISCLOSE_NO_ANCHOR = (
 DISCLOSE_RUN_TSA = (
     "{stamped} of the ledger's {checkpoints} checkpoints carry an RFC 3161 token from {tsa} "
     "obtained during the run: a third party's time for the records they cover.{errors}")
-DISCLOSE_RUN_TSA_ERRORS = " {n} checkpoint(s) could not be timestamped (the TSA failed)."
+DISCLOSE_RUN_TSA_ERRORS = " {n} could not be timestamped (the TSA failed)."
 DISCLOSE_NO_RUN_TSA = (
     "No checkpoint was timestamped by a timestamp authority during the run (no TSA was "
     "configured for casekit run), so no third party confirms when the records were made.")
@@ -316,8 +315,8 @@ COLUMN_CUT_PART = ("[casekit: this column shows characters {first}\u2013{last} o
 APPENDIX_PART = ("[casekit: shown in part: characters {first}\u2013{last} of {total}. The whole "
                  "text is in the ledger attached to this PDF (ledger.jsonl, attempt "
                  "{attempt}); its SHA-256 is above.]")
-MORE_EXHIBITS = ("{more} more attempt(s) reached the reporting threshold for this model and "
-                 "work and are not exhibited: each counts in the rates above and is in the "
+MORE_EXHIBITS = ("{more} reached the reporting threshold for this model and "
+                 "work and {are} not exhibited: {each} counts in the rates above and is in the "
                  "complete per-attempt listing attached to this PDF, with its longest span "
                  "(see Attempts by stratum).")
 ALL_EXHIBITS = ("Every attempt that reached the reporting threshold for this model and work is "
@@ -353,7 +352,7 @@ EVENT_FIRST_IMPORTED = "first imported output recorded"
 EVENT_LAST_IMPORTED = "last imported output recorded ({n} in all)"
 EVENT_NOTE = "note ({kind}): {message}"
 EVENT_RUN_ENDED = "run ended: {recorded} of {planned} attempts recorded{incomplete}"
-NOTES_NOT_SHOWN = ("{more} more note(s) in the ledger are not listed here ({kinds}); every note is "
+NOTES_NOT_SHOWN = ("{more} in the ledger {are} not listed here ({kinds}); every note is "
                    "a record of the attached ledger (ledger.jsonl).")
 
 # --------------------------------------------------------------------------- reproducibility
@@ -378,7 +377,7 @@ LIMIT_QUOTED = (
     "unrelated texts, so no span under {min_span_words} words counts here.")
 LIMIT_VARIANCE = (
     "Outputs vary between calls (sampling, provider-side changes). Every figure is over the "
-    "attempts recorded in this ledger ({samples} sample(s) per prompt); repeated samples and "
+    "attempts recorded in this ledger ({samples} per prompt); repeated samples and "
     "overlapping windows are not independent, and the intervals here treat attempts as "
     "independent.")
 LIMIT_FAILURES = (
@@ -390,7 +389,7 @@ LIMIT_INCOMPLETE = (
     "figures cover the recorded attempts only.")
 IMPORTED_KIND = "{kind} (analyzed as casekit's {strategy} attempts)"
 IMPORTED_UNSTATED = "no kind stated (analyzed as free-form: span matching by declared intent)"
-IMPORTED_FILES = "{n} output(s) from {files}"
+IMPORTED_FILES = "{n} from {files}"
 IMPORTED_SOURCES = "sources as recorded: {sources}"
 IMPORTED_FIELD = "{what} recorded for {k} of {n}"
 IMPORTED_WINDOW = "captured {first} to {last} (UTC, as the sources state)"
@@ -407,8 +406,8 @@ LIMIT_IMPORTED_UNSTATED = (
     "them is not measured as one.")
 LIMIT_IMPORTED_MISSING = " The sources did not record everything: {missing}."
 LIMIT_IMPORTED = (
-    "Imported outputs: {imported} attempt(s) were captured outside casekit (casekit import) "
-    "and are counted in the figures as the kind of attempt their importer stated, with its "
+    "Imported outputs: {imported} {were} captured outside casekit (casekit import) "
+    "and {are} counted in the figures as the kind of attempt their importer stated, with its "
     "intent (Methods, Imported outputs). casekit did not "
     "send those requests: their prompts, times and decoding parameters are as the capture "
     "states them and cannot be re-run or verified against the provider; each is labelled "
@@ -431,12 +430,12 @@ LIMIT_TOOLS_PROVIDER = (
 LIMIT_TOOLS_NONE_SENT = (
     "Retrieval or tools: no request casekit sent holds a response, so none was read for tools.")
 LIMIT_TOOLS_UNANSWERED = (
-    "{n} attempt record(s) of requests that ended without a response hold no output and are "
+    "{n} of requests that ended without a response {hold} no output and {are} "
     "not among them.")
 LIMIT_TOOLS_IMPORTED = (
-    "For the {n} imported output(s) casekit did not send the requests and "
+    "For the {n} casekit did not send {the_requests} and "
     "holds only the prompt and output as captured, not the service's request or response, so "
-    "whether tools, browsing or retrieval produced them is unknown (a chat service may "
+    "whether tools, browsing or retrieval produced {them} is unknown (a chat service may "
     "retrieve text from the web without showing it).")
 LIMIT_MODEL = ("Model {model_id} {notes}. Figures for it describe the model as served during "
                "this run.")
@@ -465,7 +464,7 @@ LIMIT_NONE_EXCLUDED = (
     "No passage of any work was excluded: quotations of third-party or public-domain text "
     "inside a work, if any, count as the work's own text.")
 LIMIT_FILTERS = (
-    "Refusals and filters: {filtered} response(s) ended with a content filter or refusal stop "
+    "Refusals and filters: {filtered} ended with a content filter or refusal stop "
     "reason; refusals by source: {by_source}. A refused or filtered attempt shows nothing "
     "either way and stays in every denominator.")
 LIMIT_SMALL = (
@@ -477,7 +476,7 @@ LIMIT_SMALL = (
 IMPORTED_NO_TRIES = " (imported: no tries)"
 FAILED_TRIES = "{transient} transient, {rate_limit} rate limit, {no_retry} not retried"
 FAILED_TRIES_UNKNOWN = ", {unknown} unknown"
-RESENT = ("{n} failed attempt record(s) were sent again by casekit run --retry-failed: each "
+RESENT = ("{n} {were} sent again by casekit run --retry-failed: each "
           "attempt is counted once, by the outcome of its last record, and its tries include "
           "those of its earlier records. The failed records stay in the ledger and are counted in "
           "Failed tries.")
@@ -557,7 +556,11 @@ EMPTY_DENOMINATOR = "an empty denominator"
 NO_SUCCESS = "no success in either model"
 NO_INTERVAL = "no interval"
 RATIO_METHODS = {"katz-log": "Katz log"}
-ZERO_CORRECTED = "; 0.5 added to every cell (a zero count)"
+RATIO_NOT_ESTIMABLE = "not estimable"
+RATIO_CORRECTED = ("{counts}: none for model {model}, so the ratio is {value}. With 0.5 added "
+                   "to every cell (a convention, not data): {ratio}, {ci}, {method}.")
+RATIO_UNBOUNDED = "unbounded"
+RATIO_ZERO = "0"
 OVERLAP_DETAIL = "both {both} / either {either} of {total} positions (A {a}, B {b})"
 
 # --- reconstruction exhibits (sections/reconstruction.py) ------------------------------------
@@ -613,8 +616,8 @@ STITCHED_NOTE = (
     "(Exhibit {ref}).")
 SPAN_START_MARK = "[match starts]"
 SPAN_END_MARK = "[match ends]"
-SHORT_SPANS_NOTE = ("{n} shorter alignment(s) of this output with the work (under {min_words} "
-                    "{unit}, the reporting threshold) are not shown or marked as matches.")
+SHORT_SPANS_NOTE = ("{n} of this output with the work (under {min_words} "
+                    "{unit}, the reporting threshold) {are} not shown or marked as matches.")
 SAME_OUTPUT_NOTE = ("The output of attempt {attempt} (ledger seq {seq}, {strategy}) is the same "
                     "text as this one or a part of it; it is not exhibited twice.")
 

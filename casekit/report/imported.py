@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from casekit.records import AttemptRecord, is_imported
 from casekit.report import catalogue as C
+from casekit.report.text import counted
 from casekit.report.views import KV
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,8 @@ def _summary(groups: dict[str, _Group]) -> ImportedSummary:
         g = groups[key]
         label = (C.IMPORTED_KIND.format(kind=key, strategy=g.strategy) if key
                  else C.IMPORTED_UNSTATED)
-        known = [C.IMPORTED_FILES.format(n=f"{g.n:,}", files=", ".join(sorted(g.files)))]
+        known = [C.IMPORTED_FILES.format(n=counted(g.n, "output"),
+                                         files=", ".join(sorted(g.files)))]
         if g.sources:
             srcs = sorted(g.sources)
             known.append(C.IMPORTED_SOURCES.format(

@@ -146,7 +146,9 @@ def bytes_verdict(given: bytes | Path, fresh: bytes | Path) -> str:
     if _same_bytes(given, fresh):
         return "the PDF is byte-identical to a fresh rendering"
     revs = pdf_revisions(given)
-    later = (f"{revs.count - 1} incremental update(s) after rendering add "
+    n = revs.count - 1
+    later = (f"{n} incremental {'update' if n == 1 else 'updates'} after rendering "
+             f"{'adds' if n == 1 else 'add'} "
              + "; ".join(revs.added)) if revs.count > 1 else ""
     if rendering_matches(given, fresh):
         return (f"its first revision (as rendered) is byte-identical to a fresh rendering; "

@@ -44,6 +44,16 @@ def fmt_int(n: int | None) -> str:
     return DASH if n is None else f"{n:,}"
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and its noun in agreement: "1 model", "2 models", "1,204 attempt records"."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def agree(n: int, one: str, many: str) -> str:
+    """The verb (or pronoun) that agrees with ``n``: ``agree(1, "was", "were")``."""
+    return one if n == 1 else many
+
+
 def fmt_pct(x: float | None) -> str:
     """A share as a percentage: one decimal, two significant digits below 0.1%."""
     if x is None:

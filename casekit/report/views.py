@@ -11,6 +11,8 @@ from casekit.records import Note
 from casekit.report import catalogue as C
 from casekit.report.text import (
     DASH,
+    agree,
+    counted,
     fmt_pct,
 )
 from casekit.stats import Rate
@@ -68,4 +70,5 @@ def notes_shown(notes: Sequence[Note], limit: int = NOTES_SHOWN) -> tuple[list[N
     for n in rest:
         kinds[n.kind] = kinds.get(n.kind, 0) + 1
     return list(notes[:limit]), C.NOTES_NOT_SHOWN.format(
-        more=f"{len(rest):,}", kinds=", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())))
+        more=counted(len(rest), "more note"), are=agree(len(rest), "is", "are"),
+        kinds=", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())))

@@ -22,7 +22,7 @@ from casekit.report import catalogue as C
 from casekit.report.ledger_facts import AttemptLookup, LedgerFacts
 from casekit.report.sections.summary import STATUS_CLASS
 from casekit.report.table import AttemptTable
-from casekit.report.text import fmt_pct
+from casekit.report.text import agree, counted, fmt_pct
 from casekit.stats import Rate
 from casekit.works import Work
 
@@ -66,10 +66,11 @@ class BottomLine:
 
 
 def fmt_p(p: float) -> str:
-    """A p-value: three significant digits, ``< 0.001`` below that, never ``0``."""
+    """A p-value with its relation, to follow "p": ``= 0.012`` (three decimals), ``< 0.001``
+    below that (never ``= 0``, nor ``= < 0.001``), ``= 1.00`` from 0.995."""
     if p < 0.001:
         return "< 0.001"
-    return f"{p:.3f}" if p < 0.995 else "1.00"
+    return f"= {p:.3f}" if p < 0.995 else "= 1.00"
 
 
 def _k_of_n(r: Rate) -> str:
@@ -119,19 +120,25 @@ def _effort(f: Findings, case: CaseFile, st: RunStart, end: RunEnd | None,
     subjects = sum(1 for w in case.works if w.role == "subject")
     if not f.planned_attempts and not f.recorded_attempts:
         # An evidence-only case: what it analyzes was all imported.
-        text = C.BL_EFFORT_NONE.format(subjects=subjects, controls=len(case.works) - subjects)
+        text = C.BL_EFFORT_NONE.format(
+            subjects=counted(subjects, "subject work"),
+            controls=counted(len(case.works) - subjects, "control work"))
         if imported:
-            text += " " + C.BL_IMPORTED_ONLY.format(imported=f"{imported:,}")
+            text += " " + C.BL_IMPORTED_ONLY.format(imported=counted(imported, "output"),
+                                                    were=agree(imported, "was", "were"))
         return text
     text = C.BL_EFFORT.format(
         recorded=f"{f.recorded_attempts:,}", planned=f"{f.planned_attempts:,}",
         benign=f"{intents['benign']:,}", adversarial=f"{intents['adversarial']:,}",
-        reconstruction=f"{intents['reconstruction']:,}", models=len(case.models),
-        subjects=subjects, controls=len(case.works) - subjects,
+        reconstruction=f"{intents['reconstruction']:,}", models=counted(len(case.models), "model"),
+        subjects=counted(subjects, "subject work"),
+        controls=counted(len(case.works) - subjects, "control work"),
         first=first[:19] + "Z" if first else "\u2014",
         last=last[:19] + "Z" if last else "\u2014")
     if imported:
-        text += " " + C.BL_IMPORTED.format(imported=f"{imported:,}")
+        text += " " + C.BL_IMPORTED.format(imported=counted(imported, "output"),
+                                           were=agree(imported, "was", "were"),
+                                           they_are=agree(imported, "it is", "they are"))
     return text
 
 

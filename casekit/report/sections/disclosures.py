@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from casekit.case import CaseFile
 from casekit.records import Checkpoint, RunStart
 from casekit.report import catalogue as C
+from casekit.report.text import agree, counted
 from casekit.report.views import KV
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ def anchoring_lines(anchor: tuple[str, str], checkpoints: list[Checkpoint],
         lines.append(C.DISCLOSE_RUN_TSA.format(
             stamped=f"{len(stamped):,}", checkpoints=f"{len(checkpoints):,}",
             tsa=stamped[-1].tsa or C.NOT_RECORDED,
-            errors=C.DISCLOSE_RUN_TSA_ERRORS.format(n=f"{failed:,}") if failed else ""))
+            errors=(C.DISCLOSE_RUN_TSA_ERRORS.format(n=counted(failed, "checkpoint"))
+                    if failed else "")))
     else:
         lines.append(C.DISCLOSE_NO_RUN_TSA)
     lines.append(C.DISCLOSE_REPORT_TSA.format(tsa=timestamp_tsa) if timestamp_tsa
@@ -78,8 +80,9 @@ def build_disclosures(case: CaseFile, st: RunStart, server_dates: int,
     runtimes = [_runtime(m.model_id, m.identity, st.versions) for m in st.models
                 if m.provider == "local"]
     time_source = C.DISCLOSE_TIME.format(
-        server=C.DISCLOSE_SERVER_DATES.format(n=f"{server_dates:,}") if server_dates
-        else C.DISCLOSE_NO_SERVER_DATES)
+        server=C.DISCLOSE_SERVER_DATES.format(
+            n=counted(server_dates, "response"), carry=agree(server_dates, "carries", "carry"))
+        if server_dates else C.DISCLOSE_NO_SERVER_DATES)
     account = st.host.get("user", "")
     host = st.host.get("hostname", "")
     operator = (C.DISCLOSE_OPERATOR.format(operator=case.case.operator, account=account,

@@ -29,7 +29,9 @@ from casekit.report.text import (
     INLINE_MAX_CHARS,
     SUPPLIED,
     Segment,
+    agree,
     chunk_bounds,
+    counted,
     fmt_num,
     marks,
     opcode_ranges,
@@ -295,8 +297,9 @@ def build_exhibit(number: int, analysis: AttemptAnalysis, rec: AttemptRecord, wo
         note = f"{note} {more}" if note else more
     notes = []
     if n_short:
-        notes.append(C.SHORT_SPANS_NOTE.format(n=f"{n_short:,}", min_words=min_words,
-                                               unit=work.unit))
+        notes.append(C.SHORT_SPANS_NOTE.format(n=counted(n_short, "shorter alignment"),
+                                               are=agree(n_short, "is", "are"),
+                                               min_words=min_words, unit=work.unit))
     for d in same_output or []:
         notes.append(C.SAME_OUTPUT_NOTE.format(attempt=d.attempt.id, seq=d.seq,
                                                strategy=d.attempt.strategy_key))

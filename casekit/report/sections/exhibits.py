@@ -21,6 +21,7 @@ from casekit.report.sections.reconstruction import (
     build_block_exhibits,
     rests_on_stitching,
 )
+from casekit.report.text import agree, counted
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,9 @@ class ExhibitGroup:
 
     @property
     def count(self) -> str:
-        """Attempts of this model x work that reached the threshold (formatted)."""
-        return f"{self.total:,}"
+        """Attempts of this model x work that reached the threshold (formatted, with their
+        noun)."""
+        return counted(self.total, "attempt")
 
 
 @dataclass
@@ -140,7 +142,10 @@ def build_exhibits(f: Findings, inputs: Inputs, requested: dict[str, str], per_f
         if not ids and block is None:
             continue
         more = len(ids) - covered_of[key]
-        more_text = C.MORE_EXHIBITS.format(more=f"{more:,}") if more else C.ALL_EXHIBITS
+        more_text = (C.MORE_EXHIBITS.format(more=counted(more, "more attempt"),
+                                            are=agree(more, "is", "are"),
+                                            each=agree(more, "it", "each"))
+                     if more else C.ALL_EXHIBITS)
         out.groups.append(ExhibitGroup(
             model_id=mw.model_id, work_id=mw.work_id,
             work_title=inputs.works[mw.work_id].spec.title, role=mw.role, exhibits=shown,

@@ -16,6 +16,7 @@ from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.sections.controls import FloorView
 from casekit.report.table import NO_SPAN, AttemptTable
+from casekit.report.text import agree, counted
 from casekit.report.tooluse import TOOL_REQUEST_KEYS
 from casekit.works import Work
 
@@ -35,7 +36,7 @@ def build_limitations(f: Findings, table: AttemptTable, case: CaseFile,
                             generations=f"{int(gen.sum()):,}"),
         C.LIMIT_QUOTED.format(min_span_words=th.min_span_words),
         ABSENCE_CAVEAT,
-        C.LIMIT_VARIANCE.format(samples=case.samples),
+        C.LIMIT_VARIANCE.format(samples=counted(case.samples, "sample")),
     ]
     outcome = table.label("outcome")
     errors, refusals, unscorable = (int(outcome.eq(o).sum())
@@ -47,7 +48,9 @@ def build_limitations(f: Findings, table: AttemptTable, case: CaseFile,
         out.append(C.LIMIT_INCOMPLETE.format(recorded=f"{f.recorded_attempts:,}",
                                              planned=f"{f.planned_attempts:,}"))
     if f.imported_attempts:
-        text = C.LIMIT_IMPORTED.format(imported=f"{f.imported_attempts:,}")
+        n = f.imported_attempts
+        text = C.LIMIT_IMPORTED.format(imported=counted(n, "attempt"), were=agree(n, "was", "were"),
+                                       are=agree(n, "is", "are"))
         if inputs is not None:
             summary = inputs.ledger.imported_summary()
             if summary.unstated:
@@ -111,9 +114,15 @@ def _data_limitations(f: Findings, table: AttemptTable, inputs: Inputs) -> list[
     else:
         tools = C.LIMIT_TOOLS_NONE_SENT
     if led.unanswered_requests:
-        tools += " " + C.LIMIT_TOOLS_UNANSWERED.format(n=f"{led.unanswered_requests:,}")
+        n = led.unanswered_requests
+        tools += " " + C.LIMIT_TOOLS_UNANSWERED.format(
+            n=counted(n, "attempt record"), hold=agree(n, "holds", "hold"),
+            are=agree(n, "is", "are"))
     if led.imported_records:
-        tools += " " + C.LIMIT_TOOLS_IMPORTED.format(n=f"{led.imported_records:,}")
+        n = led.imported_records
+        tools += " " + C.LIMIT_TOOLS_IMPORTED.format(
+            n=counted(n, "imported output"), the_requests=agree(n, "the request", "the requests"),
+            them=agree(n, "it", "them"))
     if not (tooled_req or tooled_resp) and led.checked_requests:
         tools += " " + C.LIMIT_TOOLS_PROVIDER
     out.append(tools)
@@ -157,7 +166,7 @@ def _data_limitations(f: Findings, table: AttemptTable, inputs: Inputs) -> list[
     by_source = {v: n for v in source.values if v and (n := int(source.eq(v).sum()))}
     if filtered or by_source:
         out.append(C.LIMIT_FILTERS.format(
-            filtered=f"{filtered:,}",
+            filtered=counted(filtered, "response"),
             by_source=", ".join(f"{k} {v:,}" for k, v in sorted(by_source.items()))))
     # Small samples.
     small = sorted({mw.model_id + " \u00d7 " + mw.work_id for mw in f.findings

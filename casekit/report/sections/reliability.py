@@ -11,6 +11,7 @@ from casekit.analysis.findings import Findings
 from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.ledger_facts import RELIABILITY_ERRORS_PER_MODEL
+from casekit.report.text import agree, counted
 from casekit.report.views import KV
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,9 @@ def build_reliability(f: Findings, inputs: Inputs, model_ids: list[str]) -> Reli
               if (n := per_model.get(mid, 0))]
     return Reliability(rows=rows, errors=shown, errors_total=sum(per_model.values()),
                        errors_by_model=listed,
-                       resent=C.RESENT.format(n=f"{led.superseded_records:,}")
+                       resent=C.RESENT.format(
+                           n=counted(led.superseded_records, "failed attempt record"),
+                           were=agree(led.superseded_records, "was", "were"))
                        if led.superseded_records else "",
                        error_types=[KV(k, f"{v:,}") for k, v in sorted(
                            led.error_types.items(), key=lambda kv: (-kv[1], kv[0]))])
