@@ -142,7 +142,8 @@ def test_short_work_end_to_end(tmp_path: Path) -> None:
     assert "Short work (lyrics): 66.7% of the work reproduced (52 of 78 counted words, " \
         "the repeated refrain counted once)" in html
     assert "share at most 8 consecutive words with this work (0 runs of 12 words or more)" in html
-    assert "0 of 3 control attempts had a span of 12 words or more" in html
+    assert ("0 of 3 control attempts, every model&#39;s in this case pooled (each model&#39;s "
+            "own are in its control floor), had a span of 12 words or more") in html
     assert "short work: reporting threshold min(case 40, max(12, 10% of 78 counted words))" \
         " = 12 words" in html
     # The exhibit shows the chorus the answer repeats once, and says how often it was sung.
@@ -161,3 +162,28 @@ def test_a_missing_reference_text_stops_before_anything_is_recorded(tmp_path: Pa
     errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "reference_texts[0]: cannot read" in errors[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_chance_baseline_says_it_pools_every_models_control_attempts(tmp_path: Path,
+                                                                          ) -> None:
+    # With two models the chance baseline counted "0 of 6 control attempts" on each model's
+    # page beside that model's control floor of "0 of 3": two numbers for control attempts,
+    # one of them pooled without saying so.
+    import json
+
+    from casekit.report.build import build_report
+
+    case = _case(tmp_path, CHORUS)
+    two = CASE.replace("models:\n", "models:\n  - id: bot2\n    provider: scripted\n"
+                       "    model: scripted-2\n    params: {outputs: {song: \"la la\"}}\n", 1)
+    case.write_text(two % json.dumps(CHORUS))
+    out = Runner(load_case(case), run_dir=tmp_path / "run").run()
+    write_findings(out.run_dir, analyze_run(out.run_dir, case))
+    f = load_findings(out.run_dir)
+    ch = f.works["song"].chance
+    floors = {c.model_id: c.attempts.n for c in f.controls}
+    assert floors == {"bot2": 3, "bot": 3} and ch is not None
+    assert ch.control_attempts == sum(floors.values()) == 6
+    html = build_report(out.run_dir, f, case_path=case).html.read_text(encoding="utf-8")
+    assert html.count("0 of 6 control attempts, every model&#39;s in this case pooled (each "
+                      "model&#39;s own are in its control floor)") == 2  # one per model's page

@@ -515,7 +515,9 @@ EXCERPT_REPEATS = "{n} times in the output, shown once"
 #: A short work's chance baseline (summary).
 CHANCE_TEXT = ("Chance baseline: the case's other texts ({words} {unit}: {works}) share {shared} "
                "with this work ({reaching} runs of {min_span} {unit} or more); {hits} of {n} "
-               "control attempts had a span of {min_span} {unit} or more (longest {clongest}).")
+               "control attempts, every model's in this case pooled (each model's own are in "
+               "its control floor), had a span of {min_span} {unit} or more (longest "
+               "{clongest}).")
 CHANCE_SHARED = "at most {longest} consecutive {unit}"
 CHANCE_NONE_SHARED = "no run of {k} consecutive {unit} or more"
 CHANCE_NO_REFS = "no other text of the case to compare (a chance baseline needs one)"
