@@ -208,3 +208,33 @@ def test_counts_agree_with_their_nouns_and_verbs() -> None:
     texts += [p.read_text(encoding="utf-8")
               for p in (Path(__file__).parents[1] / "templates").rglob("*.j2")]
     assert not [t for t in texts if "(s)" in t]
+
+
+def test_outcomes_of_attempts_that_are_not_spans_say_what_they_are(demo: Demo) -> None:
+    # gemma x Emma was "Attempts by outcome: match 1, no match 22" under "not observed in
+    # these attempts": the match was a correct name-cloze answer, and 6 of the "no match"
+    # were teacher-forced windows. A match is now a span at the reporting threshold only.
+    from casekit.strategies.name_cloze import ClozeFinding
+    from casekit.strategies.teacher_forced import SummaryFields
+
+    text = _flat(html.unescape(re.sub(r"<[^>]+>", " ", demo.html)))
+    lines = re.findall(r"Attempts by outcome: ([^.]*)\.", text)
+    checked = 0
+    for mw in demo.findings.findings:
+        nc = mw.fields(ClozeFinding).name_cloze
+        if nc is None or not nc.accuracy.k:
+            continue
+        mine = [x for x in demo.findings.attempts
+                if (x.model_id, x.work_id) == (mw.model_id, mw.work_id)]
+        spans = sum(1 for x in mine if x.span_attempt and demo.findings.reaches_threshold(x))
+        scored = sum(1 for x in mine if x.mode == "score" and x.outcome == "no_match")
+        tf = mw.fields(SummaryFields).teacher_forced
+        assert tf is not None and scored >= tf.windows > 0
+        wrong = nc.accuracy.n - nc.accuracy.k
+        want = (f"match {spans}, no match {mw.outcomes['no_match'] - scored - wrong}, "
+                f"refusal 0, error 0, unscorable 0, correct answer {nc.accuracy.k}, wrong "
+                f"answer {wrong}, not reproduced greedily {scored}")
+        assert [ln.strip() for ln in lines].count(want) >= 1, (want, lines)
+        checked += 1
+    assert checked  # gemma x Emma answered a name-cloze passage correctly
+    assert "correct answer" in _flat(" ".join(demo.pages))

@@ -118,8 +118,10 @@ def build_model(findings: Findings, inputs: Inputs,
     files.effort_csv = effort.csv_bytes()
     # Exhibits first: their numbers appear in the summary and the sample of attempts.
     ex = build_exhibits(f, inputs, requested, exhibits_per_finding)
+    attempts = build_attempts(f, table, case, model_ids, ex.anchor_of, files,
+                              attempts_per_stratum)
     overview, summary = build_summary(f, works, model_ids, requested, floors_by_model,
-                                      ex.refs_of, ex.stitching)
+                                      ex.refs_of, ex.stitching, attempts.by_pair)
     floors = [floors_by_model[mid] for mid in model_ids]
     # The matcher's own validation on passages planted in the run's works (issue 16 item 7):
     # seeded from the ledger head, so verify re-renders the same figures; a few hundred ms.
@@ -135,8 +137,7 @@ def build_model(findings: Findings, inputs: Inputs,
         control_works=[f"{w.id} ({w.title})" for w in case.works if w.role == "control"],
         exhibit_groups=ex.groups, exhibits_shown=ex.shown, exhibits_total=ex.total,
         exhibits_per_finding=exhibits_per_finding,
-        attempts=build_attempts(f, table, case, model_ids, ex.anchor_of, files,
-                                attempts_per_stratum),
+        attempts=attempts,
         manifest=build_manifest_view(f, inputs, end),
         limitations=build_limitations(f, table, case, floors, inputs),
         bates=build_bates(case),

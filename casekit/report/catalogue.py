@@ -558,6 +558,11 @@ EMPTY_DENOMINATOR = "an empty denominator"
 NO_SUCCESS = "no success in either model"
 NO_INTERVAL = "no interval"
 RATIO_METHODS = {"katz-log": "Katz log"}
+#: Outcomes of attempts that are not span-matched (report.views.outcome_label).
+OUTCOME_CORRECT = "correct answer"
+OUTCOME_WRONG = "wrong answer"
+OUTCOME_GREEDY = "reproduced greedily"
+OUTCOME_NOT_GREEDY = "not reproduced greedily"
 RATIO_NOT_ESTIMABLE = "not estimable"
 RATIO_CORRECTED = ("{counts}: none for model {model}, so the ratio is {value}. With 0.5 added "
                    "to every cell (a convention, not data): {ratio}, {ci}, {method}.")

@@ -4,9 +4,10 @@ cap on the ledger's notes that the manifest and the chain of custody list."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from casekit.analysis.findings import AttemptAnalysis
 from casekit.records import Note
 from casekit.report import catalogue as C
 from casekit.report.text import (
@@ -53,6 +54,32 @@ def rate_view(r: Rate) -> RateView:
 
 
 OUTCOME_ORDER = ("match", "no_match", "refusal", "error", "unscorable")
+#: What "match" and "no match" mean for an attempt that is not span-matched, in this order
+#: after OUTCOME_ORDER: a measure's own answer (a name-cloze answer), a teacher-forced window.
+OTHER_OUTCOMES = (C.OUTCOME_CORRECT, C.OUTCOME_WRONG, C.OUTCOME_GREEDY, C.OUTCOME_NOT_GREEDY)
+
+
+def outcome_label(x: AttemptAnalysis) -> str:
+    """An attempt's outcome as the report prints it. For a span-matched attempt, as
+    recorded: "match" is a credited span at the reporting threshold. A name-cloze answer and
+    a teacher-forced window are recorded as match / no_match too, for a correct name and a
+    window reproduced greedily: printed as "match" they read as spans of the work beside a
+    finding of none (the demo's "match 1" under "not observed in these attempts")."""
+    o = x.outcome
+    if o in ("match", "no_match") and not x.span_attempt:
+        if x.mode == "score":
+            return C.OUTCOME_GREEDY if o == "match" else C.OUTCOME_NOT_GREEDY
+        return C.OUTCOME_CORRECT if o == "match" else C.OUTCOME_WRONG
+    return o.replace("_", " ")
+
+
+def outcome_counts(counts: Mapping[str, int]) -> str:
+    """Counts by :func:`outcome_label`: the recorded outcomes always (zeros included), the
+    others when present."""
+    known = [o.replace("_", " ") for o in OUTCOME_ORDER]
+    labels = known + [o for o in OTHER_OUTCOMES if counts.get(o)]
+    labels += sorted(set(counts) - set(labels))
+    return ", ".join(f"{o} {counts.get(o, 0):,}" for o in labels)
 
 
 #: Notes of the ledger listed in the manifest and the chain of custody (the first, in ledger

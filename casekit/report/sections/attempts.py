@@ -34,7 +34,7 @@ from casekit.report.text import (
     DASH,
     fmt_pct,
 )
-from casekit.report.views import KV, OUTCOME_ORDER
+from casekit.report.views import OTHER_OUTCOMES, OUTCOME_ORDER, outcome_counts, outcome_label
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,13 @@ class AttemptSample:
     per_stratum: int
     seed: str
     """The case's seed, which (with each attempt id) chooses the sample."""
-    counts: list[KV]
-    """Attempts by outcome, the known outcomes first (every one, zero or not)."""
+    counts: str
+    """Attempts by outcome (views.outcome_counts), the recorded outcomes first (every one,
+    zero or not)."""
+    by_pair: dict[tuple[str, str], str]
+    """The same, per model x work (the summary's "Attempts by outcome")."""
+    other_outcomes: bool
+    """Whether some attempts are not span-matched (their outcomes then say what they are)."""
     listing_rows: str
     """Rows of the complete listing (one per attempt), as findings.json cites them."""
     parquet_name: str
@@ -198,7 +203,7 @@ def _order(case: CaseFile, model_ids: Sequence[str]) -> Callable[[StratumKey], O
 def attempt_row(f: Findings, x: AttemptAnalysis, anchor_of: dict[str, tuple[str, str]],
                 ) -> AttemptRow:
     number, anchor = anchor_of.get(x.attempt_id, ("", ""))
-    outcome = x.outcome.replace("_", " ")
+    outcome = outcome_label(x)
     if x.refusal_source:
         outcome += f" ({x.refusal_source})"
     label = x.label or DASH
@@ -223,22 +228,30 @@ def build_attempts(f: Findings, table: AttemptTable, case: CaseFile, model_ids: 
     total = sum(counts.values())
     roles = {w.id: w.role for w in case.works}
     strata = []
+    by_outcome: dict[str, int] = {}
+    by_pair: dict[tuple[str, str], dict[str, int]] = {}
     for key in sorted(counts, key=_order(case, model_ids)):
-        rows = [attempt_row(f, x, anchor_of) for x in chosen.get(key, [])]
+        shown = chosen.get(key, [])
+        rows = [attempt_row(f, x, anchor_of) for x in shown]
         model_id, work_id, strategy_key, intent, outcome = key
+        # A stratum's attempts share strategy and outcome, so its sample (never empty) says
+        # what the outcome means for all of them.
+        label = outcome_label(shown[0]) if shown else outcome.replace("_", " ")
         strata.append(Stratum(
             model_id=model_id, work_id=work_id, role=roles.get(work_id, ""),
-            strategy_key=strategy_key, intent=intent, outcome=outcome.replace("_", " "),
+            strategy_key=strategy_key, intent=intent, outcome=label,
             attempts=f"{counts[key]:,}", shown=f"{len(rows):,}", rows=rows))
-    by_outcome = {o: 0 for o in OUTCOME_ORDER}
-    for key, n in counts.items():
-        by_outcome[key[-1]] = by_outcome.get(key[-1], 0) + n
+        by_outcome[label] = by_outcome.get(label, 0) + counts[key]
+        pair = by_pair.setdefault((model_id, work_id), {})
+        pair[label] = pair.get(label, 0) + counts[key]
     # AttemptTable checked that these rows are the ones findings.json cites.
     cited = f.attempt_rows
     return AttemptSample(
         total=f"{total:,}", shown=f"{sum(len(s.rows) for s in strata):,}", strata=strata,
         per_stratum=per_stratum, seed=str(case.seed),
-        counts=[KV(o.replace("_", " "), f"{n:,}") for o, n in by_outcome.items()],
+        counts=outcome_counts(by_outcome),
+        by_pair={k: outcome_counts(v) for k, v in by_pair.items()},
+        other_outcomes=any(by_outcome.get(o) for o in OTHER_OUTCOMES),
         listing_rows=f"{cited.rows:,}",
         parquet_name=ATTEMPTS_ATTACHMENT, csv_name=ATTEMPTS_CSV_ATTACHMENT,
         parquet_sha256=sha256_bytes(files.attempts), csv_sha256=files.attempts_csv.sha256,

@@ -19,7 +19,7 @@ from casekit.report.text import (
     DASH,
     fmt_pct,
 )
-from casekit.report.views import OUTCOME_ORDER, RateView, rate_view
+from casekit.report.views import RateView, outcome_counts, rate_view
 from casekit.strategies.teacher_forced import SummaryFields
 from casekit.works import Work
 
@@ -101,14 +101,15 @@ def short_work_text(f: ModelWorkFinding, work: Work, basis: WorkBasis | None,
 
 def summary_row(f: ModelWorkFinding, work: Work, floor: FloorView | None,
                  exhibit_refs: list[str], min_span: int = 0,
-                 basis: WorkBasis | None = None, stitching: str = "") -> SummaryRow:
-    """One model x work: its rates, coverage, conclusion and control floor."""
+                 basis: WorkBasis | None = None, stitching: str = "",
+                 outcomes: str | None = None) -> SummaryRow:
+    """One model x work: its rates, coverage, conclusion and control floor. ``outcomes``:
+    its attempts by outcome as the attempts section counts them (views.outcome_counts),
+    else as findings.json records them."""
     tf = f.fields(SummaryFields).teacher_forced
     headline, chance = short_work_text(f, work, basis)
-    outcomes = ", ".join(f"{o.replace('_', ' ')} {f.outcomes.get(o, 0):,}" for o in OUTCOME_ORDER)
-    extra = sorted(set(f.outcomes) - set(OUTCOME_ORDER))
-    if extra:
-        outcomes += ", " + ", ".join(f"{o} {f.outcomes[o]:,}" for o in extra)
+    if outcomes is None:
+        outcomes = outcome_counts({o.replace("_", " "): n for o, n in f.outcomes.items()})
     return SummaryRow(
         model_id=f.model_id, work_id=f.work_id, work_title=work.spec.title,
         work_author=work.spec.author, role=f.role,
@@ -136,6 +137,7 @@ def build_summary(f: Findings, works: dict[str, Work], model_ids: list[str],
                   requested: dict[str, str], floors_by_model: dict[str, FloorView],
                   refs_of: dict[tuple[str, str], list[str]],
                   stitching: dict[tuple[str, str], str] | None = None,
+                  outcomes: dict[tuple[str, str], str] | None = None,
                   ) -> tuple[list[SummaryRow], list[ModelSummary]]:
     """The overview table (every model x work) and the same rows grouped per model."""
     overview: list[SummaryRow] = []
@@ -144,7 +146,8 @@ def build_summary(f: Findings, works: dict[str, Work], model_ids: list[str],
         rows = [summary_row(mw, works[mw.work_id],
                             floors_by_model[mid] if mw.role == "subject" else None,
                             refs_of.get((mid, mw.work_id), []), f.min_span(mw.work_id),
-                            f.works.get(mw.work_id), (stitching or {}).get((mid, mw.work_id), ""))
+                            f.works.get(mw.work_id), (stitching or {}).get((mid, mw.work_id), ""),
+                            (outcomes or {}).get((mid, mw.work_id)))
                 for mw in f.findings if mw.model_id == mid]
         overview += rows
         if rows:
