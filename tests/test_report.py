@@ -801,6 +801,20 @@ def test_errors_retries_and_refusals_are_counted_per_model(case_dir: Path,
                                                        render_html(m))))
     assert "Errors, retries, refusals and filters" in text
     assert "FatalError : scripted fatal error for" in text  # type, then the message
+    # Failed control attempts stay in the rates' denominators but not in the control floor's
+    # (a failure would lower the floor): the report said they stayed in "every denominator".
+    assert "was filtered stays in every denominator" not in text
+    assert "Each stays in every denominator" not in text
+    assert ("stays in the denominators of the regurgitation and extraction rates, counted as "
+            "not reproduced") in text
+    assert ("The control floor and the test against it count, on both sides alike, the "
+            "attempts that returned an output") in text
+    assert ("The control floor and the test against it leave failed and unscorable attempts "
+            "out, on both sides alike") in text
+    floor = {c.model_id: c.attempts.n for c in f.controls}
+    ok_controls = {mid: sum(1 for x in f.attempts if x.model_id == mid and x.role == "control"
+                            and x.span_attempt and x.outcome != "error") for mid in floor}
+    assert floor == ok_controls and any(r.attempt.work_id == "control" for r in failed)
 
 
 def _reloaded(f: Findings) -> Findings:

@@ -187,3 +187,28 @@ def test_the_chance_baseline_says_it_pools_every_models_control_attempts(tmp_pat
     html = build_report(out.run_dir, f, case_path=case).html.read_text(encoding="utf-8")
     assert html.count("0 of 6 control attempts, every model&#39;s in this case pooled (each "
                       "model&#39;s own are in its control floor)") == 2  # one per model's page
+
+
+def test_the_chance_baseline_counts_the_attempts_of_the_control_floor(tmp_path: Path) -> None:
+    # The report says the baseline pools every model's control attempts and that each model's
+    # own are in its control floor, which leaves out attempts that failed or returned no text
+    # to match: the baseline counted an unscorable attempt the floor did not, so the two
+    # counts of "control attempts" could not be reconciled.
+    from casekit.analysis.chance import chance_baseline
+    from casekit.analysis.findings import AttemptAnalysis
+    from casekit.analysis.matcher import WorkMatcher
+
+    works = load_works(load_case(_case(tmp_path, "x")))
+    song = works[0]
+
+    def control(seq: int, outcome: str, longest: int) -> AttemptAnalysis:
+        return AttemptAnalysis(attempt_id=f"c{seq}", seq=seq, record_hash="", model_id="bot",
+                               work_id="control", role="control", strategy="benign_prompts",
+                               strategy_key="benign_prompts#0", intent="benign", mode="chat",
+                               sample=0, label="", outcome=outcome, longest_words=longest)
+
+    attempts = [control(1, "no_match", 0), control(2, "match", 20), control(3, "error", 0),
+                control(4, "unscorable", 0), control(5, "refusal", 0)]
+    ch = chance_baseline(song, WorkMatcher.for_work(song, song.match_profile), works,
+                         12, attempts)
+    assert (ch.control_attempts, ch.control_reaching, ch.control_longest) == (3, 1, 20)

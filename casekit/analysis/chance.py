@@ -8,7 +8,8 @@ unlikely a span of that length is by chance, measured on this case's own texts:
   longest exact run of words each shares with the short work, and how many shared runs reach
   the work's threshold (a common phrase of a song, "all the way", is expected; a run at the
   threshold is not);
-- controls: the generation attempts on the control works; how many have a credited span of at
+- controls: the generation attempts on the control works that returned an output (the control
+  floor's attempts: failed and unscorable ones left out); how many have a credited span of at
   least the work's threshold (the matcher's false-positive rate at that length).
 """
 
@@ -39,7 +40,10 @@ def chance_baseline(work: Work, matcher: WorkMatcher, others: Sequence[Work], mi
         for s in matcher.exact_spans(toks):
             longest = max(longest, s.words)
             reaching += int(s.words >= min_span)
-    gen = [x for x in control_attempts if x.span_attempt and x.outcome != "error"]
+    # The control floor's selection (casekit.analysis.analyze): the report says the pooled
+    # count is every model's floor attempts together, so it must count the same ones.
+    gen = [x for x in control_attempts
+           if x.span_attempt and x.outcome not in ("error", "unscorable")]
     return ChanceBaseline(
         min_span=min_span, seed_k=matcher.k, reference_works=[o.id for o in refs],
         reference_files={r.path: r.sha256 for r in references},

@@ -56,10 +56,13 @@ DEFINITIONS = {
                   "correction's.",
     "control_floor": "Control works (texts the model cannot have seen) run through the same "
                      "strategies; the share of their generation attempts with a span >= "
-                     "{min_span_words} words is the rate of chance reproduction of an unseen "
-                     "text (what the model and the matcher produce by chance), with a one-sided "
-                     "95% Clopper-Pearson upper bound. A subject's rate is compared with it by "
-                     "Fisher's exact one-sided test, Holm-adjusted over all model x work tests.",
+                     "{min_span_words} words, over those that returned an output (failed and "
+                     "unscorable attempts left out: a failure would lower the floor), is the "
+                     "rate of chance reproduction of an unseen text (what the model and the "
+                     "matcher produce by chance), with a one-sided 95% Clopper-Pearson upper "
+                     "bound. A subject's rate, over its attempts selected alike, is compared "
+                     "with it by Fisher's exact one-sided test, Holm-adjusted over all model x "
+                     "work tests.",
 }
 
 

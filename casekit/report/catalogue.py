@@ -134,8 +134,9 @@ SENSITIVITY_NOTE = (
     "works), 40 words (casekit's default) and 50 words (about the 50-token sequences of the "
     "extraction literature [Car23; Nas23]) are research conventions, which no court or statute "
     "sets; 100 words is a stricter alternative. Each cell counts the attempts whose "
-    "longest credited span reaches that length, over the generation attempts that did not fail "
-    "(refusals included): the attempts of the test against the control.")
+    "longest credited span reaches that length, over the generation attempts that returned an "
+    "output (failed and unscorable ones left out, refusals included): the attempts of the test "
+    "against the control.")
 
 # --------------------------------------------------------------------------- disclosures
 
@@ -382,8 +383,11 @@ LIMIT_VARIANCE = (
     "independent.")
 LIMIT_FAILURES = (
     "Attempts that ended in an error: {errors}; in a refusal: {refusals}; that could not be "
-    "scored: {unscorable}. Each stays in every denominator, is counted in Attempts by stratum "
-    "and is in the complete per-attempt listing attached to this PDF.")
+    "scored: {unscorable}. Each stays in the denominators of the regurgitation and "
+    "extraction rates (as not reproduced), is counted in Attempts by stratum and is in the "
+    "complete per-attempt listing attached to this PDF. The control floor and the test against "
+    "it leave failed and unscorable attempts out, on both sides alike: a failure would lower "
+    "the floor.")
 LIMIT_INCOMPLETE = (
     "The run is incomplete: {recorded} of {planned} planned attempts were recorded. The "
     "figures cover the recorded attempts only.")
@@ -647,10 +651,11 @@ GLOSSARY = {
                       "words covered; it may be stitched from several outputs. The "
                       "reconstruction threshold is a block of {block_words} words or coverage "
                       "of {block_share}: either one suffices."),
-    "control_floor": ("Control floor", "the share of a model's attempts on its control works "
-                      "(texts it cannot have seen) with a span of {min_span_words} words or "
-                      "more: chance reproduction of an unseen text, with a one-sided 95% upper "
-                      "bound."),
+    "control_floor": ("Control floor", "the share of a model's generation attempts on its "
+                      "control works (texts it cannot have seen) with a span of "
+                      "{min_span_words} words or more, over those that returned an output "
+                      "(failed and unscorable ones left out): chance reproduction of an unseen "
+                      "text, with a one-sided 95% upper bound."),
     "bmc": ("BMC@k", "the share of the work's words covered by exact matches of at least k "
             "words (words profile) across all outputs, words the prompts supplied trimmed "
             "[Liu26]."),
