@@ -20,6 +20,7 @@ import numpy as np
 import casekit
 from casekit.analysis import taxonomy
 from casekit.analysis.attempt_table import (
+    Row,
     RowsHasher,
     TableWriter,
 )
@@ -554,7 +555,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
     last_end: RunEnd | None = None
     pool: AttemptPool | None = None
 
-    def take(x: AttemptAnalysis, row: dict[str, Any] | None, line: bytes | None) -> None:
+    def take(x: AttemptAnalysis, row: Row | None, line: bytes | None) -> None:
         if writer is not None:
             if row is None or line is None:
                 writer.add(x)  # hashes the row as it writes it
@@ -564,7 +565,9 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
             hasher.add(x)
         else:
             hasher.add_line(line)
-        analyses.append(compact(x))
+        # Compacted where it was made: here, or in the worker before it was pickled (then
+        # the batch's attempts share their field-name sets through the pickle's memo).
+        analyses.append(x)
 
     ledger = run_dir / LEDGER_NAME
     # Failed attempts sent again by `casekit run --retry-failed`: the last try is analyzed.
@@ -634,7 +637,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
                 ra = rec.attempt
                 if wanted(rec.seq, (ra.id, ra.strategy, ra.strategy_key, rec.status,
                                     rec.retry_of)):
-                    take(an.attempt(rec), None, None)
+                    take(compact(an.attempt(rec)), None, None)
                 continue
             if observer is not None:
                 observer.record(rec)

@@ -64,6 +64,13 @@ STRUCTURED = (*_OWN_STRUCTURED, "measures")
 """AttemptAnalysis fields stored as canonical JSON text in a column ``<field>_json`` (every
 field that is not a typed column: spans, echo ranges, spans over T, the teacher-forced summary;
 ``measures_json``: the measures' fields as findings.json writes them, flat, by field name)."""
+COLUMNS = (*(n for n, _ in SCALARS), *(f"{n}_json" for n in STRUCTURED))
+"""The table's columns, in order."""
+
+Row = tuple[Any, ...]
+"""One row's values in :data:`COLUMNS` order: what :func:`row_of` makes (in an analysis'
+worker) and :meth:`TableWriter.add_row` takes. A tuple, not a dict: a worker sends a batch's
+rows to the analysis' process, and the writer makes columns of them (``zip``), not rows."""
 
 
 
@@ -88,29 +95,29 @@ class TableError(CasekitError):
     """attempts.parquet is missing, damaged or does not match findings.json."""
 
 
-def row_of(x: AttemptAnalysis) -> tuple[dict[str, Any], bytes]:
+def row_of(x: AttemptAnalysis) -> tuple[Row, bytes]:
     """The table row of one analysis and its canonical JSON line."""
     return _row(x)
 
 
-def _row(x: AttemptAnalysis) -> tuple[dict[str, Any], bytes]:
+def _row(x: AttemptAnalysis) -> tuple[Row, bytes]:
     """The row of one analysis, and its canonical JSON (the line the content hash takes)."""
     d = x.model_dump(mode="json")
     line = canonical_json(d)
-    row = {n: d.pop(n) for n, _ in SCALARS}
+    row = [d.pop(n) for n, _ in SCALARS]
     for n in _OWN_STRUCTURED:
         v = d.pop(n)
         # Most attempts have no spans, echo or teacher-forced summary: the canonical JSON of
         # null and of an empty list is known without the encoder.
         if v is None:
-            row[f"{n}_json"] = "null"
+            row.append("null")
         elif type(v) is list and not v:
-            row[f"{n}_json"] = "[]"
+            row.append("[]")
         else:
-            row[f"{n}_json"] = canonical_json(v).decode("utf-8")
+            row.append(canonical_json(v).decode("utf-8"))
     # What is left are the measures' fields (serialized flat, beside the attempt's own).
-    row["measures_json"] = canonical_json(d).decode("utf-8")
-    return row, line
+    row.append(canonical_json(d).decode("utf-8"))
+    return tuple(row), line
 
 
 class RowsHasher:
@@ -150,7 +157,7 @@ class TableWriter:
         # Opened at the first write: pyarrow starts threads, and an analysis forks its workers
         # first (casekit.analysis.parallel).
         self._writer: pq.ParquetWriter | None = None
-        self._buf: list[dict[str, Any]] = []
+        self._buf: list[Row] = []
         self.hasher = RowsHasher()
 
     @staticmethod
@@ -163,7 +170,7 @@ class TableWriter:
     def add(self, x: AttemptAnalysis) -> None:
         self.add_row(*_row(x))
 
-    def add_row(self, row: dict[str, Any], line: bytes) -> None:
+    def add_row(self, row: Row, line: bytes) -> None:
         """Add a row made by :func:`row_of` (in a worker process, say)."""
         self.hasher.add_line(line)
         self._buf.append(row)
@@ -182,7 +189,11 @@ class TableWriter:
         if self._buf:
             import pyarrow as pa
 
-            self._open().write_table(pa.Table.from_pylist(self._buf, schema=schema()),
+            sch = schema()
+            # Column by column: the same table as from rows, without a dict per row.
+            columns = zip(*self._buf, strict=True)
+            cols = [pa.array(c, type=f.type) for c, f in zip(columns, sch, strict=True)]
+            self._open().write_table(pa.Table.from_arrays(cols, schema=sch),
                                      row_group_size=ROW_GROUP)
             self._buf = []
 

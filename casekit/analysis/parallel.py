@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from casekit.analysis.attempt_table import row_of
-from casekit.analysis.findings import AttemptAnalysis
+from casekit.analysis.attempt_table import Row, row_of
+from casekit.analysis.findings import AttemptAnalysis, compact
 from casekit.errors import CasekitError
 from casekit.ledger import check_line
 from casekit.records import AttemptRecord
@@ -74,7 +74,7 @@ IN_FLIGHT = 4
 COLLECT_EVERY = 64
 """A worker's full garbage collection, every this many batches (see :func:`_worker`)."""
 
-Result = tuple[AttemptAnalysis, dict[str, Any], bytes]
+Result = tuple[AttemptAnalysis, Row, bytes]
 """An attempt's analysis, its table row and the row's canonical JSON line."""
 AttemptHead = tuple[str, str, str, str, int | None]
 """What the parent's bookkeeping reads of an attempt record: attempt id, strategy, strategy
@@ -122,7 +122,11 @@ def _worker(an: Analyzer, index: int, tasks: Any, results: Any,
                 head = (a.id, a.strategy, a.strategy_key, rec.status, rec.retry_of)
                 result: Result | None = None
                 if rec.seq not in superseded:
-                    x = an.attempt(rec)
+                    # Compacted here, not in the parent: the batch's attempts then share
+                    # their field-name sets in the pickle (stored once per batch, not once
+                    # per attempt), which the parent would otherwise rebuild per attempt
+                    # and replace with shared ones (casekit.analysis.findings.compact).
+                    x = compact(an.attempt(rec))
                     row, line = row_of(x)
                     result = (x, row, line)
                 out.append(("a", ln, checked, head, result,
