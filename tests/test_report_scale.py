@@ -275,7 +275,8 @@ def test_the_sample_is_stratified_and_capped(large: Run) -> None:
              (s.attempts, len(s.rows)) for s in model.attempts.strata}
     assert set(shown) == set(strata)  # every stratum represented
     for key, n in strata.items():
-        assert shown[key] == (f"{n:,}", min(n, ATTEMPTS_PER_STRATUM)), key
+        noun = "attempt" if n == 1 else "attempts"
+        assert shown[key] == (f"{n:,} {noun}", min(n, ATTEMPTS_PER_STRATUM)), key
     # Each row belongs to its stratum, and rows are in ledger order within it.
     by_id = {x.attempt_id: x for x in large.findings.attempts}
     for s in model.attempts.strata:

@@ -32,6 +32,7 @@ from casekit.report.evidence import (
 from casekit.report.table import AttemptTable
 from casekit.report.text import (
     DASH,
+    counted,
     fmt_pct,
 )
 from casekit.report.views import OTHER_OUTCOMES, OUTCOME_ORDER, outcome_counts, outcome_label
@@ -74,7 +75,7 @@ class Stratum:
     intent: str
     outcome: str
     attempts: str
-    """Attempts in the stratum (all of them, formatted)."""
+    """Attempts in the stratum (all of them), with the noun: "1 attempt", "5 attempts"."""
     shown: str
     rows: list[AttemptRow]
     """The sample, in ledger order."""
@@ -240,7 +241,7 @@ def build_attempts(f: Findings, table: AttemptTable, case: CaseFile, model_ids: 
         strata.append(Stratum(
             model_id=model_id, work_id=work_id, role=roles.get(work_id, ""),
             strategy_key=strategy_key, intent=intent, outcome=label,
-            attempts=f"{counts[key]:,}", shown=f"{len(rows):,}", rows=rows))
+            attempts=counted(counts[key], "attempt"), shown=f"{len(rows):,}", rows=rows))
         by_outcome[label] = by_outcome.get(label, 0) + counts[key]
         pair = by_pair.setdefault((model_id, work_id), {})
         pair[label] = pair.get(label, 0) + counts[key]

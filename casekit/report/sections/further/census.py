@@ -15,6 +15,7 @@ from casekit.report.sections.further.probabilistic import NP_SHOWN_N, NP_SHOWN_P
 from casekit.report.text import (
     DASH,
     boot_text,
+    counted,
     fmt_pct,
 )
 from casekit.report.views import RateView, rate_view
@@ -68,6 +69,7 @@ class CensusView:
     histogram_svg: Markup
     """The figure's bars: share of windows per bin (numbers only, casekit/report/figures.py)."""
     figure_windows: str
+    """The census windows the figure draws, with the noun: "1 window", "48 windows"."""
 
 
 def census_view(c: Census, ctrl: Census | None) -> CensusView:
@@ -127,4 +129,4 @@ def census_view(c: Census, ctrl: Census | None) -> CensusView:
         histogram=hist, share_tables=share_tables, np_rows=np_rows,
         ns=[f"{n:,}" for n in NP_SHOWN_N], figure_preset=drawn.preset,
         histogram_svg=figures.histogram([b.share for b in drawn.histogram]),
-        figure_windows=f"{c.windows:,}")
+        figure_windows=counted(c.windows, "window"))

@@ -12,6 +12,7 @@ from markupsafe import Markup
 from casekit.report import figures
 from casekit.report.text import (
     DASH,
+    counted,
     fmt_pct,
 )
 from casekit.report.views import RateView, rate_view
@@ -53,6 +54,7 @@ class HistBar:
 class ProbView:
     preset: str
     windows: str
+    """The windows scored, with the noun: "1 window", "6 windows"."""
     greedy: RateView
     sampling: str
     ns: list[str]
@@ -94,7 +96,8 @@ def prob_view(pr: Probabilistic, ctrl: Probabilistic | None) -> ProbView:
                      if c is not None and ctrl is not None else DASH)))
     bars = [HistBar(label=b.label, count=f"{b.count:,}", share=fmt_pct(b.share))
             for b in pr.histogram]
-    return ProbView(preset=pr.preset, windows=f"{pr.windows:,}", greedy=rate_view(pr.greedy),
+    return ProbView(preset=pr.preset, windows=counted(pr.windows, "window"),
+                    greedy=rate_view(pr.greedy),
                     sampling=pr.sampling, ns=[f"{n:,}" for n in NP_SHOWN_N], np_rows=np_rows,
                     shares=shares, histogram=bars,
                     histogram_svg=figures.histogram([b.share for b in pr.histogram]))
