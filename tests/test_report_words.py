@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -242,3 +243,39 @@ def test_outcomes_of_attempts_that_are_not_spans_say_what_they_are(demo: Demo) -
         checked += 1
     assert checked  # gemma x Emma answered a name-cloze passage correctly
     assert "correct answer" in _flat(" ".join(demo.pages))
+
+
+def test_the_bottom_lines_counts_add_up_to_the_test_against_the_control(demo: Demo) -> None:
+    # gemma x The Constitution read "Prompts with a span of 15 words or more: 0 of 2 benign
+    # and 1 of 7 adversarial", then "Against the control: 2 of 10 generation attempts with a
+    # span": the test counts every intent, and the iterative-continuation session (intent
+    # reconstruction) that had the other span was in no count of the sentence.
+    bl = demo.html.split('id="bottom-line"', 1)[1].split("</section>", 1)[0]
+    bl = bl.split('<ul class="bottom-lines">', 1)[1].split("</ul>", 1)[0]
+    items = [_flat(html.unescape(re.sub(r"<[^>]+>", " ", li))).strip()
+             for li in re.findall(r"<li.*?</li>", bl, flags=re.S)]
+    assert not [x for x in demo.findings.attempts if x.outcome in ("error", "unscorable")]
+    tested = 0
+    for f in demo.findings.findings:
+        if f.vs_control is None:
+            continue
+        title = next(w.title for w in _demo_works() if w.id == f.work_id)
+        item = next(t for t in items if t.startswith(f"{f.model_id} \u00d7 {title}"))
+        parts = re.findall(r"(\d+) of (\d+) (benign|adversarial|reconstruction)\b", item)
+        k = sum(int(p[0]) for p in parts)
+        n = sum(int(p[1]) for p in parts)
+        s = f.vs_control.subject
+        # With no failed attempt, the intents' counts are the test's, attempt for attempt.
+        assert (k, n) == (s.k, s.n), item
+        assert (f"{s.k} of {s.n} generation attempts with a span (every intent; those that "
+                "failed or could not be scored left out)") in item
+        tested += 1
+    assert tested == 8
+    constitution = next(t for t in items if t.startswith("gemma \u00d7 The Constitution"))
+    assert "0 of 2 benign, 1 of 7 adversarial and 1 of 1 reconstruction." in constitution
+
+
+def _demo_works() -> list[Any]:
+    from casekit.case import load_case
+
+    return list(load_case(DEMO / "case.yaml").spec.works)

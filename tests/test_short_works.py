@@ -187,6 +187,14 @@ def test_the_chance_baseline_says_it_pools_every_models_control_attempts(tmp_pat
     html = build_report(out.run_dir, f, case_path=case).html.read_text(encoding="utf-8")
     assert html.count("0 of 6 control attempts, every model&#39;s in this case pooled (each "
                       "model&#39;s own are in its control floor)") == 2  # one per model's page
+    # The bottom line counted the song's spans at its own threshold (12 words) but said
+    # "Prompts with a span of 40 words or more", the case's threshold for prose.
+    assert f.min_span("song") == 12 and f.thresholds.min_span_words == 40
+    bl = html.split('id="bottom-line"', 1)[1].split("</section>", 1)[0]
+    assert bl.count("Prompts with a span of 12 words or more") == 2  # one per model
+    # The control is prose: its floor counts at the prose threshold, and says so.
+    assert bl.count("generation attempts with a span of 40 words or more, the rate of chance "
+                    "reproduction") == 2
 
 
 def test_the_chance_baseline_counts_the_attempts_of_the_control_floor(tmp_path: Path) -> None:

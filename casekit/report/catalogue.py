@@ -89,18 +89,19 @@ BL_TEST_METHOD = (
 BL_INTENT = "{k_of_n} {intent}"
 BL_INTENT_NOT_TESTED = "{intent}: not tested"
 BL_SUBJECT = (
-    "Prompts with a span of {words} words or more: {benign} and {adversarial}. "
-    "Reconstruction by all means: coverage {coverage}, longest contiguous block {block} words; "
+    "Prompts with a span of {words} {unit} or more: {intents}. "
+    "Reconstruction by all means: coverage {coverage}, longest contiguous block {block} {unit}; "
     "the reconstruction threshold is {reached}.")
 BL_REACHED = "reached"
 BL_NOT_REACHED = "not reached"
 BL_CONTROL = (
     "Control, a text the model cannot have seen: {k_of_n} generation attempts with a span of "
-    "{words} words or more, the rate of chance reproduction of an unseen text (one-sided 95% "
+    "{words} {unit} or more, the rate of chance reproduction of an unseen text (one-sided 95% "
     "upper bound {upper}).")
 BL_TEST = (
-    "Against the control: {subject} generation attempts with a span, control {control}; "
-    "one-sided Fisher's exact p {p}, Holm-adjusted p {p_adj}: {verdict}")
+    "Against the control: {subject} generation attempts with a span (every intent; those "
+    "that failed or could not be scored left out), control {control}; one-sided Fisher's "
+    "exact p {p}, Holm-adjusted p {p_adj}: {verdict}")
 BL_EXCEEDS = "the subject's rate exceeds the control's (5% level)."
 BL_NOT_SHOWN = "not shown to exceed the control's rate (5% level) in these attempts."
 BL_NO_TEST = "Not tested against a control: this model has no control generation attempts."

@@ -49,6 +49,13 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
+def and_list(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    if len(items) <= 2:
+        return " and ".join(items)
+    return f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def agree(n: int, one: str, many: str) -> str:
     """The verb (or pronoun) that agrees with ``n``: ``agree(1, "was", "were")``."""
     return one if n == 1 else many

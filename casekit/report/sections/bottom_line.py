@@ -22,8 +22,8 @@ from casekit.report import catalogue as C
 from casekit.report.ledger_facts import AttemptLookup, LedgerFacts
 from casekit.report.sections.summary import STATUS_CLASS
 from casekit.report.table import AttemptTable
-from casekit.report.text import agree, counted, fmt_pct
-from casekit.stats import Rate
+from casekit.report.text import agree, and_list, counted, fmt_pct
+from casekit.stats import Rate, rate
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -92,20 +92,40 @@ def _test_sentence(f: ModelWorkFinding, floor: ControlFloor | None) -> str:
                             p=fmt_p(t.p_value), p_adj=fmt_p(t.p_adjusted), verdict=verdict)
 
 
-def _line(f: ModelWorkFinding, work: Work, floor: ControlFloor | None, th_words: int,
-          ) -> Line:
+def _reconstruction(f: ModelWorkFinding, table: AttemptTable, min_span: int) -> Rate | None:
+    """The span-matched generation attempts of reconstruction intent (iterative
+    continuation sessions, say) of a model x work with a span at the threshold, counted as
+    the benign and adversarial rates count theirs (failed ones in n); None when there are
+    none. They are in the test against the control (every intent), so the bottom line
+    lists them beside the other intents: without them its counts did not add up to the
+    test's."""
+    sel = (table.span_attempts() & table.of(f.model_id, f.work_id)
+           & table.label("intent").eq("reconstruction"))
+    n = int(sel.sum())
+    if n == 0:
+        return None
+    k = int((table.number("longest_words")[sel] >= min_span).sum())
+    return rate(k, n)
+
+
+def _line(f: ModelWorkFinding, work: Work, floor: ControlFloor | None, min_span: int,
+          unit: str, reconstruction: Rate | None = None) -> Line:
+    """One model x work's sentence, at the work's own reporting threshold and unit (a short
+    work's is scaled to it, a CJK work's counts characters)."""
     status = f.memorization
     if f.role == "control":
         cf = floor.attempts if floor else None
         found = C.BL_CONTROL.format(
-            k_of_n=_k_of_n(cf) if cf else C.NOT_TESTED, words=th_words,
+            k_of_n=_k_of_n(cf) if cf else C.NOT_TESTED, words=f"{min_span:,}", unit=unit,
             upper=fmt_pct(floor.upper_95) if floor and floor.upper_95 is not None else "\u2014")
         return Line(f.model_id, work.spec.title, f.role, status,
                     STATUS_CLASS.get(status, ""), found, "")
     reached = C.BL_REACHED if status == SHOWN else C.BL_NOT_REACHED
+    intents = [_intent_part(f.regurgitation, "benign"), _intent_part(f.extraction, "adversarial")]
+    if reconstruction is not None:
+        intents.append(_intent_part(reconstruction, "reconstruction"))
     found = C.BL_SUBJECT.format(
-        benign=_intent_part(f.regurgitation, "benign"),
-        adversarial=_intent_part(f.extraction, "adversarial"), words=th_words,
+        intents=and_list(intents), words=f"{min_span:,}", unit=unit,
         coverage=fmt_pct(f.coverage.share), block=f"{f.coverage.longest_block_words:,}",
         reached=reached)
     return Line(f.model_id, work.spec.title, f.role, status, STATUS_CLASS.get(status, ""),
@@ -182,7 +202,9 @@ def build_bottom_line(f: Findings, table: AttemptTable, case: CaseFile,
                 lines.append(Line(mid, w.title, w.role, C.NOT_TESTED, "status-none",
                                   C.BL_NOT_TESTED, ""))
                 continue
-            lines.append(_line(mw, works[w.id], floors.get(mid), th.min_span_words))
+            span = f.min_span(w.id)
+            lines.append(_line(mw, works[w.id], floors.get(mid), span, f.unit(w.id),
+                               _reconstruction(mw, table, span)))
     caveats = [ABSENCE_CAVEAT]
     if legal_note:
         caveats.append(legal_note)
