@@ -220,3 +220,39 @@ def test_the_chance_baseline_counts_the_attempts_of_the_control_floor(tmp_path: 
     ch = chance_baseline(song, WorkMatcher.for_work(song, song.match_profile), works,
                          12, attempts)
     assert (ch.control_attempts, ch.control_reaching, ch.control_longest) == (3, 1, 20)
+
+
+def test_the_test_against_the_control_counts_both_sides_at_the_songs_threshold(
+        tmp_path: Path) -> None:
+    # The song is counted at its own 12 words, the prose control's floor at the case's 40:
+    # the test compared the song's spans of 12 words or more with the control's of 40 or
+    # more, a control rate lower than chance at 12 words, and so a test too ready to find
+    # that the song's rate exceeds it. Both sides are now counted at the song's threshold.
+    import json
+
+    case = _case(tmp_path, CHORUS)
+    tail = " ".join(CONTROL.split()[-20:])  # 20 words of the control: >= 12, < 40
+    case.write_text(case.read_text(encoding="utf-8").replace(
+        'control: "I do not know this text."', f"control: {json.dumps(tail)}"),
+        encoding="utf-8")
+    out = Runner(load_case(case), run_dir=tmp_path / "run").run()
+    write_findings(out.run_dir, analyze_run(out.run_dir, case))
+    f = load_findings(out.run_dir)
+    floor = next(c for c in f.controls if c.model_id == "bot")
+    song = next(x for x in f.findings if x.work_id == "song")
+    assert f.min_span("song") == 12 and f.min_span("control") == 40
+    assert floor.attempts.n > 0 and floor.attempts.k == 0  # no control span of 40 words
+    t = song.vs_control
+    assert t is not None
+    ctrl = [x for x in f.attempts if x.role == "control" and x.span_attempt]
+    assert t.control.n == floor.attempts.n == len(ctrl)
+    assert t.control.k == sum(1 for x in ctrl if x.longest_words >= 12) > 0
+
+
+def test_a_threshold_in_characters_is_converted_to_a_controls_words() -> None:
+    from casekit.analysis.control_test import control_threshold
+
+    assert control_threshold(12, "words", "words") == 12
+    assert control_threshold(80, "characters", "words") == 40  # 2 characters per word
+    assert control_threshold(25, "characters", "words") == 13  # rounded up: never lower
+    assert control_threshold(40, "words", "characters") == 80

@@ -698,7 +698,8 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
             mean_top1_share=round(sum(tf) / len(tf), 6) if tf else None,
         ))
     findings = compare_with_controls(
-        findings, controls, analyses, {w: th.min_span_words for w, th in an.th_of.items()})
+        findings, controls, analyses, {w: th.min_span_words for w, th in an.th_of.items()},
+        {w.id: w.unit for w in an.works.values()})
     comparisons = []
     by_key = {(f.model_id, f.work_id): f for f in findings}
     for ws in spec.works:

@@ -4,6 +4,7 @@ adjusted over every model x subject work of the run (findings.json ``vs_control`
 from __future__ import annotations
 
 import logging
+import math
 
 from casekit.analysis.findings import (
     AttemptAnalysis,
@@ -12,20 +13,43 @@ from casekit.analysis.findings import (
     ModelWorkFinding,
 )
 from casekit.stats import fisher_one_sided, holm, rate
+from casekit.works import CJK_CHARS_PER_WORD
 
 log = logging.getLogger(__name__)
 
 
+def control_threshold(subject_span: int, subject_unit: str, control_unit: str) -> int:
+    """The subject work's reporting threshold in a control's unit: the same number when both
+    count words (or both characters); a CJK subject's characters as words, or words as a CJK
+    control's characters, at CJK_CHARS_PER_WORD characters per word (the rule that scales
+    a CJK work's thresholds, casekit.works.work_thresholds)."""
+    if subject_unit == control_unit:
+        return subject_span
+    if subject_unit == "characters":
+        return math.ceil(subject_span / CJK_CHARS_PER_WORD)
+    return subject_span * CJK_CHARS_PER_WORD
+
+
 def compare_with_controls(findings: list[ModelWorkFinding], controls: list[ControlFloor],
                           analyses: list[AttemptAnalysis], min_span_words: dict[str, int],
-                          ) -> list[ModelWorkFinding]:
+                          units: dict[str, str] | None = None) -> list[ModelWorkFinding]:
     """Each subject finding's rate against its model's control floor: Fisher's exact one-sided
     test, Holm-adjusted over every subject finding that has a control to compare with. The
     subject's rate counts the same attempts as the floor (span-matched generation attempts,
     every intent, failed and unscorable attempts left out as the floor leaves them out; a
-    name-cloze answer is never matched against the work, so it is in neither),
-    each at its work's reporting threshold (``min_span_words``: work id -> words)."""
+    name-cloze answer is never matched against the work, so it is in neither), at its work's
+    reporting threshold (``min_span_words``: work id -> words, or characters for a CJK work,
+    ``units``: work id -> "words" | "characters"), and so do the control's attempts: both
+    sides at one threshold, where the floor counts each control at its own (a song's 12-word
+    threshold against a prose control's 40 would make the control's rate lower than chance
+    at 12 words and the test too ready to find a difference)."""
+    units = units or {}
     floors = {c.model_id: c for c in controls if c.attempts.n > 0}
+    # Each model's control attempts, the floor's selection: (control work, longest span).
+    ctrl: dict[str, list[tuple[str, int]]] = {}
+    for x in analyses:
+        if x.role == "control" and x.span_attempt and x.outcome not in ("error", "unscorable"):
+            ctrl.setdefault(x.model_id, []).append((x.work_id, x.longest_words))
     hits: dict[tuple[str, str], list[int]] = {}
     for x in analyses:
         if x.role == "subject" and x.span_attempt and x.outcome not in ("error", "unscorable"):
@@ -35,17 +59,23 @@ def compare_with_controls(findings: list[ModelWorkFinding], controls: list[Contr
     tested = [i for i, f in enumerate(findings) if f.role == "subject"
               and f.model_id in floors and hits.get((f.model_id, f.work_id), [0, 0])[1] > 0]
     raw = []
+    against = {}
     for i in tested:
         f = findings[i]
         k, n = hits[(f.model_id, f.work_id)]
-        c = floors[f.model_id].attempts
-        raw.append(fisher_one_sided(k, n, c.k, c.n))
+        span, unit = min_span_words[f.work_id], units.get(f.work_id, "words")
+        attempts = ctrl[f.model_id]
+        ck = sum(1 for wid, longest in attempts
+                 if longest >= control_threshold(span, unit, units.get(wid, "words")))
+        # The floor's own count when the thresholds agree (prose against prose).
+        against[i] = rate(ck, len(attempts))
+        raw.append(fisher_one_sided(k, n, ck, len(attempts)))
     adjusted = holm(raw)
     out = list(findings)
     for i, p, q in zip(tested, raw, adjusted, strict=True):
         f = findings[i]
         k, n = hits[(f.model_id, f.work_id)]
         out[i] = f.model_copy(update={"vs_control": ControlTest(
-            subject=rate(k, n), control=floors[f.model_id].attempts, p_value=round(p, 12),
+            subject=rate(k, n), control=against[i], p_value=round(p, 12),
             p_adjusted=round(q, 12), tests=len(tested))})
     return out

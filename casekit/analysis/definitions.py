@@ -62,7 +62,8 @@ DEFINITIONS = {
                      "matcher produce by chance), with a one-sided 95% Clopper-Pearson upper "
                      "bound. A subject's rate, over its attempts selected alike, is compared "
                      "with it by Fisher's exact one-sided test, Holm-adjusted over all model x "
-                     "work tests.",
+                     "work tests, both sides counted at the subject work's threshold (a short "
+                     "or CJK work's scaled one; in a control's unit when it counts the other).",
 }
 
 

@@ -222,8 +222,11 @@ class ControlTest(F):
     """A subject's rate against its model's control floor: an exact one-sided test.
 
     Both rates count generation attempts (score attempts, failed and unscorable attempts
-    excluded) with a credited span >= min_span_words, over every intent, refusals included:
-    the same selection as the control floor. ``p_value`` is Fisher's exact test that the
+    excluded) with a credited span at the subject work's reporting threshold, over every
+    intent, refusals included: the same selection as the control floor. ``control`` counts
+    the floor's attempts at that threshold (converted to a control's unit when one counts
+    characters and the other words): the floor's own rate unless the subject's threshold is
+    scaled (a short work, a CJK work). ``p_value`` is Fisher's exact test that the
     subject's rate exceeds the control's; ``p_adjusted`` is Holm-Bonferroni adjusted over the
     ``tests`` subject findings of the run that have a control to compare with (every model x
     subject work)."""

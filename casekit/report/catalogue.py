@@ -81,8 +81,9 @@ BL_RULE = (
 BL_TEST_METHOD = (
     "Subject against control: Fisher's exact test [Fis22], one-sided (is the subject's rate "
     "higher than its control's?), on the generation attempts of each with a span at the "
-    "reporting threshold, every intent, refusals included, attempts that failed or could not "
-    "be scored left out on both sides. It is exact at the small counts a control has, where "
+    "subject work's reporting threshold (a short or CJK work's scaled one on both sides), "
+    "every intent, refusals included, attempts that failed or could not be scored left out "
+    "on both sides. It is exact at the small counts a control has, where "
     "an approximation is not. The p-values are Holm-Bonferroni adjusted [Hol79] over every "
     "model x subject work tested, so the chance of any false difference across the whole "
     "report stays at most {alpha} ({tests} tests).")
@@ -100,8 +101,8 @@ BL_CONTROL = (
     "upper bound {upper}).")
 BL_TEST = (
     "Against the control: {subject} generation attempts with a span (every intent; those "
-    "that failed or could not be scored left out), control {control}; one-sided Fisher's "
-    "exact p {p}, Holm-adjusted p {p_adj}: {verdict}")
+    "that failed or could not be scored left out), control {control} at the same threshold; "
+    "one-sided Fisher's exact p {p}, Holm-adjusted p {p_adj}: {verdict}")
 BL_EXCEEDS = "the subject's rate exceeds the control's (5% level)."
 BL_NOT_SHOWN = "not shown to exceed the control's rate (5% level) in these attempts."
 BL_NO_TEST = "Not tested against a control: this model has no control generation attempts."
