@@ -250,8 +250,8 @@ def test_the_bottom_lines_counts_add_up_to_the_test_against_the_control(demo: De
     # and 1 of 7 adversarial", then "Against the control: 2 of 10 generation attempts with a
     # span": the test counts every intent, and the iterative-continuation session (intent
     # reconstruction) that had the other span was in no count of the sentence.
-    bl = demo.html.split('id="bottom-line"', 1)[1].split("</section>", 1)[0]
-    bl = bl.split('<ul class="bottom-lines">', 1)[1].split("</ul>", 1)[0]
+    bl_all = demo.html.split('id="bottom-line"', 1)[1].split("</section>", 1)[0]
+    bl = bl_all.split('<ul class="bottom-lines">', 1)[1].split("</ul>", 1)[0]
     items = [_flat(html.unescape(re.sub(r"<[^>]+>", " ", li))).strip()
              for li in re.findall(r"<li.*?</li>", bl, flags=re.S)]
     assert not [x for x in demo.findings.attempts if x.outcome in ("error", "unscorable")]
@@ -273,6 +273,16 @@ def test_the_bottom_lines_counts_add_up_to_the_test_against_the_control(demo: De
     assert tested == 8
     constitution = next(t for t in items if t.startswith("gemma \u00d7 The Constitution"))
     assert "0 of 2 benign, 1 of 7 adversarial and 1 of 1 reconstruction." in constitution
+    # The effort table counts every attempt (gemma x Emma: 14 adversarial, 5 of them
+    # name-cloze answers); the lines count the span-matched ones (0 of 9): the rule above
+    # them says which attempts they count.
+    rule = _flat(html.unescape(re.sub(r"<[^>]+>", " ", bl_all)))
+    assert ("The counts below are of generation attempts matched against the work for spans, "
+            "by the intent of their prompt; name-cloze answers and teacher-forced windows are "
+            "measured otherwise and are not in them.") in rule
+    emma = [x for x in demo.findings.attempts if (x.model_id, x.work_id, x.intent)
+            == ("gemma", "emma", "adversarial")]
+    assert len(emma) == 14 and sum(x.span_attempt for x in emma) == 9
 
 
 def _demo_works() -> list[Any]:

@@ -75,7 +75,10 @@ BL_IMPORTED_ONLY = ("The {imported} analyzed here {were} captured outside caseki
 BL_IMPORTED = ("A further {imported} {were} captured outside casekit and imported; "
                "{they_are} counted apart in the effort table.")
 BL_RULE = (
-    "A span counts as evidence from {words} words. Memorization is concluded when "
+    "A span counts as evidence from {words} words (a short or CJK work's own threshold where "
+    "its line gives another). The counts below are of generation attempts matched against the "
+    "work for spans, by the intent of their prompt; name-cloze answers and teacher-forced "
+    "windows are measured otherwise and are not in them. Memorization is concluded when "
     "reconstruction reaches the case's reconstruction threshold: a contiguous block of at least "
     "{sp_words} words OR coverage of at least {sp_share} of the work; either one suffices.")
 BL_TEST_METHOD = (
