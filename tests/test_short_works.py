@@ -247,6 +247,22 @@ def test_the_test_against_the_control_counts_both_sides_at_the_songs_threshold(
     ctrl = [x for x in f.attempts if x.role == "control" and x.span_attempt]
     assert t.control.n == floor.attempts.n == len(ctrl)
     assert t.control.k == sum(1 for x in ctrl if x.longest_words >= 12) > 0
+    # The summary put the song's rates at 12 words beside the floor at 40 (0 of 3): its
+    # floor cells now count the control at the song's threshold too, and say so.
+    from casekit.report.build import build_report
+
+    page = build_report(out.run_dir, f, case_path=case).html.read_text(encoding="utf-8")
+    summary = page.split('id="summary"', 1)[1].split('id="summary-bot2"', 1)[0]
+    song_rows = summary.split("\u00d7 The Herring Song", 1)[1].split("</table>", 1)[0]
+    k_of_n = f"{t.control.k} of {t.control.n}"
+    assert f"all control attempts: {k_of_n}, one-sided 95% upper bound" in song_rows
+    assert ("counted at this work&#39;s reporting threshold, 12 words, as in the test against "
+            "the control; at the controls&#39; own threshold (40 words) the floor is "
+            f"0 of {floor.attempts.n}") in song_rows
+    overview = summary.split("</table>", 1)[0]
+    assert f"{k_of_n}; \u2264 " in overview and "at 12 words" in overview
+    # The model's floor itself, at the control's own threshold, is unchanged.
+    assert f"Control floor of this model: 0 of {floor.attempts.n} control attempts" in summary
 
 
 def test_a_threshold_in_characters_is_converted_to_a_controls_words() -> None:

@@ -121,7 +121,7 @@ def build_model(findings: Findings, inputs: Inputs,
     attempts = build_attempts(f, table, case, model_ids, ex.anchor_of, files,
                               attempts_per_stratum)
     overview, summary = build_summary(f, works, model_ids, requested, floors_by_model,
-                                      ex.refs_of, ex.stitching, attempts.by_pair)
+                                      ex.refs_of, ex.stitching, attempts.by_pair, table)
     floors = [floors_by_model[mid] for mid in model_ids]
     # The matcher's own validation on passages planted in the run's works (issue 16 item 7):
     # seeded from the ledger head, so verify re-renders the same figures; a few hundred ms.

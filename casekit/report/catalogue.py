@@ -38,6 +38,9 @@ FLOOR_NONE = ("No control generation attempts for {model_id}: chance reproductio
               "text was not measured for this model.")
 FLOOR = ("{k_of_n} control attempts reached the reporting threshold; one-sided 95% upper bound "
          "of the rate of chance reproduction of an unseen text {upper_95}.")
+FLOOR_AT = ("counted at this work's reporting threshold, {min_span} {unit}, as in the test "
+            "against the control; at the controls' own threshold ({own}) the floor is "
+            "{floor}")
 DATE_UNKNOWN = "date not stated"
 CONTROL_UNPUBLISHED = ("{model_id}: unpublished (the case states it was never published; "
                        "written {written}), so not in any training data")

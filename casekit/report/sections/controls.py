@@ -6,19 +6,24 @@ qualifies: why the model cannot have seen it, and how its length compares with t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
+
+from casekit.analysis.control_test import control_threshold
 from casekit.analysis.findings import (
     ControlFloor,
     Findings,
 )
 from casekit.case import CaseFile, ModelSpec, WorkSpec
 from casekit.report import catalogue as C
+from casekit.report.table import AttemptTable
 from casekit.report.text import (
     DASH,
     fmt_pct,
 )
 from casekit.report.views import RateView, rate_view
+from casekit.stats import clopper_pearson_upper, rate
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,9 @@ class FloorView:
     sentence: str
     by_intent: dict[str, RateView] = field(default_factory=dict)
     """Control attempts with a span, per intent (benign, adversarial)."""
+    at: str = ""
+    """Set when these counts are at a subject work's threshold rather than at each
+    control's own (:func:`floor_at`): says which, and what the floor itself is."""
 
 
 def floor_view(cf: ControlFloor | None, model_id: str, control_works: list[str]) -> FloorView:
@@ -112,6 +120,44 @@ def build_qualifications(case: CaseFile, words: dict[str, int]) -> list[ControlQ
         out.append(ControlQualification(work_id=w.id, title=w.title, words=f"{n:,}",
                                         reasons=reasons, warnings=warnings))
     return out
+
+
+def floor_at(base: FloorView, f: Findings, table: AttemptTable, work_id: str) -> FloorView:
+    """The model's control floor beside a subject work whose reporting threshold is not the
+    controls' own (a short work's scaled threshold, a CJK work's characters): the floor's
+    attempts counted at the work's threshold (in each control's unit,
+    casekit.analysis.control_test.control_threshold), as the test against the control
+    counts them. A song's 1 of 1 at 12 words beside a floor of 0 of 3 at the prose
+    control's 40 compared two thresholds. ``base`` itself where the thresholds agree."""
+    if not base.available:
+        return base
+    span, unit = f.min_span(work_id), f.unit(work_id)
+    own = {cw: f.min_span(cw) for cw in base.control_works}
+    need = {cw: control_threshold(span, unit, f.unit(cw)) for cw in base.control_works}
+    if need == own:
+        return base
+    # The floor's attempts (casekit.analysis.analyze): span-matched generation attempts on
+    # the model's control works that returned an output.
+    sel = (table.span_attempts() & table.label("model_id").eq(base.model_id)
+           & table.label("role").eq("control")
+           & ~table.label("outcome").isin(("error", "unscorable")))
+    longest = table.number("longest_words")
+    threshold = np.zeros(len(longest), dtype=np.int64)
+    for cw, t in need.items():
+        threshold[table.label("work_id").eq(cw)] = t
+    hit = sel & (longest >= threshold)
+    intents = table.label("intent")
+    k, n = int(hit.sum()), int(sel.sum())
+    at = C.FLOOR_AT.format(
+        min_span=f"{span:,}", unit=unit,
+        own=", ".join(sorted({f"{t:,} {f.unit(cw)}" for cw, t in own.items()})),
+        floor=base.attempts.k_of_n)
+    return replace(
+        base, attempts=rate_view(rate(k, n)), upper_95=fmt_pct(clopper_pearson_upper(k, n)),
+        by_intent={i: rate_view(rate(int((hit & intents.eq(i)).sum()),
+                                     int((sel & intents.eq(i)).sum())))
+                   for i in base.by_intent},
+        at=at)
 
 
 def build_floors(f: Findings, case: CaseFile, model_ids: list[str]) -> dict[str, FloorView]:

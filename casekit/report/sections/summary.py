@@ -14,7 +14,8 @@ from casekit.analysis.findings import (
 )
 from casekit.analysis.taxonomy import BELOW, NOT_OBSERVED, SHOWN
 from casekit.report import catalogue as C
-from casekit.report.sections.controls import FloorView
+from casekit.report.sections.controls import FloorView, floor_at
+from casekit.report.table import AttemptTable
 from casekit.report.text import (
     DASH,
     fmt_pct,
@@ -138,13 +139,22 @@ def build_summary(f: Findings, works: dict[str, Work], model_ids: list[str],
                   refs_of: dict[tuple[str, str], list[str]],
                   stitching: dict[tuple[str, str], str] | None = None,
                   outcomes: dict[tuple[str, str], str] | None = None,
+                  table: AttemptTable | None = None,
                   ) -> tuple[list[SummaryRow], list[ModelSummary]]:
-    """The overview table (every model x work) and the same rows grouped per model."""
+    """The overview table (every model x work) and the same rows grouped per model; beside a
+    subject whose threshold is scaled (short, CJK), the floor at its threshold (``table``:
+    the attempts, :func:`floor_at`)."""
     overview: list[SummaryRow] = []
     summary: list[ModelSummary] = []
+
+    def floor_of(mw: ModelWorkFinding) -> FloorView | None:
+        if mw.role != "subject":
+            return None
+        base = floors_by_model[mw.model_id]
+        return base if table is None else floor_at(base, f, table, mw.work_id)
+
     for mid in model_ids:
-        rows = [summary_row(mw, works[mw.work_id],
-                            floors_by_model[mid] if mw.role == "subject" else None,
+        rows = [summary_row(mw, works[mw.work_id], floor_of(mw),
                             refs_of.get((mid, mw.work_id), []), f.min_span(mw.work_id),
                             f.works.get(mw.work_id), (stitching or {}).get((mid, mw.work_id), ""),
                             (outcomes or {}).get((mid, mw.work_id)))
