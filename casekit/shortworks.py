@@ -42,7 +42,7 @@ REFRAIN_MIN_WORDS = 3
 CHANCE_FLOOR_WORDS = 12
 #: A short work's span threshold is this share of its counted words (refrain once)...
 SHARE_OF_WORK = 0.10
-REFRAIN_REASON = "repeated refrain line, counted once (at its first occurrence)"
+REFRAIN_REASON = "repeated refrain line, counted at its first occurrence only"
 
 _LINE_RE = re.compile(r"[^\n]+")
 _STANZA_RE = re.compile(r"\S(?:.|\n(?![ \t\r]*\n))*", re.MULTILINE)

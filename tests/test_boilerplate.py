@@ -78,7 +78,8 @@ def test_boilerplate_is_excluded_by_default_and_listed(tmp_path: Path) -> None:
     assert s.coverage.covered_words == 0 and s.exhibit_attempts == []
     inputs = load_inputs(run_dir, f, tmp_path / "case.yaml")
     text = " ".join(build_limitations(f, inputs.table, case.spec, [], inputs))
-    assert f"subject: characters 0\u2013{len(HEADER) - 1:,} ({BOILERPLATE_HEADER_REASON})" in text
+    assert (f"subject: 1 passage ({BOILERPLATE_HEADER_REASON}), characters "
+            f"0\u2013{len(HEADER) - 1:,}") in text
     assert BOILERPLATE_FOOTER_REASON in text
     assert boilerplate_warnings(f, inputs.table, inputs) == []
 

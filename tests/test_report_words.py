@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,7 +197,6 @@ def test_the_matchers_validation_is_printed_as_computed(demo: Demo) -> None:
 def test_counts_agree_with_their_nouns_and_verbs() -> None:
     # "on 2 model(s), 1 subject work(s) and 1 control work(s)": a count now takes its noun
     # and verb in number, and no "(s)" is left in the report's sentences.
-    from pathlib import Path
 
     from casekit.report import catalogue
     from casekit.report.text import agree, counted
@@ -289,3 +289,29 @@ def _demo_works() -> list[Any]:
     from casekit.case import load_case
 
     return list(load_case(DEMO / "case.yaml").spec.works)
+
+
+def test_lists_the_report_cuts_say_how_much_they_left_out() -> None:
+    # The demo's limitations listed each of Jingle Bells' repeated refrain lines as its own
+    # passage, "characters 278-305 (repeated refrain line, counted once (at its first
+    # occurrence))", twelve times, then "; ...." where the list stopped; the small-samples
+    # list ended "smollm x jingle-bells...". A reader could not tell what the dots hid.
+    from casekit.report.sections.limitations import RANGES_SHOWN, _excluded_text
+    from casekit.report.text import some
+    from casekit.shortworks import REFRAIN_REASON
+    from casekit.works import Excluded
+
+    assert some(["a", "b", "c"], 5) == "a, b, c"
+    assert some(["a", "b", "c", "d"], 2) == "a, b and 2 more"
+    assert some([f"s{i}" for i in range(1205)], 1, sep="; ") == "s0 and 1,204 more"
+    refrains = [("song", Excluded(100 * i, 100 * i + 20, REFRAIN_REASON)) for i in range(10)]
+    text = _excluded_text([("emma", Excluded(0, 120, "note added for the demo")), *refrains,
+                           ("emma", Excluded(5000, 5200, "note added for the demo"))])
+    assert RANGES_SHOWN == 6
+    assert text == (
+        "emma: 2 passages (note added for the demo), characters 0\u2013120, 5,000\u20135,200; "
+        "song: 10 passages (repeated refrain line, counted at its first occurrence only), "
+        "characters 0\u201320, 100\u2013120, 200\u2013220, 300\u2013320, 400\u2013420, "
+        "500\u2013520 and 4 more")
+    lim = Path(__file__).parents[1] / "casekit" / "report" / "sections" / "limitations.py"
+    assert '"..."' not in lim.read_text(encoding="utf-8")

@@ -462,7 +462,7 @@ LIMIT_OPENINGS = (
     "reproduce text within the first {opening_words} words of the work, the part most often "
     "quoted on its own; matches deeper in a work are harder to explain by quotation.")
 LIMIT_EXCLUDED = "Excluded passages (never counted): {passages}."
-EXCLUDED_PASSAGE = "{work}: characters {start}\u2013{end} ({reason})"
+EXCLUDED_GROUP = "{work}: {passages} ({reason}), characters {ranges}"
 LIMIT_BOILERPLATE_KEPT = (
     "Detected boilerplate counted as the work's text (the case file sets boilerplate: keep for "
     "{work}): {passages}.")

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from casekit.records import AttemptRecord, is_imported
 from casekit.report import catalogue as C
-from casekit.report.text import counted
+from casekit.report.text import counted, some
 from casekit.report.views import KV
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _summary(groups: dict[str, _Group]) -> ImportedSummary:
         if g.sources:
             srcs = sorted(g.sources)
             known.append(C.IMPORTED_SOURCES.format(
-                sources="; ".join(srcs[:5]) + ("; ..." if len(srcs) > 5 else "")))
+                sources=some(srcs, 5, sep="; ")))
         if g.first:
             first, last = g.first[:19] + "Z", g.last[:19] + "Z"  # to the second
             known.append(C.IMPORTED_WINDOW.format(first=first, last=last)

@@ -56,6 +56,15 @@ def and_list(items: Sequence[str]) -> str:
     return f"{', '.join(items[:-1])} and {items[-1]}"
 
 
+def some(items: Sequence[str], shown: int, sep: str = ", ") -> str:
+    """The first ``shown`` items, then how many more: "a, b, c and 4 more" (a list the report
+    cuts says what it left out, never "...")."""
+    out = sep.join(items[:shown])
+    if len(items) > shown:
+        out += f" and {len(items) - shown:,} more"
+    return out
+
+
 def agree(n: int, one: str, many: str) -> str:
     """The verb (or pronoun) that agrees with ``n``: ``agree(1, "was", "were")``."""
     return one if n == 1 else many

@@ -16,9 +16,9 @@ from casekit.report import catalogue as C
 from casekit.report.inputs import Inputs
 from casekit.report.sections.controls import FloorView
 from casekit.report.table import NO_SPAN, AttemptTable
-from casekit.report.text import agree, counted
+from casekit.report.text import agree, counted, some
 from casekit.report.tooluse import TOOL_REQUEST_KEYS
-from casekit.works import Work
+from casekit.works import Excluded, Work
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _data_limitations(f: Findings, table: AttemptTable, inputs: Inputs) -> list[
         if len(returned) > 1:
             notes.append(C.MODEL_RETURNED_MANY.format(
                 n=len(returned),
-                ids=", ".join(returned[:5]) + (", ..." if len(returned) > 5 else "")))
+                ids=some(returned, 5)))
         elif returned and returned[0] != m.model:
             notes.append(C.MODEL_RETURNED_OTHER.format(model=repr(m.model),
                                                        returned=repr(returned[0])))
@@ -153,10 +153,7 @@ def _data_limitations(f: Findings, table: AttemptTable, inputs: Inputs) -> list[
                                            opening_words=OPENING_WORDS))
     excluded = [(w.id, e) for w in inputs.works.values() for e in w.excluded]
     if excluded:
-        out.append(C.LIMIT_EXCLUDED.format(passages="; ".join(
-            C.EXCLUDED_PASSAGE.format(work=wid, start=f"{e.start:,}", end=f"{e.end:,}",
-                                      reason=e.reason)
-            for wid, e in excluded[:12]) + ("; ..." if len(excluded) > 12 else "")))
+        out.append(C.LIMIT_EXCLUDED.format(passages=_excluded_text(excluded)))
     else:
         out.append(C.LIMIT_NONE_EXCLUDED)
     out += boilerplate_warnings(f, table, inputs)
@@ -173,9 +170,29 @@ def _data_limitations(f: Findings, table: AttemptTable, inputs: Inputs) -> list[
                     if mw.role == "subject" and any(0 < r.n < 30 for r in (
                         mw.regurgitation, mw.extraction))})
     if small:
-        out.append(C.LIMIT_SMALL.format(
-            findings=", ".join(small[:8]) + ("..." if len(small) > 8 else "")))
+        out.append(C.LIMIT_SMALL.format(findings=some(small, SMALL_SHOWN)))
     return out
+
+
+RANGES_SHOWN = 6
+"""Character ranges listed per work and reason of exclusion; the rest are counted."""
+SMALL_SHOWN = 8
+"""Model x work findings named under small samples; the rest are counted."""
+
+
+def _excluded_text(excluded: list[tuple[str, Excluded]]) -> str:
+    """The excluded passages, one entry per work and reason, in order: how many, why, and
+    their character ranges (the first RANGES_SHOWN, then how many more: a song's refrain
+    lines or a novel's boilerplate, not a list cut off by an ellipsis)."""
+    groups: dict[tuple[str, str], list[Excluded]] = {}
+    for wid, e in excluded:
+        groups.setdefault((wid, e.reason), []).append(e)
+    parts = []
+    for (wid, reason), es in groups.items():
+        ranges = some([f"{e.start:,}\u2013{e.end:,}" for e in es], RANGES_SHOWN)
+        parts.append(C.EXCLUDED_GROUP.format(work=wid, passages=counted(len(es), "passage"),
+                                             reason=reason, ranges=ranges))
+    return "; ".join(parts)
 
 
 #: A model x work's matches "fall mostly inside" boilerplate above this share of matched words.
@@ -208,9 +225,8 @@ def boilerplate_warnings(f: Findings, table: AttemptTable, inputs: Inputs) -> li
     for w in inputs.works.values():
         if not w.boilerplate_kept:
             continue
-        out.append(C.LIMIT_BOILERPLATE_KEPT.format(work=w.id, passages="; ".join(
-            C.EXCLUDED_PASSAGE.format(work=w.id, start=f"{b.start:,}", end=f"{b.end:,}",
-                                      reason=b.reason) for b in w.boilerplate)))
+        out.append(C.LIMIT_BOILERPLATE_KEPT.format(
+            work=w.id, passages=_excluded_text([(w.id, b) for b in w.boilerplate])))
         if w.role != "subject":
             continue
         for mw in f.findings:
