@@ -676,7 +676,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
         # Failed attempts (an error, no output to match) measure nothing: not in the
         # floor's denominator.
         ctrl = [x for x in analyses if x.model_id == mid and x.role == "control"
-                and x.span_attempt and x.outcome not in ("error", "unscorable")]
+                and x.matched_output]
         k = sum(1 for x in ctrl if x.longest_words >= an.th_of[x.work_id].min_span_words)
         cf = [f for f in findings if f.model_id == mid and f.role == "control"]
         # The control floor's top-1 share is the teacher-forced summary's (the top1_share

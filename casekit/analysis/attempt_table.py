@@ -64,13 +64,12 @@ STRUCTURED = (*_OWN_STRUCTURED, "measures")
 """AttemptAnalysis fields stored as canonical JSON text in a column ``<field>_json`` (every
 field that is not a typed column: spans, echo ranges, spans over T, the teacher-forced summary;
 ``measures_json``: the measures' fields as findings.json writes them, flat, by field name)."""
-COLUMNS = (*(n for n, _ in SCALARS), *(f"{n}_json" for n in STRUCTURED))
-"""The table's columns, in order."""
 
 Row = tuple[Any, ...]
-"""One row's values in :data:`COLUMNS` order: what :func:`row_of` makes (in an analysis'
-worker) and :meth:`TableWriter.add_row` takes. A tuple, not a dict: a worker sends a batch's
-rows to the analysis' process, and the writer makes columns of them (``zip``), not rows."""
+"""One row's values in the order of :func:`schema`'s columns: what :func:`row_of` makes (in
+an analysis' worker) and :meth:`TableWriter.add_row` takes. A tuple, not a dict: a worker
+sends a batch's rows to the analysis' process, and the writer makes columns of them
+(``zip``), not rows."""
 
 
 

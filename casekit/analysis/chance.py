@@ -42,8 +42,7 @@ def chance_baseline(work: Work, matcher: WorkMatcher, others: Sequence[Work], mi
             reaching += int(s.words >= min_span)
     # The control floor's selection (casekit.analysis.analyze): the report says the pooled
     # count is every model's floor attempts together, so it must count the same ones.
-    gen = [x for x in control_attempts
-           if x.span_attempt and x.outcome not in ("error", "unscorable")]
+    gen = [x for x in control_attempts if x.matched_output]
     return ChanceBaseline(
         min_span=min_span, seed_k=matcher.k, reference_works=[o.id for o in refs],
         reference_files={r.path: r.sha256 for r in references},

@@ -32,7 +32,7 @@ def control_threshold(subject_span: int, subject_unit: str, control_unit: str) -
 
 def compare_with_controls(findings: list[ModelWorkFinding], controls: list[ControlFloor],
                           analyses: list[AttemptAnalysis], min_span_words: dict[str, int],
-                          units: dict[str, str] | None = None) -> list[ModelWorkFinding]:
+                          units: dict[str, str]) -> list[ModelWorkFinding]:
     """Each subject finding's rate against its model's control floor: Fisher's exact one-sided
     test, Holm-adjusted over every subject finding that has a control to compare with. The
     subject's rate counts the same attempts as the floor (span-matched generation attempts,
@@ -43,16 +43,15 @@ def compare_with_controls(findings: list[ModelWorkFinding], controls: list[Contr
     sides at one threshold, where the floor counts each control at its own (a song's 12-word
     threshold against a prose control's 40 would make the control's rate lower than chance
     at 12 words and the test too ready to find a difference)."""
-    units = units or {}
     floors = {c.model_id: c for c in controls if c.attempts.n > 0}
     # Each model's control attempts, the floor's selection: (control work, longest span).
     ctrl: dict[str, list[tuple[str, int]]] = {}
     for x in analyses:
-        if x.role == "control" and x.span_attempt and x.outcome not in ("error", "unscorable"):
+        if x.role == "control" and x.matched_output:
             ctrl.setdefault(x.model_id, []).append((x.work_id, x.longest_words))
     hits: dict[tuple[str, str], list[int]] = {}
     for x in analyses:
-        if x.role == "subject" and x.span_attempt and x.outcome not in ("error", "unscorable"):
+        if x.role == "subject" and x.matched_output:
             kn = hits.setdefault((x.model_id, x.work_id), [0, 0])
             kn[0] += x.longest_words >= min_span_words[x.work_id]
             kn[1] += 1
@@ -63,10 +62,10 @@ def compare_with_controls(findings: list[ModelWorkFinding], controls: list[Contr
     for i in tested:
         f = findings[i]
         k, n = hits[(f.model_id, f.work_id)]
-        span, unit = min_span_words[f.work_id], units.get(f.work_id, "words")
+        span, unit = min_span_words[f.work_id], units[f.work_id]
         attempts = ctrl[f.model_id]
         ck = sum(1 for wid, longest in attempts
-                 if longest >= control_threshold(span, unit, units.get(wid, "words")))
+                 if longest >= control_threshold(span, unit, units[wid]))
         # The floor's own count when the thresholds agree (prose against prose).
         against[i] = rate(ck, len(attempts))
         raw.append(fisher_one_sided(k, n, ck, len(attempts)))

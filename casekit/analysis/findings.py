@@ -197,6 +197,14 @@ class AttemptAnalysis(WithMeasures):
                 return False
         return True
 
+    @property
+    def matched_output(self) -> bool:
+        """A span-matched generation attempt that returned an output to match (not failed, not
+        unscorable): the attempts of the control floor, of both sides of the test against it,
+        of a short work's chance baseline and of the sensitivity table. The rates keep the
+        failed ones in n; these leave them out, since a failure would lower the floor."""
+        return self.span_attempt and self.outcome not in ("error", "unscorable")
+
 
 SUMMARY_FIELD = next(n for n, f in AttemptAnalysis.model_fields.items()
                      if f.annotation == (TeacherForced | None))

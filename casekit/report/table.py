@@ -202,6 +202,12 @@ class AttemptTable:
         against it."""
         return self._span_attempts.copy()
 
+    def matched_outputs(self) -> np.ndarray:
+        """Rows of span-matched generation attempts that returned an output
+        (AttemptAnalysis.matched_output): the attempts of the control floor, the test against
+        it and the sensitivity table."""
+        return self._span_attempts & ~self.labels["outcome"].isin(("error", "unscorable"))
+
     def reaching(self, f: Findings) -> np.ndarray:
         """Rows that reach their work's reporting threshold (Findings.reaches_threshold)."""
         work = self.labels["work_id"]

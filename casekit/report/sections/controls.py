@@ -138,9 +138,8 @@ def floor_at(base: FloorView, f: Findings, table: AttemptTable, work_id: str) ->
         return base
     # The floor's attempts (casekit.analysis.analyze): span-matched generation attempts on
     # the model's control works that returned an output.
-    sel = (table.span_attempts() & table.label("model_id").eq(base.model_id)
-           & table.label("role").eq("control")
-           & ~table.label("outcome").isin(("error", "unscorable")))
+    sel = (table.matched_outputs() & table.label("model_id").eq(base.model_id)
+           & table.label("role").eq("control"))
     longest = table.number("longest_words")
     threshold = np.zeros(len(longest), dtype=np.int64)
     for cw, t in need.items():

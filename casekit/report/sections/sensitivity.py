@@ -42,7 +42,7 @@ class Sensitivity:
 def build_sensitivity(f: Findings, table: AttemptTable, model_ids: list[str]) -> Sensitivity:
     # The attempts of the test against the control (and of the control floor): every
     # generation attempt that did not fail, refusals included.
-    gen = table.span_attempts() & ~table.label("outcome").isin(("error", "unscorable"))
+    gen = table.matched_outputs()
     longest = table.number("longest_words")
     rows = []
     order = {m: i for i, m in enumerate(model_ids)}
