@@ -10,6 +10,7 @@ providers record them (``{"status", "headers", "body"}``).
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,27 @@ ANTHROPIC_SEARCH = http({"id": "msg_3", "type": "message", "content": [
 def test_a_response_reports_tools_by_its_structure(response: dict[str, Any],
                                                    expected: bool) -> None:
     assert reports_tool_use(response) is expected
+
+
+def test_the_byte_checks_never_clear_a_response_the_walk_would_not() -> None:
+    # Empty tool members are deleted from the JSON's bytes before the second check: bytes that
+    # look like one inside an output, or a key that merely ends so, must not hide a real one.
+    from casekit.report.tooluse import _walk
+
+    rng = random.Random(7)
+    keys = ["tool_calls", "annotations", "citations", "function_call", 'x"tool_calls',
+            "my_tool_calls", "content", "type", "finish_reason"]
+    values: list[Any] = [[], {}, None, False, "", 0, 0.5, [1], {"a": 1}, "tool_use",
+                         '"tool_calls":[]', 'x","citations":[1],"y":"', "stop"]
+    cleared = 0
+    for _ in range(3000):
+        message = {rng.choice(keys): rng.choice(values) for _ in range(rng.randint(1, 5))}
+        if rng.random() < 0.3:
+            message["nested"] = [{rng.choice(keys): rng.choice(values)}]
+        response = chat(message, rng.choice(["stop", "tool_calls", "length"]))
+        assert reports_tool_use(response) is _walk(response), message
+        cleared += not _walk(response)
+    assert cleared > 500  # both answers are exercised
 
 
 def test_a_response_with_an_integer_orjson_refuses_is_still_read() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -43,6 +44,15 @@ _PRECHECK = tuple(f'"{k}"'.encode() for k in sorted(TOOL_RESPONSE_KEYS)) + tuple
     t.encode() for t in TOOL_RESPONSE_TYPES)
 """Bytes one of which a response's JSON holds whenever :func:`reports_tool_use` can be true:
 most responses are cleared by this search alone, without walking them."""
+_EMPTY_MEMBER = re.compile(rb'"(?:' + b"|".join(re.escape(k.encode()) for k in
+                                                 sorted(TOOL_RESPONSE_KEYS))
+                           + rb')":(?:\[\]|\{\}|null|false|"")')
+"""A member of one of :data:`TOOL_RESPONSE_KEYS` with an empty value, in compact JSON (as
+orjson writes it): what most OpenAI-compatible servers send with every answer. Inside a JSON
+string every quote is escaped, so the unescaped quote before ``:`` closes a key, and the
+pattern's bytes are the end of a member with an empty value (that member, or one whose key
+merely ends so): deleting them removes no other member's bytes, and a response whose JSON
+holds no :data:`_PRECHECK` bytes once they are deleted reports nothing, without a walk."""
 
 
 def offers_tools(request: dict[str, Any]) -> bool:
@@ -69,6 +79,15 @@ def reports_tool_use(response: dict[str, Any]) -> bool:
         raw = json.dumps(response, ensure_ascii=False, default=str).encode()
     if not any(m in raw for m in _PRECHECK):
         return False
+    stripped = _EMPTY_MEMBER.sub(b"", raw)
+    if not any(m in stripped for m in _PRECHECK):
+        return False
+    return _walk(response)
+
+
+def _walk(response: dict[str, Any]) -> bool:
+    """:func:`reports_tool_use` by walking the whole response (what the byte checks before it
+    only ever skip when it would be false)."""
     stack: list[Any] = [response]
     while stack:
         node = stack.pop()
