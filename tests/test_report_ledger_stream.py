@@ -8,6 +8,7 @@ verify inflates it to a file in chunks (casekit.report.attachments.extract_attac
 from __future__ import annotations
 
 import random
+import threading
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -93,9 +94,14 @@ def test_the_embedded_ledger_is_an_incremental_update_of_the_exact_file(
     assert pdf_revisions(paths.pdf).count == 1  # ... which belongs to the rendering
     assert PdfReader(paths.pdf).attachments["ledger.jsonl"] == [ledger]
     assert "ledger.jsonl" not in read_attachments(paths.pdf, skip=("ledger.jsonl",))
-    got = extract_attachment(paths.pdf, "ledger.jsonl", tmp_path / "x.jsonl")
+    got = extract_attachment(paths.pdf, "ledger.jsonl", tmp_path / "x.jsonl",
+                             keep_encoded=tmp_path / "x.deflate")
     assert got is not None and (tmp_path / "x.jsonl").read_bytes() == ledger
     assert (got.size, got.sha256) == (len(ledger), sha256_bytes(ledger))
+    # casekit's stream is one whole zlib stream: kept, as it is in the file.
+    encoded = (tmp_path / "x.deflate").read_bytes()
+    assert got.encoded == tmp_path / "x.deflate" and zlib.decompress(encoded) == ledger
+    assert data.count(encoded) == 1
     # The same inputs give the same bytes.
     again = build_report(run_dir, findings, out_dir=tmp_path / "again")  # type: ignore[arg-type]
     assert again.pdf.read_bytes() == data
@@ -145,6 +151,42 @@ def test_extract_attachment_inflates_in_chunks_and_bounds_it(tmp_path: Path) -> 
     with pytest.raises(DamagedReport, match="inflates beyond"):
         for _ in attachments._inflated(_Raw(bomb), 10_000_000):
             pass
+
+
+def test_only_one_whole_zlib_stream_is_kept_encoded(tmp_path: Path) -> None:
+    # casekit verify embeds the PDF's own stream of the ledger in its fresh rendering only
+    # when that stream is one complete zlib stream of the bytes extracted, nothing after it.
+    from casekit.report import attachments
+
+    data = b"".join(b'{"seq":%d}\n' % i for i in range(300_000))  # several 1 MiB chunks
+    packed = zlib.compress(data, 6)
+    for raw, whole in ((packed, True), (packed + b"trailing", False),
+                       (packed + zlib.compress(b"more"), False), (packed[:-9], False)):
+        got: list[bool] = []
+        done: list[bytes] = []
+        # Bytes after the stream's end once made the inflation loop forever: a hostile PDF
+        # hung casekit verify. In a thread, so that a regression fails here instead.
+        t = threading.Thread(target=lambda r=raw, g=got, d=done: d.append(
+            b"".join(attachments._inflated(_Raw(r), 100_000_000, g))), daemon=True)
+        t.start()
+        t.join(60)
+        assert done, "the inflation did not end"
+        assert got == [whole], len(raw)
+        assert (done[0] == data) is (raw[:len(packed)] == packed)
+
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(100, 100)
+    writer.add_attachment("ledger.jsonl", data)
+    pdf = tmp_path / "a.pdf"
+    with open(pdf, "wb") as fh:
+        writer.write(fh)
+    # pypdf stores it unencoded: nothing to keep.
+    got_file = attachments.extract_attachment(pdf, "ledger.jsonl", tmp_path / "out",
+                                              keep_encoded=tmp_path / "enc")
+    assert got_file is not None and got_file.encoded is None
+    assert (tmp_path / "out").read_bytes() == data and not (tmp_path / "enc").exists()
 
 
 class _Raw(dict):  # type: ignore[type-arg]

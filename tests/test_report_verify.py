@@ -55,6 +55,8 @@ def test_fresh_report_verifies(built: Built) -> None:
         assert re.search(rf"^ok +{name}: ", out, re.M), name
     assert "verified: every check passed" in out
     assert "byte-identical to a fresh rendering" in out
+    # The fresh rendering embeds the PDF's own (verified) stream of the ledger, and says so.
+    assert "embeds the ledger as the PDF's own compressed stream of it" in " ".join(out.split())
     assert built.fx.findings.ledger_head_hash in out
 
 

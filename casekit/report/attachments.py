@@ -80,12 +80,18 @@ class Extracted:
 
     size: int
     sha256: str
+    encoded: Path | None = None
+    """Where its stream's encoded bytes were kept (``keep_encoded``), when they are one whole
+    zlib stream of exactly these bytes: a FlateDecode stream with nothing after its end."""
 
 
-def extract_attachment(pdf: Path, name: str, target: Path) -> Extracted | None:
+def extract_attachment(pdf: Path, name: str, target: Path, keep_encoded: Path | None = None,
+                       ) -> Extracted | None:
     """Write the attachment ``name`` of ``pdf`` to ``target``, inflating it in chunks (a large
     matter's ledger is gigabytes: it is never held whole), and hash it on the way. None when
-    the PDF has no such attachment; DamagedReport when it cannot be read or is there twice."""
+    the PDF has no such attachment; DamagedReport when it cannot be read or is there twice.
+    ``keep_encoded``: also write the stream's encoded bytes there when they are one whole zlib
+    stream of the attachment and nothing else (:attr:`Extracted.encoded`)."""
     from pypdf import PdfReader, apply_configuration
 
     from casekit.canonical import HASH_PREFIX
@@ -105,22 +111,29 @@ def extract_attachment(pdf: Path, name: str, target: Path) -> Extracted | None:
             stream: Any = spec["/EF"]["/F"].get_object()
             digest = hashlib.sha256()
             written = 0
+            whole: list[bool] = []
             with open(target, "wb") as out:
-                for chunk in _inflated(stream, limit):
+                for chunk in _inflated(stream, limit, whole):
                     digest.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
+            encoded = None
+            if keep_encoded is not None and whole == [True]:
+                keep_encoded.write_bytes(stream._data)
+                encoded = keep_encoded
     except DamagedReport:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure of untrusted input
         raise DamagedReport(f"the PDF's attachment {name} cannot be read ({type(exc).__name__}:"
                             f" {str(exc)[:200]})") from None
-    return Extracted(written, HASH_PREFIX + digest.hexdigest())
+    return Extracted(written, HASH_PREFIX + digest.hexdigest(), encoded)
 
 
-def _inflated(stream: Any, limit: int) -> Iterator[bytes]:
+def _inflated(stream: Any, limit: int, whole: list[bool] | None = None) -> Iterator[bytes]:
     """The decoded bytes of a PDF stream in 1 MiB chunks: a FlateDecode stream (as casekit
-    writes them) inflated piecewise from its encoded bytes, any other through pypdf."""
+    writes them) inflated piecewise from its encoded bytes, any other through pypdf. Once
+    done, ``whole`` gets whether the encoded bytes were one complete zlib stream with nothing
+    after it (a FlateDecode stream without parameters, as casekit writes them)."""
     step = 1 << 20
     if stream.get("/Filter") != "/FlateDecode" or "/DecodeParms" in stream:
         data = stream.get_data()
@@ -129,7 +142,7 @@ def _inflated(stream: Any, limit: int) -> Iterator[bytes]:
         return
     raw: bytes = stream._data  # the encoded bytes pypdf read (pypdf has no public accessor)
     inflate = zlib.decompressobj()
-    total = 0
+    total = i = 0
     for i in range(0, len(raw), step):
         buf = raw[i:i + step]
         while buf:
@@ -138,7 +151,11 @@ def _inflated(stream: Any, limit: int) -> Iterator[bytes]:
             if total > limit:
                 raise DamagedReport(f"an attachment inflates beyond {limit:,} bytes")
             yield out
+            if inflate.eof:  # what follows the stream's end is left in unused_data
+                break
             buf = inflate.unconsumed_tail
         if inflate.eof:
             break
     yield inflate.flush()
+    if whole is not None:
+        whole.append(inflate.eof and not inflate.unused_data and i + step >= len(raw))

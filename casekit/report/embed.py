@@ -137,14 +137,15 @@ def _key(s: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Deflated:
-    """A file's first ``size`` bytes, compressed ahead of time into ``stream`` (what
-    :func:`_deflate` would write for them), with their hashes."""
+    """A file's first ``size`` bytes, compressed ahead of time into ``stream`` (a zlib stream
+    of them, as :func:`_deflate` writes), with their SHA-256."""
 
     path: Path
     size: int
     sha256: str
-    md5: str
     stream: Path
+    copied: list[Path] | None = None
+    """Where :func:`_deflate` notes each time it copied ``stream`` (:func:`precompressed`)."""
 
 
 _ready: dict[Path, Deflated] = {}
@@ -152,10 +153,10 @@ _lock = threading.Lock()
 
 
 def _compress_to(path: Path, size: int, out: Any, stop: threading.Event | None = None,
-                 ) -> tuple[int, str, str]:
-    """Compress ``path``'s first ``size`` bytes into ``out``: (bytes read, SHA-256, MD5).
+                 ) -> tuple[int, str]:
+    """Compress ``path``'s first ``size`` bytes into ``out``: (bytes read, SHA-256).
     ``stop``: when set, stop before the next chunk (fewer bytes read than ``size``)."""
-    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    sha = hashlib.sha256()
     comp = zlib.compressobj(LEVEL)
     read = 0
     with open(path, "rb") as fh:
@@ -167,10 +168,27 @@ def _compress_to(path: Path, size: int, out: Any, stop: threading.Event | None =
                 break
             read += len(chunk)
             sha.update(chunk)
-            md5.update(chunk)
             out.write(comp.compress(chunk))
     out.write(comp.flush())
-    return read, HASH_PREFIX + sha.hexdigest(), md5.hexdigest()
+    return read, HASH_PREFIX + sha.hexdigest()
+
+
+@contextmanager
+def precompressed(path: Path, size: int, sha256: str, stream: Path) -> Iterator[list[Path]]:
+    """While in the block, :func:`append_files` embeds the first ``size`` bytes of the file at
+    ``path`` by copying ``stream``, a whole zlib stream of bytes that hash to ``sha256``
+    (casekit verify: the PDF's own stream of the ledger it inflated, hashed and verified; see
+    casekit.report.verify), when those are the bytes it must embed; else it compresses them.
+    Yields a list that gets ``path`` each time the stream was copied."""
+    key = path.resolve()
+    copied: list[Path] = []
+    with _lock:
+        _ready[key] = Deflated(key, size, sha256, stream, copied)
+    try:
+        yield copied
+    finally:
+        with _lock:
+            _ready.pop(key, None)
 
 
 @contextmanager
@@ -178,7 +196,7 @@ def deflating(path: Path, scratch: Path | None = None) -> Iterator[None]:
     """Compress the file at ``path`` in a background thread while the caller goes on (zlib and
     the hashes release the GIL: on a second core the ledger's compression, some 30 s at
     500,000 attempts, overlaps the verifying pass and the rendering). :func:`append_files`
-    uses the result when it is of the very bytes it must embed (same size, SHA-256 and MD5);
+    uses the result when it is of the very bytes it must embed (same size and SHA-256);
     otherwise (the file grew, the thread failed) it compresses them itself. The compressed
     copy lives in ``scratch`` (default: the system's temporary folder) and is removed on exit."""
     try:
@@ -194,10 +212,10 @@ def deflating(path: Path, scratch: Path | None = None) -> Iterator[None]:
     def work() -> None:
         try:
             with os.fdopen(fd, "wb") as out:
-                read, sha, md5 = _compress_to(path, size, out, stop)
+                read, sha = _compress_to(path, size, out, stop)
             if read == size:
                 with _lock:
-                    _ready[key] = Deflated(key, size, sha, md5, stream)
+                    _ready[key] = Deflated(key, size, sha, stream)
             else:
                 log.debug("background compression of %s stopped after %d of %d bytes", path,
                           read, size)
@@ -224,25 +242,27 @@ def _precompressed(source: Any) -> Deflated | None:
     """The background compression of ``source``'s bytes, when there is one of exactly them."""
     with _lock:
         got = _ready.get(Path(source.path).resolve())
-    if got is None or (got.size, got.sha256, got.md5) != (source.size, source.sha256,
-                                                          source.md5):
+    # The same SHA-256, the same bytes: their MD5 (the /CheckSum) is the source's.
+    if got is None or (got.size, got.sha256) != (source.size, source.sha256):
         return None
     return got
 
 
 def _deflate(source: Any, out: Any) -> int:
     """Write ``source``'s first ``size`` bytes, FlateDecode-compressed, to ``out``; check them
-    against its SHA-256 and MD5. Returns the compressed length. Bytes compressed ahead
+    against its SHA-256. Returns the compressed length. Bytes compressed ahead
     (:func:`deflating`) are copied when their hashes are ``source``'s."""
     ready = _precompressed(source)
     if ready is not None:
+        if ready.copied is not None:
+            ready.copied.append(ready.path)
         with open(ready.stream, "rb") as fh:
             before = out.tell()
             shutil.copyfileobj(fh, out, _CHUNK)
             return int(out.tell() - before)
     before = out.tell()
-    read, sha, md5 = _compress_to(Path(source.path), source.size, out)
-    if read != source.size or sha != source.sha256 or md5 != source.md5:
+    read, sha = _compress_to(Path(source.path), source.size, out)
+    if read != source.size or sha != source.sha256:
         raise CasekitError(f"{source.path} changed while the report was written (it no longer "
                            f"begins with the {source.size:,} bytes verified); wait for the run "
                            "to finish, then report again")

@@ -140,7 +140,10 @@ def _verify_in(res: ReportVerification, pdf: Path, tmp: Path, works_dir: Path | 
     run_dir.mkdir()
     try:
         att = read_attachments(pdf, skip=STREAMED_ATTACHMENTS)
-        ledger = extract_attachment(pdf, LEDGER_ATTACHMENT, run_dir / LEDGER_NAME)
+        # The ledger's encoded stream is kept too: once its bytes verify, the fresh rendering
+        # embeds that stream rather than compressing 2 GB again (_verify_after_chain).
+        ledger = extract_attachment(pdf, LEDGER_ATTACHMENT, run_dir / LEDGER_NAME,
+                                    keep_encoded=tmp / "ledger.jsonl.deflate")
         csv = extract_attachment(pdf, ATTEMPTS_CSV_ATTACHMENT, tmp / ATTEMPTS_CSV_ATTACHMENT)
     except DamagedReport as exc:
         res.add("attachments", False, str(exc))
@@ -358,7 +361,7 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     from casekit.ledger import LEDGER_NAME, ChainBroken, iter_records
     from casekit.records import RunStart
     from casekit.report.build import load_inputs, render_report
-    from casekit.report.embed import deflating
+    from casekit.report.embed import deflating, precompressed
     from casekit.report.ledger_facts import FactsPass
     from casekit.report.render import template_dirs
 
@@ -389,8 +392,18 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
 
     # The findings, recomputed. The same pass takes the ledger's facts for the re-rendered
     # report (a pass of the report's own read the 2 GB ledger of a 500,000-attempt matter
-    # again); the ledger's compression for the fresh rendering runs beside it.
-    later.enter_context(deflating(run_dir / LEDGER_NAME, tmp))
+    # again). The fresh rendering embeds the ledger compressed: as the PDF's own stream of it
+    # when that is one whole zlib stream of exactly the bytes extracted (and so verified here:
+    # the embedding checks their size and SHA-256 against the verified ledger's), which
+    # spares compressing them again (some 30 s of CPU at 500,000 attempts, beside an
+    # analysis that keeps every core busy); else compressed beside the analysis.
+    ledger = streamed.get(LEDGER_ATTACHMENT)
+    reused: list[Path] = []
+    if ledger is not None and ledger.encoded is not None:
+        reused = later.enter_context(precompressed(run_dir / LEDGER_NAME, ledger.size,
+                                                   ledger.sha256, ledger.encoded))
+    else:
+        later.enter_context(deflating(run_dir / LEDGER_NAME, tmp))
     # The attached table's digest and CSV need only the table: made in the background, at a
     # lower priority, on what the analysis leaves idle (casekit.report.tablecheck).
     check = later.enter_context(TableCheck(_place_table(att, run_dir)))
@@ -470,6 +483,9 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     rendered.write_pdf(again, template_dir)
     # Compared as files, in chunks: a large matter's PDF carries its whole ledger.
     given, fresh = pdf, again
+    # What "a fresh rendering" is, when its ledger stream is the PDF's own (see above).
+    own = ("; the fresh rendering embeds the ledger as the PDF's own compressed stream of it, "
+           "which inflates to exactly the ledger verified above" if reused else "")
     if _same_bytes(given, fresh):
         # The same bytes have the same pages: reading their text again proves nothing more
         # (and is most of verify's time on a long report).
@@ -478,7 +494,7 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
         pages = len(PdfReader(again).pages)
         res.add("numbers in the report", True, f"the text of all {pages} pages is reproduced "
                 "(the PDF is the fresh rendering's bytes)")
-        res.add("rendering", True, bytes_verdict(given, fresh))
+        res.add("rendering", True, bytes_verdict(given, fresh) + own)
         return
     try:
         theirs = page_texts_of(pdf)
@@ -493,7 +509,7 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
         return
     res.add("numbers in the report", True, f"the text of all {len(ours)} pages is reproduced")
     if rendering_matches(given, fresh):
-        res.add("rendering", True, bytes_verdict(given, fresh))
+        res.add("rendering", True, bytes_verdict(given, fresh) + own)
         return
     # The re-rendered manifest matched, so this is the WeasyPrint version that made it.
     which = "its first revision (as rendered)" if pdf_revisions(given).count > 1 else "the PDF"
@@ -502,7 +518,7 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
             f"({manifest.get('weasyprint_version')}) rendered both: the file was altered after "
             "rendering (a font, an image or a drawing can change what a reader sees without "
             "changing the page text), or this machine's fonts differ from those of the machine "
-            "that made it; verify it there, or compare the fonts")
+            "that made it; verify it there, or compare the fonts" + own)
 
 
 def _json_field(data: bytes, key: str) -> Any:
