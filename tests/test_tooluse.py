@@ -80,7 +80,10 @@ def test_a_response_reports_tools_by_its_structure(response: dict[str, Any],
 def test_the_byte_checks_never_clear_a_response_the_walk_would_not() -> None:
     # Empty tool members are deleted from the JSON's bytes before the second check: bytes that
     # look like one inside an output, or a key that merely ends so, must not hide a real one.
-    from casekit.report.tooluse import _walk
+    from casekit.report.tooluse import _FIRST_CHECK, _PRECHECK, _walk
+
+    # The first, shorter search is sound only if every marker holds one of its fragments.
+    assert all(any(f in m for f in _FIRST_CHECK) for m in _PRECHECK)
 
     rng = random.Random(7)
     keys = ["tool_calls", "annotations", "citations", "function_call", 'x"tool_calls',

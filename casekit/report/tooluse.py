@@ -44,6 +44,9 @@ _PRECHECK = tuple(f'"{k}"'.encode() for k in sorted(TOOL_RESPONSE_KEYS)) + tuple
     t.encode() for t in TOOL_RESPONSE_TYPES)
 """Bytes one of which a response's JSON holds whenever :func:`reports_tool_use` can be true:
 most responses are cleared by this search alone, without walking them."""
+_FIRST_CHECK = (b"tool_", b"function_call", b"citations", b"annotations", b"web_search")
+"""Bytes one of which every :data:`_PRECHECK` pattern holds: fewer searches of the whole
+response (each ~0.45 us per kB) clear the responses that hold none of them."""
 _EMPTY_MEMBER = re.compile(rb'"(?:' + b"|".join(re.escape(k.encode()) for k in
                                                  sorted(TOOL_RESPONSE_KEYS))
                            + rb')":(?:\[\]|\{\}|null|false|"")')
@@ -77,7 +80,7 @@ def reports_tool_use(response: dict[str, Any]) -> bool:
         raw = orjson.dumps(response)
     except TypeError:  # an integer beyond 64 bits: orjson refuses it
         raw = json.dumps(response, ensure_ascii=False, default=str).encode()
-    if not any(m in raw for m in _PRECHECK):
+    if not any(m in raw for m in _FIRST_CHECK):
         return False
     stripped = _EMPTY_MEMBER.sub(b"", raw)
     if not any(m in stripped for m in _PRECHECK):
