@@ -272,3 +272,52 @@ def test_a_threshold_in_characters_is_converted_to_a_controls_words() -> None:
     assert control_threshold(80, "characters", "words") == 40  # 2 characters per word
     assert control_threshold(25, "characters", "words") == 13  # rounded up: never lower
     assert control_threshold(40, "words", "characters") == 80
+
+
+def test_each_control_line_of_the_bottom_line_counts_its_own_control(tmp_path: Path) -> None:
+    # With two control works the bottom line printed the model's floor, pooled over both,
+    # under each control's line: "0 of 3" and "0 of 3" read as each control's own where one
+    # control was reproduced in every attempt and the other in none.
+    import json
+
+    from casekit.report.build import build_report
+
+    control2 = ("Quillon tide tables were kept in a drawer of the harbour office, and every "
+                "spring the clerk copied them by hand into a new almanac, adding a note on the "
+                "margin whenever the moon and the ledger disagreed about the height of the "
+                "water at the northern steps.")
+    case = _case(tmp_path, CHORUS)
+    (tmp_path / "control2.txt").write_text(control2)
+    text = case.read_text(encoding="utf-8")
+    text = text.replace(
+        "  - {id: control, title: The Lantern Shop, author: O, path: control.txt, role: control}\n",
+        "  - {id: control, title: The Lantern Shop, author: O, path: control.txt, role: control}\n"
+        "  - {id: control2, title: The Tide Tables, author: O, path: control2.txt, "
+        "role: control}\n")
+    text = text.replace('        other: "A fair, I think."\n',
+                        '        other: "A fair, I think."\n'
+                        f"        control2: {json.dumps(control2)}\n")
+    text = text.replace("    params: {templates: [\"Tell me about {{ title }}.\"]}\n"
+                        "    works: [song, control]\n",
+                        "    params: {templates: [\"Tell me about {{ title }}.\"]}\n"
+                        "    works: [song, control, control2]\n")
+    case.write_text(text, encoding="utf-8")
+    out = Runner(load_case(case), run_dir=tmp_path / "run").run()
+    write_findings(out.run_dir, analyze_run(out.run_dir, case))
+    f = load_findings(out.run_dir)
+    floor = next(c for c in f.controls if c.model_id == "bot")
+    own = {w: [x for x in f.attempts if x.work_id == w and x.matched_output]
+           for w in ("control", "control2")}
+    hits = {w: sum(1 for x in xs if x.longest_words >= f.min_span(w)) for w, xs in own.items()}
+    assert hits["control"] == 0 and hits["control2"] == len(own["control2"]) > 0
+    assert (floor.attempts.k, floor.attempts.n) == (hits["control2"],
+                                                    len(own["control"]) + len(own["control2"]))
+    html = build_report(out.run_dir, f, case_path=case).html.read_text(encoding="utf-8")
+    bl = html.split('id="bottom-line"', 1)[1].split("</section>", 1)[0]
+    lantern = bl.split("The Lantern Shop (control)", 1)[1].split("</li>", 1)[0]
+    tides = bl.split("The Tide Tables (control)", 1)[1].split("</li>", 1)[0]
+    assert f"0 of {len(own['control'])} generation attempts with a span" in lantern
+    n2 = len(own["control2"])
+    assert f"{n2} of {n2} generation attempts with a span" in tides
+    pooled = f"{floor.attempts.k} of {floor.attempts.n} generation attempts"
+    assert pooled not in lantern and pooled not in tides

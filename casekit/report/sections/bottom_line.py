@@ -3,8 +3,8 @@ work, the effort behind it, the decision rule, the test against the control, one
 exhibit; the caveats after it.
 
 Every figure here is read from one place in the findings (a finding's rates, coverage and
-``vs_control``; a control floor) and formatted once; tests/test_headline_figures.py checks the
-rendered text against findings.json.
+``vs_control``) or, for a control work's own count, from the attempt table, and formatted
+once; tests/test_headline_figures.py checks the rendered text against findings.json.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from casekit.report.ledger_facts import AttemptLookup, LedgerFacts
 from casekit.report.sections.summary import STATUS_CLASS
 from casekit.report.table import AttemptTable
 from casekit.report.text import agree, and_list, counted, fmt_pct
-from casekit.stats import Rate, rate
+from casekit.stats import Rate, clopper_pearson_upper, rate
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -108,16 +108,31 @@ def _reconstruction(f: ModelWorkFinding, table: AttemptTable, min_span: int) -> 
     return rate(k, n)
 
 
+def _control_own(f: ModelWorkFinding, table: AttemptTable, min_span: int,
+                 ) -> tuple[Rate, float | None]:
+    """A control work's own chance reproductions for one model, counted as the model's floor
+    counts them over all its control works (casekit.analysis.analyze: the span-matched
+    generation attempts that returned an output, at the control's threshold), with the
+    one-sided 95% upper bound. With several control works, the floor pools them: printed
+    under each control's line, the pooled count read as that control's own."""
+    sel = table.matched_outputs() & table.of(f.model_id, f.work_id)
+    n = int(sel.sum())
+    k = int((table.number("longest_words")[sel] >= min_span).sum())
+    return rate(k, n), round(clopper_pearson_upper(k, n), 6) if n else None
+
+
 def _line(f: ModelWorkFinding, work: Work, floor: ControlFloor | None, min_span: int,
-          unit: str, reconstruction: Rate | None = None) -> Line:
+          unit: str, reconstruction: Rate | None = None,
+          own: tuple[Rate, float | None] | None = None) -> Line:
     """One model x work's sentence, at the work's own reporting threshold and unit (a short
-    work's is scaled to it, a CJK work's counts characters)."""
+    work's is scaled to it, a CJK work's counts characters). ``own``: a control work's own
+    count (:func:`_control_own`)."""
     status = f.memorization
     if f.role == "control":
-        cf = floor.attempts if floor else None
+        cf, upper = own if own is not None and own[0].n else (None, None)
         found = C.BL_CONTROL.format(
             k_of_n=_k_of_n(cf) if cf else C.NOT_TESTED, words=f"{min_span:,}", unit=unit,
-            upper=fmt_pct(floor.upper_95) if floor and floor.upper_95 is not None else "\u2014")
+            upper=fmt_pct(upper) if upper is not None else "\u2014")
         return Line(f.model_id, work.spec.title, f.role, status,
                     STATUS_CLASS.get(status, ""), found, "")
     reached = C.BL_REACHED if status == SHOWN else C.BL_NOT_REACHED
@@ -204,7 +219,9 @@ def build_bottom_line(f: Findings, table: AttemptTable, case: CaseFile,
                 continue
             span = f.min_span(w.id)
             lines.append(_line(mw, works[w.id], floors.get(mid), span, f.unit(w.id),
-                               _reconstruction(mw, table, span)))
+                               _reconstruction(mw, table, span),
+                               _control_own(mw, table, span) if mw.role == "control"
+                               else None))
     caveats = [ABSENCE_CAVEAT]
     if legal_note:
         caveats.append(legal_note)
