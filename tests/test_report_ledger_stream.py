@@ -128,19 +128,25 @@ def test_a_ledger_changed_while_the_report_is_written_is_refused(
         rendered.write_pdf(tmp_path / "x.pdf")
 
 
-def test_extract_attachment_inflates_in_chunks_and_bounds_it(tmp_path: Path) -> None:
+def _pdf_attaching(pdf: Path, ledger: bytes) -> Path:
+    """A one-page PDF written by pypdf with ``ledger`` attached as ledger.jsonl (stored
+    unencoded)."""
     from pypdf import PdfWriter
 
+    writer = PdfWriter()
+    writer.add_blank_page(100, 100)
+    writer.add_attachment("ledger.jsonl", ledger)
+    with open(pdf, "wb") as fh:
+        writer.write(fh)
+    return pdf
+
+
+def test_extract_attachment_inflates_in_chunks_and_bounds_it(tmp_path: Path) -> None:
     from casekit.report import attachments
     from casekit.report.attachments import DamagedReport, extract_attachment
 
     data = b"".join(b'{"seq":%d,"text":"%s"}\n' % (i, b"x" * (i % 97)) for i in range(40_000))
-    writer = PdfWriter()
-    writer.add_blank_page(100, 100)
-    writer.add_attachment("ledger.jsonl", data)
-    pdf = tmp_path / "a.pdf"
-    with open(pdf, "wb") as fh:
-        writer.write(fh)
+    pdf = _pdf_attaching(tmp_path / "a.pdf", data)
     assert len(data) > 2 << 20  # several chunks
     got = extract_attachment(pdf, "ledger.jsonl", tmp_path / "out")
     assert got is not None and (tmp_path / "out").read_bytes() == data
@@ -174,14 +180,7 @@ def test_only_one_whole_zlib_stream_is_kept_encoded(tmp_path: Path) -> None:
         assert got == [whole], len(raw)
         assert (done[0] == data) is (raw[:len(packed)] == packed)
 
-    from pypdf import PdfWriter
-
-    writer = PdfWriter()
-    writer.add_blank_page(100, 100)
-    writer.add_attachment("ledger.jsonl", data)
-    pdf = tmp_path / "a.pdf"
-    with open(pdf, "wb") as fh:
-        writer.write(fh)
+    pdf = _pdf_attaching(tmp_path / "a.pdf", data)
     # pypdf stores it unencoded: nothing to keep.
     got_file = attachments.extract_attachment(pdf, "ledger.jsonl", tmp_path / "out",
                                               keep_encoded=tmp_path / "enc")
