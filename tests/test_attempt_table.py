@@ -216,3 +216,45 @@ def test_compact_shares_the_field_name_sets_and_changes_no_value() -> None:
     c = a.model_copy(update={"longest_verbatim_words": 2})
     assert "longest_verbatim_words" in c.model_fields_set
     assert "longest_verbatim_words" not in b.model_fields_set
+
+
+def _row_by_model_dump(x: AttemptAnalysis) -> tuple[tuple[Any, ...], bytes]:
+    """The row as its definition reads: the analysis' JSON dump, split into the columns."""
+    d = x.model_dump(mode="json")
+    line = canonical_json(d)
+    row = [d.pop(n) for n, _ in SCALARS]
+    row += [canonical_json(d.pop(n)).decode("utf-8") for n in STRUCTURED[:-1]]
+    row.append(canonical_json(d).decode("utf-8"))
+    return tuple(row), line
+
+
+def test_rows_are_the_model_dump_split_into_columns(analyzed: Path) -> None:
+    # row_of builds the row from the fields without pydantic's serializer: on every attempt
+    # of the demo (spans, echo, teacher-forced windows, every measure's fields) and on
+    # hostile values, it must give the dump's values and canonical line, byte for byte.
+    from casekit.analysis.attempt_table import row_of
+    from casekit.analysis.findings import SpanFinding
+    from casekit.pz import TeacherForced
+
+    xs = list(iter_table(analyzed / ATTEMPTS_NAME))
+    kinds = {"spans": any(x.spans for x in xs), "echo": any(x.echo_ranges for x in xs),
+             "teacher_forced": any(x.teacher_forced for x in xs)}
+    assert all(kinds.values()), kinds
+    base = next(x for x in xs if x.spans and x.echo_ranges)
+    span = base.spans[0].model_copy(update={"similarity": 0.1 + 0.2})
+    tf = next(x.teacher_forced for x in xs if x.teacher_forced is not None)
+    hostile = [
+        base.model_copy(update={"label": 'a "quoted" \\ label\u0000\u001f\u2028 \U0001f600',
+                                "attempt_id": "\u00e9\u4e2d", "spans": [span],
+                                "spans_over_t": [(0, 21), (40, 90)]}),
+        base.model_copy(update={"teacher_forced": tf.model_copy(
+            update={"log_pz_top40": -1e-7, "sum_logprob": -123456789.5,
+                    "suffix_chars": (3, 9)}), "refusal_source": "text"}),
+        base.model_copy(update={"teacher_forced": TeacherForced(
+            tokens=1, top1=1, top1_share=1.0, sum_logprob=float("nan"),
+            greedy_reproduced=True)}),
+        base.model_copy(update={"spans": [SpanFinding(**{**span.model_dump(),
+                                                         "similarity": 1e21})]}),
+    ]
+    for x in [*xs, *hostile]:
+        assert row_of(x) == _row_by_model_dump(x), x.attempt_id

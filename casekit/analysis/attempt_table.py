@@ -19,14 +19,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import BaseModel
 
 from casekit.analysis.findings import AttemptAnalysis, RowsDigest
+from casekit.analysis.registry import dump_fields
 from casekit.canonical import canonical_json
 from casekit.errors import CasekitError
 
@@ -61,6 +64,7 @@ name)."""
 _OWN_STRUCTURED = tuple(n for n in AttemptAnalysis.model_fields
                         if n not in {s for s, _ in SCALARS} and n != "measures")
 STRUCTURED = (*_OWN_STRUCTURED, "measures")
+_SCALAR_NAMES = tuple(n for n, _ in SCALARS)
 """AttemptAnalysis fields stored as canonical JSON text in a column ``<field>_json`` (every
 field that is not a typed column: spans, echo ranges, spans over T, the teacher-forced summary;
 ``measures_json``: the measures' fields as findings.json writes them, flat, by field name)."""
@@ -100,12 +104,16 @@ def row_of(x: AttemptAnalysis) -> tuple[Row, bytes]:
 
 
 def _row(x: AttemptAnalysis) -> tuple[Row, bytes]:
-    """The row of one analysis, and its canonical JSON (the line the content hash takes)."""
-    d = x.model_dump(mode="json")
-    line = canonical_json(d)
-    row = [d.pop(n) for n, _ in SCALARS]
+    """The row of one analysis, and its canonical JSON (the line the content hash takes):
+    ``x.model_dump(mode="json")`` split into columns and canonicalized, made from the fields
+    without pydantic's serializer (tests/test_attempt_table.py checks both against that
+    dump): the typed columns as they are, the structured fields as JSON values, the measures'
+    fields from their serialized values (the empty ones' cached)."""
+    d = x.__dict__
+    row: list[Any] = [d[n] for n in _SCALAR_NAMES]
+    full = dict(zip(_SCALAR_NAMES, row, strict=True))
     for n in _OWN_STRUCTURED:
-        v = d.pop(n)
+        v = d[n]
         # Most attempts have no spans, echo or teacher-forced summary: the canonical JSON of
         # null and of an empty list is known without the encoder.
         if v is None:
@@ -113,10 +121,30 @@ def _row(x: AttemptAnalysis) -> tuple[Row, bytes]:
         elif type(v) is list and not v:
             row.append("[]")
         else:
+            v = _json_value(v)
             row.append(canonical_json(v).decode("utf-8"))
-    # What is left are the measures' fields (serialized flat, beside the attempt's own).
-    row.append(canonical_json(d).decode("utf-8"))
-    return tuple(row), line
+        full[n] = v
+    # The measures' fields, serialized flat beside the attempt's own (as WithMeasures does).
+    measures: dict[str, Any] = {}
+    for fields in x.measures.values():
+        measures.update(dump_fields(fields, "json"))
+    row.append(canonical_json(measures).decode("utf-8"))
+    full.update(measures)
+    return tuple(row), canonical_json(full)
+
+
+def _json_value(v: Any) -> Any:
+    """A structured field's value as ``model_dump(mode="json")`` writes it: models dumped,
+    tuples as lists, non-finite floats as null."""
+    if isinstance(v, BaseModel):
+        return v.model_dump(mode="json")
+    if isinstance(v, (list, tuple)):
+        return [_json_value(e) for e in v]
+    if isinstance(v, dict):
+        return {k: _json_value(e) for k, e in v.items()}
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 class RowsHasher:
