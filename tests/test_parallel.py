@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -28,9 +29,13 @@ def _run(tmp: Path) -> Path:
 @pytest.mark.parametrize("workers", [2, 3])
 def test_findings_and_table_are_the_same_bytes_with_n_workers(tmp_path: Path, workers: int,
                                                               monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture,
                                                               ) -> None:
-    # Small batches: 186 attempts make many tasks, finished out of order across workers.
+    # Small batches: 186 attempts make many tasks, finished out of order across workers; and
+    # the model x work aggregates shared out between processes whatever the run's size.
     monkeypatch.setattr(parallel, "BATCH", 5)
+    monkeypatch.setattr(parallel, "SPLIT_MIN_WEIGHT", 0)
+    caplog.set_level(logging.INFO, logger=parallel.__name__)
     one = _run(tmp_path / "one")
     f1 = analyze_run(one, DEMO / "case.yaml", table=one / ATTEMPTS_NAME, workers=1)
     many = _run(tmp_path / "many")
@@ -38,6 +43,7 @@ def test_findings_and_table_are_the_same_bytes_with_n_workers(tmp_path: Path, wo
     assert findings_bytes(fn) == findings_bytes(f1) == (DEMO / "findings.json").read_bytes()
     assert (many / ATTEMPTS_NAME).read_bytes() == (one / ATTEMPTS_NAME).read_bytes()
     assert fn.attempts == f1.attempts
+    assert f"the findings of each model x work computed in {workers} processes" in caplog.text
     # The name-cloze measure's state (gold answers) crossed from the workers: its accuracy
     # is a finding, not an empty value.
     from casekit.strategies.name_cloze import ClozeFinding
@@ -132,3 +138,37 @@ def test_workers_refuse_a_damaged_ledger_at_the_same_line_as_one_process(
     assert gc.isenabled()  # paused during the analysis only, failed or not
     assert {"edit": "hash mismatch", "drop": "prev_hash", "torn": "torn last line"}[how] \
         in errors[0][0]
+
+
+def test_aggregates_are_shared_out_by_weight_the_same_way_every_time() -> None:
+    # Heaviest first, each to the lightest group: a function of the weights alone.
+    assert parallel._groups([5, 500, 7, 480], 2) == [[1], [0, 2, 3]]
+    assert parallel._groups([1, 1, 1], 2) == [[0, 2], [1]]
+    assert parallel._groups([3], 4) == [[0]]
+
+
+@pytest.mark.parametrize("how", ["dies", "raises"])
+def test_an_aggregate_process_that_fails_stops_the_analysis_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    parent = os.getpid()
+    real = Analyzer.model_work
+
+    def failing(self: Analyzer, model_id: str, work_id: str, mine):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent:
+            if how == "dies":
+                os._exit(9)
+            raise ValueError("a finding the analysis cannot make")
+        return real(self, model_id, work_id, mine)
+
+    monkeypatch.setattr(parallel, "SPLIT_MIN_WEIGHT", 0)
+    monkeypatch.setattr(Analyzer, "model_work", failing)
+    run = _run(tmp_path)
+    with pytest.raises(CasekitError) as info:
+        analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME, workers=2)
+    msg = str(info.value)
+    assert "\n" not in msg and "the findings of each model x work" in msg
+    assert "nothing was written" in msg
+    assert ("exit code 9" in msg and "--workers 1" in msg if how == "dies"
+            else "ValueError: a finding the analysis cannot make" in msg)
+    assert sorted(p.name for p in run.iterdir()) == ["ledger.jsonl"]
+
