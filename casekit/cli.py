@@ -522,7 +522,35 @@ def demo(case_path: Path) -> None:
 
 
 def main() -> None:
-    cli()
+    """The ``casekit`` command. Once the command is done (its files written and closed), the
+    process ends without tearing down the interpreter: after a matter's analysis that
+    teardown (freeing millions of objects one by one, and the collector's final pass over
+    them) took 9.7 s of a 143 s `casekit analyze` on 500,000 attempts, and wrote nothing.
+    The atexit handlers still run and the standard streams and logging are flushed first
+    (mypy ends its runs the same way)."""
+    try:
+        cli()
+        code: int = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # SystemExit("message"): what the interpreter would print, with status 1
+            print(exc.code, file=sys.stderr)
+            code = 1
+    _hard_exit(code)
+
+
+def _hard_exit(code: int) -> None:
+    import atexit
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`casekit ... | head`)
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from casekit.analysis import parallel
-from casekit.analysis.analyze import Analyzer, analyze_run, findings_bytes
+from casekit.analysis.analyze import Analyzer, analyze_run, findings_bytes, write_findings
 from casekit.analysis.attempt_table import ATTEMPTS_NAME
 from casekit.errors import CasekitError
 from tests.golden.make_golden import DEMO
@@ -172,3 +172,20 @@ def test_an_aggregate_process_that_fails_stops_the_analysis_with_one_line(
             else "ValueError: a finding the analysis cannot make" in msg)
     assert sorted(p.name for p in run.iterdir()) == ["ledger.jsonl"]
 
+
+def test_a_command_ends_with_its_output_and_files_whole(tmp_path: Path) -> None:
+    # `casekit` ends without the interpreter's teardown (casekit.cli.main): what it printed
+    # to a pipe and the files it wrote are all there, with its exit status.
+    run = _run(tmp_path)
+    write_findings(run, analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME),
+                   table_written=True)
+    root = Path(__file__).resolve().parents[1]  # this checkout's casekit, not an installed one
+    r = subprocess.run([sys.executable, "-m", "casekit.cli", "export", str(run), "--csv"],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    csv_file = run / "attempts.csv"
+    assert r.stdout == f"186 rows: {csv_file}\n"
+    assert csv_file.read_text(encoding="utf-8").count("\n") > 186
+    bad = subprocess.run([sys.executable, "-m", "casekit.cli", "export", str(tmp_path / "no"),
+                          "--csv"], capture_output=True, text=True, cwd=root)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stdout == ""
