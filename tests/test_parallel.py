@@ -189,3 +189,31 @@ def test_a_command_ends_with_its_output_and_files_whole(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "casekit.cli", "export", str(tmp_path / "no"),
                           "--csv"], capture_output=True, text=True, cwd=root)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stdout == ""
+
+
+def test_the_analysis_hands_its_objects_to_the_oldest_generation(tmp_path: Path) -> None:
+    # The collector is paused while the analysis runs: afterwards the attempts' analyses are
+    # not left in the youngest generation (the next collection would walk them all), nothing
+    # stays frozen, and a cycle that became garbage meanwhile is still collected.
+    import gc
+    import weakref
+
+    class Node:
+        other: Node
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    freed: list[bool] = []
+    weakref.finalize(a, freed.append, True)
+    gc.disable()  # the cycle becomes garbage in the youngest generation, as in a caller
+    del a, b
+    try:
+        f = analyze_run(_run(tmp_path), DEMO / "case.yaml", workers=1)
+    finally:
+        gc.enable()
+    assert gc.get_freeze_count() == 0
+    x = f.attempts[-1]
+    assert not any(o is x for o in gc.get_objects(generation=0))
+    assert any(o is x for o in gc.get_objects(generation=2))
+    gc.collect()
+    assert freed == [True]
