@@ -104,8 +104,31 @@ def _fast_hash(payload: dict[str, Any], raw: bytes) -> str | None:
             or (b"+" in raw and (b"e+" in raw or b"E+" in raw))
             or _INTEGRAL_FLOAT.search(raw)):
         return None
-    body = orjson.dumps({k: v for k, v in payload.items() if k != "hash"}, option=_SORTED)
-    return sha256_bytes(body)
+    return sha256_bytes(_without_hash(payload, raw))
+
+
+def _without_hash(payload: dict[str, Any], raw: bytes) -> bytes:
+    """The canonical line of ``payload`` without its ``hash`` member, given ``raw``, its
+    canonical line with it: ``raw`` with the member's bytes cut out where they occur exactly
+    once (a nested ``hash`` member holding the same value would make two: then encoded
+    afresh)."""
+    if "hash" not in payload:
+        return raw
+    value = payload["hash"]
+    if type(value) is str:
+        member = b'"hash":' + orjson.dumps(value)
+        at = raw.find(member)
+        if at > 0 and raw.find(member, at + 1) < 0:
+            end = at + len(member)
+            if raw[at - 1] == _COMMA:  # "...,"hash":v}" or "...,"hash":v,..."
+                return raw[:at - 1] + raw[end:]
+            if raw[end] == _COMMA:  # the first member: "{"hash":v,..."
+                return raw[:at] + raw[end + 1:]
+            return raw[:at] + raw[end:]  # the only one: "{}"
+    return orjson.dumps({k: v for k, v in payload.items() if k != "hash"}, option=_SORTED)
+
+
+_COMMA = ord(",")
 
 
 @dataclass(frozen=True)

@@ -513,3 +513,31 @@ def test_a_record_must_name_its_kind(tmp_path: Path, record_type: str | None) ->
     assert not res.ok and res.problem is not None and res.problem.line == 2
     assert "record does not match the ledger schema" in res.problem.reason
     assert "record_type" in res.problem.reason
+
+
+def test_cheap_hash_cuts_only_the_records_own_hash_member() -> None:
+    # The hash is taken over the line with the record's own "hash" member cut out of the
+    # bytes: first, last, only member, and a nested "hash" member (with another value, and
+    # with the same value, which makes the cut ambiguous: then the body is encoded afresh).
+    import orjson
+
+    def line_of(body: dict) -> tuple[str, bytes]:
+        return _canonical_with_hash(body)
+
+    for body in ({"a": 1}, {"z": 1}, {"a": {"hash": "sha256:x"}, "z": [1, {"hash": 2}]}, {}):
+        expect, line = line_of(body)
+        assert _fast_hash(orjson.loads(line), line) == expect, body
+    expect, line = line_of({"a": 1})
+    value = orjson.loads(line)["hash"]
+    body = {"a": {"hash": value}, "b": 2}
+    expect, line = line_of(body)
+    assert line.count(b'"hash":' + orjson.dumps(value)) == 1  # the body's own is not it
+    forged_body = {"a": {"hash": "will be the record's"}, "b": 2}
+    expect, line = line_of(forged_body)
+    own = orjson.loads(line)["hash"]
+    twice = line.replace(b'"will be the record\'s"', orjson.dumps(own))
+    payload = orjson.loads(twice)
+    # The record's content now holds its own hash: the content hashes otherwise, and the
+    # cheap route says what the reference says of it.
+    reference = _canonical_with_hash({k: v for k, v in payload.items() if k != "hash"})[0]
+    assert _fast_hash(payload, twice) == reference != own
