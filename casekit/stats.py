@@ -105,6 +105,14 @@ def rate(k: int, n: int) -> Rate:
     return Rate(k=k, n=n, rate=k / n, lo=lo, hi=hi, method="wilson")
 
 
+def chance_count(k: int, n: int) -> tuple[Rate, float | None]:
+    """A control's chance reproductions, k of n: the rate and its one-sided 95% upper bound
+    (:func:`clopper_pearson_upper`, rounded to 6 places as findings.json holds it; None
+    without attempts). The one computation behind the control floor (casekit.analysis) and
+    every count the report prints beside it, so the figures cannot drift apart."""
+    return rate(k, n), round(clopper_pearson_upper(k, n), 6) if n else None
+
+
 # --- intervals over clusters -------------------------------------------------------------------
 
 BOOTSTRAP_RESAMPLES = 2000

@@ -72,3 +72,18 @@ def test_holm_adjusts_in_step_down_order_and_keeps_the_order() -> None:
     assert holm([0.9, 0.3]) == pytest.approx([0.9, 0.6])
     assert holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
     assert holm([]) == []
+
+
+def test_chance_count_is_the_rate_and_its_rounded_one_sided_bound() -> None:
+    # The control floor in findings.json and every count the report prints beside it come
+    # from this one function: 0 of 16 is bounded by 17.075% (about 3/n), as findings.json
+    # holds it; k = n by 1; no attempts, no bound.
+    from casekit.stats import chance_count, clopper_pearson_upper, rate
+
+    r, upper = chance_count(0, 16)
+    assert r == rate(0, 16) and upper == 0.17075
+    assert upper == round(clopper_pearson_upper(0, 16), 6)
+    assert chance_count(3, 3)[1] == 1.0
+    assert chance_count(2, 40)[1] == round(clopper_pearson_upper(2, 40), 6)
+    r0, none = chance_count(0, 0)
+    assert r0.n == 0 and r0.rate is None and none is None

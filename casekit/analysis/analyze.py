@@ -84,7 +84,7 @@ from casekit.records import AttemptRecord, RunEnd, RunStart, is_imported
 from casekit.shortworks import is_short
 from casekit.stats import (
     BootstrapRate,
-    clopper_pearson_upper,
+    chance_count,
     clustered_rate,
     rate,
 )
@@ -700,9 +700,9 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
             by_intent[intent] = rate(
                 sum(1 for x in sel if x.longest_words >= an.th_of[x.work_id].min_span_words),
                 len(sel))
+        attempts, upper = chance_count(k, len(ctrl))
         controls.append(ControlFloor(
-            model_id=mid, attempts=rate(k, len(ctrl)), by_intent=by_intent,
-            upper_95=round(clopper_pearson_upper(k, len(ctrl)), 6) if ctrl else None,
+            model_id=mid, attempts=attempts, by_intent=by_intent, upper_95=upper,
             max_coverage=max((f.coverage.share for f in cf), default=0.0),
             max_bmc5=max((f.bmc["5"] for f in cf), default=0.0),
             mean_top1_share=round(sum(tf) / len(tf), 6) if tf else None,

@@ -23,7 +23,7 @@ from casekit.report.ledger_facts import AttemptLookup, LedgerFacts
 from casekit.report.sections.summary import STATUS_CLASS
 from casekit.report.table import AttemptTable
 from casekit.report.text import agree, and_list, counted, fmt_pct
-from casekit.stats import Rate, clopper_pearson_upper, rate
+from casekit.stats import Rate, chance_count, rate
 from casekit.works import Work
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def _control_own(f: ModelWorkFinding, table: AttemptTable, min_span: int,
     sel = table.matched_outputs() & table.of(f.model_id, f.work_id)
     n = int(sel.sum())
     k = int((table.number("longest_words")[sel] >= min_span).sum())
-    return rate(k, n), round(clopper_pearson_upper(k, n), 6) if n else None
+    return chance_count(k, n)
 
 
 def _line(f: ModelWorkFinding, work: Work, floor: ControlFloor | None, min_span: int,

@@ -23,7 +23,7 @@ from casekit.report.text import (
     fmt_pct,
 )
 from casekit.report.views import RateView, rate_view
-from casekit.stats import clopper_pearson_upper, rate
+from casekit.stats import chance_count, rate
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +147,13 @@ def floor_at(base: FloorView, f: Findings, table: AttemptTable, work_id: str) ->
     hit = sel & (longest >= threshold)
     intents = table.label("intent")
     k, n = int(hit.sum()), int(sel.sum())
+    attempts, upper = chance_count(k, n)
     at = C.FLOOR_AT.format(
         min_span=f"{span:,}", unit=unit,
         own=", ".join(sorted({f"{t:,} {f.unit(cw)}" for cw, t in own.items()})),
         floor=base.attempts.k_of_n)
     return replace(
-        base, attempts=rate_view(rate(k, n)), upper_95=fmt_pct(clopper_pearson_upper(k, n)),
+        base, attempts=rate_view(attempts), upper_95=fmt_pct(upper),
         by_intent={i: rate_view(rate(int((hit & intents.eq(i)).sum()),
                                      int((sel & intents.eq(i)).sum())))
                    for i in base.by_intent},
