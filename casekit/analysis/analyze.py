@@ -685,8 +685,9 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
     for mid in model_ids:
         # Failed attempts (an error, no output to match) measure nothing: not in the
         # floor's denominator.
-        ctrl = [x for x in analyses if x.model_id == mid and x.role == "control"
-                and x.matched_output]
+        # Counts only, so gathered pair by pair rather than by a walk of every attempt.
+        ctrl = [x for ws in spec.works if ws.role == "control"
+                for x in by_pair.get((mid, ws.id), ()) if x.matched_output]
         k = sum(1 for x in ctrl if x.longest_words >= an.th_of[x.work_id].min_span_words)
         cf = [f for f in findings if f.model_id == mid and f.role == "control"]
         # The control floor's top-1 share is the teacher-forced summary's (the top1_share

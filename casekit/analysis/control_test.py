@@ -46,12 +46,13 @@ def compare_with_controls(findings: list[ModelWorkFinding], controls: list[Contr
     floors = {c.model_id: c for c in controls if c.attempts.n > 0}
     # Each model's control attempts, the floor's selection: (control work, longest span).
     ctrl: dict[str, list[tuple[str, int]]] = {}
-    for x in analyses:
-        if x.role == "control" and x.matched_output:
-            ctrl.setdefault(x.model_id, []).append((x.work_id, x.longest_words))
     hits: dict[tuple[str, str], list[int]] = {}
     for x in analyses:
-        if x.role == "subject" and x.matched_output:
+        if not x.matched_output:
+            continue
+        if x.role == "control":
+            ctrl.setdefault(x.model_id, []).append((x.work_id, x.longest_words))
+        else:
             kn = hits.setdefault((x.model_id, x.work_id), [0, 0])
             kn[0] += x.longest_words >= min_span_words[x.work_id]
             kn[1] += 1
