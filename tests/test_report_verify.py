@@ -286,3 +286,29 @@ def test_attachments_inflate_to_a_limit_scaled_to_the_pdf(tmp_path: Path,
     assert bomb.stat().st_size * attachments.INFLATE_RATIO < 20_000_000
     with pytest.raises(attachments.DamagedReport, match="cannot be read"):
         attachments.read_attachments(bomb)
+
+
+def test_the_pdf_readers_are_gone_before_the_analysis(built: Built,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # pypdf's readers hold the whole PDF (and the ledger's encoded stream) in reference
+    # cycles; the analysis pauses the collector, so readers still alive when it starts were
+    # carried through it (about a quarter of a GB at 500,000 attempts). None may be left.
+    import gc
+
+    import casekit.analysis.analyze as analyze_mod
+
+    real = analyze_mod.analyze_run
+    alive: list[int] = []
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        alive.append(sum(1 for o in gc.get_objects() if isinstance(o, PdfReader)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analyze_mod, "analyze_run", counting)
+    gc.disable()  # as in a caller that paused it: only the verify's own collection may run
+    try:
+        code, out = _verify(str(built.pdf))
+    finally:
+        gc.enable()
+    assert code == 0, out
+    assert alive == [0]
