@@ -542,7 +542,14 @@ def main() -> None:
 
 def _hard_exit(code: int) -> None:
     import atexit
+    import threading
 
+    # A thread that the interpreter would wait for (not a daemon) may still be writing:
+    # then the normal way out, teardown included.
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon and t.is_alive()
+           for t in threading.enumerate()):
+        sys.exit(code)
     atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

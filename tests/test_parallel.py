@@ -217,3 +217,20 @@ def test_the_analysis_hands_its_objects_to_the_oldest_generation(tmp_path: Path)
     assert any(o is x for o in gc.get_objects(generation=2))
     gc.collect()
     assert freed == [True]
+
+
+def test_the_command_waits_for_a_thread_still_writing(tmp_path: Path) -> None:
+    # The teardown is skipped only when no thread the interpreter would wait for is alive:
+    # a non-daemon thread still writing gets to finish, and the status is kept.
+    out = tmp_path / "late.txt"
+    code = ("import threading, time\n"
+            "from casekit.cli import _hard_exit\n"
+            "def late():\n"
+            "    time.sleep(0.3)\n"
+            f"    open({str(out)!r}, 'w').write('written')\n"
+            "threading.Thread(target=late).start()\n"
+            "_hard_exit(3)\n")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 3, r.stderr
+    assert out.read_text() == "written"
