@@ -55,8 +55,10 @@ def test_fresh_report_verifies(built: Built) -> None:
         assert re.search(rf"^ok +{name}: ", out, re.M), name
     assert "verified: every check passed" in out
     assert "byte-identical to a fresh rendering" in out
-    # The fresh rendering embeds the PDF's own (verified) stream of the ledger, and says so.
-    assert "embeds the ledger as the PDF's own compressed stream of it" in " ".join(out.split())
+    # The fresh rendering embeds the PDF's own (verified) streams of the ledger and of the
+    # CSV, and says so.
+    assert ("embeds the ledger and the CSV as the PDF's own compressed streams of them"
+            in " ".join(out.split()))
     assert built.fx.findings.ledger_head_hash in out
 
 
@@ -312,3 +314,16 @@ def test_the_pdf_readers_are_gone_before_the_analysis(built: Built,
         gc.enable()
     assert code == 0, out
     assert alive == [0]
+
+
+def test_the_rendering_check_names_the_streams_it_reused(tmp_path: Path) -> None:
+    from casekit.report.verify import _own_streams
+
+    ledger = tmp_path / "run" / "ledger.jsonl"
+    csv = tmp_path / "csv" / "attempts.csv"
+    both = _own_streams([ledger.resolve(), csv.resolve()], ledger)
+    assert "the ledger and the CSV as the PDF's own compressed streams of them" in both
+    assert "ledger as the PDF's own" in _own_streams([ledger.resolve()], ledger)
+    only_csv = _own_streams([csv.resolve()], ledger)
+    assert "the CSV as the PDF's own" in only_csv and "ledger" not in only_csv
+    assert _own_streams([], ledger) == ""

@@ -145,7 +145,8 @@ def _verify_in(res: ReportVerification, pdf: Path, tmp: Path, works_dir: Path | 
         # embeds that stream rather than compressing 2 GB again (_verify_after_chain).
         ledger = extract_attachment(pdf, LEDGER_ATTACHMENT, run_dir / LEDGER_NAME,
                                     keep_encoded=tmp / "ledger.jsonl.deflate")
-        csv = extract_attachment(pdf, ATTEMPTS_CSV_ATTACHMENT, tmp / ATTEMPTS_CSV_ATTACHMENT)
+        csv = extract_attachment(pdf, ATTEMPTS_CSV_ATTACHMENT, tmp / ATTEMPTS_CSV_ATTACHMENT,
+                                 keep_encoded=tmp / "attempts.csv.deflate")
     except DamagedReport as exc:
         res.add("attachments", False, str(exc))
         return
@@ -270,6 +271,25 @@ def _attempt_rows(res: ReportVerification, att: dict[str, bytes], csv: Extracted
         detail = (f"{got.rows:,} rows of {ATTEMPTS_ATTACHMENT} are the recomputed ones "
                   f"({got.sha256}); {ATTEMPTS_CSV_ATTACHMENT} is their CSV")
     return res.add("attempt rows", rows_ok and csv_ok, detail), made
+
+
+def _own_streams(reused: list[Path], ledger: Path) -> str:
+    """What "a fresh rendering" is when it embeds some of the PDF's own compressed streams
+    (:func:`_verify_after_chain`): the ledger's, the CSV's, or both."""
+    ledger_key = ledger.resolve()
+    has_ledger = any(p == ledger_key for p in reused)
+    has_csv = any(p != ledger_key for p in reused)
+    if has_ledger and has_csv:
+        return ("; the fresh rendering embeds the ledger and the CSV as the PDF's own compressed "
+                "streams of them, which inflate to exactly the ledger verified above and the "
+                "CSV of the verified rows")
+    if has_ledger:
+        return ("; the fresh rendering embeds the ledger as the PDF's own compressed stream of "
+                "it, which inflates to exactly the ledger verified above")
+    if has_csv:
+        return ("; the fresh rendering embeds the CSV as the PDF's own compressed stream of it, "
+                "which inflates to exactly the CSV of the verified rows")
+    return ""
 
 
 def _place_table(att: dict[str, bytes], run_dir: Path) -> Path:
@@ -404,10 +424,11 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     # spares compressing them again (some 30 s of CPU at 500,000 attempts, beside an
     # analysis that keeps every core busy); else compressed beside the analysis.
     ledger = streamed.get(LEDGER_ATTACHMENT)
-    reused: list[Path] = []
+    # Filled as the fresh rendering copies a stream (casekit.report.embed.precompressed).
+    copied: list[list[Path]] = []
     if ledger is not None and ledger.encoded is not None:
-        reused = later.enter_context(precompressed(run_dir / LEDGER_NAME, ledger.size,
-                                                   ledger.sha256, ledger.encoded))
+        copied.append(later.enter_context(precompressed(run_dir / LEDGER_NAME, ledger.size,
+                                                        ledger.sha256, ledger.encoded)))
     else:
         later.enter_context(deflating(run_dir / LEDGER_NAME, tmp))
     # The attached table's digest and CSV need only the table: made in the background, at a
@@ -439,6 +460,14 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
                                       findings.attempt_rows, run_dir, check)
     if not rows_ok:
         return
+    # The CSV made from the table is the attached one (just checked, by size and SHA-256):
+    # the fresh rendering embeds the PDF's own stream of it when that is one whole zlib stream
+    # of those bytes, as it does the ledger's (some 280 MB at 500,000 attempts, compressed
+    # again otherwise).
+    csv_src = streamed.get(ATTEMPTS_CSV_ATTACHMENT)
+    if made_csv is not None and csv_src is not None and csv_src.encoded is not None:
+        copied.append(later.enter_context(precompressed(made_csv.path, csv_src.size,
+                                                        csv_src.sha256, csv_src.encoded)))
     # The re-rendered report reads the attached table (its rows are the recomputed ones, just
     # checked), not an object per attempt: drop the analyses (issue 14).
     findings = findings.model_copy(update={"attempts": []})
@@ -490,8 +519,7 @@ def _verify_after_chain(res: ReportVerification, att: dict[str, bytes],
     # Compared as files, in chunks: a large matter's PDF carries its whole ledger.
     given, fresh = pdf, again
     # What "a fresh rendering" is, when its ledger stream is the PDF's own (see above).
-    own = ("; the fresh rendering embeds the ledger as the PDF's own compressed stream of it, "
-           "which inflates to exactly the ledger verified above" if reused else "")
+    own = _own_streams([p for c in copied for p in c], run_dir / LEDGER_NAME)
     if _same_bytes(given, fresh):
         # The same bytes have the same pages: reading their text again proves nothing more
         # (and is most of verify's time on a long report).
