@@ -242,19 +242,24 @@ def test_the_table_check_in_the_background_gives_the_facts_made_here(analyzed: A
     path = tmp_path / ATTEMPTS_NAME
     path.write_bytes(table)
     here = table_facts(path)
-    with TableCheck(path) as check:
-        got = check.result()
-    assert (got.rows, got.sha256) == (here.rows, here.sha256) == (f.attempt_rows.rows,
-                                                                  f.attempt_rows.sha256)
-    assert (got.csv.size, got.csv.sha256, got.csv.md5) == (here.csv.size, here.csv.sha256,
-                                                           here.csv.md5)
-    assert got.csv.path.read_bytes() == csv
+    # In the background (a large table's way), and here when the result is asked for (a
+    # table under BACKGROUND_MIN_BYTES, as this one is: no process is started for it).
+    for background in (True, None):
+        with TableCheck(path, background=background) as check:
+            assert (check._proc is None) == (background is None)
+            got = check.result()
+        assert (got.rows, got.sha256) == (here.rows, here.sha256) == (f.attempt_rows.rows,
+                                                                      f.attempt_rows.sha256)
+        assert (got.csv.size, got.csv.sha256, got.csv.md5) == (here.csv.size, here.csv.sha256,
+                                                               here.csv.md5)
+        assert got.csv.path.read_bytes() == csv
     # A process that dies before answering: the facts are made here instead.
-    with TableCheck(path) as check:
+    with TableCheck(path, background=True) as check:
         check._proc.kill()
         got = check.result()
     assert (got.rows, got.sha256, got.csv.sha256) == (here.rows, here.sha256, here.csv.sha256)
     # A table that does not read is reported as such, as when checked here.
     path.write_bytes(table[: len(table) // 2])
-    with TableCheck(path) as check, pytest.raises(TableError):
-        check.result()
+    for background in (True, False):
+        with TableCheck(path, background=background) as check, pytest.raises(TableError):
+            check.result()

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 NICENESS = 10
 """How much lower the background check's scheduling priority is than verify's."""
+BACKGROUND_MIN_BYTES = 1 << 20
+"""Tables smaller than this (about 18,000 rows) are checked in verify's own process when the
+result is asked for: a spawned process costs more (some 0.7 s of CPU to start Python and import
+pyarrow, taken from the analysis' workers) than such a table's check (0.1 s at 5,000 rows)."""
 
 
 @dataclass
@@ -79,11 +83,18 @@ def _work(table: str, folder: str, out: Any) -> None:
 
 class TableCheck:
     """:func:`table_facts` of ``table``, made in a background process started now; :meth:`result`
-    waits for it. Use as a context manager: leaving stops the process if it still runs."""
+    waits for it. Use as a context manager: leaving stops the process if it still runs.
+    ``background``: whether to start that process (default: for a table of at least
+    :data:`BACKGROUND_MIN_BYTES`; a smaller one is checked here by :meth:`result`)."""
 
-    def __init__(self, table: Path) -> None:
+    def __init__(self, table: Path, background: bool | None = None) -> None:
         self.table = table
         self._folder = tempfile.TemporaryDirectory(prefix="casekit-csv-")
+        if background is None:
+            background = table.stat().st_size >= BACKGROUND_MIN_BYTES
+        self._proc: Any = None
+        if not background:
+            return
         ctx = mp.get_context("spawn")
         self._recv, send = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_work, args=(str(table), self._folder.name, send),
@@ -102,6 +113,8 @@ class TableCheck:
         table does not read. If the process failed, they are made here."""
         from casekit.analysis.attempt_table import TableError
 
+        if self._proc is None:
+            return table_facts(self.table, self._folder)
         try:
             msg = self._recv.recv()
         except EOFError:  # it died before sending
@@ -120,6 +133,8 @@ class TableCheck:
         return table_facts(self.table, self._folder)
 
     def close(self) -> None:
+        if self._proc is None:
+            return
         if self._proc.is_alive():
             self._proc.terminate()
         self._proc.join(5)
