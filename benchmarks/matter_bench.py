@@ -62,8 +62,10 @@ RECALL = {MEMORIZER: 0.3, FORGETTER: 0.0}
 ANSWER_WORDS = 60
 SMALL_WORDS = 2000
 COST_REPEATS = 3
-COST_PASSES = 7
 """Analyses of each run of the cost comparison; the fastest is kept."""
+COST_PASSES = 7
+"""Passes of Analyzer.attempt over each work's attempt records (attempt_costs); the fastest is
+kept."""
 
 
 @dataclasses.dataclass

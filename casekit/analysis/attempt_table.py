@@ -64,10 +64,10 @@ name)."""
 _OWN_STRUCTURED = tuple(n for n in AttemptAnalysis.model_fields
                         if n not in {s for s, _ in SCALARS} and n != "measures")
 STRUCTURED = (*_OWN_STRUCTURED, "measures")
-_SCALAR_NAMES = tuple(n for n, _ in SCALARS)
 """AttemptAnalysis fields stored as canonical JSON text in a column ``<field>_json`` (every
 field that is not a typed column: spans, echo ranges, spans over T, the teacher-forced summary;
 ``measures_json``: the measures' fields as findings.json writes them, flat, by field name)."""
+_SCALAR_NAMES = tuple(n for n, _ in SCALARS)
 
 Row = tuple[Any, ...]
 """One row's values in the order of :func:`schema`'s columns: what :func:`row_of` makes (in

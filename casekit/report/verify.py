@@ -277,19 +277,18 @@ def _own_streams(reused: list[Path], ledger: Path) -> str:
     """What "a fresh rendering" is when it embeds some of the PDF's own compressed streams
     (:func:`_verify_after_chain`): the ledger's, the CSV's, or both."""
     ledger_key = ledger.resolve()
-    has_ledger = any(p == ledger_key for p in reused)
-    has_csv = any(p != ledger_key for p in reused)
-    if has_ledger and has_csv:
-        return ("; the fresh rendering embeds the ledger and the CSV as the PDF's own compressed "
-                "streams of them, which inflate to exactly the ledger verified above and the "
-                "CSV of the verified rows")
-    if has_ledger:
-        return ("; the fresh rendering embeds the ledger as the PDF's own compressed stream of "
-                "it, which inflates to exactly the ledger verified above")
-    if has_csv:
-        return ("; the fresh rendering embeds the CSV as the PDF's own compressed stream of it, "
-                "which inflates to exactly the CSV of the verified rows")
-    return ""
+    streams = [(name, proof) for name, proof, hit in (
+        ("the ledger", "the ledger verified above", any(p == ledger_key for p in reused)),
+        ("the CSV", "the CSV of the verified rows", any(p != ledger_key for p in reused)))
+        if hit]
+    if not streams:
+        return ""
+    names, proofs = " and ".join(n for n, _ in streams), " and ".join(p for _, p in streams)
+    if len(streams) == 1:
+        return (f"; the fresh rendering embeds {names} as the PDF's own compressed stream of "
+                f"it, which inflates to exactly {proofs}")
+    return (f"; the fresh rendering embeds {names} as the PDF's own compressed streams of "
+            f"them, which inflate to exactly {proofs}")
 
 
 def _place_table(att: dict[str, bytes], run_dir: Path) -> Path:

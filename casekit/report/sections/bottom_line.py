@@ -113,8 +113,8 @@ def _control_own(f: ModelWorkFinding, table: AttemptTable, min_span: int,
     """A control work's own chance reproductions for one model, counted as the model's floor
     counts them over all its control works (casekit.analysis.analyze: the span-matched
     generation attempts that returned an output, at the control's threshold), with the
-    one-sided 95% upper bound. With several control works, the floor pools them: printed
-    under each control's line, the pooled count read as that control's own."""
+    one-sided 95% upper bound. With several control works the floor pools them, so the
+    floor's count, printed under each control's line, would read as that control's own."""
     sel = table.matched_outputs() & table.of(f.model_id, f.work_id)
     n = int(sel.sum())
     k = int((table.number("longest_words")[sel] >= min_span).sum())
