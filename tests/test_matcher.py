@@ -394,3 +394,52 @@ def test_property_near_verbatim_found(seed: int, length: int, data: st.DataObjec
         s = spans[0]
         assert (s.out_start, s.out_end) == (len(pre), len(pre) + len(passage))
         assert (s.work_start, s.work_end) == (ws, ws + length)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(2, 6))
+def test_may_seed_says_false_exactly_where_neither_search_finds_a_span(seed: int,
+                                                                       k: int) -> None:
+    """The batch test of an analysis' outputs (WorkMatcher.may_seed): an output it clears
+    has no exact and no near-verbatim span, with or without a mask; one it flags has an
+    exact span (64-bit hashes: a collision is not expected in a test)."""
+    rng = np.random.default_rng(seed)
+    work = words_from(rng, 300, vocab=40)
+    m = WorkMatcher(toks(work), k=k)
+    outs: list[Tokens] = []
+    for _ in range(int(rng.integers(1, 10))):
+        kind = int(rng.integers(0, 4))
+        n = int(rng.integers(0, 30))
+        if kind == 0:  # the work's vocabulary, shuffled: shared k-grams by chance, or none
+            words = words_from(rng, n, vocab=40)
+        elif kind == 1:  # a passage of the work, with an edit
+            a = int(rng.integers(0, len(work) - n)) if n < len(work) else 0
+            words = list(work[a:a + n])
+            if words:
+                words[int(rng.integers(0, len(words)))] = "unseenword"
+        elif kind == 2:  # no word of the work
+            words = words_from(rng, n, prefix="q")
+        else:  # shorter than k, from the work
+            a = int(rng.integers(0, len(work) - k))
+            words = list(work[a:a + int(rng.integers(0, k))])
+        outs.append(toks(words))
+    got = m.may_seed(outs)
+    assert len(got) == len(outs)
+    for out, may in zip(outs, got, strict=True):
+        assert may == bool(m.exact_spans(out))
+        if not may:
+            assert m.near_spans(out) == []
+            mask = rng.random(len(out)) < 0.3
+            assert m.near_spans(out, out_mask=mask) == [] == m.exact_spans(out, mask)
+
+
+def test_may_seed_does_not_join_neighbouring_outputs() -> None:
+    work = "alpha bravo charlie delta echo foxtrot golf hotel".split()
+    m = WorkMatcher(toks(work), k=5)
+    # The two outputs together hold the work's first 5-gram; neither does alone.
+    outs = [toks(["alpha", "bravo", "charlie"]), toks(["delta", "echo"]), toks([]),
+            toks(["charlie", "delta", "echo", "foxtrot", "golf"]), toks(["golf"])]
+    assert m.may_seed(outs) == [False, False, False, True, False]
+    assert m.exact_spans(toks(["alpha", "bravo", "charlie", "delta", "echo"]))
+    assert m.may_seed([]) == []
+    assert WorkMatcher(toks(["alpha"]), k=5).may_seed(outs[:2]) == [False, False]

@@ -57,10 +57,10 @@ def test_a_worker_that_dies_stops_the_analysis_with_one_line(tmp_path: Path,
                                                              ) -> None:
     real = Analyzer.attempt
 
-    def dying(self: Analyzer, rec):  # type: ignore[no-untyped-def]
+    def dying(self: Analyzer, rec, hint=None):  # type: ignore[no-untyped-def]
         if rec.seq == 60:
             os._exit(7)  # a worker killed mid-task (the OOM killer, say)
-        return real(self, rec)
+        return real(self, rec, hint)
 
     monkeypatch.setattr(Analyzer, "attempt", dying)
     run = _run(tmp_path)
@@ -76,10 +76,10 @@ def test_a_worker_error_names_the_ledger_line(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     real = Analyzer.attempt
 
-    def failing(self: Analyzer, rec):  # type: ignore[no-untyped-def]
+    def failing(self: Analyzer, rec, hint=None):  # type: ignore[no-untyped-def]
         if rec.seq == 77:
             raise ValueError("a record the analysis cannot take")
-        return real(self, rec)
+        return real(self, rec, hint)
 
     monkeypatch.setattr(Analyzer, "attempt", failing)
     run = _run(tmp_path)
@@ -234,3 +234,31 @@ def test_the_command_waits_for_a_thread_still_writing(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert r.returncode == 3, r.stderr
     assert out.read_text() == "written"
+
+
+def test_the_batch_test_of_outputs_changes_no_analysis() -> None:
+    """Analyzer.seed_hints (a batch's outputs tested against their works together, the
+    searches skipped where it clears an output) gives the analyses and the coverage and BMC
+    masks of the attempt-by-attempt analysis."""
+    from casekit.analysis.analyze import _analyzer_for
+    from casekit.ledger import read_records
+    from casekit.records import AttemptRecord, RunStart
+
+    recs = read_records(DEMO / "ledger.jsonl")
+    start = next(r for r in recs if isinstance(r, RunStart))
+    attempts = [r for r in recs if isinstance(r, AttemptRecord)]
+    plain = _analyzer_for(DEMO, start, DEMO / "case.yaml")
+    hinted = _analyzer_for(DEMO, start, DEMO / "case.yaml")
+    hints = []
+    for i in range(0, len(attempts), 7):
+        hints += hinted.seed_hints(attempts[i:i + 7])
+    # The demo has outputs of each kind: cleared (searches skipped), flagged, and none to
+    # test (score attempts, failures).
+    assert any(h is not None and not h.match_may and not h.liu_may for h in hints)
+    assert any(h is not None and h.match_may for h in hints)
+    assert any(h is None for h in hints)
+    assert [hinted.attempt(r, h) for r, h in zip(attempts, hints, strict=True)] == [
+        plain.attempt(r) for r in attempts]
+    for mine, theirs in ((hinted.cover, plain.cover), (hinted.bmc_masks, plain.bmc_masks)):
+        assert mine.keys() == theirs.keys()
+        assert all((mine[key] == theirs[key]).all() for key in mine)

@@ -66,6 +66,7 @@ from casekit.analysis.metrics import (
     spans_over_threshold,
 )
 from casekit.analysis.parallel import (
+    BATCH,
     AttemptHead,
     AttemptPool,
     Item,
@@ -150,6 +151,19 @@ class _Running:
 
     measure: Measure
     active: ActiveMeasure
+
+
+@dataclass(frozen=True)
+class SeedHint:
+    """What :meth:`Analyzer.seed_hints` found of an attempt's output before its analysis:
+    its tokens under the work's two profiles, and whether either matcher can find a span in
+    it at all (:meth:`WorkMatcher.may_seed`). ``False`` is exact (no k-gram of the output is
+    the work's), so the analysis skips that matcher's search: same result, less work."""
+
+    out: Tokens
+    liu_out: Tokens
+    match_may: bool
+    liu_may: bool
 
 
 def _spans_to_findings(spans: list[Span], out: Tokens, work: Work) -> list[SpanFinding]:
@@ -266,7 +280,36 @@ class Analyzer:
             self._grams.popitem(last=False)
         return got
 
-    def attempt(self, rec: AttemptRecord) -> AttemptAnalysis:
+    def seed_hints(self, recs: list[AttemptRecord]) -> list[SeedHint | None]:
+        """Per attempt record, a :class:`SeedHint` for :meth:`attempt`, or None where there is
+        none to give (no output text, a score attempt, an output that does not tokenize: its
+        analysis says why). The records' outputs are tested against their works together, a
+        batch in one pass per work and profile."""
+        hints: list[SeedHint | None] = [None] * len(recs)
+        groups: dict[str, list[tuple[int, Tokens, Tokens]]] = {}
+        for i, rec in enumerate(recs):
+            a, result = rec.attempt, rec.result
+            if (rec.status == "error" or result is None or a.mode == "score"
+                    or result.text is None or a.work_id not in self.index):
+                continue
+            work = self.index[a.work_id].work
+            try:
+                toks = (tokenize(result.text, work.match_profile),
+                        tokenize(result.text, work.liu_profile))
+            except Exception:  # noqa: BLE001 - raised again, with its line, by attempt()
+                continue
+            groups.setdefault(a.work_id, []).append((i, *toks))
+        for work_id, got in groups.items():
+            wi = self.index[work_id]
+            match_may = wi.match.may_seed([t[1] for t in got])
+            liu_may = wi.liu.may_seed([t[2] for t in got])
+            for (i, out, liu_out), mm, lm in zip(got, match_may, liu_may, strict=True):
+                hints[i] = SeedHint(out, liu_out, mm, lm)
+        return hints
+
+    def attempt(self, rec: AttemptRecord, hint: SeedHint | None = None) -> AttemptAnalysis:
+        """The analysis of one attempt record. ``hint``: what :meth:`seed_hints` found of
+        this record (the same analysis, made with less work)."""
         a = rec.attempt
         wi = self.index[a.work_id]
         work = wi.work
@@ -315,7 +358,7 @@ class Analyzer:
                                        measures=self._attempt_fields({m.name: decision.fields}))
         computed: dict[str, MeasureFields] = {}
         prompts = a.supplied_texts()
-        out = tokenize(text, work.match_profile)
+        out = tokenize(text, work.match_profile) if hint is None else hint.out
         ctx = AttemptContext(record=rec, work=work, thresholds=th, text=text, out=out)
         # Each prompt text is tokenized once per profile; the work is never walked here.
         match_prompts = prompt_words(prompts, work.match_profile)
@@ -325,10 +368,12 @@ class Analyzer:
             masked = m.mask_output(ctx, mask)
             if masked is not None:
                 computed[m.name] = masked
-        spans = wi.match.near_spans(out, near_exact=th.near_exact, out_mask=mask)
+        spans = (wi.match.near_spans(out, near_exact=th.near_exact, out_mask=mask)
+                 if hint is None or hint.match_may else [])
         # BMC@k [Liu26]: words profile, exact spans, instruction m-grams trimmed.
-        liu_out = tokenize(text, work.liu_profile)
-        exact = wi.liu.exact_spans(liu_out, distinct_work=True)  # only work ranges are read
+        liu_out = tokenize(text, work.liu_profile) if hint is None else hint.liu_out
+        exact = (wi.liu.exact_spans(liu_out, distinct_work=True)  # only work ranges are read
+                 if hint is None or hint.liu_may else [])
         # The prompt's trims and supplied positions only ever remove words from spans: an
         # output with none (most of them) skips computing them, and they are computed only
         # inside the spans' work ranges, the only places they are read (discount and
@@ -367,7 +412,7 @@ class Analyzer:
         # the excerpt's matches longer than T words (for spans > T).
         regurg = 0
         over_t: list[tuple[int, int]] = []
-        if a.target is not None:
+        if a.target is not None and exact:  # no match, nothing to clip (most outputs)
             excerpt = word_range(wi.liu_tokens, a.target.start, a.target.end)
             clipped = clip_to_range([(e.work_start, e.work_end) for e in exact], excerpt)
             regurg = max((e - s for s, e in clipped), default=0)
@@ -610,6 +655,16 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
         elif isinstance(rec, RunEnd):
             last_end = rec
 
+    pending: list[AttemptRecord] = []
+
+    def flush() -> None:
+        """Analyze the attempts read and not yet analyzed, their outputs tested against their
+        works together (:meth:`Analyzer.seed_hints`), in ledger order."""
+        if pending and an is not None:
+            for rec, hint in zip(pending, an.seed_hints(pending), strict=True):
+                take(compact(an.attempt(rec, hint)), None, None)
+        pending.clear()
+
     def item(it: Item) -> None:
         """One line's result from the workers, in ledger order."""
         if it[0] == "e":
@@ -646,8 +701,11 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
                 ra = rec.attempt
                 if wanted(rec.seq, (ra.id, ra.strategy, ra.strategy_key, rec.status,
                                     rec.retry_of)):
-                    take(compact(an.attempt(rec)), None, None)
+                    pending.append(rec)
+                    if len(pending) >= BATCH:
+                        flush()
                 continue
+            flush()
             if observer is not None:
                 observer.record(rec)
             other(rec)
@@ -656,6 +714,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
                                    observer.of_attempt if observer is not None else None)
                 if writer is not None:
                     writer.prepare()  # pyarrow's import, beside the workers now
+        flush()
         if pool is not None:
             for it in pool.finish():
                 item(it)

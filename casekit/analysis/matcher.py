@@ -29,16 +29,17 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from casekit.analysis.index import KgramIndex, Vocab
+from casekit.analysis.index import KgramIndex, Vocab, kgram_hashes
 from casekit.normalize import Tokens
 
 if TYPE_CHECKING:
@@ -228,6 +229,37 @@ class WorkMatcher:
                                  f"for {len(q)} output words")
             q[mask] = -1
         return q
+
+    def may_seed(self, outs: Sequence[Tokens]) -> list[bool]:
+        """Per output, False when none of its k-grams is one of the work's: then
+        :meth:`exact_spans` and :meth:`near_spans` find nothing in it, whatever ``out_mask``
+        (a mask only turns words into unknowns, which breaks k-grams). True says only that
+        they might.
+
+        One pass over all the outputs' words at once (one vocabulary lookup, one hash pass,
+        one sorted search), where the same test output by output costs a dozen numpy calls
+        each: most outputs share no k-gram with the work."""
+        k = self.k
+        if not outs:
+            return []
+        lengths = np.fromiter(map(len, outs), dtype=np.int64, count=len(outs))
+        if len(self.index) == 0:
+            return [False] * len(outs)
+        words = list(itertools.chain.from_iterable(o.words for o in outs))
+        qh = kgram_hashes(self.vocab.ids(words, add=False), k)
+        if len(qh) == 0:
+            return [False] * len(outs)
+        table = self.index.sorted_hashes
+        at = np.searchsorted(table, qh)
+        np.minimum(at, len(table) - 1, out=at)
+        hit = np.concatenate(([0], np.cumsum(table[at] == qh, dtype=np.int64)))
+        # Output i's own k-grams start at its words but its last k - 1 (those straddle two
+        # outputs and are not counted): none when it has fewer than k words.
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        first = np.minimum(starts, len(qh))
+        last = np.minimum(np.maximum(ends - k + 1, starts), len(qh))
+        return ((hit[last] - hit[first]) > 0).tolist()
 
     def _mems(self, q: np.ndarray) -> np.ndarray:
         """Maximal exact matches >= k words, rows (out_start, out_end, work_start, work_end),

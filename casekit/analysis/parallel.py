@@ -34,7 +34,7 @@ import numpy as np
 from casekit.analysis.attempt_table import Row, row_of
 from casekit.analysis.findings import AttemptAnalysis, compact
 from casekit.errors import CasekitError
-from casekit.ledger import check_line
+from casekit.ledger import CheckedLine, LedgerRecord, check_line
 from casekit.records import AttemptRecord
 
 
@@ -45,7 +45,9 @@ class Analyzer(Protocol):
     bmc_masks: dict[Any, np.ndarray]
     measures: list[Any]
 
-    def attempt(self, rec: AttemptRecord) -> AttemptAnalysis: ...
+    def seed_hints(self, recs: list[AttemptRecord]) -> list[Any]: ...
+
+    def attempt(self, rec: AttemptRecord, hint: Any = None) -> AttemptAnalysis: ...
 
 
 class LedgerObserver(Protocol):
@@ -111,32 +113,58 @@ def _worker(an: Analyzer, index: int, tasks: Any, results: Any,
         if batches % COLLECT_EVERY == 0:
             gc.collect()
         batch_no, lines = task
-        out: list[Item] = []
-        for ln, raw, terminated in lines:
-            try:
-                checked, rec = check_line(raw, terminated)
-                if not isinstance(rec, AttemptRecord):
-                    out.append(("r", ln, checked, rec))
-                    continue
-                a = rec.attempt
-                head = (a.id, a.strategy, a.strategy_key, rec.status, rec.retry_of)
-                result: Result | None = None
-                if rec.seq not in superseded:
-                    # Compacted here, not in the parent: the batch's attempts then share
-                    # their field-name sets in the pickle (stored once per batch, not once
-                    # per attempt), which the parent would otherwise rebuild per attempt
-                    # and replace with shared ones (casekit.analysis.findings.compact).
-                    x = compact(an.attempt(rec))
-                    row, line = row_of(x)
-                    result = (x, row, line)
-                out.append(("a", ln, checked, head, result,
-                            of_attempt(rec) if of_attempt is not None else None))
-            except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
-                out.append(("e", ln, f"{type(exc).__name__}: {exc}"))
-                break
-        results.put(("done", batch_no, out))
+        results.put(("done", batch_no, _batch(an, lines, superseded, of_attempt)))
     results.put(("state", index, an.cover, an.bmc_masks,
                  [r.measure.state() for r in an.measures]))
+
+
+def _batch(an: Analyzer, lines: list[tuple[int, bytes, bool]], superseded: Container[int],
+           of_attempt: Callable[[AttemptRecord], Any] | None) -> list[Item]:
+    """A batch's items, in line order: its lines checked, then its attempts analyzed (their
+    outputs first tested against their works together, :meth:`Analyzer.seed_hints`). The
+    first line that raises ends the batch with an ``"e"`` item in its place."""
+    checked_lines: list[tuple[int, CheckedLine, LedgerRecord | None]] = []
+    failed: Item | None = None
+    for ln, raw, terminated in lines:
+        try:
+            checked, rec = check_line(raw, terminated)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
+            failed = ("e", ln, f"{type(exc).__name__}: {exc}")
+            break
+        checked_lines.append((ln, checked, rec))
+    todo = [rec for _, _, rec in checked_lines
+            if isinstance(rec, AttemptRecord) and rec.seq not in superseded]
+    try:
+        hints = dict(zip(map(id, todo), an.seed_hints(todo), strict=True))
+    except Exception as exc:  # noqa: BLE001 - each attempt is then analyzed without its hint
+        log.warning("testing a batch's outputs together failed (%s: %s); analyzing them one "
+                    "by one", type(exc).__name__, exc)
+        hints = {}
+    out: list[Item] = []
+    for ln, checked, rec in checked_lines:
+        try:
+            if not isinstance(rec, AttemptRecord):
+                out.append(("r", ln, checked, rec))
+                continue
+            a = rec.attempt
+            head = (a.id, a.strategy, a.strategy_key, rec.status, rec.retry_of)
+            result: Result | None = None
+            if rec.seq not in superseded:
+                # Compacted here, not in the parent: the batch's attempts then share their
+                # field-name sets in the pickle (stored once per batch, not once per
+                # attempt), which the parent would otherwise rebuild per attempt and replace
+                # with shared ones (casekit.analysis.findings.compact).
+                x = compact(an.attempt(rec, hints.get(id(rec))))
+                row, line = row_of(x)
+                result = (x, row, line)
+            out.append(("a", ln, checked, head, result,
+                        of_attempt(rec) if of_attempt is not None else None))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
+            out.append(("e", ln, f"{type(exc).__name__}: {exc}"))
+            return out
+    if failed is not None:
+        out.append(failed)
+    return out
 
 
 @dataclass
