@@ -443,3 +443,51 @@ def test_may_seed_does_not_join_neighbouring_outputs() -> None:
     assert m.exact_spans(toks(["alpha", "bravo", "charlie", "delta", "echo"]))
     assert m.may_seed([]) == []
     assert WorkMatcher(toks(["alpha"]), k=5).may_seed(outs[:2]) == [False, False]
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 6), vocab=st.sampled_from([3, 12, 200]))
+def test_short_queries_find_the_same_maximal_matches_as_the_array_path(
+        seed: int, k: int, vocab: int) -> None:
+    """WorkMatcher._mems_small (plain Python, for short outputs) against the array path on
+    the same query: repetitive works and queries (many seeds per k-gram, several diagonals),
+    masked and unknown words, and the fallback when the seeds are too many."""
+    from casekit.analysis import matcher as M
+
+    rng = np.random.default_rng(seed)
+    work = words_from(rng, int(rng.integers(k, 400)), vocab=vocab)
+    m = WorkMatcher(toks(work), k=k)
+    n = int(rng.integers(0, 120))
+    a = int(rng.integers(0, len(work)))
+    words = list(work[a:a + n]) + words_from(rng, int(rng.integers(0, 40)), vocab=vocab)
+    words += ["unseen"] * int(rng.integers(0, 3)) + list(work[:int(rng.integers(0, 30))])
+    out = toks(words)
+    mask = rng.random(len(out)) < 0.1
+    for qmask in (None, mask):
+        q = m.query_ids(out, qmask)
+        if len(q) < k:
+            continue
+        qh = m.index.query_hashes(q)
+        small = m._mems_small(q, qh)
+        old = M.SMALL_QUERY
+        try:
+            M.SMALL_QUERY = -1
+            arrays = m._mems(q)
+        finally:
+            M.SMALL_QUERY = old
+        if small is None:  # too many seeds: the array path's, taken by _mems itself
+            assert int(m.index.counts(q).sum()) > M.SMALL_PAIRS * len(q)
+            assert (m._mems(q) == arrays).all()
+            continue
+        assert small.dtype == arrays.dtype and small.shape[1:] == arrays.shape[1:] == (4,)
+        assert small.tolist() == arrays.tolist()
+        assert (m._mems(q) == arrays).all()
+
+
+def test_the_hash_table_holds_every_position_of_a_repeated_k_gram() -> None:
+    work = "a b c a b c a b c x y".split()
+    m = WorkMatcher(toks(work), k=3)
+    table = m.index.hash_table()
+    ids = m.vocab.ids(["a", "b", "c"], add=False)
+    assert table[int(kgram_hashes(ids, 3)[0])] == (0, 3, 6)
+    assert sum(1 if type(v) is int else len(v) for v in table.values()) == len(m.index)

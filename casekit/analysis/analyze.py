@@ -134,7 +134,7 @@ class _WorkIndex:
         match = WorkMatcher.for_work(work, work.match_profile, seed_k)
         liu = WorkMatcher.for_work(work, work.liu_profile, min(BMC_KS))
         for m in (match, liu):  # built here, before the workers fork, not once per worker
-            m.index.hash_set()
+            m.prepare()
         return cls(work, match, liu, work.liu_tokens, _trim(match), _trim(liu))
 
 

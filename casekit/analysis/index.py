@@ -230,13 +230,30 @@ class KgramIndex:
         self._bucket_start = bucket
         return self
 
-    def hash_set(self) -> frozenset[int]:
-        """The indexed k-grams' hashes as a set (built once, ~30 bytes per indexed k-gram):
-        :meth:`may_match` in one C call, where a lookup takes a few dozen numpy calls."""
-        got: frozenset[int] | None = getattr(self, "_hash_set", None)
+    def hash_table(self) -> dict[int, int | tuple[int, ...]]:
+        """The indexed k-grams by hash (built once, ~90 bytes per indexed k-gram): a hash's
+        work position, or its positions in increasing order when several k-grams share it.
+        :meth:`may_match` tests a query in one C call, and a short query's seeds are found
+        with one dict lookup per k-gram (casekit.analysis.matcher), where the array lookup
+        takes a few dozen numpy calls whatever the query's length."""
+        got: dict[int, int | tuple[int, ...]] | None = getattr(self, "_hash_table", None)
         if got is None:
-            got = frozenset(self.sorted_hashes.tolist())
-            self._hash_set = got
+            hashes = self.sorted_hashes.tolist()
+            table: dict[int, int | tuple[int, ...]] = dict(zip(hashes, self.positions.tolist(),
+                                                              strict=True))
+            # Equal hashes are neighbours in sorted order: each such run's positions (sorted
+            # by position within a hash) replace the one position the dict kept.
+            if len(hashes) > 1:
+                dup = np.flatnonzero(self.sorted_hashes[1:] == self.sorted_hashes[:-1])
+                if len(dup):
+                    starts = dup[np.concatenate(([True], dup[1:] != dup[:-1] + 1))]
+                    pos = self.positions
+                    for a in starts.tolist():
+                        b = a + 1
+                        while b < len(hashes) and hashes[b] == hashes[a]:
+                            b += 1
+                        table[hashes[a]] = tuple(pos[a:b].tolist())
+            got = self._hash_table = table
         return got
 
     def query_hashes(self, q: np.ndarray) -> np.ndarray:
@@ -247,7 +264,7 @@ class KgramIndex:
         """False when no query k-gram hash (``kgram_hashes`` of the query) is an indexed
         k-gram's: then no query k-gram equals an indexed one (equal k-grams hash alike), and
         a lookup would find nothing. True says only that one might (hash collisions)."""
-        return not self.hash_set().isdisjoint(qh.tolist())
+        return not self.hash_table().keys().isdisjoint(qh.tolist())
 
     def candidates(self, q: np.ndarray, qh: np.ndarray | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ Words are compared as vocabulary ids of one profile (``light-words`` by default)
 
 from __future__ import annotations
 
+import array
 import bisect
 import heapq
 import itertools
@@ -53,6 +54,16 @@ GLOBAL_ALIGN_MAX_WORDS = 20_000
 #: Seed pairs (output k-gram, work k-gram) materialized at once; bounds memory on degenerate
 #: outputs.
 SEED_PAIR_CHUNK = 1_000_000
+SMALL_QUERY = 128
+"""Query words up to which seeds are found in plain Python (:meth:`WorkMatcher._mems_small`):
+a short output's few dozen lookups cost less than the array path's fixed few dozen numpy
+calls."""
+SMALL_PAIRS = 8
+"""Seed pairs per query word beyond which a short query takes the array path after all."""
+_ID_CODE = "i"
+_ID_DTYPE = np.dtype(np.intc)
+"""Word ids as :meth:`WorkMatcher._mems_small` compares them: C ints (a vocabulary holds
+fewer than 2**31 words; -1 marks an unknown or masked word)."""
 _EPS = 1e-9
 
 Block = tuple[int, int, int, int]
@@ -277,6 +288,10 @@ class WorkMatcher:
         # k-gram hash is an indexed one), before the bucket lookups and pair checks.
         if not self.index.may_match(qh):
             return np.zeros((0, 4), dtype=np.int64)
+        if len(q) <= SMALL_QUERY:
+            mems = self._mems_small(q, qh)
+            if mems is not None:
+                return mems
         qpos, lo, cnt, qh = self.index.candidates(q, qh)
         if len(qpos) == 0:
             return np.zeros((0, 4), dtype=np.int64)
@@ -304,6 +319,68 @@ class WorkMatcher:
         d = runs[:, 2]
         mems = np.stack((o_s, o_e, o_s + d, o_e + d), axis=1)
         return mems[np.lexsort((mems[:, 2], mems[:, 0]))]
+
+    def _mems_small(self, q: np.ndarray, qh: np.ndarray) -> np.ndarray | None:
+        """:meth:`_mems` of a short query in plain Python: each k-gram's seeds from the
+        index's hash table, verified on the ids (a hash collision never matches, nor does a
+        k-gram holding a negative id: no work id is negative), and grown into runs along
+        their diagonals as the query positions go up. None when the seed pairs exceed
+        ``SMALL_PAIRS`` per query word (a repetitive query against a repetitive work: the
+        array path's work)."""
+        k = self.k
+        last = k - 1
+        table = self.index.hash_table()
+        work = self._work_array()
+        ql = array.array(_ID_CODE, q.astype(_ID_DTYPE).tobytes())
+        budget = SMALL_PAIRS * len(ql)
+        active: dict[int, list[int]] = {}
+        runs: list[tuple[int, int, int]] = []
+        get = table.get
+        for i, h in enumerate(qh.tolist()):
+            hit = get(h)
+            if hit is None:
+                continue
+            seeds: tuple[int, ...] = (hit,) if isinstance(hit, int) else hit
+            if len(seeds) > 1:
+                budget -= len(seeds)
+                if budget < 0:
+                    return None
+            for p in seeds:
+                d = p - i
+                r = active.get(d)
+                if r is not None and r[1] == i - 1:
+                    # Its first k - 1 words are the verified seed's before it on the diagonal.
+                    if work[p + last] == ql[i + last]:
+                        r[1] = i
+                    continue
+                if work[p:p + k] != ql[i:i + k]:
+                    continue
+                if r is not None:
+                    runs.append((r[0], r[1], d))
+                active[d] = [i, i]
+        runs.extend((r[0], r[1], d) for d, r in active.items())
+        if not runs:
+            return np.zeros((0, 4), dtype=np.int64)
+        # Rows (out_start, out_end, work_start, work_end) by out_start then work_start, as
+        # the array path sorts them (the pair is unique: one run per start and diagonal).
+        rows = sorted(((s, e + k, s + d, e + k + d) for s, e, d in runs),
+                      key=lambda m: (m[0], m[2]))
+        return np.array(rows, dtype=np.int64)
+
+    def prepare(self) -> None:
+        """Build what lookups build on first use (the index's hash table, the work's ids as
+        a compact array), e.g. before worker processes fork, so that they share it."""
+        self.index.hash_table()
+        self._work_array()
+
+    def _work_array(self) -> array.array[int]:
+        """The work's ids as an ``array.array`` of 4-byte ints (built once): compared
+        slice by slice with a query's, and read element by element as Python ints."""
+        got: array.array[int] | None = getattr(self, "_work_ids_array", None)
+        if got is None:
+            got = array.array(_ID_CODE, self.index.work_ids.astype(_ID_DTYPE).tobytes())
+            self._work_ids_array = got
+        return got
 
     def exact_spans(self, out: Tokens, out_mask: np.ndarray | None = None, *,
                     select: bool = False, distinct_work: bool = False) -> list[Span]:

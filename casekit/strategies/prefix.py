@@ -208,11 +208,19 @@ class Discoverable5050(Measure):
         return DiscoverableFields(
             discoverable=discoverable_extraction(target_words, ctx.out.words, n=50))
 
-    @staticmethod
-    def _tried(ctx: FindingContext) -> list[tuple[str, Discoverable]]:
-        return [(f"{x.strategy_key}:{x.index}", f.discoverable) for x in ctx.attempts
-                if (f := x.measure(DiscoverableFields)) is not None
-                and f.discoverable is not None]
+    _last: tuple[FindingContext, list[tuple[str, Discoverable]]] | None = None
+
+    def _tried(self, ctx: FindingContext) -> list[tuple[str, Discoverable]]:
+        """The windows tested and their results, by excerpt: one walk of the attempts for
+        both :meth:`finding` and :meth:`bootstrap`, which the analyzer calls one after the
+        other with the same context."""
+        if self._last is not None and self._last[0] is ctx:
+            return self._last[1]
+        got = [(f"{x.strategy_key}:{x.index}", f.discoverable) for x in ctx.attempts
+               if (f := x.measure(DiscoverableFields)) is not None
+               and f.discoverable is not None]
+        self._last = (ctx, got)
+        return got
 
     def finding(self, ctx: FindingContext) -> DiscoverableRates | None:
         disc = [d for _, d in self._tried(ctx)]
