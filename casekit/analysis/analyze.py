@@ -25,10 +25,11 @@ from casekit.analysis.attempt_table import (
     TableWriter,
 )
 from casekit.analysis.chance import chance_baseline
-from casekit.analysis.control_test import compare_with_controls
+from casekit.analysis.control_test import MatchedTally, compare_with_controls
 from casekit.analysis.coverage import _longest_consecutive, block_contributors
 from casekit.analysis.definitions import definitions
 from casekit.analysis.findings import (
+    NO_OUTPUT,
     AttemptAnalysis,
     ControlFloor,
     Coverage,
@@ -450,14 +451,17 @@ class Analyzer:
         return {}
 
     def model_work(self, model_id: str, work_id: str, mine: list[AttemptAnalysis],
-                   ) -> ModelWorkFinding:
-        """The finding of a model x work from its attempts (``mine``, in ledger order)."""
+                   ) -> tuple[ModelWorkFinding, MatchedTally]:
+        """The finding of a model x work from its attempts (``mine``, in ledger order), and
+        the tally of its matched outputs (:func:`matched_tally`) for the control floor and
+        the test against it."""
         work = self.works[work_id]
         th = self.th_of[work_id]
         outcomes = {o: 0 for o in ("match", "no_match", "refusal", "error", "unscorable")}
         for x in mine:
             outcomes[x.outcome] += 1
         gen = [x for x in mine if x.span_attempt]
+        tally = matched_tally(gen)
 
         def hits(intent: str) -> tuple[int, int]:
             sel = [x for x in gen if x.intent == intent]
@@ -515,7 +519,7 @@ class Analyzer:
             memorization=status,
             memorization_reason=reason, exhibit_attempts=[x.attempt_id for x in exhibits],
             measures=measures,
-        )
+        ), tally
 
     def _bootstrap(self, gen: list[AttemptAnalysis], th: Thresholds) -> dict[str, BootstrapRate]:
         """Cluster-bootstrap intervals (measurement.md section 6) of the span rates, whose
@@ -736,18 +740,20 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
     pairs = [(mid, ws.id) for mid in model_ids for ws in spec.works if (mid, ws.id) in by_pair]
     # Each model x work's aggregates walk its attempts many times over (about 15 s of one
     # core for 500,000 attempts): with workers, the pairs are shared out between processes.
-    findings = map_forked(lambda p: an.model_work(p[0], p[1], by_pair[p]), pairs,
-                          [len(by_pair[p]) for p in pairs], workers,
-                          f"{run_dir}: the findings of each model x work")
-    findings = taxonomy.apply_controls(findings)
+    # Each pair's matched outputs are tallied there too (model_work), for the control floor
+    # and the test against it (which walked every attempt in this process afterwards).
+    got = map_forked(lambda p: an.model_work(p[0], p[1], by_pair[p]), pairs,
+                     [len(by_pair[p]) for p in pairs], workers,
+                     f"{run_dir}: the findings of each model x work")
+    findings = taxonomy.apply_controls([f for f, _ in got])
+    tallies = {p: t for p, (_, t) in zip(pairs, got, strict=True)}
     controls = []
     for mid in model_ids:
         # Failed attempts (an error, no output to match) measure nothing: not in the
-        # floor's denominator.
-        # Counts only, so gathered pair by pair rather than by a walk of every attempt.
-        ctrl = [x for ws in spec.works if ws.role == "control"
-                for x in by_pair.get((mid, ws.id), ()) if x.matched_output]
-        k = sum(1 for x in ctrl if x.longest_words >= an.th_of[x.work_id].min_span_words)
+        # floor's denominator. (control work, intent, longest span, attempts):
+        ctrl = [(ws.id, intent, longest, count) for ws in spec.works if ws.role == "control"
+                for (intent, longest), count in tallies.get((mid, ws.id), {}).items()]
+        k = sum(c for wid, _, longest, c in ctrl if longest >= an.th_of[wid].min_span_words)
         cf = [f for f in findings if f.model_id == mid and f.role == "control"]
         # The control floor's top-1 share is the teacher-forced summary's (the top1_share
         # measure's fields), read through the measure API.
@@ -755,12 +761,12 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
                      if (s := f.measure(SummaryFields)) is not None]
         tf = [t.mean_top1_share for t in summaries if t is not None]
         by_intent = {}
-        for intent in sorted({x.intent for x in ctrl}):
-            sel = [x for x in ctrl if x.intent == intent]
+        for intent in sorted({i for _, i, _, _ in ctrl}):
+            sel = [(wid, longest, c) for wid, i, longest, c in ctrl if i == intent]
             by_intent[intent] = rate(
-                sum(1 for x in sel if x.longest_words >= an.th_of[x.work_id].min_span_words),
-                len(sel))
-        attempts, upper = chance_count(k, len(ctrl))
+                sum(c for wid, longest, c in sel if longest >= an.th_of[wid].min_span_words),
+                sum(c for _, _, c in sel))
+        attempts, upper = chance_count(k, sum(c for _, _, _, c in ctrl))
         controls.append(ControlFloor(
             model_id=mid, attempts=attempts, by_intent=by_intent, upper_95=upper,
             max_coverage=max((f.coverage.share for f in cf), default=0.0),
@@ -768,7 +774,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
             mean_top1_share=round(sum(tf) / len(tf), 6) if tf else None,
         ))
     findings = compare_with_controls(
-        findings, controls, analyses, {w: th.min_span_words for w, th in an.th_of.items()},
+        findings, controls, tallies, {w: th.min_span_words for w, th in an.th_of.items()},
         {w.id: w.unit for w in an.works.values()})
     comparisons = []
     by_key = {(f.model_id, f.work_id): f for f in findings}
@@ -805,6 +811,18 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
         attempt_rows=hasher.digest(), attempts=analyses, findings=findings, controls=controls,
         comparisons=comparisons, works=work_bases(an, analyses),
     )
+
+
+def matched_tally(span_attempts: list[AttemptAnalysis]) -> MatchedTally:
+    """A model x work's span-matched attempts (``AttemptAnalysis.span_attempt``) that returned
+    an output (``matched_output``), counted by (intent, longest span): all that its control
+    floor and the test against the floor read."""
+    tally: MatchedTally = {}
+    for x in span_attempts:
+        if x.outcome not in NO_OUTPUT:
+            key = (x.intent, x.longest_words)
+            tally[key] = tally.get(key, 0) + 1
+    return tally
 
 
 def work_bases(an: Analyzer, analyses: list[AttemptAnalysis]) -> dict[str, WorkBasis]:

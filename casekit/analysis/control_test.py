@@ -7,7 +7,6 @@ import logging
 import math
 
 from casekit.analysis.findings import (
-    AttemptAnalysis,
     ControlFloor,
     ControlTest,
     ModelWorkFinding,
@@ -30,8 +29,15 @@ def control_threshold(subject_span: int, subject_unit: str, control_unit: str) -
     return subject_span * CJK_CHARS_PER_WORD
 
 
+MatchedTally = dict[tuple[str, int], int]
+"""A model x work's span-matched attempts that returned an output
+(``AttemptAnalysis.matched_output``), counted by (intent, longest span): what the control
+floor and the test against it read of the attempts (casekit.analysis.analyze.matched_tally)."""
+
+
 def compare_with_controls(findings: list[ModelWorkFinding], controls: list[ControlFloor],
-                          analyses: list[AttemptAnalysis], min_span_words: dict[str, int],
+                          tallies: dict[tuple[str, str], MatchedTally],
+                          min_span_words: dict[str, int],
                           units: dict[str, str]) -> list[ModelWorkFinding]:
     """Each subject finding's rate against its model's control floor: Fisher's exact one-sided
     test, Holm-adjusted over every subject finding that has a control to compare with. The
@@ -42,20 +48,23 @@ def compare_with_controls(findings: list[ModelWorkFinding], controls: list[Contr
     ``units``: work id -> "words" | "characters"), and so do the control's attempts: both
     sides at one threshold, where the floor counts each control at its own (a song's 12-word
     threshold against a prose control's 40 would make the control's rate lower than chance
-    at 12 words and the test too ready to find a difference)."""
+    at 12 words and the test too ready to find a difference). ``tallies``: each model x
+    work's matched outputs by (intent, longest span), the findings' roles telling subject
+    from control."""
     floors = {c.model_id: c for c in controls if c.attempts.n > 0}
-    # Each model's control attempts, the floor's selection: (control work, longest span).
-    ctrl: dict[str, list[tuple[str, int]]] = {}
+    roles = {(f.model_id, f.work_id): f.role for f in findings}
+    # Each model's control attempts, the floor's selection: (control work, longest span,
+    # attempts).
+    ctrl: dict[str, list[tuple[str, int, int]]] = {}
     hits: dict[tuple[str, str], list[int]] = {}
-    for x in analyses:
-        if not x.matched_output:
-            continue
-        if x.role == "control":
-            ctrl.setdefault(x.model_id, []).append((x.work_id, x.longest_words))
-        else:
-            kn = hits.setdefault((x.model_id, x.work_id), [0, 0])
-            kn[0] += x.longest_words >= min_span_words[x.work_id]
-            kn[1] += 1
+    for (mid, wid), tally in tallies.items():
+        for (_, longest), count in tally.items():
+            if roles.get((mid, wid)) == "control":
+                ctrl.setdefault(mid, []).append((wid, longest, count))
+            else:
+                kn = hits.setdefault((mid, wid), [0, 0])
+                kn[0] += count if longest >= min_span_words[wid] else 0
+                kn[1] += count
     tested = [i for i, f in enumerate(findings) if f.role == "subject"
               and f.model_id in floors and hits.get((f.model_id, f.work_id), [0, 0])[1] > 0]
     raw = []
@@ -65,11 +74,12 @@ def compare_with_controls(findings: list[ModelWorkFinding], controls: list[Contr
         k, n = hits[(f.model_id, f.work_id)]
         span, unit = min_span_words[f.work_id], units[f.work_id]
         attempts = ctrl[f.model_id]
-        ck = sum(1 for wid, longest in attempts
+        ck = sum(count for wid, longest, count in attempts
                  if longest >= control_threshold(span, unit, units[wid]))
+        cn = sum(count for _, _, count in attempts)
         # The floor's own count when the thresholds agree (prose against prose).
-        against[i] = rate(ck, len(attempts))
-        raw.append(fisher_one_sided(k, n, ck, len(attempts)))
+        against[i] = rate(ck, cn)
+        raw.append(fisher_one_sided(k, n, ck, cn))
     adjusted = holm(raw)
     out = list(findings)
     for i, p, q in zip(tested, raw, adjusted, strict=True):

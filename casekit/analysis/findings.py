@@ -145,6 +145,10 @@ class SpanFinding(F):
     """Word-level alignment: (tag, out_i1, out_i2, work_j1, work_j2), absolute word indices."""
 
 
+NO_OUTPUT = ("error", "unscorable")
+"""The outcomes of attempts that returned no output to match (AttemptAnalysis.matched_output)."""
+
+
 class AttemptAnalysis(WithMeasures):
     level: ClassVar[Literal["attempt", "finding"]] = "attempt"
     attempt_id: str
@@ -203,7 +207,7 @@ class AttemptAnalysis(WithMeasures):
         unscorable): the attempts of the control floor, of both sides of the test against it,
         of a short work's chance baseline and of the sensitivity table. The rates keep the
         failed ones in n; these leave them out, since a failure would lower the floor."""
-        return self.span_attempt and self.outcome not in ("error", "unscorable")
+        return self.span_attempt and self.outcome not in NO_OUTPUT
 
 
 SUMMARY_FIELD = next(n for n, f in AttemptAnalysis.model_fields.items()
