@@ -25,13 +25,16 @@ from casekit.analysis.attempt_table import (
     TableWriter,
 )
 from casekit.analysis.chance import chance_baseline
-from casekit.analysis.control_test import MatchedTally, compare_with_controls
-from casekit.analysis.coverage import _longest_consecutive, block_contributors
+from casekit.analysis.control_test import (
+    MatchedTally,
+    compare_with_controls,
+    control_floors,
+    matched_tally,
+)
+from casekit.analysis.coverage import _longest_consecutive, block_contributors, longest_run
 from casekit.analysis.definitions import definitions
 from casekit.analysis.findings import (
-    NO_OUTPUT,
     AttemptAnalysis,
-    ControlFloor,
     Coverage,
     Findings,
     FindingsThresholds,
@@ -53,6 +56,7 @@ from casekit.analysis.leakage import (
     MgramTrim,
     discount,
     echo_mask,
+    mask_char_ranges,
     prompt_words,
     supplied_positions,
     trim_inside,
@@ -86,7 +90,6 @@ from casekit.records import AttemptRecord, RunEnd, RunStart, is_imported
 from casekit.shortworks import is_short
 from casekit.stats import (
     BootstrapRate,
-    chance_count,
     clustered_rate,
     rate,
 )
@@ -98,7 +101,6 @@ from casekit.strategies.measures import (
     MeasureFields,
     word_range,
 )
-from casekit.strategies.teacher_forced import SummaryFields
 from casekit.works import (
     LIU_PROFILE,
     MATCH_PROFILE,
@@ -180,31 +182,6 @@ def _spans_to_findings(spans: list[Span], out: Tokens, work: Work) -> list[SpanF
             verbatim=s.verbatim, opcodes=[tuple(o) for o in s.opcodes],  # type: ignore[misc]
         ))
     return res
-
-
-def _mask_char_ranges(mask: np.ndarray, tokens: Tokens) -> list[tuple[int, int]]:
-    """Character ranges covered by runs of masked words."""
-    out: list[tuple[int, int]] = []
-    if not mask.any():
-        return out  # most outputs echo nothing
-    padded = np.concatenate([[False], mask.astype(bool), [False]]).astype(np.int8)
-    d = np.diff(padded)
-    for s, e in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True):
-        c0, c1 = tokens.char_span(int(s), int(e))
-        out.append((int(c0), int(c1)))
-    return out
-
-
-def _longest_run(mask: np.ndarray) -> tuple[int, int | None]:
-    if not mask.any():
-        return 0, None
-    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
-    d = np.diff(padded)
-    starts = np.flatnonzero(d == 1)
-    ends = np.flatnonzero(d == -1)
-    lengths = ends - starts
-    i = int(np.argmax(lengths))
-    return int(lengths[i]), int(starts[i])
 
 
 class Analyzer:
@@ -436,7 +413,7 @@ class Analyzer:
             refusal_source = "provider"
         return AttemptAnalysis(
             **base, outcome=outcome, refusal_source=refusal_source, output_words=len(out),
-            echo_words=int(mask.sum()), echo_ranges=_mask_char_ranges(mask, out),
+            echo_words=int(mask.sum()), echo_ranges=mask_char_ranges(mask, out),
             spans=_spans_to_findings(credited, out, work),
             longest_words=longest, longest_verbatim_words=longest_verbatim,
             longest_regurgitated_words=max(0, regurg), spans_over_t=over_t,
@@ -468,7 +445,7 @@ class Analyzer:
             return sum(1 for x in sel if x.longest_words >= th.min_span_words), len(sel)
 
         cover = self._cover(model_id, work_id)
-        block, block_start = _longest_run(cover)
+        block, block_start = longest_run(cover)
         total = len(work.tokens)
         coverage = Coverage(covered_words=int(cover.sum()), total_words=total,
                             share=round(float(cover.sum()) / total, 6) if total else 0.0,
@@ -747,32 +724,9 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
                      f"{run_dir}: the findings of each model x work")
     findings = taxonomy.apply_controls([f for f, _ in got])
     tallies = {p: t for p, (_, t) in zip(pairs, got, strict=True)}
-    controls = []
-    for mid in model_ids:
-        # Failed attempts (an error, no output to match) measure nothing: not in the
-        # floor's denominator. (control work, intent, longest span, attempts):
-        ctrl = [(ws.id, intent, longest, count) for ws in spec.works if ws.role == "control"
-                for (intent, longest), count in tallies.get((mid, ws.id), {}).items()]
-        k = sum(c for wid, _, longest, c in ctrl if longest >= an.th_of[wid].min_span_words)
-        cf = [f for f in findings if f.model_id == mid and f.role == "control"]
-        # The control floor's top-1 share is the teacher-forced summary's (the top1_share
-        # measure's fields), read through the measure API.
-        summaries = [s.teacher_forced for f in cf
-                     if (s := f.measure(SummaryFields)) is not None]
-        tf = [t.mean_top1_share for t in summaries if t is not None]
-        by_intent = {}
-        for intent in sorted({i for _, i, _, _ in ctrl}):
-            sel = [(wid, longest, c) for wid, i, longest, c in ctrl if i == intent]
-            by_intent[intent] = rate(
-                sum(c for wid, longest, c in sel if longest >= an.th_of[wid].min_span_words),
-                sum(c for _, _, c in sel))
-        attempts, upper = chance_count(k, sum(c for _, _, _, c in ctrl))
-        controls.append(ControlFloor(
-            model_id=mid, attempts=attempts, by_intent=by_intent, upper_95=upper,
-            max_coverage=max((f.coverage.share for f in cf), default=0.0),
-            max_bmc5=max((f.bmc["5"] for f in cf), default=0.0),
-            mean_top1_share=round(sum(tf) / len(tf), 6) if tf else None,
-        ))
+    controls = control_floors(model_ids, [ws.id for ws in spec.works if ws.role == "control"],
+                              findings, tallies,
+                              {w: th.min_span_words for w, th in an.th_of.items()})
     findings = compare_with_controls(
         findings, controls, tallies, {w: th.min_span_words for w, th in an.th_of.items()},
         {w.id: w.unit for w in an.works.values()})
@@ -811,18 +765,6 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
         attempt_rows=hasher.digest(), attempts=analyses, findings=findings, controls=controls,
         comparisons=comparisons, works=work_bases(an, analyses),
     )
-
-
-def matched_tally(span_attempts: list[AttemptAnalysis]) -> MatchedTally:
-    """A model x work's span-matched attempts (``AttemptAnalysis.span_attempt``) that returned
-    an output (``matched_output``), counted by (intent, longest span): all that its control
-    floor and the test against the floor read."""
-    tally: MatchedTally = {}
-    for x in span_attempts:
-        if x.outcome not in NO_OUTPUT:
-            key = (x.intent, x.longest_words)
-            tally[key] = tally.get(key, 0) + 1
-    return tally
 
 
 def work_bases(an: Analyzer, analyses: list[AttemptAnalysis]) -> dict[str, WorkBasis]:

@@ -1,5 +1,7 @@
-"""A subject's rate against its model's control floor: Fisher's exact one-sided test, Holm-
-adjusted over every model x subject work of the run (findings.json ``vs_control``)."""
+"""The controls' side of the findings: each model's control floor (how often a text it cannot
+have seen is "reproduced", findings.json ``controls``), and each subject's rate against it:
+Fisher's exact one-sided test, Holm-adjusted over every model x subject work of the run
+(findings.json ``vs_control``)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,14 @@ import logging
 import math
 
 from casekit.analysis.findings import (
+    NO_OUTPUT,
+    AttemptAnalysis,
     ControlFloor,
     ControlTest,
     ModelWorkFinding,
 )
-from casekit.stats import fisher_one_sided, holm, rate
+from casekit.stats import chance_count, fisher_one_sided, holm, rate
+from casekit.strategies.teacher_forced import SummaryFields
 from casekit.works import CJK_CHARS_PER_WORD
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,55 @@ MatchedTally = dict[tuple[str, int], int]
 """A model x work's span-matched attempts that returned an output
 (``AttemptAnalysis.matched_output``), counted by (intent, longest span): what the control
 floor and the test against it read of the attempts (casekit.analysis.analyze.matched_tally)."""
+
+
+def matched_tally(span_attempts: list[AttemptAnalysis]) -> MatchedTally:
+    """A model x work's span-matched attempts (``AttemptAnalysis.span_attempt``) that returned
+    an output (``matched_output``), counted by (intent, longest span): all that its control
+    floor and the test against the floor read."""
+    tally: MatchedTally = {}
+    for x in span_attempts:
+        if x.outcome not in NO_OUTPUT:
+            key = (x.intent, x.longest_words)
+            tally[key] = tally.get(key, 0) + 1
+    return tally
+
+
+def control_floors(model_ids: list[str], control_works: list[str],
+                   findings: list[ModelWorkFinding],
+                   tallies: dict[tuple[str, str], MatchedTally],
+                   min_span_words: dict[str, int]) -> list[ControlFloor]:
+    """Each model's control floor: its matched outputs on the control works (``tallies``), each
+    control at its own reporting threshold (``min_span_words``: work id -> words, or
+    characters for a CJK work), with the one-sided upper bound of the rate, by intent too;
+    and the control findings' largest coverage and BMC@5 and mean top-1 share."""
+    controls = []
+    for mid in model_ids:
+        # Failed attempts (an error, no output to match) measure nothing: not in the
+        # floor's denominator. (control work, intent, longest span, attempts):
+        ctrl = [(wid, intent, longest, count) for wid in control_works
+                for (intent, longest), count in tallies.get((mid, wid), {}).items()]
+        k = sum(c for wid, _, longest, c in ctrl if longest >= min_span_words[wid])
+        cf = [f for f in findings if f.model_id == mid and f.role == "control"]
+        # The control floor's top-1 share is the teacher-forced summary's (the top1_share
+        # measure's fields), read through the measure API.
+        summaries = [s.teacher_forced for f in cf
+                     if (s := f.measure(SummaryFields)) is not None]
+        tf = [t.mean_top1_share for t in summaries if t is not None]
+        by_intent = {}
+        for intent in sorted({i for _, i, _, _ in ctrl}):
+            sel = [(wid, longest, c) for wid, i, longest, c in ctrl if i == intent]
+            by_intent[intent] = rate(
+                sum(c for wid, longest, c in sel if longest >= min_span_words[wid]),
+                sum(c for _, _, c in sel))
+        attempts, upper = chance_count(k, sum(c for _, _, _, c in ctrl))
+        controls.append(ControlFloor(
+            model_id=mid, attempts=attempts, by_intent=by_intent, upper_95=upper,
+            max_coverage=max((f.coverage.share for f in cf), default=0.0),
+            max_bmc5=max((f.bmc["5"] for f in cf), default=0.0),
+            mean_top1_share=round(sum(tf) / len(tf), 6) if tf else None,
+        ))
+    return controls
 
 
 def compare_with_controls(findings: list[ModelWorkFinding], controls: list[ControlFloor],

@@ -57,3 +57,16 @@ def block_contributors(attempts: list[AttemptAnalysis], tokens: Tokens, start: i
         if len(inside):
             found.append((int(inside[0]), x.seq, x.attempt_id))
     return [aid for _, _, aid in sorted(found)]
+
+
+def longest_run(mask: np.ndarray) -> tuple[int, int | None]:
+    """The longest run of True in ``mask``: its length and start (None when there is none)."""
+    if not mask.any():
+        return 0, None
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    d = np.diff(padded)
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1)
+    lengths = ends - starts
+    i = int(np.argmax(lengths))
+    return int(lengths[i]), int(starts[i])

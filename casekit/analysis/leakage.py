@@ -231,6 +231,19 @@ def echo_mask(out: Tokens, prompt_texts: Sequence[str], min_words: int = 5,
     return _echo_hits(out.words, prompts, min_words)
 
 
+def mask_char_ranges(mask: np.ndarray, tokens: Tokens) -> list[tuple[int, int]]:
+    """Character ranges covered by runs of masked words."""
+    out: list[tuple[int, int]] = []
+    if not mask.any():
+        return out  # most outputs echo nothing
+    padded = np.concatenate([[False], mask.astype(bool), [False]]).astype(np.int8)
+    d = np.diff(padded)
+    for s, e in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True):
+        c0, c1 = tokens.char_span(int(s), int(e))
+        out.append((int(c0), int(c1)))
+    return out
+
+
 @dataclass(frozen=True)
 class MgramTrim:
     """Step 4 [Liu26 Alg. 1] for one work and profile: the work's m-gram index, built once, in
