@@ -34,6 +34,7 @@ def test_findings_and_table_are_the_same_bytes_with_n_workers(tmp_path: Path, wo
     # Small batches: 186 attempts make many tasks, finished out of order across workers; and
     # the model x work aggregates shared out between processes whatever the run's size.
     monkeypatch.setattr(parallel, "BATCH", 5)
+    monkeypatch.setattr(parallel, "BATCH_MAX", 5)
     monkeypatch.setattr(parallel, "SPLIT_MIN_WEIGHT", 0)
     caplog.set_level(logging.INFO, logger=parallel.__name__)
     one = _run(tmp_path / "one")
@@ -262,3 +263,22 @@ def test_the_batch_test_of_outputs_changes_no_analysis() -> None:
     for mine, theirs in ((hinted.cover, plain.cover), (hinted.bmc_masks, plain.bmc_masks)):
         assert mine.keys() == theirs.keys()
         assert all((mine[key] == theirs[key]).all() for key in mine)
+
+
+def test_tasks_are_large_in_the_ledger_and_shrink_toward_its_end(tmp_path: Path) -> None:
+    """The pool's task sizes: BATCH first (nothing read yet to estimate from), then about the
+    lines left over twice the workers, between BATCH and BATCH_MAX."""
+    ledger = tmp_path / "ledger.jsonl"
+    line = b"x" * 99
+    ledger.write_bytes((line + b"\n") * 100_000)  # 10 MB, 100,000 lines of 100 bytes
+    pool = parallel.AttemptPool.__new__(parallel.AttemptPool)
+    pool.workers, pool._lines, pool._bytes, pool._total = 2, 0, 0, ledger.stat().st_size
+    assert pool._batch_size() == parallel.BATCH
+    pool._lines, pool._bytes = 10, 1_000
+    assert pool._batch_size() == parallel.BATCH_MAX  # 99,990 lines left
+    pool._lines, pool._bytes = 97_000, 9_700_000  # 3,000 left: 750 a task
+    assert pool._batch_size() == 750
+    pool._lines, pool._bytes = 99_900, 9_990_000  # 100 left: never below BATCH
+    assert pool._batch_size() == parallel.BATCH
+    pool._lines, pool._bytes = 120_000, 12_000_000  # the ledger grew while it was read
+    assert pool._batch_size() == parallel.BATCH

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing as mp
+import os
 import queue
 from collections import deque
 from collections.abc import Callable, Container, Iterator
@@ -70,7 +71,13 @@ class LedgerObserver(Protocol):
 log = logging.getLogger(__name__)
 
 BATCH = 128
-"""Attempts per task: enough to amortize the queues, few enough to keep workers busy."""
+"""The fewest lines per task (and the attempts an analysis in one process tests together,
+casekit.analysis.analyze.Analyzer.seed_hints)."""
+BATCH_MAX = 1024
+"""The most lines per task. Large tasks cost less per line (fewer messages and pickles, and a
+prompt sent to several models is more often tokenized once: it recurs some 60 lines apart in
+a matter's ledger); toward the ledger's end tasks shrink so that the workers finish together
+(:meth:`AttemptPool._batch_size`)."""
 IN_FLIGHT = 4
 """Batches in flight per worker: bounds memory whatever the ledger's size."""
 COLLECT_EVERY = 64
@@ -187,8 +194,20 @@ class AttemptPool:
     """(batch number, first line, last line) of the batches sent and not yet consumed."""
     _done: dict[int, list[Item]] = field(init=False, default_factory=dict)
     _next_no: int = field(init=False, default=0)
+    _size: int = field(init=False, default=BATCH)
+    """Lines of the task being filled."""
+    _lines: int = field(init=False, default=0)
+    _bytes: int = field(init=False, default=0)
+    """Lines and bytes (newlines included) queued so far."""
+    _total: int = field(init=False, default=0)
+    """The ledger's size when the pool started: what is left to queue is estimated from it
+    (the few lines read before the pool count as left, a slight overestimate)."""
 
     def __post_init__(self) -> None:
+        try:
+            self._total = os.path.getsize(self.ledger)
+        except OSError:
+            self._total = 0
         # fork: the children inherit the analyzer (indexes, works) without a copy per task.
         self._ctx = mp.get_context("fork")
         self._tasks = self._ctx.Queue()
@@ -203,11 +222,23 @@ class AttemptPool:
 
     def put(self, lineno: int, raw: bytes, terminated: bool) -> Iterator[Item]:
         """Queue one ledger line; yields the items now due, in ledger order."""
+        if not self._batch:
+            self._size = self._batch_size()
         self._batch.append((lineno, raw, terminated))
-        if len(self._batch) >= BATCH:
+        self._lines += 1
+        self._bytes += len(raw) + 1
+        if len(self._batch) >= self._size:
             self._send()
             while len(self._sent) >= IN_FLIGHT * self.workers:
                 yield from self._next_batch()
+
+    def _batch_size(self) -> int:
+        """Lines for the next task: about the lines left (estimated from the ledger's bytes
+        left and the mean line so far) over twice the workers, between BATCH and BATCH_MAX."""
+        if not self._lines:
+            return BATCH
+        left = max(0, self._total - self._bytes) * self._lines // self._bytes
+        return max(BATCH, min(BATCH_MAX, left // (2 * self.workers)))
 
     def finish(self) -> Iterator[Item]:
         """The remaining items, in order; then the workers' state is merged into the
