@@ -80,8 +80,8 @@ a matter's ledger); toward the ledger's end tasks shrink so that the workers fin
 (:meth:`AttemptPool._batch_size`)."""
 IN_FLIGHT = 4
 """Batches in flight per worker: bounds memory whatever the ledger's size."""
-COLLECT_EVERY = 64
-"""A worker's full garbage collection, every this many batches (see :func:`_worker`)."""
+COLLECT_EVERY = 8192
+"""A worker's full garbage collection, every this many lines (see :func:`_worker`)."""
 
 Result = tuple[AttemptAnalysis, Row, bytes]
 """An attempt's analysis, its table row and the row's canonical JSON line."""
@@ -105,21 +105,22 @@ def _worker(an: Analyzer, index: int, tasks: Any, results: Any,
     # stays paused here: analyzing an attempt makes no reference cycles (a 20,000-attempt
     # check found 317 cyclic objects in all, made once), and the collections that the
     # allocations of every attempt set off cost ~5% of a worker's time. A full collection
-    # every COLLECT_EVERY batches still frees what a plugin's measure might leave in a cycle.
-    # What the worker inherited (the works, their indexes and k-gram hash sets) is frozen
+    # every COLLECT_EVERY lines still frees what a plugin's measure might leave in a cycle.
+    # What the worker inherited (the works, their indexes and k-gram hash tables) is frozen
     # first, so a collection skips it and does not write to the pages it shares with the
     # parent.
     gc.freeze()
     gc.disable()
-    batches = 0
+    lines_since = 0
     while True:
         task = tasks.get()
         if task is None:
             break
-        batches += 1
-        if batches % COLLECT_EVERY == 0:
-            gc.collect()
         batch_no, lines = task
+        lines_since += len(lines)
+        if lines_since >= COLLECT_EVERY:
+            gc.collect()
+            lines_since = 0
         results.put(("done", batch_no, _batch(an, lines, superseded, of_attempt)))
     results.put(("state", index, an.cover, an.bmc_masks,
                  [r.measure.state() for r in an.measures]))
