@@ -64,7 +64,7 @@ SMALL_WORDS = 2000
 COST_REPEATS = 3
 """Analyses of each run of the cost comparison; the fastest is kept."""
 COST_PASSES = 7
-"""Passes of Analyzer.attempt over each work's attempt records (attempt_costs); the fastest is
+"""Passes of the analysis over each work's attempt records (attempt_costs); the fastest is
 kept."""
 
 
@@ -266,8 +266,10 @@ def pipeline(label: str, root: Path, subject: str, control: str, book: Path, per
 def attempt_costs(runs: dict[str, Path], passes: int) -> dict[str, tuple[float, int]]:
     """Per label, (seconds of this process per analyzed attempt, attempts): the subject work's
     attempt records of each run, read and verified once, then analyzed ``passes`` times, each
-    pass by an Analyzer built afresh (what a worker process does per attempt; the records'
-    parsing and checking and the table rows are left out; a fresh analyzer, so that no pass
+    pass by an Analyzer built afresh, in batches of casekit.analysis.parallel.BATCH records as
+    an analysis in one process takes them (Analyzer.seed_hints, then Analyzer.attempt: what a
+    worker process does per attempt; the records' parsing and checking and the table rows are
+    left out; a fresh analyzer, so that no pass
     finds the prompts' m-grams another pass left in its cache), the labels' passes alternating
     so that a change in the machine's speed touches both alike; the fastest pass counts. Only
     the subject's attempts: the planner gives the 2,000-word control half the attempts beside
@@ -276,6 +278,7 @@ def attempt_costs(runs: dict[str, Path], passes: int) -> dict[str, tuple[float, 
     import gc
 
     from casekit.analysis.analyze import _analyzer_for
+    from casekit.analysis.parallel import BATCH
     from casekit.ledger import iter_records
     from casekit.records import AttemptRecord, RunStart
 
@@ -293,8 +296,10 @@ def attempt_costs(runs: dict[str, Path], passes: int) -> dict[str, tuple[float, 
             for label, (folder, start, attempts) in work.items():
                 an = _analyzer_for(folder / "run", start, folder / "case.yaml")
                 t = time.process_time()
-                for rec in attempts:
-                    an.attempt(rec)
+                for i in range(0, len(attempts), BATCH):
+                    batch = attempts[i:i + BATCH]
+                    for rec, hint in zip(batch, an.seed_hints(batch), strict=True):
+                        an.attempt(rec, hint)
                 best[label] = min(best[label], time.process_time() - t)
                 del an
     finally:
@@ -689,8 +694,9 @@ def main(argv: list[str] | None = None) -> int:
                 per = attempt_costs(runs, COST_PASSES)
                 for label, (sec, n_rec) in per.items():
                     print(f"  {label:13s}: {1e6 * sec:.0f} us per attempt in one process "
-                          f"(casekit.analysis.analyze.Analyzer.attempt over the {n_rec:,} "
-                          f"attempts on the work in the {m:,}-attempt run, read beforehand; "
+                          f"(casekit.analysis.analyze.Analyzer.seed_hints and .attempt over "
+                          f"the {n_rec:,} attempts on the work in the {m:,}-attempt run, read "
+                          "beforehand, in batches as one process takes them; "
                           f"fastest of {COST_PASSES} passes, each by a fresh analyzer)")
                 ratio = per["whole novel"][0] / per["2k-word work"][0]
                 print(f"  ratio whole novel / 2k-word work, per attempt in one process: "
