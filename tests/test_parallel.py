@@ -282,3 +282,22 @@ def test_tasks_are_large_in_the_ledger_and_shrink_toward_its_end(tmp_path: Path)
     assert pool._batch_size() == parallel.BATCH
     pool._lines, pool._bytes = 120_000, 12_000_000  # the ledger grew while it was read
     assert pool._batch_size() == parallel.BATCH
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_analysis_goes_on_without_the_batch_test_should_it_fail(
+        tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The batch test only spares work: should it raise, each attempt is analyzed on its own
+    (had the error reached the analysis, it would have stopped with an error instead)."""
+    def broken(self: Analyzer, recs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in the batch test")
+
+    monkeypatch.setattr(Analyzer, "seed_hints", broken)
+    caplog.set_level(logging.WARNING, logger=parallel.__name__)
+    run = _run(tmp_path)
+    got = analyze_run(run, DEMO / "case.yaml", table=run / ATTEMPTS_NAME, workers=workers)
+    assert findings_bytes(got) == (DEMO / "findings.json").read_bytes()
+    if workers == 1:  # a worker's log is its own process's
+        assert ("testing a batch's outputs together failed (RuntimeError: a bug in the batch "
+                "test); analyzing them one by one") in caplog.text

@@ -78,6 +78,7 @@ from casekit.analysis.parallel import (
     LedgerObserver,
     attempt_failed,
     map_forked,
+    seed_hints,
 )
 from casekit.analysis.refusal import REFUSAL_WINDOW, refusal_in
 from casekit.analysis.registry import ActiveMeasure, active_measures, empty_fields
@@ -642,7 +643,7 @@ def _analyze(run_dir: Path, case_path: Path | None, writer: TableWriter | None,
         """Analyze the attempts read and not yet analyzed, their outputs tested against their
         works together (:meth:`Analyzer.seed_hints`), in ledger order."""
         if pending and an is not None:
-            for rec, hint in zip(pending, an.seed_hints(pending), strict=True):
+            for rec, hint in zip(pending, seed_hints(an, pending), strict=True):
                 take(compact(an.attempt(rec, hint)), None, None)
         pending.clear()
 

@@ -126,6 +126,17 @@ def _worker(an: Analyzer, index: int, tasks: Any, results: Any,
                  [r.measure.state() for r in an.measures]))
 
 
+def seed_hints(an: Analyzer, recs: list[AttemptRecord]) -> list[Any]:
+    """``an.seed_hints(recs)``; None for each record, with a warning, should it raise: the
+    hints only spare work (each attempt is then analyzed on its own, to the same result)."""
+    try:
+        return an.seed_hints(recs)
+    except Exception as exc:  # noqa: BLE001 - the analysis goes on without the hints
+        log.warning("testing a batch's outputs together failed (%s: %s); analyzing them one "
+                    "by one", type(exc).__name__, exc)
+        return [None] * len(recs)
+
+
 def _batch(an: Analyzer, lines: list[tuple[int, bytes, bool]], superseded: Container[int],
            of_attempt: Callable[[AttemptRecord], Any] | None) -> list[Item]:
     """A batch's items, in line order: its lines checked, then its attempts analyzed (their
@@ -142,12 +153,7 @@ def _batch(an: Analyzer, lines: list[tuple[int, bytes, bool]], superseded: Conta
         checked_lines.append((ln, checked, rec))
     todo = [rec for _, _, rec in checked_lines
             if isinstance(rec, AttemptRecord) and rec.seq not in superseded]
-    try:
-        hints = dict(zip(map(id, todo), an.seed_hints(todo), strict=True))
-    except Exception as exc:  # noqa: BLE001 - each attempt is then analyzed without its hint
-        log.warning("testing a batch's outputs together failed (%s: %s); analyzing them one "
-                    "by one", type(exc).__name__, exc)
-        hints = {}
+    hints = dict(zip(map(id, todo), seed_hints(an, todo), strict=True))
     out: list[Item] = []
     for ln, checked, rec in checked_lines:
         try:
