@@ -40,7 +40,7 @@ def chance_baseline(work: Work, matcher: WorkMatcher, others: Sequence[Work], mi
         for s in matcher.exact_spans(toks):
             longest = max(longest, s.words)
             reaching += int(s.words >= min_span)
-    # The control floor's selection (casekit.analysis.analyze): the report says the pooled
+    # The control floor's selection (casekit.analysis.control_test): the report says the pooled
     # count is every model's floor attempts together, so it must count the same ones.
     gen = [x for x in control_attempts if x.matched_output]
     return ChanceBaseline(

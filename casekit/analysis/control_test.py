@@ -37,7 +37,7 @@ def control_threshold(subject_span: int, subject_unit: str, control_unit: str) -
 MatchedTally = dict[tuple[str, int], int]
 """A model x work's span-matched attempts that returned an output
 (``AttemptAnalysis.matched_output``), counted by (intent, longest span): what the control
-floor and the test against it read of the attempts (casekit.analysis.analyze.matched_tally)."""
+floor and the test against it read of the attempts (:func:`matched_tally`)."""
 
 
 def matched_tally(span_attempts: list[AttemptAnalysis]) -> MatchedTally:

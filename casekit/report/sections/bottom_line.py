@@ -111,7 +111,7 @@ def _reconstruction(f: ModelWorkFinding, table: AttemptTable, min_span: int) -> 
 def _control_own(f: ModelWorkFinding, table: AttemptTable, min_span: int,
                  ) -> tuple[Rate, float | None]:
     """A control work's own chance reproductions for one model, counted as the model's floor
-    counts them over all its control works (casekit.analysis.analyze: the span-matched
+    counts them over all its control works (casekit.analysis.control_test: the span-matched
     generation attempts that returned an output, at the control's threshold), with the
     one-sided 95% upper bound. With several control works the floor pools them, so the
     floor's count, printed under each control's line, would read as that control's own."""

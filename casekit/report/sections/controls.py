@@ -136,7 +136,7 @@ def floor_at(base: FloorView, f: Findings, table: AttemptTable, work_id: str) ->
     need = {cw: control_threshold(span, unit, f.unit(cw)) for cw in base.control_works}
     if need == own:
         return base
-    # The floor's attempts (casekit.analysis.analyze): span-matched generation attempts on
+    # The floor's attempts (casekit.analysis.control_test): span-matched generation attempts on
     # the model's control works that returned an output.
     sel = (table.matched_outputs() & table.label("model_id").eq(base.model_id)
            & table.label("role").eq("control"))
